@@ -1,0 +1,1 @@
+"""OpenAlgo client: async pooled HTTP, typed responses, error classes, rate scheduler, WS feed client."""

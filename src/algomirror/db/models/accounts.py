@@ -1,0 +1,92 @@
+"""Trading accounts (seed table ``trading_accounts``): one OpenAlgo server per account."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+    true,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from algomirror.db.base import Base, TimestampMixin
+from algomirror.db.types import Money, UTCDateTime
+
+if TYPE_CHECKING:
+    from algomirror.db.models.users import User
+
+CONNECTION_STATUSES = ("connected", "disconnected", "failed", "error", "auth_failed")
+
+
+class TradingAccount(TimestampMixin, Base):
+    __tablename__ = "trading_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    account_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    broker: Mapped[str] = mapped_column(String(50), nullable=False)
+    # Fernet token of the OpenAlgo API key; never rendered, never logged.
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text)
+    # Last 4 characters of the key, for display ("••••abcd").
+    api_key_last4: Mapped[str | None] = mapped_column(String(4))
+    host_url: Mapped[str] = mapped_column(
+        String(200), default="http://127.0.0.1:5000", server_default="http://127.0.0.1:5000", nullable=False
+    )
+    websocket_url: Mapped[str] = mapped_column(
+        String(200), default="ws://127.0.0.1:8765", server_default="ws://127.0.0.1:8765", nullable=False
+    )
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), nullable=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true(), nullable=False)
+    last_connected: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    connection_status: Mapped[str] = mapped_column(
+        String(20), default="disconnected", server_default="disconnected", nullable=False
+    )
+    # Ours: the last error text and when it happened; consecutive failures drive failed/error.
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
+    # Ours: last successful background sync of funds/books.
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Ours (PRODUCT §2, §9.3): broker includes collateral in availablecash; custom allocation
+    # multiplier; cap of lots per leg.
+    collateral_included: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true(), nullable=False)
+    allocation_multiplier: Mapped[Decimal] = mapped_column(
+        Money(8, 2), default=Decimal("1.00"), server_default="1.00", nullable=False
+    )
+    max_lots_per_leg: Mapped[int] = mapped_column(Integer, default=100, server_default="100", nullable=False)
+
+    user: Mapped[User] = relationship(back_populates="trading_accounts")
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "account_name", name="unique_user_account"),
+        CheckConstraint("length(account_name) >= 3", name="check_account_name_length"),
+        CheckConstraint("length(broker) >= 1", name="check_broker_not_empty"),
+        CheckConstraint(
+            "connection_status IN ('connected', 'disconnected', 'failed', 'error', 'auth_failed')",
+            name="check_connection_status",
+        ),
+        CheckConstraint("allocation_multiplier > 0", name="check_allocation_multiplier"),
+        CheckConstraint("max_lots_per_leg >= 1", name="check_max_lots_per_leg"),
+        Index("idx_is_primary", "is_primary"),
+        Index("idx_is_active", "is_active"),
+        # Exactly one primary per user: the database refuses a second one.
+        Index(
+            "uq_trading_accounts_one_primary",
+            "user_id",
+            unique=True,
+            postgresql_where=text("is_primary"),
+            sqlite_where=text("is_primary = 1"),
+        ),
+    )

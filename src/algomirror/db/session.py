@@ -1,0 +1,83 @@
+"""Engine and session factory for SQLite (embedded) and PostgreSQL (production)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from algomirror.config import Settings
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached; ``str(exc)`` is a one-line reason."""
+
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    return on_connect
+
+
+def make_engine(url: str, settings: Settings | None = None) -> Engine:
+    """Create an engine with the right pragmas (SQLite) or pool settings (PostgreSQL)."""
+    if url.startswith("sqlite"):
+        busy = settings.sqlite_busy_timeout_ms if settings else 5000
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas(busy))
+        return engine
+    kwargs: dict[str, Any] = {
+        "pool_size": settings.db_pool_size if settings else 10,
+        "max_overflow": settings.db_max_overflow if settings else 20,
+        "pool_recycle": settings.db_pool_recycle if settings else 3600,
+        "pool_pre_ping": settings.db_pool_pre_ping if settings else True,
+        "connect_args": {"connect_timeout": 5},
+    }
+    return create_engine(url, **kwargs)
+
+
+def check_connection(engine: Engine) -> None:
+    """Raise :class:`DatabaseUnavailable` with a one-line reason if the database cannot be reached."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+        raise DatabaseUnavailable(f"database unreachable ({engine.url.render_as_string()}): {reason}") from None
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(f"database error: {str(exc).splitlines()[0]}") from None
+
+
+class Database:
+    """Holds the engine and the session factory; one per process."""
+
+    def __init__(self, url: str, settings: Settings | None = None) -> None:
+        self.url = url
+        self.engine = make_engine(url, settings)
+        self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: commits on success, rolls back on any exception."""
+        session = self.session_factory()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,88 @@
+"""Shared fixtures.
+
+Database fixtures run every DB test on **both** SQLite and PostgreSQL (``db_url`` is parametrised).
+Each pytest run creates its own PostgreSQL database (``am_test_<pid>_<hex>``) from the server given by
+``ALGOMIRROR_TEST_PG_URL`` (default: the local trust-auth server), so concurrent runs never collide; the
+schema is built once per run with ``alembic upgrade head`` and each test starts from empty tables.
+PostgreSQL is not optional: if it cannot be reached the PostgreSQL half fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from algomirror.db.session import Database
+from tests.schema import REFERENCE_TABLES, build_schema, truncate_all
+
+PG_ADMIN_URL = os.environ.get(
+    "ALGOMIRROR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A private PostgreSQL database for this test run, with the schema migrated to head."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"am_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        build_schema(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for every test (cheaper than migrating each time)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    build_schema(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A clean, migrated database URL; every DB test runs once per backend."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "test.db"
+        shutil.copyfile(template, path)
+        yield f"sqlite:///{path}"
+    else:
+        url: str = request.getfixturevalue("pg_database_url")
+        truncate_all(url)
+        yield url
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    db = Database(db_url)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+def session(database: Database) -> Iterator[Session]:
+    with database.session_factory() as s:
+        yield s
+
+
+__all__ = ["REFERENCE_TABLES"]
