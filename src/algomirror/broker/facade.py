@@ -24,7 +24,7 @@ class ConnectionTest:
     available_cash: Decimal | None = None
 
 
-def test_connection(host_url: str, api_key: str, *, timeout: float = 5.0) -> ConnectionTest:
+def check_connection(host_url: str, api_key: str, *, timeout: float = 5.0) -> ConnectionTest:
     """Call ``ping`` then ``funds`` on ``host_url``. Never raises for broker/network problems."""
     from algomirror.broker.client import run_connection_test
 
