@@ -86,3 +86,6 @@ def session(database: Database) -> Iterator[Session]:
 
 
 __all__ = ["REFERENCE_TABLES"]
+
+# Fixtures that start the paper exchange in-process (owned by the simulator work).
+pytest_plugins = ["tests.sim_fixtures"]

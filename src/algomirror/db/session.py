@@ -53,7 +53,9 @@ def check_connection(engine: Engine) -> None:
             conn.execute(text("SELECT 1"))
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
-        raise DatabaseUnavailable(f"database unreachable ({engine.url.render_as_string()}): {reason}") from None
+        raise DatabaseUnavailable(
+            f"database unreachable ({engine.url.render_as_string()}): {reason}"
+        ) from None
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(f"database error: {str(exc).splitlines()[0]}") from None
 

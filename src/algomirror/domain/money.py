@@ -1,4 +1,7 @@
-"""Money and quantity coercion. Gateway numbers may be strings, numbers, "" or null: unknown is None, never 0."""
+"""Money and quantity coercion.
+
+Gateway numbers may be strings, numbers, "" or null: unknown is None, never 0.
+"""
 
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ def format_inr(value: Decimal | int | None, *, places: int = 2) -> str:
     whole, _, frac = text.partition(".")
     if len(whole) > 3:
         head, tail = whole[:-3], whole[-3:]
-        groups = []
+        groups: list[str] = []
         while len(head) > 2:
             groups.insert(0, head[-2:])
             head = head[:-2]

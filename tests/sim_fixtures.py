@@ -1,0 +1,1 @@
+"""Paper-exchange fixtures (filled in by the simulator work)."""
