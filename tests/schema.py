@@ -8,7 +8,13 @@ from algomirror.db.migrate import upgrade_url
 
 # Rows seeded by the migrations (calendar data); kept between tests.
 REFERENCE_TABLES: frozenset[str] = frozenset(
-    {"alembic_version", "trading_hours_templates", "trading_sessions", "market_holidays", "special_trading_sessions"}
+    {
+        "alembic_version",
+        "trading_hours_templates",
+        "trading_sessions",
+        "market_holidays",
+        "special_trading_sessions",
+    }
 )
 
 

@@ -26,7 +26,9 @@ from algomirror.domain.timeutil import FakeClock, ensure_aware, format_ist, ist_
         ([], None),
     ],
 )
-def test_to_decimal_when_gateway_value_given_coerces_or_unknown(raw: object, expected: Decimal | None) -> None:
+def test_to_decimal_when_gateway_value_given_coerces_or_unknown(
+    raw: object, expected: Decimal | None
+) -> None:
     assert to_decimal(raw) == expected
 
 
@@ -35,7 +37,9 @@ def test_to_money_when_more_places_rounds_half_up() -> None:
     assert to_money(-7.885) == Decimal("-7.89")
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("75", 75), (75.0, 75), ("-150", -150), ("7.5", None), ("", None)])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("75", 75), (75.0, 75), ("-150", -150), ("7.5", None), ("", None)]
+)
 def test_to_quantity_when_value_given_is_int_or_unknown(raw: object, expected: int | None) -> None:
     assert to_quantity(raw) == expected
 
