@@ -29,9 +29,7 @@ def truncate_all(url: str) -> None:
         with engine.begin() as conn:
             names = [
                 r[0]
-                for r in conn.execute(
-                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-                )
+                for r in conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
                 if r[0] not in REFERENCE_TABLES
             ]
             if names:
