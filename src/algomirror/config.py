@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     demo_username: str = "demo"
     demo_password: SecretStr = SecretStr("demo-password-2026")
     simulator_seed: int = 42
+    # Ports of the embedded paper exchange (not OpenAlgo's 5000/8765, to avoid clashing with a real one).
+    demo_sim_port: int = Field(default=18500, ge=1, le=65535)
+    demo_sim_ws_port: int = Field(default=18765, ge=1, le=65535)
+    # Simulated-clock speed of the demo market (1.0 = real time); the demo clock starts inside a session.
+    demo_clock_speed: float = Field(default=1.0, gt=0, le=1000)
 
     # Broker client timeouts (seconds).
     http_connect_timeout: float = Field(default=4.0, gt=0)
