@@ -92,7 +92,7 @@ def exchanges_for(instrument: str) -> ExchangeMapping:
 
 
 def option_exchange_for(spot_exchange: str) -> str:
-    """OpenAlgo's rule for the options exchange of an underlying's exchange: NSE* → NFO, BSE* → BFO, else same."""
+    """OpenAlgo's options exchange for an underlying's exchange: NSE* → NFO, BSE* → BFO, else the same."""
     upper = spot_exchange.upper()
     if upper.startswith("NSE"):
         return "NFO"
@@ -134,7 +134,8 @@ def parse_expiry(text: str) -> date:
     match = _COMPACT_RE.match(text)
     if match is None:
         raise InvalidSymbol(f"expiry {text!r} is not DDMMMYY")
-    return _make_date(*match.groups(), text=text)
+    dd, mmm, yy = match.groups()
+    return _make_date(dd, mmm, yy, text=text)
 
 
 def parse_expiry_dashed(text: str) -> date:
@@ -142,7 +143,8 @@ def parse_expiry_dashed(text: str) -> date:
     match = _DASHED_RE.match(text)
     if match is None:
         raise InvalidSymbol(f"expiry {text!r} is not DD-MMM-YY")
-    return _make_date(*match.groups(), text=text)
+    dd, mmm, yy = match.groups()
+    return _make_date(dd, mmm, yy, text=text)
 
 
 def dashed_to_compact(text: str) -> str:

@@ -1,0 +1,35 @@
+"""Domain errors: raised by pure domain code when an input cannot be honoured.
+
+All derive from :class:`DomainError` (itself a ``ValueError``), so callers that only care that "the input
+was wrong" can catch one type; callers that must tell the user *why* catch the subclass.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(ValueError):
+    """Base class of every error the pure domain raises."""
+
+
+class UnknownUnderlying(DomainError):
+    """The underlying (e.g. ``NIFTY``) is not in the instrument specifications."""
+
+
+class InvalidSymbol(DomainError):
+    """A symbol, expiry string or strike could not be built or parsed."""
+
+
+class InvalidQuantity(DomainError):
+    """A quantity is not a positive multiple of the lot size, or the freeze limit is below one lot."""
+
+
+class StrikeNotListed(DomainError):
+    """The requested strike (ATM, ITM k, OTM k or an exact strike) is not among the listed strikes."""
+
+
+class NoPremiumQuotes(DomainError):
+    """No candidate strike had a usable (positive) premium for a premium-near selection."""
+
+
+class NoRuleInForce(DomainError):
+    """No effective-dated rule (lot size, freeze limit, expiry weekday) covers the requested date."""
