@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from algomirror.db.models import Base
 from algomirror.db.session import make_engine
 

@@ -1,7 +1,69 @@
-"""All ORM models. Importing this package registers every table on ``Base.metadata``."""
+"""All ORM models. Importing this package registers every table on ``Base.metadata``.
+
+See docs/data-model.md for what each table is for and who writes it.
+"""
 
 from algomirror.db.base import Base
 from algomirror.db.models.accounts import TradingAccount
+from algomirror.db.models.app_settings import AppSetting
+from algomirror.db.models.books import (
+    AccountFunds,
+    Holding,
+    MarginTracker,
+    Order,
+    OrderArchive,
+    Position,
+    Trade,
+    make_trade_key,
+)
+from algomirror.db.models.calendar import (
+    MarketHoliday,
+    SpecialTradingSession,
+    TradingHoursTemplate,
+    TradingSession,
+)
+from algomirror.db.models.commands import EngineCommand
+from algomirror.db.models.feed import FailoverEvent, WebSocketConnection, WebSocketSession
+from algomirror.db.models.sizing import MarginRequirement, TradeQuality, TradingSetting
+from algomirror.db.models.strategies import (
+    OrderIntent,
+    RiskEvent,
+    Strategy,
+    StrategyExecution,
+    StrategyLeg,
+    StrategyRun,
+)
 from algomirror.db.models.users import ActivityLog, User
 
-__all__ = ["ActivityLog", "Base", "TradingAccount", "User"]
+__all__ = [
+    "AccountFunds",
+    "ActivityLog",
+    "AppSetting",
+    "Base",
+    "EngineCommand",
+    "FailoverEvent",
+    "Holding",
+    "MarginRequirement",
+    "MarginTracker",
+    "MarketHoliday",
+    "Order",
+    "OrderArchive",
+    "OrderIntent",
+    "Position",
+    "RiskEvent",
+    "SpecialTradingSession",
+    "Strategy",
+    "StrategyExecution",
+    "StrategyLeg",
+    "StrategyRun",
+    "Trade",
+    "TradeQuality",
+    "TradingAccount",
+    "TradingHoursTemplate",
+    "TradingSession",
+    "TradingSetting",
+    "User",
+    "WebSocketConnection",
+    "WebSocketSession",
+    "make_trade_key",
+]

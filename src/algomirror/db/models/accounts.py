@@ -34,7 +34,9 @@ class TradingAccount(TimestampMixin, Base):
     __tablename__ = "trading_accounts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     account_name: Mapped[str] = mapped_column(String(100), nullable=False)
     broker: Mapped[str] = mapped_column(String(50), nullable=False)
     # Fernet token of the OpenAlgo API key; never rendered, never logged.
@@ -61,7 +63,9 @@ class TradingAccount(TimestampMixin, Base):
     last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Ours (PRODUCT §2, §9.3): broker includes collateral in availablecash; custom allocation
     # multiplier; cap of lots per leg.
-    collateral_included: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true(), nullable=False)
+    collateral_included: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=true(), nullable=False
+    )
     allocation_multiplier: Mapped[Decimal] = mapped_column(
         Money(8, 2), default=Decimal("1.00"), server_default="1.00", nullable=False
     )
@@ -81,6 +85,13 @@ class TradingAccount(TimestampMixin, Base):
         CheckConstraint("max_lots_per_leg >= 1", name="check_max_lots_per_leg"),
         Index("idx_is_primary", "is_primary"),
         Index("idx_is_active", "is_active"),
+        # Seed covering index; INCLUDE exists only on PostgreSQL (a plain composite index on SQLite).
+        Index(
+            "idx_accounts_user_primary",
+            "user_id",
+            "is_primary",
+            postgresql_include=["account_name", "broker"],
+        ),
         # Exactly one primary per user: the database refuses a second one.
         Index(
             "uq_trading_accounts_one_primary",

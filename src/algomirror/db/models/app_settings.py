@@ -1,0 +1,22 @@
+"""Installation-wide switches (``app_settings``): a tiny key/value table, e.g. ``signup_enabled``.
+
+Not in the seeds: the original kept the sign-up switch in process memory, which neither survives a
+restart nor works across several web processes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from algomirror.db.base import Base, TimestampMixin
+
+SIGNUP_ENABLED = "signup_enabled"
+
+
+class AppSetting(TimestampMixin, Base):
+    __tablename__ = "app_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    value: Mapped[str] = mapped_column(Text, nullable=False)

@@ -1,0 +1,206 @@
+"""Retention, order archiving and backups, with a fixed ``now``; the CLI commands end to end on SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from algomirror.cli import main
+from algomirror.db import maintenance
+from algomirror.db.maintenance import (
+    BackupError,
+    archive_orders,
+    backup_postgres,
+    backup_sqlite,
+    purge_activity_logs,
+)
+from algomirror.db.models import ActivityLog, Order, OrderArchive, TradingAccount, User
+from algomirror.db.session import Database
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def _account(session: Session) -> TradingAccount:
+    user = User(username="alice", email="alice@example.com", password_hash="x" * 20)
+    session.add(user)
+    session.flush()
+    account = TradingAccount(user_id=user.id, account_name="acct-1", broker="sandbox", is_primary=True)
+    session.add(account)
+    session.flush()
+    return account
+
+
+def _order(account: TradingAccount, order_id: str, placed_at: datetime) -> Order:
+    return Order(
+        account_id=account.id,
+        order_id=order_id,
+        symbol="NIFTY30DEC2526000CE",
+        exchange="NFO",
+        action="SELL",
+        quantity=65,
+        order_type="LIMIT",
+        price=Decimal("112.05"),
+        product="NRML",
+        status="complete",
+        filled_quantity=65,
+        pending_quantity=0,
+        average_price=Decimal("112.45"),
+        strategy="am-12",
+        placed_at=placed_at,
+    )
+
+
+def test_purge_activity_logs_when_older_than_retention_deletes_only_those(session: Session) -> None:
+    ages = [timedelta(days=200), timedelta(days=90, seconds=1), timedelta(days=90), timedelta(days=1)]
+    session.add_all(ActivityLog(action=f"age-{i}", timestamp=NOW - age) for i, age in enumerate(ages))
+    session.commit()
+
+    deleted = purge_activity_logs(session, NOW, days=90)
+    session.commit()
+
+    assert deleted == 2
+    assert sorted(session.scalars(select(ActivityLog.action))) == ["age-2", "age-3"]
+
+
+def test_purge_activity_logs_when_now_naive_raises_value_error(session: Session) -> None:
+    with pytest.raises(ValueError):
+        purge_activity_logs(session, NOW.replace(tzinfo=None))
+
+
+def test_archive_orders_when_older_than_window_moves_them_with_same_values(session: Session) -> None:
+    account = _account(session)
+    old = _order(account, "old-1", NOW - timedelta(days=45))
+    session.add_all([old, _order(account, "edge", NOW - timedelta(days=30)), _order(account, "new", NOW)])
+    session.commit()
+    old_id = old.id
+
+    counts = archive_orders(session, NOW, days=30)
+    session.commit()
+    session.expunge_all()
+
+    assert (counts.archived, counts.deleted) == (1, 1)
+    assert sorted(session.scalars(select(Order.order_id))) == ["edge", "new"]
+    archived = session.scalars(select(OrderArchive)).one()
+    assert archived.id == old_id
+    assert (archived.order_id, archived.account_id, archived.status) == ("old-1", account.id, "complete")
+    assert (archived.price, archived.average_price) == (Decimal("112.05"), Decimal("112.45"))
+    assert (archived.filled_quantity, archived.pending_quantity, archived.strategy) == (65, 0, "am-12")
+    assert archived.placed_at == NOW - timedelta(days=45)
+    assert archived.archived_at == NOW
+
+
+def test_archive_orders_when_more_than_one_batch_moves_all(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maintenance, "ARCHIVE_BATCH", 2)
+    account = _account(session)
+    session.add_all(_order(account, f"o{i}", NOW - timedelta(days=31 + i)) for i in range(5))
+    session.add(_order(account, "keep", NOW))
+    session.commit()
+
+    counts = archive_orders(session, NOW, days=30)
+    session.commit()
+
+    assert (counts.archived, counts.deleted) == (5, 5)
+    assert session.scalar(select(func.count()).select_from(OrderArchive)) == 5
+    assert list(session.scalars(select(Order.order_id))) == ["keep"]
+
+
+def test_archive_orders_when_rolled_back_leaves_orders_in_place(session: Session) -> None:
+    account = _account(session)
+    session.add(_order(account, "old", NOW - timedelta(days=40)))
+    session.commit()
+
+    archive_orders(session, NOW)
+    session.rollback()
+
+    assert session.scalar(select(func.count()).select_from(OrderArchive)) == 0
+    assert list(session.scalars(select(Order.order_id))) == ["old"]
+
+
+def test_backup_sqlite_when_database_has_rows_writes_consistent_copy(tmp_path: Path) -> None:
+    source = tmp_path / "live.db"
+    with sqlite3.connect(source) as conn:
+        conn.execute("CREATE TABLE t (v TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?)", [("a",), ("b",)])
+    conn.close()
+
+    path = backup_sqlite(f"sqlite:///{source}", tmp_path / "backups", NOW)
+
+    assert path == tmp_path / "backups" / "algomirror_20260302T120000Z.db"
+    copy = sqlite3.connect(path)
+    try:
+        assert copy.execute("SELECT v FROM t ORDER BY v").fetchall() == [("a",), ("b",)]
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        copy.close()
+    assert not list((tmp_path / "backups").glob("*.partial"))
+
+
+def test_backup_sqlite_when_file_missing_raises_backup_error(tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match="not found"):
+        backup_sqlite(f"sqlite:///{tmp_path / 'nope.db'}", tmp_path, NOW)
+    with pytest.raises(BackupError, match="in-memory"):
+        backup_sqlite("sqlite://", tmp_path, NOW)
+
+
+def test_backup_postgres_when_pg_dump_available_writes_custom_dump(
+    pg_database_url: str, tmp_path: Path
+) -> None:
+    path = backup_postgres(pg_database_url, tmp_path, NOW)
+
+    assert path.name == "algomirror_20260302T120000Z.dump"
+    assert path.read_bytes()[:5] == b"PGDMP"
+
+
+def test_backup_postgres_when_pg_dump_missing_raises_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    with pytest.raises(BackupError, match="pg_dump not found"):
+        backup_postgres("postgresql+psycopg://u:secret@127.0.0.1:5432/db", tmp_path / "b", NOW)
+
+
+def test_backup_postgres_when_server_refuses_reports_first_line_without_password(tmp_path: Path) -> None:
+    with pytest.raises(BackupError) as err:
+        backup_postgres("postgresql+psycopg://nobody:s3cret-pw@127.0.0.1:1/none", tmp_path, NOW)
+    assert "pg_dump failed" in str(err.value)
+    assert "s3cret-pw" not in str(err.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_when_maintenance_and_backup_run_on_sqlite_print_counts_and_path(
+    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db_file = tmp_path / "app.db"
+    db_file.write_bytes(sqlite_template.read_bytes())
+    url = f"sqlite:///{db_file}"
+    database = Database(url)
+    try:
+        with database.session() as session:
+            account = _account(session)
+            session.add(_order(account, "ancient", datetime(2020, 1, 1, tzinfo=UTC)))
+            session.add(ActivityLog(action="ancient", timestamp=datetime(2020, 1, 1, tzinfo=UTC)))
+    finally:
+        database.dispose()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ALGOMIRROR_DATABASE_URL", url)
+    monkeypatch.setenv("ALGOMIRROR_INSTANCE_DIR", str(tmp_path / "instance"))
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["maintenance", "run"])
+    assert result.exit_code == 0, result.output
+    assert "activity logs deleted: 1" in result.output
+    assert "orders archived: 1" in result.output
+
+    result = runner.invoke(main, ["backup", "--dest", str(tmp_path / "bk")])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "bk").glob("algomirror_*.db"))) == 1
