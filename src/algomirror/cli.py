@@ -103,3 +103,289 @@ def current() -> None:
     from algomirror.db.migrate import current_revision
 
     click.echo(current_revision(_db_url_or_exit()) or "(empty database)")
+
+
+# --- maintenance and backup -------------------------------------------------------------------------
+
+
+@main.group()
+def maintenance() -> None:
+    """Database housekeeping (the engine also runs it daily after the close)."""
+
+
+@maintenance.command("run")
+def maintenance_run() -> None:
+    """Delete old activity logs and archive old orders (retention from settings); print the counts."""
+    from algomirror.db.maintenance import archive_orders, purge_activity_logs
+    from algomirror.db.session import Database
+    from algomirror.domain.timeutil import utcnow
+
+    settings = settings_or_exit()
+    url = _db_url_or_exit()
+    now = utcnow()
+    database = Database(url, settings)
+    try:
+        with database.session() as session:
+            purged = purge_activity_logs(session, now, days=settings.activity_retention_days)
+            counts = archive_orders(session, now, days=settings.order_archive_days)
+    finally:
+        database.dispose()
+    click.echo(
+        f"activity logs deleted: {purged} (older than {settings.activity_retention_days} days); "
+        f"orders archived: {counts.archived} (older than {settings.order_archive_days} days)"
+    )
+
+
+@main.command("backup")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Directory for the backup file (default: INSTANCE_DIR/backups).",
+)
+def backup_command(dest: str | None) -> None:
+    """Back up the database: SQLite online copy, or pg_dump (custom format) for PostgreSQL."""
+    from pathlib import Path
+
+    from algomirror.db.maintenance import BackupError, backup
+    from algomirror.domain.timeutil import utcnow
+
+    settings = settings_or_exit()
+    url = _db_url_or_exit()
+    try:
+        path = backup(url, Path(dest) if dest else settings.instance_dir / "backups", utcnow())
+    except BackupError as exc:
+        fail(str(exc))
+    click.echo(f"backup written: {path}")
+
+
+# --- user (owned by the web foundation) -------------------------------------------------------------
+
+
+@main.group()
+def user() -> None:
+    """Users: create one (e.g. the administrator when sign-up is closed), reset a password."""
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt="Repeat password"))
+
+
+def _user_database() -> tuple[Settings, object]:
+    from algomirror.runner import StartupError, open_database
+
+    settings = settings_or_exit()
+    try:
+        return settings, open_database(settings)
+    except StartupError as exc:
+        fail(str(exc))
+
+
+@user.command("create")
+@click.argument("username")
+@click.option("--email", required=True, help="The user's email address.")
+@click.option("--admin", is_flag=True, help="Make the user an administrator.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def user_create(username: str, email: str, admin: bool, password_stdin: bool) -> None:
+    """Create USERNAME (the first user is always an administrator)."""
+    from algomirror.db.session import Database
+    from algomirror.web.auth.service import UserError, create_user
+    from algomirror.web.context import log_activity
+    from algomirror.web.security import make_password_hasher
+
+    password = _read_password(password_stdin)
+    _settings, database = _user_database()
+    assert isinstance(database, Database)
+    try:
+        with database.session() as session:
+            created = create_user(
+                session,
+                make_password_hasher(),
+                username=username,
+                email=email,
+                password=password,
+                admin=admin,
+            )
+            log_activity(session, "register", user_id=created.id, details="created with the command line")
+            role = "administrator" if created.is_admin else "user"
+            name = created.username
+    except UserError as exc:
+        fail(str(exc))
+    finally:
+        database.dispose()
+    click.echo(f"created {role} {name}")
+
+
+@user.command("reset-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from the first line of stdin.")
+def user_reset_password(username: str, password_stdin: bool) -> None:
+    """Set a new password for USERNAME and sign out all of its sessions."""
+    from algomirror.db.session import Database
+    from algomirror.web.auth.service import UserError, change_password, find_user
+    from algomirror.web.context import log_activity
+    from algomirror.web.security import make_password_hasher
+
+    password = _read_password(password_stdin)
+    _settings, database = _user_database()
+    assert isinstance(database, Database)
+    try:
+        with database.session() as session:
+            target = find_user(session, username)
+            if target is None:
+                fail(f"no user named {username.strip().lower()!r}")
+            change_password(session, make_password_hasher(), target, password)
+            log_activity(
+                session, "password_changed", user_id=target.id, details="reset with the command line"
+            )
+    except UserError as exc:
+        fail(str(exc))
+    finally:
+        database.dispose()
+    click.echo(f"password reset for {username.strip().lower()}; its sessions are signed out")
+
+
+# --- simulator (the paper exchange, standalone) ------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
+@click.option("--port", default=5000, show_default=True, type=int, help="REST port (0 = any free port).")
+@click.option(
+    "--ws-port", default=8765, show_default=True, type=int, help="WebSocket port (0 = any free port)."
+)
+@click.option("--seed", default=42, show_default=True, type=int, help="Market seed (same seed, same prices).")
+@click.option("--accounts", default=3, show_default=True, type=click.IntRange(1, 1000), help="Demo API keys.")
+@click.option(
+    "--clock",
+    type=click.Choice(["realtime", "accelerated", "manual"]),
+    default="realtime",
+    show_default=True,
+    help="Simulated time: wall clock, SPEED x real time, or moved only by POST /sim/clock/advance.",
+)
+@click.option(
+    "--speed", default=60.0, show_default=True, type=click.FloatRange(min=0.001), help="Accelerated x N."
+)
+@click.option("--control/--no-control", default=False, show_default=True, help="Serve the /sim/ control API.")
+@click.option("--no-rate-limits", is_flag=True, help="Disable OpenAlgo's per-key rate limits (benchmarks).")
+@click.option(
+    "--start",
+    default=None,
+    help="Simulated start for accelerated/manual clocks, ISO 8601 with offset "
+    "(e.g. 2026-11-25T10:00:00+05:30); default now (manual: Wed 25 Nov 2026 10:30 IST).",
+)
+def simulator(
+    host: str,
+    port: int,
+    ws_port: int,
+    seed: int,
+    accounts: int,
+    clock: str,
+    speed: float,
+    control: bool,
+    no_rate_limits: bool,
+    start: str | None,
+) -> None:
+    """Run the OpenAlgo-compatible paper exchange until Ctrl-C, printing each demo API key."""
+    import asyncio
+    import contextlib
+    import signal
+    from datetime import datetime
+
+    from algomirror.simulator.ratelimit import RateLimitConfig
+    from algomirror.simulator.server import Simulator, SimulatorConfig
+
+    start_at: datetime | None = None
+    if start:
+        try:
+            start_at = datetime.fromisoformat(start)
+        except ValueError:
+            fail(f"--start {start!r} is not an ISO 8601 instant")
+        if start_at.tzinfo is None:
+            fail("--start needs a UTC offset, e.g. +05:30")
+    config = SimulatorConfig(
+        start=start_at,
+        host=host,
+        port=port,
+        ws_port=ws_port,
+        seed=seed,
+        accounts=accounts,
+        clock=clock,  # type: ignore[arg-type]
+        speed=speed,
+        control=control,
+        rate_limits=RateLimitConfig(enabled=not no_rate_limits),
+    )
+
+    async def serve_forever() -> None:
+        sim = Simulator(config)
+        try:
+            await sim.start()
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}/{ws_port}: {exc.strerror or exc}")
+        click.echo(f"paper exchange REST  {sim.rest_url}/api/v1/")
+        click.echo(f"paper exchange WS    {sim.ws_url}")
+        if sim.control_url:
+            click.echo(f"control API          {sim.control_url}/")
+        click.echo(f"clock {clock}" + (f" x{speed:g}" if clock == "accelerated" else "") + f", seed {seed}")
+        for i, key in enumerate(sim.api_keys, start=1):
+            click.echo(f"account {i}: apikey {key}")
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await sim.stop()
+            click.echo("paper exchange stopped")
+
+    asyncio.run(serve_forever())
+
+
+# --- engine (production: its own service) -----------------------------------------------------------
+
+
+@main.command("engine")
+def engine_command() -> None:
+    """Run the engine (account sync; later execution, risk, feeds) in the foreground until stopped.
+
+    One engine per database: refuses to start when another holds the lock. Stops cleanly on SIGINT or
+    SIGTERM.
+    """
+    import asyncio
+    import logging
+    import signal
+
+    from algomirror.engine.factory import build_engine, quiet_http_logs
+    from algomirror.engine.lock import EngineAlreadyRunning
+    from algomirror.runner import StartupError, configure_logging, open_database
+
+    settings = settings_or_exit()
+    configure_logging(settings)
+    quiet_http_logs()
+    try:
+        database = open_database(settings)
+    except StartupError as exc:
+        fail(str(exc))
+    service = build_engine(settings, database)
+    try:
+        service.acquire_lock()
+    except EngineAlreadyRunning as exc:
+        database.dispose()
+        fail(str(exc))
+
+    async def main_loop() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, service.request_stop)
+        await service.run()
+
+    log = logging.getLogger("algomirror.engine")
+    log.info("engine started (database %s)", database.engine.url.render_as_string())
+    try:
+        asyncio.run(main_loop())
+    finally:
+        database.dispose()
+    log.info("engine stopped")

@@ -1,0 +1,345 @@
+"""Trading accounts: list, add, edit, delete (with confirmation), primary, (de)activate, test connection.
+
+The API key is write-only from the browser's point of view: it is encrypted on save, never put into a
+page (the form's key field is always rendered empty) and never logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, render_template
+from flask_login import login_required
+from sqlalchemy.exc import IntegrityError
+from wtforms.fields.choices import SelectChoice
+
+from algomirror.broker.facade import ConnectionTest
+from algomirror.db.models import TradingAccount
+from algomirror.domain.brokers import BROKERS
+from algomirror.domain.money import format_inr
+from algomirror.web.accounts import repo
+from algomirror.web.context import db, log_activity, me, now, redirect_to, state
+from algomirror.web.forms import AccountForm, ConfirmForm
+from algomirror.web.security import last4
+
+bp = Blueprint("accounts", __name__, url_prefix="/accounts")
+
+
+@bp.before_request
+@login_required
+def _signed_in() -> None:
+    return None
+
+
+def _own(account_id: int) -> TradingAccount:
+    account = repo.get_account(db(), me().id, account_id)
+    if account is None:
+        abort(404)
+    return account
+
+
+def _checked() -> None:
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+
+
+def _run_test(host_url: str, api_key: str, *, account_id: int | None) -> ConnectionTest:
+    result = state().connection_tester(host_url, api_key)
+    outcome = "ok" if result.ok else result.status
+    log_activity(
+        db(),
+        "connection_tested",
+        user_id=me().id,
+        account_id=account_id,
+        details=f"{host_url[:200]}: {outcome}: {result.message[:300]}",
+    )
+    return result
+
+
+def _result_text(result: ConnectionTest) -> str:
+    if result.ok:
+        cash = (
+            f", available cash {format_inr(result.available_cash)}"
+            if result.available_cash is not None
+            else ""
+        )
+        return f"Connected{f' to {result.broker}' if result.broker else ''}{cash}."
+    return f"Connection failed ({result.status}): {result.message}"
+
+
+@bp.route("/")
+def index() -> Any:
+    return render_template(
+        "accounts/index.html", accounts=repo.list_accounts(db(), me().id), form=ConfirmForm()
+    )
+
+
+@bp.route("/<int:account_id>")
+def detail(account_id: int) -> Any:
+    return render_template("accounts/detail.html", account=_own(account_id), form=ConfirmForm())
+
+
+def _name_ok(form: AccountForm, *, exclude_id: int | None = None) -> bool:
+    if repo.name_taken(db(), me().id, form.account_name.data or "", exclude_id=exclude_id):
+        form.account_name.errors = [*form.account_name.errors, "You already have an account with this name."]
+        return False
+    return True
+
+
+@bp.route("/new", methods=["GET", "POST"])
+def create() -> Any:
+    form = AccountForm(key_required=True)
+    if not form.validate_on_submit() or not _name_ok(form):
+        status = 400 if form.is_submitted() else 200
+        return render_template("accounts/form.html", form=form, account=None, result=None), status
+    user_id = me().id
+    session_db = db()
+    key = (form.api_key.data or "").strip()
+    result = state().connection_tester(form.host_url.data or "", key)
+    try:
+        account = repo.create_account(
+            session_db,
+            user_id,
+            account_name=form.account_name.data or "",
+            broker=form.broker.data or "",
+            host_url=form.host_url.data or "",
+            websocket_url=form.websocket_url.data or "",
+            api_key_encrypted=state().box.encrypt(key),
+            api_key_last4=last4(key),
+        )
+        repo.record_connection_test(account, result, now())
+        log_activity(
+            session_db,
+            "account_created",
+            user_id=user_id,
+            account_id=account.id,
+            details=f"{account.account_name} ({account.broker})",
+        )
+        log_activity(
+            session_db,
+            "connection_tested",
+            user_id=user_id,
+            account_id=account.id,
+            details=f"{account.host_url}: {'ok' if result.ok else result.status}: {result.message[:300]}",
+        )
+        if account.is_primary:
+            log_activity(
+                session_db,
+                "account_primary_changed",
+                user_id=user_id,
+                account_id=account.id,
+                details="first account becomes the primary",
+            )
+        session_db.commit()
+    except IntegrityError:
+        session_db.rollback()
+        form.account_name.errors = [*form.account_name.errors, "You already have an account with this name."]
+        return render_template("accounts/form.html", form=form, account=None, result=None), 400
+    if result.ok:
+        return redirect_to(
+            "accounts.index", f"Account “{account.account_name}” saved. {_result_text(result)}"
+        )
+    return redirect_to(
+        "accounts.index",
+        f"Account “{account.account_name}” saved as disconnected. {_result_text(result)}",
+        "warning",
+    )
+
+
+@bp.route("/new/test", methods=["POST"])
+def test_new() -> Any:
+    form = AccountForm(key_required=True)
+    result = None
+    if form.validate_on_submit():
+        result = _run_test(form.host_url.data or "", (form.api_key.data or "").strip(), account_id=None)
+        db().commit()
+    status = 200 if result is not None else 400
+    return render_template(
+        "accounts/form.html", form=form, account=None, result=result, result_text=_text_or_none(result)
+    ), status
+
+
+def _text_or_none(result: ConnectionTest | None) -> str | None:
+    return _result_text(result) if result is not None else None
+
+
+def _edit_form(account: TradingAccount) -> AccountForm:
+    form = AccountForm(key_required=False, obj=account)
+    if account.broker and account.broker not in BROKERS:
+        # Keep a broker id reported by the server even if it is not in our list.
+        form.broker.choices = [*(form.broker.choices or []), SelectChoice(account.broker)]
+    return form
+
+
+@bp.route("/<int:account_id>/edit", methods=["GET", "POST"])
+def edit(account_id: int) -> Any:
+    account = _own(account_id)
+    form = _edit_form(account)
+    if not form.validate_on_submit() or not _name_ok(form, exclude_id=account.id):
+        status = 400 if form.is_submitted() else 200
+        return render_template("accounts/form.html", form=form, account=account, result=None), status
+    session_db = db()
+    user_id = me().id
+    new_key = (form.api_key.data or "").strip()
+    host_changed = (form.host_url.data or "") != account.host_url
+    changes = [
+        name
+        for name in ("account_name", "broker", "host_url", "websocket_url")
+        if getattr(form, name).data != getattr(account, name)
+    ]
+    account.account_name = form.account_name.data or account.account_name
+    account.broker = form.broker.data or account.broker
+    account.host_url = form.host_url.data or account.host_url
+    account.websocket_url = form.websocket_url.data or account.websocket_url
+    result: ConnectionTest | None = None
+    if new_key:
+        changes.append("api_key")
+        account.api_key_encrypted = state().box.encrypt(new_key)
+        account.api_key_last4 = last4(new_key)
+        # A key change clears an auth_failed stop: the new key gets its own test right away.
+        result = _run_test(account.host_url, new_key, account_id=account.id)
+    elif host_changed and account.api_key_encrypted:
+        result = _run_test(
+            account.host_url, state().box.decrypt(account.api_key_encrypted), account_id=account.id
+        )
+    if result is not None:
+        repo.record_connection_test(account, result, now())
+    log_activity(
+        session_db,
+        "account_updated",
+        user_id=user_id,
+        account_id=account.id,
+        details="changed: " + (", ".join(changes) or "nothing"),
+    )
+    try:
+        session_db.commit()
+    except IntegrityError:
+        session_db.rollback()
+        form.account_name.errors = [*form.account_name.errors, "You already have an account with this name."]
+        return render_template("accounts/form.html", form=form, account=_own(account_id), result=None), 400
+    message = f"Account “{account.account_name}” updated."
+    if result is not None:
+        message += " " + _result_text(result)
+    return redirect_to("accounts.index", message, "success" if result is None or result.ok else "warning")
+
+
+@bp.route("/<int:account_id>/edit/test", methods=["POST"])
+def test_edit(account_id: int) -> Any:
+    account = _own(account_id)
+    form = _edit_form(account)
+    result = None
+    if form.validate_on_submit():
+        key = (form.api_key.data or "").strip()
+        if not key and account.api_key_encrypted:
+            key = state().box.decrypt(account.api_key_encrypted)
+        result = _run_test(form.host_url.data or "", key, account_id=account.id)
+        db().commit()
+    return render_template(
+        "accounts/form.html", form=form, account=account, result=result, result_text=_text_or_none(result)
+    ), (200 if result is not None else 400)
+
+
+@bp.route("/<int:account_id>/test", methods=["POST"])
+def test_saved(account_id: int) -> Any:
+    _checked()
+    account = _own(account_id)
+    if not account.api_key_encrypted:
+        return redirect_to("accounts.index", "This account has no API key; edit it to add one.", "error")
+    result = _run_test(
+        account.host_url, state().box.decrypt(account.api_key_encrypted), account_id=account.id
+    )
+    repo.record_connection_test(account, result, now())
+    db().commit()
+    return redirect_to(
+        "accounts.index",
+        f"“{account.account_name}”: {_result_text(result)}",
+        "success" if result.ok else "warning",
+    )
+
+
+@bp.route("/<int:account_id>/delete", methods=["GET", "POST"])
+def delete(account_id: int) -> Any:
+    account = _own(account_id)
+    session_db = db()
+    user_id = me().id
+    form = ConfirmForm()
+    running = repo.open_executions(session_db, user_id, account.id)
+    if not form.validate_on_submit():
+        if form.is_submitted():
+            abort(400)
+        return render_template("accounts/delete.html", account=account, form=form, running=running)
+    name = account.account_name
+    try:
+        promoted = repo.delete_account(session_db, user_id, account)
+    except repo.AccountRuleError as exc:
+        session_db.rollback()
+        return redirect_to("accounts.index", str(exc), "error")
+    log_activity(session_db, "account_deleted", user_id=user_id, details=f"{name} (id {account_id})")
+    if promoted is not None:
+        log_activity(
+            session_db,
+            "account_primary_changed",
+            user_id=user_id,
+            account_id=promoted.id,
+            details=f"{promoted.account_name} takes over from deleted {name}",
+        )
+    session_db.commit()
+    return redirect_to("accounts.index", f"Account “{name}” deleted.")
+
+
+@bp.route("/<int:account_id>/primary", methods=["POST"])
+def make_primary(account_id: int) -> Any:
+    _checked()
+    account = _own(account_id)
+    session_db = db()
+    try:
+        old = repo.set_primary(session_db, me().id, account)
+    except repo.AccountRuleError as exc:
+        session_db.rollback()
+        return redirect_to("accounts.index", str(exc), "error")
+    detail = f"{account.account_name} is the primary" + (f" (was {old.account_name})" if old else "")
+    log_activity(
+        session_db, "account_primary_changed", user_id=me().id, account_id=account.id, details=detail
+    )
+    session_db.commit()
+    return redirect_to("accounts.index", f"“{account.account_name}” is now the primary account.")
+
+
+@bp.route("/<int:account_id>/deactivate", methods=["POST"])
+def deactivate(account_id: int) -> Any:
+    _checked()
+    account = _own(account_id)
+    session_db = db()
+    promoted = repo.deactivate(session_db, me().id, account)
+    log_activity(
+        session_db,
+        "account_deactivated",
+        user_id=me().id,
+        account_id=account.id,
+        details=account.account_name,
+    )
+    message = f"“{account.account_name}” is deactivated."
+    if promoted is not None:
+        log_activity(
+            session_db,
+            "account_primary_changed",
+            user_id=me().id,
+            account_id=promoted.id,
+            details=f"{promoted.account_name} takes over from {account.account_name}",
+        )
+        message += f" “{promoted.account_name}” is now the primary."
+    session_db.commit()
+    return redirect_to("accounts.index", message)
+
+
+@bp.route("/<int:account_id>/activate", methods=["POST"])
+def activate(account_id: int) -> Any:
+    _checked()
+    account = _own(account_id)
+    session_db = db()
+    repo.activate(session_db, me().id, account)
+    log_activity(
+        session_db, "account_activated", user_id=me().id, account_id=account.id, details=account.account_name
+    )
+    session_db.commit()
+    return redirect_to("accounts.index", f"“{account.account_name}” is active.")

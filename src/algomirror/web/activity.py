@@ -1,0 +1,111 @@
+"""Activity log page: the user's own entries (admins may look at anyone's), filtered and paginated."""
+
+from __future__ import annotations
+
+from datetime import date, time, timedelta
+from typing import Any
+
+from flask import Blueprint, render_template, request
+from flask_login import login_required
+from sqlalchemy import Select, func, or_, select
+
+from algomirror.db.models import ActivityLog, User
+from algomirror.domain.timeutil import ist_combine
+from algomirror.web.context import db, me
+
+bp = Blueprint("activity", __name__, url_prefix="/activity")
+
+PAGE_SIZE = 50
+ACTIONS = (
+    "login",
+    "login_failed",
+    "login_locked",
+    "logout",
+    "register",
+    "password_changed",
+    "password_change_failed",
+    "account_created",
+    "account_updated",
+    "account_deleted",
+    "account_primary_changed",
+    "account_activated",
+    "account_deactivated",
+    "connection_tested",
+    "settings_changed",
+    "user_activated",
+    "user_deactivated",
+    "user_made_admin",
+)
+
+
+def _parse_date(value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+@bp.route("/")
+@login_required
+def index() -> Any:
+    user = me()
+    session_db = db()
+    args = request.args
+    action = (args.get("action") or "").strip()[:100]
+    text = (args.get("q") or "").strip()[:200]
+    start = _parse_date(args.get("from"))
+    end = _parse_date(args.get("to"))
+    try:
+        page = max(1, min(int(args.get("page", "1")), 100_000))
+    except ValueError:
+        page = 1
+    who: int | None = user.id
+    if user.is_admin:
+        raw = (args.get("user") or "").strip()
+        who = int(raw) if raw.isdigit() else (None if raw == "all" else user.id)
+
+    query: Select[Any] = select(ActivityLog, User.username).outerjoin(User, User.id == ActivityLog.user_id)
+    if who is not None:
+        query = query.where(ActivityLog.user_id == who)
+    if action:
+        query = query.where(ActivityLog.action == action)
+    if start:
+        query = query.where(ActivityLog.timestamp >= ist_combine(start, time(0, 0)))
+    if end:
+        query = query.where(ActivityLog.timestamp < ist_combine(end + timedelta(days=1), time(0, 0)))
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(
+            or_(
+                ActivityLog.details.ilike(pattern, escape="\\"),
+                ActivityLog.action.ilike(pattern, escape="\\"),
+                ActivityLog.ip_address.ilike(pattern, escape="\\"),
+            )
+        )
+    total = session_db.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    rows = session_db.execute(
+        query.order_by(ActivityLog.timestamp.desc(), ActivityLog.id.desc())
+        .limit(PAGE_SIZE)
+        .offset((page - 1) * PAGE_SIZE)
+    ).all()
+    users = session_db.scalars(select(User).order_by(User.username)).all() if user.is_admin else []
+    pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+    filters = {
+        "action": action,
+        "q": text,
+        "from": start.isoformat() if start else "",
+        "to": end.isoformat() if end else "",
+        "user": args.get("user", "") if user.is_admin else "",
+    }
+    return render_template(
+        "activity/index.html",
+        rows=rows,
+        total=total,
+        page=page,
+        pages=pages,
+        actions=ACTIONS,
+        users=users,
+        filters=filters,
+    )

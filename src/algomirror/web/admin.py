@@ -1,0 +1,90 @@
+"""Administrator pages: users (activate, deactivate, make admin) and the sign-up switch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, render_template
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from algomirror.db.models import User
+from algomirror.web.auth import service
+from algomirror.web.context import db, log_activity, me, redirect_to
+from algomirror.web.forms import ConfirmForm
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.before_request
+@login_required
+def require_admin() -> None:
+    if not current_user.is_admin or not me().is_admin:
+        abort(403)
+
+
+@bp.route("/")
+def index() -> Any:
+    session_db = db()
+    users = session_db.scalars(select(User).order_by(User.id)).all()
+    return render_template(
+        "admin/users.html",
+        users=users,
+        signup_enabled=service.signup_enabled(session_db),
+        form=ConfirmForm(),
+    )
+
+
+def _target(user_id: int) -> User:
+    user = db().get(User, user_id)
+    if user is None:
+        abort(404)
+    return user
+
+
+def _checked_form() -> None:
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+
+
+@bp.route("/users/<int:user_id>/activate", methods=["POST"])
+def activate(user_id: int) -> Any:
+    _checked_form()
+    user = _target(user_id)
+    user.is_active = True
+    log_activity(db(), "user_activated", user_id=me().id, details=f"user {user.username} (id {user.id})")
+    db().commit()
+    return redirect_to("admin.index", f"{user.username} is active.")
+
+
+@bp.route("/users/<int:user_id>/deactivate", methods=["POST"])
+def deactivate(user_id: int) -> Any:
+    _checked_form()
+    user = _target(user_id)
+    if user.id == me().id:
+        return redirect_to("admin.index", "You cannot deactivate yourself.", "error")
+    user.is_active = False
+    log_activity(db(), "user_deactivated", user_id=me().id, details=f"user {user.username} (id {user.id})")
+    db().commit()
+    return redirect_to("admin.index", f"{user.username} is deactivated and can no longer sign in.")
+
+
+@bp.route("/users/<int:user_id>/make-admin", methods=["POST"])
+def make_admin(user_id: int) -> Any:
+    _checked_form()
+    user = _target(user_id)
+    user.is_admin = True
+    log_activity(db(), "user_made_admin", user_id=me().id, details=f"user {user.username} (id {user.id})")
+    db().commit()
+    return redirect_to("admin.index", f"{user.username} is now an administrator.")
+
+
+@bp.route("/signup", methods=["POST"])
+def toggle_signup() -> Any:
+    _checked_form()
+    session_db = db()
+    enabled = not service.signup_enabled(session_db)
+    service.set_signup_enabled(session_db, enabled)
+    log_activity(session_db, "settings_changed", user_id=me().id, details=f"signup_enabled={enabled}")
+    session_db.commit()
+    return redirect_to("admin.index", "Sign-up is now open." if enabled else "Sign-up is now closed.")

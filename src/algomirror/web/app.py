@@ -1,0 +1,265 @@
+"""Flask app factory: extensions, blueprints, security headers, error pages, template helpers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request, session
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from algomirror.config import Settings, load_settings
+from algomirror.db.models import User
+from algomirror.db.session import Database
+from algomirror.domain.money import format_inr
+from algomirror.domain.timeutil import format_ist
+from algomirror.web.context import SessionUser, WebState, close_db, db
+from algomirror.web.context import now as state_now
+from algomirror.web.security import SecretBox, install_redaction, make_password_hasher, mask_key
+
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+        "base-uri 'self'",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# Largest request body we accept: forms are small; a 10 KB field is still refused by the form itself.
+MAX_CONTENT_LENGTH = 256 * 1024
+
+ERROR_TEXT = {
+    400: ("Bad request", "The request could not be understood."),
+    403: ("Forbidden", "You do not have access to this page."),
+    404: ("Not found", "There is nothing here, or it is not yours."),
+    405: ("Method not allowed", "This address does not accept that kind of request."),
+    413: ("Too large", "The request is too large."),
+    429: ("Too many requests", "Slow down: too many requests. Try again in a minute."),
+    500: ("Server error", "Something went wrong on our side. The error has been logged."),
+}
+
+
+def money_class(value: Decimal | int | float | None) -> str:
+    """CSS class for a signed amount: ``positive``, ``negative`` or ``zero`` (``unknown`` for None)."""
+    if value is None:
+        return "unknown"
+    if value > 0:
+        return "positive"
+    if value < 0:
+        return "negative"
+    return "zero"
+
+
+def wants_json() -> bool:
+    if request.path.startswith("/api/") or request.headers.get("HX-Request") == "true":
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return (
+        best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
+
+
+def error_response(code: int, message: str | None = None) -> tuple[Any, int]:
+    title, default = ERROR_TEXT.get(code, ("Error", "Something went wrong."))
+    text = message or default
+    if wants_json():
+        return jsonify({"error": title.lower().replace(" ", "_"), "message": text, "status": code}), code
+    return render_template("errors/error.html", code=code, title=title, message=text), code
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> Flask:
+    """Build the web app. Without ``settings`` they are loaded from the environment; without
+    ``database`` one is opened on ``settings.effective_database_url``."""
+    settings = settings or load_settings()
+    database = database or Database(settings.effective_database_url, settings)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key_value(),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        SESSION_COOKIE_NAME="algomirror_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_idle_hours),
+        SESSION_REFRESH_EACH_REQUEST=True,
+        REMEMBER_COOKIE_DURATION=timedelta(days=settings.remember_days),
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=settings.secure_cookies,
+        REMEMBER_COOKIE_NAME="algomirror_remember",
+        WTF_CSRF_ENABLED=True,
+        WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_HEADERS=["X-CSRFToken", "X-CSRF-Token"],
+        MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
+    )
+    app.extensions["algomirror"] = WebState(
+        settings=settings,
+        database=database,
+        hasher=make_password_hasher(),
+        box=SecretBox(settings.fernet_key_value()),
+    )
+    install_redaction(
+        [
+            settings.secret_key_value(),
+            settings.fernet_key_value().decode(),
+            settings.demo_password.get_secret_value(),
+        ]
+    )
+
+    CSRFProtect(app)
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        application_limits=[settings.ratelimit_global],
+        storage_uri=settings.redis_url or "memory://",
+        headers_enabled=True,
+        strategy="fixed-window",
+    )
+    _init_login(app)
+    _register_blueprints(app, limiter, settings)
+    _register_hooks(app, settings)
+    _register_errors(app)
+    _register_template_helpers(app)
+    return app
+
+
+def _init_login(app: Flask) -> None:
+    manager = LoginManager(app)
+    manager.login_view = "auth.login"
+    manager.login_message = "Please sign in to continue."
+    manager.login_message_category = "info"
+    manager.session_protection = "basic"
+
+    @manager.user_loader
+    def load_user(login_id: str) -> SessionUser | None:
+        user_part, _, version_part = login_id.partition(":")
+        if not user_part.isdigit() or not version_part.isdigit():
+            return None
+        user = db().get(User, int(user_part))
+        if user is None or not user.is_active or user.session_version != int(version_part):
+            return None
+        return SessionUser(user)
+
+
+def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> None:
+    from algomirror.web.accounts.views import bp as accounts_bp
+    from algomirror.web.activity import bp as activity_bp
+    from algomirror.web.admin import bp as admin_bp
+    from algomirror.web.auth.views import bp as auth_bp
+    from algomirror.web.books import bp as books_bp
+    from algomirror.web.dashboard import bp as dashboard_bp
+    from algomirror.web.risk import bp as risk_bp
+    from algomirror.web.settings_page import bp as settings_bp
+    from algomirror.web.strategies import bp as strategies_bp
+
+    limiter.limit(settings.ratelimit_auth)(auth_bp)
+    for blueprint in (
+        auth_bp,
+        dashboard_bp,
+        accounts_bp,
+        activity_bp,
+        admin_bp,
+        settings_bp,
+        strategies_bp,
+        risk_bp,
+        books_bp,
+    ):
+        app.register_blueprint(blueprint)
+    # Broker-touching routes share one tighter budget per IP.
+    broker_limit = limiter.shared_limit(settings.ratelimit_broker, scope="broker")
+    for endpoint in ("accounts.test_new", "accounts.test_edit", "accounts.test_saved"):
+        app.view_functions[endpoint] = broker_limit(app.view_functions[endpoint])
+
+
+def _register_hooks(app: Flask, settings: Settings) -> None:
+    idle_seconds = settings.session_idle_hours * 3600
+
+    @app.before_request
+    def idle_timeout() -> None:
+        # Server-side idle check: the cookie's own expiry is only a hint to the browser.
+        now = int(state_now().timestamp())
+        seen = session.get("seen")
+        if isinstance(seen, int) and now - seen > idle_seconds:
+            session.clear()
+        if "_user_id" in session or seen is not None:
+            session["seen"] = now
+        session.permanent = True
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "public, max-age=3600")
+        else:
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    app.teardown_appcontext(close_db)
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError) -> tuple[Any, int]:
+        return error_response(
+            400,
+            "The form was missing its security token or it had expired. Reload the page and try again.",
+        )
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        code = exc.code or 500
+        if code == 429:
+            body, status = error_response(429)
+            response = app.make_response((body, status))
+            retry = getattr(exc, "retry_after", None)
+            if retry:
+                response.headers["Retry-After"] = str(retry)
+            return response
+        if code in ERROR_TEXT:
+            return error_response(code)
+        return exc
+
+    @app.errorhandler(Exception)
+    def server_error(exc: Exception) -> tuple[Any, int]:
+        app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500)
+
+
+def _register_template_helpers(app: Flask) -> None:
+    app.add_template_filter(lambda value, places=2: format_inr(value, places=places), "inr")
+    app.add_template_filter(format_ist, "ist")
+    app.add_template_filter(mask_key, "masked_key")
+    app.add_template_global(money_class, "money_class")
+    app.add_template_filter(money_class, "money_class")
+
+    @app.context_processor
+    def nav_items() -> dict[str, Any]:
+        return {
+            "nav_items": [
+                ("dashboard.index", "Dashboard"),
+                ("accounts.index", "Accounts"),
+                ("strategies.index", "Strategies"),
+                ("risk.index", "Risk"),
+                ("settings.index", "Settings"),
+                ("activity.index", "Activity"),
+            ]
+        }

@@ -1,0 +1,314 @@
+"""Multi-account book pages: Positions, Orders, Trades, Holdings, Funds (+ live fragments and CSV),
+cancel of an open order (confirm page, then a POST through the OpenAlgo client), and the account
+overview panels (funds, positions, orders, connection history).
+
+Pages read only our database (the engine's sync fills it). Filters and sorting are GET parameters, so
+every page works without JavaScript; htmx polls the ``live`` fragment with the same parameters. Only
+the cancel POST talks to a broker; it is CSRF-protected and rate limited with ``ratelimit_broker``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from urllib.parse import urlencode
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, Flask, Response, abort, render_template, request, url_for
+from flask.blueprints import BlueprintSetupState
+from flask_login import login_required
+from werkzeug.datastructures import MultiDict
+
+from algomirror.broker import sync_facade
+from algomirror.broker.errors import BrokerError, UnknownOutcomeError
+from algomirror.domain.timeutil import format_ist, to_ist
+from algomirror.web import queries
+from algomirror.web.context import db, log_activity, me, now, redirect_to, state
+from algomirror.web.dashboard import POLL_SECONDS, market_status, stale_after
+
+bp = Blueprint("books", __name__)
+
+KINDS = ("positions", "orders", "trades", "holdings", "funds")
+# Rows per page of the HTML table (subtotals and totals always cover every matching row; the CSV has all).
+PAGE_SIZE = 100
+CANCEL_STRATEGY_TAG = "AlgoMirror"
+CSV_INJECTION_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+@bp.before_request
+@login_required
+def _signed_in() -> None:
+    return None
+
+
+# ----------------------------------------------------------------------------------------- params
+
+
+class Filters:
+    """The page's GET parameters, validated: ``account`` (id), ``symbol`` (text), ``sort``, ``dir``,
+    ``page`` (1-based)."""
+
+    def __init__(self, args: MultiDict[str, str]) -> None:
+        raw_account = (args.get("account") or "").strip()
+        self.account_id: int | None = int(raw_account) if raw_account.isdigit() else None
+        self.symbol = (args.get("symbol") or "").strip()[:50]
+        self.sort = (args.get("sort") or "").strip()[:40] or None
+        direction = (args.get("dir") or "").strip().lower()
+        self.descending: bool | None = {"asc": False, "desc": True}.get(direction)
+        raw_page = (args.get("page") or "").strip()
+        self.page = min(int(raw_page), 100_000) if raw_page.isdigit() and int(raw_page) > 0 else 1
+
+    def params(self, **overrides: Any) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "account": self.account_id,
+            "symbol": self.symbol or None,
+            "sort": self.sort,
+            "dir": None if self.descending is None else ("desc" if self.descending else "asc"),
+            "page": self.page if self.page > 1 else None,
+        }
+        values.update(overrides)
+        return {k: v for k, v in values.items() if v not in (None, "")}
+
+    def query(self, **overrides: Any) -> str:
+        """The parameters as a query string (for links inside loops: cheaper than ``url_for``)."""
+        return urlencode(self.params(**overrides))
+
+
+def _read(kind: str, filters: Filters, *, limit: int | None, offset: int = 0) -> queries.BookResult:
+    try:
+        return queries.read_book(
+            db(),
+            me().id,
+            kind,
+            account_id=filters.account_id,
+            symbol=filters.symbol,
+            sort=filters.sort,
+            descending=filters.descending,
+            limit=limit,
+            offset=offset,
+        )
+    except queries.NotOwned:
+        abort(404)
+
+
+def _context(kind: str) -> dict[str, Any]:
+    filters = Filters(request.args)
+    result = _read(kind, filters, limit=PAGE_SIZE, offset=(filters.page - 1) * PAGE_SIZE)
+    pages = max(1, -(-result.matched // PAGE_SIZE))
+    return {
+        "kind": kind,
+        "book": queries.BOOKS[kind],
+        "result": result,
+        "filters": filters,
+        "filter_query": filters.query,
+        "base_url": url_for(f"books.{kind}"),
+        "overview_prefix": request.script_root + "/accounts/",
+        "page": filters.page,
+        "pages": pages,
+        "poll_seconds": POLL_SECONDS,
+        "generated_at": now(),
+    }
+
+
+def _page(kind: str) -> Any:
+    return render_template("books/page.html", accounts=queries.account_choices(db(), me().id), **_context(kind))
+
+
+# ------------------------------------------------------------------------------------------ pages
+
+
+@bp.route("/positions")
+def positions() -> Any:
+    return _page("positions")
+
+
+@bp.route("/orders")
+def orders() -> Any:
+    return _page("orders")
+
+
+@bp.route("/trades")
+def trades() -> Any:
+    return _page("trades")
+
+
+@bp.route("/holdings")
+def holdings() -> Any:
+    return _page("holdings")
+
+
+@bp.route("/funds")
+def funds() -> Any:
+    return _page("funds")
+
+
+@bp.route("/<any(positions, orders, trades, holdings, funds):kind>/live")
+def live(kind: str) -> Any:
+    """Subtotals and table of a book page (htmx polls this with the page's own parameters)."""
+    return render_template("books/_live.html", **_context(kind))
+
+
+# -------------------------------------------------------------------------------------------- CSV
+
+
+def _csv_text(value: Any, kind: str) -> str:
+    if value is None:
+        return ""
+    if kind == "time" and isinstance(value, datetime):
+        return to_ist(value).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, Decimal):
+        return f"{value:.2f}"
+    text = str(value)
+    # Spreadsheets run cells starting with these as formulas; a quote makes them plain text.
+    if kind in ("text", "side", "status") and text.startswith(CSV_INJECTION_PREFIXES):
+        return "'" + text
+    return text
+
+
+def _csv_lines(result: queries.BookResult, book: queries.Book) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow([c.label + (" (IST)" if c.kind == "time" else "") for c in book.columns])
+    for row in result.rows:
+        writer.writerow([_csv_text(row.get(c.key), c.kind) for c in book.columns])
+    yield buffer.getvalue()
+
+
+@bp.route("/<any(positions, orders, trades, holdings, funds):kind>.csv")
+def export(kind: str) -> Any:
+    """All matching rows (no row limit) as CSV with an account column; amounts as plain 2-dp numbers,
+    unknown as an empty cell, times in IST."""
+    filters = Filters(request.args)
+    result = _read(kind, filters, limit=None)
+    book = queries.BOOKS[kind]
+    stamp = to_ist(now()).strftime("%Y%m%d-%H%M%S")
+    body = "".join(_csv_lines(result, book))
+    return Response(
+        "\ufeff" + body,
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="algomirror-{kind}-{stamp}.csv"',
+            "Content-Type": "text/csv; charset=utf-8",
+        },
+    )
+
+
+# ----------------------------------------------------------------------------------------- cancel
+
+
+def _own_order(order_pk: int) -> tuple[Any, Any]:
+    found = queries.order_for_user(db(), me().id, order_pk)
+    if found is None:
+        abort(404)
+    return found
+
+
+@bp.route("/orders/<int:order_pk>/cancel", methods=["GET", "POST"])
+def cancel_order(order_pk: int) -> Any:
+    """GET: the confirmation page. POST (CSRF-checked): cancel through the account's OpenAlgo server.
+
+    The broker's refusal is shown on the page (HTTP 409) and recorded; the activity log gets
+    ``order_cancel_requested`` then ``order_cancelled`` or ``order_cancel_failed``.
+    """
+    order, account = _own_order(order_pk)
+    is_open = order.status in queries.OPEN_ORDER_STATUSES
+    back = request.values.get("back") or url_for("books.orders")
+    if not back.startswith("/") or back.startswith("//"):
+        back = url_for("books.orders")
+    if request.method == "GET":
+        return render_template("books/cancel.html", order=order, account=account, is_open=is_open, back=back)
+    if not is_open:
+        return redirect_to("books.orders", f"Order {order.order_id} is {order.status}; nothing to cancel.", "warning")
+    if not account.api_key_encrypted:
+        error = "This account has no API key; edit the account to add one."
+        return render_template(
+            "books/cancel.html", order=order, account=account, is_open=is_open, back=back, error=error
+        ), 409
+    user_id = me().id
+    log_activity(
+        db(),
+        "order_cancel_requested",
+        user_id=user_id,
+        account_id=account.id,
+        details=f"order {order.order_id} {order.action} {order.quantity} {order.symbol}",
+    )
+    db().commit()
+    try:
+        api_key = state().box.decrypt(account.api_key_encrypted)
+        sync_facade.cancel_order(account.host_url, api_key, order.order_id, strategy=order.strategy or CANCEL_STRATEGY_TAG)
+    except (BrokerError, ValueError) as exc:
+        message = exc.message if isinstance(exc, BrokerError) else str(exc)
+        if isinstance(exc, UnknownOutcomeError):
+            message = f"{message}. Check the order book: the cancel may or may not have reached the broker."
+        log_activity(
+            db(),
+            "order_cancel_failed",
+            user_id=user_id,
+            account_id=account.id,
+            details=f"order {order.order_id}: {message}"[:2000],
+        )
+        db().commit()
+        return render_template(
+            "books/cancel.html", order=order, account=account, is_open=is_open, back=back, error=message
+        ), 409
+    log_activity(db(), "order_cancelled", user_id=user_id, account_id=account.id, details=f"order {order.order_id}")
+    # Shown at once; the next sync overwrites it with the broker's own status.
+    order.status = "cancelled"
+    db().commit()
+    return redirect_to("books.orders", f"Cancel sent for order {order.order_id} ({account.account_name}).")
+
+
+# --------------------------------------------------------------------------------- account overview
+
+
+def _overview_context(account_id: int) -> dict[str, Any]:
+    at = now()
+    market = market_status(at)
+    try:
+        cards = queries.account_cards(
+            db(), me().id, now=at, stale_after=stale_after(at, market.is_open), account_id=account_id
+        )
+        positions_result = queries.read_book(db(), me().id, "positions", account_id=account_id, limit=PAGE_SIZE)
+        orders_result = queries.read_book(db(), me().id, "orders", account_id=account_id, limit=100)
+    except queries.NotOwned:
+        abort(404)
+    return {
+        "card": cards[0],
+        "positions": positions_result,
+        "orders": orders_result,
+        "positions_book": queries.BOOKS["positions"],
+        "orders_book": queries.BOOKS["orders"],
+        "history": queries.connection_history(db(), me().id, account_id),
+        "poll_seconds": POLL_SECONDS,
+        "generated_at": at,
+    }
+
+
+@bp.route("/accounts/<int:account_id>/overview")
+def account_overview(account_id: int) -> Any:
+    return render_template("books/account.html", **_overview_context(account_id))
+
+
+@bp.route("/accounts/<int:account_id>/overview/live")
+def account_overview_live(account_id: int) -> Any:
+    return render_template("books/_account_live.html", **_overview_context(account_id))
+
+
+@bp.app_template_global("ist_short")
+def ist_short(value: datetime | None) -> str:
+    return format_ist(value, "%d %b %H:%M:%S") if value is not None else "—"
+
+
+@bp.record_once
+def _limit_cancel(setup: BlueprintSetupState) -> None:
+    """The cancel POST reaches a broker: give it the broker-touching rate limit of the app's limiter."""
+    app: Flask = setup.app
+    settings = app.extensions["algomirror"].settings
+    for limiter in app.extensions.get("limiter", ()):
+        endpoint = "books.cancel_order"
+        app.view_functions[endpoint] = limiter.limit(settings.ratelimit_broker, methods=["POST"])(
+            app.view_functions[endpoint]
+        )

@@ -1,0 +1,144 @@
+"""Per-app state and per-request helpers shared by every blueprint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from argon2 import PasswordHasher
+from flask import current_app, flash, g, has_app_context, has_request_context, redirect, request, url_for
+from flask_login import current_user
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from algomirror.broker.facade import ConnectionTest
+from algomirror.config import Settings
+from algomirror.db.models import ActivityLog, User
+from algomirror.db.session import Database
+from algomirror.domain.timeutil import Clock, SystemClock, utcnow
+from algomirror.web.security import SecretBox
+
+ConnectionTester = Callable[[str, str], ConnectionTest]
+
+
+def _default_tester(host_url: str, api_key: str) -> ConnectionTest:
+    from algomirror.broker.facade import check_connection
+
+    return check_connection(host_url, api_key, timeout=5.0)
+
+
+@dataclass
+class WebState:
+    """Everything the views need besides the request. Tests may swap ``hasher`` and ``clock``."""
+
+    settings: Settings
+    database: Database
+    hasher: PasswordHasher
+    box: SecretBox
+    clock: Clock = field(default_factory=SystemClock)
+    connection_tester: ConnectionTester = _default_tester
+
+
+def state() -> WebState:
+    return cast(WebState, current_app.extensions["algomirror"])
+
+
+def db() -> Session:
+    """The request's database session (opened on first use, closed at the end of the request).
+
+    Views commit explicitly; anything not committed is rolled back at teardown.
+    """
+    if "db_session" not in g:
+        g.db_session = state().database.session_factory()
+    return cast(Session, g.db_session)
+
+
+def close_db(_exc: BaseException | None = None) -> None:
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def now() -> datetime:
+    return state().clock.now()
+
+
+def client_ip() -> str | None:
+    if not has_request_context():
+        return None
+    return (request.remote_addr or "")[:45] or None
+
+
+def client_agent() -> str | None:
+    if not has_request_context():
+        return None
+    agent = request.headers.get("User-Agent", "")
+    return agent[:200] or None
+
+
+def log_activity(
+    session: Session,
+    action: str,
+    *,
+    user_id: int | None = None,
+    account_id: int | None = None,
+    details: str | None = None,
+) -> ActivityLog:
+    """Add an activity row (the caller commits). IP and agent come from the current request, if any."""
+    row = ActivityLog(
+        user_id=user_id,
+        account_id=account_id,
+        action=action,
+        details=details[:2000] if details else None,
+        ip_address=client_ip(),
+        user_agent=client_agent(),
+        timestamp=now() if has_app_context() else utcnow(),
+    )
+    session.add(row)
+    return row
+
+
+class SessionUser:
+    """What Flask-Login holds: the ORM user plus the login-id that embeds ``session_version``, so a
+    password change invalidates every other session and remember-me cookie."""
+
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, user: User) -> None:
+        self.user = user
+        self.id = user.id
+        self.username = user.username
+        self.is_admin = user.is_admin
+
+    @property
+    def is_active(self) -> bool:
+        return bool(self.user.is_active)
+
+    def get_id(self) -> str:
+        return f"{self.user.id}:{self.user.session_version}"
+
+
+def me() -> User:
+    """The signed-in ORM user (views behind ``login_required`` only)."""
+    return cast(SessionUser, cast(Any, current_user)._get_current_object()).user
+
+
+def is_same_site_path(target: str | None) -> bool:
+    """True for a local path: exactly one leading '/', no scheme, no '//' or '/\\' tricks."""
+    if not target or not target.startswith("/"):
+        return False
+    if target.startswith(("//", "/\\")):
+        return False
+    return not any(ch in target for ch in ("\\", "\r", "\n", "\t")) and ":" not in target.split("?")[0]
+
+
+def redirect_to(
+    endpoint: str, message: str | None = None, category: str = "success", **values: Any
+) -> Response:
+    """Flash ``message`` (if any) and redirect to ``endpoint`` (303: the browser follows with GET)."""
+    if message:
+        flash(message, category)
+    return redirect(url_for(endpoint, **values), code=303)

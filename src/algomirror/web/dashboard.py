@@ -1,0 +1,111 @@
+"""Dashboard: ``dashboard.index`` at "/" and its live fragment ``dashboard.live``.
+
+The page reads only our database (the engine's sync fills it); the fragment is polled by htmx every
+few seconds, so the numbers move without a reload. Three queries per render, whatever the number of
+accounts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, url_for
+from flask_login import current_user, login_required
+
+from algomirror.domain.calendar import TradingCalendar, default_calendar
+from algomirror.domain.timeutil import format_ist, to_ist
+from algomirror.web import queries, viewfmt
+from algomirror.web.auth import service
+from algomirror.web.context import db, me, now, state
+
+bp = Blueprint("dashboard", __name__)
+
+MARKET_EXCHANGE = "NSE"
+POLL_SECONDS = 3
+
+
+@lru_cache(maxsize=1)
+def _calendar() -> TradingCalendar:
+    return default_calendar()
+
+
+@dataclass(frozen=True)
+class MarketStatus:
+    is_open: bool
+    text: str
+
+
+def market_status(at: datetime, calendar: TradingCalendar | None = None) -> MarketStatus:
+    """"Market open · closes 15:30 IST" or "Market closed · next session Mon 24 Nov 09:15 IST" (NSE)."""
+    cal = calendar or _calendar()
+    current = cal.current_session(MARKET_EXCHANGE, at)
+    if current is not None:
+        return MarketStatus(True, f"Market open · closes {to_ist(current[1]).strftime('%H:%M')} IST")
+    try:
+        nxt = cal.next_session_start(MARKET_EXCHANGE, at)
+    except LookupError:
+        return MarketStatus(False, "Market closed · no session scheduled")
+    return MarketStatus(False, f"Market closed · next session {format_ist(nxt, '%a %d %b %H:%M')}")
+
+
+def stale_after(at: datetime, is_open: bool | None = None) -> timedelta:
+    """Two sync intervals (market-hours or closed interval from settings): older data is flagged."""
+    settings = state().settings
+    if is_open is None:
+        is_open = market_status(at).is_open
+    interval = settings.sync_interval_market if is_open else settings.sync_interval_closed
+    return timedelta(seconds=2 * interval)
+
+
+def age_text(seconds: int | None) -> str:
+    """"4 s ago", "3 min ago", "2 h ago", "5 d ago"; "never" for None."""
+    if seconds is None:
+        return "never"
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+bp.add_app_template_filter(age_text, "age")
+for _name, _function in viewfmt.FILTERS.items():
+    bp.add_app_template_filter(_function, _name)
+
+
+def _context() -> dict[str, Any]:
+    at = now()
+    market = market_status(at)
+    cards = queries.account_cards(db(), me().id, now=at, stale_after=stale_after(at, market.is_open))
+    return {
+        "cards": cards,
+        "totals": queries.dashboard_totals(cards),
+        "market": market,
+        "generated_at": at,
+        "poll_seconds": POLL_SECONDS,
+    }
+
+
+@bp.route("/")
+def index() -> Any:
+    if not current_user.is_authenticated:
+        # While nobody exists, the landing page is "create the administrator".
+        if service.user_count(db()) == 0:
+            return redirect(url_for("auth.register"))
+        return redirect(url_for("auth.login"))
+    context = _context()
+    if not context["cards"]:
+        return redirect(url_for("accounts.create"), code=303)
+    return render_template("dashboard/index.html", **context)
+
+
+@bp.route("/dashboard/live")
+@login_required
+def live() -> Any:
+    """The totals and account cards (htmx polls this)."""
+    return render_template("dashboard/_live.html", **_context())

@@ -1,0 +1,163 @@
+"""WTForms forms. Every form carries the CSRF token (Flask-WTF); limits give clear messages."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, HiddenField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
+
+from algomirror.domain.brokers import BROKERS
+from algomirror.web.security import API_KEY_MIN, PASSWORD_MAX
+
+URL_MAX = 200
+API_KEY_MAX = 256
+
+
+def _strip(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _url_check(schemes: tuple[str, ...], label: str) -> Any:
+    def check(_form: FlaskForm, field: Any) -> None:
+        value = (field.data or "").strip()
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            raise ValidationError(f"{label} must be a URL like {schemes[0]}://127.0.0.1:5000.") from None
+        if parts.scheme not in schemes or not parts.hostname or any(c.isspace() for c in value):
+            raise ValidationError(
+                f"{label} must start with {' or '.join(s + '://' for s in schemes)} and name a host."
+            )
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValidationError(f"{label} has an invalid port.") from None
+
+    return check
+
+
+class RegisterForm(FlaskForm):
+    username = StringField(
+        "Username",
+        filters=[_strip],
+        validators=[DataRequired("Choose a username."), Length(3, 20, "Username must be 3–20 characters.")],
+        description="3–20 characters: letters, digits, '_', '.', '-'. Not case-sensitive.",
+    )
+    email = StringField(
+        "Email",
+        filters=[_strip],
+        validators=[DataRequired("Enter your email address."), Length(max=120, message="Email is too long.")],
+    )
+    password = PasswordField(
+        "Password",
+        validators=[
+            DataRequired("Choose a password."),
+            Length(max=PASSWORD_MAX, message="Password is too long."),
+        ],
+        description="12–128 characters; not your username or email name; not a common password.",
+    )
+    password2 = PasswordField(
+        "Repeat password",
+        validators=[DataRequired("Repeat the password."), EqualTo("password", "The two passwords differ.")],
+    )
+
+
+class LoginForm(FlaskForm):
+    username = StringField(
+        "Username",
+        filters=[_strip],
+        validators=[DataRequired("Enter your username."), Length(max=120, message="Username is too long.")],
+    )
+    password = PasswordField(
+        "Password",
+        validators=[
+            DataRequired("Enter your password."),
+            Length(max=PASSWORD_MAX, message="Password is too long."),
+        ],
+    )
+    remember = BooleanField("Remember me for 30 days")
+    next = HiddenField()
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField(
+        "Current password",
+        validators=[DataRequired("Enter your current password."), Length(max=PASSWORD_MAX)],
+    )
+    new_password = PasswordField(
+        "New password",
+        validators=[
+            DataRequired("Choose a new password."),
+            Length(max=PASSWORD_MAX, message="Password is too long."),
+        ],
+        description="12–128 characters; not your username or email name; not a common password.",
+    )
+    new_password2 = PasswordField(
+        "Repeat new password",
+        validators=[
+            DataRequired("Repeat the new password."),
+            EqualTo("new_password", "The two passwords differ."),
+        ],
+    )
+
+
+class AccountForm(FlaskForm):
+    account_name = StringField(
+        "Account name",
+        filters=[_strip],
+        validators=[
+            DataRequired("Give the account a name."),
+            Length(3, 100, "Account name must be 3–100 characters."),
+        ],
+    )
+    broker = SelectField("Broker", choices=[SelectChoice(b) for b in BROKERS], validate_choice=True)
+    host_url = StringField(
+        "OpenAlgo host URL",
+        default="http://127.0.0.1:5000",
+        filters=[_strip],
+        validators=[
+            DataRequired("Enter the OpenAlgo host URL."),
+            Length(max=URL_MAX, message=f"Host URL must be at most {URL_MAX} characters."),
+            _url_check(("http", "https"), "Host URL"),
+        ],
+    )
+    websocket_url = StringField(
+        "WebSocket URL",
+        default="ws://127.0.0.1:8765",
+        filters=[_strip],
+        validators=[
+            DataRequired("Enter the WebSocket URL."),
+            Length(max=URL_MAX, message=f"WebSocket URL must be at most {URL_MAX} characters."),
+            _url_check(("ws", "wss"), "WebSocket URL"),
+        ],
+    )
+    api_key = PasswordField(
+        "API key",
+        filters=[_strip],
+        description="Stored encrypted; shown afterwards only as its last 4 characters.",
+    )
+
+    def __init__(self, *args: Any, key_required: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_required = key_required
+        if not key_required:
+            self.api_key.description = "Leave empty to keep the stored key."
+
+    def validate_api_key(self, field: Any) -> None:
+        value = (field.data or "").strip()
+        if not value:
+            if self.key_required:
+                raise ValidationError("Enter the account's OpenAlgo API key.")
+            return
+        if not API_KEY_MIN <= len(value) <= API_KEY_MAX:
+            raise ValidationError(f"API key must be {API_KEY_MIN}–{API_KEY_MAX} characters.")
+        if any(c.isspace() for c in value):
+            raise ValidationError("API key must not contain spaces.")
+
+
+class ConfirmForm(FlaskForm):
+    """A form with only the CSRF token, for POST buttons (logout, delete, toggles)."""

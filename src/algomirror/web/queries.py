@@ -1,0 +1,891 @@
+"""Read-side queries for the dashboard and the multi-account book pages.
+
+Every public function takes the owner's ``user_id`` and joins ``trading_accounts`` on it: another user's
+rows can never be returned, and another user's account id behaves exactly like a missing one
+(:class:`NotOwned`). Each page costs a fixed number of queries (no per-account or per-row queries).
+
+Sums are taken in Python over ``Decimal`` values read from NUMERIC columns, so totals are exact to the
+paisa on every backend (SQLite would sum NUMERIC text as floating point). A NULL amount is *unknown*:
+it is counted in :attr:`Sum.unknown`, never added as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import Integer, Select, and_, case, cast, func, select
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from algomirror.db.models import AccountFunds, ActivityLog, Holding, Order, Position, Trade, TradingAccount
+
+OPEN_ORDER_STATUSES = ("open", "trigger_pending")
+CONNECTION_ACTIONS = (
+    "connection_lost",
+    "connection_restored",
+    "auth_failed",
+    "connection_tested",
+    "order_cancel_requested",
+    "order_cancelled",
+    "order_cancel_failed",
+)
+CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
+
+
+class NotOwned(LookupError):
+    """The account id is not one of the user's accounts (or does not exist): show "not found"."""
+
+
+# ------------------------------------------------------------------------------------------ sums
+
+
+@dataclass
+class Sum:
+    """A running total of amounts (₹) where some amounts may be unknown (NULL).
+
+    ``value`` is the sum of the known amounts, or None when nothing is known but something is unknown
+    (an empty set sums to ₹0.00, which *is* known).
+    """
+
+    known: Decimal = ZERO
+    known_count: int = 0
+    unknown: int = 0
+
+    def add(self, amount: Decimal | None) -> None:
+        if amount is None:
+            self.unknown += 1
+        else:
+            self.known += amount
+            self.known_count += 1
+
+    def merge(self, other: Sum) -> None:
+        self.known += other.known
+        self.known_count += other.known_count
+        self.unknown += other.unknown
+
+    @property
+    def value(self) -> Decimal | None:
+        if self.unknown and not self.known_count:
+            return None
+        return self.known.quantize(CENT, rounding=ROUND_HALF_UP)
+
+    @property
+    def partial(self) -> bool:
+        """True when some, but not all, amounts were unknown: the figure is a lower bound of the truth."""
+        return bool(self.unknown and self.known_count)
+
+
+def percent(numerator: Decimal | None, denominator: Decimal | None) -> Decimal | None:
+    """``numerator / denominator × 100`` to 2 dp; None when either is unknown or the denominator is 0."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    result = (numerator * 100 / denominator).quantize(CENT, rounding=ROUND_HALF_UP)
+    return abs(result) if result == 0 else result  # no "-0.00%"
+
+
+# ------------------------------------------------------------------------------------------ accounts
+
+
+@dataclass
+class AccountCard:
+    """One account as the dashboard shows it (funds and counts from the last sync)."""
+
+    id: int
+    name: str
+    broker: str
+    is_primary: bool
+    is_active: bool
+    role: str
+    status: str
+    last_error: str | None
+    last_error_at: datetime | None
+    last_sync_at: datetime | None
+    last_connected: datetime | None
+    available_cash: Decimal | None = None
+    collateral: Decimal | None = None
+    utilised: Decimal | None = None
+    m2m_realized: Decimal | None = None
+    m2m_unrealized: Decimal | None = None
+    funds_at: datetime | None = None
+    has_funds: bool = False
+    open_positions: int = 0
+    open_orders: int = 0
+    age_seconds: int | None = None
+    stale: bool = False
+
+    @property
+    def updated_at(self) -> datetime | None:
+        """When our copy of this account's books was last refreshed (sync, else the funds row)."""
+        return self.last_sync_at or self.funds_at
+
+
+def roles(accounts: Iterable[tuple[int, bool, bool]]) -> dict[int, str]:
+    """Role labels from (id, is_primary, is_active) in creation order: "Primary", "Backup n", "Inactive"."""
+    labels: dict[int, str] = {}
+    backup = 0
+    for account_id, is_primary, is_active in accounts:
+        if not is_active:
+            labels[account_id] = "Inactive"
+        elif is_primary:
+            labels[account_id] = "Primary"
+        else:
+            backup += 1
+            labels[account_id] = f"Backup {backup}"
+    return labels
+
+
+def _account_rows(session: Session, user_id: int, account_id: int | None = None) -> Sequence[RowMapping]:
+    query = (
+        select(
+            TradingAccount.id,
+            TradingAccount.account_name,
+            TradingAccount.broker,
+            TradingAccount.is_primary,
+            TradingAccount.is_active,
+            TradingAccount.connection_status,
+            TradingAccount.last_error,
+            TradingAccount.last_error_at,
+            TradingAccount.last_sync_at,
+            TradingAccount.last_connected,
+            AccountFunds.id.label("funds_id"),
+            AccountFunds.available_cash,
+            AccountFunds.collateral,
+            AccountFunds.utilised_debits,
+            AccountFunds.m2m_realized,
+            AccountFunds.m2m_unrealized,
+            AccountFunds.fetched_at,
+        )
+        .outerjoin(AccountFunds, AccountFunds.account_id == TradingAccount.id)
+        .where(TradingAccount.user_id == user_id)
+        .order_by(TradingAccount.created_at, TradingAccount.id)
+    )
+    rows = session.execute(query).mappings().all()
+    if account_id is not None:
+        rows = [r for r in rows if r["id"] == account_id]
+    return rows
+
+
+def account_cards(
+    session: Session,
+    user_id: int,
+    *,
+    now: datetime,
+    stale_after: timedelta,
+    account_id: int | None = None,
+) -> list[AccountCard]:
+    """The user's accounts (creation order) with funds, open positions/orders counts and data age.
+
+    Three queries whatever the number of accounts. ``stale_after`` is the age (normally two sync
+    intervals) past which a card is flagged stale; an account never synced is stale. Raises
+    :class:`NotOwned` when ``account_id`` is given and is not the user's.
+    """
+    rows = _account_rows(session, user_id)
+    labels = roles((r["id"], r["is_primary"], r["is_active"]) for r in rows)
+    if account_id is not None:
+        rows = [r for r in rows if r["id"] == account_id]
+        if not rows:
+            raise NotOwned(account_id)
+    owned = select(TradingAccount.id).where(TradingAccount.user_id == user_id)
+    if account_id is not None:
+        owned = owned.where(TradingAccount.id == account_id)
+    open_positions = dict(
+        session.execute(
+            select(Position.account_id, func.count())
+            .where(Position.account_id.in_(owned), Position.quantity != 0)
+            .group_by(Position.account_id)
+        ).all()
+    )
+    open_orders = dict(
+        session.execute(
+            select(Order.account_id, func.count())
+            .where(Order.account_id.in_(owned), Order.status.in_(OPEN_ORDER_STATUSES))
+            .group_by(Order.account_id)
+        ).all()
+    )
+    cards: list[AccountCard] = []
+    for r in rows:
+        card = AccountCard(
+            id=r["id"],
+            name=r["account_name"],
+            broker=r["broker"],
+            is_primary=r["is_primary"],
+            is_active=r["is_active"],
+            role=labels[r["id"]],
+            status=r["connection_status"],
+            last_error=r["last_error"],
+            last_error_at=r["last_error_at"],
+            last_sync_at=r["last_sync_at"],
+            last_connected=r["last_connected"],
+            available_cash=r["available_cash"],
+            collateral=r["collateral"],
+            utilised=r["utilised_debits"],
+            m2m_realized=r["m2m_realized"],
+            m2m_unrealized=r["m2m_unrealized"],
+            funds_at=r["fetched_at"],
+            has_funds=r["funds_id"] is not None,
+            open_positions=int(open_positions.get(r["id"], 0)),
+            open_orders=int(open_orders.get(r["id"], 0)),
+        )
+        updated = card.updated_at
+        if updated is None:
+            card.stale = True
+        else:
+            age = now - updated
+            card.age_seconds = max(0, int(age.total_seconds()))
+            card.stale = age > stale_after
+        cards.append(card)
+    return cards
+
+
+@dataclass
+class DashboardTotals:
+    """Sums over the active accounts' cards (inactive accounts are not synced)."""
+
+    accounts: int = 0
+    active: int = 0
+    connected: int = 0
+    stale: int = 0
+    available_cash: Sum = field(default_factory=Sum)
+    collateral: Sum = field(default_factory=Sum)
+    utilised: Sum = field(default_factory=Sum)
+    m2m_realized: Sum = field(default_factory=Sum)
+    m2m_unrealized: Sum = field(default_factory=Sum)
+    open_positions: int = 0
+    open_orders: int = 0
+
+
+def dashboard_totals(cards: Iterable[AccountCard]) -> DashboardTotals:
+    totals = DashboardTotals()
+    for card in cards:
+        totals.accounts += 1
+        if not card.is_active:
+            continue
+        totals.active += 1
+        totals.connected += card.status == "connected"
+        totals.stale += card.stale
+        totals.available_cash.add(card.available_cash)
+        totals.collateral.add(card.collateral)
+        totals.utilised.add(card.utilised)
+        totals.m2m_realized.add(card.m2m_realized)
+        totals.m2m_unrealized.add(card.m2m_unrealized)
+        totals.open_positions += card.open_positions
+        totals.open_orders += card.open_orders
+    return totals
+
+
+def account_choices(session: Session, user_id: int) -> list[tuple[int, str]]:
+    """(id, name) of the user's accounts in creation order, for the account filter."""
+    return [
+        (int(r[0]), str(r[1]))
+        for r in session.execute(
+            select(TradingAccount.id, TradingAccount.account_name)
+            .where(TradingAccount.user_id == user_id)
+            .order_by(TradingAccount.created_at, TradingAccount.id)
+        ).all()
+    ]
+
+
+def connection_history(session: Session, user_id: int, account_id: int, *, limit: int = 20) -> list[RowMapping]:
+    """Latest connection events (and cancel actions) of one of the user's accounts, newest first."""
+    query = (
+        select(ActivityLog.timestamp, ActivityLog.action, ActivityLog.details)
+        .join(TradingAccount, TradingAccount.id == ActivityLog.account_id)
+        .where(
+            TradingAccount.user_id == user_id,
+            ActivityLog.account_id == account_id,
+            ActivityLog.action.in_(CONNECTION_ACTIONS),
+        )
+        .order_by(ActivityLog.timestamp.desc(), ActivityLog.id.desc())
+        .limit(limit)
+    )
+    return list(session.execute(query).mappings().all())
+
+
+# ------------------------------------------------------------------------------------------ books
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: ``key`` is the row field, the sort key and the CSV header."""
+
+    key: str
+    label: str
+    kind: str = "text"  # text | int | money | pct | time | side | status
+    sortable: bool = True
+    numeric: bool = False
+
+
+@dataclass
+class Subtotal:
+    """Aggregates of one account's rows (or of all rows, for the grand total)."""
+
+    account_id: int | None
+    account_name: str
+    count: int = 0
+    sums: dict[str, Sum] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def sum(self, key: str) -> Sum:
+        return self.sums.setdefault(key, Sum())
+
+    def bump(self, key: str, by: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + by
+
+    def merge(self, other: Subtotal) -> None:
+        self.count += other.count
+        for key, value in other.sums.items():
+            self.sum(key).merge(value)
+        for key, n in other.counts.items():
+            self.bump(key, n)
+
+    def pct(self, numerator: str, denominator: str) -> Decimal | None:
+        return percent(self.sum(numerator).value, self.sum(denominator).value)
+
+
+@dataclass
+class BookResult:
+    """A book page's data: the rows (sorted, possibly cut to ``limit``), per-account subtotals (every
+    account in scope, creation order) and the grand total over all matching rows."""
+
+    kind: str
+    rows: list[dict[str, Any]]
+    matched: int
+    subtotals: list[Subtotal]
+    total: Subtotal
+    sort: str
+    descending: bool
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class SumSpec:
+    """Σ ``expr`` (₹) per account, over the rows matching ``where`` (all rows when None)."""
+
+    key: str
+    expr: ColumnElement[Any]
+    where: ColumnElement[bool] | None = None
+
+
+@dataclass(frozen=True)
+class CountSpec:
+    """Number of rows per account matching ``where``."""
+
+    key: str
+    where: ColumnElement[bool]
+
+
+@dataclass(frozen=True)
+class Book:
+    """How to read, sort and aggregate one kind of row."""
+
+    kind: str
+    title: str
+    model: Any
+    columns: tuple[Column, ...]
+    select: Callable[[], Select[Any]]
+    sort_columns: dict[str, ColumnElement[Any]]
+    default_sort: str
+    default_descending: bool
+    symbol_column: ColumnElement[Any] | None
+    sums: tuple[SumSpec, ...]
+    counts: tuple[CountSpec, ...]
+    summary: tuple[tuple[str, str, str], ...]  # (label, source kind "sum"/"count"/"pct"/"n", key)
+
+
+def _account_name() -> ColumnElement[Any]:
+    return TradingAccount.account_name.label("account")
+
+
+def _positions_select() -> Select[Any]:
+    return select(
+        Position.id,
+        Position.account_id,
+        _account_name(),
+        Position.symbol,
+        Position.exchange,
+        Position.product,
+        Position.quantity,
+        Position.average_price,
+        Position.ltp,
+        Position.pnl,
+        Position.realized_pnl,
+        Position.unrealized_pnl,
+        Position.updated_at,
+    ).join(TradingAccount, TradingAccount.id == Position.account_id)
+
+
+def _orders_select() -> Select[Any]:
+    return select(
+        Order.id,
+        Order.account_id,
+        _account_name(),
+        Order.placed_at,
+        Order.order_id,
+        Order.symbol,
+        Order.exchange,
+        Order.action,
+        Order.order_type,
+        Order.product,
+        Order.quantity,
+        Order.filled_quantity,
+        Order.price,
+        Order.trigger_price,
+        Order.average_price,
+        Order.status,
+        Order.rejection_reason,
+        Order.strategy,
+    ).join(TradingAccount, TradingAccount.id == Order.account_id)
+
+
+def _trades_select() -> Select[Any]:
+    return select(
+        Trade.id,
+        Trade.account_id,
+        _account_name(),
+        Trade.traded_at,
+        Trade.order_id,
+        Trade.trade_id,
+        Trade.symbol,
+        Trade.exchange,
+        Trade.action,
+        Trade.product,
+        Trade.quantity,
+        Trade.average_price,
+        Trade.trade_value,
+    ).join(TradingAccount, TradingAccount.id == Trade.account_id)
+
+
+def trade_value(row: dict[str, Any]) -> Decimal | None:
+    """The row's value in ₹: the broker's, else quantity × average price; None when neither is known."""
+    value: Decimal | None = row["trade_value"]
+    if value is None and row["average_price"] is not None:
+        value = (row["average_price"] * row["quantity"]).quantize(CENT, rounding=ROUND_HALF_UP)
+    return value
+
+
+def _holdings_select() -> Select[Any]:
+    return select(
+        Holding.id,
+        Holding.account_id,
+        _account_name(),
+        Holding.symbol,
+        Holding.exchange,
+        Holding.quantity,
+        Holding.average_price,
+        Holding.current_price,
+        Holding.invested_value,
+        Holding.current_value,
+        Holding.pnl,
+        Holding.pnl_percent,
+        Holding.updated_at,
+    ).join(TradingAccount, TradingAccount.id == Holding.account_id)
+
+
+def _funds_select() -> Select[Any]:
+    return select(
+        AccountFunds.id,
+        AccountFunds.account_id,
+        _account_name(),
+        AccountFunds.available_cash,
+        AccountFunds.collateral,
+        AccountFunds.utilised_debits,
+        AccountFunds.m2m_realized,
+        AccountFunds.m2m_unrealized,
+        AccountFunds.fetched_at,
+    ).join(TradingAccount, TradingAccount.id == AccountFunds.account_id)
+
+
+ACCOUNT_COL = Column("account", "Account")
+# A trade's value: the broker's, else quantity × price (exact: a 2-dp price times an integer).
+TRADE_VALUE: ColumnElement[Any] = func.coalesce(Trade.trade_value, Trade.average_price * Trade.quantity)
+
+BOOKS: dict[str, Book] = {
+    "positions": Book(
+        kind="positions",
+        title="Positions",
+        columns=(
+            ACCOUNT_COL,
+            Column("symbol", "Symbol"),
+            Column("exchange", "Exchange"),
+            Column("product", "Product"),
+            Column("quantity", "Qty", "int", numeric=True),
+            Column("average_price", "Avg price", "money", numeric=True),
+            Column("ltp", "LTP", "money", numeric=True),
+            Column("pnl", "P&L", "pnl", numeric=True),
+            Column("realized_pnl", "Realised", "pnl", numeric=True),
+            Column("unrealized_pnl", "Unrealised", "pnl", numeric=True),
+            Column("updated_at", "Updated", "time"),
+        ),
+        select=_positions_select,
+        sort_columns={
+            "account": TradingAccount.account_name,
+            "symbol": Position.symbol,
+            "exchange": Position.exchange,
+            "product": Position.product,
+            "quantity": Position.quantity,
+            "average_price": Position.average_price,
+            "ltp": Position.ltp,
+            "pnl": Position.pnl,
+            "realized_pnl": Position.realized_pnl,
+            "unrealized_pnl": Position.unrealized_pnl,
+            "updated_at": Position.updated_at,
+        },
+        default_sort="account",
+        default_descending=False,
+        symbol_column=Position.symbol,
+        model=Position,
+        sums=(
+            SumSpec("pnl", Position.pnl),
+            SumSpec("realized_pnl", Position.realized_pnl),
+            SumSpec("unrealized_pnl", Position.unrealized_pnl),
+        ),
+        counts=(CountSpec("open", Position.quantity != 0),),
+        summary=(
+            ("Positions", "n", ""),
+            ("Open", "count", "open"),
+            ("P&L", "sum", "pnl"),
+            ("Realised", "sum", "realized_pnl"),
+            ("Unrealised", "sum", "unrealized_pnl"),
+        ),
+    ),
+    "orders": Book(
+        kind="orders",
+        title="Orders",
+        columns=(
+            ACCOUNT_COL,
+            Column("placed_at", "Time", "time"),
+            Column("order_id", "Order id"),
+            Column("symbol", "Symbol"),
+            Column("exchange", "Exchange"),
+            Column("action", "Side", "side"),
+            Column("order_type", "Type"),
+            Column("product", "Product"),
+            Column("quantity", "Qty", "int", numeric=True),
+            Column("filled_quantity", "Filled", "int", numeric=True),
+            Column("price", "Price", "money", numeric=True),
+            Column("trigger_price", "Trigger", "money", numeric=True),
+            Column("average_price", "Avg price", "money", numeric=True),
+            Column("status", "Status", "status"),
+            Column("strategy", "Strategy"),
+        ),
+        select=_orders_select,
+        sort_columns={
+            "account": TradingAccount.account_name,
+            "placed_at": Order.placed_at,
+            "order_id": Order.order_id,
+            "symbol": Order.symbol,
+            "exchange": Order.exchange,
+            "action": Order.action,
+            "order_type": Order.order_type,
+            "product": Order.product,
+            "quantity": Order.quantity,
+            "filled_quantity": Order.filled_quantity,
+            "price": Order.price,
+            "trigger_price": Order.trigger_price,
+            "average_price": Order.average_price,
+            "status": Order.status,
+            "strategy": Order.strategy,
+        },
+        default_sort="placed_at",
+        default_descending=True,
+        symbol_column=Order.symbol,
+        model=Order,
+        sums=(),
+        counts=(
+            CountSpec("BUY", Order.action == "BUY"),
+            CountSpec("SELL", Order.action == "SELL"),
+            CountSpec("open", Order.status.in_(OPEN_ORDER_STATUSES)),
+            CountSpec("complete", Order.status == "complete"),
+            CountSpec("cancelled", Order.status == "cancelled"),
+            CountSpec("rejected", Order.status == "rejected"),
+        ),
+        summary=(
+            ("Orders", "n", ""),
+            ("Buy", "count", "BUY"),
+            ("Sell", "count", "SELL"),
+            ("Open", "count", "open"),
+            ("Complete", "count", "complete"),
+            ("Cancelled", "count", "cancelled"),
+            ("Rejected", "count", "rejected"),
+        ),
+    ),
+    "trades": Book(
+        kind="trades",
+        title="Trades",
+        columns=(
+            ACCOUNT_COL,
+            Column("traded_at", "Time", "time"),
+            Column("order_id", "Order id"),
+            Column("trade_id", "Trade id"),
+            Column("symbol", "Symbol"),
+            Column("exchange", "Exchange"),
+            Column("action", "Side", "side"),
+            Column("product", "Product"),
+            Column("quantity", "Qty", "int", numeric=True),
+            Column("average_price", "Price", "money", numeric=True),
+            Column("value", "Value", "money", sortable=False, numeric=True),
+        ),
+        select=_trades_select,
+        sort_columns={
+            "account": TradingAccount.account_name,
+            "traded_at": Trade.traded_at,
+            "order_id": Trade.order_id,
+            "trade_id": Trade.trade_id,
+            "symbol": Trade.symbol,
+            "exchange": Trade.exchange,
+            "action": Trade.action,
+            "product": Trade.product,
+            "quantity": Trade.quantity,
+            "average_price": Trade.average_price,
+        },
+        default_sort="traded_at",
+        default_descending=True,
+        symbol_column=Trade.symbol,
+        model=Trade,
+        sums=(
+            SumSpec("buy_value", TRADE_VALUE, Trade.action == "BUY"),
+            SumSpec("sell_value", TRADE_VALUE, Trade.action == "SELL"),
+        ),
+        counts=(CountSpec("BUY", Trade.action == "BUY"), CountSpec("SELL", Trade.action == "SELL")),
+        summary=(
+            ("Trades", "n", ""),
+            ("Buys", "count", "BUY"),
+            ("Sells", "count", "SELL"),
+            ("Buy value", "sum", "buy_value"),
+            ("Sell value", "sum", "sell_value"),
+        ),
+    ),
+    "holdings": Book(
+        kind="holdings",
+        title="Holdings",
+        columns=(
+            ACCOUNT_COL,
+            Column("symbol", "Symbol"),
+            Column("exchange", "Exchange"),
+            Column("quantity", "Qty", "int", numeric=True),
+            Column("average_price", "Avg price", "money", numeric=True),
+            Column("current_price", "LTP", "money", numeric=True),
+            Column("invested_value", "Invested", "money", numeric=True),
+            Column("current_value", "Value", "money", numeric=True),
+            Column("pnl", "P&L", "pnl", numeric=True),
+            Column("pnl_percent", "P&L %", "pct", numeric=True),
+            Column("updated_at", "Updated", "time"),
+        ),
+        select=_holdings_select,
+        sort_columns={
+            "account": TradingAccount.account_name,
+            "symbol": Holding.symbol,
+            "exchange": Holding.exchange,
+            "quantity": Holding.quantity,
+            "average_price": Holding.average_price,
+            "current_price": Holding.current_price,
+            "invested_value": Holding.invested_value,
+            "current_value": Holding.current_value,
+            "pnl": Holding.pnl,
+            "pnl_percent": Holding.pnl_percent,
+            "updated_at": Holding.updated_at,
+        },
+        default_sort="account",
+        default_descending=False,
+        symbol_column=Holding.symbol,
+        model=Holding,
+        sums=(
+            SumSpec("current_value", Holding.current_value),
+            SumSpec("invested_value", Holding.invested_value),
+            SumSpec("pnl", Holding.pnl),
+        ),
+        counts=(),
+        summary=(
+            ("Holdings", "n", ""),
+            ("Value", "sum", "current_value"),
+            ("Invested", "sum", "invested_value"),
+            ("P&L", "sum", "pnl"),
+            ("P&L %", "pct", "pnl/invested_value"),
+        ),
+    ),
+    "funds": Book(
+        kind="funds",
+        title="Funds",
+        columns=(
+            ACCOUNT_COL,
+            Column("available_cash", "Available cash", "money", numeric=True),
+            Column("collateral", "Collateral", "money", numeric=True),
+            Column("utilised_debits", "Used margin", "money", numeric=True),
+            Column("m2m_realized", "Realised M2M", "pnl", numeric=True),
+            Column("m2m_unrealized", "Unrealised M2M", "pnl", numeric=True),
+            Column("fetched_at", "Fetched", "time"),
+        ),
+        select=_funds_select,
+        sort_columns={
+            "account": TradingAccount.account_name,
+            "available_cash": AccountFunds.available_cash,
+            "collateral": AccountFunds.collateral,
+            "utilised_debits": AccountFunds.utilised_debits,
+            "m2m_realized": AccountFunds.m2m_realized,
+            "m2m_unrealized": AccountFunds.m2m_unrealized,
+            "fetched_at": AccountFunds.fetched_at,
+        },
+        default_sort="account",
+        default_descending=False,
+        symbol_column=None,
+        model=AccountFunds,
+        sums=tuple(
+            SumSpec(key, getattr(AccountFunds, key))
+            for key in ("available_cash", "collateral", "utilised_debits", "m2m_realized", "m2m_unrealized")
+        ),
+        counts=(),
+        summary=(
+            ("Available cash", "sum", "available_cash"),
+            ("Collateral", "sum", "collateral"),
+            ("Used margin", "sum", "utilised_debits"),
+            ("Realised M2M", "sum", "m2m_realized"),
+            ("Unrealised M2M", "sum", "m2m_unrealized"),
+        ),
+    ),
+}
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _money_sum(expr: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """Σ of a 2-dp amount, exact on every backend: SQLite sums whole paise as integers (its NUMERIC
+    values are floats); PostgreSQL sums NUMERIC exactly."""
+    if dialect == "sqlite":
+        return func.sum(cast(func.round(expr * 100), Integer))
+    return func.sum(expr)
+
+
+def _money_value(raw: Any, dialect: str) -> Decimal:
+    if raw is None:
+        return ZERO
+    if dialect == "sqlite":
+        return Decimal(int(raw)).scaleb(-2)
+    return Decimal(str(raw)).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def book_subtotals(
+    session: Session, book: Book, conditions: Sequence[ColumnElement[bool]], accounts: Sequence[tuple[int, str]]
+) -> tuple[list[Subtotal], Subtotal]:
+    """Per-account subtotals (every account in ``accounts``, in that order) and the grand total of the
+    rows matching ``conditions``. One GROUP BY query."""
+    dialect = session.get_bind().dialect.name
+    model = book.model
+    columns: list[ColumnElement[Any]] = [model.account_id, func.count()]
+    for spec in book.sums:
+        expr = spec.expr if spec.where is None else case((spec.where, spec.expr))
+        rows_in = func.count() if spec.where is None else func.count(case((spec.where, 1)))
+        columns += [_money_sum(expr, dialect), rows_in, func.count(expr)]
+    for count_spec in book.counts:
+        columns.append(func.sum(case((count_spec.where, 1), else_=0)))
+    query = (
+        select(*columns)
+        .join(TradingAccount, TradingAccount.id == model.account_id)
+        .where(*conditions)
+        .group_by(model.account_id)
+    )
+    subtotals = {aid: Subtotal(aid, name) for aid, name in accounts}
+    for row in session.execute(query).all():
+        sub = subtotals.get(row[0])
+        if sub is None:  # pragma: no cover - the query is scoped to the same accounts
+            continue
+        sub.count = int(row[1])
+        index = 2
+        for spec in book.sums:
+            total_rows, known = int(row[index + 1]), int(row[index + 2])
+            sub.sums[spec.key] = Sum(_money_value(row[index], dialect), known, total_rows - known)
+            index += 3
+        for count_spec in book.counts:
+            sub.counts[count_spec.key] = int(row[index] or 0)
+            index += 1
+    total = Subtotal(None, "All accounts")
+    for sub in subtotals.values():
+        for spec in book.sums:
+            sub.sum(spec.key)
+        total.merge(sub)
+    return list(subtotals.values()), total
+
+
+def read_book(
+    session: Session,
+    user_id: int,
+    kind: str,
+    *,
+    account_id: int | None = None,
+    symbol: str | None = None,
+    sort: str | None = None,
+    descending: bool | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> BookResult:
+    """Rows of one book across the user's accounts, with per-account subtotals and a grand total.
+
+    ``symbol`` is a case-insensitive substring filter; ``sort`` must be one of the book's sortable
+    keys (anything else falls back to the default sort). Subtotals and total cover every matching
+    row; ``limit``/``offset`` page the returned rows. Three queries. Raises KeyError for an unknown
+    ``kind`` and :class:`NotOwned` for an ``account_id`` that is not the user's.
+    """
+    book = BOOKS[kind]
+    accounts = account_choices(session, user_id)
+    if account_id is not None:
+        accounts = [a for a in accounts if a[0] == account_id]
+        if not accounts:
+            raise NotOwned(account_id)
+    key = sort if sort in book.sort_columns else book.default_sort
+    desc = book.default_descending if descending is None or key != sort else descending
+    column = book.sort_columns[key]
+    conditions: list[ColumnElement[bool]] = [TradingAccount.user_id == user_id]
+    if account_id is not None:
+        conditions.append(TradingAccount.id == account_id)
+    needle = (symbol or "").strip().upper()
+    if needle and book.symbol_column is not None:
+        conditions.append(func.upper(book.symbol_column).like(f"%{_like_escape(needle)}%", escape="\\"))
+    subtotals, total = book_subtotals(session, book, conditions, accounts)
+
+    query = book.select().where(*conditions)
+    # NULLs last in both directions: an unknown amount is never "the largest" or "the smallest".
+    nulls_last = case((column.is_(None), 1), else_=0)
+    ordering = column.desc() if desc else column.asc()
+    tiebreak: list[ColumnElement[Any]] = [TradingAccount.account_name]
+    if book.symbol_column is not None:
+        tiebreak.append(book.symbol_column)
+    query = query.order_by(nulls_last, ordering, *tiebreak, query.selected_columns[0])
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
+    rows: list[dict[str, Any]] = []
+    for mapping in session.execute(query).mappings():
+        row = dict(mapping)
+        if kind == "trades":
+            row["value"] = trade_value(row)
+        rows.append(row)
+    return BookResult(
+        kind=kind,
+        rows=rows,
+        matched=total.count,
+        subtotals=subtotals,
+        total=total,
+        sort=key,
+        descending=desc,
+        offset=offset,
+    )
+
+
+def order_for_user(session: Session, user_id: int, order_pk: int) -> tuple[Order, TradingAccount] | None:
+    """Our order row (by its primary key) and its account, or None when it is not the user's."""
+    found = session.execute(
+        select(Order, TradingAccount)
+        .join(TradingAccount, and_(TradingAccount.id == Order.account_id, TradingAccount.user_id == user_id))
+        .where(Order.id == order_pk)
+    ).first()
+    if found is None:
+        return None
+    return found[0], found[1]

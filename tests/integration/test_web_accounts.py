@@ -1,0 +1,312 @@
+"""Trading accounts through the web pages: add/edit/delete, primary rules, connection tests, bad input."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from tests.integration.web_support import WebEnv, fake_openalgo, make_env, post_form, signed_in, unused_port
+
+KEY = "alpha-key-0001-WXYZ"
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> WebEnv:
+    web = make_env(db_url, tmp_path)
+    yield web
+    web.database.dispose()
+
+
+@pytest.fixture
+def alice(env: WebEnv) -> FlaskClient:
+    return signed_in(env, "alice")
+
+
+def form(name: str, **over: Any) -> dict[str, Any]:
+    data = {
+        "account_name": name,
+        "broker": "zerodha",
+        "host_url": f"http://127.0.0.1:{unused_port()}",
+        "websocket_url": "ws://127.0.0.1:8765",
+        "api_key": KEY,
+    }
+    data.update(over)
+    return data
+
+
+def create(client: FlaskClient, name: str, **over: Any) -> Any:
+    return post_form(client, "/accounts/new", form(name, **over), page="/accounts/new")
+
+
+def ids(env: WebEnv) -> dict[str, int]:
+    return {a.account_name: a.id for a in env.accounts("alice")}
+
+
+def primary(env: WebEnv) -> list[str]:
+    return [a.account_name for a in env.accounts("alice") if a.is_primary]
+
+
+def test_create_when_server_unreachable_saves_as_disconnected_with_error(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    response = create(alice, "Main")
+    assert response.status_code == 303
+    page = alice.get("/accounts/").get_data(as_text=True)
+    assert "saved as disconnected" in page
+    account = env.accounts("alice")[0]
+    assert account.connection_status == "disconnected" and account.last_error
+    assert account.last_error_at is not None and account.last_connected is None
+    assert account.api_key_last4 == "WXYZ" and account.is_primary
+    assert account.host_url.startswith("http://127.0.0.1:")
+    assert {"account_created", "connection_tested", "account_primary_changed"} <= set(env.actions("alice"))
+
+
+def test_create_when_server_answers_records_connected_broker_and_time(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    with fake_openalgo(KEY, broker="angel") as host:
+        response = create(alice, "Main", host_url=host)
+    assert response.status_code == 303
+    account = env.accounts("alice")[0]
+    assert account.connection_status == "connected"
+    assert account.broker == "angel"  # the broker the server reports wins
+    assert account.last_connected == env.clock.now()
+    assert "₹1,23,456.50" in alice.get("/accounts/").get_data(as_text=True)
+
+
+def test_create_when_key_rejected_saves_as_auth_failed_with_message(env: WebEnv, alice: FlaskClient) -> None:
+    with fake_openalgo("another-key-entirely") as host:
+        create(alice, "Main", host_url=host)
+    account = env.accounts("alice")[0]
+    assert account.connection_status == "auth_failed" and account.last_error
+
+
+def test_test_connection_when_on_unsaved_form_shows_result_and_saves_nothing(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    with fake_openalgo(KEY) as host:
+        ok = post_form(alice, "/accounts/new/test", form("Main", host_url=host), page="/accounts/new")
+    assert ok.status_code == 200 and "Connected to zerodha" in ok.get_data(as_text=True)
+    bad = post_form(alice, "/accounts/new/test", form("Main"), page="/accounts/new")
+    assert "Connection failed" in bad.get_data(as_text=True)
+    # The typed values stay in the form, the key does not come back.
+    assert 'value="Main"' in bad.get_data(as_text=True) and KEY not in bad.get_data(as_text=True)
+    assert env.accounts("alice") == []
+    assert env.actions("alice").count("connection_tested") == 2
+
+
+def test_test_connection_when_saved_account_records_status(env: WebEnv, alice: FlaskClient) -> None:
+    with fake_openalgo(KEY) as host:
+        create(alice, "Main", host_url=host)
+        env.clock.advance(timedelta(minutes=5))
+        account_id = ids(env)["Main"]
+        response = post_form(alice, f"/accounts/{account_id}/test", page="/accounts/", follow_redirects=True)
+    assert "Connected" in response.get_data(as_text=True)
+    assert env.accounts("alice")[0].last_connected == env.clock.now()
+    # Server gone: the next test records the failure.
+    response = post_form(alice, f"/accounts/{account_id}/test", page="/accounts/", follow_redirects=True)
+    account = env.accounts("alice")[0]
+    assert account.connection_status == "disconnected" and account.consecutive_failures == 1
+    assert "Connection failed" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"account_name": "ab"}, "Account name must be 3–100 characters"),
+        ({"account_name": "x" * 10_000}, "Account name must be 3–100 characters"),
+        ({"host_url": "not a url"}, "Host URL must start with http:// or https://"),
+        ({"host_url": "ftp://127.0.0.1"}, "Host URL must start with http:// or https://"),
+        ({"host_url": "http://" + "a" * 10_000}, "Host URL must be at most 200 characters"),
+        ({"websocket_url": "http://127.0.0.1:8765"}, "WebSocket URL must start with ws:// or wss://"),
+        ({"api_key": ""}, "Enter the account&#39;s OpenAlgo API key"),
+        ({"api_key": "short"}, "API key must be 10–256 characters"),
+        ({"api_key": "k" * 10_000}, "API key must be 10–256 characters"),
+        ({"broker": "notabroker"}, "Not a valid choice"),
+    ],
+)
+def test_create_when_input_is_bad_shows_message_next_to_field_and_saves_nothing(
+    env: WebEnv, alice: FlaskClient, over: dict[str, str], message: str
+) -> None:
+    response = create(alice, "Main", **over)
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert message in html
+    assert 'aria-invalid="true"' in html and "-error" in html
+    assert env.accounts("alice") == []
+
+
+def test_create_when_name_is_duplicate_in_any_case_refuses_with_clear_message(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    create(alice, "Main")
+    response = create(alice, "MAIN")
+    assert response.status_code == 400
+    assert "You already have an account with this name" in response.get_data(as_text=True)
+    assert len(env.accounts("alice")) == 1
+    # Another user may use the same name.
+    bob = signed_in(env, "bob")
+    assert create(bob, "Main").status_code == 303
+
+
+def test_edit_when_key_left_empty_keeps_key_and_renames(env: WebEnv, alice: FlaskClient) -> None:
+    create(alice, "Main")
+    account = env.accounts("alice")[0]
+    response = post_form(
+        alice,
+        f"/accounts/{account.id}/edit",
+        form("Renamed", host_url=account.host_url, api_key=""),
+        page="/accounts/",
+    )
+    assert response.status_code == 303
+    after = env.accounts("alice")[0]
+    assert after.account_name == "Renamed" and after.api_key_encrypted == account.api_key_encrypted
+    assert "account_updated" in env.actions("alice")
+
+
+def test_edit_when_key_changes_encrypts_new_key_and_retests(env: WebEnv, alice: FlaskClient) -> None:
+    create(alice, "Main")
+    account = env.accounts("alice")[0]
+    new_key = "beta-key-0002-ABCD"
+    with fake_openalgo(new_key) as host:
+        response = post_form(
+            alice,
+            f"/accounts/{account.id}/edit",
+            form("Main", host_url=host, api_key=new_key),
+            page="/accounts/",
+        )
+    assert response.status_code == 303
+    after = env.accounts("alice")[0]
+    assert after.api_key_last4 == "ABCD" and env.state.box.decrypt(after.api_key_encrypted or "") == new_key
+    assert after.connection_status == "connected"
+
+
+def test_edit_when_name_taken_by_another_own_account_refuses(env: WebEnv, alice: FlaskClient) -> None:
+    create(alice, "Main")
+    create(alice, "Second")
+    second = ids(env)["Second"]
+    response = post_form(alice, f"/accounts/{second}/edit", form("main", api_key=""), page="/accounts/")
+    assert response.status_code == 400 and "already have an account" in response.get_data(as_text=True)
+    assert set(ids(env)) == {"Main", "Second"}
+
+
+def test_primary_when_accounts_added_first_is_primary_and_switch_clears_old(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    for name in ("One", "Two", "Three"):
+        create(alice, name)
+    assert primary(env) == ["One"]
+    response = post_form(alice, f"/accounts/{ids(env)['Three']}/primary", page="/accounts/")
+    assert response.status_code == 303
+    assert primary(env) == ["Three"]
+    assert "Backup 1" in alice.get("/accounts/").get_data(as_text=True)
+
+
+def test_primary_when_deactivated_oldest_active_account_takes_over(env: WebEnv, alice: FlaskClient) -> None:
+    for name in ("One", "Two", "Three"):
+        create(alice, name)
+    post_form(alice, f"/accounts/{ids(env)['One']}/deactivate", page="/accounts/")
+    assert primary(env) == ["Two"]
+    # An inactive account cannot become the primary.
+    response = post_form(
+        alice, f"/accounts/{ids(env)['One']}/primary", page="/accounts/", follow_redirects=True
+    )
+    assert "Activate the account" in response.get_data(as_text=True)
+    assert primary(env) == ["Two"]
+    post_form(alice, f"/accounts/{ids(env)['One']}/activate", page="/accounts/")
+    assert primary(env) == ["Two"]
+    assert all(a.is_active for a in env.accounts("alice"))
+
+
+def test_primary_when_deleted_oldest_active_account_takes_over(env: WebEnv, alice: FlaskClient) -> None:
+    for name in ("One", "Two", "Three"):
+        create(alice, name)
+    post_form(alice, f"/accounts/{ids(env)['Two']}/deactivate", page="/accounts/")
+    one = ids(env)["One"]
+    confirm = alice.get(f"/accounts/{one}/delete")
+    assert confirm.status_code == 200 and "cannot be undone" in confirm.get_data(as_text=True)
+    assert post_form(alice, f"/accounts/{one}/delete", page="/accounts/").status_code == 303
+    assert set(ids(env)) == {"Two", "Three"}
+    assert primary(env) == ["Three"]  # Two is inactive
+    assert "account_deleted" in env.actions("alice")
+
+
+def test_primary_when_only_account_deactivated_then_activated_becomes_primary_again(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    create(alice, "Solo")
+    solo = ids(env)["Solo"]
+    post_form(alice, f"/accounts/{solo}/deactivate", page="/accounts/")
+    assert primary(env) == []
+    post_form(alice, f"/accounts/{solo}/activate", page="/accounts/")
+    assert primary(env) == ["Solo"]
+
+
+def test_database_when_two_primaries_forced_refuses(env: WebEnv, alice: FlaskClient) -> None:
+    create(alice, "One")
+    create(alice, "Two")
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError), env.database.session() as s:
+        s.execute(text("UPDATE trading_accounts SET is_primary = :t"), {"t": True})
+
+
+def test_delete_when_account_has_open_executions_refuses_and_lists_them(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    create(alice, "Busy")
+    busy = ids(env)["Busy"]
+    _insert_execution(env, busy, "active")
+    page = alice.get(f"/accounts/{busy}/delete").get_data(as_text=True)
+    assert "cannot be deleted" in page and "active" in page
+    response = post_form(alice, f"/accounts/{busy}/delete", page="/accounts/", follow_redirects=True)
+    assert "open strategy execution" in response.get_data(as_text=True)
+    assert ids(env) == {"Busy": busy}
+
+
+def _insert_execution(env: WebEnv, account_id: int, status: str) -> None:
+    from algomirror.db.models import Strategy, StrategyExecution, StrategyLeg
+
+    user_id = env.user("alice").id
+    with env.database.session() as s:
+        strategy = Strategy(user_id=user_id, name="Straddle")
+        s.add(strategy)
+        s.flush()
+        leg = StrategyLeg(strategy_id=strategy.id, leg_number=1)
+        s.add(leg)
+        s.flush()
+        s.add(StrategyExecution(strategy_id=strategy.id, account_id=account_id, leg_id=leg.id, status=status))
+
+
+def test_delete_when_get_then_post_without_token_does_not_delete(env: WebEnv, alice: FlaskClient) -> None:
+    create(alice, "Main")
+    main = ids(env)["Main"]
+    assert alice.post(f"/accounts/{main}/delete").status_code == 400
+    assert ids(env) == {"Main": main}
+
+
+def test_unknown_account_id_when_requested_gives_404(env: WebEnv, alice: FlaskClient) -> None:
+    assert alice.get("/accounts/424242/edit").status_code == 404
+    assert post_form(alice, "/accounts/424242/primary", page="/accounts/").status_code == 404
+
+
+def test_accounts_when_signed_out_redirect_to_login(env: WebEnv) -> None:
+    signed_in(env, "alice")
+    response = env.client().get("/accounts/")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_broker_routes_when_over_limit_give_429(db_url: str, tmp_path: Path) -> None:
+    env = make_env(db_url, tmp_path, ratelimit_broker="2 per minute")
+    client = signed_in(env, "alice")
+    codes = [
+        post_form(client, "/accounts/new/test", form("Main"), page="/accounts/new").status_code
+        for _ in range(3)
+    ]
+    assert codes[-1] == 429 and 429 not in codes[:2]
+    env.database.dispose()
