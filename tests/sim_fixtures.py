@@ -1,1 +1,233 @@
-"""Paper-exchange fixtures (filled in by the simulator work)."""
+"""Paper-exchange fixtures (a pytest plugin loaded from tests/conftest.py). Stable API for every helper.
+
+Fixtures
+--------
+``simulator`` (function scope)
+    A fresh paper exchange in a background thread on ephemeral loopback ports: manual clock at
+    Wed 25 Nov 2026 10:30 IST (a normal trading day), seed 42, 3 accounts of ₹1,00,00,000, control API on,
+    OpenAlgo's default rate limits (10/s order routes, 50/s others, per API key and route).
+``simulator_session`` (function scope over one session-wide server)
+    The same configuration, started once per test session and reset (books, funds, faults, rate-limit
+    counters, market back to seed/start) through ``POST /sim/reset`` before each test that uses it.
+    Cheaper; use it when a test does not need its own server.
+``make_simulator`` (function scope)
+    A factory: ``make_simulator(clock="accelerated", speed=60, rate_limits=RateLimitConfig(enabled=False))``
+    starts a simulator with :class:`SimulatorConfig` overrides (defaults as above) and stops it afterwards.
+
+Each yields a :class:`SimHandle`::
+
+    def test_x(simulator):
+        client = openalgo.api(api_key=simulator.api_keys[0], host=simulator.rest_url, ws_url=simulator.ws_url)
+        simulator.control.set_price("NIFTY", "NSE_INDEX", 26100)
+        simulator.control.advance(5)          # manual clock: 5 simulated seconds, ticks flow
+        simulator.control.reject_next(1, "RMS: margin exceeds")
+
+``rest_url`` is the SDK ``host`` (``http://127.0.0.1:<port>``, REST under ``/api/v1/``); ``ws_url`` is
+``ws://127.0.0.1:<port>``; ``control`` is a :class:`SimControl` for ``/sim/...`` (see docs/simulator.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from algomirror.simulator.server import RunningSimulator, SimulatorConfig, start_in_thread
+
+SIM_START = datetime(2026, 11, 25, 5, 0, tzinfo=UTC)  # Wed 25 Nov 2026 10:30 IST
+
+
+def default_test_config(**overrides: Any) -> SimulatorConfig:
+    base = SimulatorConfig(seed=42, accounts=3, clock="manual", start=SIM_START, control=True)
+    return replace(base, **overrides)
+
+
+class SimControl:
+    """A thin client for the control API. Every method raises ``httpx.HTTPStatusError`` on a refusal."""
+
+    def __init__(self, rest_url: str, timeout: float = 30.0) -> None:
+        self._http = httpx.Client(base_url=rest_url + "/sim", timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _post(self, path: str, **body: Any) -> dict[str, Any]:
+        payload = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in body.items() if v is not None}
+        response = self._http.post(path, json=payload)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    # state, clock, prices ----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        response = self._http.get("/state")
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def reset(self, *, market: bool = True) -> dict[str, Any]:
+        return self._post("/reset", market=market)
+
+    def advance(self, seconds: float) -> datetime:
+        """Move the manual clock forward ``seconds`` simulated seconds; returns the new instant."""
+        return datetime.fromisoformat(self._post("/clock/advance", seconds=seconds)["now"])
+
+    def advance_to(self, instant: datetime) -> datetime:
+        return datetime.fromisoformat(self._post("/clock/advance", to=instant.isoformat())["now"])
+
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self.state()["now"])
+
+    def set_price(self, symbol: str, exchange: str, price: Decimal | float | int) -> dict[str, Any]:
+        return self._post("/price", symbol=symbol, exchange=exchange, price=str(price))
+
+    def ramp(
+        self, symbol: str, exchange: str, target: Decimal | float | int, seconds: float
+    ) -> dict[str, Any]:
+        return self._post("/ramp", symbol=symbol, exchange=exchange, target=str(target), seconds=seconds)
+
+    def add_account(self, capital: Decimal | int | None = None) -> str:
+        return str(self._post("/accounts", capital=None if capital is None else str(capital))["apikey"])
+
+    # faults ------------------------------------------------------------------------------------------
+    def reject_next(
+        self, count: int = 1, message: str | None = None, *, mode: str = "sync", apikey: str | None = None
+    ) -> None:
+        """The next ``count`` orders are rejected with ``message`` (sync: 400 + rejected row; async: 200 then
+        rejected)."""
+        self._post("/faults/reject", count=count, message=message, mode=mode, apikey=apikey)
+
+    def partial_fill(self, count: int = 1, fraction: float = 0.5, *, apikey: str | None = None) -> None:
+        self._post("/faults/partial", count=count, fraction=fraction, apikey=apikey)
+
+    def latency(self, ms: float, *, endpoint: str | None = None, apikey: str | None = None) -> None:
+        """Delay every matching call by ``ms`` (0 removes the delay)."""
+        self._post("/faults/latency", ms=ms, endpoint=endpoint, apikey=apikey)
+
+    def rate_limit_next(
+        self, count: int = 1, *, endpoint: str | None = None, apikey: str | None = None
+    ) -> None:
+        self._post("/faults/ratelimit", count=count, endpoint=endpoint, apikey=apikey)
+
+    def status_next(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        endpoint: str | None = None,
+        message: str | None = None,
+        apikey: str | None = None,
+    ) -> None:
+        self._post(
+            "/faults/status", status=status, count=count, endpoint=endpoint, message=message, apikey=apikey
+        )
+
+    def hang_next(
+        self,
+        count: int = 1,
+        *,
+        seconds: float = 60.0,
+        execute: bool = True,
+        endpoint: str | None = None,
+        apikey: str | None = None,
+    ) -> None:
+        """The next ``count`` calls answer only after ``seconds``; ``execute`` says whether they still act."""
+        self._post(
+            "/faults/hang", count=count, seconds=seconds, execute=execute, endpoint=endpoint, apikey=apikey
+        )
+
+    def clear_faults(self) -> None:
+        self._post("/faults/clear")
+
+    def ws_drop(self) -> int:
+        return int(self._post("/ws/drop")["dropped"])
+
+    def ws_silent(self, enabled: bool = True) -> None:
+        self._post("/ws/silent", enabled=enabled)
+
+    def ws_zero_ticks(self, count: int = 1) -> None:
+        self._post("/ws/zero", count=count)
+
+    def ws_stale_ticks(self, count: int = 1, age_seconds: float = 120.0) -> None:
+        self._post("/ws/stale", count=count, age_seconds=age_seconds)
+
+    def ws_no_auth_reply(self, count: int = 1) -> None:
+        self._post("/ws/no_auth_reply", count=count)
+
+
+@dataclass
+class SimHandle:
+    running: RunningSimulator
+    control: SimControl
+
+    @property
+    def rest_url(self) -> str:
+        return self.running.rest_url
+
+    @property
+    def ws_url(self) -> str:
+        return self.running.ws_url
+
+    @property
+    def api_keys(self) -> list[str]:
+        return self.running.api_keys
+
+    @property
+    def api_url(self) -> str:
+        """``<rest_url>/api/v1`` for raw HTTP calls."""
+        return self.running.rest_url + "/api/v1"
+
+
+def _start(config: SimulatorConfig) -> SimHandle:
+    running = start_in_thread(config)
+    return SimHandle(running, SimControl(running.rest_url))
+
+
+def _stop(handle: SimHandle) -> None:
+    handle.control.close()
+    handle.running.stop()
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimHandle]:
+    handle = _start(default_test_config())
+    try:
+        yield handle
+    finally:
+        _stop(handle)
+
+
+@pytest.fixture(scope="session")
+def _simulator_shared() -> Iterator[SimHandle]:
+    handle = _start(default_test_config())
+    try:
+        yield handle
+    finally:
+        _stop(handle)
+
+
+@pytest.fixture
+def simulator_session(_simulator_shared: SimHandle) -> SimHandle:
+    _simulator_shared.control.reset()
+    return _simulator_shared
+
+
+@pytest.fixture
+def make_simulator() -> Iterator[Callable[..., SimHandle]]:
+    started: list[SimHandle] = []
+
+    def make(**overrides: Any) -> SimHandle:
+        handle = _start(default_test_config(**overrides))
+        started.append(handle)
+        return handle
+
+    try:
+        yield make
+    finally:
+        for handle in started:
+            _stop(handle)
