@@ -209,3 +209,16 @@ class StubMarket:
 
     def ramp_price(self, symbol: str, exchange: str, target: Decimal, seconds: float) -> None:
         self.set_price(symbol, exchange, target)
+
+    def jump_to(self, instant: datetime) -> None:
+        self.advance_to(instant)
+
+    def watch(self, symbol: str, exchange: str) -> bool:
+        # The stub re-prices everything on every tick, so watching is only a membership check.
+        return (symbol, exchange) in self._contracts
+
+    def unwatch(self, symbol: str, exchange: str) -> None:
+        return None
+
+    def instruments(self, exchange: str | None = None) -> list[Contract]:
+        return [c for c in self._contracts.values() if exchange is None or c.exchange == exchange]

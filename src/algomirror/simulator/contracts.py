@@ -86,8 +86,13 @@ class MarketModel(Protocol):
         """Current quote, or None for an unknown symbol."""
         ...
 
-    def history(self, symbol: str, exchange: str, interval: str, start: date, end: date) -> list[Candle] | None:
-        """Bars for the IST dates [start, end]; None for an unknown symbol. ``interval`` like '1m', '5m', 'D'."""
+    def history(
+        self, symbol: str, exchange: str, interval: str, start: date, end: date
+    ) -> list[Candle] | None:
+        """Bars for the IST dates [start, end]; None for an unknown symbol.
+
+        ``interval`` is like '1m', '5m' or 'D'.
+        """
         ...
 
     def add_listener(self, listener: TickListener) -> None:
@@ -106,4 +111,21 @@ class MarketModel(Protocol):
 
     def ramp_price(self, symbol: str, exchange: str, target: Decimal, seconds: float) -> None:
         """Move an index linearly to ``target`` over ``seconds`` of simulated time."""
+        ...
+
+    def jump_to(self, instant: datetime) -> None:
+        """Like :meth:`advance_to`, but listeners are notified once, at the end (long manual clock moves)."""
+        ...
+
+    def watch(self, symbol: str, exchange: str) -> bool:
+        """Re-price this instrument on every tick and notify listeners of it (ref-counted).
+        Returns False for an unknown instrument."""
+        ...
+
+    def unwatch(self, symbol: str, exchange: str) -> None:
+        """Release one :meth:`watch` reference."""
+        ...
+
+    def instruments(self, exchange: str | None = None) -> list[Contract]:
+        """Every listed contract, optionally of one exchange (the bulk /instruments listing)."""
         ...

@@ -145,11 +145,10 @@ class SimulatorCore:
 
     def jump(self, seconds: float) -> datetime:
         """Manual clock move. Up to ``JUMP_STEPPED_SECONDS`` the model steps tick by tick (resting orders see
-        every tick); beyond that it jumps (one notification at the end) when the model supports it."""
+        every tick); beyond that it jumps (one notification at the end)."""
         target = self.market.now() + timedelta(seconds=seconds)
-        jump_to = getattr(self.market, "jump_to", None)
-        if seconds > JUMP_STEPPED_SECONDS and jump_to is not None:
-            jump_to(target)
+        if seconds > JUMP_STEPPED_SECONDS:
+            self.market.jump_to(target)
             self.exchange.on_time(self.market.now())
         else:
             self.advance_to(target)

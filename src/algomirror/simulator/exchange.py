@@ -801,16 +801,12 @@ class Exchange:
 
 
 def watch_instrument(market: MarketModel, symbol: str, exchange: str) -> None:
-    """Ask a lazily-pricing model (``Market.watch``) to tick this instrument; no-op for other models."""
-    watch = getattr(market, "watch", None)
-    if watch is not None:
-        watch(symbol, exchange)
+    """Ask the (lazily pricing) model to tick this instrument and report it to listeners."""
+    market.watch(symbol, exchange)
 
 
 def unwatch_instrument(market: MarketModel, symbol: str, exchange: str) -> None:
-    unwatch = getattr(market, "unwatch", None)
-    if unwatch is not None:
-        unwatch(symbol, exchange)
+    market.unwatch(symbol, exchange)
 
 
 def ist_string(value: datetime) -> str:

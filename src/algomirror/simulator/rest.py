@@ -103,10 +103,7 @@ def _instruments(core: SimulatorCore, request: web.Request) -> web.Response:
     if core.exchange.account(request.query.get("apikey")) is None:
         return _json(403, dict(INVALID_KEY))
     exchange = request.query.get("exchange")
-    listing = getattr(core.market, "instruments", None)
-    contracts = (
-        listing(exchange) if listing is not None else core.market.search(exchange or "", exchange, 10**6)
-    )
+    contracts = core.market.instruments(exchange)
     rows = [symbol_row(c) for c in contracts]
     if request.query.get("format") == "csv":
         header = list(rows[0]) if rows else ["symbol"]
