@@ -1,0 +1,131 @@
+"""Broker client benchmark: pooled async client vs one new connection per call (the SDK ≤ 1.0.50 way).
+
+The paper exchange runs in-process (``start_in_thread``) with 20 ms injected latency on every call and
+its rate limits disabled. Three runs of ``quotes``:
+
+1. pooled: our :class:`OpenAlgoClient` on one keep-alive pool, ``--concurrency`` calls in flight;
+2. per-call: module-level ``httpx.post`` for each call, sequential, as the official SDK ≤ 1.0.50 did
+   (each call builds a client, an SSL context and a TCP connection). At 50–120 ms a call this phase
+   alone would take minutes for 1,000 calls, so by default it measures ``--baseline-calls`` (250) and
+   scales the time linearly to ``--calls`` (the calls are sequential and independent, so the scaling
+   is exact up to noise); ``--baseline-calls 1000`` measures all of them;
+3. pooled, sequential (fewer calls): isolates what connection reuse alone saves per call.
+
+Prints the figures and the ratio (target ≥ 3×). Never fails on timing.
+Usage: ``python bench/client_pool.py [--calls 1000] [--concurrency 32] [--latency-ms 20]``
+(add ``--baseline-calls 1000`` to measure every per-call request)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+
+import httpx
+
+from algomirror.broker.client import HostPool, OpenAlgoClient, RetryPolicy, Timeouts
+from algomirror.broker.ratelimit import RateLimits
+from algomirror.simulator.ratelimit import RateLimitConfig
+from algomirror.simulator.server import SimulatorConfig, start_in_thread
+
+SYMBOL, EXCHANGE = "NIFTY", "NSE_INDEX"
+
+
+async def pooled(url: str, key: str, calls: int, concurrency: int) -> tuple[float, list[float]]:
+    """Wall time and per-call latencies for ``calls`` quotes with ``concurrency`` in flight."""
+    latencies: list[float] = []
+    async with HostPool(max_connections=max(concurrency, 1)) as pool:
+        client = OpenAlgoClient(
+            url,
+            key,
+            pool=pool,
+            limits=RateLimits.unlimited(),  # the exchange's limits are off for the bench
+            retry=RetryPolicy(attempts=1),
+            timeouts=Timeouts(connect=5.0, read=30.0),
+        )
+        await client.quotes(SYMBOL, EXCHANGE)  # warm-up: open the connection once
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with gate:
+                began = time.perf_counter()
+                quote = await client.quotes(SYMBOL, EXCHANGE)
+                latencies.append(time.perf_counter() - began)
+                if quote.ltp is None:
+                    raise RuntimeError("quote without ltp")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(calls)))
+        return time.perf_counter() - started, latencies
+
+
+def per_call(url: str, key: str, calls: int) -> tuple[float, list[float]]:
+    """The SDK ≤ 1.0.50 way: ``httpx.post`` per call (a new TCP connection each time), sequential."""
+    latencies: list[float] = []
+    endpoint = f"{url}/api/v1/quotes"
+    started = time.perf_counter()
+    for _ in range(calls):
+        began = time.perf_counter()
+        response = httpx.post(
+            endpoint, json={"apikey": key, "symbol": SYMBOL, "exchange": EXCHANGE}, timeout=120
+        )
+        latencies.append(time.perf_counter() - began)
+        if response.status_code != 200 or response.json().get("status") != "success":
+            raise RuntimeError(f"per-call quote failed: HTTP {response.status_code}")
+    return time.perf_counter() - started, latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def line(name: str, calls: int, wall: float, latencies: list[float]) -> str:
+    return (
+        f"{name:<34} {calls:>5} calls  {wall:7.2f} s  {calls / wall:8.1f} calls/s  "
+        f"p50 {statistics.median(latencies) * 1000:6.1f} ms  p99 {pct(latencies, 0.99):6.1f} ms"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--baseline-calls", type=int, default=250)
+    parser.add_argument("--sequential-calls", type=int, default=100)
+    args = parser.parse_args()
+
+    config = SimulatorConfig(
+        accounts=1, clock="manual", control=True, rate_limits=RateLimitConfig(enabled=False)
+    )
+    with start_in_thread(config) as sim:
+        url, key = sim.rest_url, sim.api_keys[0]
+        httpx.post(f"{url}/sim/faults/latency", json={"ms": args.latency_ms}, timeout=10).raise_for_status()
+        print(f"paper exchange at {url}, {args.latency_ms:g} ms injected latency, rate limits off")
+
+        pool_wall, pool_lat = asyncio.run(pooled(url, key, args.calls, args.concurrency))
+        print(line(f"pooled, {args.concurrency} in flight", args.calls, pool_wall, pool_lat), flush=True)
+
+        sample = min(args.baseline_calls, args.calls)
+        sample_wall, new_lat = per_call(url, key, sample)
+        print(line("new connection per call, sequential", sample, sample_wall, new_lat), flush=True)
+        new_wall = sample_wall * args.calls / sample
+        if sample < args.calls:
+            print(f"{'':<34} {args.calls:>5} calls  {new_wall:7.2f} s  (scaled from {sample} measured calls)")
+
+        seq_wall, seq_lat = asyncio.run(pooled(url, key, args.sequential_calls, 1))
+        print(line("pooled, sequential", args.sequential_calls, seq_wall, seq_lat), flush=True)
+
+    ratio = new_wall / pool_wall
+    saved = (statistics.median(new_lat) - statistics.median(seq_lat)) * 1000
+    print(f"pooled client is {ratio:.1f}x faster for {args.calls} quotes (target >= 3x)")
+    print(f"connection reuse alone saves {saved:.1f} ms per sequential call (median)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,643 @@
+"""Asynchronous OpenAlgo REST client.
+
+* :class:`HostPool` holds ONE keep-alive ``httpx.AsyncClient`` per OpenAlgo origin
+  (``scheme://host:port``), shared by every account on that host. Create one per event loop (the
+  engine's, the web facade's background loop), close it with :meth:`HostPool.aclose`.
+* :class:`OpenAlgoClient` is one account (host URL + API key) with its own :class:`RateScheduler`.
+  Every call is ``POST {host}/api/v1/{endpoint}`` with ``apikey`` in the JSON body.
+* Reads are retried with capped, jittered exponential backoff (429: about 1 s). Order calls are sent
+  once: a timeout, dropped connection, 5xx or unreadable reply raises
+  :class:`~algomirror.broker.errors.UnknownOutcomeError`; the engine's journal resolves it.
+* After a 401/403 the client stops calling the server (every call raises
+  :class:`~algomirror.broker.errors.AuthError`) until :meth:`OpenAlgoClient.clear_halt`; a changed key
+  means a new client.
+* The API key never appears in logs, exception messages or ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from algomirror.broker.errors import (
+    AuthError,
+    BrokerError,
+    MalformedResponseError,
+    RateLimitedError,
+    RetryableError,
+    UnknownOutcomeError,
+    account_status_for,
+    classify,
+)
+from algomirror.broker.models import (
+    BatchResult,
+    CancelAllResult,
+    Candle,
+    ClosePositionResult,
+    Depth,
+    Funds,
+    Holdings,
+    Intervals,
+    Margin,
+    MarginPosition,
+    ModifyRequest,
+    MultiQuoteItem,
+    OptionChain,
+    OptionLeg,
+    OptionsMultiResult,
+    OptionsOrderResult,
+    OptionSymbol,
+    Order,
+    OrderAck,
+    Orderbook,
+    OrderRequest,
+    Ping,
+    Positionbook,
+    Quote,
+    SmartOrderResult,
+    SymbolInfo,
+    Trade,
+    format_expiry,
+    parse_expiries,
+    parse_open_position,
+    symbols_wire,
+)
+from algomirror.broker.ratelimit import RateLimits, RateScheduler, budget_for
+
+if TYPE_CHECKING:
+    from algomirror.broker.facade import ConnectionTest
+    from algomirror.config import Settings
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+# httpcore runs ``import sniffio`` for every lock it creates (several per request). When sniffio is not
+# installed, each failed import re-scans sys.path: about 1 ms per request, a third of our per-call CPU.
+# A ``None`` entry in sys.modules is the documented way to make that import fail at once, with the same
+# ImportError it would raise anyway.
+if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+ORDER_ENDPOINTS = frozenset(
+    {
+        "placeorder",
+        "placesmartorder",
+        "splitorder",
+        "basketorder",
+        "optionsorder",
+        "optionsmultiorder",
+        "modifyorder",
+        "cancelorder",
+        "cancelallorder",
+        "closeposition",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. ``read`` for data calls, ``order`` for order calls; split/basket use
+    ``batch_base + batch_per_child × children`` (protocol §1.5)."""
+
+    connect: float = 4.0
+    read: float = 10.0
+    order: float = 30.0
+    batch_base: float = 5.0
+    batch_per_child: float = 0.15
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Timeouts:
+        return cls(
+            connect=settings.http_connect_timeout,
+            read=settings.http_read_timeout,
+            order=settings.http_order_timeout,
+        )
+
+    def httpx(self, read: float) -> httpx.Timeout:
+        # Waiting for a free pooled connection counts against the read budget: nothing was sent yet.
+        return httpx.Timeout(connect=self.connect, read=read, write=read, pool=read)
+
+    def batch(self, children: int) -> float:
+        return self.batch_base + self.batch_per_child * max(children, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Read retries: ``attempts`` in all; full-jitter exponential backoff ``base·2^n`` capped at ``cap``."""
+
+    attempts: int = 3
+    base: float = 0.2
+    cap: float = 2.0
+
+    def delay(self, failed_attempt: int, error: RetryableError) -> float:
+        if isinstance(error, RateLimitedError):
+            # The server's window is 1 s and it sends no Retry-After; a little jitter de-synchronises
+            # accounts that were limited together.
+            return error.retry_after + random.uniform(0, 0.2)
+        return random.uniform(0, min(self.cap, self.base * 2 ** (failed_attempt - 1)))
+
+
+def origin_of(host_url: str) -> str:
+    """``http://Host:5000/x/`` -> ``http://host:5000``: the key of the shared connection pool."""
+    parts = urlsplit(host_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("host URL must look like http://host:port")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+class HostPool:
+    """One pooled keep-alive ``httpx.AsyncClient`` per OpenAlgo origin, shared by all its accounts.
+
+    ``max_connections`` bounds concurrent requests per host; ``max_keepalive`` idle connections are
+    kept for ``keepalive_expiry`` seconds. ``transport`` (tests) replaces the network layer.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 50,
+        max_keepalive: int = 20,
+        keepalive_expiry: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive,
+            keepalive_expiry=keepalive_expiry,
+        )
+        self._transport = transport
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._closed = False
+
+    def client_for(self, host_url: str) -> httpx.AsyncClient:
+        if self._closed:
+            raise RuntimeError("HostPool is closed")
+        key = origin_of(host_url)
+        client = self._clients.get(key)
+        if client is None:
+            client = httpx.AsyncClient(
+                limits=self._limits,
+                transport=self._transport,
+                headers={"Accept": "application/json", "User-Agent": "AlgoMirror"},
+                # Our timeouts are per call; this default only guards a forgotten one.
+                timeout=httpx.Timeout(30.0),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            self._clients[key] = client
+        return client
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return tuple(self._clients)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    async def __aenter__(self) -> HostPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class OpenAlgoClient:
+    """One OpenAlgo account. All methods are coroutines and raise only :class:`BrokerError` subclasses
+    for broker or network problems (see :mod:`algomirror.broker.errors`).
+
+    ``strategy`` on order calls is the tag OpenAlgo stores with the order; pass the stable tag derived
+    from the strategy id. Quantities are units (lots × lot size); prices are rupees.
+    """
+
+    def __init__(
+        self,
+        host_url: str,
+        api_key: str,
+        *,
+        pool: HostPool,
+        timeouts: Timeouts | None = None,
+        limits: RateLimits | None = None,
+        retry: RetryPolicy | None = None,
+        scheduler: RateScheduler | None = None,
+        name: str = "",
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key is empty")
+        origin_of(host_url)  # validates
+        self.host_url = host_url.strip().rstrip("/")
+        self.name = name
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self.scheduler = scheduler or RateScheduler(limits)
+        self._api_key = api_key
+        self._pool = pool
+        self._halt: AuthError | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAlgoClient(host_url={self.host_url!r}, name={self.name!r})"
+
+    # ------------------------------------------------------------------------------- plumbing
+
+    @property
+    def halted(self) -> AuthError | None:
+        """The 401/403 that stopped this client, or None."""
+        return self._halt
+
+    def clear_halt(self) -> None:
+        """Allow calls again after an :class:`AuthError` (e.g. the user re-logged in the broker)."""
+        self._halt = None
+
+    async def call(
+        self, endpoint: str, body: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """POST ``body`` (plus ``apikey``) to ``endpoint`` and return the success JSON object.
+
+        Order endpoints (:data:`ORDER_ENDPOINTS`) are sent once; reads are retried per ``retry``.
+        ``timeout`` overrides the read timeout in seconds. Raises :class:`BrokerError` subclasses.
+        Cancelling the awaiting task mid-way leaves an order call's outcome unknown, like a timeout.
+        """
+        order = endpoint in ORDER_ENDPOINTS
+        read = timeout if timeout is not None else (self.timeouts.order if order else self.timeouts.read)
+        attempts = 1 if order else max(1, self.retry.attempts)
+        budget = budget_for(endpoint)
+        url = f"{self.host_url}/api/v1/{endpoint}"
+        payload = {"apikey": self._api_key, **(body or {})}
+        http = self._pool.client_for(self.host_url)
+        for attempt in range(1, attempts + 1):
+            if self._halt is not None:
+                raise AuthError(
+                    f"calls stopped after the server rejected the API key: {self._halt.message}",
+                    endpoint=endpoint,
+                    http_status=self._halt.http_status,
+                )
+            started = time.monotonic()
+            try:
+                outcome: httpx.Response | BaseException
+                async with self.scheduler.slot(budget):
+                    started = time.monotonic()
+                    try:
+                        outcome = await http.post(url, json=payload, timeout=self.timeouts.httpx(read))
+                    except (httpx.TransportError, httpx.InvalidURL) as exc:
+                        outcome = exc
+                result = classify(outcome, endpoint=endpoint, order=order)
+            except RetryableError as exc:
+                exc.redact(self._api_key)
+                log.info(
+                    "openalgo %s %s failed (attempt %d/%d, %.0f ms): %s",
+                    self.name or self.host_url,
+                    endpoint,
+                    attempt,
+                    attempts,
+                    (time.monotonic() - started) * 1000,
+                    exc.message,
+                )
+                if attempt >= attempts:
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt, exc))
+                continue
+            except AuthError as exc:
+                exc.redact(self._api_key)
+                self._halt = exc
+                log.warning(
+                    "openalgo %s %s: key rejected, calls stopped: %s",
+                    self.name or self.host_url,
+                    endpoint,
+                    exc.message,
+                )
+                raise
+            except BrokerError as exc:
+                exc.redact(self._api_key)
+                raise
+            log.debug(
+                "openalgo %s %s ok (%.0f ms)",
+                self.name or self.host_url,
+                endpoint,
+                (time.monotonic() - started) * 1000,
+            )
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read(self, endpoint: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self.call(endpoint, body)
+
+    async def _order(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        parse: Callable[[dict[str, Any]], R],
+        *,
+        timeout: float | None = None,
+    ) -> R:
+        """Send an order call once and parse its reply. A success reply we cannot read means the
+        order may exist: :class:`UnknownOutcomeError`, never a retryable error."""
+        payload = await self.call(endpoint, body, timeout=timeout)
+        try:
+            return parse(payload)
+        except MalformedResponseError as exc:
+            raise UnknownOutcomeError(
+                f"unreadable success reply ({exc.message}); the order may or may not exist",
+                endpoint=endpoint,
+                http_status=200,
+            ) from exc
+
+    # ---------------------------------------------------------------------------- account reads
+
+    async def ping(self) -> Ping:
+        return Ping.parse(await self._read("ping"))
+
+    async def funds(self) -> Funds:
+        return Funds.parse(await self._read("funds"))
+
+    async def orderbook(self) -> Orderbook:
+        return Orderbook.parse(await self._read("orderbook"))
+
+    async def tradebook(self) -> tuple[Trade, ...]:
+        return Trade.parse_book(await self._read("tradebook"))
+
+    async def positionbook(self) -> Positionbook:
+        return Positionbook.parse(await self._read("positionbook"))
+
+    async def holdings(self) -> Holdings:
+        return Holdings.parse(await self._read("holdings"))
+
+    async def order_status(self, orderid: str, *, strategy: str) -> Order:
+        """Raises :class:`~algomirror.broker.errors.NotFoundError` for an unknown id (404)."""
+        return Order.parse_status(
+            await self._read("orderstatus", {"orderid": str(orderid), "strategy": strategy})
+        )
+
+    async def open_position(self, *, strategy: str, symbol: str, exchange: str, product: str) -> int:
+        """The signed net quantity of one position (0 when none)."""
+        payload = await self._read(
+            "openposition", {"strategy": strategy, "symbol": symbol, "exchange": exchange, "product": product}
+        )
+        return parse_open_position(payload)
+
+    # ------------------------------------------------------------------------------ market data
+
+    async def quotes(self, symbol: str, exchange: str) -> Quote:
+        return Quote.parse(await self._read("quotes", {"symbol": symbol, "exchange": exchange}))
+
+    async def multiquotes(self, pairs: Sequence[tuple[str, str]]) -> tuple[MultiQuoteItem, ...]:
+        """``pairs`` = [(symbol, exchange), …]; each item carries its quote or the server's error."""
+        return MultiQuoteItem.parse_results(await self._read("multiquotes", {"symbols": symbols_wire(pairs)}))
+
+    async def depth(self, symbol: str, exchange: str) -> Depth:
+        return Depth.parse(await self._read("depth", {"symbol": symbol, "exchange": exchange}))
+
+    async def history(
+        self, symbol: str, exchange: str, interval: str, start_date: date, end_date: date
+    ) -> tuple[Candle, ...]:
+        """Bars between two dates (inclusive), ascending; ``Candle.start`` is aware UTC."""
+        body = {
+            "symbol": symbol,
+            "exchange": exchange,
+            "interval": interval,
+            "start_date": start_date.isoformat(),
+            "end_date": end_date.isoformat(),
+        }
+        return Candle.parse_history(await self._read("history", body))
+
+    async def intervals(self) -> Intervals:
+        return Intervals.parse(await self._read("intervals"))
+
+    # ------------------------------------------------------------------------------ instruments
+
+    async def symbol(self, symbol: str, exchange: str) -> SymbolInfo:
+        """Raises :class:`~algomirror.broker.errors.NotFoundError` when the symbol is unknown."""
+        return SymbolInfo.parse(await self._read("symbol", {"symbol": symbol, "exchange": exchange}))
+
+    async def search(self, query: str, exchange: str | None = None) -> tuple[SymbolInfo, ...]:
+        body: dict[str, Any] = {"query": query}
+        if exchange:
+            body["exchange"] = exchange
+        return SymbolInfo.parse_search(await self._read("search", body))
+
+    async def expiry(self, symbol: str, exchange: str, instrumenttype: str) -> tuple[date, ...]:
+        """Unexpired expiries, ascending. ``instrumenttype`` is ``futures`` or ``options``."""
+        body = {"symbol": symbol, "exchange": exchange, "instrumenttype": instrumenttype}
+        return parse_expiries(await self._read("expiry", body))
+
+    async def option_symbol(
+        self, *, underlying: str, exchange: str, expiry_date: date, offset: str, option_type: str
+    ) -> OptionSymbol:
+        body = {
+            "underlying": underlying,
+            "exchange": exchange,
+            "expiry_date": format_expiry(expiry_date),
+            "offset": offset,
+            "option_type": option_type.upper(),
+        }
+        return OptionSymbol.parse(await self._read("optionsymbol", body))
+
+    async def option_chain(
+        self, *, underlying: str, exchange: str, expiry_date: date, strike_count: int | None = None
+    ) -> OptionChain:
+        body: dict[str, Any] = {
+            "underlying": underlying,
+            "exchange": exchange,
+            "expiry_date": format_expiry(expiry_date),
+        }
+        if strike_count is not None:
+            body["strike_count"] = strike_count
+        return OptionChain.parse(await self._read("optionchain", body))
+
+    async def margin(self, positions: Sequence[MarginPosition]) -> Margin:
+        return Margin.parse(await self._read("margin", {"positions": [p.to_wire() for p in positions]}))
+
+    # ----------------------------------------------------------------------------------- orders
+
+    async def place_order(self, order: OrderRequest, *, strategy: str) -> OrderAck:
+        """Sent once. Raises RejectedError (broker's text; ``orderid`` set if the broker recorded the
+        rejection), NotPlacedError (semi-auto), UnknownOutcomeError, RateLimitedError/
+        ConnectionFailedError (nothing sent), AuthError."""
+        return await self._order("placeorder", {"strategy": strategy, **order.to_wire()}, OrderAck.parse)
+
+    async def place_smart_order(
+        self, order: OrderRequest, *, position_size: int, strategy: str
+    ) -> SmartOrderResult:
+        """Drive the net position of symbol+exchange+product to ``position_size`` (signed units)."""
+        body = {"strategy": strategy, **order.to_wire(), "position_size": str(position_size)}
+        return await self._order("placesmartorder", body, SmartOrderResult.parse)
+
+    async def split_order(self, order: OrderRequest, *, splitsize: int, strategy: str) -> BatchResult:
+        """Children of ``splitsize`` units plus a remainder; check every item of the result."""
+        if splitsize < 1:
+            raise ValueError("splitsize must be ≥ 1")
+        children = math.ceil(order.quantity / splitsize)
+        body = {"strategy": strategy, **order.to_wire(), "splitsize": str(splitsize)}
+        return await self._order(
+            "splitorder",
+            body,
+            lambda p: BatchResult.parse(p, "splitorder"),
+            timeout=self.timeouts.batch(children),
+        )
+
+    async def basket_order(self, orders: Sequence[OrderRequest], *, strategy: str) -> BatchResult:
+        """BUY items are sent before SELL items (hedge first); check every item of the result."""
+        ordered = [o for o in orders if o.action.value == "BUY"] + [
+            o for o in orders if o.action.value != "BUY"
+        ]
+        body = {"strategy": strategy, "orders": [o.to_wire() for o in ordered]}
+        return await self._order(
+            "basketorder",
+            body,
+            lambda p: BatchResult.parse(p, "basketorder"),
+            timeout=self.timeouts.batch(len(ordered)),
+        )
+
+    async def modify_order(self, request: ModifyRequest, *, strategy: str) -> OrderAck:
+        """Change quantity/price/trigger of a working order. Raises RejectedError for a terminal order."""
+        return await self._order(
+            "modifyorder",
+            {"strategy": strategy, **request.to_wire()},
+            lambda p: _ack(p, request.orderid, "modifyorder"),
+        )
+
+    async def cancel_order(self, orderid: str, *, strategy: str) -> OrderAck:
+        """Raises NotFoundError (unknown id) or RejectedError (terminal order)."""
+        return await self._order(
+            "cancelorder",
+            {"strategy": strategy, "orderid": str(orderid)},
+            lambda p: _ack(p, orderid, "cancelorder"),
+        )
+
+    async def cancel_all_orders(self, *, strategy: str) -> CancelAllResult:
+        """Cancels every open order of the account (``strategy`` is ignored by the server)."""
+        return await self._order("cancelallorder", {"strategy": strategy}, CancelAllResult.parse)
+
+    async def close_all_positions(self, *, strategy: str) -> ClosePositionResult:
+        """Squares off every position of the account at MARKET (closeposition)."""
+        return await self._order("closeposition", {"strategy": strategy}, ClosePositionResult.parse)
+
+    async def options_order(
+        self,
+        *,
+        strategy: str,
+        underlying: str,
+        exchange: str,
+        leg: OptionLeg,
+        expiry_date: date | None = None,
+    ) -> OptionsOrderResult:
+        body: dict[str, Any] = {
+            "strategy": strategy,
+            "underlying": underlying,
+            "exchange": exchange,
+            **leg.to_wire(),
+        }
+        if expiry_date is not None:
+            body["expiry_date"] = format_expiry(expiry_date)
+        timeout = None
+        if leg.splitsize:
+            timeout = self.timeouts.batch(math.ceil(leg.quantity / leg.splitsize))
+        return await self._order("optionsorder", body, OptionsOrderResult.parse, timeout=timeout)
+
+    async def options_multi_order(
+        self,
+        *,
+        strategy: str,
+        underlying: str,
+        exchange: str,
+        legs: Sequence[OptionLeg],
+        expiry_date: date | None = None,
+    ) -> OptionsMultiResult:
+        body: dict[str, Any] = {
+            "strategy": strategy,
+            "underlying": underlying,
+            "exchange": exchange,
+            "legs": [leg.to_wire() for leg in legs],
+        }
+        if expiry_date is not None:
+            body["expiry_date"] = format_expiry(expiry_date)
+        timeout = max(self.timeouts.order, self.timeouts.batch(len(legs)))
+        return await self._order("optionsmultiorder", body, OptionsMultiResult.parse, timeout=timeout)
+
+
+def _ack(payload: dict[str, Any], orderid: str, endpoint: str) -> OrderAck:
+    """modify/cancel replies: the order id we sent stands in when the server omits it."""
+    if payload.get("orderid") in (None, ""):
+        payload = {**payload, "orderid": str(orderid)}
+    return OrderAck.parse(payload, endpoint)
+
+
+# ------------------------------------------------------------------------------------ sync helpers
+
+
+def run_connection_test(host_url: str, api_key: str, *, timeout: float = 5.0) -> ConnectionTest:
+    """``ping`` then ``funds`` with short timeouts and no retries; never raises for broker problems.
+
+    Safe to call from a Flask request thread: the calls run on the shared background event loop.
+    """
+    from algomirror.broker.facade import ConnectionTest
+    from algomirror.broker.sync_facade import background
+
+    try:
+        origin_of(host_url)
+    except ValueError as exc:
+        return ConnectionTest(ok=False, status="failed", broker=None, message=str(exc))
+    if not api_key:
+        return ConnectionTest(ok=False, status="auth_failed", broker=None, message="API key is empty")
+
+    seen: dict[str, str] = {}
+
+    async def probe(pool: HostPool) -> tuple[Ping, Funds]:
+        client = OpenAlgoClient(
+            host_url,
+            api_key,
+            pool=pool,
+            timeouts=Timeouts(connect=timeout, read=timeout, order=timeout),
+            retry=RetryPolicy(attempts=1),
+            limits=RateLimits.unlimited(),
+        )
+        ping = await client.ping()
+        seen["broker"] = ping.broker
+        return ping, await client.funds()
+
+    try:
+        ping, funds = background().run_with_pool(probe, timeout=2 * timeout + 2)
+    except BrokerError as exc:
+        broker = seen.get("broker")
+        if isinstance(exc, AuthError):
+            return ConnectionTest(
+                ok=False, status="auth_failed", broker=broker, message=f"API key rejected: {exc.message}"
+            )
+        return ConnectionTest(ok=False, status=account_status_for(exc), broker=broker, message=exc.message)
+    cash = funds.availablecash
+    cash_text = "unknown" if cash is None else f"₹{cash:,.2f}"
+    return ConnectionTest(
+        ok=True,
+        status="connected",
+        broker=ping.broker,
+        message=f"Connected to {ping.broker}; available cash {cash_text}",
+        available_cash=cash,
+    )
+
+
+__all__ = [
+    "ORDER_ENDPOINTS",
+    "HostPool",
+    "OpenAlgoClient",
+    "RetryPolicy",
+    "Timeouts",
+    "origin_of",
+    "run_connection_test",
+]
