@@ -17,11 +17,9 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import math
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,13 +80,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
-
-# httpcore runs ``import sniffio`` for every lock it creates (several per request). When sniffio is not
-# installed, each failed import re-scans sys.path: about 1 ms per request, a third of our per-call CPU.
-# A ``None`` entry in sys.modules is the documented way to make that import fail at once, with the same
-# ImportError it would raise anyway.
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 ORDER_ENDPOINTS = frozenset(
     {
