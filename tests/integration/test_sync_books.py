@@ -1,0 +1,182 @@
+"""The sync's mirroring rules (algomirror.engine.books) on real SQLite and PostgreSQL, fed with parsed
+gateway replies of the shapes live brokers send (strings, gaps, garbage) — which the paper exchange
+does not produce (it has no holdings, and always sends clean numbers)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from algomirror.broker import models as wire
+from algomirror.broker.errors import (
+    AuthError,
+    BrokerTimeoutError,
+    ConnectionFailedError,
+    MalformedResponseError,
+    RateLimitedError,
+    RejectedError,
+    ServerError,
+)
+from algomirror.db.models import AccountFunds, Holding, MarginTracker, Order, Position, TradingAccount, User
+from algomirror.db.session import Database
+from algomirror.engine import books
+from algomirror.engine.sync import failure_kind
+
+T0 = datetime(2026, 11, 25, 5, 0, tzinfo=UTC)
+T1 = T0 + timedelta(seconds=5)
+
+
+def make_account(database: Database, *, collateral_included: bool = True) -> int:
+    with database.session() as s:
+        user = User(username="books", email="books@example.com", password_hash="x")
+        s.add(user)
+        s.flush()
+        acc = TradingAccount(
+            user_id=user.id,
+            account_name="Live",
+            broker="zerodha",
+            api_key_encrypted="token",
+            collateral_included=collateral_included,
+        )
+        s.add(acc)
+        s.flush()
+        return acc.id
+
+
+def holdings(*rows: dict[str, object]) -> tuple[wire.Holding, ...]:
+    return wire.Holdings.parse({"status": "success", "data": {"holdings": list(rows)}}).holdings
+
+
+def positions(*rows: dict[str, object]) -> tuple[wire.Position, ...]:
+    return wire.Positionbook.parse({"status": "success", "data": list(rows)}).positions
+
+
+def test_store_holdings_when_read_changes_upserts_and_removes_absent_symbols(database: Database) -> None:
+    acc = make_account(database)
+    first = holdings(
+        {
+            "symbol": "INFY",
+            "exchange": "NSE",
+            "quantity": "10",
+            "average_price": "1500.5",
+            "ltp": "1600",
+            "pnl": "995",
+        },
+        {
+            "symbol": "TCS",
+            "exchange": "NSE",
+            "quantity": 5,
+            "average_price": 3000,
+            "pnl": "",
+            "pnlpercent": None,
+        },
+    )
+    with database.session() as s:
+        counts = books.store_holdings(s, acc, first, fetched_at=T0)
+    assert (counts.inserted, counts.removed) == (2, 0)
+    with database.session() as s:
+        rows = {h.symbol: h for h in s.scalars(select(Holding))}
+    assert rows["INFY"].invested_value == Decimal("15005.00") and rows["INFY"].current_value == Decimal(
+        "16000.00"
+    )
+    # Unknown numbers are NULL, never 0.
+    assert rows["TCS"].pnl is None and rows["TCS"].pnl_percent is None and rows["TCS"].current_value is None
+
+    with database.session() as s:
+        counts = books.store_holdings(
+            s,
+            acc,
+            holdings({"symbol": "INFY", "exchange": "NSE", "quantity": 12, "average_price": 1510}),
+            fetched_at=T1,
+        )
+    assert (counts.updated, counts.removed) == (1, 1)
+    with database.session() as s:
+        only = s.scalars(select(Holding)).one()
+    assert (only.symbol, only.quantity, only.updated_at) == ("INFY", 12, T1)
+
+
+def test_store_positions_when_quantity_is_garbage_keeps_the_last_good_row(database: Database) -> None:
+    acc = make_account(database)
+    good = {"symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "product": "NRML", "quantity": "-65",
+            "average_price": "120.5", "ltp": "118", "pnl": "162.5"}  # fmt: skip
+    with database.session() as s:
+        books.store_positions(s, acc, positions(good), fetched_at=T0)
+    garbage = {**good, "quantity": "abc", "pnl": "0"}
+    fresh = {"symbol": "NIFTY01DEC2626500CE", "exchange": "NFO", "product": "NRML", "quantity": 65,
+             "average_price": None}  # fmt: skip
+    with database.session() as s:
+        counts = books.store_positions(s, acc, positions(garbage, fresh), fetched_at=T1)
+    assert (counts.inserted, counts.removed, counts.skipped) == (0, 0, 2)
+    with database.session() as s:
+        row = s.scalars(select(Position)).one()
+    assert (row.quantity, row.pnl, row.updated_at) == (-65, Decimal("162.50"), T0)
+
+
+def test_store_orders_when_working_order_disappears_marks_it_unknown_not_deleted(database: Database) -> None:
+    acc = make_account(database)
+    row = {"orderid": 123, "symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "action": "buy",
+           "quantity": "65", "price": "10", "pricetype": "LIMIT", "product": "NRML", "order_status": "open",
+           "timestamp": "25-Nov-2026 10:31:00"}  # fmt: skip
+    done = {
+        **row,
+        "orderid": "124",
+        "order_status": "COMPLETE",
+        "average_price": "10",
+    }  # no filled_quantity ([live])
+    book = wire.Orderbook.parse({"status": "success", "data": {"orders": [row, done]}}).orders
+    with database.session() as s:
+        books.store_orders(s, acc, book, fetched_at=T0)
+    with database.session() as s:
+        counts = books.store_orders(s, acc, book[1:], fetched_at=T1)
+    assert counts.removed == 1
+    with database.session() as s:
+        orders = {o.order_id: o for o in s.scalars(select(Order))}
+    assert orders["123"].status == "unknown" and orders["123"].placed_at == datetime(
+        2026, 11, 25, 5, 1, tzinfo=UTC
+    )
+    assert orders["124"].status == "complete" and orders["124"].filled_quantity == 65
+    assert orders["124"].pending_quantity is None  # not given: unknown, not 0
+
+
+def test_store_funds_when_collateral_excluded_tracker_uses_seller_base_minus_reservations(
+    database: Database,
+) -> None:
+    acc = make_account(database, collateral_included=False)
+    reply = {"status": "success", "data": {"availablecash": "320150.66", "collateral": "50000.00",
+             "m2mrealized": "3.27", "m2munrealized": "", "utiliseddebits": "67934.00"}}  # fmt: skip
+    with database.session() as s:
+        s.add(MarginTracker(account_id=acc, allocated_margins={"run:1:leg:2": {"amount": "20000.00"}}))
+    with database.session() as s:
+        books.store_funds(
+            s, acc, wire.Funds.parse(reply), reply["data"], collateral_included=False, fetched_at=T0
+        )
+        books.store_funds(
+            s, acc, wire.Funds.parse(reply), reply["data"], collateral_included=False, fetched_at=T1
+        )
+    with database.session() as s:
+        funds = s.scalars(select(AccountFunds)).one()
+        tracker = s.scalars(select(MarginTracker)).one()
+    assert funds.m2m_unrealized is None and funds.raw == reply["data"] and funds.fetched_at == T1
+    # Seller base = availablecash + collateral; used margin is never subtracted again.
+    assert tracker.total_available_margin == Decimal("370150.66")
+    assert tracker.used_margin == Decimal("67934.00")
+    assert tracker.free_margin == Decimal("350150.66")
+    assert (tracker.update_count, tracker.last_updated) == (2, T1)
+
+
+def test_seller_base_when_cash_or_collateral_unknown_is_unknown() -> None:
+    assert books.seller_base(None, Decimal(1), True) is None
+    assert books.seller_base(Decimal(5), None, False) is None
+    assert books.seller_base(Decimal(5), None, True) == Decimal(5)
+
+
+def test_failure_kind_when_server_answered_is_failed_else_error() -> None:
+    assert failure_kind(RejectedError("no")) == "failed"
+    assert failure_kind(ServerError("500", http_status=500)) == "failed"
+    assert failure_kind(RateLimitedError("429", http_status=429)) == "failed"
+    assert failure_kind(MalformedResponseError("html", http_status=200)) == "error"
+    assert failure_kind(BrokerTimeoutError("slow")) == "error"
+    assert failure_kind(ConnectionFailedError("refused")) == "error"
+    assert failure_kind(AuthError("403", http_status=403)) == "error"  # handled before: auth_failed
