@@ -37,13 +37,7 @@ def configure_logging(settings: Settings) -> None:
     )
     # The schema check at start-up would otherwise log alembic's context chatter.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
-    install_redaction(
-        [
-            settings.secret_key_value(),
-            settings.fernet_key_value().decode(),
-            settings.demo_password.get_secret_value(),
-        ]
-    )
+    install_redaction(settings.secret_values())
 
 
 def check_schema(database: Database) -> None:
@@ -73,13 +67,12 @@ def open_database(settings: Settings) -> Database:
     return database
 
 
-def start_embedded_demo(settings: Settings, database: Database) -> None:
-    """HOOK for the embedded demo (paper exchange + engine + demo user/accounts): see algomirror.embedded.
+def start_embedded_services(settings: Settings, database: Database) -> None:
+    """Start the in-process services before the web server: always the engine (account sync; skipped
+    with a warning when an ``algomirror engine`` process already serves this database), and in demo mode
+    the paper exchange, the demo user and accounts (into an empty database only) and the demo orders.
 
-    Called once before the web server starts, only when ``settings.demo`` is on. Starts the in-process
-    paper exchange, seeds the demo user and accounts into an empty database, places the demo orders,
-    starts the engine thread and prints where to sign in. A port in use stops start-up with one line.
-    The services are stopped at interpreter exit.
+    A port in use or another start-up problem stops with one line. Services stop at interpreter exit.
     """
     import atexit
 
@@ -91,7 +84,12 @@ def start_embedded_demo(settings: Settings, database: Database) -> None:
         database.dispose()
         _fail(str(exc))
     atexit.register(services.stop)
-    print(demo_banner(settings, services), flush=True)
+    if settings.demo:
+        print(demo_banner(settings, services), flush=True)
+    elif services.engine_refused:
+        log.warning("engine not started in this process: %s", services.engine_refused)
+    else:
+        log.info("engine started in-process (account sync)")
 
 
 def serve(settings: Settings) -> None:
@@ -105,9 +103,7 @@ def serve(settings: Settings) -> None:
         database = open_database(settings)
     except StartupError as exc:
         _fail(str(exc))
-    # --- embedded demo hook (paper exchange + engine): see start_embedded_demo ----------------------
-    if settings.demo:
-        start_embedded_demo(settings, database)
+    start_embedded_services(settings, database)
     app = create_app(settings, database=database)
     log.info("AlgoMirror listening on http://%s:%s", settings.host, settings.port)
     try:
