@@ -12,6 +12,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from algomirror.config import Settings, load_settings
 from algomirror.db.models import User
@@ -116,13 +117,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         hasher=make_password_hasher(),
         box=SecretBox(settings.fernet_key_value()),
     )
-    install_redaction(
-        [
-            settings.secret_key_value(),
-            settings.fernet_key_value().decode(),
-            settings.demo_password.get_secret_value(),
-        ]
-    )
+    install_redaction(settings.secret_values())
 
     CSRFProtect(app)
     limiter = Limiter(
@@ -130,11 +125,21 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         app=app,
         application_limits=[settings.ratelimit_global],
         storage_uri=settings.redis_url or "memory://",
+        # A Redis outage must not take the pages down (exits must stay reachable): count in memory
+        # until Redis answers again.
+        in_memory_fallback_enabled=True,
         headers_enabled=True,
         strategy="fixed-window",
     )
     _init_login(app)
     _register_blueprints(app, limiter, settings)
+    if settings.trust_proxy:
+        # Behind N trusted proxies: the client address (activity log, rate limits) and the scheme/host
+        # (redirects, secure cookies) come from the X-Forwarded-* headers those proxies set.
+        hops = settings.trust_proxy
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
     _register_hooks(app, settings)
     _register_errors(app)
     _register_template_helpers(app)
@@ -207,6 +212,9 @@ def _register_hooks(app: Flask, settings: Settings) -> None:
     def security_headers(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if settings.secure_cookies:
+            # Served over HTTPS (that is what the setting says): browsers must not fall back to HTTP.
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if request.path.startswith("/static/"):
             response.headers.setdefault("Cache-Control", "public, max-age=3600")
         else:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-from urllib.parse import urlencode
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Blueprint, Flask, Response, abort, render_template, request, url_for
+from flask import Blueprint, Flask, Response, abort, flash, redirect, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
 from flask_login import login_required
 from werkzeug.datastructures import MultiDict
@@ -26,8 +26,8 @@ from algomirror.broker import sync_facade
 from algomirror.broker.errors import BrokerError, UnknownOutcomeError
 from algomirror.domain.timeutil import format_ist, to_ist
 from algomirror.web import queries
-from algomirror.web.context import db, log_activity, me, now, redirect_to, state
-from algomirror.web.dashboard import POLL_SECONDS, market_status, stale_after
+from algomirror.web.context import db, is_same_site_path, log_activity, me, now, redirect_to, state
+from algomirror.web.dashboard import POLL_SECONDS, market_status, signed_out_fragment, stale_after
 
 bp = Blueprint("books", __name__)
 
@@ -39,8 +39,12 @@ CSV_INJECTION_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 @bp.before_request
+def _signed_in() -> Any:
+    return signed_out_fragment() or _require_login()
+
+
 @login_required
-def _signed_in() -> None:
+def _require_login() -> None:
     return None
 
 
@@ -114,7 +118,9 @@ def _context(kind: str) -> dict[str, Any]:
 
 
 def _page(kind: str) -> Any:
-    return render_template("books/page.html", accounts=queries.account_choices(db(), me().id), **_context(kind))
+    return render_template(
+        "books/page.html", accounts=queries.account_choices(db(), me().id), **_context(kind)
+    )
 
 
 # ------------------------------------------------------------------------------------------ pages
@@ -215,13 +221,15 @@ def cancel_order(order_pk: int) -> Any:
     """
     order, account = _own_order(order_pk)
     is_open = order.status in queries.OPEN_ORDER_STATUSES
-    back = request.values.get("back") or url_for("books.orders")
-    if not back.startswith("/") or back.startswith("//"):
+    back = request.values.get("back") or ""
+    if not is_same_site_path(back):
         back = url_for("books.orders")
     if request.method == "GET":
         return render_template("books/cancel.html", order=order, account=account, is_open=is_open, back=back)
     if not is_open:
-        return redirect_to("books.orders", f"Order {order.order_id} is {order.status}; nothing to cancel.", "warning")
+        return redirect_to(
+            "books.orders", f"Order {order.order_id} is {order.status}; nothing to cancel.", "warning"
+        )
     if not account.api_key_encrypted:
         error = "This account has no API key; edit the account to add one."
         return render_template(
@@ -238,7 +246,9 @@ def cancel_order(order_pk: int) -> Any:
     db().commit()
     try:
         api_key = state().box.decrypt(account.api_key_encrypted)
-        sync_facade.cancel_order(account.host_url, api_key, order.order_id, strategy=order.strategy or CANCEL_STRATEGY_TAG)
+        sync_facade.cancel_order(
+            account.host_url, api_key, order.order_id, strategy=order.strategy or CANCEL_STRATEGY_TAG
+        )
     except (BrokerError, ValueError) as exc:
         message = exc.message if isinstance(exc, BrokerError) else str(exc)
         if isinstance(exc, UnknownOutcomeError):
@@ -254,11 +264,14 @@ def cancel_order(order_pk: int) -> Any:
         return render_template(
             "books/cancel.html", order=order, account=account, is_open=is_open, back=back, error=message
         ), 409
-    log_activity(db(), "order_cancelled", user_id=user_id, account_id=account.id, details=f"order {order.order_id}")
+    log_activity(
+        db(), "order_cancelled", user_id=user_id, account_id=account.id, details=f"order {order.order_id}"
+    )
     # Shown at once; the next sync overwrites it with the broker's own status.
     order.status = "cancelled"
     db().commit()
-    return redirect_to("books.orders", f"Cancel sent for order {order.order_id} ({account.account_name}).")
+    flash(f"Cancel sent for order {order.order_id} ({account.account_name}).", "success")
+    return redirect(back, code=303)
 
 
 # --------------------------------------------------------------------------------- account overview
@@ -271,7 +284,9 @@ def _overview_context(account_id: int) -> dict[str, Any]:
         cards = queries.account_cards(
             db(), me().id, now=at, stale_after=stale_after(at, market.is_open), account_id=account_id
         )
-        positions_result = queries.read_book(db(), me().id, "positions", account_id=account_id, limit=PAGE_SIZE)
+        positions_result = queries.read_book(
+            db(), me().id, "positions", account_id=account_id, limit=PAGE_SIZE
+        )
         orders_result = queries.read_book(db(), me().id, "orders", account_id=account_id, limit=100)
     except queries.NotOwned:
         abort(404)

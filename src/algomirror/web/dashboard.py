@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from algomirror.domain.calendar import TradingCalendar, default_calendar
@@ -39,7 +39,7 @@ class MarketStatus:
 
 
 def market_status(at: datetime, calendar: TradingCalendar | None = None) -> MarketStatus:
-    """"Market open · closes 15:30 IST" or "Market closed · next session Mon 24 Nov 09:15 IST" (NSE)."""
+    """ "Market open · closes 15:30 IST" or "Market closed · next session Mon 24 Nov 09:15 IST" (NSE)."""
     cal = calendar or _calendar()
     current = cal.current_session(MARKET_EXCHANGE, at)
     if current is not None:
@@ -61,7 +61,7 @@ def stale_after(at: datetime, is_open: bool | None = None) -> timedelta:
 
 
 def age_text(seconds: int | None) -> str:
-    """"4 s ago", "3 min ago", "2 h ago", "5 d ago"; "never" for None."""
+    """ "4 s ago", "3 min ago", "2 h ago", "5 d ago"; "never" for None."""
     if seconds is None:
         return "never"
     if seconds < 60:
@@ -104,8 +104,22 @@ def index() -> Any:
     return render_template("dashboard/index.html", **context)
 
 
+def signed_out_fragment() -> Response | None:
+    """For an htmx poll after the session ended: 401 with ``HX-Redirect`` to the login page, so the
+    browser navigates there instead of swapping the login form into the polled fragment."""
+    if current_user.is_authenticated or request.headers.get("HX-Request") != "true":
+        return None
+    response = Response("Signed out", status=401, mimetype="text/plain")
+    response.headers["HX-Redirect"] = url_for("auth.login")
+    return response
+
+
 @bp.route("/dashboard/live")
-@login_required
 def live() -> Any:
+    return signed_out_fragment() or _live()
+
+
+@login_required
+def _live() -> Any:
     """The totals and account cards (htmx polls this)."""
     return render_template("dashboard/_live.html", **_context())

@@ -4,9 +4,9 @@ Every public function takes the owner's ``user_id`` and joins ``trading_accounts
 rows can never be returned, and another user's account id behaves exactly like a missing one
 (:class:`NotOwned`). Each page costs a fixed number of queries (no per-account or per-row queries).
 
-Sums are taken in Python over ``Decimal`` values read from NUMERIC columns, so totals are exact to the
-paisa on every backend (SQLite would sum NUMERIC text as floating point). A NULL amount is *unknown*:
-it is counted in :attr:`Sum.unknown`, never added as 0.
+Money sums are exact to the paisa on every backend: PostgreSQL sums NUMERIC; on SQLite (whose NUMERIC
+values are floats) each amount is rounded to whole paise and summed as an integer. A NULL amount is
+*unknown*: it is counted in :attr:`Sum.unknown`, never added as 0.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Integer, Select, and_, case, cast, func, select
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from algomirror.db.models import AccountFunds, ActivityLog, Holding, Order, Position, Trade, TradingAccount
@@ -34,6 +34,8 @@ CONNECTION_ACTIONS = (
     "order_cancelled",
     "order_cancel_failed",
 )
+# A column or SQL expression usable in select/where/order_by.
+SqlExpr = ColumnElement[Any] | QueryableAttribute[Any]
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 
@@ -194,19 +196,23 @@ def account_cards(
     owned = select(TradingAccount.id).where(TradingAccount.user_id == user_id)
     if account_id is not None:
         owned = owned.where(TradingAccount.id == account_id)
-    open_positions = dict(
+    open_positions: dict[int, int] = dict(
         session.execute(
             select(Position.account_id, func.count())
             .where(Position.account_id.in_(owned), Position.quantity != 0)
             .group_by(Position.account_id)
-        ).all()
+        )
+        .tuples()
+        .all()
     )
-    open_orders = dict(
+    open_orders: dict[int, int] = dict(
         session.execute(
             select(Order.account_id, func.count())
             .where(Order.account_id.in_(owned), Order.status.in_(OPEN_ORDER_STATUSES))
             .group_by(Order.account_id)
-        ).all()
+        )
+        .tuples()
+        .all()
     )
     cards: list[AccountCard] = []
     for r in rows:
@@ -291,7 +297,9 @@ def account_choices(session: Session, user_id: int) -> list[tuple[int, str]]:
     ]
 
 
-def connection_history(session: Session, user_id: int, account_id: int, *, limit: int = 20) -> list[RowMapping]:
+def connection_history(
+    session: Session, user_id: int, account_id: int, *, limit: int = 20
+) -> list[RowMapping]:
     """Latest connection events (and cancel actions) of one of the user's accounts, newest first."""
     query = (
         select(ActivityLog.timestamp, ActivityLog.action, ActivityLog.details)
@@ -350,8 +358,8 @@ class Subtotal:
 
 @dataclass
 class BookResult:
-    """A book page's data: the rows (sorted, possibly cut to ``limit``), per-account subtotals (every
-    account in scope, creation order) and the grand total over all matching rows."""
+    """A book page's data: the rows (sorted; one page when ``limit`` was given), per-account subtotals
+    (every account in scope, creation order) and the grand total over all matching rows."""
 
     kind: str
     rows: list[dict[str, Any]]
@@ -368,7 +376,7 @@ class SumSpec:
     """Σ ``expr`` (₹) per account, over the rows matching ``where`` (all rows when None)."""
 
     key: str
-    expr: ColumnElement[Any]
+    expr: SqlExpr
     where: ColumnElement[bool] | None = None
 
 
@@ -389,10 +397,10 @@ class Book:
     model: Any
     columns: tuple[Column, ...]
     select: Callable[[], Select[Any]]
-    sort_columns: dict[str, ColumnElement[Any]]
+    sort_columns: dict[str, SqlExpr]
     default_sort: str
     default_descending: bool
-    symbol_column: ColumnElement[Any] | None
+    symbol_column: SqlExpr | None
     sums: tuple[SumSpec, ...]
     counts: tuple[CountSpec, ...]
     summary: tuple[tuple[str, str, str], ...]  # (label, source kind "sum"/"count"/"pct"/"n", key)
@@ -503,7 +511,7 @@ def _funds_select() -> Select[Any]:
 
 ACCOUNT_COL = Column("account", "Account")
 # A trade's value: the broker's, else quantity × price (exact: a 2-dp price times an integer).
-TRADE_VALUE: ColumnElement[Any] = func.coalesce(Trade.trade_value, Trade.average_price * Trade.quantity)
+TRADE_VALUE: SqlExpr = func.coalesce(Trade.trade_value, Trade.average_price * Trade.quantity)
 
 BOOKS: dict[str, Book] = {
     "positions": Book(
@@ -573,6 +581,7 @@ BOOKS: dict[str, Book] = {
             Column("average_price", "Avg price", "money", numeric=True),
             Column("status", "Status", "status"),
             Column("strategy", "Strategy"),
+            Column("rejection_reason", "Reason", sortable=False),
         ),
         select=_orders_select,
         sort_columns={
@@ -755,7 +764,7 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _money_sum(expr: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+def _money_sum(expr: SqlExpr, dialect: str) -> ColumnElement[Any]:
     """Σ of a 2-dp amount, exact on every backend: SQLite sums whole paise as integers (its NUMERIC
     values are floats); PostgreSQL sums NUMERIC exactly."""
     if dialect == "sqlite":
@@ -772,32 +781,36 @@ def _money_value(raw: Any, dialect: str) -> Decimal:
 
 
 def book_subtotals(
-    session: Session, book: Book, conditions: Sequence[ColumnElement[bool]], accounts: Sequence[tuple[int, str]]
+    session: Session,
+    book: Book,
+    account_conditions: Sequence[ColumnElement[bool]],
+    row_conditions: Sequence[ColumnElement[bool]],
 ) -> tuple[list[Subtotal], Subtotal]:
-    """Per-account subtotals (every account in ``accounts``, in that order) and the grand total of the
-    rows matching ``conditions``. One GROUP BY query."""
+    """Per-account subtotals and the grand total of the book rows matching ``row_conditions``, for
+    every account matching ``account_conditions`` (creation order; accounts without rows get zeros).
+    One query: accounts LEFT JOIN rows, grouped by account."""
     dialect = session.get_bind().dialect.name
     model = book.model
-    columns: list[ColumnElement[Any]] = [model.account_id, func.count()]
+    columns: list[SqlExpr] = [TradingAccount.id, TradingAccount.account_name, func.count(model.id)]
     for spec in book.sums:
         expr = spec.expr if spec.where is None else case((spec.where, spec.expr))
-        rows_in = func.count() if spec.where is None else func.count(case((spec.where, 1)))
+        rows_in = func.count(model.id) if spec.where is None else func.count(case((spec.where, 1)))
         columns += [_money_sum(expr, dialect), rows_in, func.count(expr)]
     for count_spec in book.counts:
         columns.append(func.sum(case((count_spec.where, 1), else_=0)))
     query = (
         select(*columns)
-        .join(TradingAccount, TradingAccount.id == model.account_id)
-        .where(*conditions)
-        .group_by(model.account_id)
+        .select_from(TradingAccount)
+        .outerjoin(model, and_(model.account_id == TradingAccount.id, *row_conditions))
+        .where(*account_conditions)
+        .group_by(TradingAccount.id, TradingAccount.account_name, TradingAccount.created_at)
+        .order_by(TradingAccount.created_at, TradingAccount.id)
     )
-    subtotals = {aid: Subtotal(aid, name) for aid, name in accounts}
+    subtotals: list[Subtotal] = []
+    total = Subtotal(None, "All accounts")
     for row in session.execute(query).all():
-        sub = subtotals.get(row[0])
-        if sub is None:  # pragma: no cover - the query is scoped to the same accounts
-            continue
-        sub.count = int(row[1])
-        index = 2
+        sub = Subtotal(int(row[0]), str(row[1]), count=int(row[2]))
+        index = 3
         for spec in book.sums:
             total_rows, known = int(row[index + 1]), int(row[index + 2])
             sub.sums[spec.key] = Sum(_money_value(row[index], dialect), known, total_rows - known)
@@ -805,12 +818,11 @@ def book_subtotals(
         for count_spec in book.counts:
             sub.counts[count_spec.key] = int(row[index] or 0)
             index += 1
-    total = Subtotal(None, "All accounts")
-    for sub in subtotals.values():
-        for spec in book.sums:
-            sub.sum(spec.key)
+        subtotals.append(sub)
         total.merge(sub)
-    return list(subtotals.values()), total
+    for spec in book.sums:
+        total.sum(spec.key)
+    return subtotals, total
 
 
 def read_book(
@@ -829,31 +841,29 @@ def read_book(
 
     ``symbol`` is a case-insensitive substring filter; ``sort`` must be one of the book's sortable
     keys (anything else falls back to the default sort). Subtotals and total cover every matching
-    row; ``limit``/``offset`` page the returned rows. Three queries. Raises KeyError for an unknown
+    row; ``limit``/``offset`` page the returned rows. Two queries. Raises KeyError for an unknown
     ``kind`` and :class:`NotOwned` for an ``account_id`` that is not the user's.
     """
     book = BOOKS[kind]
-    accounts = account_choices(session, user_id)
-    if account_id is not None:
-        accounts = [a for a in accounts if a[0] == account_id]
-        if not accounts:
-            raise NotOwned(account_id)
     key = sort if sort in book.sort_columns else book.default_sort
     desc = book.default_descending if descending is None or key != sort else descending
     column = book.sort_columns[key]
-    conditions: list[ColumnElement[bool]] = [TradingAccount.user_id == user_id]
+    account_conditions: list[ColumnElement[bool]] = [TradingAccount.user_id == user_id]
     if account_id is not None:
-        conditions.append(TradingAccount.id == account_id)
+        account_conditions.append(TradingAccount.id == account_id)
+    row_conditions: list[ColumnElement[bool]] = []
     needle = (symbol or "").strip().upper()
     if needle and book.symbol_column is not None:
-        conditions.append(func.upper(book.symbol_column).like(f"%{_like_escape(needle)}%", escape="\\"))
-    subtotals, total = book_subtotals(session, book, conditions, accounts)
+        row_conditions.append(func.upper(book.symbol_column).like(f"%{_like_escape(needle)}%", escape="\\"))
+    subtotals, total = book_subtotals(session, book, account_conditions, row_conditions)
+    if account_id is not None and not subtotals:
+        raise NotOwned(account_id)
 
-    query = book.select().where(*conditions)
+    query = book.select().where(*account_conditions, *row_conditions)
     # NULLs last in both directions: an unknown amount is never "the largest" or "the smallest".
     nulls_last = case((column.is_(None), 1), else_=0)
     ordering = column.desc() if desc else column.asc()
-    tiebreak: list[ColumnElement[Any]] = [TradingAccount.account_name]
+    tiebreak: list[SqlExpr] = [TradingAccount.account_name]
     if book.symbol_column is not None:
         tiebreak.append(book.symbol_column)
     query = query.order_by(nulls_last, ordering, *tiebreak, query.selected_columns[0])
