@@ -23,9 +23,7 @@ from sqlalchemy.orm import Session
 from algomirror.db.session import Database
 from tests.schema import REFERENCE_TABLES, build_schema, truncate_all
 
-PG_ADMIN_URL = os.environ.get(
-    "ALGOMIRROR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+PG_ADMIN_URL = os.environ.get("ALGOMIRROR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")

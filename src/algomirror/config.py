@@ -12,7 +12,7 @@ import secrets
 import sys
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -21,6 +21,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class SettingsError(Exception):
     """Settings could not be built; ``str(exc)`` is a one-line, user-facing reason."""
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password or None
+    except ValueError:
+        return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: for repr, logs and messages."""
+    password = _url_password(url)
+    if not password:
+        return url
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.replace(f":{password}@", ":***@", 1)
 
 
 def _default_instance_dir() -> Path:
@@ -36,6 +52,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        # ``ALGOMIRROR_SECRET_KEY=`` (empty) means "not set": generate one, rather than run with "".
+        env_ignore_empty=True,
     )
 
     # Where generated keys, the SQLite database and the engine lock live.
@@ -58,6 +76,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     # Cookie "Secure" flag; turn on behind HTTPS.
     secure_cookies: bool = False
+    # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host/-Port headers are trusted
+    # (0 = none: the client address is the socket's). Set to the number of hops, usually 1, behind nginx
+    # or Caddy; never when the app is reachable directly, or clients could forge their address.
+    trust_proxy: int = Field(default=0, ge=0, le=10)
     session_idle_hours: int = Field(default=12, ge=1)
     remember_days: int = Field(default=30, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -93,6 +115,31 @@ class Settings(BaseSettings):
     activity_retention_days: int = Field(default=90, ge=1)
     order_archive_days: int = Field(default=30, ge=1)
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short key makes session cookies guessable; generated keys are 64 characters.
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (leave it unset to generate one)")
+        return value
+
+    @field_validator("ratelimit_global", "ratelimit_auth", "ratelimit_api", "ratelimit_broker")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        # Checked here: Flask-Limiter parses lazily, so a typo would otherwise fail every request.
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError('must be a rate limit like "30 per minute" or "5/second;100/hour"') from None
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_db_url(cls, value: str) -> str:
@@ -116,6 +163,24 @@ class Settings(BaseSettings):
                 raise ValueError("fernet_key is not a valid Fernet key (32 url-safe base64 bytes)") from exc
         return self
 
+    def __repr_args__(self) -> Any:
+        # Connection URLs may embed passwords: repr/str show them masked (model_dump keeps them).
+        for name, value in super().__repr_args__():
+            if name in ("database_url", "redis_url") and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
+    def secret_values(self) -> list[str]:
+        """Every secret these settings hold, for the log-redaction filter: the keys, the demo password
+        and the passwords inside the database and Redis URLs (raw and percent-decoded)."""
+        values = [self.demo_password.get_secret_value()]
+        values += [v.get_secret_value() for v in (self.secret_key, self.fernet_key) if v is not None]
+        for url in (self.database_url, self.redis_url):
+            password = _url_password(url)
+            if password:
+                values += [password, unquote(password)]
+        return values
+
     @property
     def effective_database_url(self) -> str:
         """The database URL in use: the configured one or the embedded SQLite file."""
@@ -137,14 +202,21 @@ class Settings(BaseSettings):
 
 
 def _read_or_create(path: Path, make: Any, *, warn: str | None) -> str:
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = str(make())
-    # Written owner-read-only: these files are as sensitive as a password.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(value + "\n")
+    """The key stored at ``path``, generating it first if missing. Raises :class:`SettingsError` (one
+    line) when the instance directory cannot be read or written."""
+    try:
+        if path.exists():
+            return path.read_text(encoding="utf-8").strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = str(make())
+        # Written owner-read-only: these files are as sensitive as a password.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(value + "\n")
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot read or create {path} ({exc.strerror or exc}); check ALGOMIRROR_INSTANCE_DIR"
+        ) from None
     if warn:
         print(warn.format(path=path), file=sys.stderr)
     return value

@@ -1,7 +1,7 @@
 """``algomirror run``: check the database, then serve the web app with waitress.
 
-Problems a user can fix (unreachable or un-migrated database) stop start-up with one line on stderr and
-exit code 2, never a traceback.
+Problems a user can fix (unreachable or un-migrated database, Redis down, port taken) stop start-up
+with one line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import NoReturn
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from algomirror.config import Settings
+from algomirror.config import Settings, redact_url
 from algomirror.db.migrate import alembic_config
 from algomirror.db.session import Database, DatabaseUnavailable, check_connection
 from algomirror.web.security import install_redaction
@@ -48,6 +48,23 @@ def check_schema(database: Database) -> None:
     if current != heads:
         where = ", ".join(sorted(current)) or "an empty database"
         raise StartupError(f"the database is not migrated ({where}); run `algomirror db upgrade` first")
+
+
+def check_redis(settings: Settings) -> None:
+    """Raise :class:`StartupError` (one line) when ``ALGOMIRROR_REDIS_URL`` is set but Redis does not
+    answer. Later outages do not stop the app: the rate limiter falls back to process memory."""
+    if not settings.redis_url:
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StartupError(f"Redis unreachable ({redact_url(settings.redis_url)}): {reason}") from None
+    finally:
+        client.close()
 
 
 def open_database(settings: Settings) -> Database:
@@ -94,19 +111,26 @@ def start_embedded_services(settings: Settings, database: Database) -> None:
 
 def serve(settings: Settings) -> None:
     """Check the database and serve the app on ``settings.host:settings.port`` until interrupted."""
-    from waitress import serve as waitress_serve
+    from waitress import create_server
 
     from algomirror.web import create_app
 
     configure_logging(settings)
     try:
+        check_redis(settings)
         database = open_database(settings)
     except StartupError as exc:
         _fail(str(exc))
     start_embedded_services(settings, database)
     app = create_app(settings, database=database)
+    try:
+        server = create_server(app, host=settings.host, port=settings.port, threads=8, ident="AlgoMirror")
+    except OSError as exc:
+        # Port taken or host not an address of this machine: one line, no traceback.
+        database.dispose()
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     log.info("AlgoMirror listening on http://%s:%s", settings.host, settings.port)
     try:
-        waitress_serve(app, host=settings.host, port=settings.port, threads=8, ident="AlgoMirror")
+        server.run()
     finally:
         database.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,45 @@ def test_broker_routes_when_over_limit_give_429(db_url: str, tmp_path: Path) -> 
     ]
     assert codes[-1] == 429 and 429 not in codes[:2]
     env.database.dispose()
+
+
+def test_new_account_form_when_opened_offers_openalgo_defaults_and_broker_list(alice: FlaskClient) -> None:
+    html = alice.get("/accounts/new").get_data(as_text=True)
+    assert 'value="http://127.0.0.1:5000"' in html and 'value="ws://127.0.0.1:8765"' in html
+    # The key field is a password input that never carries a value.
+    [key_input] = re.findall(r'<input[^>]*name="api_key"[^>]*>', html)
+    assert 'type="password"' in key_input and not re.search(r'value="[^"]', key_input)
+    for broker in ("zerodha", "angel", "dhan", "fyers", "upstox"):
+        assert f'<option value="{broker}"' in html, broker
+
+
+def test_stored_key_when_fernet_key_replaced_gives_clear_message_not_500(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from algomirror.web.security import SecretBox
+
+    create(alice, "Main")
+    account = env.accounts("alice")[0]
+    env.state.box = SecretBox(Fernet.generate_key())  # as if instance/fernet.key had been replaced
+    saved = post_form(alice, f"/accounts/{account.id}/test", page="/accounts/", follow_redirects=True)
+    assert saved.status_code == 200 and "cannot be decrypted" in saved.get_data(as_text=True)
+    data = form("Main", api_key="", host_url=account.host_url)
+    tested = post_form(alice, f"/accounts/{account.id}/edit/test", data, page="/accounts/")
+    assert tested.status_code == 400 and "cannot be decrypted" in tested.get_data(as_text=True)
+    moved = post_form(
+        alice,
+        f"/accounts/{account.id}/edit",
+        {**data, "host_url": "http://127.0.0.1:5001"},
+        page="/accounts/",
+    )
+    assert moved.status_code == 303
+    assert "cannot be decrypted" in alice.get("/accounts/").get_data(as_text=True)
+    after = env.accounts("alice")[0]
+    assert after.host_url == "http://127.0.0.1:5001"
+    assert after.api_key_encrypted == account.api_key_encrypted  # the old token is kept, not overwritten
+    # Entering the key again works with the new encryption key.
+    fresh = post_form(alice, f"/accounts/{account.id}/edit", {**data, "api_key": KEY}, page="/accounts/")
+    assert fresh.status_code == 303
+    assert env.state.box.decrypt(env.accounts("alice")[0].api_key_encrypted or "") == KEY

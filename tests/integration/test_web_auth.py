@@ -94,6 +94,8 @@ def test_register_when_admin_opened_signup_creates_a_plain_user(env: WebEnv) -> 
         ("carol", "carol@example.com", "short", "short", "at least 12"),
         ("carol", "carol@example.com", "carol-is-my-name", "carol-is-my-name", "username"),
         ("carol", "carol@example.com", "password1234", "password1234", "too common"),
+        ("carol", "c" * 10_000 + "@example.com", PASSWORD, PASSWORD, "Email is too long"),
+        ("carol", "carol@example.com", "p" * 10_000, "p" * 10_000, "Password is too long"),
     ],
 )
 def test_register_when_input_is_bad_shows_message_and_creates_nothing(
@@ -357,3 +359,15 @@ def test_login_when_hash_parameters_changed_rehashes(env: WebEnv) -> None:
     after = env.user("alice").password_hash
     assert after != before and "t=2" in after
     assert login(env.client(), "alice").status_code == 303
+
+
+def test_login_when_fields_are_oversized_refuses_with_message_and_logs_no_session(env: WebEnv) -> None:
+    add_user(env, "alice")
+    client = env.client()
+    response = post_form(
+        client, "/login", {"username": "a" * 10_000, "password": "p" * 10_000}, page="/login"
+    )
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "Username is too long" in html and "Password is too long" in html
+    assert client.get("/accounts/").status_code == 302

@@ -1,20 +1,27 @@
-"""``algomirror user …`` and start-up refusals of ``algomirror run``."""
+"""``algomirror user …``, ``algomirror db …``, and ``algomirror run``: serving, and its start-up refusals."""
 
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.engine import make_url
 
 from algomirror.cli import main
 from algomirror.db.models import ActivityLog, User
 from algomirror.db.session import Database
 from algomirror.web.security import make_password_hasher, verify_password
+from tests.conftest import PG_ADMIN_URL
+from tests.helpers import eventually
 from tests.integration.web_support import unused_port
 
 PASSWORD = "violet-harbour-cinnamon"
@@ -169,3 +176,157 @@ def test_run_when_database_not_migrated_exits_2_with_upgrade_hint(tmp_path: Path
     )
     assert result.returncode == 2
     assert "algomirror db upgrade" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- db upgrade | current | downgrade ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables at all, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"am_cli_{os.getpid()}_{secrets.token_hex(3)}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_db_commands_when_run_in_turn_upgrade_report_and_downgrade_the_schema(
+    empty_url: str, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    env = {"ALGOMIRROR_DATABASE_URL": empty_url, "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance")}
+    current = runner.invoke(main, ["db", "current"], env=env)
+    assert current.exit_code == 0 and "(empty database)" in current.output
+    upgraded = runner.invoke(main, ["db", "upgrade"], env=env)
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "database upgraded to head" in upgraded.output
+    assert {"users", "trading_accounts", "alembic_version"} <= _tables(empty_url)
+    current = runner.invoke(main, ["db", "current"], env=env)
+    assert current.exit_code == 0 and "0001" in current.output and "(head)" in current.output
+    downgraded = runner.invoke(main, ["db", "downgrade", "base"], env=env)
+    assert downgraded.exit_code == 0, downgraded.output
+    assert _tables(empty_url) <= {"alembic_version"}
+    assert "(empty database)" in runner.invoke(main, ["db", "current"], env=env).output
+    # Default downgrade is one step: from head (one revision) back to empty.
+    assert runner.invoke(main, ["db", "upgrade"], env=env).exit_code == 0
+    assert runner.invoke(main, ["db", "downgrade"], env=env).exit_code == 0
+    assert "users" not in _tables(empty_url)
+
+
+def test_db_current_when_database_unreachable_exits_2_with_one_line(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{unused_port()}/nothing"
+    result = _run_cli(["db", "current"], {"ALGOMIRROR_DATABASE_URL": url}, tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("WARNING")]
+    assert len(lines) == 1 and lines[0].startswith("algomirror: database unreachable"), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+# --- run --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("ALGOMIRROR_PORT", "abc"), ("ALGOMIRROR_DATABASE_URL", "mysql://x"), ("ALGOMIRROR_TRUST_PROXY", "-1")],
+)
+def test_run_when_a_setting_is_invalid_exits_2_with_one_line_naming_it(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    result = _run_cli(
+        ["run", "--no-demo"], {variable: value, "ALGOMIRROR_INSTANCE_DIR": str(tmp_path)}, tmp_path
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"algomirror: invalid setting {variable}:")
+    assert result.stdout == ""
+
+
+def test_run_when_database_migrated_serves_the_sign_up_then_login_page(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    env = {"ALGOMIRROR_DATABASE_URL": url, "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "i")}
+    assert _run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    port = unused_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ALGOMIRROR_")}
+    full.update(env)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "algomirror"), "run", "--no-demo", "--port", str(port)],
+        env=full,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def landing() -> httpx.Response:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                return httpx.get(f"{base}/", follow_redirects=True, timeout=2)
+            except httpx.TransportError as exc:
+                raise AssertionError(f"not serving yet: {exc}") from exc
+
+        response = eventually(landing, timeout=30)
+        # No user yet: the landing page is "create the administrator".
+        assert response.status_code == 200 and response.url.path == "/register"
+        assert "Content-Security-Policy" in response.headers
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def test_run_when_redis_url_set_but_redis_down_exits_2_with_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    env = {"ALGOMIRROR_DATABASE_URL": url, "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "i")}
+    assert _run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    redis_url = f"redis://:redis-pw-5521@127.0.0.1:{unused_port()}/0"
+    result = _run_cli(
+        ["run", "--no-demo", "--port", str(unused_port())],
+        {**env, "ALGOMIRROR_REDIS_URL": redis_url},
+        tmp_path,
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("WARNING")]
+    assert len(lines) == 1 and lines[0].startswith("algomirror: Redis unreachable"), result.stderr
+    assert "redis-pw-5521" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_when_port_already_taken_exits_2_with_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    env = {"ALGOMIRROR_DATABASE_URL": url, "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "i")}
+    assert _run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run_cli(["run", "--no-demo", "--port", str(port)], env, tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("WARNING")]
+    lines = [line for line in lines if " INFO " not in line]  # the in-process engine's start-up note
+    assert len(lines) == 1 and lines[0].startswith(f"algomirror: cannot listen on 127.0.0.1:{port}"), (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr

@@ -56,6 +56,22 @@ def _run_test(host_url: str, api_key: str, *, account_id: int | None) -> Connect
     return result
 
 
+UNREADABLE_KEY = (
+    "The stored API key cannot be decrypted (was the encryption key in instance/fernet.key replaced?). "
+    "Enter the API key again."
+)
+
+
+def _stored_key(account: TradingAccount) -> str | None:
+    """The account's decrypted API key; None when there is none or it cannot be decrypted."""
+    if not account.api_key_encrypted:
+        return None
+    try:
+        return state().box.decrypt(account.api_key_encrypted)
+    except ValueError:
+        return None
+
+
 def _result_text(result: ConnectionTest) -> str:
     if result.ok:
         cash = (
@@ -199,9 +215,9 @@ def edit(account_id: int) -> Any:
         # A key change clears an auth_failed stop: the new key gets its own test right away.
         result = _run_test(account.host_url, new_key, account_id=account.id)
     elif host_changed and account.api_key_encrypted:
-        result = _run_test(
-            account.host_url, state().box.decrypt(account.api_key_encrypted), account_id=account.id
-        )
+        stored = _stored_key(account)
+        if stored is not None:
+            result = _run_test(account.host_url, stored, account_id=account.id)
     if result is not None:
         repo.record_connection_test(account, result, now())
     log_activity(
@@ -220,6 +236,8 @@ def edit(account_id: int) -> Any:
     message = f"Account “{account.account_name}” updated."
     if result is not None:
         message += " " + _result_text(result)
+    elif host_changed and account.api_key_encrypted and _stored_key(account) is None:
+        return redirect_to("accounts.index", message + " " + UNREADABLE_KEY, "warning")
     return redirect_to("accounts.index", message, "success" if result is None or result.ok else "warning")
 
 
@@ -229,11 +247,13 @@ def test_edit(account_id: int) -> Any:
     form = _edit_form(account)
     result = None
     if form.validate_on_submit():
-        key = (form.api_key.data or "").strip()
-        if not key and account.api_key_encrypted:
-            key = state().box.decrypt(account.api_key_encrypted)
-        result = _run_test(form.host_url.data or "", key, account_id=account.id)
-        db().commit()
+        key = (form.api_key.data or "").strip() or _stored_key(account)
+        if key is None:
+            problem = UNREADABLE_KEY if account.api_key_encrypted else "Enter the account's OpenAlgo API key."
+            form.api_key.errors = [*form.api_key.errors, problem]
+        else:
+            result = _run_test(form.host_url.data or "", key, account_id=account.id)
+            db().commit()
     return render_template(
         "accounts/form.html", form=form, account=account, result=result, result_text=_text_or_none(result)
     ), (200 if result is not None else 400)
@@ -245,9 +265,10 @@ def test_saved(account_id: int) -> Any:
     account = _own(account_id)
     if not account.api_key_encrypted:
         return redirect_to("accounts.index", "This account has no API key; edit it to add one.", "error")
-    result = _run_test(
-        account.host_url, state().box.decrypt(account.api_key_encrypted), account_id=account.id
-    )
+    key = _stored_key(account)
+    if key is None:
+        return redirect_to("accounts.index", f"“{account.account_name}”: {UNREADABLE_KEY}", "error")
+    result = _run_test(account.host_url, key, account_id=account.id)
     repo.record_connection_test(account, result, now())
     db().commit()
     return redirect_to(
