@@ -48,9 +48,9 @@ from algomirror.db.migrate import upgrade_url
 from algomirror.db.models import AccountFunds, Order, Position, TradingAccount
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import utcnow
+from algomirror.security import make_password_hasher
 from algomirror.web import create_app
 from algomirror.web.auth.service import create_user
-from algomirror.web.security import make_password_hasher
 
 USERNAME = "bench"
 PASSWORD = "load-test-secret-phrase-2026"

@@ -191,9 +191,9 @@ def _user_database() -> tuple[Settings, object]:
 def user_create(username: str, email: str, admin: bool, password_stdin: bool) -> None:
     """Create USERNAME (the first user is always an administrator)."""
     from algomirror.db.session import Database
+    from algomirror.security import make_password_hasher
     from algomirror.web.auth.service import UserError, create_user
     from algomirror.web.context import log_activity
-    from algomirror.web.security import make_password_hasher
 
     password = _read_password(password_stdin)
     _settings, database = _user_database()
@@ -224,9 +224,9 @@ def user_create(username: str, email: str, admin: bool, password_stdin: bool) ->
 def user_reset_password(username: str, password_stdin: bool) -> None:
     """Set a new password for USERNAME and sign out all of its sessions."""
     from algomirror.db.session import Database
+    from algomirror.security import make_password_hasher
     from algomirror.web.auth.service import UserError, change_password, find_user
     from algomirror.web.context import log_activity
-    from algomirror.web.security import make_password_hasher
 
     password = _read_password(password_stdin)
     _settings, database = _user_database()

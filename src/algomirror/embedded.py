@@ -132,7 +132,7 @@ def start_simulator(
 
 
 def _seed(settings: Settings, database: Database, running: RunningSimulator) -> SeededDemo | None:
-    from algomirror.web.security import SecretBox, make_password_hasher
+    from algomirror.security import SecretBox, make_password_hasher
 
     box = SecretBox(settings.fernet_key_value())
     with database.session() as session:

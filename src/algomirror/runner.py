@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 from algomirror.config import Settings, redact_url
 from algomirror.db.migrate import alembic_config
 from algomirror.db.session import Database, DatabaseUnavailable, check_connection
-from algomirror.web.security import install_redaction
+from algomirror.security import install_redaction
 
 log = logging.getLogger("algomirror.runner")
 

@@ -18,8 +18,8 @@ import pytest
 from algomirror.config import load_settings
 from algomirror.db.migrate import upgrade_url
 from algomirror.db.session import Database
+from algomirror.security import make_password_hasher
 from algomirror.web import create_app
-from algomirror.web.security import make_password_hasher
 
 CHROMIUM = os.environ.get("ALGOMIRROR_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -33,7 +33,7 @@ from algomirror.embedded import (
     start_simulator,
 )
 from algomirror.engine.lock import EngineLock
-from algomirror.web.security import make_password_hasher, verify_password
+from algomirror.security import make_password_hasher, verify_password
 from tests.helpers import eventually
 from tests.integration.web_support import unused_port
 

@@ -17,7 +17,7 @@ from algomirror.cli import main
 from algomirror.db.models import Position, TradingAccount, User
 from algomirror.db.session import Database
 from algomirror.engine.lock import EngineLock
-from algomirror.web.security import SecretBox
+from algomirror.security import SecretBox
 from tests.helpers import eventually
 from tests.sim_fixtures import SimHandle
 

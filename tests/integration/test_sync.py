@@ -29,7 +29,7 @@ from algomirror.db.models import (
 )
 from algomirror.db.session import Database
 from algomirror.engine.sync import AccountSync, SyncConfig
-from algomirror.web.security import SecretBox
+from algomirror.security import SecretBox
 from tests.helpers import eventually_async
 from tests.sim_fixtures import SimHandle
 

@@ -328,7 +328,7 @@ def test_stored_key_when_fernet_key_replaced_gives_clear_message_not_500(
 ) -> None:
     from cryptography.fernet import Fernet
 
-    from algomirror.web.security import SecretBox
+    from algomirror.security import SecretBox
 
     create(alice, "Main")
     account = env.accounts("alice")[0]

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from algomirror.db.models import User
+from algomirror.security import make_password_hasher
 from algomirror.web.auth import service
-from algomirror.web.security import make_password_hasher
 from tests.integration.web_support import (
     PASSWORD,
     WebEnv,

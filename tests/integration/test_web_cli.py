@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from algomirror.cli import main
 from algomirror.db.models import ActivityLog, User
 from algomirror.db.session import Database
-from algomirror.web.security import make_password_hasher, verify_password
+from algomirror.security import make_password_hasher, verify_password
 from tests.conftest import PG_ADMIN_URL
 from tests.helpers import eventually
 from tests.integration.web_support import unused_port

@@ -529,8 +529,8 @@ def test_logging_when_database_password_logged_by_mistake_is_redacted(tmp_path: 
 
     from algomirror.config import load_settings
     from algomirror.db.session import Database
+    from algomirror.security import install_redaction
     from algomirror.web import create_app
-    from algomirror.web.security import install_redaction
 
     settings = load_settings(
         instance_dir=tmp_path / "instance",

@@ -278,7 +278,7 @@ def test_api_key_when_account_exists_never_appears_in_any_page_or_log(
 def test_logging_when_code_logs_a_key_by_mistake_the_handler_redacts_it(env: WebEnv) -> None:
     import io
 
-    from algomirror.web.security import install_redaction
+    from algomirror.security import install_redaction
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

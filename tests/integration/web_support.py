@@ -24,9 +24,9 @@ from algomirror.config import load_settings
 from algomirror.db.models import ActivityLog, TradingAccount, User
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import FakeClock
+from algomirror.security import make_password_hasher
 from algomirror.web import create_app
 from algomirror.web.context import WebState
-from algomirror.web.security import make_password_hasher
 
 START = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)  # 09:30 IST
 PASSWORD = "correct horse battery staple"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from algomirror.web.security import check_password_policy
+from algomirror.security import check_password_policy
 
 
 def test_policy_when_password_is_long_and_unrelated_accepts() -> None:

@@ -8,8 +8,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from algomirror.domain.brokers import BROKERS, is_known_broker
-from algomirror.web.context import is_same_site_path
-from algomirror.web.security import (
+from algomirror.security import (
     RedactingFilter,
     SecretBox,
     SecretRegistry,
@@ -19,6 +18,7 @@ from algomirror.web.security import (
     normalize_username,
     verify_password,
 )
+from algomirror.web.context import is_same_site_path
 
 
 def test_secret_box_when_round_tripping_returns_the_key_and_hides_it_in_the_token() -> None:

@@ -13,6 +13,7 @@ from algomirror.domain.timeutil import Clock
 from algomirror.engine.lock import EngineLock
 from algomirror.engine.service import Component, EngineService
 from algomirror.engine.sync import AccountSync, SyncConfig
+from algomirror.security import SecretBox
 
 
 def make_decryptor(settings: Settings) -> SecretDecryptor:
@@ -24,9 +25,6 @@ class SecretDecryptor:
     """Callable: Fernet token -> API key. Raises ValueError for a token the key cannot read."""
 
     def __init__(self, key: bytes) -> None:
-        # Imported here: the box lives in the web package for now (to be moved to a neutral module).
-        from algomirror.web.security import SecretBox
-
         self._box = SecretBox(key)
 
     def __call__(self, token: str) -> str:

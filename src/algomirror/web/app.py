@@ -19,9 +19,9 @@ from algomirror.db.models import User
 from algomirror.db.session import Database
 from algomirror.domain.money import format_inr
 from algomirror.domain.timeutil import format_ist
+from algomirror.security import SecretBox, install_redaction, make_password_hasher, mask_key
 from algomirror.web.context import SessionUser, WebState, close_db, db
 from algomirror.web.context import now as state_now
-from algomirror.web.security import SecretBox, install_redaction, make_password_hasher, mask_key
 
 CSP = "; ".join(
     [

@@ -18,7 +18,7 @@ from algomirror.config import Settings
 from algomirror.db.models import ActivityLog, User
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock, utcnow
-from algomirror.web.security import SecretBox
+from algomirror.security import SecretBox
 
 ConnectionTester = Callable[[str, str], ConnectionTest]
 

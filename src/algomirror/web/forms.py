@@ -11,7 +11,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 
 from algomirror.domain.brokers import BROKERS
-from algomirror.web.security import API_KEY_MIN, PASSWORD_MAX
+from algomirror.security import API_KEY_MIN, PASSWORD_MAX
 
 URL_MAX = 200
 API_KEY_MAX = 256

@@ -7,10 +7,10 @@ from typing import Any
 from flask import Blueprint, render_template, request
 from flask_login import login_required, login_user
 
+from algomirror.security import verify_password
 from algomirror.web.auth import service
 from algomirror.web.context import SessionUser, db, log_activity, me, redirect_to, state
 from algomirror.web.forms import ChangePasswordForm
-from algomirror.web.security import verify_password
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 

@@ -17,10 +17,10 @@ from algomirror.broker.facade import ConnectionTest
 from algomirror.db.models import TradingAccount
 from algomirror.domain.brokers import BROKERS
 from algomirror.domain.money import format_inr
+from algomirror.security import last4
 from algomirror.web.accounts import repo
 from algomirror.web.context import db, log_activity, me, now, redirect_to, state
 from algomirror.web.forms import AccountForm, ConfirmForm
-from algomirror.web.security import last4
 
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
 

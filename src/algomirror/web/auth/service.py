@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from algomirror.db.defaults import seed_user_defaults
 from algomirror.db.models import ActivityLog, User
 from algomirror.db.models.app_settings import SIGNUP_ENABLED, AppSetting
-from algomirror.web.security import check_password_policy, check_username, normalize_username
+from algomirror.security import check_password_policy, check_username, normalize_username
 
 EMAIL_MAX = 120
 

@@ -9,10 +9,10 @@ from flask_login import current_user, login_user, logout_user
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from algomirror.domain.timeutil import format_ist
+from algomirror.security import verify_password
 from algomirror.web.auth import service
 from algomirror.web.context import SessionUser, db, is_same_site_path, log_activity, now, redirect_to, state
 from algomirror.web.forms import ConfirmForm, LoginForm, RegisterForm
-from algomirror.web.security import verify_password
 
 bp = Blueprint("auth", __name__)
 

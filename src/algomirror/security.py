@@ -1,5 +1,7 @@
-"""Secrets at rest and passwords: Fernet for broker API keys, argon2 for passwords, the password policy,
-and a logging filter that redacts known secrets from every log line.
+"""Secrets at rest and passwords, shared by the web app, the engine and the CLI.
+
+Fernet for broker API keys, argon2 for passwords, the password policy, and a logging filter that
+redacts known secrets from every log line.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 
-from algomirror.web.common_passwords import is_common_password
+from algomirror.common_passwords import is_common_password
 
 PASSWORD_MIN = 12
 PASSWORD_MAX = 128
