@@ -34,7 +34,7 @@ from algomirror.demo import (
     seed_demo,
 )
 from algomirror.domain.calendar import default_calendar
-from algomirror.domain.timeutil import ist_combine, to_ist, utcnow
+from algomirror.domain.timeutil import Clock, ist_combine, to_ist, utcnow
 from algomirror.engine.factory import build_engine, quiet_http_logs
 from algomirror.engine.lock import EngineAlreadyRunning
 from algomirror.engine.service import EngineThread
@@ -71,6 +71,8 @@ class EmbeddedServices:
     seeded: SeededDemo | None = None
     demo_orders: DemoOrders = field(default_factory=DemoOrders)
     engine_refused: str | None = None
+    # The paper exchange's simulated clock in demo mode (the web shows market hours by it).
+    market_clock: Clock | None = None
 
     def stop(self) -> None:
         engine, self.engine = self.engine, None
@@ -163,6 +165,7 @@ def start_embedded(
             running = start_simulator(settings, wrap_check_seconds=wrap_check_seconds)
             services.simulator = running
             market_clock = SimulatedClock(running.core)
+            services.market_clock = market_clock
             services.seeded = _seed(settings, database, running)
             services.demo_orders = asyncio.run(
                 place_demo_orders(

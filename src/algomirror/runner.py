@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from algomirror.config import Settings, redact_url
 from algomirror.db.migrate import alembic_config
 from algomirror.db.session import Database, DatabaseUnavailable, check_connection
+from algomirror.domain.timeutil import Clock
 from algomirror.security import install_redaction
 
 log = logging.getLogger("algomirror.runner")
@@ -84,7 +85,7 @@ def open_database(settings: Settings) -> Database:
     return database
 
 
-def start_embedded_services(settings: Settings, database: Database) -> None:
+def start_embedded_services(settings: Settings, database: Database) -> Clock | None:
     """Start the in-process services before the web server: always the engine (account sync; skipped
     with a warning when an ``algomirror engine`` process already serves this database), and in demo mode
     the paper exchange, the demo user and accounts (into an empty database only) and the demo orders.
@@ -107,6 +108,7 @@ def start_embedded_services(settings: Settings, database: Database) -> None:
         log.warning("engine not started in this process: %s", services.engine_refused)
     else:
         log.info("engine started in-process (account sync)")
+    return services.market_clock
 
 
 def serve(settings: Settings) -> None:
@@ -121,8 +123,9 @@ def serve(settings: Settings) -> None:
         database = open_database(settings)
     except StartupError as exc:
         _fail(str(exc))
-    start_embedded_services(settings, database)
+    market_clock = start_embedded_services(settings, database)
     app = create_app(settings, database=database)
+    app.extensions["algomirror"].market_clock = market_clock
     try:
         server = create_server(app, host=settings.host, port=settings.port, threads=8, ident="AlgoMirror")
     except OSError as exc:

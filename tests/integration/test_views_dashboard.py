@@ -192,3 +192,20 @@ def test_overview_when_account_has_history_shows_funds_positions_orders_and_even
     assert f'action="/accounts/{aid}/test"' in page
     live = alice.get(f"/accounts/{aid}/overview/live").get_data(as_text=True)
     assert "<html" not in live and "-₹12.34" in live
+
+
+def test_dashboard_when_market_clock_given_judges_market_hours_by_it(env: WebEnv) -> None:
+    # Demo mode: the wall clock says Saturday, the paper exchange's simulated clock says Monday 09:30 IST.
+    from algomirror.domain.timeutil import FakeClock
+
+    env.clock.set(START + timedelta(days=5, hours=2, minutes=30))
+    alice = signed_in(env, "alice")
+    uid = env.user("alice").id
+    with env.database.session() as s:
+        make_account(s, uid, "Demo", is_primary=True, last_sync_at=env.clock.now() - timedelta(seconds=3))
+    assert "Market closed" in alice.get("/").get_data(as_text=True)
+    env.app.extensions["algomirror"].market_clock = FakeClock(START)
+    page = alice.get("/").get_data(as_text=True)
+    assert "Market open · closes 15:30 IST" in page
+    # Data ages still use the wall clock.
+    assert "updated 3 s ago" in _text(page)

@@ -26,7 +26,16 @@ from algomirror.broker import sync_facade
 from algomirror.broker.errors import BrokerError, UnknownOutcomeError
 from algomirror.domain.timeutil import format_ist, to_ist
 from algomirror.web import queries
-from algomirror.web.context import db, is_same_site_path, log_activity, me, now, redirect_to, state
+from algomirror.web.context import (
+    db,
+    is_same_site_path,
+    log_activity,
+    market_now,
+    me,
+    now,
+    redirect_to,
+    state,
+)
 from algomirror.web.dashboard import POLL_SECONDS, market_status, signed_out_fragment, stale_after
 
 bp = Blueprint("books", __name__)
@@ -279,7 +288,7 @@ def cancel_order(order_pk: int) -> Any:
 
 def _overview_context(account_id: int) -> dict[str, Any]:
     at = now()
-    market = market_status(at)
+    market = market_status(market_now())
     try:
         cards = queries.account_cards(
             db(), me().id, now=at, stale_after=stale_after(at, market.is_open), account_id=account_id

@@ -38,6 +38,9 @@ class WebState:
     hasher: PasswordHasher
     box: SecretBox
     clock: Clock = field(default_factory=SystemClock)
+    # The clock the market runs on, for "market open/closed": the paper exchange's simulated clock in
+    # demo mode, else None (= ``clock``). Data ages always use ``clock``.
+    market_clock: Clock | None = None
     connection_tester: ConnectionTester = _default_tester
 
 
@@ -63,6 +66,12 @@ def close_db(_exc: BaseException | None = None) -> None:
 
 def now() -> datetime:
     return state().clock.now()
+
+
+def market_now() -> datetime:
+    """The instant to judge market hours by (see ``WebState.market_clock``)."""
+    current = state()
+    return (current.market_clock or current.clock).now()
 
 
 def client_ip() -> str | None:

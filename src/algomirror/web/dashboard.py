@@ -19,7 +19,7 @@ from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.timeutil import format_ist, to_ist
 from algomirror.web import queries, viewfmt
 from algomirror.web.auth import service
-from algomirror.web.context import db, me, now, state
+from algomirror.web.context import db, market_now, me, now, state
 
 bp = Blueprint("dashboard", __name__)
 
@@ -55,7 +55,7 @@ def stale_after(at: datetime, is_open: bool | None = None) -> timedelta:
     """Two sync intervals (market-hours or closed interval from settings): older data is flagged."""
     settings = state().settings
     if is_open is None:
-        is_open = market_status(at).is_open
+        is_open = market_status(market_now()).is_open
     interval = settings.sync_interval_market if is_open else settings.sync_interval_closed
     return timedelta(seconds=2 * interval)
 
@@ -80,7 +80,7 @@ for _name, _function in viewfmt.FILTERS.items():
 
 def _context() -> dict[str, Any]:
     at = now()
-    market = market_status(at)
+    market = market_status(market_now())
     cards = queries.account_cards(db(), me().id, now=at, stale_after=stale_after(at, market.is_open))
     return {
         "cards": cards,
