@@ -6,6 +6,7 @@ with one line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 from typing import NoReturn
@@ -85,6 +86,22 @@ def open_database(settings: Settings) -> Database:
     return database
 
 
+def demo_exposure_warning(settings: Settings) -> str | None:
+    """A warning when the demo (whose admin password is public) listens beyond this machine."""
+    if not settings.demo:
+        return None
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = settings.host == "localhost"
+    if loopback:
+        return None
+    return (
+        f"algomirror: WARNING: demo mode is listening on {settings.host}; its admin login is public. "
+        "Set ALGOMIRROR_DEMO=false or bind to 127.0.0.1."
+    )
+
+
 def start_embedded_services(settings: Settings, database: Database) -> Clock | None:
     """Start the in-process services before the web server: always the engine (account sync; skipped
     with a warning when an ``algomirror engine`` process already serves this database), and in demo mode
@@ -118,6 +135,9 @@ def serve(settings: Settings) -> None:
     from algomirror.web import create_app
 
     configure_logging(settings)
+    warning = demo_exposure_warning(settings)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     try:
         check_redis(settings)
         database = open_database(settings)

@@ -192,6 +192,8 @@ def test_overview_when_account_has_history_shows_funds_positions_orders_and_even
     assert f'action="/accounts/{aid}/test"' in page
     live = alice.get(f"/accounts/{aid}/overview/live").get_data(as_text=True)
     assert "<html" not in live and "-₹12.34" in live
+    # The account page links here.
+    assert f'href="/accounts/{aid}/overview"' in alice.get(f"/accounts/{aid}").get_data(as_text=True)
 
 
 def test_dashboard_when_market_clock_given_judges_market_hours_by_it(env: WebEnv) -> None:

@@ -171,3 +171,25 @@ def test_load_settings_when_rate_limit_unparsable_refuses_in_one_line(
     assert "30 per minute" in str(info.value) and "\n" not in str(info.value)
     monkeypatch.setenv(f"ALGOMIRROR_{variable}", "5/second;100/hour")
     assert getattr(load_settings(instance_dir=tmp_path), variable.lower()) == "5/second;100/hour"
+
+
+@pytest.mark.parametrize(
+    ("host", "demo", "warns"),
+    [
+        ("127.0.0.1", True, False),
+        ("::1", True, False),
+        ("localhost", True, False),
+        ("0.0.0.0", True, True),
+        ("192.0.2.10", True, True),
+        ("0.0.0.0", False, False),
+    ],
+)
+def test_demo_exposure_warning_when_demo_listens_beyond_loopback_warns(
+    tmp_path: Path, host: str, demo: bool, warns: bool
+) -> None:
+    from algomirror.runner import demo_exposure_warning
+
+    message = demo_exposure_warning(load_settings(instance_dir=tmp_path, host=host, demo=demo))
+    assert (message is not None) == warns
+    if warns:
+        assert message is not None and host in message and "ALGOMIRROR_DEMO=false" in message
