@@ -114,6 +114,25 @@ def _rows(payload: Mapping[str, Any], key: str, endpoint: str) -> list[Mapping[s
     return rows
 
 
+def _book_with_statistics(
+    payload: Mapping[str, Any], key: str, endpoint: str
+) -> tuple[list[Mapping[str, Any]], Mapping[str, Any]]:
+    """The orderbook/holdings envelope: ``data`` is an object with a ``key`` rows list and a
+    ``statistics`` object, or an empty list (some brokers answer an empty book so).
+
+    Returns the rows and the statistics (empty when absent or not an object; every figure then reads
+    as unknown). A missing or null rows list is an empty book. Raises MalformedResponseError when
+    ``data`` is neither, or when the rows list holds a non-object.
+    """
+    data = payload.get("data")
+    if isinstance(data, list) and not data:
+        return [], {}
+    data = _obj(payload, "data", endpoint)
+    rows = _rows(data, key, endpoint) if data.get(key) is not None else []
+    stats = data.get("statistics")
+    return rows, stats if isinstance(stats, Mapping) else {}
+
+
 def _text(value: object) -> str:
     """A display string; numbers are rendered, null is empty."""
     if value is None:
@@ -230,6 +249,28 @@ def _wire_number(value: Decimal | int | float | str) -> str:
 # --------------------------------------------------------------------------------------- requests
 
 
+def _normalise_terms(order: OrderRequest | ModifyRequest | OptionLeg) -> None:
+    """Accept plain strings ("BUY", "sl-m") from callers; reject anything the server would.
+
+    Raises ValueError for an action, price type or product the server does not know.
+    """
+    object.__setattr__(order, "action", Action(str(order.action).upper()))
+    object.__setattr__(order, "pricetype", PriceType(str(order.pricetype).upper()))
+    object.__setattr__(order, "product", Product(str(order.product).upper()))
+
+
+def _terms_wire(order: OrderRequest | ModifyRequest | OptionLeg) -> dict[str, Any]:
+    """The order terms every placing request carries, in the order they go out (numbers as strings)."""
+    return {
+        "action": order.action.value,
+        "quantity": str(order.quantity),
+        "pricetype": order.pricetype.value,
+        "product": order.product.value,
+        "price": _wire_number(order.price),
+        "trigger_price": _wire_number(order.trigger_price),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
     """One order as placeorder / placesmartorder / splitorder / a basket item send it.
@@ -248,10 +289,7 @@ class OrderRequest:
     disclosed_quantity: int = 0
 
     def __post_init__(self) -> None:
-        # Accept plain strings ("BUY", "sl-m") from callers; reject anything the server would.
-        object.__setattr__(self, "action", Action(str(self.action).upper()))
-        object.__setattr__(self, "pricetype", PriceType(str(self.pricetype).upper()))
-        object.__setattr__(self, "product", Product(str(self.product).upper()))
+        _normalise_terms(self)
         if isinstance(self.quantity, bool) or not isinstance(self.quantity, int) or self.quantity < 0:
             raise ValueError("quantity must be a non-negative int (units)")
 
@@ -259,12 +297,7 @@ class OrderRequest:
         return {
             "exchange": self.exchange,
             "symbol": self.symbol,
-            "action": self.action.value,
-            "quantity": str(self.quantity),
-            "pricetype": self.pricetype.value,
-            "product": self.product.value,
-            "price": _wire_number(self.price),
-            "trigger_price": _wire_number(self.trigger_price),
+            **_terms_wire(self),
             "disclosed_quantity": str(self.disclosed_quantity),
         }
 
@@ -285,21 +318,14 @@ class ModifyRequest:
     disclosed_quantity: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "action", Action(str(self.action).upper()))
-        object.__setattr__(self, "pricetype", PriceType(str(self.pricetype).upper()))
-        object.__setattr__(self, "product", Product(str(self.product).upper()))
+        _normalise_terms(self)
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "orderid": self.orderid,
             "exchange": self.exchange,
             "symbol": self.symbol,
-            "action": self.action.value,
-            "quantity": str(self.quantity),
-            "pricetype": self.pricetype.value,
-            "product": self.product.value,
-            "price": _wire_number(self.price),
-            "trigger_price": _wire_number(self.trigger_price),
+            **_terms_wire(self),
             "disclosed_quantity": str(self.disclosed_quantity),
         }
 
@@ -320,20 +346,13 @@ class OptionLeg:
     splitsize: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "action", Action(str(self.action).upper()))
-        object.__setattr__(self, "pricetype", PriceType(str(self.pricetype).upper()))
-        object.__setattr__(self, "product", Product(str(self.product).upper()))
+        _normalise_terms(self)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
             "offset": self.offset,
             "option_type": self.option_type.upper(),
-            "action": self.action.value,
-            "quantity": str(self.quantity),
-            "pricetype": self.pricetype.value,
-            "product": self.product.value,
-            "price": _wire_number(self.price),
-            "trigger_price": _wire_number(self.trigger_price),
+            **_terms_wire(self),
         }
         if self.expiry_date is not None:
             wire["expiry_date"] = format_expiry(self.expiry_date)
@@ -484,14 +503,7 @@ class Orderbook:
 
     @classmethod
     def parse(cls, payload: Mapping[str, Any]) -> Self:
-        data = payload.get("data")
-        # Some brokers answer an empty book with data: [] or a bare orders list.
-        if isinstance(data, list) and not data:
-            return cls(orders=(), statistics=OrderbookStatistics())
-        data = _obj(payload, "data", "orderbook")
-        rows = _rows(data, "orders", "orderbook") if data.get("orders") is not None else []
-        stats = data.get("statistics")
-        stats = stats if isinstance(stats, Mapping) else {}
+        rows, stats = _book_with_statistics(payload, "orders", "orderbook")
         return cls(
             orders=tuple(Order.parse_row(row) for row in rows),
             statistics=OrderbookStatistics(
@@ -636,13 +648,7 @@ class Holdings:
 
     @classmethod
     def parse(cls, payload: Mapping[str, Any]) -> Self:
-        data = payload.get("data")
-        if isinstance(data, list) and not data:
-            return cls(holdings=(), statistics=HoldingsStatistics())
-        data = _obj(payload, "data", "holdings")
-        rows = _rows(data, "holdings", "holdings") if data.get("holdings") is not None else []
-        stats = data.get("statistics")
-        stats = stats if isinstance(stats, Mapping) else {}
+        rows, stats = _book_with_statistics(payload, "holdings", "holdings")
         return cls(
             holdings=tuple(Holding.parse_row(row) for row in rows),
             statistics=HoldingsStatistics(

@@ -46,14 +46,19 @@ def _d1_d2(spot: float, strike: float, years: float, rate: float, vol: float) ->
     return d1, d1 - sd
 
 
+def _discounted_strike(spot: float, strike: float, years: float, rate: float) -> float:
+    """K·e^(−rT), T floored at 0. Raises ValueError for non-positive spot or strike."""
+    if spot <= 0 or strike <= 0:
+        raise ValueError(f"spot and strike must be positive (spot={spot}, strike={strike})")
+    return strike * math.exp(-rate * max(0.0, years))
+
+
 def bs_call(spot: float, strike: float, years: float, rate: float, vol: float) -> float:
     """European call value. At T ≤ 0 or vol ≤ 0 the value is the discounted intrinsic max(S − K·e^(−rT), 0).
 
     Raises ValueError for non-positive spot or strike.
     """
-    if spot <= 0 or strike <= 0:
-        raise ValueError(f"spot and strike must be positive (spot={spot}, strike={strike})")
-    discounted = strike * math.exp(-rate * max(0.0, years))
+    discounted = _discounted_strike(spot, strike, years, rate)
     if years <= 0 or vol <= 0:
         return max(spot - discounted, 0.0)
     d1, d2 = _d1_d2(spot, strike, years, rate, vol)
@@ -62,9 +67,7 @@ def bs_call(spot: float, strike: float, years: float, rate: float, vol: float) -
 
 def bs_put(spot: float, strike: float, years: float, rate: float, vol: float) -> float:
     """European put value (see :func:`bs_call`); at T ≤ 0 max(K·e^(−rT) − S, 0)."""
-    if spot <= 0 or strike <= 0:
-        raise ValueError(f"spot and strike must be positive (spot={spot}, strike={strike})")
-    discounted = strike * math.exp(-rate * max(0.0, years))
+    discounted = _discounted_strike(spot, strike, years, rate)
     if years <= 0 or vol <= 0:
         return max(discounted - spot, 0.0)
     d1, d2 = _d1_d2(spot, strike, years, rate, vol)

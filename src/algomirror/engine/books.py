@@ -21,11 +21,11 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -37,6 +37,8 @@ from algomirror.db.models.enums import ACTIONS, PRODUCTS
 log = logging.getLogger(__name__)
 
 WORKING_STATUSES = ("open", "trigger_pending")
+
+_K = TypeVar("_K")
 
 # Gateway spellings of price types seen across brokers -> OpenAlgo's four values.
 _PRICE_TYPES = {
@@ -71,6 +73,16 @@ def _product(value: str) -> str | None:
 
 def _price_type(value: str) -> str | None:
     return _PRICE_TYPES.get(value.strip().upper())
+
+
+def _delete_unlisted(session: Session, existing: Mapping[_K, object], listed: Set[_K]) -> int:
+    """Delete the stored rows whose key the successful read no longer lists; returns how many."""
+    removed = 0
+    for key, row in existing.items():
+        if key not in listed:
+            session.delete(row)
+            removed += 1
+    return removed
 
 
 # ------------------------------------------------------------------------------------------- funds
@@ -329,12 +341,7 @@ def store_positions(
         row.unrealized_pnl = item.unrealized_pnl
         row.realized_pnl = item.today_realized_pnl
         row.updated_at = fetched_at
-    removed = 0
-    for key, row in existing.items():
-        if key not in seen:
-            session.delete(row)
-            removed += 1
-    return StoreCounts(inserted, updated, removed, skipped)
+    return StoreCounts(inserted, updated, _delete_unlisted(session, existing, seen), skipped)
 
 
 # ---------------------------------------------------------------------------------------- holdings
@@ -373,12 +380,7 @@ def store_holdings(
             current = item.ltp * item.quantity
         row.current_value = current
         row.updated_at = fetched_at
-    removed = 0
-    for symbol, row in existing.items():
-        if symbol not in seen:
-            session.delete(row)
-            removed += 1
-    return StoreCounts(inserted, updated, removed, skipped)
+    return StoreCounts(inserted, updated, _delete_unlisted(session, existing, seen), skipped)
 
 
 __all__ = [

@@ -504,12 +504,16 @@ class Market:
             ]
         return sorted(rows, key=_contract_order)[: max(0, limit)]
 
+    def _trades_fo_on(self, name: str, exchange: str) -> bool:
+        """Whether ``name`` (upper case) is a known underlying with its F&O on ``exchange``. Hold the lock."""
+        u = self._under.get(name)
+        return u is not None and u.spec.fo_exchange == exchange.upper()
+
     def expiries(self, underlying: str, exchange: str, kind: str) -> list[date]:
         name = underlying.upper()
         with self._lock:
             self._ensure_master()
-            u = self._under.get(name)
-            if u is None or u.spec.fo_exchange != exchange.upper():
+            if not self._trades_fo_on(name, exchange):
                 return []
             if kind == "options":
                 found = self._option_expiries.get(name, set())
@@ -523,8 +527,7 @@ class Market:
         name = underlying.upper()
         with self._lock:
             self._ensure_master()
-            u = self._under.get(name)
-            if u is None or u.spec.fo_exchange != exchange.upper():
+            if not self._trades_fo_on(name, exchange):
                 return []
             return sorted(self._strikes.get((name, expiry), ()))
 
@@ -598,13 +601,18 @@ class Market:
                 raise UnknownInstrument(underlying)
             return _dec(_ticks(u.spot))
 
+    def _listed(self, symbol: str, exchange: str) -> Contract:
+        """The listed contract ``symbol`` on ``exchange``. Hold the lock. Raises UnknownInstrument."""
+        contract = self._contracts.get((exchange.upper(), symbol))
+        if contract is None:
+            raise UnknownInstrument(f"{symbol}@{exchange}")
+        return contract
+
     def fair_value(self, symbol: str, exchange: str) -> float:
         """The model value (unrounded, including any forced offset) of a derivative or index."""
         with self._lock:
             self._ensure_master()
-            contract = self._contracts.get((exchange.upper(), symbol))
-            if contract is None:
-                raise UnknownInstrument(f"{symbol}@{exchange}")
+            contract = self._listed(symbol, exchange)
             u = self._under[contract.name]
             if contract.instrument_type == "INDEX":
                 return u.spot
@@ -816,9 +824,7 @@ class Market:
             raise ValueError(f"price must be positive, got {price}")
         with self._lock:
             self._ensure_master()
-            contract = self._contracts.get((exchange.upper(), symbol))
-            if contract is None:
-                raise UnknownInstrument(f"{symbol}@{exchange}")
+            contract = self._listed(symbol, exchange)
             u = self._under[contract.name]
             if contract.instrument_type == "INDEX":
                 u.ramp = None
@@ -850,9 +856,7 @@ class Market:
         if not value > 0:
             raise ValueError(f"target must be positive, got {target}")
         with self._lock:
-            contract = self._contracts.get((exchange.upper(), symbol))
-            if contract is None:
-                raise UnknownInstrument(f"{symbol}@{exchange}")
+            contract = self._listed(symbol, exchange)
             if contract.instrument_type != "INDEX":
                 raise ValueError("only an index can be ramped")
             u = self._under[contract.name]

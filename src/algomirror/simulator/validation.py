@@ -82,6 +82,24 @@ def _number_text(value: Any) -> str | None:
     return None
 
 
+def _finite_number(value: Any) -> tuple[Decimal | None, list[str] | None]:
+    """A number or numeric string as Decimal (marshmallow's Number parsing, shared by Quantity and Num).
+
+    Returns ``(number, None)``, or ``(None, [message])``: NOT_NUMBER for anything unreadable (booleans
+    included), SPECIAL_NUMBER for nan or infinity.
+    """
+    text = _number_text(value)
+    if text is None:
+        return None, [NOT_NUMBER]
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None, [NOT_NUMBER]
+    if not number.is_finite():
+        return None, [SPECIAL_NUMBER]
+    return number, None
+
+
 class Int(Field):
     """Takes 5, "5", 5.0; truncates 5.5; rejects "5.0" and booleans (marshmallow's Integer)."""
 
@@ -130,15 +148,9 @@ class Quantity(Field):
         self.allow_zero = allow_zero
 
     def convert(self, value: Any) -> tuple[Any, list[str] | Errors | None]:
-        text = _number_text(value)
-        if text is None:
-            return None, [NOT_NUMBER]
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            return None, [NOT_NUMBER]
-        if not number.is_finite():
-            return None, [SPECIAL_NUMBER]
+        number, err = _finite_number(value)
+        if number is None:
+            return None, err
         if number < 0 or (number == 0 and not self.allow_zero):
             return None, ["Quantity must be a positive number."]
         if number != number.to_integral_value():
@@ -156,15 +168,9 @@ class Num(Field):
         self.min_value = min_value
 
     def convert(self, value: Any) -> tuple[Any, list[str] | Errors | None]:
-        text = _number_text(value)
-        if text is None:
-            return None, [NOT_NUMBER]
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            return None, [NOT_NUMBER]
-        if not number.is_finite():
-            return None, [SPECIAL_NUMBER]
+        number, err = _finite_number(value)
+        if number is None:
+            return None, err
         if abs(number) > Decimal("1e15"):
             return None, [NOT_NUMBER]
         if self.min_value is not None and number < self.min_value:

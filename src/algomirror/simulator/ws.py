@@ -55,6 +55,13 @@ def error_frame(code: str, message: str) -> str:
     return json.dumps({"status": "error", "code": code, "message": message})
 
 
+def _send_reply(client: WsClient, msg: dict[str, Any], reply: dict[str, Any]) -> None:
+    """Send a (un)subscribe reply, echoing the request's ``request_id`` last when it had one."""
+    if "request_id" in msg:
+        reply["request_id"] = msg["request_id"]
+    client.send(json.dumps(reply))
+
+
 @dataclass(eq=False)
 class WsClient:
     ws: web.WebSocketResponse
@@ -417,9 +424,7 @@ class WsHub:
             "subscriptions": results,
             "message": f"Subscribed to {ok} of {len(results)} symbols",
         }
-        if "request_id" in msg:
-            reply["request_id"] = msg["request_id"]
-        client.send(json.dumps(reply))
+        _send_reply(client, msg, reply)
         if not self.core.faults.ws_silent:
             for quote in snapshots:
                 key = (quote.symbol, quote.exchange)
@@ -453,9 +458,7 @@ class WsHub:
             "failed": failed,
             "message": f"Unsubscribed from {len(successful)} symbols",
         }
-        if "request_id" in msg:
-            reply["request_id"] = msg["request_id"]
-        client.send(json.dumps(reply))
+        _send_reply(client, msg, reply)
 
 
 def build_ws_app(hub: WsHub) -> web.Application:
