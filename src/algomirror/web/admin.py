@@ -11,7 +11,7 @@ from sqlalchemy import select
 from algomirror.db.models import User
 from algomirror.web.auth import service
 from algomirror.web.context import db, log_activity, me, redirect_to
-from algomirror.web.forms import ConfirmForm
+from algomirror.web.forms import ConfirmForm, require_confirmation
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -42,46 +42,42 @@ def _target(user_id: int) -> User:
     return user
 
 
-def _checked_form() -> None:
-    if not ConfirmForm().validate_on_submit():
-        abort(400)
+def _saved(user: User, event: str, message: str) -> Any:
+    """Log ``event`` against the acting admin, commit the change to ``user`` and go back to the list."""
+    log_activity(db(), event, user_id=me().id, details=f"user {user.username} (id {user.id})")
+    db().commit()
+    return redirect_to("admin.index", message)
 
 
 @bp.route("/users/<int:user_id>/activate", methods=["POST"])
 def activate(user_id: int) -> Any:
-    _checked_form()
+    require_confirmation()
     user = _target(user_id)
     user.is_active = True
-    log_activity(db(), "user_activated", user_id=me().id, details=f"user {user.username} (id {user.id})")
-    db().commit()
-    return redirect_to("admin.index", f"{user.username} is active.")
+    return _saved(user, "user_activated", f"{user.username} is active.")
 
 
 @bp.route("/users/<int:user_id>/deactivate", methods=["POST"])
 def deactivate(user_id: int) -> Any:
-    _checked_form()
+    require_confirmation()
     user = _target(user_id)
     if user.id == me().id:
         return redirect_to("admin.index", "You cannot deactivate yourself.", "error")
     user.is_active = False
-    log_activity(db(), "user_deactivated", user_id=me().id, details=f"user {user.username} (id {user.id})")
-    db().commit()
-    return redirect_to("admin.index", f"{user.username} is deactivated and can no longer sign in.")
+    return _saved(user, "user_deactivated", f"{user.username} is deactivated and can no longer sign in.")
 
 
 @bp.route("/users/<int:user_id>/make-admin", methods=["POST"])
 def make_admin(user_id: int) -> Any:
-    _checked_form()
+    require_confirmation()
     user = _target(user_id)
     user.is_admin = True
-    log_activity(db(), "user_made_admin", user_id=me().id, details=f"user {user.username} (id {user.id})")
-    db().commit()
-    return redirect_to("admin.index", f"{user.username} is now an administrator.")
+    return _saved(user, "user_made_admin", f"{user.username} is now an administrator.")
 
 
 @bp.route("/signup", methods=["POST"])
 def toggle_signup() -> Any:
-    _checked_form()
+    require_confirmation()
     session_db = db()
     enabled = not service.signup_enabled(session_db)
     service.set_signup_enabled(session_db, enabled)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from flask import abort
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
@@ -38,6 +39,21 @@ def _url_check(schemes: tuple[str, ...], label: str) -> Any:
             raise ValidationError(f"{label} has an invalid port.") from None
 
     return check
+
+
+def _url_field(label: str, name: str, schemes: tuple[str, ...], default: str) -> Any:
+    """A required, stripped URL field of at most ``URL_MAX`` characters whose scheme is one of
+    ``schemes``; ``name`` opens its error messages."""
+    return StringField(
+        label,
+        default=default,
+        filters=[_strip],
+        validators=[
+            DataRequired(f"Enter the {label}."),
+            Length(max=URL_MAX, message=f"{name} must be at most {URL_MAX} characters."),
+            _url_check(schemes, name),
+        ],
+    )
 
 
 class RegisterForm(FlaskForm):
@@ -115,26 +131,8 @@ class AccountForm(FlaskForm):
         ],
     )
     broker = SelectField("Broker", choices=[SelectChoice(b) for b in BROKERS], validate_choice=True)
-    host_url = StringField(
-        "OpenAlgo host URL",
-        default="http://127.0.0.1:5000",
-        filters=[_strip],
-        validators=[
-            DataRequired("Enter the OpenAlgo host URL."),
-            Length(max=URL_MAX, message=f"Host URL must be at most {URL_MAX} characters."),
-            _url_check(("http", "https"), "Host URL"),
-        ],
-    )
-    websocket_url = StringField(
-        "WebSocket URL",
-        default="ws://127.0.0.1:8765",
-        filters=[_strip],
-        validators=[
-            DataRequired("Enter the WebSocket URL."),
-            Length(max=URL_MAX, message=f"WebSocket URL must be at most {URL_MAX} characters."),
-            _url_check(("ws", "wss"), "WebSocket URL"),
-        ],
-    )
+    host_url = _url_field("OpenAlgo host URL", "Host URL", ("http", "https"), "http://127.0.0.1:5000")
+    websocket_url = _url_field("WebSocket URL", "WebSocket URL", ("ws", "wss"), "ws://127.0.0.1:8765")
     api_key = PasswordField(
         "API key",
         filters=[_strip],
@@ -161,3 +159,9 @@ class AccountForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     """A form with only the CSRF token, for POST buttons (logout, delete, toggles)."""
+
+
+def require_confirmation() -> None:
+    """Abort with 400 unless this POST button's request carries a valid CSRF token (a ConfirmForm)."""
+    if not ConfirmForm().validate_on_submit():
+        abort(400)

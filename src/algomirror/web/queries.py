@@ -11,7 +11,7 @@ values are floats) each amount is rounded to whole paise and summed as an intege
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -320,13 +320,20 @@ def connection_history(
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: ``key`` is the row field, the sort key and the CSV header."""
+    """A table column: ``key`` is the row field, the sort key and the CSV header.
+
+    The row field is ``expr`` selected as ``key`` (default: the book model's attribute named ``key``), and
+    a sortable column sorts by that same expression. ``selected=False`` marks a field the query does not
+    read: :func:`read_book` computes it from the row.
+    """
 
     key: str
     label: str
     kind: str = "text"  # text | int | money | pct | time | side | status
     sortable: bool = True
     numeric: bool = False
+    expr: SqlExpr | None = field(default=None, compare=False)
+    selected: bool = True
 
 
 @dataclass
@@ -396,77 +403,36 @@ class Book:
     title: str
     model: Any
     columns: tuple[Column, ...]
-    select: Callable[[], Select[Any]]
-    sort_columns: dict[str, SqlExpr]
     default_sort: str
     default_descending: bool
     symbol_column: SqlExpr | None
     sums: tuple[SumSpec, ...]
     counts: tuple[CountSpec, ...]
     summary: tuple[tuple[str, str, str], ...]  # (label, source kind "sum"/"count"/"pct"/"n", key)
+    extra_fields: tuple[SqlExpr, ...] = ()  # read for computed columns, not shown themselves
+    fields: dict[str, SqlExpr] = field(init=False, repr=False)  # selected column key → expression
+    sort_columns: dict[str, SqlExpr] = field(init=False, repr=False)  # sortable key → ORDER BY expression
 
+    def __post_init__(self) -> None:
+        # Derived once, at import: a column key the model lacks fails here (AttributeError).
+        fields = {
+            c.key: c.expr if c.expr is not None else getattr(self.model, c.key)
+            for c in self.columns
+            if c.selected
+        }
+        object.__setattr__(self, "fields", fields)
+        object.__setattr__(self, "sort_columns", {c.key: fields[c.key] for c in self.columns if c.sortable})
 
-def _account_name() -> ColumnElement[Any]:
-    return TradingAccount.account_name.label("account")
-
-
-def _positions_select() -> Select[Any]:
-    return select(
-        Position.id,
-        Position.account_id,
-        _account_name(),
-        Position.symbol,
-        Position.exchange,
-        Position.product,
-        Position.quantity,
-        Position.average_price,
-        Position.ltp,
-        Position.pnl,
-        Position.realized_pnl,
-        Position.unrealized_pnl,
-        Position.updated_at,
-    ).join(TradingAccount, TradingAccount.id == Position.account_id)
-
-
-def _orders_select() -> Select[Any]:
-    return select(
-        Order.id,
-        Order.account_id,
-        _account_name(),
-        Order.placed_at,
-        Order.order_id,
-        Order.symbol,
-        Order.exchange,
-        Order.action,
-        Order.order_type,
-        Order.product,
-        Order.quantity,
-        Order.filled_quantity,
-        Order.price,
-        Order.trigger_price,
-        Order.average_price,
-        Order.status,
-        Order.rejection_reason,
-        Order.strategy,
-    ).join(TradingAccount, TradingAccount.id == Order.account_id)
-
-
-def _trades_select() -> Select[Any]:
-    return select(
-        Trade.id,
-        Trade.account_id,
-        _account_name(),
-        Trade.traded_at,
-        Trade.order_id,
-        Trade.trade_id,
-        Trade.symbol,
-        Trade.exchange,
-        Trade.action,
-        Trade.product,
-        Trade.quantity,
-        Trade.average_price,
-        Trade.trade_value,
-    ).join(TradingAccount, TradingAccount.id == Trade.account_id)
+    def query(self) -> Select[Any]:
+        """The book's rows joined to their account: ``id``, ``account_id``, every selected column (as its
+        key) and the extra fields. ``id`` comes first (the final sort tiebreak)."""
+        model = self.model
+        return select(
+            model.id,
+            model.account_id,
+            *(expr.label(key) for key, expr in self.fields.items()),
+            *self.extra_fields,
+        ).join(TradingAccount, TradingAccount.id == model.account_id)
 
 
 def trade_value(row: dict[str, Any]) -> Decimal | None:
@@ -477,39 +443,7 @@ def trade_value(row: dict[str, Any]) -> Decimal | None:
     return value
 
 
-def _holdings_select() -> Select[Any]:
-    return select(
-        Holding.id,
-        Holding.account_id,
-        _account_name(),
-        Holding.symbol,
-        Holding.exchange,
-        Holding.quantity,
-        Holding.average_price,
-        Holding.current_price,
-        Holding.invested_value,
-        Holding.current_value,
-        Holding.pnl,
-        Holding.pnl_percent,
-        Holding.updated_at,
-    ).join(TradingAccount, TradingAccount.id == Holding.account_id)
-
-
-def _funds_select() -> Select[Any]:
-    return select(
-        AccountFunds.id,
-        AccountFunds.account_id,
-        _account_name(),
-        AccountFunds.available_cash,
-        AccountFunds.collateral,
-        AccountFunds.utilised_debits,
-        AccountFunds.m2m_realized,
-        AccountFunds.m2m_unrealized,
-        AccountFunds.fetched_at,
-    ).join(TradingAccount, TradingAccount.id == AccountFunds.account_id)
-
-
-ACCOUNT_COL = Column("account", "Account")
+ACCOUNT_COL = Column("account", "Account", expr=TradingAccount.account_name)
 # A trade's value: the broker's, else quantity × price (exact: a 2-dp price times an integer).
 TRADE_VALUE: SqlExpr = func.coalesce(Trade.trade_value, Trade.average_price * Trade.quantity)
 
@@ -530,20 +464,6 @@ BOOKS: dict[str, Book] = {
             Column("unrealized_pnl", "Unrealised", "pnl", numeric=True),
             Column("updated_at", "Updated", "time"),
         ),
-        select=_positions_select,
-        sort_columns={
-            "account": TradingAccount.account_name,
-            "symbol": Position.symbol,
-            "exchange": Position.exchange,
-            "product": Position.product,
-            "quantity": Position.quantity,
-            "average_price": Position.average_price,
-            "ltp": Position.ltp,
-            "pnl": Position.pnl,
-            "realized_pnl": Position.realized_pnl,
-            "unrealized_pnl": Position.unrealized_pnl,
-            "updated_at": Position.updated_at,
-        },
         default_sort="account",
         default_descending=False,
         symbol_column=Position.symbol,
@@ -583,24 +503,6 @@ BOOKS: dict[str, Book] = {
             Column("strategy", "Strategy"),
             Column("rejection_reason", "Reason", sortable=False),
         ),
-        select=_orders_select,
-        sort_columns={
-            "account": TradingAccount.account_name,
-            "placed_at": Order.placed_at,
-            "order_id": Order.order_id,
-            "symbol": Order.symbol,
-            "exchange": Order.exchange,
-            "action": Order.action,
-            "order_type": Order.order_type,
-            "product": Order.product,
-            "quantity": Order.quantity,
-            "filled_quantity": Order.filled_quantity,
-            "price": Order.price,
-            "trigger_price": Order.trigger_price,
-            "average_price": Order.average_price,
-            "status": Order.status,
-            "strategy": Order.strategy,
-        },
         default_sort="placed_at",
         default_descending=True,
         symbol_column=Order.symbol,
@@ -638,25 +540,13 @@ BOOKS: dict[str, Book] = {
             Column("product", "Product"),
             Column("quantity", "Qty", "int", numeric=True),
             Column("average_price", "Price", "money", numeric=True),
-            Column("value", "Value", "money", sortable=False, numeric=True),
+            Column("value", "Value", "money", sortable=False, numeric=True, selected=False),
         ),
-        select=_trades_select,
-        sort_columns={
-            "account": TradingAccount.account_name,
-            "traded_at": Trade.traded_at,
-            "order_id": Trade.order_id,
-            "trade_id": Trade.trade_id,
-            "symbol": Trade.symbol,
-            "exchange": Trade.exchange,
-            "action": Trade.action,
-            "product": Trade.product,
-            "quantity": Trade.quantity,
-            "average_price": Trade.average_price,
-        },
         default_sort="traded_at",
         default_descending=True,
         symbol_column=Trade.symbol,
         model=Trade,
+        extra_fields=(Trade.trade_value,),
         sums=(
             SumSpec("buy_value", TRADE_VALUE, Trade.action == "BUY"),
             SumSpec("sell_value", TRADE_VALUE, Trade.action == "SELL"),
@@ -686,20 +576,6 @@ BOOKS: dict[str, Book] = {
             Column("pnl_percent", "P&L %", "pct", numeric=True),
             Column("updated_at", "Updated", "time"),
         ),
-        select=_holdings_select,
-        sort_columns={
-            "account": TradingAccount.account_name,
-            "symbol": Holding.symbol,
-            "exchange": Holding.exchange,
-            "quantity": Holding.quantity,
-            "average_price": Holding.average_price,
-            "current_price": Holding.current_price,
-            "invested_value": Holding.invested_value,
-            "current_value": Holding.current_value,
-            "pnl": Holding.pnl,
-            "pnl_percent": Holding.pnl_percent,
-            "updated_at": Holding.updated_at,
-        },
         default_sort="account",
         default_descending=False,
         symbol_column=Holding.symbol,
@@ -730,16 +606,6 @@ BOOKS: dict[str, Book] = {
             Column("m2m_unrealized", "Unrealised M2M", "pnl", numeric=True),
             Column("fetched_at", "Fetched", "time"),
         ),
-        select=_funds_select,
-        sort_columns={
-            "account": TradingAccount.account_name,
-            "available_cash": AccountFunds.available_cash,
-            "collateral": AccountFunds.collateral,
-            "utilised_debits": AccountFunds.utilised_debits,
-            "m2m_realized": AccountFunds.m2m_realized,
-            "m2m_unrealized": AccountFunds.m2m_unrealized,
-            "fetched_at": AccountFunds.fetched_at,
-        },
         default_sort="account",
         default_descending=False,
         symbol_column=None,
@@ -859,7 +725,7 @@ def read_book(
     if account_id is not None and not subtotals:
         raise NotOwned(account_id)
 
-    query = book.select().where(*account_conditions, *row_conditions)
+    query = book.query().where(*account_conditions, *row_conditions)
     # NULLs last in both directions: an unknown amount is never "the largest" or "the smallest".
     nulls_last = case((column.is_(None), 1), else_=0)
     ordering = column.desc() if desc else column.asc()

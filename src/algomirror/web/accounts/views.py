@@ -20,7 +20,7 @@ from algomirror.domain.money import format_inr
 from algomirror.security import last4
 from algomirror.web.accounts import repo
 from algomirror.web.context import db, log_activity, me, now, redirect_to, state
-from algomirror.web.forms import AccountForm, ConfirmForm
+from algomirror.web.forms import AccountForm, ConfirmForm, require_confirmation
 
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
 
@@ -36,11 +36,6 @@ def _own(account_id: int) -> TradingAccount:
     if account is None:
         abort(404)
     return account
-
-
-def _checked() -> None:
-    if not ConfirmForm().validate_on_submit():
-        abort(400)
 
 
 def _run_test(host_url: str, api_key: str, *, account_id: int | None) -> ConnectionTest:
@@ -261,7 +256,7 @@ def test_edit(account_id: int) -> Any:
 
 @bp.route("/<int:account_id>/test", methods=["POST"])
 def test_saved(account_id: int) -> Any:
-    _checked()
+    require_confirmation()
     account = _own(account_id)
     if not account.api_key_encrypted:
         return redirect_to("accounts.index", "This account has no API key; edit it to add one.", "error")
@@ -310,7 +305,7 @@ def delete(account_id: int) -> Any:
 
 @bp.route("/<int:account_id>/primary", methods=["POST"])
 def make_primary(account_id: int) -> Any:
-    _checked()
+    require_confirmation()
     account = _own(account_id)
     session_db = db()
     try:
@@ -328,7 +323,7 @@ def make_primary(account_id: int) -> Any:
 
 @bp.route("/<int:account_id>/deactivate", methods=["POST"])
 def deactivate(account_id: int) -> Any:
-    _checked()
+    require_confirmation()
     account = _own(account_id)
     session_db = db()
     promoted = repo.deactivate(session_db, me().id, account)
@@ -355,7 +350,7 @@ def deactivate(account_id: int) -> Any:
 
 @bp.route("/<int:account_id>/activate", methods=["POST"])
 def activate(account_id: int) -> Any:
-    _checked()
+    require_confirmation()
     account = _own(account_id)
     session_db = db()
     repo.activate(session_db, me().id, account)
