@@ -1,7 +1,8 @@
 """Broker client benchmark: pooled async client vs one new connection per call (the SDK ≤ 1.0.50 way).
 
-The paper exchange runs in-process (``start_in_thread``) with 20 ms injected latency on every call and
-its rate limits disabled. Three runs of ``quotes``:
+The paper exchange runs as its own process (``algomirror simulator``, so it does not share this
+interpreter's GIL with the client under test) with 20 ms injected latency on every call and its rate
+limits disabled. Three runs of ``quotes``:
 
 1. pooled: our :class:`OpenAlgoClient` on one keep-alive pool, ``--concurrency`` calls in flight;
 2. per-call: module-level ``httpx.post`` for each call, sequential, as the official SDK ≤ 1.0.50 did
@@ -20,16 +21,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 
 from algomirror.broker.client import HostPool, OpenAlgoClient, RetryPolicy, Timeouts
 from algomirror.broker.ratelimit import RateLimits
-from algomirror.simulator.ratelimit import RateLimitConfig
-from algomirror.simulator.server import SimulatorConfig, start_in_thread
 
 SYMBOL, EXCHANGE = "NIFTY", "NSE_INDEX"
 
@@ -90,6 +94,43 @@ def line(name: str, calls: int, wall: float, latencies: list[float]) -> str:
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def simulator_process() -> Iterator[tuple[str, str]]:
+    """Start ``algomirror simulator`` (manual clock, no rate limits); yield its base URL and API key."""
+    port, ws_port = _free_port(), _free_port()
+    command = [
+        sys.executable, "-c", "from algomirror.cli import main; main()", "simulator",
+        "--port", str(port), "--ws-port", str(ws_port), "--accounts", "1",
+        "--clock", "manual", "--no-rate-limits", "--control",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        key = ""
+        deadline = time.monotonic() + 30
+        while not key and time.monotonic() < deadline:
+            line_text = proc.stdout.readline()
+            if not line_text:
+                raise RuntimeError("paper exchange exited before printing its API key")
+            if "apikey" in line_text:
+                key = line_text.split("apikey", 1)[1].strip()
+        if not key:
+            raise RuntimeError("paper exchange did not start within 30 s")
+        yield f"http://127.0.0.1:{port}", key
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
@@ -99,11 +140,7 @@ def main() -> int:
     parser.add_argument("--sequential-calls", type=int, default=100)
     args = parser.parse_args()
 
-    config = SimulatorConfig(
-        accounts=1, clock="manual", control=True, rate_limits=RateLimitConfig(enabled=False)
-    )
-    with start_in_thread(config) as sim:
-        url, key = sim.rest_url, sim.api_keys[0]
+    with simulator_process() as (url, key):
         httpx.post(f"{url}/sim/faults/latency", json={"ms": args.latency_ms}, timeout=10).raise_for_status()
         print(f"paper exchange at {url}, {args.latency_ms:g} ms injected latency, rate limits off")
 
