@@ -9,41 +9,23 @@ PostgreSQL is not optional: if it cannot be reached the PostgreSQL half fails lo
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from algomirror.db.session import Database
-from tests.schema import REFERENCE_TABLES, build_schema, truncate_all
-
-PG_ADMIN_URL = os.environ.get("ALGOMIRROR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from tests.schema import PG_ADMIN_URL, REFERENCE_TABLES, build_schema, private_pg_database, truncate_all
 
 
 @pytest.fixture(scope="session")
 def pg_database_url() -> Iterator[str]:
     """A private PostgreSQL database for this test run, with the schema migrated to head."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"am_test_{os.getpid()}_{secrets.token_hex(3)}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with private_pg_database("am_test") as url:
         build_schema(url)
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +50,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A brand-new database with no tables (no migrations applied), on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    with private_pg_database("am_empty") as url:
+        yield url
+
+
 @pytest.fixture
 def database(db_url: str) -> Iterator[Database]:
     db = Database(db_url)
@@ -83,7 +75,7 @@ def session(database: Database) -> Iterator[Session]:
         yield s
 
 
-__all__ = ["REFERENCE_TABLES"]
+__all__ = ["PG_ADMIN_URL", "REFERENCE_TABLES"]
 
 # Fixtures that start the paper exchange in-process (owned by the simulator work).
 pytest_plugins = ["tests.sim_fixtures"]

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from algomirror.db.migrate import upgrade_url
 from algomirror.db.models import Base
@@ -17,6 +23,27 @@ REFERENCE_TABLES: frozenset[str] = frozenset(
         "special_trading_sessions",
     }
 )
+
+
+PG_ADMIN_URL = os.environ.get("ALGOMIRROR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def private_pg_database(prefix: str) -> Iterator[str]:
+    """Create an empty PostgreSQL database named ``<prefix>_<pid>_<hex>``; yield its URL; drop it after.
+
+    Private names keep concurrent test runs (and tests within one run) from ever sharing a database.
+    """
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def build_schema(url: str) -> None:

@@ -290,7 +290,6 @@ def simulator(
 ) -> None:
     """Run the OpenAlgo-compatible paper exchange until Ctrl-C, printing each demo API key."""
     import asyncio
-    import contextlib
     import signal
     from datetime import datetime
 
@@ -333,8 +332,7 @@ def simulator(
             click.echo(f"account {i}: apikey {key}")
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
         try:
             await stop.wait()
         finally:

@@ -9,8 +9,8 @@ from sqlalchemy import text
 
 from algomirror.config import load_settings
 from algomirror.db.session import Database, DatabaseUnavailable, check_connection, make_engine
-from tests.conftest import PG_ADMIN_URL
 from tests.integration.web_support import unused_port
+from tests.schema import PG_ADMIN_URL
 
 
 def test_sqlite_engine_when_connected_has_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:

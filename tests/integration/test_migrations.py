@@ -4,23 +4,15 @@ seeded reference rows, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
 
 from algomirror.db.migrate import alembic_config, downgrade_url, upgrade_url
 from algomirror.db.models import Base
 from tests.schema import REFERENCE_TABLES
-
-PG_ADMIN_URL = os.environ.get("ALGOMIRROR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 SEED_TABLES = {
     "users",
@@ -56,24 +48,6 @@ OUR_TABLES = {
     "engine_commands",
     "strategy_runs",
 }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A brand-new, empty database (no migrations applied) on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"am_mig_{os.getpid()}_{secrets.token_hex(3)}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _diff(url: str) -> list[object]:

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, inspect, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, inspect, select
 
 from algomirror.cli import main
 from algomirror.db.models import ActivityLog, User
 from algomirror.db.session import Database
 from algomirror.security import make_password_hasher, verify_password
-from tests.conftest import PG_ADMIN_URL
 from tests.helpers import eventually
 from tests.integration.web_support import unused_port
 
@@ -181,24 +177,6 @@ def test_run_when_database_not_migrated_exits_2_with_upgrade_hint(tmp_path: Path
 # --- db upgrade | current | downgrade ---------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database with no tables at all, on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"am_cli_{os.getpid()}_{secrets.token_hex(3)}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def _tables(url: str) -> set[str]:
     engine = create_engine(url)
     try:
@@ -208,26 +186,26 @@ def _tables(url: str) -> set[str]:
 
 
 def test_db_commands_when_run_in_turn_upgrade_report_and_downgrade_the_schema(
-    empty_url: str, tmp_path: Path
+    empty_db_url: str, tmp_path: Path
 ) -> None:
     runner = CliRunner()
-    env = {"ALGOMIRROR_DATABASE_URL": empty_url, "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance")}
+    env = {"ALGOMIRROR_DATABASE_URL": empty_db_url, "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance")}
     current = runner.invoke(main, ["db", "current"], env=env)
     assert current.exit_code == 0 and "(empty database)" in current.output
     upgraded = runner.invoke(main, ["db", "upgrade"], env=env)
     assert upgraded.exit_code == 0, upgraded.output
     assert "database upgraded to head" in upgraded.output
-    assert {"users", "trading_accounts", "alembic_version"} <= _tables(empty_url)
+    assert {"users", "trading_accounts", "alembic_version"} <= _tables(empty_db_url)
     current = runner.invoke(main, ["db", "current"], env=env)
     assert current.exit_code == 0 and "0001" in current.output and "(head)" in current.output
     downgraded = runner.invoke(main, ["db", "downgrade", "base"], env=env)
     assert downgraded.exit_code == 0, downgraded.output
-    assert _tables(empty_url) <= {"alembic_version"}
+    assert _tables(empty_db_url) <= {"alembic_version"}
     assert "(empty database)" in runner.invoke(main, ["db", "current"], env=env).output
     # Default downgrade is one step: from head (one revision) back to empty.
     assert runner.invoke(main, ["db", "upgrade"], env=env).exit_code == 0
     assert runner.invoke(main, ["db", "downgrade"], env=env).exit_code == 0
-    assert "users" not in _tables(empty_url)
+    assert "users" not in _tables(empty_db_url)
 
 
 def test_db_current_when_database_unreachable_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -31,13 +32,14 @@ SPECIAL_NUMBER = "Special numeric values (nan or infinity) are not permitted."
 Errors = dict[str, Any]
 
 
-class Field:
+class Field(ABC):
     def __init__(self, *, required: bool = False, default: Any = None) -> None:
         self.required = required
         self.default = default
 
+    @abstractmethod
     def convert(self, value: Any) -> tuple[Any, list[str] | Errors | None]:
-        raise NotImplementedError
+        """The coerced value and no error, or (None, the field's error messages)."""
 
 
 class Str(Field):
