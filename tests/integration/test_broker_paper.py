@@ -33,8 +33,8 @@ from algomirror.broker.models import (
     SymbolInfo,
 )
 from algomirror.broker.ratelimit import RateLimits
+from tests.broker_support import CountingProxy, LoopThread
 from tests.helpers import eventually_async
-from tests.integration.test_broker_fake_server import CountingProxy, LoopThread
 from tests.sim_fixtures import SimHandle
 
 TAG = "AM-test-1"
