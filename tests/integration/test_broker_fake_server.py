@@ -51,6 +51,7 @@ class Reply:
     content_type: str = "application/json"
     hang: bool = False
     drop: bool = False
+    headers: dict[str, str] | None = None
 
 
 @dataclass
@@ -112,7 +113,9 @@ class FakeOpenAlgo:
             request.transport.close()
             return web.Response(status=200)
         if reply.text is not None:
-            return web.Response(status=reply.code, text=reply.text, content_type=reply.content_type)
+            response = web.Response(status=reply.code, text=reply.text, content_type=reply.content_type)
+            response.headers.update(reply.headers or {})
+            return response
         return web.json_response(reply.body, status=reply.code)
 
     @staticmethod
@@ -277,6 +280,29 @@ async def test_place_when_server_answers_garbage_raises_unknown_outcome(
     with pytest.raises(UnknownOutcomeError):
         await make_client(fake.url, pool).place_order(buy(), strategy="S1")
     assert fake.count("placeorder") == 1
+
+
+def undecodable() -> Reply:
+    """A reply whose body claims gzip but is not: httpx fails while reading it, after the server acted."""
+    return Reply(text='{"status": "success"}', headers={"Content-Encoding": "gzip"})
+
+
+async def test_place_when_reply_body_cannot_be_decoded_raises_unknown_outcome_and_sends_once(
+    fake: FakeOpenAlgo, pool: HostPool
+) -> None:
+    fake.then("placeorder", undecodable())
+    with pytest.raises(UnknownOutcomeError):
+        await make_client(fake.url, pool).place_order(buy(), strategy="S1")
+    assert fake.count("placeorder") == 1
+
+
+async def test_read_when_reply_body_cannot_be_decoded_raises_malformed_after_retries(
+    fake: FakeOpenAlgo, pool: HostPool
+) -> None:
+    fake.then("positionbook", undecodable(), undecodable(), undecodable())
+    with pytest.raises(MalformedResponseError):
+        await make_client(fake.url, pool).positionbook()
+    assert fake.count("positionbook") == 3
 
 
 async def test_read_when_success_has_wrong_shape_raises_malformed(fake: FakeOpenAlgo, pool: HostPool) -> None:

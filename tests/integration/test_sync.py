@@ -443,3 +443,29 @@ def test_sync_interval_when_market_closed_never_waits_past_the_open(database: Da
     assert engine_sync.interval() == 60
     clock.set(datetime(2026, 11, 26, 3, 44, 30, tzinfo=UTC))  # 09:14:30 IST: opens in 30 s
     assert engine_sync.interval() == 30
+
+
+async def test_sync_when_key_changes_while_reads_are_in_flight_stores_nothing_from_the_old_key(
+    database: Database, sim: SimHandle, accounts: list[int]
+) -> None:
+    await place(sim, 0, buy(CE))
+    a0 = accounts[0]
+    new_token = BOX.encrypt(sim.api_keys[2])
+
+    def decrypt_then_user_saves_new_key(token: str) -> str:
+        # The client is built with the old key; the user saves another key before its replies land.
+        with database.session() as s:
+            s.execute(
+                update(TradingAccount).where(TradingAccount.id == a0).values(api_key_encrypted=new_token)
+            )
+        return BOX.decrypt(token)
+
+    engine_sync = AccountSync(database, decrypt_then_user_saves_new_key, config=fast_config())
+    try:
+        result = await engine_sync.sync_account_once(a0)
+    finally:
+        await engine_sync.aclose()
+    assert result.success  # the old key's reads themselves worked
+    assert [count(database, model, a0) for model in (Position, Order, Trade)] == [0, 0, 0]
+    with database.session() as s:
+        assert s.scalar(select(AccountFunds).where(AccountFunds.account_id == a0)) is None

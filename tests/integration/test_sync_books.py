@@ -19,7 +19,16 @@ from algomirror.broker.errors import (
     RejectedError,
     ServerError,
 )
-from algomirror.db.models import AccountFunds, Holding, MarginTracker, Order, Position, TradingAccount, User
+from algomirror.db.models import (
+    AccountFunds,
+    Holding,
+    MarginTracker,
+    Order,
+    Position,
+    Trade,
+    TradingAccount,
+    User,
+)
 from algomirror.db.session import Database
 from algomirror.engine import books
 from algomirror.engine.sync import failure_kind
@@ -180,3 +189,37 @@ def test_failure_kind_when_server_answered_is_failed_else_error() -> None:
     assert failure_kind(BrokerTimeoutError("slow")) == "error"
     assert failure_kind(ConnectionFailedError("refused")) == "error"
     assert failure_kind(AuthError("403", http_status=403)) == "error"  # handled before: auth_failed
+
+
+def test_store_positions_when_product_is_unreadable_keeps_the_row(database: Database) -> None:
+    acc = make_account(database)
+    good = {"symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "product": "NRML", "quantity": "-65",
+            "average_price": "120.5", "ltp": "118", "pnl": "162.5"}  # fmt: skip
+    with database.session() as s:
+        books.store_positions(s, acc, positions(good), fetched_at=T0)
+    with database.session() as s:
+        counts = books.store_positions(s, acc, positions({**good, "product": ""}), fetched_at=T1)
+    assert (counts.removed, counts.skipped) == (0, 1)
+    with database.session() as s:
+        row = s.scalars(select(Position)).one()
+    assert (row.quantity, row.product, row.updated_at) == (-65, "NRML", T0)
+
+
+def test_store_orders_and_trades_when_strategy_tag_is_overlong_store_it_clipped(database: Database) -> None:
+    # One over-long free-text tag must not fail the whole book's transaction (PostgreSQL enforces
+    # VARCHAR lengths), which would freeze every order's status at its last good read.
+    acc = make_account(database)
+    tag = "T" * 150
+    order = {"orderid": "7", "symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "action": "BUY",
+             "quantity": 65, "pricetype": "MARKET", "product": "NRML", "order_status": "complete",
+             "strategy": tag}  # fmt: skip
+    trade = {"orderid": "7", "symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "action": "BUY",
+             "quantity": 65, "average_price": "10", "product": "NRML", "strategy": tag}  # fmt: skip
+    with database.session() as s:
+        books.store_orders(s, acc, wire.Orderbook.parse({"data": {"orders": [order]}}).orders, fetched_at=T0)
+        books.store_trades(s, acc, wire.Trade.parse_book({"data": [trade]}), fetched_at=T0)
+    with database.session() as s:
+        stored_order = s.scalars(select(Order)).one()
+        stored_trade = s.scalars(select(Trade)).one()
+    assert stored_order.status == "complete" and stored_order.strategy == tag[:100]
+    assert stored_trade.quantity == 65 and stored_trade.strategy == tag[:100]

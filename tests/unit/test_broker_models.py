@@ -670,3 +670,23 @@ def test_position_when_quantity_is_any_non_number_is_unknown_never_flat(text: st
     row = {"symbol": "X", "exchange": "NFO", "product": "NRML", "quantity": text}
     (position,) = Positionbook.parse({**OK, "data": [row]}).positions
     assert position.quantity is None
+
+
+def test_parse_books_when_amount_is_too_large_for_money_reads_unknown_not_crash() -> None:
+    # 1e30 is valid JSON but cannot be rounded to the paisa in Decimal's 28 digits: unknown, not a crash.
+    funds = Funds.parse({**OK, "data": {"availablecash": 1e30, "collateral": "5"}})
+    assert (funds.availablecash, funds.collateral) == (None, Decimal("5.00"))
+    row = {"symbol": "X", "exchange": "NFO", "product": "NRML", "quantity": 75, "pnl": "1e40"}
+    (position,) = Positionbook.parse({**OK, "data": [row]}).positions
+    assert (position.quantity, position.pnl) == (75, None)
+
+
+@pytest.mark.parametrize("stamp", [1e20, -1e20, 10**30])
+def test_parse_order_when_epoch_timestamp_is_out_of_range_keeps_time_unknown(stamp: object) -> None:
+    order = Order.parse_row({"orderid": "1", "symbol": "X", "order_status": "open", "timestamp": stamp})
+    assert (order.orderid, order.placed_at) == ("1", None)
+
+
+def test_parse_history_when_bar_epoch_is_out_of_range_raises_malformed() -> None:
+    with pytest.raises(MalformedResponseError):
+        Candle.parse_history({**OK, "data": [{"timestamp": 1e20, "open": 1, "close": 1}]})

@@ -287,7 +287,9 @@ class OpenAlgoClient:
                     started = time.monotonic()
                     try:
                         outcome = await http.post(url, json=payload, timeout=self.timeouts.httpx(read))
-                    except (httpx.TransportError, httpx.InvalidURL) as exc:
+                    except (httpx.RequestError, httpx.InvalidURL) as exc:
+                        # RequestError, not just TransportError: a body that fails to decode
+                        # (DecodingError) arrives after the server acted and must be classified too.
                         outcome = exc
                 result = classify(outcome, endpoint=endpoint, order=order)
             except RetryableError as exc:

@@ -271,6 +271,12 @@ def _from_exception(exc: BaseException, *, endpoint: str, order: bool) -> BaseEx
                 f"no reply within the timeout ({name}); the order may or may not exist", endpoint=endpoint
             )
         return BrokerTimeoutError(f"no reply within the timeout ({name})", endpoint=endpoint)
+    if isinstance(exc, httpx.DecodingError):
+        # The server answered (and may have acted) but its body cannot be decoded.
+        text = f"unreadable reply body ({name})"
+        if order:
+            return UnknownOutcomeError(f"{text}; the order may or may not exist", endpoint=endpoint)
+        return MalformedResponseError(text, endpoint=endpoint)
     if isinstance(exc, httpx.TransportError):
         if order:
             return UnknownOutcomeError(

@@ -169,7 +169,11 @@ def _orderid(value: object) -> str | None:
 
 
 def _money(row: Mapping[str, Any], key: str) -> Decimal | None:
-    return to_money(row.get(key))
+    try:
+        return to_money(row.get(key))
+    except ArithmeticError:
+        # Too many digits to round to the paisa (e.g. 1e30): garbage, so unknown, not a crash.
+        return None
 
 
 def _dec(row: Mapping[str, Any], key: str) -> Decimal | None:
@@ -195,8 +199,11 @@ def parse_gateway_time(value: object) -> datetime | None:
     format gives ``None``: the caller keeps the raw text.
     """
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value) / 1000 if value > 1e11 else float(value)
-        return datetime.fromtimestamp(seconds, UTC)
+        try:
+            seconds = float(value) / 1000 if value > 1e11 else float(value)
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None  # out of any calendar's range: unknown
     if not isinstance(value, str):
         return None
     text = value.strip()
@@ -801,7 +808,10 @@ class Candle:
                 if start is None:
                     raise _malformed("history", "bar without a usable timestamp")
             else:
-                start = datetime.fromtimestamp(float(stamp), UTC)
+                try:
+                    start = datetime.fromtimestamp(float(stamp), UTC)
+                except (OverflowError, OSError, ValueError):
+                    raise _malformed("history", "bar timestamp out of range") from None
             candles.append(
                 Candle(
                     start=start,

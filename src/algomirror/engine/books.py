@@ -66,6 +66,15 @@ class StoreCounts:
     skipped: int = 0
 
 
+# The strategy tag is free text chosen by whoever placed the order; an over-long one must not fail the
+# whole book's transaction (PostgreSQL enforces VARCHAR(100)), so it is stored clipped.
+_STRATEGY_MAX = 100
+
+
+def _strategy(value: str | None) -> str | None:
+    return None if value is None else value[:_STRATEGY_MAX]
+
+
 def _product(value: str) -> str | None:
     upper = value.strip().upper()
     return upper if upper in PRODUCTS else None
@@ -218,7 +227,7 @@ def store_orders(
         row.pending_quantity = item.pending_quantity
         row.average_price = item.average_price
         row.rejection_reason = item.rejection_reason or None
-        row.strategy = item.strategy
+        row.strategy = _strategy(item.strategy)
         row.updated_at = fetched_at
     # The tradebook may have been stored before this order existed here (reads run concurrently).
     missing = [o for o, r in existing.items() if r.executed_at is None and r.filled_quantity]
@@ -280,7 +289,7 @@ def store_trades(
         if item.traded_at is not None:
             row.traded_at = item.traded_at
             executed[item.orderid] = max(executed.get(item.orderid, item.traded_at), item.traded_at)
-        row.strategy = item.strategy
+        row.strategy = _strategy(item.strategy)
         row.updated_at = fetched_at
     for order_id, at in executed.items():
         session.execute(
@@ -309,6 +318,8 @@ def store_positions(
         product = _product(item.product)
         if product is None:
             log.warning("account %s position %s: unknown product %r", account_id, item.symbol, item.product)
+            # The row exists but we cannot tell which of ours it is: keep every candidate, never delete.
+            seen.update(key for key in existing if key[:2] == (item.symbol, item.exchange))
             skipped += 1
             continue
         key = (item.symbol, item.exchange, product)

@@ -376,7 +376,8 @@ class AccountSync:
             current = session.scalar(
                 select(TradingAccount.api_key_encrypted).where(TradingAccount.id == account.id)
             )
-            if current is None:
+            if current != account.api_key_encrypted:
+                # Another key's books must not overwrite (or, for positions, delete) this key's rows.
                 return
             if endpoint == "funds":
                 funds, raw = data
