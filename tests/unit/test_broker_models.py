@@ -690,3 +690,18 @@ def test_parse_order_when_epoch_timestamp_is_out_of_range_keeps_time_unknown(sta
 def test_parse_history_when_bar_epoch_is_out_of_range_raises_malformed() -> None:
     with pytest.raises(MalformedResponseError):
         Candle.parse_history({**OK, "data": [{"timestamp": 1e20, "open": 1, "close": 1}]})
+
+
+@pytest.mark.parametrize("parse", [Orderbook.parse, Holdings.parse])
+def test_parse_book_when_rows_key_missing_raises_malformed_not_empty(parse: Any) -> None:
+    # "unknown, never flat": a success reply without the rows list must not read as an empty book.
+    with pytest.raises(MalformedResponseError):
+        parse({"status": "success", "data": {}})
+    with pytest.raises(MalformedResponseError):
+        parse({"status": "success", "data": {"statistics": {}}})
+
+
+@pytest.mark.parametrize(("parse", "key"), [(Orderbook.parse, "orders"), (Holdings.parse, "holdings")])
+def test_parse_book_when_rows_null_or_data_empty_list_reads_empty(parse: Any, key: str) -> None:
+    assert getattr(parse({"status": "success", "data": {key: None}}), key) == ()
+    assert getattr(parse({"status": "success", "data": []}), key) == ()

@@ -121,14 +121,17 @@ def _book_with_statistics(
     ``statistics`` object, or an empty list (some brokers answer an empty book so).
 
     Returns the rows and the statistics (empty when absent or not an object; every figure then reads
-    as unknown). A missing or null rows list is an empty book. Raises MalformedResponseError when
-    ``data`` is neither, or when the rows list holds a non-object.
+    as unknown). A null rows list is an empty book. Raises MalformedResponseError when ``data`` is
+    neither, when the rows key is missing (a read we cannot trust must not empty our copy of the book),
+    or when the rows list holds a non-object.
     """
     data = payload.get("data")
     if isinstance(data, list) and not data:
         return [], {}
     data = _obj(payload, "data", endpoint)
-    rows = _rows(data, key, endpoint) if data.get(key) is not None else []
+    if key not in data:
+        raise _malformed(endpoint, f"'data' has no '{key}' list")
+    rows = _rows(data, key, endpoint) if data[key] is not None else []
     stats = data.get("statistics")
     return rows, stats if isinstance(stats, Mapping) else {}
 
