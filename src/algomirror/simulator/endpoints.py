@@ -326,6 +326,9 @@ def history(ctx: Ctx) -> Reply:
         return err(400, _unknown_quote_symbol(v["symbol"], v["exchange"]))
     try:
         bars = ctx.core.market.history(v["symbol"], v["exchange"], v["interval"], start, end)
+    except OverflowError:
+        # A range touching 9999-12-31 steps past date.max: client input, so a 400, never a 500.
+        return err(400, {"end_date": ["Not a valid date."]})
     except ValueError as exc:
         return err(400, f"Interval '{v['interval']}' is not supported: {exc}")
     if bars is None:
@@ -683,16 +686,20 @@ def optionchain(ctx: Ctx) -> Reply:
     if v.get("with_greeks"):
         rate = float(v.get("interest_rate") or 0) / 100
         years = max((ist_combine(day, time(15, 30)) - now).total_seconds(), 0.0) / SECONDS_PER_YEAR
-        forward = _parity_forward(chain, float(strikes[atm_i]), rate, years) or float(u.ltp)
-        for row in chain:
-            for kind in ("ce", "pe"):
-                leg = row[kind]
-                if leg is not None:
-                    g = _greeks(kind.upper(), leg["ltp"], forward, row["strike"], years, rate)
-                    leg.update(
-                        implied_volatility=g["implied_volatility"],
-                        **{k: g["greeks"][k] for k in ("delta", "gamma", "theta", "vega")},
-                    )
+        try:
+            forward = _parity_forward(chain, float(strikes[atm_i]), rate, years) or float(u.ltp)
+            for row in chain:
+                for kind in ("ce", "pe"):
+                    leg = row[kind]
+                    if leg is not None:
+                        g = _greeks(kind.upper(), leg["ltp"], forward, row["strike"], years, rate)
+                        leg.update(
+                            implied_volatility=g["implied_volatility"],
+                            **{k: g["greeks"][k] for k in ("delta", "gamma", "theta", "vega")},
+                        )
+        except OverflowError:
+            # e^(r·T) overflows for an absurd rate: client input, answered in the options family.
+            return err(400, "Validation error", errors=dict(RATE_OUT_OF_RANGE))
     return ok(
         underlying=u.name,
         underlying_symbol=u.symbol,
@@ -708,6 +715,9 @@ def optionchain(ctx: Ctx) -> Reply:
         forward_price=None if forward is None else round(forward, 2),
         chain=chain,
     )
+
+
+RATE_OUT_OF_RANGE = {"interest_rate": ["Interest rate is out of range."]}
 
 
 def _parity_forward(chain: list[dict[str, Any]], atm: float, rate: float, years: float) -> float | None:
@@ -765,8 +775,13 @@ def optiongreeks(ctx: Ctx) -> Reply:
     years = max((ist_combine(contract.expiry, cutoff) - now).total_seconds(), 0.0) / SECONDS_PER_YEAR
     rate_pct = float(v.get("interest_rate") or 0)
     rate = rate_pct / 100
-    forward = float(v["forward_price"]) if v.get("forward_price") else float(uq.ltp) * math.exp(rate * years)
-    g = _greeks(contract.instrument_type, float(q.ltp), forward, float(contract.strike), years, rate)
+    try:
+        forward = (
+            float(v["forward_price"]) if v.get("forward_price") else float(uq.ltp) * math.exp(rate * years)
+        )
+        g = _greeks(contract.instrument_type, float(q.ltp), forward, float(contract.strike), years, rate)
+    except OverflowError:
+        return err(400, "Validation failed", errors=dict(RATE_OUT_OF_RANGE))
     return ok(
         symbol=contract.symbol,
         exchange=contract.exchange,
@@ -786,16 +801,28 @@ def optiongreeks(ctx: Ctx) -> Reply:
 # --- margin and calendar ----------------------------------------------------------------------------------
 
 
+MAX_MARGIN_QUANTITY = 10**9  # units per position
+MAX_MARGIN_PRICE = Decimal("1e12")  # rupees per unit
+
+
 def margin(ctx: Ctx) -> Reply:
     legs: list[Leg] = []
     for i, pos in enumerate(ctx.values["positions"]):
         try:
             qty = int(pos["quantity"])
-            price = Decimal(pos["price"] or "0")
-        except (ValueError, ArithmeticError):
+        except ValueError:
             return err(400, str({"positions": {i: {"quantity": ["Not a valid number."]}}}))
-        if qty <= 0 or not price.is_finite() or price < 0:
+        try:
+            price = Decimal(pos["price"] or "0")
+        except ArithmeticError:
+            return err(400, str({"positions": {i: {"price": ["Not a valid number."]}}}))
+        if qty <= 0:
             return err(400, str({"positions": {i: {"quantity": ["Quantity must be a positive number."]}}}))
+        # Bounds keep qty × price inside Decimal's 28 digits (a bigger sum cannot be quantised to the paisa).
+        if qty > MAX_MARGIN_QUANTITY:
+            return err(400, str({"positions": {i: {"quantity": ["Not a valid number."]}}}))
+        if not price.is_finite() or price < 0 or price > MAX_MARGIN_PRICE:
+            return err(400, str({"positions": {i: {"price": ["Not a valid number."]}}}))
         contract = ctx.core.market.contract(pos["symbol"], pos["exchange"])
         if contract is None or contract.instrument_type == "INDEX":
             return err(400, f"Symbol {pos['symbol']} not found on {pos['exchange']}")
@@ -894,7 +921,8 @@ def holidays(ctx: Ctx) -> Reply:
 
 def timings(ctx: Ctx) -> Reply:
     day = _parse_date(ctx.values["date"])
-    if day is None:
+    if day is None or day == date.min:
+        # date.min at 00:00 IST lies before datetime.min in UTC: not a date the calendar can place.
         return err(400, {"date": ["Not a valid date."]})
     if day.weekday() >= 5:
         specials = [s for s in ctx.core.calendar.special_sessions(day.year) if s.day == day]

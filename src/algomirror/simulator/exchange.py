@@ -686,9 +686,10 @@ class Exchange:
         ]
 
     def _reference_price(self, order: Order, quote: Quote | None) -> Decimal:
-        if order.pricetype == "LIMIT" or (order.pricetype == "SL" and order.price > 0):
+        if order.pricetype == "LIMIT":
             return order.price
-        if order.pricetype == "SL-M":
+        if order.pricetype in ("SL", "SL-M"):
+            # §3.5: stop orders block margin at their trigger (OpenAlgo's sandbox does the same for SL).
             return order.trigger_price
         if quote is None:
             return ZERO
@@ -759,6 +760,11 @@ class Exchange:
         cfg = self.config
         current = session_date(now, cfg.day_reset_time)
         if acct.session is not None and current > acct.session:
+            if acct.squared_off_session != acct.session:
+                # The clock jumped over this session's 15:15: square MIS off now rather than let the new
+                # session drop the positions with their P&L unrealised.
+                acct.squared_off_session = acct.session
+                self._square_off_mis(acct)
             self._new_session(acct, current, now)
         ist = to_ist(now)
         if (

@@ -417,7 +417,8 @@ class WsHub:
             )
             snapshots.append(quote)
         ok = sum(1 for r in results if r["status"] == "success")
-        status = "success" if ok == len(results) else ("partial" if ok else "error")
+        # OpenAlgo says "partial" whenever any item failed, even when none succeeded.
+        status = "success" if ok == len(results) else "partial"
         reply: dict[str, Any] = {
             "type": "subscribe",
             "status": status,
