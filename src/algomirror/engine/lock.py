@@ -35,8 +35,12 @@ class EngineLock:
         """Raises :class:`EngineAlreadyRunning` when another engine holds the lock."""
         if self._engine.dialect.name == "postgresql":
             conn = self._engine.connect()
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar()
-            conn.commit()
+            try:
+                got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar()
+                conn.commit()
+            except BaseException:
+                conn.close()
+                raise
             if not got:
                 conn.close()
                 raise EngineAlreadyRunning("another AlgoMirror engine is running against this database")
