@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -14,6 +14,19 @@ from algomirror.db.models import AccountFunds, Holding, Order, Position, Trade, 
 
 BASE_TIME = datetime(2026, 11, 23, 3, 45, tzinfo=UTC)  # 09:15 IST
 _seq = count(1)
+
+
+RowT = TypeVar("RowT")
+
+
+def _insert(
+    session: Session, model: type[RowT], defaults: dict[str, Any], fields: dict[str, Any], **keys: Any
+) -> RowT:
+    """Build ``model`` from ``keys`` + ``defaults`` overridden by ``fields``; add and flush it."""
+    row = model(**keys, **{**defaults, **fields})
+    session.add(row)
+    session.flush()
+    return row
 
 
 def D(value: str | int | None) -> Decimal | None:
@@ -43,11 +56,7 @@ def make_account(session: Session, user_id: int, name: str, **fields: Any) -> Tr
         "connection_status": "connected",
         "created_at": BASE_TIME + timedelta(seconds=n),
     }
-    values.update(fields)
-    account = TradingAccount(user_id=user_id, account_name=name, **values)
-    session.add(account)
-    session.flush()
-    return account
+    return _insert(session, TradingAccount, values, fields, user_id=user_id, account_name=name)
 
 
 def make_funds(session: Session, account_id: int, **fields: Any) -> AccountFunds:
@@ -59,11 +68,7 @@ def make_funds(session: Session, account_id: int, **fields: Any) -> AccountFunds
         "utilised_debits": Decimal("0.00"),
         "fetched_at": BASE_TIME,
     }
-    values.update(fields)
-    row = AccountFunds(account_id=account_id, **values)
-    session.add(row)
-    session.flush()
-    return row
+    return _insert(session, AccountFunds, values, fields, account_id=account_id)
 
 
 def make_position(session: Session, account_id: int, symbol: str, **fields: Any) -> Position:
@@ -75,11 +80,7 @@ def make_position(session: Session, account_id: int, symbol: str, **fields: Any)
         "ltp": Decimal("100.00"),
         "pnl": Decimal("0.00"),
     }
-    values.update(fields)
-    row = Position(account_id=account_id, symbol=symbol, **values)
-    session.add(row)
-    session.flush()
-    return row
+    return _insert(session, Position, values, fields, account_id=account_id, symbol=symbol)
 
 
 def make_order(session: Session, account_id: int, order_id: str, **fields: Any) -> Order:
@@ -95,11 +96,7 @@ def make_order(session: Session, account_id: int, order_id: str, **fields: Any) 
         "filled_quantity": 0,
         "placed_at": BASE_TIME,
     }
-    values.update(fields)
-    row = Order(account_id=account_id, order_id=order_id, **values)
-    session.add(row)
-    session.flush()
-    return row
+    return _insert(session, Order, values, fields, account_id=account_id, order_id=order_id)
 
 
 def make_trade(session: Session, account_id: int, order_id: str, **fields: Any) -> Trade:
@@ -114,11 +111,7 @@ def make_trade(session: Session, account_id: int, order_id: str, **fields: Any) 
         "trade_value": Decimal("7500.00"),
         "traded_at": BASE_TIME,
     }
-    values.update(fields)
-    row = Trade(account_id=account_id, order_id=order_id, **values)
-    session.add(row)
-    session.flush()
-    return row
+    return _insert(session, Trade, values, fields, account_id=account_id, order_id=order_id)
 
 
 def make_holding(session: Session, account_id: int, symbol: str, **fields: Any) -> Holding:
@@ -132,8 +125,4 @@ def make_holding(session: Session, account_id: int, symbol: str, **fields: Any) 
         "pnl": Decimal("1000.00"),
         "pnl_percent": Decimal("10.00"),
     }
-    values.update(fields)
-    row = Holding(account_id=account_id, symbol=symbol, **values)
-    session.add(row)
-    session.flush()
-    return row
+    return _insert(session, Holding, values, fields, account_id=account_id, symbol=symbol)
