@@ -47,6 +47,7 @@ OUR_TABLES = {
     "order_intents",
     "engine_commands",
     "strategy_runs",
+    "engine_fence",
 }
 
 

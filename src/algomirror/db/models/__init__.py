@@ -23,6 +23,7 @@ from algomirror.db.models.calendar import (
     TradingSession,
 )
 from algomirror.db.models.commands import EngineCommand
+from algomirror.db.models.engine_fence import FENCE_ROW_ID, EngineFence
 from algomirror.db.models.feed import FailoverEvent, WebSocketConnection, WebSocketSession
 from algomirror.db.models.sizing import MarginRequirement, TradeQuality, TradingSetting
 from algomirror.db.models.strategies import (
@@ -40,7 +41,9 @@ __all__ = [
     "ActivityLog",
     "AppSetting",
     "Base",
+    "FENCE_ROW_ID",
     "EngineCommand",
+    "EngineFence",
     "FailoverEvent",
     "Holding",
     "MarginRequirement",
