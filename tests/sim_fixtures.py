@@ -105,6 +105,10 @@ class SimControl:
     def partial_fill(self, count: int = 1, fraction: float = 0.5, *, apikey: str | None = None) -> None:
         self._post("/faults/partial", count=count, fraction=fraction, apikey=apikey)
 
+    def cancel_fill(self, count: int = 1, *, apikey: str | None = None) -> None:
+        """The next ``count`` cancels of a live order are acknowledged while the order fills instead."""
+        self._post("/faults/cancel_fill", count=count, apikey=apikey)
+
     def latency(self, ms: float, *, endpoint: str | None = None, apikey: str | None = None) -> None:
         """Delay every matching call by ``ms`` (0 removes the delay)."""
         self._post("/faults/latency", ms=ms, endpoint=endpoint, apikey=apikey)

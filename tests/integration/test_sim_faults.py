@@ -144,6 +144,22 @@ def test_partial_fill_when_armed_leaves_order_open_until_next_tick(sim: SimHandl
     assert sorted(t["quantity"] for t in trades) == [130, 130]
 
 
+def test_cancel_fill_when_armed_acknowledges_cancel_but_order_fills(sim: SimHandle) -> None:
+    client = sdk(sim)
+    sim.control.cancel_fill(1, apikey=sim.api_keys[0])
+    r = buy(client, pricetype="LIMIT", price="5")
+    assert client.orderstatus(order_id=r["orderid"], strategy="fault")["data"]["order_status"] == "open"
+    ack = client.cancelorder(order_id=r["orderid"], strategy="fault")
+    assert ack["status"] == "success" and ack["orderid"] == r["orderid"]
+    st = client.orderstatus(order_id=r["orderid"], strategy="fault")["data"]
+    assert (st["order_status"], st["filled_quantity"], float(st["average_price"])) == ("complete", 65, 5.0)
+    assert [t["quantity"] for t in client.tradebook()["data"] if t["orderid"] == r["orderid"]] == [65]
+    other = buy(client, pricetype="LIMIT", price="5")
+    assert client.cancelorder(order_id=other["orderid"], strategy="fault")["status"] == "success"
+    st = client.orderstatus(order_id=other["orderid"], strategy="fault")["data"]
+    assert st["order_status"] == "cancelled"  # only the next cancel
+
+
 def test_ws_drop_when_requested_closes_sdk_connection(sim: SimHandle) -> None:
     client = sdk(sim)
     assert client.connect()

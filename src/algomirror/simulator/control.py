@@ -213,6 +213,11 @@ def add_control_routes(app: web.Application, core: SimulatorCore) -> None:
         )
         return {}
 
+    @route("/sim/faults/cancel_fill")
+    async def cancel_fill(data: dict[str, Any]) -> dict[str, Any]:
+        core.faults.add("cancel_fills", CountedFault(_int(data, "count", 1, 1), _key(data)))
+        return {}
+
     @route("/sim/faults/latency")
     async def latency(data: dict[str, Any]) -> dict[str, Any]:
         core.faults.add_latency(Latency(_float(data, "ms") / 1000.0, _key(data), _endpoint(data)))

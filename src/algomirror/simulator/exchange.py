@@ -460,13 +460,30 @@ class Exchange:
             return order
 
     def cancel(self, acct: Account, orderid: str) -> Order:
-        """Cancel a live order. Raises ExchangeError 404 (unknown) or 400 (terminal)."""
+        """Cancel a live order. Raises ExchangeError 404 (unknown) or 400 (terminal).
+
+        With the cancel-fill fault armed the order fills completely instead (at its limit price, or the
+        touch for a MARKET/SL-M order) and the caller still acknowledges the cancel: a real broker
+        accepts a cancel request that the exchange then finds too late.
+        """
         with self._lock:
             order = self.get_order(acct, orderid)
             if order.status not in LIVE_STATUSES:
                 raise ExchangeError(400, f"Cannot cancel order in {order.status} status")
+            if self.faults.take_cancel_fill(acct.api_key) is not None:
+                self._fill_before_cancel(acct, order)
+                return order
             self._cancel(acct, order)
             return order
+
+    def _fill_before_cancel(self, acct: Account, order: Order) -> None:
+        if order.pricetype in ("LIMIT", "SL"):
+            price = order.price
+        else:
+            quote = self.market.quote(order.symbol, order.exchange)
+            price = self._touch(order, quote) if quote is not None else self.ltp(order.contract)
+        order.triggered = order.triggered or order.status == TRIGGER_PENDING
+        self._fill(acct, order, price, allow_partial=False)
 
     def _cancel(self, acct: Account, order: Order) -> None:
         order.status = CANCELLED

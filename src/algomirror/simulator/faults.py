@@ -51,6 +51,7 @@ class FaultState:
         with getattr(self, "_lock", threading.Lock()):
             self.rejects: list[CountedFault] = []
             self.partials: list[CountedFault] = []
+            self.cancel_fills: list[CountedFault] = []
             self.http_status: list[CountedFault] = []
             self.hangs: list[CountedFault] = []
             self.latencies: list[Latency] = []
@@ -97,6 +98,11 @@ class FaultState:
         """The partial-fill fault for the next fill of ``apikey`` (params: fraction)."""
         return self._take(self.partials, apikey, None)
 
+    def take_cancel_fill(self, apikey: str) -> CountedFault | None:
+        """The cancel-fill fault for the next cancel of a live order of ``apikey``: the cancel is
+        acknowledged but the order fills instead (the exchange matched it before the cancel arrived)."""
+        return self._take(self.cancel_fills, apikey, None)
+
     def take_http_status(self, apikey: str | None, endpoint: str) -> CountedFault | None:
         """A forced HTTP answer (params: status, message) for this call."""
         return self._take(self.http_status, apikey, endpoint)
@@ -142,6 +148,7 @@ class FaultState:
             return {
                 "rejects": [_fault_dict(f) for f in self.rejects],
                 "partials": [_fault_dict(f) for f in self.partials],
+                "cancel_fills": [_fault_dict(f) for f in self.cancel_fills],
                 "http_status": [_fault_dict(f) for f in self.http_status],
                 "hangs": [_fault_dict(f) for f in self.hangs],
                 "latencies": [
