@@ -36,8 +36,8 @@ browser:
 	fi
 
 lint: install-dev
-	$(BIN)/ruff check src tests bench migrations
-	$(BIN)/ruff format --check src tests bench migrations
+	$(BIN)/ruff check src tests bench migrations stubs
+	$(BIN)/ruff format --check src tests bench migrations stubs
 	$(BIN)/mypy
 
 test: install-dev browser lint

@@ -130,7 +130,7 @@ def start_embedded_services(settings: Settings, database: Database) -> Clock | N
 
 def serve(settings: Settings) -> None:
     """Check the database and serve the app on ``settings.host:settings.port`` until interrupted."""
-    from waitress import create_server
+    from waitress.server import create_server
 
     from algomirror.web import create_app
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, render_template
-from flask_login import current_user, login_required
+from flask_login import login_required
 from sqlalchemy import select
 
 from algomirror.db.models import User
 from algomirror.web.auth import service
-from algomirror.web.context import db, log_activity, me, redirect_to
+from algomirror.web.context import db, log_activity, me, redirect_to, session_user
 from algomirror.web.forms import ConfirmForm, require_confirmation
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -19,7 +19,8 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 @bp.before_request
 @login_required
 def require_admin() -> None:
-    if not current_user.is_admin or not me().is_admin:
+    """Refuse (403) every admin page to a signed-in user who is not an administrator."""
+    if not session_user().is_admin or not me().is_admin:
         abort(403)
 
 

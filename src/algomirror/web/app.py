@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Response, jsonify, render_template, request, session
+from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -191,7 +193,10 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
     # Broker-touching routes share one tighter budget per IP.
     broker_limit = limiter.shared_limit(settings.ratelimit_broker, scope="broker")
     for endpoint in ("accounts.test_new", "accounts.test_edit", "accounts.test_saved"):
-        app.view_functions[endpoint] = broker_limit(app.view_functions[endpoint])
+        # Flask types a view as sync-or-async, which the limiter's generic decorator cannot bind; these
+        # views are sync (and the limiter's wrapper is sync either way: it calls through ensure_sync).
+        view = cast(Callable[..., ResponseReturnValue], app.view_functions[endpoint])
+        app.view_functions[endpoint] = broker_limit(view)
 
 
 def _register_hooks(app: Flask, settings: Settings) -> None:

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Flask, Response, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
 from flask_login import login_required
 from werkzeug.datastructures import MultiDict
@@ -329,7 +329,7 @@ def ist_short(value: datetime | None) -> str:
 @bp.record_once
 def _limit_cancel(setup: BlueprintSetupState) -> None:
     """The cancel POST reaches a broker: give it the broker-touching rate limit of the app's limiter."""
-    app: Flask = setup.app
+    app = setup.app
     settings = app.extensions["algomirror"].settings
     for limiter in app.extensions.get("limiter", ()):
         endpoint = "books.cancel_order"

@@ -130,9 +130,21 @@ class SessionUser:
         return f"{self.user.id}:{self.user.session_version}"
 
 
+def session_user() -> SessionUser:
+    """The signed-in user as Flask-Login holds it (views behind ``login_required`` only).
+
+    Raises RuntimeError when nobody is signed in: the calling view lacks ``login_required``.
+    """
+    # current_user is a proxy; isinstance sees the object behind it.
+    user = current_user
+    if not isinstance(user, SessionUser):
+        raise RuntimeError("no signed-in user: the view is not behind login_required")
+    return user
+
+
 def me() -> User:
-    """The signed-in ORM user (views behind ``login_required`` only)."""
-    return cast(SessionUser, cast(Any, current_user)._get_current_object()).user
+    """The signed-in ORM user (views behind ``login_required`` only; raises RuntimeError otherwise)."""
+    return session_user().user
 
 
 def is_same_site_path(target: str | None) -> bool:

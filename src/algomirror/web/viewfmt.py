@@ -10,7 +10,7 @@ cheaper than a Jinja macro. Unknown values (None) render as "—" with a tooltip
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -135,7 +135,8 @@ def summary_value(sub: Subtotal, item: tuple[str, str, str]) -> Markup:
     raise ValueError(f"unknown summary source {source!r}")
 
 
-FILTERS = {
+# Jinja filter name -> function; each returns Markup, their arguments differ.
+FILTERS: dict[str, Callable[..., Markup]] = {
     "amount": amount,
     "total": total,
     "pct": pct,

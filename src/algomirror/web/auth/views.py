@@ -11,7 +11,16 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from algomirror.domain.timeutil import format_ist
 from algomirror.security import verify_password
 from algomirror.web.auth import service
-from algomirror.web.context import SessionUser, db, is_same_site_path, log_activity, now, redirect_to, state
+from algomirror.web.context import (
+    SessionUser,
+    db,
+    is_same_site_path,
+    log_activity,
+    now,
+    redirect_to,
+    session_user,
+    state,
+)
 from algomirror.web.forms import ConfirmForm, LoginForm, RegisterForm
 
 bp = Blueprint("auth", __name__)
@@ -160,7 +169,7 @@ def logout() -> Any:
         abort(400)
     if current_user.is_authenticated:
         session_db = db()
-        log_activity(session_db, "logout", user_id=int(current_user.id))
+        log_activity(session_db, "logout", user_id=session_user().id)
         session_db.commit()
     logout_user()
     session.clear()
