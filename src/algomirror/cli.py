@@ -357,7 +357,7 @@ def engine_command() -> None:
     import signal
 
     from algomirror.engine.factory import build_engine, quiet_http_logs
-    from algomirror.engine.lock import EngineAlreadyRunning
+    from algomirror.engine.lock import EngineAlreadyRunning, LockLost
     from algomirror.runner import StartupError, configure_logging, open_database
 
     settings = settings_or_exit()
@@ -384,6 +384,31 @@ def engine_command() -> None:
     log.info("engine started (database %s)", database.engine.url.render_as_string())
     try:
         asyncio.run(main_loop())
+    except LockLost as exc:
+        # Crash-only: exit non-zero so the supervisor restarts the process, which waits for the lock.
+        database.dispose()
+        fail(f"engine stopped: its lock was lost ({exc})")
     finally:
         database.dispose()
     log.info("engine stopped")
+
+
+@main.command("resume-entries")
+def resume_entries_command() -> None:
+    """Clear the engine's "entries halted" flag (set when a component kept crashing) once the cause is
+    fixed. Exits, sync and risk never stopped; this lets new entries through again."""
+    from algomirror.domain.timeutil import SystemClock
+    from algomirror.engine.halts import resume_entries
+    from algomirror.runner import StartupError, open_database
+
+    settings = settings_or_exit()
+    try:
+        database = open_database(settings)
+    except StartupError as exc:
+        fail(str(exc))
+    try:
+        with database.session() as session:
+            cleared = resume_entries(session, user_id=None, now=SystemClock().now())
+    finally:
+        database.dispose()
+    click.echo("entries resumed" if cleared else "entries were not halted")

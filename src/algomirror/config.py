@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     http_read_timeout: float = Field(default=10.0, gt=0)
     http_order_timeout: float = Field(default=30.0, gt=0)
 
+    # Whether `algomirror run` starts the engine inside the web process: "auto" = yes in demo mode or with
+    # SQLite, no with PostgreSQL (production runs `algomirror engine` as its own service); "true"/"false".
+    engine_in_process: Literal["auto", "true", "false"] = "auto"
+
     # Account sync intervals (seconds).
     sync_interval_market: float = Field(default=5.0, gt=0)
     sync_interval_closed: float = Field(default=60.0, gt=0)
@@ -119,6 +123,13 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("engine_in_process", mode="before")
+    @classmethod
+    def _lower_engine_in_process(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("secret_key")
     @classmethod
@@ -189,6 +200,14 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def runs_engine_in_process(self) -> bool:
+        """Whether `algomirror run` starts an engine thread (``engine_in_process``; "auto" = demo mode or
+        SQLite)."""
+        if self.engine_in_process == "auto":
+            return self.demo or self.is_sqlite
+        return self.engine_in_process == "true"
 
     def secret_key_value(self) -> str:
         if self.secret_key is None:

@@ -11,7 +11,10 @@
 3. the demo orders on each paper account (every start: the exchange keeps its books in memory);
 4. the engine (account sync) on its own thread, its market hours following the simulated clock.
 
-Outside demo mode it starts only the engine. :meth:`EmbeddedServices.stop` stops what was started.
+Outside demo mode it starts only the engine. The engine is started only where the settings say so
+(``ALGOMIRROR_ENGINE_IN_PROCESS``; "auto" = demo mode or SQLite): with PostgreSQL in production the
+engine runs as ``algomirror engine`` and ``run`` serves the web only. :meth:`EmbeddedServices.stop`
+stops what was started.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class EmbeddedServices:
     seeded: SeededDemo | None = None
     demo_orders: DemoOrders = field(default_factory=DemoOrders)
     engine_refused: str | None = None
+    # Why no engine was started here by configuration (None when one was tried).
+    engine_not_configured: str | None = None
     # The paper exchange's simulated clock in demo mode (the web shows market hours by it).
     market_clock: Clock | None = None
 
@@ -172,22 +177,38 @@ def start_embedded(
                     running.rest_url, running.api_keys, to_ist(running.core.market.now()).date()
                 )
             )
-        engine = EngineThread(
-            build_engine(settings, database, market_clock=market_clock, sync_config=sync_config)
-        )
-        try:
-            engine.start()
-        except EngineAlreadyRunning as exc:
-            # Another engine (``algomirror engine``) serves this database: the web still runs.
-            services.engine_refused = str(exc)
-            log.warning("embedded engine not started: %s", exc)
+        if settings.runs_engine_in_process:
+            _start_engine(settings, database, services, market_clock, sync_config)
         else:
-            services.engine = engine
+            services.engine_not_configured = (
+                f"ALGOMIRROR_ENGINE_IN_PROCESS={settings.engine_in_process} with "
+                f"{'SQLite' if settings.is_sqlite else 'PostgreSQL'}; "
+                "run `algomirror engine` as its own service"
+            )
     except BaseException:
         with contextlib.suppress(Exception):
             services.stop()
         raise
     return services
+
+
+def _start_engine(
+    settings: Settings,
+    database: Database,
+    services: EmbeddedServices,
+    market_clock: Clock | None,
+    sync_config: SyncConfig | None,
+) -> None:
+    service = build_engine(settings, database, market_clock=market_clock, sync_config=sync_config)
+    engine = EngineThread(service)
+    try:
+        engine.start()
+    except EngineAlreadyRunning as exc:
+        # Another engine (``algomirror engine``) serves this database: the web still runs.
+        services.engine_refused = str(exc)
+        log.warning("embedded engine not started: %s", exc)
+    else:
+        services.engine = engine
 
 
 def demo_banner(settings: Settings, services: EmbeddedServices) -> str:
@@ -209,6 +230,8 @@ def demo_banner(settings: Settings, services: EmbeddedServices) -> str:
     )
     if services.engine_refused:
         lines.append(f"  engine: not started here ({services.engine_refused})")
+    elif services.engine_not_configured:
+        lines.append(f"  engine: not started here ({services.engine_not_configured})")
     return "\n".join(lines)
 
 

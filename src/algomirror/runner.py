@@ -103,8 +103,9 @@ def demo_exposure_warning(settings: Settings) -> str | None:
 
 
 def start_embedded_services(settings: Settings, database: Database) -> Clock | None:
-    """Start the in-process services before the web server: always the engine (account sync; skipped
-    with a warning when an ``algomirror engine`` process already serves this database), and in demo mode
+    """Start the in-process services before the web server: the engine (account sync) where
+    ``ALGOMIRROR_ENGINE_IN_PROCESS`` allows it ("auto": demo mode or SQLite; skipped with a warning when an
+    ``algomirror engine`` process already serves this database), and in demo mode
     the paper exchange, the demo user and accounts (into an empty database only) and the demo orders.
 
     A port in use or another start-up problem stops with one line. Services stop at interpreter exit.
@@ -123,6 +124,11 @@ def start_embedded_services(settings: Settings, database: Database) -> Clock | N
         print(demo_banner(settings, services), flush=True)
     elif services.engine_refused:
         log.warning("engine not started in this process: %s", services.engine_refused)
+    elif services.engine_not_configured:
+        log.info(
+            "serving the web only; the engine is not started in this process (%s)",
+            services.engine_not_configured,
+        )
     else:
         log.info("engine started in-process (account sync)")
     return services.market_clock

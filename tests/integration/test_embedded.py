@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -32,7 +33,7 @@ from algomirror.embedded import (
     start_embedded,
     start_simulator,
 )
-from algomirror.engine.lock import EngineLock
+from algomirror.engine.lock import EngineAlreadyRunning, EngineLock
 from algomirror.security import make_password_hasher, verify_password
 from tests.helpers import eventually
 from tests.integration.web_support import unused_port
@@ -139,7 +140,7 @@ def test_start_embedded_when_database_empty_seeds_once_and_dashboard_tables_fill
 def test_start_embedded_when_another_engine_runs_serves_demo_without_its_own_engine(
     settings: Settings, database: Database, started: list[EmbeddedServices]
 ) -> None:
-    holder = EngineLock(database.engine, settings.instance_dir)
+    holder = EngineLock(database.engine)
     holder.acquire()
     try:
         services = start_embedded(settings, database)
@@ -223,3 +224,61 @@ def _users_in(db_url: str) -> int:
         return _count(database, User)
     finally:
         database.dispose()
+
+
+def test_start_embedded_when_not_demo_and_setting_auto_starts_engine_only_with_sqlite(
+    db_url: str, database: Database, tmp_path: Path, started: list[EmbeddedServices]
+) -> None:
+    settings = load_settings(instance_dir=tmp_path / "instance", database_url=db_url, demo=False)
+    assert settings.engine_in_process == "auto"
+    services = start_embedded(settings, database)
+    started.append(services)
+    probe = EngineLock(database.engine)
+    if db_url.startswith("sqlite"):
+        assert services.engine is not None and services.engine_not_configured is None
+        with pytest.raises(EngineAlreadyRunning):
+            probe.acquire()
+    else:
+        # PostgreSQL = production: the engine runs as `algomirror engine`, never inside the web process.
+        assert services.engine is None and services.engine_refused is None
+        assert services.engine_not_configured is not None
+        assert "run `algomirror engine`" in services.engine_not_configured
+        probe.acquire()  # nobody took the lock
+        probe.release()
+
+
+def test_start_embedded_when_setting_overrides_auto_follows_it(
+    db_url: str, database: Database, tmp_path: Path, started: list[EmbeddedServices]
+) -> None:
+    on = load_settings(
+        instance_dir=tmp_path / "instance", database_url=db_url, demo=False, engine_in_process="true"
+    )
+    services = start_embedded(on, database)
+    started.append(services)
+    assert services.engine is not None
+    services.stop()
+    off = load_settings(
+        instance_dir=tmp_path / "instance", database_url=db_url, demo=False, engine_in_process="false"
+    )
+    services = start_embedded(off, database)
+    started.append(services)
+    assert services.engine is None and services.engine_not_configured is not None
+
+
+def test_run_when_postgresql_and_setting_auto_logs_that_the_engine_runs_separately(
+    pg_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from algomirror.runner import start_embedded_services
+
+    settings = load_settings(instance_dir=tmp_path / "instance", database_url=pg_database_url, demo=False)
+    database = Database(pg_database_url)
+    try:
+        with caplog.at_level(logging.INFO, logger="algomirror.runner"):
+            assert start_embedded_services(settings, database) is None
+        probe = EngineLock(database.engine)
+        probe.acquire()  # no engine was started
+        probe.release()
+    finally:
+        database.dispose()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("serving the web only" in m and "algomirror engine" in m for m in messages), messages

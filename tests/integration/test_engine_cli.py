@@ -11,14 +11,15 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner
 from cryptography.fernet import Fernet
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from algomirror.cli import main
 from algomirror.db.models import Position, TradingAccount, User
 from algomirror.db.session import Database
-from algomirror.engine.lock import EngineLock
+from algomirror.engine.lock import ADVISORY_LOCK_KEY, EngineLock
 from algomirror.security import SecretBox
 from tests.helpers import eventually
+from tests.schema import truncate_all
 from tests.sim_fixtures import SimHandle
 
 
@@ -35,7 +36,7 @@ def _env(db_url: str, tmp_path: Path, fernet: bytes) -> dict[str, str]:
 def test_engine_when_another_engine_holds_the_lock_refuses_with_one_line(
     db_url: str, database: Database, tmp_path: Path
 ) -> None:
-    holder = EngineLock(database.engine, tmp_path / "instance")
+    holder = EngineLock(database.engine)  # the lock is the database's, whatever the instance dir
     holder.acquire()
     try:
         result = CliRunner().invoke(main, ["engine"], env=_env(db_url, tmp_path, Fernet.generate_key()))
@@ -95,3 +96,40 @@ def test_engine_when_started_syncs_accounts_and_stops_on_sigterm(
         _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err[-2000:]
     assert "engine stopped" in err
+
+
+def test_engine_when_its_lock_connection_is_killed_exits_non_zero_for_the_supervisor(
+    pg_database_url: str, tmp_path: Path
+) -> None:
+    truncate_all(pg_database_url)
+    database = Database(pg_database_url)
+    lock_pid = text(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND classid = CAST(:h AS oid) AND objid = CAST(:l AS oid)"
+    )
+    key = {"h": ADVISORY_LOCK_KEY >> 32, "l": ADVISORY_LOCK_KEY & 0xFFFFFFFF}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "algomirror"), "engine"],
+        env={**os.environ, **_env(pg_database_url, tmp_path, Fernet.generate_key())},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def holder_pid() -> int | None:
+            with database.engine.connect() as conn:
+                return conn.execute(lock_pid, key).scalar()
+
+        pid = eventually(holder_pid, timeout=30, interval=0.1, what="engine process holds the lock")
+        with database.engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar() is True
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+        database.dispose()
+    assert proc.returncode == 2, err[-2000:]
+    assert "engine lock lost" in err
+    assert err.strip().splitlines()[-1].startswith("algomirror: engine stopped: its lock was lost")

@@ -1,26 +1,305 @@
+"""One writer: the single-instance lock, its watchdog and the fencing epoch, with real faults (a killed
+PostgreSQL lock connection, a replaced SQLite lock file, a second engine on the same SQLite file)."""
+
 from __future__ import annotations
 
 import asyncio
+import shutil
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
+from algomirror.config import load_settings
+from algomirror.db.models.engine_fence import EngineFence
 from algomirror.db.session import Database
-from algomirror.engine.lock import EngineAlreadyRunning, EngineLock
+from algomirror.domain.timeutil import utcnow
+from algomirror.engine.factory import build_engine
+from algomirror.engine.fencing import FencedOutError, check_fence, heartbeat, take_epoch
+from algomirror.engine.lock import (
+    ADVISORY_LOCK_KEY,
+    EngineAlreadyRunning,
+    EngineLock,
+    LockLost,
+    sqlite_lock_path,
+)
 from algomirror.engine.service import EngineService, EngineThread
+from tests.helpers import eventually
+from tests.schema import truncate_all
 
 
-def test_engine_lock_when_second_engine_starts_refuses(database: Database, tmp_path: Path) -> None:
-    first = EngineLock(database.engine, tmp_path)
-    second = EngineLock(database.engine, tmp_path)
+@pytest.fixture
+def pg_database(pg_database_url: str) -> Iterator[Database]:
+    """A clean PostgreSQL database (the faults below exist only there)."""
+    truncate_all(pg_database_url)
+    db = Database(pg_database_url)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated SQLite file of its own (the lock-file mechanism exists only there)."""
+    path = tmp_path / "test.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+def _stored_epoch(database: Database) -> int:
+    with Session(database.engine) as s:
+        value = s.scalar(select(EngineFence.epoch).where(EngineFence.id == 1))
+    assert value is not None
+    return int(value)
+
+
+class _OrderGate:
+    """Stands in for the client registry: ``suspend_orders`` makes every later order call raise."""
+
+    def __init__(self) -> None:
+        self.suspended_at: float | None = None
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+
+    def suspend_orders(self, reason: str) -> None:
+        with self._lock:
+            if self.suspended_at is None:
+                self.suspended_at = time.monotonic()
+                self.reason = reason
+
+    def place_order(self) -> str:
+        with self._lock:
+            if self.suspended_at is not None:
+                raise RuntimeError(f"orders suspended: {self.reason}")
+        return "sent"
+
+
+class _Idle:
+    name = "idle"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+
+
+def test_engine_lock_when_second_engine_starts_refuses(database: Database) -> None:
+    first = EngineLock(database.engine)
+    second = EngineLock(database.engine)
     first.acquire()
     try:
         with pytest.raises(EngineAlreadyRunning):
             second.acquire()
+        assert second.epoch is None
     finally:
         first.release()
     second.acquire()  # free again once the first engine released it
     second.release()
+
+
+def test_take_epoch_when_called_repeatedly_grows_by_one_each_time(database: Database) -> None:
+    start = _stored_epoch(database)
+    taken = []
+    for n in range(4):
+        with Session(database.engine) as s:
+            taken.append(take_epoch(s, holder=f"test:{n}", now=utcnow()))
+            s.commit()
+    assert taken == [start + 1, start + 2, start + 3, start + 4]
+    lock = EngineLock(database.engine, holder="host:1")
+    lock.acquire()
+    try:
+        assert lock.epoch == start + 5 == _stored_epoch(database)
+        with Session(database.engine) as s:
+            row = s.get(EngineFence, 1)
+            assert row is not None and row.holder == "host:1" and row.acquired_at is not None
+    finally:
+        lock.release()
+
+
+def test_check_fence_when_newer_engine_took_the_epoch_raises_fenced_out(database: Database) -> None:
+    first = EngineLock(database.engine)
+    first.acquire()
+    old = first.epoch
+    assert old is not None
+    with Session(database.engine) as s:
+        check_fence(s, old)  # ours: passes
+        heartbeat(s, old, utcnow())
+        s.commit()
+    first.release()  # as if its lock had gone; it still remembers ``old``
+    second = EngineLock(database.engine)
+    second.acquire()
+    try:
+        with Session(database.engine) as s, pytest.raises(FencedOutError):
+            check_fence(s, old)
+        with Session(database.engine) as s, pytest.raises(FencedOutError):
+            heartbeat(s, old, utcnow())
+        with Session(database.engine) as s:
+            assert second.epoch is not None
+            check_fence(s, second.epoch)
+    finally:
+        second.release()
+
+
+def test_check_fence_when_a_write_holds_the_fence_takeover_waits_for_it(pg_database: Database) -> None:
+    lock = EngineLock(pg_database.engine)
+    lock.acquire()
+    try:
+        assert lock.epoch is not None
+        with Session(pg_database.engine) as writer:
+            check_fence(writer, lock.epoch)  # FOR SHARE, held until this transaction ends
+            with Session(pg_database.engine) as takeover:
+                takeover.execute(text("SET LOCAL lock_timeout = '200ms'"))
+                with pytest.raises(OperationalError, match="lock timeout"):
+                    take_epoch(takeover, holder="newer", now=utcnow())
+                takeover.rollback()
+            writer.commit()
+        with Session(pg_database.engine) as takeover:
+            assert take_epoch(takeover, holder="newer", now=utcnow()) == lock.epoch + 1
+            takeover.commit()
+    finally:
+        lock.release()
+
+
+def _lock_backend_pid(database: Database) -> int:
+    with database.engine.connect() as conn:
+        pid = conn.execute(
+            text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid = CAST(:h AS oid) AND objid = CAST(:l AS oid)"
+            ),
+            {"h": ADVISORY_LOCK_KEY >> 32, "l": ADVISORY_LOCK_KEY & 0xFFFFFFFF},
+        ).scalar_one()
+    return int(pid)
+
+
+def test_engine_when_lock_connection_is_terminated_stops_sending_within_a_second(
+    pg_database: Database,
+) -> None:
+    gate = _OrderGate()
+    service = EngineService(
+        [_Idle()], lock=EngineLock(pg_database.engine), on_lock_lost=[gate.suspend_orders]
+    )
+    thread = EngineThread(service)
+    thread.start()
+    try:
+        stale_epoch = service.epoch
+        assert stale_epoch is not None and gate.place_order() == "sent"
+        with pg_database.engine.connect() as admin:
+            killed = admin.execute(
+                text("SELECT pg_terminate_backend(:pid)"), {"pid": _lock_backend_pid(pg_database)}
+            ).scalar()
+        killed_at = time.monotonic()
+        assert killed is True
+
+        eventually(lambda: gate.suspended_at is not None, timeout=1.0, interval=0.01, what="orders suspended")
+        assert gate.suspended_at is not None and gate.suspended_at - killed_at < 1.0
+        with pytest.raises(RuntimeError, match="orders suspended"):
+            gate.place_order()
+        eventually(lambda: not thread.running, timeout=5, what="engine stopped")
+        assert isinstance(thread.error, LockLost) and service.lock_lost is not None
+
+        # A second engine takes over with a new epoch; the first engine's epoch is refused.
+        second = EngineLock(pg_database.engine)
+        second.acquire()
+        try:
+            assert second.epoch is not None and second.epoch > stale_epoch
+            with Session(pg_database.engine) as s, pytest.raises(FencedOutError):
+                check_fence(s, stale_epoch)
+        finally:
+            second.release()
+    finally:
+        thread.stop()
+
+
+def test_engine_when_newer_epoch_is_taken_behind_its_back_stops(database: Database) -> None:
+    gate = _OrderGate()
+    service = EngineService([_Idle()], lock=EngineLock(database.engine), on_lock_lost=[gate.suspend_orders])
+    thread = EngineThread(service)
+    thread.start()
+    try:
+        with Session(database.engine) as s:
+            take_epoch(s, holder="intruder", now=utcnow())
+            s.commit()
+        eventually(lambda: gate.suspended_at is not None, timeout=2, interval=0.01, what="orders suspended")
+        eventually(lambda: not thread.running, timeout=5, what="engine stopped")
+        assert isinstance(thread.error, LockLost) and "newer engine" in str(thread.error)
+    finally:
+        thread.stop()
+
+
+def test_engine_lock_when_same_sqlite_file_other_instance_dir_refuses(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    first_db, second_db = Database(sqlite_url), Database(sqlite_url)
+    first = build_engine(load_settings(instance_dir=tmp_path / "one", database_url=sqlite_url), first_db)
+    second = build_engine(load_settings(instance_dir=tmp_path / "two", database_url=sqlite_url), second_db)
+    try:
+        first.acquire_lock()
+        try:
+            with pytest.raises(EngineAlreadyRunning, match=r"test\.db\.engine\.lock"):
+                second.acquire_lock()
+            assert (tmp_path / "test.db.engine.lock").exists()
+            assert not (tmp_path / "one" / "engine.lock").exists()
+        finally:
+            assert first.lock is not None
+            first.lock.release()
+        second.acquire_lock()
+        assert second.lock is not None
+        second.lock.release()
+    finally:
+        first_db.dispose()
+        second_db.dispose()
+
+
+def test_engine_when_sqlite_lock_file_is_replaced_stops(sqlite_url: str) -> None:
+    database = Database(sqlite_url)
+    gate = _OrderGate()
+    lock = EngineLock(database.engine)
+    service = EngineService([_Idle()], lock=lock, on_lock_lost=[gate.suspend_orders])
+    thread = EngineThread(service)
+    thread.start()
+    try:
+        assert lock.lock_path is not None
+        lock.lock_path.unlink()  # an operator "cleaning up"; a second engine can now lock a new file
+        intruder = EngineLock(database.engine)
+        intruder.acquire()
+        try:
+            eventually(lambda: gate.suspended_at is not None, timeout=1.0, interval=0.01, what="suspended")
+            eventually(lambda: not thread.running, timeout=5, what="engine stopped")
+            assert isinstance(thread.error, LockLost)
+        finally:
+            intruder.release()
+    finally:
+        thread.stop()
+        database.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("sqlite:///file:mem1?mode=memory&uri=true", None),
+        ("sqlite:////srv/am/algomirror.db", Path("/srv/am/algomirror.db.engine.lock")),
+        ("sqlite:///file:/srv/am/x.db?uri=true", Path("/srv/am/x.db.engine.lock")),
+    ],
+)
+def test_sqlite_lock_path_when_given_a_url_sits_beside_the_database_file(
+    url: str, expected: Path | None
+) -> None:
+    assert sqlite_lock_path(make_url(url)) == expected
+
+
+def test_sqlite_lock_path_when_url_is_relative_resolves_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert sqlite_lock_path(make_url("sqlite:///data/a.db")) == tmp_path / "data" / "a.db.engine.lock"
 
 
 class _Counter:
@@ -36,23 +315,19 @@ class _Counter:
         await stop.wait()
 
 
-def test_engine_thread_when_component_crashes_restarts_it_and_stops_cleanly(
-    database: Database, tmp_path: Path
-) -> None:
-    from tests.helpers import eventually
-
+def test_engine_thread_when_component_crashes_restarts_it_and_stops_cleanly(database: Database) -> None:
     counter = _Counter()
-    service = EngineService([counter], lock=EngineLock(database.engine, tmp_path))
+    service = EngineService([counter], lock=EngineLock(database.engine))
     service.restart_delay = 0.01
     thread = EngineThread(service)
     thread.start()
     try:
         eventually(lambda: counter.runs >= 2, timeout=5, what="component restarted")
         with pytest.raises(EngineAlreadyRunning):
-            EngineThread(EngineService([], lock=EngineLock(database.engine, tmp_path))).start()
+            EngineThread(EngineService([], lock=EngineLock(database.engine))).start()
     finally:
         thread.stop()
-    assert thread.error is None
-    again = EngineLock(database.engine, tmp_path)
+    assert thread.error is None and service.lock_lost is None
+    again = EngineLock(database.engine)
     again.acquire()  # released on stop
     again.release()

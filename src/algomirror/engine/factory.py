@@ -6,12 +6,13 @@ Used by ``algomirror engine`` (production, foreground) and by the embedded demo 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from algomirror.config import Settings
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock
 from algomirror.engine.lock import EngineLock
-from algomirror.engine.service import Component, EngineService
+from algomirror.engine.service import Component, EngineService, LockLostCallback
 from algomirror.engine.sync import AccountSync, SyncConfig
 from algomirror.security import SecretBox
 
@@ -53,18 +54,23 @@ def build_engine(
     *,
     market_clock: Clock | None = None,
     sync_config: SyncConfig | None = None,
+    on_lock_lost: Sequence[LockLostCallback] = (),
 ) -> EngineService:
     """An :class:`EngineService` with every component built so far (account sync) and the lock for this
-    database (PostgreSQL advisory lock, or ``<instance_dir>/engine.lock`` for SQLite).
+    database (PostgreSQL advisory lock, or ``<database file>.engine.lock`` for SQLite) with its fencing
+    epoch; escalations of crashing components are recorded in ``database``.
 
     ``market_clock`` decides market hours (the embedded demo passes the paper exchange's simulated
-    clock); ``sync_config`` overrides the settings-derived intervals and timeouts (tests).
+    clock); ``sync_config`` overrides the settings-derived intervals and timeouts (tests);
+    ``on_lock_lost`` callbacks run first when the lock is lost (the client registry's ``suspend_orders``).
     The lock is taken by ``EngineService.run``/``acquire_lock``, not here.
     """
     components: list[Component] = [
         build_account_sync(settings, database, market_clock=market_clock, config=sync_config)
     ]
-    return EngineService(components, lock=EngineLock(database.engine, settings.instance_dir))
+    return EngineService(
+        components, lock=EngineLock(database.engine), database=database, on_lock_lost=on_lock_lost
+    )
 
 
 def quiet_http_logs() -> None:

@@ -12,6 +12,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from algomirror.db.base import Base, TimestampMixin
 
 SIGNUP_ENABLED = "signup_enabled"
+# Set by the engine when a component keeps crashing (value: the reason); no entry may be placed while
+# it exists. Cleared by an operator (``algomirror.engine.halts.resume_entries``).
+ENGINE_ENTRIES_HALTED = "engine_entries_halted"
 
 
 class AppSetting(TimestampMixin, Base):
