@@ -1,177 +1,195 @@
-"""Cancel from the Orders page against the real paper exchange: confirm page, CSRF POST, the exchange's
-book, the activity log, and the broker's refusal shown on the page."""
+"""Cancel from the Orders page: the confirm page, the CSRF POST that queues an engine command (never a
+broker call from the web), the request shown until the engine ends it, and the outcome afterwards.
+Against the real paper exchange, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Any
 
-import httpx
-from sqlalchemy import select
+from sqlalchemy import update
 
-from algomirror.db.models import ActivityLog, Order
-from tests.factories import make_account, make_order
-from tests.integration.web_support import WebEnv, csrf_token, make_env, signed_in
+from algomirror.db.models import EngineCommand
+from tests.factories import make_order
+from tests.integration.command_support import (
+    cancel_actions,
+    cancel_form,
+    cancel_setup,
+    commands,
+    exchange_order,
+    order_row,
+    place,
+    processor,
+    request_cancel,
+)
+from tests.integration.web_support import csrf_token, signed_in
 from tests.sim_fixtures import SimHandle
 
-PE = "NIFTY01DEC2626000PE"
 
-
-def _place(sim: SimHandle, **order: Any) -> str:
-    body = {
-        "apikey": sim.api_keys[0],
-        "strategy": "test",
-        "symbol": PE,
-        "exchange": "NFO",
-        "action": "BUY",
-        "product": "NRML",
-        "quantity": "65",
-        **order,
-    }
-    reply = httpx.post(sim.api_url + "/placeorder", json=body, timeout=10)
-    assert reply.status_code == 200, reply.text
-    return str(reply.json()["orderid"])
-
-
-def _exchange_status(sim: SimHandle, orderid: str) -> str:
-    reply = httpx.post(
-        sim.api_url + "/orderstatus",
-        json={"apikey": sim.api_keys[0], "orderid": orderid, "strategy": "test"},
-        timeout=10,
-    )
-    return str(reply.json()["data"]["order_status"])
-
-
-def _setup(db_url: str, tmp_path: Path, sim: SimHandle, orderid: str) -> tuple[WebEnv, Any, int]:
-    env = make_env(db_url, tmp_path)
-    client = signed_in(env, "alice")
-    uid = env.user("alice").id
-    with env.database.session() as s:
-        account = make_account(
-            s,
-            uid,
-            "Paper one",
-            is_primary=True,
-            host_url=sim.rest_url,
-            api_key_encrypted=env.state.box.encrypt(sim.api_keys[0]),
-        )
-        # What the engine's sync writes for a resting order (our copy says "open").
-        order = make_order(
-            s,
-            account.id,
-            orderid,
-            symbol=PE,
-            action="BUY",
-            quantity=65,
-            status="open",
-            order_type="LIMIT",
-            price="5",
-        )
-        pk = order.id
-    return env, client, pk
-
-
-def _actions(env: WebEnv) -> list[tuple[str, str | None]]:
-    with env.database.session_factory() as s:
-        rows = s.execute(
-            select(ActivityLog.action, ActivityLog.details)
-            .where(ActivityLog.action.like("order_cancel%"))
-            .order_by(ActivityLog.id)
-        ).all()
-        return [(r[0], r[1]) for r in rows]
-
-
-def test_cancel_when_order_rests_on_exchange_cancels_it_and_logs(
+async def test_cancel_when_confirmed_queues_command_and_leaves_order_to_the_broker(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    orderid = _place(sim, pricetype="LIMIT", price="5")
-    assert _exchange_status(sim, orderid) == "open"
-    env, client, pk = _setup(db_url, tmp_path, sim, orderid)
+    orderid = place(sim, pricetype="LIMIT", price="5")
+    setup = cancel_setup(db_url, tmp_path, sim, orderid)
+    client, pk = setup.client, setup.order_pk
 
-    listing = client.get("/orders").get_data(as_text=True)
-    assert f"/orders/{pk}/cancel" in listing
-    confirm = client.get(f"/orders/{pk}/cancel")
-    assert confirm.status_code == 200
-    assert "Yes, cancel this order" in confirm.get_data(as_text=True)
-    assert _exchange_status(sim, orderid) == "open", "the confirm page must not cancel anything"
+    assert f"/orders/{pk}/cancel" in client.get("/orders").get_data(as_text=True)
+    confirm = client.get(f"/orders/{pk}/cancel").get_data(as_text=True)
+    assert "Yes, cancel this order" in confirm
+    assert commands(setup.env) == [], "the confirm page must not request anything"
 
-    token = csrf_token(client, f"/orders/{pk}/cancel")
-    done = client.post(f"/orders/{pk}/cancel", data={"csrf_token": token, "back": "//evil.example/x"})
+    form = cancel_form(client, pk)
+    done = client.post(f"/orders/{pk}/cancel", data={**form, "back": "//evil.example/x"})
     assert done.status_code == 303
-    assert done.headers["Location"].endswith("/orders")  # an off-site "back" is ignored
-    assert _exchange_status(sim, orderid) == "cancelled"
-    assert [a for a, _ in _actions(env)] == ["order_cancel_requested", "order_cancelled"]
-    assert all(orderid in (d or "") for _, d in _actions(env))
-    with env.database.session_factory() as s:
-        assert s.get(Order, pk).status == "cancelled"  # type: ignore[union-attr]
-    page = client.get("/orders").get_data(as_text=True)
-    assert f"Cancel sent for order {orderid}" in page
+    assert done.headers["Location"].endswith(f"/orders/{pk}/cancel?back=/orders")  # off-site back ignored
+    [command] = commands(setup.env)
+    assert (command.kind, command.status, command.token) == ("cancel_order", "pending", form["command_token"])
+    assert command.payload == {"account_id": setup.account_id, "order_id": orderid, "order_pk": pk}
+    assert command.created_at == setup.env.clock.now()
+    # Nothing reached the broker and our copy is unchanged: only the broker's word changes it.
+    assert exchange_order(sim, orderid)["order_status"] == "open"
+    assert order_row(setup.env, pk).status == "open"
+    assert [a for a, _ in cancel_actions(setup.env)] == ["order_cancel_requested"]
+    assert orderid in (cancel_actions(setup.env)[0][1] or "")
+
+    page = client.get(done.headers["Location"]).get_data(as_text=True)
+    assert f"Cancel requested for order {orderid}" in page
+    assert "status changes when the broker confirms" in page
+    assert "waiting for the engine" in page
+    assert "Yes, cancel this order" not in page  # no second request while one is pending
+    listing = client.get("/orders/live").get_data(as_text=True)
+    assert "cancel requested" in listing and f'aria-label="Cancel order {orderid}"' not in listing
+    overview = client.get(f"/accounts/{setup.account_id}/overview").get_data(as_text=True)
+    assert "cancel requested" in overview
+
+    async with processor(setup.env) as engine:
+        assert await engine.process_once() == 1
+    assert exchange_order(sim, orderid)["order_status"] == "cancelled"
+    assert order_row(setup.env, pk).status == "cancelled"
+    page = client.get(f"/orders/{pk}/cancel").get_data(as_text=True)
+    assert "Cancel request finished" in page and "The broker reports the order <strong>cancelled" in page
+    assert "cancel requested" not in client.get("/orders/live").get_data(as_text=True)
+    assert [a for a, _ in cancel_actions(setup.env)] == ["order_cancel_requested", "order_cancelled"]
 
 
-def test_cancel_when_order_already_complete_shows_broker_message(
+def test_cancel_when_same_form_submitted_twice_is_one_command(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    orderid = _place(sim, pricetype="MARKET")
-    assert _exchange_status(sim, orderid) == "complete"
-    env, client, pk = _setup(db_url, tmp_path, sim, orderid)  # our copy is stale: still "open"
+    setup = cancel_setup(db_url, tmp_path, sim, place(sim, pricetype="LIMIT", price="5"))
+    form = cancel_form(setup.client, setup.order_pk)
+    first = setup.client.post(f"/orders/{setup.order_pk}/cancel", data=form)
+    second = setup.client.post(f"/orders/{setup.order_pk}/cancel", data=form)
+    assert (first.status_code, second.status_code) == (303, 303)
+    assert "already requested" in setup.client.get(second.headers["Location"]).get_data(as_text=True)
+    assert len(commands(setup.env)) == 1
+    # The command ended (failed) and the order is still open: the old form is still the same command.
+    with setup.env.database.session() as s:
+        s.execute(update(EngineCommand).values(status="failed", error="test"))
+    third = setup.client.post(f"/orders/{setup.order_pk}/cancel", data=form)
+    assert third.status_code == 303
+    assert len(commands(setup.env)) == 1
+    assert [a for a, _ in cancel_actions(setup.env)] == ["order_cancel_requested"]
+    # A fresh confirmation is a new request.
+    assert request_cancel(setup).status_code == 303
+    assert len(commands(setup.env)) == 2
 
-    token = csrf_token(client, f"/orders/{pk}/cancel")
-    refused = client.post(f"/orders/{pk}/cancel", data={"csrf_token": token})
-    assert refused.status_code == 409
-    text = refused.get_data(as_text=True)
-    assert "Cannot cancel order in complete status" in text
-    assert [a for a, _ in _actions(env)] == ["order_cancel_requested", "order_cancel_failed"]
-    assert "Cannot cancel order in complete status" in (_actions(env)[1][1] or "")
+
+def test_cancel_when_two_submits_race_one_command_and_no_error(
+    db_url: str, tmp_path: Path, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    setup = cancel_setup(db_url, tmp_path, sim, place(sim, pricetype="LIMIT", price="5"))
+    form = cancel_form(setup.client, setup.order_pk)
+    name = setup.env.app.config["SESSION_COOKIE_NAME"]
+    cookie = setup.client.get_cookie(name)
+    assert cookie is not None
+    clients = [setup.env.client() for _ in range(4)]
+    for c in clients:
+        c.set_cookie(name, cookie.value)
+    barrier = threading.Barrier(len(clients))
+    codes: list[int] = []
+
+    def post(c: object) -> None:
+        barrier.wait()
+        codes.append(c.post(f"/orders/{setup.order_pk}/cancel", data=form).status_code)  # type: ignore[attr-defined]
+
+    threads = [threading.Thread(target=post, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(codes) == [303] * len(clients)
+    assert len(commands(setup.env)) == 1
 
 
 def test_cancel_when_post_without_csrf_token_is_refused(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    orderid = _place(sim, pricetype="LIMIT", price="5")
-    env, client, pk = _setup(db_url, tmp_path, sim, orderid)
-    response = client.post(f"/orders/{pk}/cancel", data={})
+    setup = cancel_setup(db_url, tmp_path, sim, place(sim, pricetype="LIMIT", price="5"))
+    form = cancel_form(setup.client, setup.order_pk)
+    response = setup.client.post(
+        f"/orders/{setup.order_pk}/cancel", data={"command_token": form["command_token"]}
+    )
     assert response.status_code == 400
-    assert _exchange_status(sim, orderid) == "open"
-    assert _actions(env) == []
+    assert commands(setup.env) == [] and cancel_actions(setup.env) == []
+
+
+def test_cancel_when_post_without_command_token_is_refused(
+    db_url: str, tmp_path: Path, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    setup = cancel_setup(db_url, tmp_path, sim, place(sim, pricetype="LIMIT", price="5"))
+    token = csrf_token(setup.client, f"/orders/{setup.order_pk}/cancel")
+    response = setup.client.post(f"/orders/{setup.order_pk}/cancel", data={"csrf_token": token})
+    assert response.status_code == 400
+    assert "confirm the cancel again" in response.get_data(as_text=True)
+    assert commands(setup.env) == [] and cancel_actions(setup.env) == []
+
+
+def test_cancel_when_order_is_other_users_is_404_and_nothing_queued(
+    db_url: str, tmp_path: Path, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    setup = cancel_setup(db_url, tmp_path, sim, place(sim, pricetype="LIMIT", price="5"))
+    form = cancel_form(setup.client, setup.order_pk)
+    bob = signed_in(setup.env, "bob")
+    assert bob.get(f"/orders/{setup.order_pk}/cancel").status_code == 404
+    data = {"csrf_token": csrf_token(bob, "/orders"), "command_token": form["command_token"]}
+    assert bob.post(f"/orders/{setup.order_pk}/cancel", data=data).status_code == 404
+    assert commands(setup.env) == [] and cancel_actions(setup.env) == []
 
 
 def test_cancel_when_order_not_open_in_our_book_offers_no_button(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    env, client, _ = _setup(db_url, tmp_path, sim, "nope-1")
-    with env.database.session() as s:
-        done = make_order(s, env.accounts("alice")[0].id, "done-1", status="complete")
-        pk = done.id
-    page = client.get(f"/orders/{pk}/cancel").get_data(as_text=True)
+    setup = cancel_setup(db_url, tmp_path, sim, "nope-1")
+    with setup.env.database.session() as s:
+        pk = make_order(s, setup.account_id, "done-1", status="complete").id
+    page = setup.client.get(f"/orders/{pk}/cancel").get_data(as_text=True)
     assert "Yes, cancel this order" not in page and "nothing to cancel" in page
-    token = csrf_token(client, f"/orders/{pk}/cancel")
-    response = client.post(f"/orders/{pk}/cancel", data={"csrf_token": token})
+    data = {**cancel_form(setup.client, setup.order_pk), "csrf_token": csrf_token(setup.client, "/orders")}
+    response = setup.client.post(f"/orders/{pk}/cancel", data=data)
     assert response.status_code == 303
-    assert _actions(env) == []
+    assert commands(setup.env) == [] and cancel_actions(setup.env) == []
 
 
-def test_cancel_when_broker_limit_exceeded_answers_429(
+def test_cancel_when_limit_exceeded_answers_429(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    env = make_env(db_url, tmp_path, ratelimit_broker="2 per minute")
-    client = signed_in(env, "alice")
-    uid = env.user("alice").id
-    with env.database.session() as s:
-        account = make_account(
-            s,
-            uid,
-            "Paper one",
-            is_primary=True,
-            host_url=sim.rest_url,
-            api_key_encrypted=env.state.box.encrypt(sim.api_keys[0]),
-        )
-        pks = [make_order(s, account.id, f"gone-{i}", status="open").id for i in range(3)]
-    token = csrf_token(client, f"/orders/{pks[0]}/cancel")
-    codes = [client.post(f"/orders/{pk}/cancel", data={"csrf_token": token}).status_code for pk in pks]
-    assert codes[:2] == [409, 409]  # unknown ids: the broker's 404 is shown
-    assert codes[2] == 429
+    setup = cancel_setup(db_url, tmp_path, sim, "gone-0", ratelimit_broker="2 per minute")
+    with setup.env.database.session() as s:
+        pks = [setup.order_pk] + [
+            make_order(s, setup.account_id, f"gone-{i}", status="open").id for i in (1, 2)
+        ]
+    forms = [cancel_form(setup.client, pk) for pk in pks]
+    codes = [
+        setup.client.post(f"/orders/{pk}/cancel", data=form).status_code
+        for pk, form in zip(pks, forms, strict=True)
+    ]
+    assert codes == [303, 303, 429]
+    assert len(commands(setup.env)) == 2

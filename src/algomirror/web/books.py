@@ -1,16 +1,19 @@
 """Multi-account book pages: Positions, Orders, Trades, Holdings, Funds (+ live fragments and CSV),
-cancel of an open order (confirm page, then a POST through the OpenAlgo client), and the account
+cancel of an open order (confirm page, then a POST that queues an engine command), and the account
 overview panels (funds, positions, orders, connection history).
 
 Pages read only our database (the engine's sync fills it). Filters and sorting are GET parameters, so
-every page works without JavaScript; htmx polls the ``live`` fragment with the same parameters. Only
-the cancel POST talks to a broker; it is CSRF-protected and rate limited with ``ratelimit_broker``.
+every page works without JavaScript; htmx polls the ``live`` fragment with the same parameters. No
+view talks to a broker: the cancel POST records a ``cancel_order`` row in ``engine_commands`` and the
+engine's command processor sends it; the order's status changes only when the broker reports it. The
+POST is CSRF-protected and rate limited with ``ratelimit_broker`` (each one becomes a broker call).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import secrets
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -20,10 +23,11 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
 from flask_login import login_required
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import MultiDict
 
-from algomirror.broker import sync_facade
-from algomirror.broker.errors import BrokerError, UnknownOutcomeError
+from algomirror.db.models import EngineCommand
 from algomirror.domain.timeutil import format_ist, to_ist
 from algomirror.web import queries
 from algomirror.web.context import (
@@ -34,7 +38,6 @@ from algomirror.web.context import (
     me,
     now,
     redirect_to,
-    state,
 )
 from algomirror.web.dashboard import POLL_SECONDS, market_status, signed_out_fragment, stale_after
 
@@ -43,7 +46,10 @@ bp = Blueprint("books", __name__)
 KINDS = ("positions", "orders", "trades", "holdings", "funds")
 # Rows per page of the HTML table (subtotals and totals always cover every matching row; the CSV has all).
 PAGE_SIZE = 100
-CANCEL_STRATEGY_TAG = "AlgoMirror"
+# The engine command a Cancel queues (payload: account_id, order_id = broker id, order_pk = our row).
+CANCEL_COMMAND = "cancel_order"
+ACTIVE_COMMAND_STATUSES = ("pending", "running")
+COMMAND_TOKEN_MAX = 100  # engine_commands.token is VARCHAR(100)
 CSV_INJECTION_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -121,6 +127,7 @@ def _context(kind: str) -> dict[str, Any]:
         "overview_prefix": request.script_root + "/accounts/",
         "page": filters.page,
         "pages": pages,
+        "cancel_requests": _requested_cancels() if kind == "orders" else set(),
         "poll_seconds": POLL_SECONDS,
         "generated_at": now(),
     }
@@ -221,66 +228,125 @@ def _own_order(order_pk: int) -> tuple[Any, Any]:
     return found
 
 
+def _cancel_commands(order_pk: int | None = None, *, active: bool = False) -> list[EngineCommand]:
+    """The signed-in user's cancel commands, newest first: of one order (``order_pk``) or of all, and
+    only pending/running ones when ``active``."""
+    query = select(EngineCommand).where(
+        EngineCommand.user_id == me().id, EngineCommand.kind == CANCEL_COMMAND
+    )
+    if order_pk is not None:
+        query = query.where(EngineCommand.payload["order_pk"].as_integer() == order_pk)
+    if active:
+        query = query.where(EngineCommand.status.in_(ACTIVE_COMMAND_STATUSES))
+    return list(db().scalars(query.order_by(EngineCommand.id.desc())))
+
+
+def _requested_cancels() -> set[int]:
+    """Our order ids (``orders.id``) with a cancel still waiting for the engine or the broker."""
+    pks: set[int] = set()
+    for command in _cancel_commands(active=True):
+        order_pk = (command.payload or {}).get("order_pk")
+        if isinstance(order_pk, int):
+            pks.add(order_pk)
+    return pks
+
+
+def _cancel_page(order: Any, account: Any, back: str, *, error: str | None = None, code: int = 200) -> Any:
+    commands = _cancel_commands(order.id)
+    latest = commands[0] if commands else None
+    waiting = latest is not None and latest.status in ACTIVE_COMMAND_STATUSES
+    page = render_template(
+        "books/cancel.html",
+        order=order,
+        account=account,
+        is_open=order.status in queries.OPEN_ORDER_STATUSES,
+        back=back,
+        error=error,
+        command=latest,
+        waiting=waiting,
+        # The idempotency key of the cancel this page would request: a second submit of the same
+        # form is the same command (engine_commands.token is unique).
+        command_token=secrets.token_urlsafe(24),
+    )
+    return page, code
+
+
+def _already_requested(order: Any, back: str) -> Any:
+    flash(f"A cancel of order {order.order_id} is already requested.", "warning")
+    return redirect(url_for("books.cancel_order", order_pk=order.id, back=back), code=303)
+
+
 @bp.route("/orders/<int:order_pk>/cancel", methods=["GET", "POST"])
 def cancel_order(order_pk: int) -> Any:
-    """GET: the confirmation page. POST (CSRF-checked): cancel through the account's OpenAlgo server.
+    """GET: the confirmation page, and the state of the latest cancel request of this order.
+    POST (CSRF-checked, with the page's ``command_token``): queue a ``cancel_order`` engine command.
 
-    The broker's refusal is shown on the page (HTTP 409) and recorded; the activity log gets
-    ``order_cancel_requested`` then ``order_cancelled`` or ``order_cancel_failed``.
+    The view never calls the broker and never changes the order: the engine sends the cancel and
+    writes the order's status from the broker's own report. The same token posted twice, or a cancel
+    while another is still pending, is answered "already requested" (303). The activity log gets
+    ``order_cancel_requested``; the engine logs the outcome.
     """
     order, account = _own_order(order_pk)
-    is_open = order.status in queries.OPEN_ORDER_STATUSES
     back = request.values.get("back") or ""
     if not is_same_site_path(back):
         back = url_for("books.orders")
     if request.method == "GET":
-        return render_template("books/cancel.html", order=order, account=account, is_open=is_open, back=back)
-    if not is_open:
+        return _cancel_page(order, account, back)
+    if order.status not in queries.OPEN_ORDER_STATUSES:
         return redirect_to(
             "books.orders", f"Order {order.order_id} is {order.status}; nothing to cancel.", "warning"
         )
+    token = (request.form.get("command_token") or "").strip()
+    if not token or len(token) > COMMAND_TOKEN_MAX:
+        return _cancel_page(
+            order, account, back, error="This form is out of date; confirm the cancel again.", code=400
+        )
     if not account.api_key_encrypted:
         error = "This account has no API key; edit the account to add one."
-        return render_template(
-            "books/cancel.html", order=order, account=account, is_open=is_open, back=back, error=error
-        ), 409
-    user_id = me().id
+        return _cancel_page(order, account, back, error=error, code=409)
+    used = db().scalar(select(EngineCommand).where(EngineCommand.token == token))
+    if used is not None or _cancel_commands(order.id, active=True):
+        if used is not None and (used.user_id != me().id or (used.payload or {}).get("order_pk") != order.id):
+            return _cancel_page(
+                order, account, back, error="This form was already used; confirm the cancel again.", code=409
+            )
+        return _already_requested(order, back)
+    # End the read transaction before writing: on SQLite a transaction that has read cannot take the
+    # write lock once another writer (a second submit) committed; a fresh one waits for it instead.
+    db().commit()
+    at = now()
+    db().add(
+        EngineCommand(
+            user_id=me().id,
+            kind=CANCEL_COMMAND,
+            payload={"account_id": account.id, "order_id": order.order_id, "order_pk": order.id},
+            token=token,
+            status="pending",
+            created_at=at,
+            updated_at=at,
+        )
+    )
     log_activity(
         db(),
         "order_cancel_requested",
-        user_id=user_id,
+        user_id=me().id,
         account_id=account.id,
         details=f"order {order.order_id} {order.action} {order.quantity} {order.symbol}",
     )
-    db().commit()
     try:
-        api_key = state().box.decrypt(account.api_key_encrypted)
-        sync_facade.cancel_order(
-            account.host_url, api_key, order.order_id, strategy=order.strategy or CANCEL_STRATEGY_TAG
-        )
-    except (BrokerError, ValueError) as exc:
-        message = exc.message if isinstance(exc, BrokerError) else str(exc)
-        if isinstance(exc, UnknownOutcomeError):
-            message = f"{message}. Check the order book: the cancel may or may not have reached the broker."
-        log_activity(
-            db(),
-            "order_cancel_failed",
-            user_id=user_id,
-            account_id=account.id,
-            details=f"order {order.order_id}: {message}"[:2000],
-        )
         db().commit()
-        return render_template(
-            "books/cancel.html", order=order, account=account, is_open=is_open, back=back, error=message
-        ), 409
-    log_activity(
-        db(), "order_cancelled", user_id=user_id, account_id=account.id, details=f"order {order.order_id}"
+    except IntegrityError:
+        # Two submits of one form raced past the check above: the token's unique index kept it to one.
+        db().rollback()
+        if db().scalar(select(EngineCommand.id).where(EngineCommand.token == token)) is None:
+            raise
+        return _already_requested(order, back)
+    flash(
+        f"Cancel requested for order {order.order_id} ({account.account_name}). "
+        "Its status changes when the broker confirms.",
+        "success",
     )
-    # Shown at once; the next sync overwrites it with the broker's own status.
-    order.status = "cancelled"
-    db().commit()
-    flash(f"Cancel sent for order {order.order_id} ({account.account_name}).", "success")
-    return redirect(back, code=303)
+    return redirect(url_for("books.cancel_order", order_pk=order.id, back=back), code=303)
 
 
 # --------------------------------------------------------------------------------- account overview
@@ -306,6 +372,7 @@ def _overview_context(account_id: int) -> dict[str, Any]:
         "positions_book": queries.BOOKS["positions"],
         "orders_book": queries.BOOKS["orders"],
         "history": queries.connection_history(db(), me().id, account_id),
+        "cancel_requests": _requested_cancels(),
         "poll_seconds": POLL_SECONDS,
         "generated_at": at,
     }
