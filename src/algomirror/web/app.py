@@ -22,7 +22,7 @@ from algomirror.db.session import Database
 from algomirror.domain.money import format_inr
 from algomirror.domain.timeutil import format_ist
 from algomirror.security import SecretBox, install_redaction, make_password_hasher, mask_key
-from algomirror.web.context import SessionUser, WebState, close_db, db
+from algomirror.web.context import SessionUser, WebState, close_db, db, engine_alerts
 from algomirror.web.context import now as state_now
 
 CSP = "; ".join(
@@ -263,6 +263,8 @@ def _register_template_helpers(app: Flask) -> None:
     app.add_template_filter(mask_key, "masked_key")
     app.add_template_global(money_class, "money_class")
     app.add_template_filter(money_class, "money_class")
+
+    app.context_processor(engine_alerts)
 
     @app.context_processor
     def nav_items() -> dict[str, Any]:

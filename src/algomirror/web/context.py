@@ -10,12 +10,15 @@ from typing import Any, cast
 from argon2 import PasswordHasher
 from flask import current_app, flash, g, has_app_context, has_request_context, redirect, request, url_for
 from flask_login import current_user
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from algomirror.broker.facade import ConnectionTest
 from algomirror.config import Settings
 from algomirror.db.models import ActivityLog, User
+from algomirror.db.models.app_settings import ENGINE_ENTRIES_HALTED, AppSetting
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock, utcnow
 from algomirror.security import SecretBox
@@ -163,3 +166,24 @@ def redirect_to(
     if message:
         flash(message, category)
     return redirect(url_for(endpoint, **values), code=303)
+
+
+def engine_halt_reason() -> str | None:
+    """Why the engine halted entries (the durable flag a repeatedly crashing component sets), or None.
+    For signed-in users only; one indexed look-up, made only by the base layout (partials skip it)."""
+    if not current_user.is_authenticated:
+        return None
+    session = db()
+    try:
+        return session.scalar(select(AppSetting.value).where(AppSetting.key == ENGINE_ENTRIES_HALTED))
+    except SQLAlchemyError as exc:
+        # The banner must not turn a page (or the error page of a database outage) into a second failure.
+        session.rollback()
+        current_app.logger.warning("could not read the engine's entries-halted flag: %s", type(exc).__name__)
+        return None
+
+
+def engine_alerts() -> dict[str, Any]:
+    """Context processor: ``engine_halt_reason()`` for the base layout's alert banner (a callable, so a
+    page that does not show the banner costs no query)."""
+    return {"engine_halt_reason": engine_halt_reason}
