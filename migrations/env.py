@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from algomirror.db.models import Base
 from algomirror.db.session import make_engine
@@ -38,16 +39,34 @@ def run_migrations_online() -> None:
         _configure_and_run(connectable)
 
 
-def _configure_and_run(connection: object) -> None:
+def _configure_and_run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
     context.configure(
-        connection=connection,  # type: ignore[arg-type]
+        connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",  # type: ignore[attr-defined]
+        render_as_batch=sqlite,
         compare_type=True,
         compare_server_default=False,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    if not sqlite:
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    # A batch migration rebuilds a table (create new, copy, drop old, rename). With foreign keys on,
+    # dropping a parent table would cascade into its children, so they are switched off for the
+    # migration (the pragma is ignored inside a transaction, hence on the driver connection first) and
+    # checked once it is done, as SQLite's own procedure for schema changes prescribes.
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migration left rows violating foreign keys: {broken[:5]}")
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():

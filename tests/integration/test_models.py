@@ -194,7 +194,9 @@ def test_delete_user_when_it_owns_everything_removes_owned_rows(session: Session
             EngineCommand(user_id=user.id, kind="execute_strategy", token="tok-1"),
         ]
     )
-    make_strategy_tree(session, user, account)
+    strategy = Strategy(user_id=user.id, name="Never traded")
+    strategy.legs.append(StrategyLeg(leg_number=1, instrument="NIFTY", action="SELL", option_type="CE"))
+    session.add(strategy)
     seed_user_defaults(session, user)
     session.commit()
 
@@ -261,19 +263,94 @@ def test_delete_account_when_referenced_by_feed_rows_sets_them_null(session: Ses
     assert session.scalars(select(WebSocketSession.account_id)).one() is None
 
 
-def test_delete_strategy_when_it_has_runs_removes_legs_runs_executions(session: Session) -> None:
+def _journal_counts(session: Session) -> dict[str, int]:
+    return {
+        m.__tablename__: count(session, m)
+        for m in (
+            StrategyRun,
+            StrategyExecution,
+            OrderIntent,
+            RiskEvent,
+            StrategyLeg,
+            Strategy,
+            TradingAccount,
+        )
+    }
+
+
+@pytest.mark.parametrize("target", ["user", "account", "strategy", "leg", "run", "execution"])
+def test_delete_parent_when_journal_rows_exist_is_refused_by_the_database(
+    session: Session, target: str
+) -> None:
+    user = make_user(session)
+    account = make_account(session, user)
+    execution = make_strategy_tree(session, user, account)
+    session.commit()
+    before = _journal_counts(session)
+    statement = {
+        "user": delete(User).where(User.id == user.id),
+        "account": delete(TradingAccount).where(TradingAccount.id == account.id),
+        "strategy": delete(Strategy).where(Strategy.id == execution.strategy_id),
+        "leg": delete(StrategyLeg).where(StrategyLeg.id == execution.leg_id),
+        "run": delete(StrategyRun).where(StrategyRun.id == execution.run_id),
+        "execution": delete(StrategyExecution).where(StrategyExecution.id == execution.id),
+    }[target]
+
+    with pytest.raises(IntegrityError):
+        session.execute(statement)
+    session.rollback()
+    session.expunge_all()
+
+    assert _journal_counts(session) == before
+    assert all(n >= 1 for n in before.values())
+
+
+def test_insert_execution_when_same_run_leg_and_account_is_refused(session: Session) -> None:
+    user = make_user(session)
+    account = make_account(session, user)
+    first = make_strategy_tree(session, user, account)
+    session.commit()
+    twin = StrategyExecution(
+        strategy_id=first.strategy_id, account_id=account.id, leg_id=first.leg_id, run_id=first.run_id
+    )
+
+    expect_integrity_error(session, twin)
+    assert count(session, StrategyExecution) == 1
+
+
+def test_insert_execution_when_run_missing_is_refused(session: Session) -> None:
+    user = make_user(session)
+    account = make_account(session, user)
+    first = make_strategy_tree(session, user, account)
+    session.commit()
+    orphan = StrategyExecution(strategy_id=first.strategy_id, account_id=account.id, leg_id=first.leg_id)
+
+    expect_integrity_error(session, orphan)
+
+
+def test_insert_intent_when_broker_order_already_adopted_is_refused(session: Session) -> None:
     user = make_user(session)
     account = make_account(session, user)
     execution = make_strategy_tree(session, user, account)
     session.commit()
 
-    session.execute(delete(Strategy).where(Strategy.id == execution.strategy_id))
-    session.commit()
-    session.expunge_all()
+    def slice_intent(n: int, order_id: str | None) -> OrderIntent:
+        return OrderIntent(
+            key=f"exec:{execution.id}:entry:{n}",
+            execution_id=execution.id,
+            account_id=account.id,
+            symbol="NIFTY30DEC2524050CE",
+            exchange="NFO",
+            product="MIS",
+            side="SELL",
+            quantity=65,
+            order_id=order_id,
+        )
 
-    for model in (StrategyLeg, StrategyRun, StrategyExecution, OrderIntent, RiskEvent):
-        assert count(session, model) == 0, model.__tablename__
-    assert count(session, TradingAccount) == 1
+    # Slices whose order is not known yet may coexist; two slices can never own one broker order.
+    session.add_all([slice_intent(2, None), slice_intent(3, None), slice_intent(4, "2501")])
+    session.flush()
+    expect_integrity_error(session, slice_intent(5, "2501"))
 
 
 # --- unique keys (upsert targets) ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from algomirror.db.models import make_trade_key
 from algomirror.db.models.enums import in_check
-from algomirror.db.types import Money, UTCDateTime
+from algomirror.db.types import Money, MoneyLiteral, Price, UTCDateTime
 from algomirror.domain.timeutil import IST
 
 SQLITE = sqlite.dialect()
@@ -27,16 +27,34 @@ def test_money_bind_when_more_decimals_than_scale_rounds_half_up() -> None:
     assert Money().process_bind_param(Decimal("-1.005"), PG) == Decimal("-1.01")
 
 
-def test_money_bind_when_sqlite_stores_exact_text() -> None:
-    assert Money().process_bind_param(Decimal("12345678.05"), SQLITE) == "12345678.05"
-    assert Money().process_bind_param("7", SQLITE) == "7.00"
-    assert Money().process_bind_param(3, SQLITE) == "3.00"
+def test_money_bind_when_sqlite_stores_integer_ten_thousandths() -> None:
+    assert Money().process_bind_param(Decimal("12345678.05"), SQLITE) == 123456780500
+    assert Money().process_bind_param("7", SQLITE) == 70000
+    assert Money().process_bind_param(-3, SQLITE) == -30000
+    assert Price().process_bind_param(Decimal("123.4567"), SQLITE) == 1234567
 
 
-def test_money_result_when_sqlite_returns_float_gives_exact_decimal() -> None:
-    # SQLite's NUMERIC affinity hands back a float; 14 significant digits survive repr.
-    assert Money().process_result_value(12345678.05, SQLITE) == Decimal("12345678.05")
-    assert Money().process_result_value(999999999999.99, SQLITE) == Decimal("999999999999.99")
+def test_money_result_when_sqlite_units_gives_exact_decimal() -> None:
+    assert Money().process_result_value(123456780500, SQLITE) == Decimal("12345678.05")
+    assert Money().process_result_value(9999999999999900, SQLITE) == Decimal("999999999999.99")
+    assert Price().process_result_value(1234567, SQLITE) == Decimal("123.4567")
+    # An expression computed in SQL (AVG) may come back as a float of units.
+    assert Price().process_result_value(1234567.0, SQLITE) == Decimal("123.4567")
+
+
+def test_price_bind_when_four_decimals_keeps_them_on_both_backends() -> None:
+    assert Price().process_bind_param(Decimal("123.4567"), PG) == Decimal("123.4567")
+    assert Price().process_bind_param(Decimal("123.45675"), PG) == Decimal("123.4568")
+
+
+def test_money_literal_when_compiled_renders_storage_units_per_dialect() -> None:
+    from sqlalchemy import column
+
+    expr = column("margin_percentage") <= MoneyLiteral("100")
+    assert str(expr.compile(dialect=SQLITE, compile_kwargs={"literal_binds": True})).endswith("1000000")
+    assert str(expr.compile(dialect=PG, compile_kwargs={"literal_binds": True})).endswith("100")
+    with pytest.raises(TypeError):
+        MoneyLiteral(1.5)  # type: ignore[arg-type]
 
 
 def test_money_result_when_none_stays_none() -> None:

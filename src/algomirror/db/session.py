@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,8 +17,16 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached; ``str(exc)`` is a one-line reason."""
 
 
+# Execution option naming how a SQLite transaction begins; see _sqlite_begin.
+SQLITE_BEGIN = "algomirror_sqlite_begin"
+
+
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # The driver's legacy mode runs SELECTs outside any transaction and opens one only before
+        # the first write, so read-modify-write loses updates. Switch it off and let _sqlite_begin
+        # open every transaction explicitly.
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
@@ -29,12 +37,23 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
     return on_connect
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    """Open every SQLite transaction explicitly, so its reads are inside it. ``BEGIN IMMEDIATE`` for
+    connections marked by :meth:`Database.session` (the write lock is taken first: two writers
+    serialise instead of one losing its update), ``BEGIN DEFERRED`` otherwise (WAL readers never
+    wait; a deferred transaction that writes after another writer committed fails with "database is
+    locked" rather than overwrite it)."""
+    immediate = conn.get_execution_options().get(SQLITE_BEGIN) == "IMMEDIATE"
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN DEFERRED")
+
+
 def make_engine(url: str, settings: Settings | None = None) -> Engine:
     """Create an engine with the right pragmas (SQLite) or pool settings (PostgreSQL)."""
     if url.startswith("sqlite"):
         busy = settings.sqlite_busy_timeout_ms if settings else 5000
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy / 1000})
         event.listen(engine, "connect", _sqlite_pragmas(busy))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs: dict[str, Any] = {
         "pool_size": settings.db_pool_size if settings else 10,
@@ -61,17 +80,24 @@ def check_connection(engine: Engine) -> None:
 
 
 class Database:
-    """Holds the engine and the session factory; one per process."""
+    """Holds the engine and the session factories; one per process.
+
+    ``session_factory`` makes general-purpose sessions (web requests, reads); :meth:`session` is the
+    unit of work for engine writes, which on SQLite holds the write lock from its first statement.
+    """
 
     def __init__(self, url: str, settings: Settings | None = None) -> None:
         self.url = url
         self.engine = make_engine(url, settings)
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
+        writer = self.engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        self.write_session_factory = sessionmaker(writer, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A unit of work: commits on success, rolls back on any exception."""
-        session = self.session_factory()
+        """A write unit of work: commits on success, rolls back on any exception. On SQLite it begins
+        IMMEDIATE (read-modify-write cannot lose an update): keep it short and never across I/O."""
+        session = self.write_session_factory()
         try:
             yield session
             session.commit()

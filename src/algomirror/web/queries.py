@@ -4,9 +4,9 @@ Every public function takes the owner's ``user_id`` and joins ``trading_accounts
 rows can never be returned, and another user's account id behaves exactly like a missing one
 (:class:`NotOwned`). Each page costs a fixed number of queries (no per-account or per-row queries).
 
-Money sums are exact to the paisa on every backend: PostgreSQL sums NUMERIC; on SQLite (whose NUMERIC
-values are floats) each amount is rounded to whole paise and summed as an integer. A NULL amount is
-*unknown*: it is counted in :attr:`Sum.unknown`, never added as 0.
+Money sums are exact on every backend: PostgreSQL sums NUMERIC, SQLite sums the integer units its money
+columns store (see :class:`algomirror.db.types.Money`). A NULL amount is *unknown*: it is counted in
+:attr:`Sum.unknown`, never added as 0.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, case, cast, func, select
+from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -60,6 +60,7 @@ class Sum:
     unknown: int = 0
 
     def add(self, amount: Decimal | None) -> None:
+        """Add one row's amount (rupees); None counts as one unknown value."""
         if amount is None:
             self.unknown += 1
         else:
@@ -67,12 +68,14 @@ class Sum:
             self.known_count += 1
 
     def merge(self, other: Sum) -> None:
+        """Add another sum's known amount and both counts into this one."""
         self.known += other.known
         self.known_count += other.known_count
         self.unknown += other.unknown
 
     @property
     def value(self) -> Decimal | None:
+        """The known total in rupees to the paisa; None when every value was unknown."""
         if self.unknown and not self.known_count:
             return None
         return self.known.quantize(CENT, rounding=ROUND_HALF_UP)
@@ -267,6 +270,7 @@ class DashboardTotals:
 
 
 def dashboard_totals(cards: Iterable[AccountCard]) -> DashboardTotals:
+    """The dashboard's totals over ``cards``: every account is counted, only active ones are summed."""
     totals = DashboardTotals()
     for card in cards:
         totals.accounts += 1
@@ -347,12 +351,15 @@ class Subtotal:
     counts: dict[str, int] = field(default_factory=dict)
 
     def sum(self, key: str) -> Sum:
+        """The running sum of column ``key`` (created empty on first use)."""
         return self.sums.setdefault(key, Sum())
 
     def bump(self, key: str, by: int = 1) -> None:
+        """Add ``by`` to the count ``key``."""
         self.counts[key] = self.counts.get(key, 0) + by
 
     def merge(self, other: Subtotal) -> None:
+        """Fold another subtotal's row count, sums and counts into this one."""
         self.count += other.count
         for key, value in other.sums.items():
             self.sum(key).merge(value)
@@ -360,6 +367,7 @@ class Subtotal:
             self.bump(key, n)
 
     def pct(self, numerator: str, denominator: str) -> Decimal | None:
+        """Sum of ``numerator`` as a percentage of the sum of ``denominator`` (see :func:`percent`)."""
         return percent(self.sum(numerator).value, self.sum(denominator).value)
 
 
@@ -630,20 +638,16 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _money_sum(expr: SqlExpr, dialect: str) -> ColumnElement[Any]:
-    """Σ of a 2-dp amount, exact on every backend: SQLite sums whole paise as integers (its NUMERIC
-    values are floats); PostgreSQL sums NUMERIC exactly."""
-    if dialect == "sqlite":
-        return func.sum(cast(func.round(expr * 100), Integer))
-    return func.sum(expr)
+def _money_sum(expr: SqlExpr) -> ColumnElement[Any]:
+    """Σ of a money column, typed as that column, so the sum comes back as an exact ``Decimal`` on
+    both backends (integer units summed on SQLite, NUMERIC on PostgreSQL)."""
+    return func.sum(expr, type_=expr.type)
 
 
-def _money_value(raw: Any, dialect: str) -> Decimal:
+def _money_value(raw: Any) -> Decimal:
     if raw is None:
         return ZERO
-    if dialect == "sqlite":
-        return Decimal(int(raw)).scaleb(-2)
-    return Decimal(str(raw)).quantize(CENT, rounding=ROUND_HALF_UP)
+    return Decimal(raw).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def book_subtotals(
@@ -655,13 +659,12 @@ def book_subtotals(
     """Per-account subtotals and the grand total of the book rows matching ``row_conditions``, for
     every account matching ``account_conditions`` (creation order; accounts without rows get zeros).
     One query: accounts LEFT JOIN rows, grouped by account."""
-    dialect = session.get_bind().dialect.name
     model = book.model
     columns: list[SqlExpr] = [TradingAccount.id, TradingAccount.account_name, func.count(model.id)]
     for spec in book.sums:
         expr = spec.expr if spec.where is None else case((spec.where, spec.expr))
         rows_in = func.count(model.id) if spec.where is None else func.count(case((spec.where, 1)))
-        columns += [_money_sum(expr, dialect), rows_in, func.count(expr)]
+        columns += [_money_sum(expr), rows_in, func.count(expr)]
     for count_spec in book.counts:
         columns.append(func.sum(case((count_spec.where, 1), else_=0)))
     query = (
@@ -679,7 +682,7 @@ def book_subtotals(
         index = 3
         for spec in book.sums:
             total_rows, known = int(row[index + 1]), int(row[index + 2])
-            sub.sums[spec.key] = Sum(_money_value(row[index], dialect), known, total_rows - known)
+            sub.sums[spec.key] = Sum(_money_value(row[index]), known, total_rows - known)
             index += 3
         for count_spec in book.counts:
             sub.counts[count_spec.key] = int(row[index] or 0)

@@ -14,6 +14,7 @@ from algomirror.db.models.books import (
     OrderArchive,
     Position,
     Trade,
+    TradeArchive,
     make_trade_key,
 )
 from algomirror.db.models.calendar import (
@@ -37,11 +38,11 @@ from algomirror.db.models.strategies import (
 from algomirror.db.models.users import ActivityLog, User
 
 __all__ = [
+    "FENCE_ROW_ID",
     "AccountFunds",
     "ActivityLog",
     "AppSetting",
     "Base",
-    "FENCE_ROW_ID",
     "EngineCommand",
     "EngineFence",
     "FailoverEvent",
@@ -60,6 +61,7 @@ __all__ = [
     "StrategyLeg",
     "StrategyRun",
     "Trade",
+    "TradeArchive",
     "TradeQuality",
     "TradingAccount",
     "TradingHoursTemplate",

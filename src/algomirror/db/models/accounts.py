@@ -14,7 +14,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    UniqueConstraint,
     false,
     text,
     true,
@@ -22,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from algomirror.db.base import Base, TimestampMixin
-from algomirror.db.types import Money, UTCDateTime
+from algomirror.db.types import Money, UTCDateTime, money_default
 
 if TYPE_CHECKING:
     from algomirror.db.models.users import User
@@ -67,14 +66,24 @@ class TradingAccount(TimestampMixin, Base):
         Boolean, default=True, server_default=true(), nullable=False
     )
     allocation_multiplier: Mapped[Decimal] = mapped_column(
-        Money(8, 2), default=Decimal("1.00"), server_default="1.00", nullable=False
+        Money(8, 2), default=Decimal("1.00"), server_default=money_default("1.00"), nullable=False
     )
     max_lots_per_leg: Mapped[int] = mapped_column(Integer, default=100, server_default="100", nullable=False)
+    # Set instead of deleting an account that traded: hidden and inactive, its books and journal kept.
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(back_populates="trading_accounts")
 
     __table_args__ = (
-        UniqueConstraint("user_id", "account_name", name="unique_user_account"),
+        # Names are unique among a user's live accounts; an archived account frees its name.
+        Index(
+            "unique_user_account",
+            "user_id",
+            "account_name",
+            unique=True,
+            postgresql_where=text("archived_at IS NULL"),
+            sqlite_where=text("archived_at IS NULL"),
+        ),
         CheckConstraint("length(account_name) >= 3", name="check_account_name_length"),
         CheckConstraint("length(broker) >= 1", name="check_broker_not_empty"),
         CheckConstraint(

@@ -15,6 +15,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
+    column,
     false,
     true,
 )
@@ -22,11 +24,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from algomirror.db.base import Base, TimestampMixin
 from algomirror.db.models.enums import GRADE_SOURCES, RISK_LEVELS, in_check
-from algomirror.db.types import Money
+from algomirror.db.types import Money, MoneyLiteral, money_default
 
 
 def _margin(default: str) -> Mapped[Decimal]:
-    return mapped_column(Money(), default=Decimal(default), server_default=default, nullable=False)
+    return mapped_column(
+        Money(), default=Decimal(default), server_default=money_default(default), nullable=False
+    )
 
 
 class MarginRequirement(TimestampMixin, Base):
@@ -97,7 +101,10 @@ class TradeQuality(TimestampMixin, Base):
 
     __table_args__ = (
         UniqueConstraint("user_id", "quality_grade"),
-        CheckConstraint("margin_percentage > 0 AND margin_percentage <= 100", name="margin_percentage_range"),
+        CheckConstraint(
+            and_(column("margin_percentage") > 0, column("margin_percentage") <= MoneyLiteral(100)),
+            name="margin_percentage_range",
+        ),
         CheckConstraint("length(quality_grade) >= 1", name="grade_not_empty"),
         in_check("risk_level", RISK_LEVELS),
         in_check("source", GRADE_SOURCES),

@@ -54,7 +54,7 @@ from algomirror.db.models.enums import (
     TRAILING_SL_TYPES,
     in_check,
 )
-from algomirror.db.types import Money, UTCDateTime
+from algomirror.db.types import Money, Price, UTCDateTime, money_default
 from algomirror.domain.timeutil import utcnow
 
 
@@ -80,6 +80,8 @@ class Strategy(TimestampMixin, Base):
         Boolean, default=True, server_default=true(), nullable=False, index=True
     )
     is_template: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), nullable=False)
+    # Set instead of deleting a strategy that has runs: hidden from lists, its history kept.
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     entry_time: Mapped[time | None] = mapped_column(Time)
     exit_time: Mapped[time | None] = mapped_column(Time)
@@ -113,7 +115,7 @@ class Strategy(TimestampMixin, Base):
     supertrend_exit_type: Mapped[str | None] = mapped_column(String(20))
     supertrend_period: Mapped[int] = mapped_column(Integer, default=7, server_default="7", nullable=False)
     supertrend_multiplier: Mapped[Decimal] = mapped_column(
-        Money(5, 2), default=Decimal("3.00"), server_default="3.00", nullable=False
+        Money(5, 2), default=Decimal("3.00"), server_default=money_default("3.00"), nullable=False
     )
     supertrend_timeframe: Mapped[str] = mapped_column(
         String(10), default="5m", server_default="5m", nullable=False
@@ -144,7 +146,15 @@ class Strategy(TimestampMixin, Base):
     )
 
     __table_args__ = (
-        UniqueConstraint("user_id", "name"),
+        # Names are unique among a user's live strategies; an archived one frees its name.
+        Index(
+            "uq_strategies_user_id_name",
+            "user_id",
+            "name",
+            unique=True,
+            postgresql_where=text("archived_at IS NULL"),
+            sqlite_where=text("archived_at IS NULL"),
+        ),
         in_check("market_condition", MARKET_CONDITIONS),
         CheckConstraint(
             "risk_profile = 'fixed_lots'"
@@ -189,11 +199,11 @@ class StrategyLeg(TimestampMixin, Base):
     strike_selection: Mapped[str | None] = mapped_column(String(50))
     strike_offset: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
     strike_price: Mapped[Decimal | None] = mapped_column(Money())
-    premium_value: Mapped[Decimal | None] = mapped_column(Money())
+    premium_value: Mapped[Decimal | None] = mapped_column(Price())
 
     order_type: Mapped[str | None] = mapped_column(String(20))
-    limit_price: Mapped[Decimal | None] = mapped_column(Money())
-    trigger_price: Mapped[Decimal | None] = mapped_column(Money())
+    limit_price: Mapped[Decimal | None] = mapped_column(Price())
+    trigger_price: Mapped[Decimal | None] = mapped_column(Price())
     price_condition: Mapped[str | None] = mapped_column(String(10))
     quantity: Mapped[int | None] = mapped_column(Integer)
     lots: Mapped[int] = mapped_column(Integer, default=1, server_default="1", nullable=False)
@@ -242,8 +252,9 @@ class StrategyRun(Base):
     __tablename__ = "strategy_runs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # History: a strategy with runs is archived, never deleted (RESTRICT).
     strategy_id: Mapped[int] = mapped_column(
-        ForeignKey("strategies.id", ondelete="CASCADE"), nullable=False, index=True
+        ForeignKey("strategies.id", ondelete="RESTRICT"), nullable=False, index=True
     )
     status: Mapped[str] = mapped_column(
         String(20), default="entering", server_default="entering", nullable=False
@@ -253,7 +264,7 @@ class StrategyRun(Base):
     spot: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     atm: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # E of the AFL trailing stop (§6.4): |Σ BUY entry×qty − Σ SELL entry×qty|, fixed at entry completion.
-    base_premium: Mapped[Decimal | None] = mapped_column(Money())
+    base_premium: Mapped[Decimal | None] = mapped_column(Price())
     entry_completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Trailing state: I (initial stop, ≤ 0), peak P&L P, current stop level I + P.
     trailing_initial_stop: Mapped[Decimal | None] = mapped_column(Money())
@@ -300,16 +311,19 @@ class StrategyExecution(TimestampMixin, Base):
     __tablename__ = "strategy_executions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Executions are the journal's parents: no delete of a strategy, account, leg or run removes them.
     strategy_id: Mapped[int] = mapped_column(
-        ForeignKey("strategies.id", ondelete="CASCADE"), nullable=False, index=True
+        ForeignKey("strategies.id", ondelete="RESTRICT"), nullable=False, index=True
     )
     account_id: Mapped[int] = mapped_column(
-        ForeignKey("trading_accounts.id", ondelete="CASCADE"), nullable=False, index=True
+        ForeignKey("trading_accounts.id", ondelete="RESTRICT"), nullable=False, index=True
     )
     leg_id: Mapped[int] = mapped_column(
-        ForeignKey("strategy_legs.id", ondelete="CASCADE"), nullable=False, index=True
+        ForeignKey("strategy_legs.id", ondelete="RESTRICT"), nullable=False, index=True
     )
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("strategy_runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("strategy_runs.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
 
     order_id: Mapped[str | None] = mapped_column(String(100))
     exit_order_id: Mapped[str | None] = mapped_column(String(100))
@@ -320,8 +334,8 @@ class StrategyExecution(TimestampMixin, Base):
     exchange: Mapped[str | None] = mapped_column(String(20))
     product: Mapped[str | None] = mapped_column(String(10))
     underlying_symbol: Mapped[str | None] = mapped_column(String(50))
-    entry_price: Mapped[Decimal | None] = mapped_column(Money())
-    exit_price: Mapped[Decimal | None] = mapped_column(Money())
+    entry_price: Mapped[Decimal | None] = mapped_column(Price())
+    exit_price: Mapped[Decimal | None] = mapped_column(Price())
     quantity: Mapped[int | None] = mapped_column(Integer)
     total_quantity: Mapped[int | None] = mapped_column(Integer)
     planned_quantity: Mapped[int | None] = mapped_column(Integer)
@@ -358,7 +372,7 @@ class StrategyExecution(TimestampMixin, Base):
     )
     supertrend_exit_type: Mapped[str | None] = mapped_column(String(20))
 
-    last_price: Mapped[Decimal | None] = mapped_column(Money())
+    last_price: Mapped[Decimal | None] = mapped_column(Price())
     last_price_updated: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Where the mark came from: "ws" or "rest" (PRODUCT §7.1).
     last_price_source: Mapped[str | None] = mapped_column(String(10))
@@ -367,17 +381,20 @@ class StrategyExecution(TimestampMixin, Base):
     )
 
     # Leg rule levels (§6.6) as computed from the entry average; trailing moves stop_loss_price.
-    stop_loss_price: Mapped[Decimal | None] = mapped_column(Money())
-    take_profit_price: Mapped[Decimal | None] = mapped_column(Money())
-    trailing_best_price: Mapped[Decimal | None] = mapped_column(Money())
+    stop_loss_price: Mapped[Decimal | None] = mapped_column(Price())
+    take_profit_price: Mapped[Decimal | None] = mapped_column(Price())
+    trailing_best_price: Mapped[Decimal | None] = mapped_column(Price())
     sl_hit_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    sl_hit_price: Mapped[Decimal | None] = mapped_column(Money())
+    sl_hit_price: Mapped[Decimal | None] = mapped_column(Price())
     tp_hit_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    tp_hit_price: Mapped[Decimal | None] = mapped_column(Money())
+    tp_hit_price: Mapped[Decimal | None] = mapped_column(Price())
 
-    run: Mapped[StrategyRun | None] = relationship(back_populates="executions")
+    run: Mapped[StrategyRun] = relationship(back_populates="executions")
 
     __table_args__ = (
+        # Intent keys derive from the execution id: a second row for the same leg, account and run
+        # would be a second real order.
+        UniqueConstraint("run_id", "leg_id", "account_id", name="uq_strategy_executions_run_leg_account"),
         Index("idx_strategy_execution_status", "status"),
         Index("idx_strategy_execution_active", "status", "risk_monitoring_enabled"),
         in_check("status", EXECUTION_STATUSES),
@@ -403,10 +420,10 @@ class OrderIntent(TimestampMixin, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
     execution_id: Mapped[int | None] = mapped_column(
-        ForeignKey("strategy_executions.id", ondelete="CASCADE"), index=True
+        ForeignKey("strategy_executions.id", ondelete="RESTRICT"), index=True
     )
     account_id: Mapped[int] = mapped_column(
-        ForeignKey("trading_accounts.id", ondelete="CASCADE"), nullable=False, index=True
+        ForeignKey("trading_accounts.id", ondelete="RESTRICT"), nullable=False, index=True
     )
     purpose: Mapped[str] = mapped_column(String(10), default="entry", server_default="entry", nullable=False)
     symbol: Mapped[str] = mapped_column(String(100), nullable=False)
@@ -417,13 +434,13 @@ class OrderIntent(TimestampMixin, Base):
     order_type: Mapped[str] = mapped_column(
         String(20), default="MARKET", server_default="MARKET", nullable=False
     )
-    price: Mapped[Decimal | None] = mapped_column(Money())
-    trigger_price: Mapped[Decimal | None] = mapped_column(Money())
+    price: Mapped[Decimal | None] = mapped_column(Price())
+    trigger_price: Mapped[Decimal | None] = mapped_column(Price())
     strategy_tag: Mapped[str | None] = mapped_column(String(100))
     # Broker order id once acknowledged (or adopted from the orderbook after an unknown outcome).
     order_id: Mapped[str | None] = mapped_column(String(50), index=True)
     filled_quantity: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
-    average_price: Mapped[Decimal | None] = mapped_column(Money())
+    average_price: Mapped[Decimal | None] = mapped_column(Price())
     rejection_reason: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(
         String(20), default="created", server_default="created", nullable=False
@@ -433,6 +450,8 @@ class OrderIntent(TimestampMixin, Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
+        # One intent per broker order: two unknown-outcome slices can never adopt the same order.
+        UniqueConstraint("account_id", "order_id", name="uq_order_intents_account_order"),
         Index("idx_order_intents_account_state", "account_id", "state"),
         in_check("state", INTENT_STATES),
         in_check("purpose", INTENT_PURPOSES),
@@ -455,9 +474,11 @@ class RiskEvent(CreatedAtMixin, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     strategy_execution_id: Mapped[int] = mapped_column(
-        ForeignKey("strategy_executions.id", ondelete="CASCADE"), nullable=False
+        ForeignKey("strategy_executions.id", ondelete="RESTRICT"), nullable=False
     )
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("strategy_runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("strategy_runs.id", ondelete="RESTRICT"), index=True
+    )
     event_type: Mapped[str] = mapped_column(String(50), nullable=False)
     trigger_value: Mapped[Decimal | None] = mapped_column(Money())
     threshold_value: Mapped[Decimal | None] = mapped_column(Money())
