@@ -1,9 +1,11 @@
-"""Loopback helpers for broker-client tests: an event loop on its own thread, and a TCP proxy that counts
-the connections a client opens (to prove connection reuse)."""
+"""Loopback helpers for broker-client tests: an event loop on its own thread, a TCP proxy that counts
+the connections a client opens (to prove connection reuse), and a raw HTTP server whose socket a test
+controls (to make disconnects and silences happen for real)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -86,3 +88,105 @@ class CountingProxy:
             writer.close()
             up_writer.close()
             self._handlers.discard(task)
+
+
+class RawHttpServer:
+    """A loopback HTTP/1.1 server on the running loop that gives exact control over the socket.
+
+    Each request is read in full (head and Content-Length body) and recorded in ``seen`` as
+    (endpoint, JSON body) BEFORE the scripted action runs, so a test knows what reached the server.
+    Actions per endpoint, consumed in order (then the default ``reply``):
+    ``"reply"`` answers ``{"status": "success", ...}``; ``"close"`` closes the socket without a byte of
+    reply (a disconnect after the request was written); ``"hold"`` keeps the connection silent until
+    :meth:`release`; ``"forbidden"`` answers 403 "Invalid openalgo apikey".
+    """
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, object]]] = []
+        self.script: dict[str, list[str]] = {}
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._released = asyncio.Event()
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> RawHttpServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        self._released.set()
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def then(self, endpoint: str, *actions: str) -> None:
+        self.script.setdefault(endpoint, []).extend(actions)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def count(self, endpoint: str) -> int:
+        return sum(1 for name, _ in self.seen if name == endpoint)
+
+    def endpoints(self) -> list[str]:
+        return [name for name, _ in self.seen]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value.strip())
+                body = await reader.readexactly(length)
+                endpoint = path.rsplit("/", 1)[-1]
+                self.seen.append((endpoint, json.loads(body) if body else {}))
+                queue = self.script.get(endpoint) or []
+                action = queue.pop(0) if queue else "reply"
+                if action == "close":
+                    writer.close()
+                    return
+                if action == "hold":
+                    await self._released.wait()
+                if action == "forbidden":
+                    status = b"403 FORBIDDEN"
+                    reply: dict[str, object] = {"status": "error", "message": "Invalid openalgo apikey"}
+                else:
+                    status, reply = b"200 OK", self._reply(endpoint)
+                payload = json.dumps(reply).encode()
+                writer.write(
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                    + payload
+                )
+                await writer.drain()
+        finally:
+            writer.close()
+            self._handlers.discard(task)
+
+    @staticmethod
+    def _reply(endpoint: str) -> dict[str, object]:
+        if endpoint == "funds":
+            return {"status": "success", "data": {"availablecash": "100.00"}}
+        if endpoint == "ping":
+            return {"status": "success", "data": {"broker": "raw", "message": "pong"}}
+        return {"status": "success", "orderid": "25112200000001"}

@@ -1,9 +1,19 @@
-"""classify(): every reply or transport failure maps to the error class that says what to do."""
+"""Error classification: the transport-neutral reply classifier, and each transport's exception mapper.
+
+The classifier gets what any transport hands over (status, body bytes, content type); the mappers turn
+aiohttp's and httpx's exceptions into the class that says what the caller should do, by whether the
+request can have reached the server. The same faults made to happen for real on loopback are in
+tests/integration/test_broker_transport.py.
+"""
 
 from __future__ import annotations
 
+import json as _json
+
+import aiohttp
 import httpx
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 
 from algomirror.broker.errors import (
     AuthError,
@@ -13,19 +23,38 @@ from algomirror.broker.errors import (
     HaltError,
     MalformedResponseError,
     NotFoundError,
+    OrdersSuspendedError,
     RateLimitedError,
     RejectedError,
     RetryableError,
     ServerError,
     UnknownOutcomeError,
     account_status_for,
-    classify,
+    classify_reply,
     error_message,
 )
+from algomirror.broker.transport import map_aiohttp_error
+from algomirror.broker.transport_httpx import map_httpx_error
 
 
-def _resp(code: int, **kwargs: object) -> httpx.Response:
-    return httpx.Response(code, **kwargs)  # type: ignore[arg-type]
+def _resp(
+    code: int,
+    *,
+    json: object = None,
+    text: str | None = None,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes, str | None]:
+    """A reply as any transport hands it over: status, raw body, Content-Type."""
+    if json is not None:
+        return code, _json.dumps(json).encode(), "application/json"
+    ctype = (headers or {}).get("content-type", "text/plain" if text is not None else None)
+    return code, content if content is not None else (text or "").encode(), ctype
+
+
+def classify(reply: tuple[int, bytes, str | None], *, endpoint: str, order: bool) -> dict[str, object]:
+    status, body, ctype = reply
+    return classify_reply(status, body, content_type=ctype, endpoint=endpoint, order=order)
 
 
 def test_classify_when_success_returns_payload() -> None:
@@ -127,31 +156,126 @@ def test_classify_when_404_html_raises_rejected_not_retryable() -> None:
     assert "non-JSON" in info.value.message
 
 
+def test_classify_reply_when_body_is_text_not_bytes_reads_it_the_same() -> None:
+    body = '{"status": "success", "orderid": "1"}'
+    assert classify_reply(200, body, endpoint="placeorder", order=True)["orderid"] == "1"
+
+
+def test_classify_reply_when_content_type_missing_says_so_in_message() -> None:
+    with pytest.raises(MalformedResponseError) as info:
+        classify_reply(200, b"<html>", endpoint="funds", order=False)
+    assert "no content type" in info.value.message
+
+
+# ----------------------------------------------------------------------------- aiohttp mapper
+
+
+def _refused() -> aiohttp.ClientConnectorError:
+    key = ConnectionKey("127.0.0.1", 9, False, True, None, None, None, None)
+    return aiohttp.ClientConnectorError(key, OSError(111, "Connect call failed"))
+
+
 @pytest.mark.parametrize("order", [True, False])
-def test_classify_when_connect_fails_raises_retryable_even_for_orders(order: bool) -> None:
-    for exc in (httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"), httpx.PoolTimeout("full")):
-        with pytest.raises(ConnectionFailedError):
-            classify(exc, endpoint="placeorder", order=order)
-
-
-def test_classify_when_read_times_out_on_read_raises_timeout() -> None:
-    with pytest.raises(BrokerTimeoutError):
-        classify(httpx.ReadTimeout("slow"), endpoint="funds", order=False)
+@pytest.mark.parametrize(
+    "make",
+    [_refused, lambda: aiohttp.ConnectionTimeoutError("pool wait or connect")],
+    ids=["refused", "pool"],
+)
+def test_map_aiohttp_when_nothing_was_sent_gives_retryable_connection_failed_even_for_orders(
+    order: bool, make: object
+) -> None:
+    exc = make()  # type: ignore[operator]
+    mapped = map_aiohttp_error(exc, endpoint="placeorder", order=order)
+    assert isinstance(mapped, ConnectionFailedError)
+    assert isinstance(mapped, RetryableError)
+    assert mapped.endpoint == "placeorder"
 
 
 @pytest.mark.parametrize(
-    "exc", [httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("dropped"), httpx.ReadError("reset")]
+    "exc",
+    [
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientOSError(104, "Connection reset by peer"),
+        aiohttp.SocketTimeoutError("Timeout on reading data from socket"),
+        TimeoutError(),
+        aiohttp.ClientPayloadError("Can not decode content-encoding: gzip"),
+    ],
+    ids=["disconnected", "reset", "sock-read", "total", "payload"],
 )
-def test_classify_when_order_reply_is_lost_raises_unknown_outcome(exc: Exception) -> None:
-    with pytest.raises(UnknownOutcomeError) as info:
-        classify(exc, endpoint="placeorder", order=True)
-    assert not isinstance(info.value, RetryableError)
-    assert info.value.__cause__ is exc
+def test_map_aiohttp_when_request_was_written_gives_unknown_outcome_for_orders(exc: Exception) -> None:
+    mapped = map_aiohttp_error(exc, endpoint="placeorder", order=True)
+    assert isinstance(mapped, UnknownOutcomeError)
+    assert not isinstance(mapped, RetryableError)
 
 
-def test_classify_when_exception_is_not_httpx_reraises_it() -> None:
-    with pytest.raises(KeyError):
-        classify(KeyError("x"), endpoint="funds", order=False)
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (aiohttp.ServerDisconnectedError(), ConnectionFailedError),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), ConnectionFailedError),
+        (aiohttp.SocketTimeoutError("slow"), BrokerTimeoutError),
+        (TimeoutError(), BrokerTimeoutError),
+        (aiohttp.ClientPayloadError("bad gzip"), MalformedResponseError),
+    ],
+    ids=["disconnected", "reset", "sock-read", "total", "payload"],
+)
+def test_map_aiohttp_when_read_loses_reply_gives_retryable(
+    exc: Exception, expected: type[BrokerError]
+) -> None:
+    mapped = map_aiohttp_error(exc, endpoint="funds", order=False)
+    assert type(mapped) is expected
+    assert isinstance(mapped, RetryableError)
+
+
+def test_map_aiohttp_when_url_invalid_gives_rejected() -> None:
+    mapped = map_aiohttp_error(aiohttp.InvalidUrlClientError("http://"), endpoint="funds", order=False)
+    assert type(mapped) is RejectedError
+
+
+def test_map_aiohttp_when_exception_is_foreign_returns_it_unchanged() -> None:
+    exc = KeyError("x")
+    assert map_aiohttp_error(exc, endpoint="funds", order=False) is exc
+
+
+# ------------------------------------------------------------------------------- httpx mapper
+
+
+@pytest.mark.parametrize("order", [True, False])
+def test_map_httpx_when_connect_fails_gives_retryable_even_for_orders(order: bool) -> None:
+    for exc in (httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"), httpx.PoolTimeout("full")):
+        assert isinstance(map_httpx_error(exc, endpoint="placeorder", order=order), ConnectionFailedError)
+
+
+def test_map_httpx_when_read_times_out_on_read_gives_timeout() -> None:
+    assert isinstance(
+        map_httpx_error(httpx.ReadTimeout("slow"), endpoint="funds", order=False), BrokerTimeoutError
+    )
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        httpx.ReadTimeout("slow"),
+        httpx.RemoteProtocolError("dropped"),
+        httpx.ReadError("reset"),
+        httpx.DecodingError("bad gzip"),
+    ],
+)
+def test_map_httpx_when_order_reply_is_lost_gives_unknown_outcome(exc: Exception) -> None:
+    mapped = map_httpx_error(exc, endpoint="placeorder", order=True)
+    assert isinstance(mapped, UnknownOutcomeError)
+    assert not isinstance(mapped, RetryableError)
+
+
+def test_map_httpx_when_exception_is_not_httpx_returns_it_unchanged() -> None:
+    exc = KeyError("x")
+    assert map_httpx_error(exc, endpoint="funds", order=False) is exc
+
+
+def test_orders_suspended_is_a_halt_not_a_retry() -> None:
+    exc = OrdersSuspendedError("order calls suspended (engine lock lost)")
+    assert isinstance(exc, HaltError)
+    assert not isinstance(exc, RetryableError | AuthError)
 
 
 def test_error_message_when_order_family_dict_string_is_kept() -> None:

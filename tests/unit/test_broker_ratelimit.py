@@ -6,7 +6,14 @@ import asyncio
 
 import pytest
 
-from algomirror.broker.ratelimit import Budget, RateLimits, RateScheduler, SlidingWindow, budget_for
+from algomirror.broker.ratelimit import (
+    Budget,
+    Priority,
+    RateLimits,
+    RateScheduler,
+    SlidingWindow,
+    budget_for,
+)
 
 
 class FakeTime:
@@ -193,3 +200,104 @@ def test_rate_limits_when_zero_rejected() -> None:
 )
 def test_budget_for_when_endpoint_named_matches_openalgo_routes(endpoint: str, budget: Budget) -> None:
     assert budget_for(endpoint) is budget
+
+
+async def _settle(window: SlidingWindow, waiting: int) -> None:
+    """Let the queued tasks reach their wait (bounded number of loop turns, no timing)."""
+    for _ in range(100):
+        if window.waiting == waiting:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"expected {waiting} waiters, have {window.waiting}")
+
+
+async def test_acquire_when_priorities_queue_serves_exits_then_entries_then_reads_fifo_within() -> None:
+    t = FakeTime()
+    window = SlidingWindow(1, 1.0, clock=t.clock, sleep=t.sleep)
+    served: list[str] = []
+
+    async def one(label: str, priority: Priority) -> None:
+        async with window.slot(priority):
+            served.append(label)
+
+    await window.acquire()  # the budget is busy: everyone below has to queue
+    arrivals = [
+        ("read-1", Priority.READ),
+        ("entry-1", Priority.ENTRY),
+        ("exit-1", Priority.EXIT),
+        ("read-2", Priority.READ),
+        ("entry-2", Priority.ENTRY),
+        ("exit-2", Priority.EXIT),
+    ]
+    tasks = []
+    for count, (label, priority) in enumerate(arrivals, start=1):
+        tasks.append(asyncio.create_task(one(label, priority)))
+        await _settle(window, count)  # arrival order is the list order
+    window.release()
+    await asyncio.gather(*tasks)
+    assert served == ["exit-1", "exit-2", "entry-1", "entry-2", "read-1", "read-2"]
+    assert t.now == pytest.approx(6.0)  # still one per window: priority reorders, never adds
+
+
+async def test_acquire_when_exit_arrives_behind_waiting_reads_takes_the_next_slot() -> None:
+    t = FakeTime()
+    window = SlidingWindow(2, 1.0, clock=t.clock, sleep=t.sleep)
+    served: list[str] = []
+
+    async def one(label: str, priority: Priority) -> None:
+        async with window.slot(priority):
+            served.append(label)
+
+    first, second = await window.acquire(), await window.acquire()
+    assert (first, second) == (0.0, 0.0)
+    reads = [asyncio.create_task(one(f"read-{i}", Priority.READ)) for i in range(3)]
+    await _settle(window, 3)
+    exit_task = asyncio.create_task(one("exit", Priority.EXIT))
+    await _settle(window, 4)
+    window.release()  # one slot frees: the exit, though it came last
+    await exit_task
+    assert served == ["exit"]
+    window.release()
+    await asyncio.gather(*reads)
+    assert served == ["exit", "read-0", "read-1", "read-2"]
+
+
+async def test_acquire_when_waiter_cancelled_gives_up_its_place_and_the_next_is_served() -> None:
+    t = FakeTime()
+    window = SlidingWindow(1, 1.0, clock=t.clock, sleep=t.sleep)
+    served: list[str] = []
+
+    async def one(label: str, priority: Priority) -> None:
+        async with window.slot(priority):
+            served.append(label)
+
+    await window.acquire()
+    exit_task = asyncio.create_task(one("exit", Priority.EXIT))
+    await _settle(window, 1)
+    read_task = asyncio.create_task(one("read", Priority.READ))
+    await _settle(window, 2)
+    exit_task.cancel()
+    await _settle(window, 1)
+    window.release()
+    await read_task
+    assert served == ["read"]
+    assert window.in_window() == 1  # the cancelled waiter left no slot behind
+
+
+async def test_scheduler_slot_when_priority_given_orders_waiters_of_the_same_budget() -> None:
+    t = FakeTime()
+    scheduler = RateScheduler(RateLimits(order=1, margin=0.0), clock=t.clock, sleep=t.sleep)
+    window = scheduler.window(Budget.ORDER)
+    assert window is not None
+    served: list[str] = []
+
+    async def one(label: str, priority: Priority) -> None:
+        async with scheduler.slot(Budget.ORDER, priority):
+            served.append(label)
+
+    await _call(scheduler, Budget.ORDER)  # finished just now: the next waits a window
+    entry = asyncio.create_task(one("entry", Priority.ENTRY))
+    await _settle(window, 1)
+    exit_task = asyncio.create_task(one("exit", Priority.EXIT))
+    await asyncio.gather(entry, exit_task)
+    assert served == ["exit", "entry"]

@@ -1,22 +1,26 @@
 """Asynchronous OpenAlgo REST client.
 
-* :class:`HostPool` holds ONE keep-alive ``httpx.AsyncClient`` per OpenAlgo origin
-  (``scheme://host:port``), shared by every account on that host. Create one per event loop (the
-  engine's, the web facade's background loop), close it with :meth:`HostPool.aclose`.
-* :class:`OpenAlgoClient` is one account (host URL + API key) with its own :class:`RateScheduler`.
-  Every call is ``POST {host}/api/v1/{endpoint}`` with ``apikey`` in the JSON body.
+* :class:`~algomirror.broker.transport.HostPool` (aiohttp) holds ONE keep-alive session per OpenAlgo
+  origin (``scheme://host:port``), shared by every account on that host. One per event loop (the
+  engine's, the web facade's background loop); close it with ``aclose``. In the engine,
+  :class:`~algomirror.broker.registry.ClientRegistry` owns the pool and hands out the clients.
+* :class:`OpenAlgoClient` is one account (host URL + API key) with its :class:`RateScheduler`.
+  Every call is ``POST {host}/api/v1/{endpoint}`` with ``apikey`` in the JSON body. Calls queued for
+  the same budget are served by :class:`~algomirror.broker.ratelimit.Priority`: exits, entries, reads.
 * Reads are retried with capped, jittered exponential backoff (429: about 1 s). Order calls are sent
   once: a timeout, dropped connection, 5xx or unreadable reply raises
   :class:`~algomirror.broker.errors.UnknownOutcomeError`; the engine's journal resolves it.
 * After a 401/403 the client stops calling the server (every call raises
   :class:`~algomirror.broker.errors.AuthError`) until :meth:`OpenAlgoClient.clear_halt`; a changed key
-  means a new client.
+  means a new client. While an :class:`OrderGate` is closed, order calls raise
+  :class:`~algomirror.broker.errors.OrdersSuspendedError` before anything is sent.
 * The API key never appears in logs, exception messages or ``repr``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import math
 import random
@@ -25,19 +29,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
-
-import httpx
 
 from algomirror.broker.errors import (
     AuthError,
     BrokerError,
     MalformedResponseError,
+    OrdersSuspendedError,
     RateLimitedError,
     RetryableError,
     UnknownOutcomeError,
     account_status_for,
-    classify,
+    classify_reply,
 )
 from algomirror.broker.models import (
     BatchResult,
@@ -72,7 +74,8 @@ from algomirror.broker.models import (
     parse_open_position,
     symbols_wire,
 )
-from algomirror.broker.ratelimit import RateLimits, RateScheduler, budget_for
+from algomirror.broker.ratelimit import Priority, RateLimits, RateScheduler, budget_for
+from algomirror.broker.transport import HostPool, Transport, encode_json, origin_of
 
 if TYPE_CHECKING:
     from algomirror.broker.facade import ConnectionTest
@@ -99,8 +102,9 @@ ORDER_ENDPOINTS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds. ``read`` for data calls, ``order`` for order calls; split/basket use
-    ``batch_base + batch_per_child × children`` (protocol §1.5)."""
+    """Seconds. ``connect`` bounds one TCP connect; ``read`` for data calls, ``order`` for order calls
+    (each bounds both the wait for a free pooled connection and the wait for the reply); split/basket
+    use ``batch_base + batch_per_child × children`` (protocol §1.5)."""
 
     connect: float = 4.0
     read: float = 10.0
@@ -115,10 +119,6 @@ class Timeouts:
             read=settings.http_read_timeout,
             order=settings.http_order_timeout,
         )
-
-    def httpx(self, read: float) -> httpx.Timeout:
-        # Waiting for a free pooled connection counts against the read budget: nothing was sent yet.
-        return httpx.Timeout(connect=self.connect, read=read, write=read, pool=read)
 
     def batch(self, children: int) -> float:
         return self.batch_base + self.batch_per_child * max(children, 1)
@@ -140,75 +140,34 @@ class RetryPolicy:
         return random.uniform(0, min(self.cap, self.base * 2 ** (failed_attempt - 1)))
 
 
-def origin_of(host_url: str) -> str:
-    """``http://Host:5000/x/`` -> ``http://host:5000``: the key of the shared connection pool."""
-    parts = urlsplit(host_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("host URL must look like http://host:port")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}:{port}"
+class OrderGate:
+    """An engine-wide switch for order calls, shared by every client of a registry.
 
-
-class HostPool:
-    """One pooled keep-alive ``httpx.AsyncClient`` per OpenAlgo origin, shared by all its accounts.
-
-    ``max_connections`` bounds concurrent requests per host; ``max_keepalive`` idle connections are
-    kept for ``keepalive_expiry`` seconds. ``transport`` (tests) replaces the network layer.
+    While suspended, an order endpoint call raises :class:`OrdersSuspendedError` before it is sent
+    (checked before queueing for the rate budget and again just before the request leaves). Reads are
+    never affected.
     """
 
-    def __init__(
-        self,
-        *,
-        max_connections: int = 50,
-        max_keepalive: int = 20,
-        keepalive_expiry: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_keepalive,
-            keepalive_expiry=keepalive_expiry,
-        )
-        self._transport = transport
-        self._clients: dict[str, httpx.AsyncClient] = {}
-        self._closed = False
-
-    def client_for(self, host_url: str) -> httpx.AsyncClient:
-        if self._closed:
-            raise RuntimeError("HostPool is closed")
-        key = origin_of(host_url)
-        client = self._clients.get(key)
-        if client is None:
-            client = httpx.AsyncClient(
-                limits=self._limits,
-                transport=self._transport,
-                headers={"Accept": "application/json", "User-Agent": "AlgoMirror"},
-                # Our timeouts are per call; this default only guards a forgotten one.
-                timeout=httpx.Timeout(30.0),
-                follow_redirects=False,
-                trust_env=False,
-            )
-            self._clients[key] = client
-        return client
+    def __init__(self) -> None:
+        self._reason: str | None = None
 
     @property
-    def hosts(self) -> tuple[str, ...]:
-        return tuple(self._clients)
+    def suspended(self) -> str | None:
+        """The reason order calls are suspended, or None when they are allowed."""
+        return self._reason
 
-    async def aclose(self) -> None:
-        self._closed = True
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+    def suspend(self, reason: str) -> None:
+        self._reason = reason or "suspended"
 
-    async def __aenter__(self) -> HostPool:
-        return self
+    def resume(self) -> None:
+        self._reason = None
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    def check(self, endpoint: str) -> None:
+        """Raise :class:`OrdersSuspendedError` when suspended."""
+        if self._reason is not None:
+            raise OrdersSuspendedError(
+                f"order calls suspended ({self._reason}); nothing was sent", endpoint=endpoint
+            )
 
 
 class OpenAlgoClient:
@@ -224,12 +183,13 @@ class OpenAlgoClient:
         host_url: str,
         api_key: str,
         *,
-        pool: HostPool,
+        pool: Transport,
         timeouts: Timeouts | None = None,
         limits: RateLimits | None = None,
         retry: RetryPolicy | None = None,
         scheduler: RateScheduler | None = None,
         name: str = "",
+        order_gate: OrderGate | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key is empty")
@@ -241,10 +201,15 @@ class OpenAlgoClient:
         self.scheduler = scheduler or RateScheduler(limits)
         self._api_key = api_key
         self._pool = pool
+        self._gate = order_gate
         self._halt: AuthError | None = None
 
     def __repr__(self) -> str:
         return f"OpenAlgoClient(host_url={self.host_url!r}, name={self.name!r})"
+
+    def uses_key(self, api_key: str) -> bool:
+        """Whether this client was built with ``api_key`` (constant-time compare)."""
+        return hmac.compare_digest(self._api_key.encode(), api_key.encode())
 
     # ------------------------------------------------------------------------------- plumbing
 
@@ -258,21 +223,31 @@ class OpenAlgoClient:
         self._halt = None
 
     async def call(
-        self, endpoint: str, body: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        endpoint: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        priority: Priority | None = None,
     ) -> dict[str, Any]:
         """POST ``body`` (plus ``apikey``) to ``endpoint`` and return the success JSON object.
 
         Order endpoints (:data:`ORDER_ENDPOINTS`) are sent once; reads are retried per ``retry``.
-        ``timeout`` overrides the read timeout in seconds. Raises :class:`BrokerError` subclasses.
-        Cancelling the awaiting task mid-way leaves an order call's outcome unknown, like a timeout.
+        ``timeout`` overrides the read timeout in seconds. ``priority`` orders this call among those
+        waiting for the same rate budget (default: ENTRY for order endpoints, READ otherwise).
+        Raises :class:`BrokerError` subclasses (:class:`OrdersSuspendedError` for an order call while
+        the order gate is closed). Cancelling the awaiting task mid-way leaves an order call's
+        outcome unknown, like a timeout.
         """
         order = endpoint in ORDER_ENDPOINTS
+        if priority is None:
+            priority = Priority.ENTRY if order else Priority.READ
         read = timeout if timeout is not None else (self.timeouts.order if order else self.timeouts.read)
         attempts = 1 if order else max(1, self.retry.attempts)
         budget = budget_for(endpoint)
         url = f"{self.host_url}/api/v1/{endpoint}"
-        payload = {"apikey": self._api_key, **(body or {})}
-        http = self._pool.client_for(self.host_url)
+        payload = encode_json({"apikey": self._api_key, **(body or {})})
+        gate = self._gate if order else None
         for attempt in range(1, attempts + 1):
             if self._halt is not None:
                 raise AuthError(
@@ -280,18 +255,20 @@ class OpenAlgoClient:
                     endpoint=endpoint,
                     http_status=self._halt.http_status,
                 )
+            if gate is not None:
+                gate.check(endpoint)
             started = time.monotonic()
             try:
-                outcome: httpx.Response | BaseException
-                async with self.scheduler.slot(budget):
+                async with self.scheduler.slot(budget, priority):
+                    if gate is not None:
+                        gate.check(endpoint)  # suspended while this call waited for its slot
                     started = time.monotonic()
-                    try:
-                        outcome = await http.post(url, json=payload, timeout=self.timeouts.httpx(read))
-                    except (httpx.RequestError, httpx.InvalidURL) as exc:
-                        # RequestError, not just TransportError: a body that fails to decode
-                        # (DecodingError) arrives after the server acted and must be classified too.
-                        outcome = exc
-                result = classify(outcome, endpoint=endpoint, order=order)
+                    reply = await self._pool.post(
+                        url, payload, connect=self.timeouts.connect, read=read, endpoint=endpoint, order=order
+                    )
+                result = classify_reply(
+                    reply.status, reply.body, content_type=reply.content_type, endpoint=endpoint, order=order
+                )
             except RetryableError as exc:
                 exc.redact(self._api_key)
                 log.info(
@@ -338,11 +315,12 @@ class OpenAlgoClient:
         body: dict[str, Any],
         parse: Callable[[dict[str, Any]], R],
         *,
+        priority: Priority,
         timeout: float | None = None,
     ) -> R:
         """Send an order call once and parse its reply. A success reply we cannot read means the
         order may exist: :class:`UnknownOutcomeError`, never a retryable error."""
-        payload = await self.call(endpoint, body, timeout=timeout)
+        payload = await self.call(endpoint, body, timeout=timeout, priority=priority)
         try:
             return parse(payload)
         except MalformedResponseError as exc:
@@ -459,20 +437,39 @@ class OpenAlgoClient:
 
     # ----------------------------------------------------------------------------------- orders
 
-    async def place_order(self, order: OrderRequest, *, strategy: str) -> OrderAck:
+    async def place_order(
+        self, order: OrderRequest, *, strategy: str, priority: Priority = Priority.ENTRY
+    ) -> OrderAck:
         """Sent once. Raises RejectedError (broker's text; ``orderid`` set if the broker recorded the
         rejection), NotPlacedError (semi-auto), UnknownOutcomeError, RateLimitedError/
-        ConnectionFailedError (nothing sent), AuthError."""
-        return await self._order("placeorder", {"strategy": strategy, **order.to_wire()}, OrderAck.parse)
+        ConnectionFailedError (nothing sent), AuthError, OrdersSuspendedError (nothing sent).
+
+        ``priority`` (here and on every order method): EXIT for calls that close risk, so they get
+        the account's next free order slot before waiting entries and reads.
+        """
+        return await self._order(
+            "placeorder", {"strategy": strategy, **order.to_wire()}, OrderAck.parse, priority=priority
+        )
 
     async def place_smart_order(
-        self, order: OrderRequest, *, position_size: int, strategy: str
+        self,
+        order: OrderRequest,
+        *,
+        position_size: int,
+        strategy: str,
+        priority: Priority = Priority.ENTRY,
     ) -> SmartOrderResult:
-        """Drive the net position of symbol+exchange+product to ``position_size`` (signed units)."""
-        body = {"strategy": strategy, **order.to_wire(), "position_size": str(position_size)}
-        return await self._order("placesmartorder", body, SmartOrderResult.parse)
+        """Drive the net position of symbol+exchange+product to ``position_size`` (signed units).
 
-    async def split_order(self, order: OrderRequest, *, splitsize: int, strategy: str) -> BatchResult:
+        ``SmartOrderResult.noop`` is true when the server placed nothing because the position is
+        already at the target (including "No OpenPosition Found. Not placing Exit order.").
+        """
+        body = {"strategy": strategy, **order.to_wire(), "position_size": str(position_size)}
+        return await self._order("placesmartorder", body, SmartOrderResult.parse, priority=priority)
+
+    async def split_order(
+        self, order: OrderRequest, *, splitsize: int, strategy: str, priority: Priority = Priority.ENTRY
+    ) -> BatchResult:
         """Children of ``splitsize`` units plus a remainder; check every item of the result."""
         if splitsize < 1:
             raise ValueError("splitsize must be ≥ 1")
@@ -482,10 +479,13 @@ class OpenAlgoClient:
             "splitorder",
             body,
             lambda p: BatchResult.parse(p, "splitorder"),
+            priority=priority,
             timeout=self.timeouts.batch(children),
         )
 
-    async def basket_order(self, orders: Sequence[OrderRequest], *, strategy: str) -> BatchResult:
+    async def basket_order(
+        self, orders: Sequence[OrderRequest], *, strategy: str, priority: Priority = Priority.ENTRY
+    ) -> BatchResult:
         """BUY items are sent before SELL items (hedge first); check every item of the result."""
         ordered = [o for o in orders if o.action.value == "BUY"] + [
             o for o in orders if o.action.value != "BUY"
@@ -495,32 +495,47 @@ class OpenAlgoClient:
             "basketorder",
             body,
             lambda p: BatchResult.parse(p, "basketorder"),
+            priority=priority,
             timeout=self.timeouts.batch(len(ordered)),
         )
 
-    async def modify_order(self, request: ModifyRequest, *, strategy: str) -> OrderAck:
+    async def modify_order(
+        self, request: ModifyRequest, *, strategy: str, priority: Priority = Priority.ENTRY
+    ) -> OrderAck:
         """Change quantity/price/trigger of a working order. Raises RejectedError for a terminal order."""
         return await self._order(
             "modifyorder",
             {"strategy": strategy, **request.to_wire()},
             lambda p: _ack(p, request.orderid, "modifyorder"),
+            priority=priority,
         )
 
-    async def cancel_order(self, orderid: str, *, strategy: str) -> OrderAck:
+    async def cancel_order(
+        self, orderid: str, *, strategy: str, priority: Priority = Priority.ENTRY
+    ) -> OrderAck:
         """Raises NotFoundError (unknown id) or RejectedError (terminal order)."""
         return await self._order(
             "cancelorder",
             {"strategy": strategy, "orderid": str(orderid)},
             lambda p: _ack(p, orderid, "cancelorder"),
+            priority=priority,
         )
 
-    async def cancel_all_orders(self, *, strategy: str) -> CancelAllResult:
+    async def cancel_all_orders(
+        self, *, strategy: str, priority: Priority = Priority.ENTRY
+    ) -> CancelAllResult:
         """Cancels every open order of the account (``strategy`` is ignored by the server)."""
-        return await self._order("cancelallorder", {"strategy": strategy}, CancelAllResult.parse)
+        return await self._order(
+            "cancelallorder", {"strategy": strategy}, CancelAllResult.parse, priority=priority
+        )
 
-    async def close_all_positions(self, *, strategy: str) -> ClosePositionResult:
+    async def close_all_positions(
+        self, *, strategy: str, priority: Priority = Priority.ENTRY
+    ) -> ClosePositionResult:
         """Squares off every position of the account at MARKET (closeposition)."""
-        return await self._order("closeposition", {"strategy": strategy}, ClosePositionResult.parse)
+        return await self._order(
+            "closeposition", {"strategy": strategy}, ClosePositionResult.parse, priority=priority
+        )
 
     async def options_order(
         self,
@@ -530,6 +545,7 @@ class OpenAlgoClient:
         exchange: str,
         leg: OptionLeg,
         expiry_date: date | None = None,
+        priority: Priority = Priority.ENTRY,
     ) -> OptionsOrderResult:
         body: dict[str, Any] = {
             "strategy": strategy,
@@ -542,7 +558,9 @@ class OpenAlgoClient:
         timeout = None
         if leg.splitsize:
             timeout = self.timeouts.batch(math.ceil(leg.quantity / leg.splitsize))
-        return await self._order("optionsorder", body, OptionsOrderResult.parse, timeout=timeout)
+        return await self._order(
+            "optionsorder", body, OptionsOrderResult.parse, priority=priority, timeout=timeout
+        )
 
     async def options_multi_order(
         self,
@@ -552,6 +570,7 @@ class OpenAlgoClient:
         exchange: str,
         legs: Sequence[OptionLeg],
         expiry_date: date | None = None,
+        priority: Priority = Priority.ENTRY,
     ) -> OptionsMultiResult:
         body: dict[str, Any] = {
             "strategy": strategy,
@@ -562,7 +581,9 @@ class OpenAlgoClient:
         if expiry_date is not None:
             body["expiry_date"] = format_expiry(expiry_date)
         timeout = max(self.timeouts.order, self.timeouts.batch(len(legs)))
-        return await self._order("optionsmultiorder", body, OptionsMultiResult.parse, timeout=timeout)
+        return await self._order(
+            "optionsmultiorder", body, OptionsMultiResult.parse, priority=priority, timeout=timeout
+        )
 
 
 def _ack(payload: dict[str, Any], orderid: str, endpoint: str) -> OrderAck:
@@ -629,6 +650,8 @@ __all__ = [
     "ORDER_ENDPOINTS",
     "HostPool",
     "OpenAlgoClient",
+    "OrderGate",
+    "Priority",
     "RetryPolicy",
     "Timeouts",
     "origin_of",

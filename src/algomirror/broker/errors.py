@@ -13,19 +13,20 @@
     │   ├── NotFoundError             404 (unknown order id, symbol, option strike…)
     │   └── NotPlacedError            "success" without an order id (semi-auto queue): not placed
     ├── HaltError                 stop calling this account and alert
-    │   └── AuthError                 401/403: mark the account ``auth_failed`` until the key changes
+    │   ├── AuthError                 401/403: mark the account ``auth_failed`` until the key changes
+    │   └── OrdersSuspendedError      order calls refused locally (engine lock lost…): nothing was sent
     └── UnknownOutcomeError       an order POST timed out, dropped or got a 5xx: it may or may not
                                   exist. Never retried by the client; the engine's journal resolves it.
 
-:func:`classify` is the one place that turns an httpx response or exception into these.
+:func:`classify_reply` turns any transport's reply (status + body) into a result or one of these; each
+transport has one exception mapper (:mod:`algomirror.broker.transport` for aiohttp,
+:mod:`algomirror.broker.transport_httpx` for httpx) for failures before a reply.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
-
-import httpx
 
 # OpenAlgo sends no Retry-After on 429; its window is one second.
 RATE_LIMIT_RETRY_AFTER = 1.0
@@ -126,6 +127,11 @@ class AuthError(HaltError):
     """401/403: the key is wrong or the broker login lapsed. Mark the account ``auth_failed``."""
 
 
+class OrdersSuspendedError(HaltError):
+    """Order calls are suspended engine-wide (:meth:`ClientRegistry.suspend_orders`); nothing was
+    sent. ``message`` carries the reason. Reads still work."""
+
+
 class UnknownOutcomeError(BrokerError):
     """An order POST whose effect is unknown (timeout, dropped connection, 5xx, unreadable reply).
 
@@ -177,44 +183,49 @@ def _flatten(value: object) -> str:
     return str(value)
 
 
-def _decode(response: httpx.Response) -> Any:
+def _decode(body: bytes | str) -> Any:
     try:
-        return json.loads(response.content)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
 
 
-def _kind(response: httpx.Response) -> str:
-    ctype = response.headers.get("content-type", "")
-    return ctype.split(";")[0].strip() or "no content type"
+def _kind(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip() or "no content type"
 
 
-def classify(outcome: httpx.Response | BaseException, *, endpoint: str, order: bool) -> dict[str, Any]:
+def classify_reply(
+    status: int,
+    body: bytes | str,
+    *,
+    content_type: str | None = None,
+    endpoint: str,
+    order: bool,
+) -> dict[str, Any]:
     """Return the JSON object of a successful reply, or raise the classified :class:`BrokerError`.
 
-    ``order`` is true for calls that may create or change orders (place, smart, split, basket, options,
-    modify, cancel, cancel-all, close): their timeouts, dropped connections, 5xx and unreadable replies
-    raise :class:`UnknownOutcomeError`, while the same problems on a read are :class:`RetryableError`.
-    A connect failure or a 429 means nothing was executed, so both stay retryable for orders too.
-    Non-httpx exceptions are re-raised unchanged.
+    Transport-neutral: ``status`` is the HTTP code, ``body`` the reply body as received, and
+    ``content_type`` the Content-Type header (only quoted in messages). ``order`` is true for calls that
+    may create or change orders (place, smart, split, basket, options, modify, cancel, cancel-all,
+    close): their 5xx and unreadable replies raise :class:`UnknownOutcomeError`, while the same on a
+    read is a :class:`RetryableError`. A 429 means nothing was executed, so it stays retryable for
+    orders too. Failures before any reply are the transport's mapper's job
+    (:mod:`algomirror.broker.transport`).
     """
-    if isinstance(outcome, BaseException):
-        raise _from_exception(outcome, endpoint=endpoint, order=order) from outcome
-    response = outcome
-    code = response.status_code
-    body = _decode(response)
+    code = status
+    decoded = _decode(body)
     if code == 429:
         raise RateLimitedError(
-            f"rate limited by the server ({error_message(body) if body is not None else 'HTTP 429'})",
+            f"rate limited by the server ({error_message(decoded) if decoded is not None else 'HTTP 429'})",
             endpoint=endpoint,
             http_status=code,
             retry_after=RATE_LIMIT_RETRY_AFTER,
         )
     if code in (401, 403):
-        text = error_message(body) if isinstance(body, dict) else f"HTTP {code}"
+        text = error_message(decoded) if isinstance(decoded, dict) else f"HTTP {code}"
         raise AuthError(text, endpoint=endpoint, http_status=code)
     if code >= 500:
-        text = error_message(body) if isinstance(body, dict) else f"HTTP {code} ({_kind(response)})"
+        text = error_message(decoded) if isinstance(decoded, dict) else f"HTTP {code} ({_kind(content_type)})"
         if order:
             raise UnknownOutcomeError(
                 f"server error {code} on {endpoint}, the order may or may not exist: {text}",
@@ -222,28 +233,29 @@ def classify(outcome: httpx.Response | BaseException, *, endpoint: str, order: b
                 http_status=code,
             )
         raise ServerError(f"server error {code}: {text}", endpoint=endpoint, http_status=code)
-    if not isinstance(body, dict):
+    if not isinstance(decoded, dict):
         if 400 <= code < 500:
             # A proxy or a wrong URL answering HTML: the request was refused, not executed.
             raise RejectedError(
-                f"HTTP {code} with a non-JSON reply ({_kind(response)}): is the host URL an OpenAlgo server?",
+                f"HTTP {code} with a non-JSON reply ({_kind(content_type)}): "
+                "is the host URL an OpenAlgo server?",
                 endpoint=endpoint,
                 http_status=code,
             )
-        text = f"HTTP {code} with a non-JSON reply ({_kind(response)})"
+        text = f"HTTP {code} with a non-JSON reply ({_kind(content_type)})"
         if order:
             raise UnknownOutcomeError(
                 f"{text}; the order may or may not exist", endpoint=endpoint, http_status=code
             )
         raise MalformedResponseError(text, endpoint=endpoint, http_status=code)
-    status = body.get("status")
-    if code == 200 and status == "success":
-        return body
-    if 400 <= code < 500 or status == "error":
-        orderid = body.get("orderid")
+    reply_status = decoded.get("status")
+    if code == 200 and reply_status == "success":
+        return decoded
+    if 400 <= code < 500 or reply_status == "error":
+        orderid = decoded.get("orderid")
         cls = NotFoundError if code == 404 else RejectedError
         raise cls(
-            error_message(body),
+            error_message(decoded),
             endpoint=endpoint,
             http_status=code,
             orderid=str(orderid) if orderid not in (None, "") else None,
@@ -256,31 +268,28 @@ def classify(outcome: httpx.Response | BaseException, *, endpoint: str, order: b
     raise MalformedResponseError(text, endpoint=endpoint, http_status=code)
 
 
-def _from_exception(exc: BaseException, *, endpoint: str, order: bool) -> BaseException:
-    name = type(exc).__name__
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        # Nothing reached the server: safe to retry, even for orders.
-        return ConnectionFailedError(f"could not connect ({name})", endpoint=endpoint)
-    if isinstance(exc, httpx.ConnectError):
-        return ConnectionFailedError(f"could not connect: {_clip(str(exc)) or name}", endpoint=endpoint)
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return RejectedError(f"invalid host URL: {_clip(str(exc))}", endpoint=endpoint)
-    if isinstance(exc, httpx.TimeoutException):
-        if order:
-            return UnknownOutcomeError(
-                f"no reply within the timeout ({name}); the order may or may not exist", endpoint=endpoint
-            )
-        return BrokerTimeoutError(f"no reply within the timeout ({name})", endpoint=endpoint)
-    if isinstance(exc, httpx.DecodingError):
-        # The server answered (and may have acted) but its body cannot be decoded.
-        text = f"unreadable reply body ({name})"
-        if order:
-            return UnknownOutcomeError(f"{text}; the order may or may not exist", endpoint=endpoint)
-        return MalformedResponseError(text, endpoint=endpoint)
-    if isinstance(exc, httpx.TransportError):
-        if order:
-            return UnknownOutcomeError(
-                f"connection lost ({name}); the order may or may not exist", endpoint=endpoint
-            )
-        return ConnectionFailedError(f"connection lost ({name})", endpoint=endpoint)
-    return exc
+def not_sent(reason: str, *, endpoint: str) -> ConnectionFailedError:
+    """The request never left: safe to retry, for an order too (a transport mapper's building block)."""
+    return ConnectionFailedError(reason, endpoint=endpoint)
+
+
+def lost_after_send(reason: str, *, endpoint: str, order: bool, timed_out: bool = False) -> BrokerError:
+    """The request may have reached the server but no reply came: unknown outcome for an order;
+    for a read a :class:`BrokerTimeoutError` (``timed_out``) or :class:`ConnectionFailedError`."""
+    if order:
+        return UnknownOutcomeError(f"{reason}; the order may or may not exist", endpoint=endpoint)
+    if timed_out:
+        return BrokerTimeoutError(reason, endpoint=endpoint)
+    return ConnectionFailedError(reason, endpoint=endpoint)
+
+
+def unreadable_reply(reason: str, *, endpoint: str, order: bool) -> BrokerError:
+    """The server answered (and may have acted) but its reply could not be read."""
+    if order:
+        return UnknownOutcomeError(f"{reason}; the order may or may not exist", endpoint=endpoint)
+    return MalformedResponseError(reason, endpoint=endpoint)
+
+
+def clip(text: str) -> str:
+    """One line of at most 500 characters: exception texts quoted in messages."""
+    return _clip(text)

@@ -1,13 +1,15 @@
 """Run broker coroutines from synchronous code (Flask views) on one background event-loop thread.
 
 Flask request threads must not each start an event loop and a connection pool; they hand the
-coroutine to :func:`background`, whose daemon thread owns one loop and one :class:`HostPool`, and wait
-for the result with a timeout. Thread-safe; the thread starts on first use.
+coroutine to :func:`background`, whose daemon thread owns one loop and one (aiohttp)
+:class:`HostPool`, and wait for the result with a timeout. Thread-safe; the thread starts on first use
+and the pool is closed at interpreter exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable
@@ -103,6 +105,8 @@ def background() -> BackgroundLoop:
     with _background_lock:
         if _background is None:
             _background = BackgroundLoop()
+            # Close its sessions while the interpreter still runs: aiohttp warns about any left open.
+            atexit.register(_background.close)
         return _background
 
 

@@ -1,0 +1,151 @@
+"""The engine-wide broker path: one registry per event loop hands out every account's client.
+
+:class:`ClientRegistry` owns
+
+* ONE connection pool per OpenAlgo host (origin), shared by every account on that host
+  (:class:`~algomirror.broker.transport.HostPool`);
+* ONE :class:`~algomirror.broker.ratelimit.RateScheduler` per account, keyed by account id and kept
+  when the account's key or host changes, so sync, execution and commands share the account's budget
+  instead of competing for it; waiting calls are served by :class:`Priority` (exits, entries, reads);
+* ONE :class:`~algomirror.broker.client.OrderGate`: :meth:`ClientRegistry.suspend_orders` stops every
+  order call of every client before it is sent (reads go on), e.g. when the engine lock is lost.
+
+Clients are cached per account: the same (account id, host URL, API key) gives the same client object
+(so its 401/403 halt sticks); a changed key or host gives a fresh client on the same scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from algomirror.broker.client import OpenAlgoClient, OrderGate, RetryPolicy, Timeouts
+from algomirror.broker.ratelimit import Priority, RateLimits, RateScheduler, Sleep
+from algomirror.broker.transport import HostPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Entry:
+    host_url: str
+    client: OpenAlgoClient
+
+
+class ClientRegistry:
+    """Every account's :class:`OpenAlgoClient` for one event loop; see the module docstring.
+
+    ``timeouts``, ``retry`` and ``limits`` apply to every client (``limits`` per account).
+    ``pool`` defaults to a new :class:`HostPool` owned (and closed) by the registry. ``clock`` and
+    ``sleep`` reach the rate schedulers (tests run them on a fake clock).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        limits: RateLimits | None = None,
+        pool: HostPool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self.limits = limits or RateLimits()
+        self.pool = pool or HostPool()
+        self._own_pool = pool is None
+        self._clock = clock
+        self._sleep = sleep
+        self._gate = OrderGate()
+        self._schedulers: dict[int, RateScheduler] = {}
+        self._clients: dict[int, _Entry] = {}
+        self._closed = False
+
+    def client(self, account_id: int, host_url: str, api_key: str, *, name: str = "") -> OpenAlgoClient:
+        """The client of one account: the cached one while host URL and key are unchanged, else a new
+        one that shares the account's rate scheduler (the old client stays usable by whoever holds it).
+
+        Raises ValueError for an empty key or a host URL that is not ``http(s)://host[:port]``, and
+        RuntimeError once the registry is closed.
+        """
+        if self._closed:
+            raise RuntimeError("ClientRegistry is closed")
+        url = host_url.strip().rstrip("/")
+        entry = self._clients.get(account_id)
+        if entry is not None and entry.host_url == url and entry.client.uses_key(api_key):
+            if name:
+                entry.client.name = name
+            return entry.client
+        scheduler = self.scheduler(account_id)
+        client = OpenAlgoClient(
+            host_url,
+            api_key,
+            pool=self.pool,
+            timeouts=self.timeouts,
+            retry=self.retry,
+            scheduler=scheduler,
+            name=name,
+            order_gate=self._gate,
+        )
+        self._clients[account_id] = _Entry(url, client)
+        return client
+
+    def scheduler(self, account_id: int) -> RateScheduler:
+        """The account's rate scheduler (created on first use, kept across key changes)."""
+        scheduler = self._schedulers.get(account_id)
+        if scheduler is None:
+            scheduler = RateScheduler(self.limits, clock=self._clock, sleep=self._sleep)
+            self._schedulers[account_id] = scheduler
+        return scheduler
+
+    def forget(self, account_id: int) -> None:
+        """Drop the account's client and scheduler (account deleted or archived). A later
+        :meth:`client` call starts afresh."""
+        self._clients.pop(account_id, None)
+        self._schedulers.pop(account_id, None)
+
+    @property
+    def accounts(self) -> tuple[int, ...]:
+        """Account ids with a cached client."""
+        return tuple(self._clients)
+
+    # -------------------------------------------------------------------------- order suspension
+
+    def suspend_orders(self, reason: str) -> None:
+        """From now on every order endpoint call of every client raises
+        :class:`~algomirror.broker.errors.OrdersSuspendedError` before anything is sent, including
+        calls already queued for a rate slot. Reads still work. Idempotent; the latest reason wins."""
+        if self._gate.suspended is None:
+            log.warning("broker order calls suspended: %s", reason)
+        self._gate.suspend(reason)
+
+    def resume_orders(self) -> None:
+        """Allow order calls again."""
+        if self._gate.suspended is not None:
+            log.warning("broker order calls resumed")
+        self._gate.resume()
+
+    @property
+    def orders_suspended(self) -> str | None:
+        """The suspension reason, or None when order calls are allowed."""
+        return self._gate.suspended
+
+    async def aclose(self) -> None:
+        """Close the pool (if the registry created it); clients cannot be used afterwards."""
+        self._closed = True
+        self._clients.clear()
+        if self._own_pool:
+            await self.pool.aclose()
+
+    async def __aenter__(self) -> ClientRegistry:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+__all__ = ["ClientRegistry", "Priority"]

@@ -1,0 +1,204 @@
+"""HTTP transports for :class:`~algomirror.broker.client.OpenAlgoClient`, and the aiohttp one.
+
+A transport POSTs a JSON body and hands back a :class:`Reply` (status, body bytes, content type), or
+raises a :class:`~algomirror.broker.errors.BrokerError` from its own exception mapper. What a reply
+*means* is decided once, transport-neutrally, by :func:`~algomirror.broker.errors.classify_reply`.
+
+:class:`HostPool` is the engine's transport: ONE ``aiohttp.ClientSession`` with its own
+``TCPConnector`` per OpenAlgo origin (``scheme://host:port``), shared by every account on that host,
+created lazily on the running event loop and closed by :meth:`HostPool.aclose`. One pool belongs to one
+event loop. :mod:`algomirror.broker.transport_httpx` keeps an httpx twin (benchmarks, comparisons).
+
+The mapper (:func:`map_aiohttp_error`) decides by *what may have reached the server*:
+
+* could not connect, or no pooled connection came free in time: nothing was sent, so
+  :class:`~algomirror.broker.errors.ConnectionFailedError` (retryable, for orders too);
+* the connection dropped or timed out after the request was handed to the socket: an order's outcome
+  is unknown (:class:`~algomirror.broker.errors.UnknownOutcomeError`); a read is retryable;
+* the server answered but the reply could not be read: unknown for an order, malformed for a read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from algomirror.broker.errors import (
+    BrokerError,
+    RejectedError,
+    clip,
+    lost_after_send,
+    not_sent,
+    unreadable_reply,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the server answered: HTTP ``status``, the raw ``body`` and its Content-Type header."""
+
+    status: int
+    body: bytes
+    content_type: str | None = None
+
+
+class Transport(Protocol):
+    """A per-origin connection pool the client sends through."""
+
+    async def post(
+        self, url: str, body: bytes, *, connect: float, read: float, endpoint: str, order: bool
+    ) -> Reply:
+        """POST JSON ``body`` to ``url``. ``connect`` bounds a TCP connect, ``read`` (seconds) both the
+        wait for a free pooled connection and the wait for the reply. Raises BrokerError only."""
+        ...
+
+    @property
+    def hosts(self) -> tuple[str, ...]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def origin_of(host_url: str) -> str:
+    """``http://Host:5000/x/`` -> ``http://host:5000``: the key of the shared connection pool.
+
+    Raises ValueError for anything that is not an http(s) URL with a host.
+    """
+    parts = urlsplit(host_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("host URL must look like http://host:port")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def encode_json(payload: dict[str, Any]) -> bytes:
+    """The request body as the server reads it (compact UTF-8 JSON)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def map_aiohttp_error(exc: BaseException, *, endpoint: str, order: bool) -> BaseException:
+    """The :class:`BrokerError` for an aiohttp (or timeout) exception; anything else is returned as is.
+
+    ``order`` marks a call that may create or change an order: see the module docstring.
+    """
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # DNS, refused, unreachable, TLS handshake: the connection never existed.
+        return not_sent(f"could not connect: {clip(str(exc)) or name}", endpoint=endpoint)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        # Raised only around acquiring a connection (pool wait or TCP connect): nothing was written.
+        return not_sent(f"could not connect within the timeout ({name})", endpoint=endpoint)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return RejectedError(f"invalid host URL: {clip(str(exc))}", endpoint=endpoint)
+    if isinstance(exc, TimeoutError):
+        # SocketTimeoutError (no byte within sock_read) or the total budget: the request was out.
+        return lost_after_send(
+            f"no reply within the timeout ({name})", endpoint=endpoint, order=order, timed_out=True
+        )
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        # A reply arrived (the server may have acted) but its head or body cannot be read.
+        return unreadable_reply(f"unreadable reply ({name})", endpoint=endpoint, order=order)
+    if isinstance(exc, aiohttp.ClientError):
+        # ServerDisconnectedError, ClientOSError (reset, broken pipe) after the connection was up.
+        return lost_after_send(f"connection lost ({name})", endpoint=endpoint, order=order)
+    return exc
+
+
+class HostPool:
+    """One pooled keep-alive aiohttp session per OpenAlgo origin, shared by all its accounts.
+
+    ``max_connections`` bounds concurrent requests per host; idle connections are kept for
+    ``keepalive_expiry`` seconds. Sessions are created on first use, on the running loop; using the
+    pool from a second event loop raises RuntimeError.
+    """
+
+    def __init__(self, *, max_connections: int = 50, keepalive_expiry: float = 30.0) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be ≥ 1")
+        self._max_connections = max_connections
+        self._keepalive = keepalive_expiry
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def _session_for(self, url: str) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("HostPool is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("HostPool belongs to another event loop: create one per loop")
+        key = origin_of(url)
+        session = self._sessions.get(key)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, limit_per_host=0, keepalive_timeout=self._keepalive
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"Accept": "application/json", "User-Agent": "AlgoMirror"},
+                # Accounts share the session: never carry one account's cookies into another's calls.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                # Our timeouts are per call; this default only guards a forgotten one.
+                timeout=aiohttp.ClientTimeout(total=60.0),
+                trust_env=False,
+                raise_for_status=False,
+            )
+            self._sessions[key] = session
+        return session
+
+    async def post(
+        self, url: str, body: bytes, *, connect: float, read: float, endpoint: str, order: bool
+    ) -> Reply:
+        """POST ``body`` (JSON bytes) to ``url``; see :class:`Transport`. Raises BrokerError only."""
+        session = self._session_for(url)
+        timeout = aiohttp.ClientTimeout(
+            # ``connect`` covers the wait for a free pooled connection plus the TCP connect: when it
+            # fires aiohttp raises ConnectionTimeoutError, which proves nothing was written.
+            connect=read + connect,
+            sock_connect=connect,
+            sock_read=read,
+            total=read + read + connect,
+        )
+        try:
+            async with session.post(
+                url, data=body, headers=JSON_HEADERS, allow_redirects=False, timeout=timeout
+            ) as response:
+                content = await response.read()
+                return Reply(response.status, content, response.headers.get("Content-Type"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            mapped = map_aiohttp_error(exc, endpoint=endpoint, order=order)
+            if isinstance(mapped, BrokerError):
+                raise mapped from exc
+            raise
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return tuple(self._sessions)
+
+    async def aclose(self) -> None:
+        """Close every session and its connections; the pool cannot be used afterwards."""
+        self._closed = True
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    async def __aenter__(self) -> HostPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+__all__ = ["HostPool", "Reply", "Transport", "encode_json", "map_aiohttp_error", "origin_of"]

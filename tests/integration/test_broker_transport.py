@@ -1,0 +1,132 @@
+"""The aiohttp transport's exception mapping, with each fault made to happen for real on loopback.
+
+A raw server reads the whole request and then closes the socket without replying (the request was
+written: unknown outcome for an order), or stays silent; a closed port and a full pool show the
+"nothing was sent" side (retryable, for orders too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from algomirror.broker.client import HostPool, OpenAlgoClient, RetryPolicy, Timeouts
+from algomirror.broker.errors import (
+    BrokerTimeoutError,
+    ConnectionFailedError,
+    RetryableError,
+    UnknownOutcomeError,
+)
+from algomirror.broker.models import Action, OrderRequest
+from algomirror.broker.ratelimit import RateLimits
+from tests.broker_support import RawHttpServer
+from tests.helpers import eventually_async
+
+KEY = "transport-key-0123456789"
+NO_WAIT = RetryPolicy(attempts=3, base=0.001, cap=0.002)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[RawHttpServer]:
+    server = await RawHttpServer().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[HostPool]:
+    async with HostPool() as shared:
+        yield shared
+
+
+def client(url: str, pool: HostPool, **kwargs: object) -> OpenAlgoClient:
+    kwargs.setdefault("timeouts", Timeouts(connect=1.0, read=2.0, order=2.0))
+    kwargs.setdefault("retry", NO_WAIT)
+    kwargs.setdefault("limits", RateLimits.unlimited())
+    return OpenAlgoClient(url, KEY, pool=pool, **kwargs)  # type: ignore[arg-type]
+
+
+def buy() -> OrderRequest:
+    return OrderRequest(symbol="SBIN", exchange="NSE", action=Action.BUY, quantity=1)
+
+
+async def test_place_when_server_closes_after_reading_request_raises_unknown_outcome_sent_once(
+    raw: RawHttpServer, pool: HostPool
+) -> None:
+    raw.then("placeorder", "close")
+    with pytest.raises(UnknownOutcomeError) as info:
+        await client(raw.url, pool).place_order(buy(), strategy="S1")
+    assert not isinstance(info.value, RetryableError)
+    assert "connection lost" in info.value.message
+    assert raw.count("placeorder") == 1
+    assert raw.seen[0][1]["apikey"] == KEY  # the whole request had reached the server
+    assert KEY not in info.value.message
+
+
+async def test_read_when_server_closes_after_reading_request_retries_then_raises_connection_failed(
+    raw: RawHttpServer, pool: HostPool
+) -> None:
+    raw.then("funds", "close", "close", "close")
+    with pytest.raises(ConnectionFailedError):
+        await client(raw.url, pool).funds()
+    assert raw.count("funds") == 3
+
+
+async def test_read_when_server_closes_once_is_retried_and_succeeds(
+    raw: RawHttpServer, pool: HostPool
+) -> None:
+    raw.then("funds", "close")
+    funds = await client(raw.url, pool).funds()
+    assert funds.availablecash is not None
+    assert raw.count("funds") == 2
+
+
+async def test_place_when_reply_never_comes_raises_unknown_outcome(
+    raw: RawHttpServer, pool: HostPool
+) -> None:
+    raw.then("placeorder", "hold")
+    fast = client(raw.url, pool, timeouts=Timeouts(connect=1.0, read=0.3, order=0.3))
+    with pytest.raises(UnknownOutcomeError) as info:
+        await fast.place_order(buy(), strategy="S1")
+    assert "timeout" in info.value.message
+    assert raw.count("placeorder") == 1
+
+
+async def test_read_when_reply_never_comes_raises_timeout(raw: RawHttpServer, pool: HostPool) -> None:
+    raw.then("funds", "hold")
+    fast = client(raw.url, pool, timeouts=Timeouts(connect=1.0, read=0.3), retry=RetryPolicy(attempts=1))
+    with pytest.raises(BrokerTimeoutError):
+        await fast.funds()
+
+
+async def test_place_when_nothing_listens_raises_connection_failed_not_unknown(pool: HostPool) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: the connect is refused
+        with pytest.raises(ConnectionFailedError) as info:
+            await client(f"http://127.0.0.1:{port}", pool).place_order(buy(), strategy="S1")
+    assert "could not connect" in info.value.message
+
+
+async def test_place_when_pool_stays_full_raises_connection_failed_and_sends_nothing(
+    raw: RawHttpServer,
+) -> None:
+    raw.then("funds", "hold")
+    async with HostPool(max_connections=1) as tiny:
+        slow_read = client(raw.url, tiny, timeouts=Timeouts(connect=1.0, read=10.0))
+        holder = asyncio.create_task(slow_read.funds())
+
+        async def read_arrived() -> bool:
+            return raw.count("funds") == 1  # the only connection is now busy with the held read
+
+        await eventually_async(read_arrived, timeout=5, what="held read reached the server")
+        order = client(raw.url, tiny, timeouts=Timeouts(connect=0.1, read=0.2, order=0.2))
+        with pytest.raises(ConnectionFailedError) as info:
+            await order.place_order(buy(), strategy="S1")
+        assert "could not connect within the timeout" in info.value.message
+        assert raw.count("placeorder") == 0
+        raw.release()
+        assert (await holder).availablecash is not None
