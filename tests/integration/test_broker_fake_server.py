@@ -283,7 +283,7 @@ async def test_place_when_server_answers_garbage_raises_unknown_outcome(
 
 
 def undecodable() -> Reply:
-    """A reply whose body claims gzip but is not: httpx fails while reading it, after the server acted."""
+    """A reply whose body claims gzip but is not: the transport fails reading it, after the server acted."""
     return Reply(text='{"status": "success"}', headers={"Content-Encoding": "gzip"})
 
 
@@ -488,3 +488,33 @@ def test_cancel_order_when_called_from_sync_code_returns_ack_or_raises(fake: Fak
         cancel_order(fake.url, KEY, "9", strategy="AM-1", timeout=2.0)
     assert info.value.message == "Order 9 not found"
     assert json.dumps(fake.seen[-1][1]["strategy"]) == '"AM-1"'
+
+
+# ------------------------------------------------------------- real OpenAlgo replies (issue 8 item 11)
+
+
+async def test_smart_order_when_server_finds_no_open_position_returns_noop_not_not_placed(
+    fake: FakeOpenAlgo, pool: HostPool
+) -> None:
+    real = {
+        "status": "success",
+        "mode": "analyze",
+        "message": "No OpenPosition Found. Not placing Exit order.",
+    }
+    fake.then("placesmartorder", Reply(body=real))
+    flat = OrderRequest(symbol="SBIN", exchange="NSE", action=Action.SELL, quantity=0)
+    result = await make_client(fake.url, pool).place_smart_order(flat, position_size=0, strategy="S1")
+    assert result.noop
+    assert result.orderid is None
+    assert fake.count("placesmartorder") == 1
+
+
+async def test_positionbook_when_server_reports_closed_row_reads_realised_and_zero_unrealised(
+    fake: FakeOpenAlgo, pool: HostPool
+) -> None:
+    closed = {"symbol": "NIFTY30DEC2526000CE", "exchange": "NFO", "product": "NRML", "quantity": 0,
+              "average_price": 0.0, "ltp": 112.45, "pnl": 862.5, "pnlpercent": 0.0, "unrealized_pnl": 862.5,
+              "today_realized_pnl": 0.0}  # fmt: skip
+    fake.then("positionbook", Reply(body={"status": "success", "mode": "analyze", "data": [closed]}))
+    (row,) = (await make_client(fake.url, pool).positionbook()).positions
+    assert (row.quantity, row.today_realized_pnl, row.unrealized_pnl) == (0, Decimal("862.50"), Decimal(0))

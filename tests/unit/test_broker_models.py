@@ -298,6 +298,59 @@ def test_positionbook_when_quantity_is_garbage_gives_none_not_flat() -> None:
     assert position.average_price == Decimal("801.00")
 
 
+# A real OpenAlgo (2.0.2.1, analyzer/paper mode) lists a row closed today with quantity 0 and its
+# realised P&L in ``unrealized_pnl`` (protocol §8); every reply carries "mode": "analyze".
+REAL_FLAT_ROW = {
+    "symbol": "NIFTY30DEC2526000CE",
+    "exchange": "NFO",
+    "product": "NRML",
+    "quantity": 0,
+    "average_price": 0.0,
+    "ltp": 112.45,
+    "pnl": 862.5,
+    "pnlpercent": 0.0,
+    "unrealized_pnl": 862.5,
+    "today_realized_pnl": 0.0,
+}
+
+
+def test_positionbook_when_real_server_flat_row_puts_realised_in_unrealised_reads_it_as_realised() -> None:
+    payload = {"status": "success", "mode": "analyze", "data": [REAL_FLAT_ROW]}
+    (position,) = Positionbook.parse(payload).positions
+    assert position.quantity == 0
+    assert position.today_realized_pnl == Decimal("862.50")
+    assert position.realized_pnl == Decimal("862.50")
+    assert position.unrealized_pnl == Decimal(0)
+    assert isinstance(position.unrealized_pnl, Decimal)
+    assert position.pnl == Decimal("862.50")  # realised + nothing open: unchanged
+
+
+def test_positionbook_when_flat_row_carries_realised_in_both_fields_counts_it_once() -> None:
+    row = {**REAL_FLAT_ROW, "today_realized_pnl": -240.75, "unrealized_pnl": -240.75, "pnl": -240.75}
+    (position,) = Positionbook.parse({**OK, "data": [row]}).positions
+    assert (position.today_realized_pnl, position.unrealized_pnl) == (Decimal("-240.75"), Decimal(0))
+
+
+def test_positionbook_when_live_flat_row_has_only_pnl_reads_it_as_realised() -> None:
+    row = {"symbol": "SBIN", "exchange": "NSE", "product": "MIS", "quantity": "0", "average_price": "0.00",
+           "ltp": "801.10", "pnl": "-35.50"}  # fmt: skip
+    (position,) = Positionbook.parse({**OK, "data": [row]}).positions
+    assert (position.today_realized_pnl, position.unrealized_pnl) == (Decimal("-35.50"), Decimal(0))
+
+
+def test_positionbook_when_flat_row_has_no_pnl_at_all_keeps_realised_unknown() -> None:
+    row = {"symbol": "SBIN", "exchange": "NSE", "product": "MIS", "quantity": 0}
+    (position,) = Positionbook.parse({**OK, "data": [row]}).positions
+    assert (position.today_realized_pnl, position.unrealized_pnl) == (None, Decimal(0))
+
+
+def test_positionbook_when_open_row_keeps_unrealised_as_sent() -> None:
+    row = {**REAL_FLAT_ROW, "quantity": -75, "average_price": 118.2, "unrealized_pnl": 431.25,
+           "today_realized_pnl": 120.0, "pnl": 551.25}  # fmt: skip
+    (position,) = Positionbook.parse({**OK, "data": [row]}).positions
+    assert (position.unrealized_pnl, position.today_realized_pnl) == (Decimal("431.25"), Decimal("120.00"))
+
+
 def test_holdings_when_protocol_example_parses_statistics() -> None:
     payload = {
         **OK,
@@ -555,6 +608,31 @@ def test_smart_order_when_positions_matched_is_noop() -> None:
     result = SmartOrderResult.parse({**OK, "message": "Positions Already Matched. No Action needed."})
     assert result.noop
     assert result.orderid is None
+
+
+def test_smart_order_when_real_server_finds_no_open_position_is_noop_success_not_not_placed() -> None:
+    # OpenAlgo 2.0.2.1 flattening a flat position (position_size 0, quantity 0): success, no order id.
+    body = {
+        "status": "success",
+        "mode": "analyze",
+        "message": "No OpenPosition Found. Not placing Exit order.",
+    }
+    result = SmartOrderResult.parse(body)
+    assert result.noop
+    assert result.orderid is None
+    assert result.message == "No OpenPosition Found. Not placing Exit order."
+
+
+def test_smart_order_when_size_already_matches_is_noop() -> None:
+    result = SmartOrderResult.parse(
+        {**OK, "message": "No action needed. Position size matches current position"}
+    )
+    assert (result.noop, result.orderid) == (True, None)
+
+
+def test_smart_order_when_placed_is_not_noop() -> None:
+    result = SmartOrderResult.parse({**OK, "message": "Order placed", "orderid": 25112201234567})
+    assert (result.noop, result.orderid) == (False, "25112201234567")
 
 
 def test_smart_order_when_semi_auto_raises_not_placed() -> None:
