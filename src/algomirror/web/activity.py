@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, time, timedelta
-from typing import Any
 
 from flask import Blueprint, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_login import login_required
 from sqlalchemy import Select, func, or_, select
 
@@ -49,7 +49,10 @@ def _parse_date(value: str | None) -> date | None:
 
 @bp.route("/")
 @login_required
-def index() -> Any:
+def index() -> ResponseReturnValue:
+    """The activity log, newest first, ``PAGE_SIZE`` rows a page. GET parameters: ``action``, ``q``
+    (text in details, action or IP), ``from``/``to`` (IST dates, inclusive), ``page``; an administrator
+    also ``user`` (an id, or "all")."""
     user = me()
     session_db = db()
     args = request.args
@@ -66,7 +69,9 @@ def index() -> Any:
         raw = (args.get("user") or "").strip()
         who = int(raw) if raw.isdigit() else (None if raw == "all" else user.id)
 
-    query: Select[Any] = select(ActivityLog, User.username).outerjoin(User, User.id == ActivityLog.user_id)
+    query: Select[tuple[ActivityLog, str]] = select(ActivityLog, User.username).outerjoin(
+        User, User.id == ActivityLog.user_id
+    )
     if who is not None:
         query = query.where(ActivityLog.user_id == who)
     if action:

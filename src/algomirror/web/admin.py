@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, abort, render_template
+from flask.typing import ResponseReturnValue
 from flask_login import login_required
 from sqlalchemy import select
+from werkzeug.wrappers import Response
 
 from algomirror.db.models import User
 from algomirror.web.auth import service
@@ -25,7 +25,8 @@ def require_admin() -> None:
 
 
 @bp.route("/")
-def index() -> Any:
+def index() -> ResponseReturnValue:
+    """The user list with the activate/deactivate/make-admin buttons and the sign-up switch."""
     session_db = db()
     users = session_db.scalars(select(User).order_by(User.id)).all()
     return render_template(
@@ -43,7 +44,7 @@ def _target(user_id: int) -> User:
     return user
 
 
-def _saved(user: User, event: str, message: str) -> Any:
+def _saved(user: User, event: str, message: str) -> Response:
     """Log ``event`` against the acting admin, commit the change to ``user`` and go back to the list."""
     log_activity(db(), event, user_id=me().id, details=f"user {user.username} (id {user.id})")
     db().commit()
@@ -51,7 +52,8 @@ def _saved(user: User, event: str, message: str) -> Any:
 
 
 @bp.route("/users/<int:user_id>/activate", methods=["POST"])
-def activate(user_id: int) -> Any:
+def activate(user_id: int) -> ResponseReturnValue:
+    """Let user ``user_id`` sign in again (404 if there is no such user)."""
     require_confirmation()
     user = _target(user_id)
     user.is_active = True
@@ -59,7 +61,8 @@ def activate(user_id: int) -> Any:
 
 
 @bp.route("/users/<int:user_id>/deactivate", methods=["POST"])
-def deactivate(user_id: int) -> Any:
+def deactivate(user_id: int) -> ResponseReturnValue:
+    """Stop user ``user_id`` from signing in (not oneself; 404 if there is no such user)."""
     require_confirmation()
     user = _target(user_id)
     if user.id == me().id:
@@ -69,7 +72,8 @@ def deactivate(user_id: int) -> Any:
 
 
 @bp.route("/users/<int:user_id>/make-admin", methods=["POST"])
-def make_admin(user_id: int) -> Any:
+def make_admin(user_id: int) -> ResponseReturnValue:
+    """Make user ``user_id`` an administrator (404 if there is no such user)."""
     require_confirmation()
     user = _target(user_id)
     user.is_admin = True
@@ -77,7 +81,8 @@ def make_admin(user_id: int) -> Any:
 
 
 @bp.route("/signup", methods=["POST"])
-def toggle_signup() -> Any:
+def toggle_signup() -> ResponseReturnValue:
+    """Open sign-up if it is closed, close it if it is open."""
     require_confirmation()
     session_db = db()
     enabled = not service.signup_enabled(session_db)

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 
 from algomirror.domain.calendar import TradingCalendar, default_calendar
@@ -34,6 +35,8 @@ def _calendar() -> TradingCalendar:
 
 @dataclass(frozen=True)
 class MarketStatus:
+    """Whether NSE is in a session now, and the line the header shows about it."""
+
     is_open: bool
     text: str
 
@@ -92,7 +95,9 @@ def _context() -> dict[str, Any]:
 
 
 @bp.route("/")
-def index() -> Any:
+def index() -> ResponseReturnValue:
+    """The dashboard; signed out, the sign-in page (sign-up while nobody exists); with no trading
+    account yet, the add-account form."""
     if not current_user.is_authenticated:
         # While nobody exists, the landing page is "create the administrator".
         if service.user_count(db()) == 0:
@@ -115,11 +120,12 @@ def signed_out_fragment() -> Response | None:
 
 
 @bp.route("/dashboard/live")
-def live() -> Any:
+def live() -> ResponseReturnValue:
+    """The dashboard's polled fragment (see :func:`signed_out_fragment` for a poll after sign-out)."""
     return signed_out_fragment() or _live()
 
 
 @login_required
-def _live() -> Any:
+def _live() -> ResponseReturnValue:
     """The totals and account cards (htmx polls this)."""
     return render_template("dashboard/_live.html", **_context())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from flask import abort
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, HiddenField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, Field, HiddenField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
+from wtforms.form import BaseForm
 from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 
 from algomirror.domain.brokers import BROKERS
@@ -18,12 +19,12 @@ URL_MAX = 200
 API_KEY_MAX = 256
 
 
-def _strip(value: Any) -> Any:
+def _strip(value: object) -> object:
     return value.strip() if isinstance(value, str) else value
 
 
-def _url_check(schemes: tuple[str, ...], label: str) -> Any:
-    def check(_form: FlaskForm, field: Any) -> None:
+def _url_check(schemes: tuple[str, ...], label: str) -> Callable[[BaseForm, Field], None]:
+    def check(_form: BaseForm, field: Field) -> None:
         value = (field.data or "").strip()
         try:
             parts = urlsplit(value)
@@ -41,7 +42,7 @@ def _url_check(schemes: tuple[str, ...], label: str) -> Any:
     return check
 
 
-def _url_field(label: str, name: str, schemes: tuple[str, ...], default: str) -> Any:
+def _url_field(label: str, name: str, schemes: tuple[str, ...], default: str) -> StringField:
     """A required, stripped URL field of at most ``URL_MAX`` characters whose scheme is one of
     ``schemes``; ``name`` opens its error messages."""
     return StringField(
@@ -57,6 +58,8 @@ def _url_field(label: str, name: str, schemes: tuple[str, ...], default: str) ->
 
 
 class RegisterForm(FlaskForm):
+    """Sign-up: username, email and the password twice (the password policy is checked on submit)."""
+
     username = StringField(
         "Username",
         filters=[_strip],
@@ -83,6 +86,8 @@ class RegisterForm(FlaskForm):
 
 
 class LoginForm(FlaskForm):
+    """Sign-in; ``next`` carries the page to return to (used only if it is a local path)."""
+
     username = StringField(
         "Username",
         filters=[_strip],
@@ -100,6 +105,8 @@ class LoginForm(FlaskForm):
 
 
 class ChangePasswordForm(FlaskForm):
+    """The current password and the new one twice."""
+
     current_password = PasswordField(
         "Current password",
         validators=[DataRequired("Enter your current password."), Length(max=PASSWORD_MAX)],
@@ -122,6 +129,9 @@ class ChangePasswordForm(FlaskForm):
 
 
 class AccountForm(FlaskForm):
+    """A trading account's name, broker, OpenAlgo URLs and API key. With ``key_required=False`` (edit)
+    an empty key keeps the stored one."""
+
     account_name = StringField(
         "Account name",
         filters=[_strip],
@@ -139,13 +149,16 @@ class AccountForm(FlaskForm):
         description="Stored encrypted; shown afterwards only as its last 4 characters.",
     )
 
-    def __init__(self, *args: Any, key_required: bool = True, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, key_required: bool = True, obj: object = None) -> None:
+        super().__init__(obj=obj)
         self.key_required = key_required
         if not key_required:
             self.api_key.description = "Leave empty to keep the stored key."
 
-    def validate_api_key(self, field: Any) -> None:
+    def validate_api_key(self, field: Field) -> None:
+        """WTForms' inline check of ``api_key``: required unless editing, length and no whitespace.
+
+        Raises ValidationError with the message shown beside the field."""
         value = (field.data or "").strip()
         if not value:
             if self.key_required:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_login import login_required, login_user
 
 from algomirror.security import verify_password
@@ -17,13 +16,17 @@ bp = Blueprint("settings", __name__, url_prefix="/settings")
 
 @bp.route("/", methods=["GET"])
 @login_required
-def index() -> Any:
+def index() -> ResponseReturnValue:
+    """The settings page with an empty change-password form."""
     return render_template("settings/index.html", form=ChangePasswordForm())
 
 
 @bp.route("/password", methods=["POST"])
 @login_required
-def change_password() -> Any:
+def change_password() -> ResponseReturnValue:
+    """Change the signed-in user's password: on success every other session and remember-me cookie
+    ends and this one continues (303 back to settings); a wrong current password or a refused new one
+    re-renders the form with 400."""
     form = ChangePasswordForm()
     user = me()
     session_db = db()

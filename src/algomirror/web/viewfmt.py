@@ -53,12 +53,14 @@ def total(value: Sum, signed: bool = False) -> Markup:
 
 
 def pct(value: Decimal | None) -> Markup:
+    """A percentage, coloured by sign; unknown for None."""
     if value is None:
         return UNKNOWN
     return Markup(f'<span class="{_sign_class(value)}">{value}%</span>')
 
 
 def short_time(value: datetime | None) -> Markup:
+    """An instant as IST "24 Nov 09:15:02"; unknown for None."""
     if value is None:
         return UNKNOWN
     return Markup(to_ist(value).strftime("%d %b %H:%M:%S"))

@@ -102,6 +102,7 @@ def create_user(
 
 
 def user_count(session: Session) -> int:
+    """How many users exist (0 means the next sign-up becomes the administrator)."""
     return session.scalar(select(func.count()).select_from(User)) or 0
 
 
@@ -110,11 +111,13 @@ def _setting(session: Session, key: str) -> AppSetting | None:
 
 
 def signup_enabled(session: Session) -> bool:
+    """Whether anyone may sign up (the administrator's switch; closed until it is set)."""
     row = _setting(session, SIGNUP_ENABLED)
     return row is not None and row.value == "1"
 
 
 def set_signup_enabled(session: Session, enabled: bool) -> None:
+    """Open or close sign-up (the caller commits)."""
     row = _setting(session, SIGNUP_ENABLED)
     if row is None:
         session.add(AppSetting(key=SIGNUP_ENABLED, value="1" if enabled else "0"))
@@ -123,11 +126,14 @@ def set_signup_enabled(session: Session, enabled: bool) -> None:
 
 
 def find_user(session: Session, username: str) -> User | None:
+    """The user with this username (compared normalised: case and surrounding space do not matter)."""
     return session.scalar(select(User).where(User.username == normalize_username(username)))
 
 
 @dataclass(frozen=True, slots=True)
 class LockPolicy:
+    """When failed sign-ins lock a username: ``max_failures`` within ``window`` lock it for ``lockout``."""
+
     max_failures: int = 5
     window: timedelta = timedelta(minutes=15)
     lockout: timedelta = timedelta(minutes=15)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
 
+from argon2 import PasswordHasher
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user, logout_user
+from flask_wtf import FlaskForm
 from sqlalchemy.exc import IntegrityError, OperationalError
+from werkzeug.wrappers import Response
 
 from algomirror.domain.timeutil import format_ist
 from algomirror.security import verify_password
@@ -27,7 +31,9 @@ bp = Blueprint("auth", __name__)
 
 
 @bp.route("/register", methods=["GET", "POST"])
-def register() -> Any:
+def register() -> ResponseReturnValue:
+    """Sign-up: the first user becomes the administrator; later ones only while sign-up is open (else
+    403). A refused or raced sign-up re-renders the form with the reason."""
     session_db = db()
     first = service.user_count(session_db) == 0
     if not first and not service.signup_enabled(session_db):
@@ -65,7 +71,7 @@ def register() -> Any:
     return render_template("auth/register.html", form=form, first=first)
 
 
-def _attach_error(form: Any, exc: service.UserError) -> None:
+def _attach_error(form: FlaskForm, exc: service.UserError) -> None:
     field = getattr(form, exc.field, None) if exc.field else None
     if field is not None:
         field.errors = [*field.errors, str(exc)]
@@ -74,7 +80,9 @@ def _attach_error(form: Any, exc: service.UserError) -> None:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Any:
+def login() -> ResponseReturnValue:
+    """Sign-in (to sign-up while no user exists). Failures count towards the username's lock-out; on
+    success a fresh session starts and the browser goes to ``next`` if it is a local path."""
     session_db = db()
     if service.user_count(session_db) == 0:
         return redirect(url_for("auth.register"))
@@ -90,7 +98,7 @@ def login() -> Any:
     return render_template("auth/login.html", form=form)
 
 
-def _attempt_login(form: LoginForm) -> Any:
+def _attempt_login(form: LoginForm) -> Response | None:
     st = state()
     session_db = db()
     username = (form.username.data or "").strip().lower()
@@ -140,9 +148,7 @@ def _attempt_login(form: LoginForm) -> Any:
     return redirect(target if is_same_site_path(target) else url_for("dashboard.index"), code=303)
 
 
-def _minutes(value: int) -> Any:
-    from datetime import timedelta
-
+def _minutes(value: int) -> timedelta:
     return timedelta(minutes=value)
 
 
@@ -152,7 +158,7 @@ class _DummyHash:
     def __init__(self) -> None:
         self._cache: dict[int, str] = {}
 
-    def get(self, hasher: Any) -> str:
+    def get(self, hasher: PasswordHasher) -> str:
         key = id(hasher)
         if key not in self._cache:
             self._cache[key] = hasher.hash("not-a-real-password-" + str(key))
@@ -163,7 +169,8 @@ _DUMMY_HASH = _DummyHash()
 
 
 @bp.route("/logout", methods=["POST"])
-def logout() -> Any:
+def logout() -> ResponseReturnValue:
+    """Sign out (a POST with the CSRF token, else 400) and clear the session."""
     form = ConfirmForm()
     if not form.validate_on_submit():
         abort(400)
