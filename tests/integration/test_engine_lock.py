@@ -4,10 +4,13 @@ PostgreSQL lock connection, a replaced SQLite lock file, a second engine on the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from sqlalchemy.orm import Session
 from algomirror.config import load_settings
 from algomirror.db.models.engine_fence import EngineFence
 from algomirror.db.session import Database
-from algomirror.domain.timeutil import utcnow
+from algomirror.domain.timeutil import FakeClock, utcnow
 from algomirror.engine.factory import build_engine
 from algomirror.engine.fencing import FencedOutError, check_fence, heartbeat, take_epoch
 from algomirror.engine.lock import (
@@ -32,6 +35,8 @@ from algomirror.engine.lock import (
 from algomirror.engine.service import EngineService, EngineThread
 from tests.helpers import eventually
 from tests.schema import truncate_all
+
+START = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -331,3 +336,60 @@ def test_engine_thread_when_component_crashes_restarts_it_and_stops_cleanly(data
     again = EngineLock(database.engine)
     again.acquire()  # released on stop
     again.release()
+
+
+def test_engine_when_running_writes_heartbeats_with_its_clock(database: Database) -> None:
+    clock = FakeClock(START)
+    lock = EngineLock(database.engine, clock=clock)
+    service = EngineService([_Idle()], lock=lock)
+    service.heartbeat_interval = 0.01
+    thread = EngineThread(service)
+    thread.start()
+    try:
+        later = clock.advance(timedelta(minutes=1))
+
+        def beat_at() -> datetime | None:
+            with Session(database.engine) as s:
+                row = s.get(EngineFence, 1)
+                assert row is not None and row.acquired_at == START
+                return row.heartbeat_at if row.heartbeat_at == later else None
+
+        eventually(beat_at, timeout=5, what="heartbeat written at the clock's time")
+    finally:
+        thread.stop()
+    assert thread.error is None
+
+
+def test_engine_when_another_sqlite_writer_blocks_the_heartbeat_keeps_running(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(
+        instance_dir=tmp_path / "instance", database_url=sqlite_url, sqlite_busy_timeout_ms=100
+    )
+    database = Database(sqlite_url, settings)
+    service = EngineService([_Idle()], lock=EngineLock(database.engine))
+    service.heartbeat_interval = 0.01
+    service.lock_check_timeout = 0.5
+    thread = EngineThread(service)
+    try:
+        with caplog.at_level(logging.WARNING, logger="algomirror.engine.service"):
+            # A long write transaction of another process (its own driver connection).
+            thread.start()
+            writer = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+            try:
+                writer.execute("BEGIN IMMEDIATE")
+                # Six failed heartbeats of 100 ms each outlast the 0.5 s check tolerance.
+                eventually(
+                    lambda: sum("heartbeat not written" in r.getMessage() for r in caplog.records) >= 6,
+                    timeout=10,
+                    what="heartbeats blocked by the writer",
+                )
+                assert thread.running and service.lock_lost is None
+                writer.execute("ROLLBACK")
+            finally:
+                writer.close()
+            assert thread.running and service.lock_lost is None
+    finally:
+        thread.stop()
+        database.dispose()
+    assert thread.error is None

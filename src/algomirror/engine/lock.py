@@ -153,34 +153,42 @@ class EngineLock:
         fh.flush()
         self._file = fh
 
-    def check(self, *, beat: bool = False) -> None:
-        """Verify that the lock and the epoch are still ours; with ``beat``, also record a heartbeat in
-        ``engine_fence`` (a database write: call it every few seconds, not every check).
+    def check(self) -> None:
+        """Verify that the lock and the epoch are still ours (reads only: it never waits for a writer).
 
-        Blocking (database round trips): the service runs it in a worker thread. Raises :class:`LockLost`
+        Blocking (a database round trip): the service runs it in a worker thread. Raises :class:`LockLost`
         when the lock is definitely gone (PostgreSQL: any error on the lock connection, or its backend no
         longer holds the key; SQLite: the lock file was removed or replaced; both: another epoch is
         stored). Other errors (SQLAlchemy errors on an ordinary pool connection) mean "could not verify
         this time" and propagate: the caller decides how long it tolerates that.
         """
+        epoch = self._held_epoch()
+        if self.dialect == "postgresql":
+            self._check_advisory(epoch)
+            return
+        self._check_file()
+        with Session(self._engine) as session:
+            stored = session.scalar(select(EngineFence.epoch).where(EngineFence.id == FENCE_ROW_ID))
+        if stored != epoch:
+            raise LockLost(f"a newer engine took over (epoch {stored}, ours {epoch})")
+
+    def beat(self) -> None:
+        """Record a heartbeat in ``engine_fence`` (a database write, which may wait for another writer:
+        call it every few seconds, apart from :meth:`check`). Raises :class:`LockLost` when a newer engine
+        holds the epoch, and SQLAlchemy errors as they come."""
+        epoch = self._held_epoch()
+        try:
+            with Session(self._engine) as session:
+                heartbeat(session, epoch, self._clock.now())
+                session.commit()
+        except FencedOutError as exc:
+            raise LockLost(str(exc)) from exc
+
+    def _held_epoch(self) -> int:
         epoch = self.epoch
         if epoch is None:
             raise LockLost("the engine lock is not held")
-        if self.dialect == "postgresql":
-            self._check_advisory(epoch)
-        else:
-            self._check_file()
-            with Session(self._engine) as session:
-                stored = session.scalar(select(EngineFence.epoch).where(EngineFence.id == FENCE_ROW_ID))
-            if stored != epoch:
-                raise LockLost(f"a newer engine took over (epoch {stored}, ours {epoch})")
-        if beat:
-            try:
-                with Session(self._engine) as session:
-                    heartbeat(session, epoch, self._clock.now())
-                    session.commit()
-            except FencedOutError as exc:
-                raise LockLost(str(exc)) from exc
+        return epoch
 
     def _check_advisory(self, epoch: int) -> None:
         with self._conn_guard:

@@ -156,35 +156,58 @@ class EngineService:
         loop = asyncio.get_running_loop()
         last_ok = loop.time()
         next_beat = last_ok
-        while not stop.is_set():
-            now = loop.time()
-            beat = now >= next_beat
-            remaining = last_ok + self.lock_check_timeout - now
-            try:
-                await asyncio.wait_for(
-                    asyncio.to_thread(lock.check, beat=beat), timeout=max(remaining, 0.001)
-                )
-            except LockLost as exc:
-                self._lose_lock(str(exc))
-                return
-            except TimeoutError:
-                self._lose_lock(f"the lock could not be verified for {self.lock_check_timeout:g}s")
-                return
-            except Exception as exc:  # noqa: BLE001 - any failure to verify counts toward the tolerance
-                # An ordinary pool connection failed (SQLite epoch read, heartbeat): not proof of loss by
-                # itself, but an unverifiable lock is treated as lost once the tolerance runs out.
-                log.warning("engine lock check failed (%s); retrying", _first_line(exc))
-                if loop.time() >= last_ok + self.lock_check_timeout:
+        # The heartbeat is a write (it may wait for another writer): it runs beside the liveness checks,
+        # never inside their deadline.
+        beat: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                if beat is not None and beat.done():
+                    lost = self._beat_result(beat)
+                    beat = None
+                    if lost is not None:
+                        self._lose_lock(lost)
+                        return
+                now = loop.time()
+                if beat is None and now >= next_beat:
+                    beat = asyncio.create_task(asyncio.to_thread(lock.beat), name="engine:heartbeat")
+                    next_beat = now + self.heartbeat_interval
+                remaining = last_ok + self.lock_check_timeout - now
+                try:
+                    await asyncio.wait_for(asyncio.to_thread(lock.check), timeout=max(remaining, 0.001))
+                except LockLost as exc:
+                    self._lose_lock(str(exc))
+                    return
+                except TimeoutError:
                     self._lose_lock(f"the lock could not be verified for {self.lock_check_timeout:g}s")
                     return
-            else:
-                last_ok = loop.time()
-                if beat:
-                    next_beat = last_ok + self.heartbeat_interval
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.watch_interval)
-            except TimeoutError:
-                pass
+                except Exception as exc:  # noqa: BLE001 - any failure to verify counts toward the tolerance
+                    # An ordinary pool connection failed (SQLite epoch read): not proof of loss by itself,
+                    # but an unverifiable lock is treated as lost once the tolerance runs out.
+                    log.warning("engine lock check failed (%s); retrying", _first_line(exc))
+                    if loop.time() >= last_ok + self.lock_check_timeout:
+                        self._lose_lock(f"the lock could not be verified for {self.lock_check_timeout:g}s")
+                        return
+                else:
+                    last_ok = loop.time()
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self.watch_interval)
+                except TimeoutError:
+                    pass
+        finally:
+            if beat is not None:
+                beat.cancel()
+
+    @staticmethod
+    def _beat_result(beat: asyncio.Task[None]) -> str | None:
+        """The loss reason from a finished heartbeat, or None (a failed write is only logged)."""
+        if beat.cancelled():
+            return None
+        exc = beat.exception()
+        if isinstance(exc, LockLost):
+            return str(exc)
+        if exc is not None:
+            log.warning("engine heartbeat not written (%s); the lock checks go on", _first_line(exc))
+        return None
 
     def _lose_lock(self, reason: str) -> None:
         if self.lock_lost is not None:
