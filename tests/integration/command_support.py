@@ -14,7 +14,8 @@ import httpx
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from algomirror.broker.client import HostPool, OpenAlgoClient, RetryPolicy, Timeouts
+from algomirror.broker.client import OpenAlgoClient, RetryPolicy, Timeouts
+from algomirror.broker.registry import ClientRegistry
 from algomirror.db.models import ActivityLog, EngineCommand, Order
 from algomirror.engine.commands import CommandConfig, CommandProcessor
 from algomirror.engine.factory import make_decryptor
@@ -26,26 +27,16 @@ PE = "NIFTY01DEC2626000PE"
 COMMAND_TOKEN_RE = re.compile(r'name="command_token" value="([^"]+)"')
 
 
-class LocalRegistry:
-    """Test stand-in for ``algomirror.broker.registry.ClientRegistry`` (same ``client``/``aclose``)."""
+class CountingRegistry(ClientRegistry):
+    """The real engine-wide registry, recording which accounts a client was asked for."""
 
     def __init__(self) -> None:
-        self.pool = HostPool()
+        super().__init__(timeouts=Timeouts(connect=2.0, read=5.0, order=5.0), retry=RetryPolicy(attempts=1))
         self.made: list[tuple[int, str]] = []
 
     def client(self, account_id: int, host_url: str, api_key: str, *, name: str = "") -> OpenAlgoClient:
         self.made.append((account_id, host_url))
-        return OpenAlgoClient(
-            host_url,
-            api_key,
-            pool=self.pool,
-            timeouts=Timeouts(connect=2.0, read=5.0, order=5.0),
-            retry=RetryPolicy(attempts=1),
-            name=name,
-        )
-
-    async def aclose(self) -> None:
-        await self.pool.aclose()
+        return super().client(account_id, host_url, api_key, name=name)
 
 
 def place(sim: SimHandle, key_index: int = 0, **order: Any) -> str:
@@ -154,7 +145,7 @@ def cancel_actions(env: WebEnv) -> list[tuple[str, str | None]]:
 @asynccontextmanager
 async def processor(env: WebEnv, **config: Any) -> AsyncIterator[CommandProcessor]:
     """A CommandProcessor on the web app's database, with the engine's decryptor for its settings."""
-    registry = LocalRegistry()
+    registry = CountingRegistry()
     settings: dict[str, Any] = {
         "poll_seconds": 0.05,
         "retry_delay": 0.0,

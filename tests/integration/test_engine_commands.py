@@ -17,11 +17,11 @@ from sqlalchemy import event, update
 
 from algomirror.db.models import EngineCommand, User
 from algomirror.engine.commands import CommandConfig, CommandProcessor
-from algomirror.engine.factory import make_decryptor
+from algomirror.engine.factory import build_engine, make_decryptor
 from tests.factories import make_account, make_order
 from tests.helpers import eventually_async
 from tests.integration.command_support import (
-    LocalRegistry,
+    CountingRegistry,
     cancel_actions,
     cancel_setup,
     commands,
@@ -201,7 +201,8 @@ async def test_run_when_two_processors_race_each_command_runs_once(
     async with processor(setup.env) as first, processor(setup.env) as second:
         ran = await asyncio.gather(first.process_once(), second.process_once())
         assert sum(ran) == len(pks)
-        calls = len(first.registry.made) + len(second.registry.made)  # type: ignore[attr-defined]
+        assert isinstance(first.registry, CountingRegistry) and isinstance(second.registry, CountingRegistry)
+        calls = len(first.registry.made) + len(second.registry.made)
     assert calls == len(pks)  # one broker client lookup (one cancel) per command
     assert [c.status for c in commands(setup.env)] == ["done"] * len(pks)
     assert [a for a, _ in cancel_actions(setup.env)].count("order_cancelled") == len(pks)
@@ -306,7 +307,7 @@ async def test_cancel_when_payload_names_another_users_account_fails_without_bro
                 token="forged-1",
             )
         )
-    registry = LocalRegistry()
+    registry = CountingRegistry()
     engine = CommandProcessor(
         setup.env.database,
         registry,
@@ -322,3 +323,19 @@ async def test_cancel_when_payload_names_another_users_account_fails_without_bro
     assert command.status == "failed" and "not found" in (command.error or "")
     assert registry.made == []
     assert exchange_order(sim, orderid)["order_status"] == "open"
+
+
+async def test_build_engine_when_built_runs_web_commands_on_its_registry(
+    db_url: str, tmp_path: Path, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    orderid = place(sim, pricetype="LIMIT", price="5")
+    setup = cancel_setup(db_url, tmp_path, sim, orderid)
+    assert request_cancel(setup).status_code == 303
+    service = build_engine(setup.env.state.settings, setup.env.database)
+    [engine] = [c for c in service.components if c.name == "commands"]
+    assert isinstance(engine, CommandProcessor)
+
+    [command] = await run_until_ended(engine, setup.env)
+    assert command.status == "done" and order_row(setup.env, setup.order_pk).status == "cancelled"
+    assert engine.registry.accounts == ()  # stopped: the processor closed the registry it owns

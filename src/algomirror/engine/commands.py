@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,12 +42,15 @@ from sqlalchemy.orm import Session
 from algomirror.broker import models as wire
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import (
+    AuthError,
     BrokerError,
     HaltError,
+    OrdersSuspendedError,
     RejectedError,
     RetryableError,
     UnknownOutcomeError,
 )
+from algomirror.broker.registry import ClientRegistry, Priority
 from algomirror.db.models import ActivityLog, EngineCommand, Order, TradingAccount
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock
@@ -58,13 +61,6 @@ CANCEL_ORDER = "cancel_order"
 # The strategy tag sent with a cancel of an order that carries none (orders placed outside AlgoMirror).
 CANCEL_STRATEGY_TAG = "AlgoMirror"
 _MAX_ERROR = 2000
-
-
-class ClientSource(Protocol):
-    """What the processor needs of the engine-wide client registry
-    (:class:`algomirror.broker.registry.ClientRegistry`)."""
-
-    def client(self, account_id: int, host_url: str, api_key: str, *, name: str = "") -> OpenAlgoClient: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +122,12 @@ class CommandError(Exception):
 class CommandProcessor:
     """The engine component that executes ``engine_commands`` rows. See the module docstring.
 
-    ``registry`` hands out the account's broker client (shared with the rest of the engine; not closed
-    here). ``decrypt`` turns ``api_key_encrypted`` into the key (raises ValueError when it cannot).
-    ``clock`` stamps ``started_at``/``finished_at``/``updated_at`` and the activity log. Tests drive it
-    with :meth:`recover`, :meth:`process_once` and :meth:`run_command`.
+    ``registry`` is the engine-wide client registry: the account's client, its rate scheduler (a cancel
+    waits with EXIT priority: it never adds risk) and the engine-wide order suspension. It is closed
+    here only when ``owns_registry`` and the engine stops. ``decrypt`` turns ``api_key_encrypted`` into
+    the key (raises ValueError when it cannot). ``clock`` stamps ``started_at``/``finished_at``/
+    ``updated_at`` and the activity log. Tests drive it with :meth:`recover`, :meth:`process_once` and
+    :meth:`run_command`.
     """
 
     name = "commands"
@@ -137,14 +135,16 @@ class CommandProcessor:
     def __init__(
         self,
         database: Database,
-        registry: ClientSource,
+        registry: ClientRegistry,
         decrypt: Callable[[str], str],
         *,
         clock: Clock | None = None,
         config: CommandConfig | None = None,
+        owns_registry: bool = False,
     ) -> None:
         self.database = database
         self.registry = registry
+        self.owns_registry = owns_registry
         self.config = config or CommandConfig()
         self.clock = clock or SystemClock()
         self._decrypt = decrypt
@@ -172,6 +172,9 @@ class CommandProcessor:
             tasks = list(self._in_flight.values())
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+            # Not after a crash: the supervisor restarts run() and the registry must still work.
+            if self.owns_registry and stop.is_set():
+                await self.registry.aclose()
 
     def _start_due(self, ids: list[int]) -> None:
         for command_id in ids:
@@ -355,14 +358,19 @@ class CommandProcessor:
         client = self._client(target)
         cancel: Literal["acknowledged", "refused", "unknown"]
         try:
-            ack = await client.cancel_order(target.order_id, strategy=target.strategy)
+            ack = await client.cancel_order(target.order_id, strategy=target.strategy, priority=Priority.EXIT)
             cancel, cancel_message = "acknowledged", ack.message
-        except HaltError as exc:
+        except OrdersSuspendedError as exc:
+            # Nothing was sent; this engine is stopping (lock lost) or paused order calls.
+            return Outcome("retry", error=f"cancel not sent: {exc.message}")
+        except AuthError as exc:
             return Outcome(
                 "failed",
                 error=f"the broker rejected the account's API key ({exc.message}); nothing was cancelled. "
                 "Check the account's key and the broker login, then try again.",
             )
+        except HaltError as exc:
+            return Outcome("failed", error=f"calls to this account are halted: {exc.message}")
         except RejectedError as exc:
             cancel, cancel_message = "refused", exc.message
         except UnknownOutcomeError as exc:
@@ -402,7 +410,7 @@ class CommandProcessor:
             ) from None
         try:
             return self.registry.client(target.account_id, target.host_url, api_key, name=target.account_name)
-        except ValueError as exc:
+        except ValueError as exc:  # RuntimeError (registry closed) is the engine stopping: not ours
             raise CommandError(f"the account's host URL is invalid: {exc}") from None
 
     async def _broker_state(
@@ -519,7 +527,6 @@ def _rowcount(result: Any) -> int:
 
 __all__ = [
     "CANCEL_ORDER",
-    "ClientSource",
     "CommandConfig",
     "CommandProcessor",
     "Outcome",

@@ -8,9 +8,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from algomirror.broker.client import Timeouts
+from algomirror.broker.registry import ClientRegistry
 from algomirror.config import Settings
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock
+from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.lock import EngineLock
 from algomirror.engine.service import Component, EngineService, LockLostCallback
 from algomirror.engine.sync import AccountSync, SyncConfig
@@ -48,6 +51,13 @@ def build_account_sync(
     )
 
 
+def build_command_processor(
+    settings: Settings, database: Database, registry: ClientRegistry, *, owns_registry: bool = False
+) -> CommandProcessor:
+    """The processor of web-requested commands (``engine_commands``) on the engine's ``registry``."""
+    return CommandProcessor(database, registry, make_decryptor(settings), owns_registry=owns_registry)
+
+
 def build_engine(
     settings: Settings,
     database: Database,
@@ -56,7 +66,8 @@ def build_engine(
     sync_config: SyncConfig | None = None,
     on_lock_lost: Sequence[LockLostCallback] = (),
 ) -> EngineService:
-    """An :class:`EngineService` with every component built so far (account sync) and the lock for this
+    """An :class:`EngineService` with every component built so far (account sync, web commands on one
+    engine-wide client registry whose orders stop when the lock is lost) and the lock for this
     database (PostgreSQL advisory lock, or ``<database file>.engine.lock`` for SQLite) with its fencing
     epoch; escalations of crashing components are recorded in ``database``.
 
@@ -65,11 +76,16 @@ def build_engine(
     ``on_lock_lost`` callbacks run first when the lock is lost (the client registry's ``suspend_orders``).
     The lock is taken by ``EngineService.run``/``acquire_lock``, not here.
     """
+    registry = ClientRegistry(timeouts=Timeouts.from_settings(settings))
     components: list[Component] = [
-        build_account_sync(settings, database, market_clock=market_clock, config=sync_config)
+        build_account_sync(settings, database, market_clock=market_clock, config=sync_config),
+        build_command_processor(settings, database, registry, owns_registry=True),
     ]
     return EngineService(
-        components, lock=EngineLock(database.engine), database=database, on_lock_lost=on_lock_lost
+        components,
+        lock=EngineLock(database.engine),
+        database=database,
+        on_lock_lost=(registry.suspend_orders, *on_lock_lost),
     )
 
 
@@ -80,4 +96,11 @@ def quiet_http_logs() -> None:
         httpx_log.setLevel(logging.WARNING)
 
 
-__all__ = ["SecretDecryptor", "build_account_sync", "build_engine", "make_decryptor", "quiet_http_logs"]
+__all__ = [
+    "SecretDecryptor",
+    "build_account_sync",
+    "build_command_processor",
+    "build_engine",
+    "make_decryptor",
+    "quiet_http_logs",
+]
