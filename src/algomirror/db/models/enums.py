@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from sqlalchemy import CheckConstraint
 
+from algomirror.domain import order_state
+
 ACTIONS = ("BUY", "SELL")
 PRODUCTS = ("MIS", "NRML", "CNC")
 STRATEGY_PRODUCTS = ("MIS", "NRML")
@@ -39,7 +41,8 @@ LEG_TRAILING_TYPES = ("points", "percentage")
 # PRODUCT §5.10; the seeds' ``stopped`` is never produced.
 EXECUTION_STATUSES = ("pending", "active", "exiting", "exited", "failed", "error")
 RUN_STATUSES = ("entering", "active", "exiting", "closed", "failed", "error")
-INTENT_STATES = ("created", "sent", "acknowledged", "complete", "rejected", "cancelled", "unknown")
+# The journal's state machine lives in the domain (order_state); the database enforces its vocabulary.
+INTENT_STATES = order_state.INTENT_STATES
 INTENT_PURPOSES = ("entry", "exit", "manual")
 COMMAND_STATUSES = ("pending", "running", "done", "failed")
 

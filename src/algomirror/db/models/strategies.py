@@ -21,7 +21,7 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from algomirror.db.base import Base, CreatedAtMixin, TimestampMixin
 from algomirror.db.models.enums import (
@@ -55,6 +55,7 @@ from algomirror.db.models.enums import (
     in_check,
 )
 from algomirror.db.types import Money, Price, UTCDateTime, money_default
+from algomirror.domain.order_state import check_transition
 from algomirror.domain.timeutil import utcnow
 
 
@@ -448,6 +449,13 @@ class OrderIntent(TimestampMixin, Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @validates("state")
+    def _forward_only(self, _key: str, new: str) -> str:
+        """Every ORM write of ``state`` passes the journal's state machine: a new intent starts
+        ``created`` and an existing one only moves forward (raises IllegalTransitionError)."""
+        check_transition(self.state, new)
+        return new
 
     __table_args__ = (
         # One intent per broker order: two unknown-outcome slices can never adopt the same order.

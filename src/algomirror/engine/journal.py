@@ -1,0 +1,211 @@
+"""The order journal (DESIGN §3): the engine writes an intent before any order leaves it.
+
+Three guarantees, each held by the database or by this module's structure rather than by care:
+
+* **At most one send per intent key.** :meth:`Journal.record` inserts the ``order_intents`` row whose
+  unique ``key`` (e.g. ``exec:{execution_id}:entry:{slice}``) names the order. A second attempt with the
+  same key — a retry, a double click, a restart, two exit triggers in one tick — fails with
+  :class:`IntentExistsError`, and only the caller that wrote the row may send. One broker order belongs
+  to at most one intent (unique account + order id: :class:`OrderAlreadyAdoptedError`).
+* **Forward only.** Every state change goes through the domain state machine
+  (:mod:`algomirror.domain.order_state`), enforced on every ORM write of ``order_intents.state``.
+* **Fenced.** Every journal write first checks, in its own transaction, that this engine's fencing epoch
+  is still the database's (:func:`~algomirror.engine.fencing.check_fence`): an engine that lost its lock
+  cannot record, and so cannot send, an order (:class:`~algomirror.engine.fencing.FencedOutError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from algomirror.db.models import OrderIntent
+from algomirror.db.session import Database
+from algomirror.domain import order_state
+from algomirror.domain.timeutil import Clock
+from algomirror.engine.fencing import FencedOutError, check_fence
+
+
+class IntentExistsError(Exception):
+    """An intent with this key was already written: its writer owns the order. Do not send it again;
+    look at the existing intent (``intent_id``, ``state``) instead."""
+
+    def __init__(self, key: str, intent_id: int | None, state: str | None) -> None:
+        super().__init__(f"intent {key!r} already exists (id {intent_id}, state {state})")
+        self.key = key
+        self.intent_id = intent_id
+        self.state = state
+
+
+class OrderAlreadyAdoptedError(Exception):
+    """The broker order id is already recorded on another intent of the account: two intents can never
+    own one order. Halt the account's reconciliation and alert; never retry."""
+
+
+class IntentNotFoundError(LookupError):
+    """No intent with that id."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentSpec:
+    """What will be sent: quantities in units (lots × lot size), prices in rupees (None for MARKET)."""
+
+    key: str
+    account_id: int
+    symbol: str
+    exchange: str
+    product: str
+    side: str
+    quantity: int
+    order_type: str = "MARKET"
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
+    strategy_tag: str | None = None
+    execution_id: int | None = None
+    purpose: str = "entry"
+
+
+@dataclass(frozen=True, slots=True)
+class IntentView:
+    """An intent as stored after a journal write."""
+
+    id: int
+    key: str
+    state: str
+    order_id: str | None
+    filled_quantity: int
+    average_price: Decimal | None
+
+    @classmethod
+    def of(cls, row: OrderIntent) -> IntentView:
+        return cls(row.id, row.key, row.state, row.order_id, row.filled_quantity, row.average_price)
+
+
+class Journal:
+    """The engine's only writer of ``order_intents``. ``epoch`` is the fencing epoch its lock took;
+    ``clock`` stamps sent/acknowledged/finished times. Every method runs one short write transaction
+    and raises :class:`~algomirror.engine.fencing.FencedOutError` once a newer engine has taken over."""
+
+    def __init__(self, database: Database, *, epoch: int, clock: Clock) -> None:
+        self.database = database
+        self.epoch = epoch
+        self.clock = clock
+
+    def record(self, spec: IntentSpec) -> IntentView:
+        """Write a new ``created`` intent. Raises :class:`IntentExistsError` when the key exists (then
+        nothing is written and the caller must not send)."""
+        try:
+            with self.database.session() as session:
+                check_fence(session, self.epoch)
+                row = OrderIntent(
+                    key=spec.key,
+                    execution_id=spec.execution_id,
+                    account_id=spec.account_id,
+                    purpose=spec.purpose,
+                    symbol=spec.symbol,
+                    exchange=spec.exchange,
+                    product=spec.product,
+                    side=spec.side,
+                    quantity=spec.quantity,
+                    order_type=spec.order_type,
+                    price=spec.price,
+                    trigger_price=spec.trigger_price,
+                    strategy_tag=spec.strategy_tag,
+                    state=order_state.CREATED,
+                )
+                session.add(row)
+                session.flush()
+                return IntentView.of(row)
+        except IntegrityError as exc:
+            existing = self._by_key(spec.key)
+            if existing is None:
+                raise
+            raise IntentExistsError(spec.key, existing.id, existing.state) from exc
+
+    def advance(
+        self,
+        intent_id: int,
+        state: str,
+        *,
+        order_id: str | None = None,
+        filled_quantity: int | None = None,
+        average_price: Decimal | None = None,
+        rejection_reason: str | None = None,
+    ) -> IntentView:
+        """Move an intent to ``state`` (forward only) and record what the broker said.
+
+        ``order_id`` adopts the broker's order (raises :class:`OrderAlreadyAdoptedError` if another
+        intent of the account holds it); fills are the broker's figures. Raises
+        :class:`~algomirror.domain.order_state.IllegalTransitionError` for a backward move and
+        :class:`IntentNotFoundError` for an unknown id.
+        """
+        now = self.clock.now()
+        try:
+            with self.database.session() as session:
+                check_fence(session, self.epoch)
+                row = session.get(OrderIntent, intent_id, with_for_update=True)
+                if row is None:
+                    raise IntentNotFoundError(f"no intent {intent_id}")
+                previous = row.state
+                row.state = state
+                if order_id is not None:
+                    row.order_id = order_id
+                if filled_quantity is not None:
+                    row.filled_quantity = filled_quantity
+                if average_price is not None:
+                    row.average_price = average_price
+                if rejection_reason is not None:
+                    row.rejection_reason = rejection_reason
+                if state != previous:
+                    _stamp(row, state, now)
+                session.flush()
+                return IntentView.of(row)
+        except IntegrityError as exc:
+            if order_id is None:
+                raise
+            raise OrderAlreadyAdoptedError(
+                f"broker order {order_id} is already recorded on another intent of this account"
+            ) from exc
+
+    def unresolved(self, account_id: int) -> list[IntentView]:
+        """The account's intents that may still have a live order (created, sent, acknowledged,
+        unknown), oldest first: what reconciliation must resolve before anything is re-sent."""
+        with self.database.session() as session:
+            rows = session.scalars(
+                select(OrderIntent)
+                .where(
+                    OrderIntent.account_id == account_id,
+                    OrderIntent.state.in_(sorted(order_state.UNRESOLVED_STATES)),
+                )
+                .order_by(OrderIntent.id)
+            ).all()
+            return [IntentView.of(r) for r in rows]
+
+    def _by_key(self, key: str) -> IntentView | None:
+        with self.database.session() as session:
+            row = session.scalar(select(OrderIntent).where(OrderIntent.key == key))
+            return None if row is None else IntentView.of(row)
+
+
+def _stamp(row: OrderIntent, state: str, now: datetime) -> None:
+    if state == order_state.SENT:
+        row.sent_at = now
+    elif state == order_state.ACKNOWLEDGED:
+        row.acknowledged_at = now
+    elif state in order_state.TERMINAL_STATES:
+        row.finished_at = now
+
+
+__all__ = [
+    "FencedOutError",
+    "IntentExistsError",
+    "IntentNotFoundError",
+    "IntentSpec",
+    "IntentView",
+    "Journal",
+    "OrderAlreadyAdoptedError",
+]
