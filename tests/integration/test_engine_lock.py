@@ -23,6 +23,7 @@ from algomirror.config import load_settings
 from algomirror.db.models.engine_fence import EngineFence
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import FakeClock, utcnow
+from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.factory import build_engine
 from algomirror.engine.fencing import FencedOutError, check_fence, heartbeat, take_epoch
 from algomirror.engine.lock import (
@@ -393,3 +394,28 @@ def test_engine_when_another_sqlite_writer_blocks_the_heartbeat_keeps_running(
         thread.stop()
         database.dispose()
     assert thread.error is None
+
+
+def test_build_engine_when_lock_connection_is_terminated_suspends_the_client_registry(
+    pg_database: Database, tmp_path: Path
+) -> None:
+    settings = load_settings(instance_dir=tmp_path / "instance", database_url=pg_database.url, demo=False)
+    service = build_engine(settings, pg_database)
+    [commands] = [c for c in service.components if c.name == "commands"]
+    assert isinstance(commands, CommandProcessor)
+    registry = commands.registry
+    thread = EngineThread(service)
+    thread.start()
+    try:
+        assert registry.orders_suspended is None
+        with pg_database.engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": _lock_backend_pid(pg_database)})
+        eventually(
+            lambda: registry.orders_suspended is not None, timeout=1.0, interval=0.01, what="suspended"
+        )
+        reason = registry.orders_suspended
+        assert reason is not None and "lock connection" in reason
+        eventually(lambda: not thread.running, timeout=15, what="engine stopped")
+        assert isinstance(thread.error, LockLost)
+    finally:
+        thread.stop()
