@@ -8,7 +8,6 @@ proves connection reuse. The paper exchange itself is exercised in test_broker_p
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -25,7 +24,6 @@ from algomirror.broker.errors import (
     BrokerTimeoutError,
     ConnectionFailedError,
     MalformedResponseError,
-    NotFoundError,
     RateLimitedError,
     RejectedError,
     ServerError,
@@ -34,7 +32,6 @@ from algomirror.broker.errors import (
 from algomirror.broker.facade import check_connection
 from algomirror.broker.models import Action, OrderRequest
 from algomirror.broker.ratelimit import RateLimits
-from algomirror.broker.sync_facade import cancel_order
 from tests.broker_support import CountingProxy, LoopThread
 
 T = TypeVar("T")
@@ -478,16 +475,6 @@ def test_check_connection_when_slow_server_reports_error_within_budget(fake: Fak
 def test_check_connection_when_unreachable_or_bad_url_reports_error_or_failed() -> None:
     assert check_connection(f"http://127.0.0.1:{free_port()}", KEY, timeout=1.0).status == "error"
     assert check_connection("not a url", KEY, timeout=1.0).status == "failed"
-
-
-def test_cancel_order_when_called_from_sync_code_returns_ack_or_raises(fake: FakeOpenAlgo) -> None:
-    ack = cancel_order(fake.url, KEY, "25112200000042", strategy="AM-1", timeout=2.0)
-    assert ack.orderid == "25112200000042"
-    fake.then("cancelorder", Reply(code=404, body={"status": "error", "message": "Order 9 not found"}))
-    with pytest.raises(NotFoundError) as info:
-        cancel_order(fake.url, KEY, "9", strategy="AM-1", timeout=2.0)
-    assert info.value.message == "Order 9 not found"
-    assert json.dumps(fake.seen[-1][1]["strategy"]) == '"AM-1"'
 
 
 # ------------------------------------------------------------- real OpenAlgo replies (issue 8 item 11)

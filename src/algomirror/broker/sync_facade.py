@@ -17,7 +17,6 @@ from typing import TypeVar
 
 from algomirror.broker.client import HostPool, OpenAlgoClient, RetryPolicy, Timeouts
 from algomirror.broker.errors import BrokerTimeoutError, UnknownOutcomeError
-from algomirror.broker.models import OrderAck
 
 T = TypeVar("T")
 
@@ -130,21 +129,3 @@ def call_broker(
         return await call(client)
 
     return background().run_with_pool(go, timeout=budget, order=order)
-
-
-def cancel_order(
-    host_url: str, api_key: str, orderid: str, *, strategy: str, timeout: float = 10.0
-) -> OrderAck:
-    """Cancel one order from a view ("Cancel" on the Orders page). Raises the client's errors:
-    RejectedError/NotFoundError (show ``message``), AuthError, UnknownOutcomeError, RetryableError."""
-
-    async def go(client: OpenAlgoClient) -> OrderAck:
-        return await client.cancel_order(orderid, strategy=strategy)
-
-    return call_broker(
-        host_url,
-        api_key,
-        go,
-        timeouts=Timeouts(connect=min(4.0, timeout), read=timeout, order=timeout),
-        order=True,
-    )
