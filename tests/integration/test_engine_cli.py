@@ -16,6 +16,8 @@ from sqlalchemy import func, select, text
 from algomirror.cli import main
 from algomirror.db.models import Position, TradingAccount, User
 from algomirror.db.session import Database
+from algomirror.domain.timeutil import utcnow
+from algomirror.engine.halts import entries_halted, halt_entries
 from algomirror.engine.lock import ADVISORY_LOCK_KEY, EngineLock
 from algomirror.security import SecretBox
 from tests.helpers import eventually
@@ -133,3 +135,17 @@ def test_engine_when_its_lock_connection_is_killed_exits_non_zero_for_the_superv
     assert proc.returncode == 2, err[-2000:]
     assert "engine lock lost" in err
     assert err.strip().splitlines()[-1].startswith("algomirror: engine stopped: its lock was lost")
+
+
+def test_resume_entries_when_entries_halted_clears_the_flag(
+    db_url: str, database: Database, tmp_path: Path
+) -> None:
+    with database.session() as s:
+        halt_entries(s, "engine component sync crashed 5 times within 10 min", utcnow())
+    env = _env(db_url, tmp_path, Fernet.generate_key())
+    first = CliRunner().invoke(main, ["resume-entries"], env=env)
+    assert first.exit_code == 0 and first.output.strip() == "entries resumed", first.output
+    with database.session() as s:
+        assert entries_halted(s) is None
+    again = CliRunner().invoke(main, ["resume-entries"], env=env)
+    assert again.exit_code == 0 and again.output.strip() == "entries were not halted"
