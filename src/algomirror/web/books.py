@@ -22,12 +22,14 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
+from flask.typing import ResponseReturnValue
 from flask_login import login_required
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response as WerkzeugResponse
 
-from algomirror.db.models import EngineCommand
+from algomirror.db.models import EngineCommand, Order, TradingAccount
 from algomirror.domain.timeutil import format_ist, to_ist
 from algomirror.web import queries
 from algomirror.web.context import (
@@ -221,7 +223,8 @@ def export(kind: str) -> Any:
 # ----------------------------------------------------------------------------------------- cancel
 
 
-def _own_order(order_pk: int) -> tuple[Any, Any]:
+def _own_order(order_pk: int) -> tuple[Order, TradingAccount]:
+    """Our order row and its account; 404 when it is not the signed-in user's."""
     found = queries.order_for_user(db(), me().id, order_pk)
     if found is None:
         abort(404)
@@ -251,7 +254,9 @@ def _requested_cancels() -> set[int]:
     return pks
 
 
-def _cancel_page(order: Any, account: Any, back: str, *, error: str | None = None, code: int = 200) -> Any:
+def _cancel_page(
+    order: Order, account: TradingAccount, back: str, *, error: str | None = None, code: int = 200
+) -> tuple[str, int]:
     commands = _cancel_commands(order.id)
     latest = commands[0] if commands else None
     waiting = latest is not None and latest.status in ACTIVE_COMMAND_STATUSES
@@ -271,13 +276,13 @@ def _cancel_page(order: Any, account: Any, back: str, *, error: str | None = Non
     return page, code
 
 
-def _already_requested(order: Any, back: str) -> Any:
+def _already_requested(order: Order, back: str) -> WerkzeugResponse:
     flash(f"A cancel of order {order.order_id} is already requested.", "warning")
     return redirect(url_for("books.cancel_order", order_pk=order.id, back=back), code=303)
 
 
 @bp.route("/orders/<int:order_pk>/cancel", methods=["GET", "POST"])
-def cancel_order(order_pk: int) -> Any:
+def cancel_order(order_pk: int) -> ResponseReturnValue:
     """GET: the confirmation page, and the state of the latest cancel request of this order.
     POST (CSRF-checked, with the page's ``command_token``): queue a ``cancel_order`` engine command.
 
