@@ -2,9 +2,12 @@
 
 The paper exchange runs as its own process (``algomirror simulator``, so it does not share this
 interpreter's GIL with the client under test) with 20 ms injected latency on every call and its rate
-limits disabled. Three runs of ``quotes``:
+limits disabled. Runs of ``quotes``:
 
-1. pooled: our :class:`OpenAlgoClient` on one keep-alive pool, ``--concurrency`` calls in flight;
+1. pooled: our :class:`OpenAlgoClient` on one keep-alive pool, ``--concurrency`` calls in flight, once
+   on the aiohttp transport (the engine's) and once on the httpx one (the client's previous transport);
+   the client's CPU time per call (``time.process_time`` of this process: the exchange runs in its
+   own) is printed for both;
 2. per-call: module-level ``httpx.post`` for each call, sequential, as the official SDK ≤ 1.0.50 did
    (each call builds a client, an SSL context and a TCP connection). At 50–120 ms a call this phase
    alone would take minutes for 1,000 calls, so by default it measures ``--baseline-calls`` (250) and
@@ -12,7 +15,8 @@ limits disabled. Three runs of ``quotes``:
    is exact up to noise); ``--baseline-calls 1000`` measures all of them;
 3. pooled, sequential (fewer calls): isolates what connection reuse alone saves per call.
 
-Prints the figures and the ratio (target ≥ 3×). Never fails on timing.
+Prints the figures and the ratio (target ≥ 3×). Never fails on timing. The last line is
+``client cpu per call X.XXX ms`` for the aiohttp transport.
 Usage: ``python bench/client_pool.py [--calls 1000] [--concurrency 32] [--latency-ms 20]``
 (add ``--baseline-calls 1000`` to measure every per-call request)
 """
@@ -32,16 +36,28 @@ from contextlib import contextmanager
 
 import httpx
 
-from algomirror.broker.client import HostPool, OpenAlgoClient, RetryPolicy, Timeouts
+from algomirror.broker.client import OpenAlgoClient, RetryPolicy, Timeouts
 from algomirror.broker.ratelimit import RateLimits
+from algomirror.broker.transport import HostPool, Transport
+from algomirror.broker.transport_httpx import HttpxHostPool
 
 SYMBOL, EXCHANGE = "NIFTY", "NSE_INDEX"
 
 
-async def pooled(url: str, key: str, calls: int, concurrency: int) -> tuple[float, list[float]]:
-    """Wall time and per-call latencies for ``calls`` quotes with ``concurrency`` in flight."""
+def make_pool(transport: str, concurrency: int) -> Transport:
+    if transport == "httpx":
+        return HttpxHostPool(max_connections=max(concurrency, 1))
+    return HostPool(max_connections=max(concurrency, 1))
+
+
+async def pooled(
+    url: str, key: str, calls: int, concurrency: int, transport: str = "aiohttp"
+) -> tuple[float, list[float], float]:
+    """Wall time, per-call latencies and client CPU seconds for ``calls`` quotes, ``concurrency`` in
+    flight, on the named transport."""
     latencies: list[float] = []
-    async with HostPool(max_connections=max(concurrency, 1)) as pool:
+    pool = make_pool(transport, concurrency)
+    try:
         client = OpenAlgoClient(
             url,
             key,
@@ -61,9 +77,12 @@ async def pooled(url: str, key: str, calls: int, concurrency: int) -> tuple[floa
                 if quote.ltp is None:
                     raise RuntimeError("quote without ltp")
 
+        cpu_started = time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(calls)))
-        return time.perf_counter() - started, latencies
+        return time.perf_counter() - started, latencies, time.process_time() - cpu_started
+    finally:
+        await pool.aclose()
 
 
 def per_call(url: str, key: str, calls: int) -> tuple[float, list[float]]:
@@ -144,8 +163,15 @@ def main() -> int:
         httpx.post(f"{url}/sim/faults/latency", json={"ms": args.latency_ms}, timeout=10).raise_for_status()
         print(f"paper exchange at {url}, {args.latency_ms:g} ms injected latency, rate limits off")
 
-        pool_wall, pool_lat = asyncio.run(pooled(url, key, args.calls, args.concurrency))
-        print(line(f"pooled, {args.concurrency} in flight", args.calls, pool_wall, pool_lat), flush=True)
+        cpu: dict[str, float] = {}
+        pool_wall = 0.0
+        for transport in ("httpx", "aiohttp"):
+            wall, lat, spent = asyncio.run(pooled(url, key, args.calls, args.concurrency, transport))
+            cpu[transport] = spent / args.calls * 1000
+            name = f"pooled {transport}, {args.concurrency} in flight"
+            print(line(name, args.calls, wall, lat) + f"  cpu {cpu[transport]:.3f} ms/call", flush=True)
+            if transport == "aiohttp":
+                pool_wall = wall
 
         sample = min(args.baseline_calls, args.calls)
         sample_wall, new_lat = per_call(url, key, sample)
@@ -154,13 +180,17 @@ def main() -> int:
         if sample < args.calls:
             print(f"{'':<34} {args.calls:>5} calls  {new_wall:7.2f} s  (scaled from {sample} measured calls)")
 
-        seq_wall, seq_lat = asyncio.run(pooled(url, key, args.sequential_calls, 1))
-        print(line("pooled, sequential", args.sequential_calls, seq_wall, seq_lat), flush=True)
+        seq_wall, seq_lat, _ = asyncio.run(pooled(url, key, args.sequential_calls, 1))
+        print(line("pooled aiohttp, sequential", args.sequential_calls, seq_wall, seq_lat), flush=True)
 
     ratio = new_wall / pool_wall
     saved = (statistics.median(new_lat) - statistics.median(seq_lat)) * 1000
     print(f"pooled client is {ratio:.1f}x faster for {args.calls} quotes (target >= 3x)")
     print(f"connection reuse alone saves {saved:.1f} ms per sequential call (median)")
+    print(f"client cpu per call, httpx transport    {cpu['httpx']:.3f} ms")
+    print(f"client cpu per call, aiohttp transport  {cpu['aiohttp']:.3f} ms")
+    print(f"aiohttp uses {cpu['httpx'] / cpu['aiohttp']:.1f}x less client CPU per call than httpx")
+    print(f"client cpu per call {cpu['aiohttp']:.3f} ms")
     return 0
 
 

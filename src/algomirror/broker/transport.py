@@ -79,8 +79,8 @@ def origin_of(host_url: str) -> str:
 
 
 def encode_json(payload: dict[str, Any]) -> bytes:
-    """The request body as the server reads it (compact UTF-8 JSON)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    """The request body as the server reads it (compact UTF-8 JSON); ValueError for NaN or infinity."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}
