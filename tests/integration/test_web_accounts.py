@@ -45,7 +45,8 @@ def create(client: FlaskClient, name: str, **over: Any) -> Any:
 
 
 def ids(env: WebEnv) -> dict[str, int]:
-    return {a.account_name: a.id for a in env.accounts("alice")}
+    """Alice's live (not archived) accounts by name."""
+    return {a.account_name: a.id for a in env.accounts("alice") if a.archived_at is None}
 
 
 def primary(env: WebEnv) -> list[str]:
@@ -266,22 +267,96 @@ def test_delete_when_account_has_open_executions_refuses_and_lists_them(
     page = alice.get(f"/accounts/{busy}/delete").get_data(as_text=True)
     assert "cannot be deleted" in page and "active" in page
     response = post_form(alice, f"/accounts/{busy}/delete", page="/accounts/", follow_redirects=True)
-    assert "open strategy execution" in response.get_data(as_text=True)
+    assert "live or unresolved" in response.get_data(as_text=True)
     assert ids(env) == {"Busy": busy}
 
 
-def _insert_execution(env: WebEnv, account_id: int, status: str) -> None:
-    from algomirror.db.models import Strategy, StrategyExecution, StrategyLeg
+def test_delete_when_execution_in_error_and_intent_unknown_refuses_and_keeps_every_row(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    from algomirror.db.models import OrderIntent, StrategyExecution, StrategyRun
+
+    create(alice, "Broken")
+    broken = ids(env)["Broken"]
+    execution_id = _insert_execution(env, broken, "error", intent_state="unknown")
+
+    page = alice.get(f"/accounts/{broken}/delete").get_data(as_text=True)
+    response = post_form(alice, f"/accounts/{broken}/delete", page="/accounts/", follow_redirects=True)
+
+    text_out = response.get_data(as_text=True)
+    assert "error" in page and "unknown" in page
+    assert "live or unresolved" in text_out and f"execution #{execution_id} (error)" in text_out
+    assert ids(env) == {"Broken": broken}
+    with env.database.session() as s:
+        assert s.query(StrategyExecution).count() == 1
+        assert s.query(OrderIntent).count() == 1
+        assert s.query(StrategyRun).count() == 1
+    assert "account_deleted" not in env.actions("alice")
+
+
+def test_delete_when_account_traded_archives_it_and_keeps_its_history(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    from algomirror.db.models import OrderIntent, StrategyExecution, TradingAccount
+
+    create(alice, "Old")
+    create(alice, "Other")
+    old = ids(env)["Old"]
+    _insert_execution(env, old, "exited", intent_state="complete")
+
+    confirm = alice.get(f"/accounts/{old}/delete").get_data(as_text=True)
+    assert "archived" in confirm
+    response = post_form(alice, f"/accounts/{old}/delete", page="/accounts/", follow_redirects=True)
+
+    assert "archived" in response.get_data(as_text=True)
+    assert set(ids(env)) == {"Other"}
+    assert alice.get(f"/accounts/{old}/edit").status_code == 404
+    with env.database.session() as s:
+        row = s.get(TradingAccount, old)
+        assert row is not None and row.archived_at is not None and not row.is_active and not row.is_primary
+        assert s.query(StrategyExecution).count() == 1 and s.query(OrderIntent).count() == 1
+    assert primary(env) == ["Other"]
+    assert "account_archived" in env.actions("alice")
+    # The archived account's name is free again.
+    create(alice, "Old")
+    assert set(ids(env)) == {"Old", "Other"}
+
+
+def _insert_execution(env: WebEnv, account_id: int, status: str, intent_state: str | None = None) -> int:
+    from algomirror.db.models import OrderIntent, Strategy, StrategyExecution, StrategyLeg, StrategyRun
 
     user_id = env.user("alice").id
     with env.database.session() as s:
-        strategy = Strategy(user_id=user_id, name="Straddle")
+        strategy = Strategy(user_id=user_id, name=f"Straddle {account_id}")
         s.add(strategy)
         s.flush()
         leg = StrategyLeg(strategy_id=strategy.id, leg_number=1)
-        s.add(leg)
+        run = StrategyRun(strategy_id=strategy.id, status="closed" if status == "exited" else "active")
+        if status == "exited":
+            run.ended_at = run.started_at = env.clock.now()
+        s.add_all([leg, run])
         s.flush()
-        s.add(StrategyExecution(strategy_id=strategy.id, account_id=account_id, leg_id=leg.id, status=status))
+        execution = StrategyExecution(
+            strategy_id=strategy.id, account_id=account_id, leg_id=leg.id, run_id=run.id, status=status
+        )
+        s.add(execution)
+        s.flush()
+        if intent_state is not None:
+            intent = OrderIntent(
+                key=f"exec:{execution.id}:entry:1",
+                execution_id=execution.id,
+                account_id=account_id,
+                symbol="NIFTY08DEC2624000CE",
+                exchange="NFO",
+                product="MIS",
+                side="SELL",
+                quantity=65,
+            )
+            s.add(intent)
+            s.flush()
+            for state in {"unknown": ("sent", "unknown"), "complete": ("sent", "complete")}[intent_state]:
+                intent.state = state
+        return execution.id
 
 
 def test_delete_when_get_then_post_without_token_does_not_delete(env: WebEnv, alice: FlaskClient) -> None:

@@ -167,7 +167,7 @@ def _account_rows(session: Session, user_id: int, account_id: int | None = None)
             AccountFunds.fetched_at,
         )
         .outerjoin(AccountFunds, AccountFunds.account_id == TradingAccount.id)
-        .where(TradingAccount.user_id == user_id)
+        .where(TradingAccount.user_id == user_id, TradingAccount.archived_at.is_(None))
         .order_by(TradingAccount.created_at, TradingAccount.id)
     )
     rows = session.execute(query).mappings().all()
@@ -295,7 +295,7 @@ def account_choices(session: Session, user_id: int) -> list[tuple[int, str]]:
         (int(r[0]), str(r[1]))
         for r in session.execute(
             select(TradingAccount.id, TradingAccount.account_name)
-            .where(TradingAccount.user_id == user_id)
+            .where(TradingAccount.user_id == user_id, TradingAccount.archived_at.is_(None))
             .order_by(TradingAccount.created_at, TradingAccount.id)
         ).all()
     ]
@@ -717,7 +717,11 @@ def read_book(
     key = sort if sort in book.sort_columns else book.default_sort
     desc = book.default_descending if descending is None or key != sort else descending
     column = book.sort_columns[key]
-    account_conditions: list[ColumnElement[bool]] = [TradingAccount.user_id == user_id]
+    # Archived accounts are hidden from the live pages; their rows stay in the database.
+    account_conditions: list[ColumnElement[bool]] = [
+        TradingAccount.user_id == user_id,
+        TradingAccount.archived_at.is_(None),
+    ]
     if account_id is not None:
         account_conditions.append(TradingAccount.id == account_id)
     row_conditions: list[ColumnElement[bool]] = []

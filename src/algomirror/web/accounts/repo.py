@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from algomirror.broker.facade import ConnectionTest
 from algomirror.db.models import TradingAccount
-
-OPEN_EXECUTION_STATUSES = ("pending", "active", "exiting")
+from algomirror.db.retirement import Blocker, Retired, account_blockers, account_has_history, retire_account
 
 
 class AccountRuleError(Exception):
@@ -20,23 +19,31 @@ class AccountRuleError(Exception):
 
 
 def list_accounts(session: Session, user_id: int) -> Sequence[TradingAccount]:
+    """The user's trading accounts in creation order."""
     return session.scalars(
         select(TradingAccount)
-        .where(TradingAccount.user_id == user_id)
+        .where(TradingAccount.user_id == user_id, TradingAccount.archived_at.is_(None))
         .order_by(TradingAccount.created_at, TradingAccount.id)
     ).all()
 
 
 def get_account(session: Session, user_id: int, account_id: int) -> TradingAccount | None:
+    """Account ``account_id`` if it belongs to the user, else None (someone else's looks absent)."""
     return session.scalar(
-        select(TradingAccount).where(TradingAccount.id == account_id, TradingAccount.user_id == user_id)
+        select(TradingAccount).where(
+            TradingAccount.id == account_id,
+            TradingAccount.user_id == user_id,
+            TradingAccount.archived_at.is_(None),
+        )
     )
 
 
 def name_taken(session: Session, user_id: int, name: str, *, exclude_id: int | None = None) -> bool:
     """Case-insensitive: "Main" and "main" would be too easy to confuse."""
     query = select(TradingAccount.id).where(
-        TradingAccount.user_id == user_id, func.lower(TradingAccount.account_name) == name.strip().lower()
+        TradingAccount.user_id == user_id,
+        TradingAccount.archived_at.is_(None),
+        func.lower(TradingAccount.account_name) == name.strip().lower(),
     )
     if exclude_id is not None:
         query = query.where(TradingAccount.id != exclude_id)
@@ -44,6 +51,7 @@ def name_taken(session: Session, user_id: int, name: str, *, exclude_id: int | N
 
 
 def primary_account(session: Session, user_id: int) -> TradingAccount | None:
+    """The user's primary account, or None when the user has none."""
     return session.scalar(
         select(TradingAccount).where(TradingAccount.user_id == user_id, TradingAccount.is_primary.is_(True))
     )
@@ -144,36 +152,28 @@ def activate(session: Session, user_id: int, account: TradingAccount) -> None:
         session.flush()
 
 
-def open_executions(session: Session, user_id: int, account_id: int) -> list[tuple[int, str]]:
-    """(id, status) of the account's pending, active or exiting executions (owner-scoped)."""
-    rows = session.execute(
-        text(
-            "SELECT e.id, e.status FROM strategy_executions e "
-            "JOIN trading_accounts a ON a.id = e.account_id "
-            "WHERE e.account_id = :account_id AND a.user_id = :user_id "
-            "AND e.status IN ('pending', 'active', 'exiting') ORDER BY e.id"
-        ),
-        {"account_id": account_id, "user_id": user_id},
-    ).all()
-    return [(int(r[0]), str(r[1])) for r in rows]
-
-
-def delete_account(session: Session, user_id: int, account: TradingAccount) -> TradingAccount | None:
-    """Delete (caller commits). Refused with :class:`AccountRuleError` while executions are open.
-    Returns the account promoted to primary, if the deleted one was the primary."""
+def retirement_plan(session: Session, user_id: int, account: TradingAccount) -> tuple[list[Blocker], bool]:
+    """What deleting would do: (live items in the way, whether it has trading history to archive)."""
     if account.user_id != user_id:
         raise AccountRuleError("Not found.")
-    running = open_executions(session, user_id, account.id)
-    if running:
-        listed = ", ".join(f"#{eid} ({status})" for eid, status in running[:10])
-        raise AccountRuleError(
-            f"This account has {len(running)} open strategy execution(s): {listed}. Exit them first, "
-            "or deactivate the account instead."
-        )
+    return account_blockers(session, account.id), account_has_history(session, account.id)
+
+
+def delete_account(
+    session: Session, user_id: int, account: TradingAccount, *, now: datetime
+) -> tuple[Retired, TradingAccount | None]:
+    """Delete an account that never traded, archive one that did (caller commits).
+
+    Refused with :class:`~algomirror.db.retirement.StillTradingError` while anything of it is live
+    (an execution pending/active/exiting/error, an unresolved order intent). Returns what was done and
+    the account promoted to primary, if the retired one was the primary.
+    """
+    if account.user_id != user_id:
+        raise AccountRuleError("Not found.")
     was_primary = account.is_primary
-    session.delete(account)
-    session.flush()
-    return promote_oldest_active(session, user_id) if was_primary else None
+    outcome = retire_account(session, account, now=now)
+    promoted = promote_oldest_active(session, user_id) if was_primary else None
+    return outcome, promoted
 
 
 def record_connection_test(account: TradingAccount, result: ConnectionTest, at: datetime) -> None:

@@ -6,15 +6,15 @@ page (the form's key field is always rendered empty) and never logged.
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, abort, render_template
+from flask.typing import ResponseReturnValue
 from flask_login import login_required
 from sqlalchemy.exc import IntegrityError
 from wtforms.fields.choices import SelectChoice
 
 from algomirror.broker.facade import ConnectionTest
 from algomirror.db.models import TradingAccount
+from algomirror.db.retirement import Retired, StillTradingError
 from algomirror.domain.brokers import BROKERS
 from algomirror.domain.money import format_inr
 from algomirror.security import last4
@@ -79,14 +79,16 @@ def _result_text(result: ConnectionTest) -> str:
 
 
 @bp.route("/")
-def index() -> Any:
+def index() -> ResponseReturnValue:
+    """The signed-in user's accounts."""
     return render_template(
         "accounts/index.html", accounts=repo.list_accounts(db(), me().id), form=ConfirmForm()
     )
 
 
 @bp.route("/<int:account_id>")
-def detail(account_id: int) -> Any:
+def detail(account_id: int) -> ResponseReturnValue:
+    """One of the user's accounts (404 if it is not theirs)."""
     return render_template("accounts/detail.html", account=_own(account_id), form=ConfirmForm())
 
 
@@ -98,7 +100,9 @@ def _name_ok(form: AccountForm, *, exclude_id: int | None = None) -> bool:
 
 
 @bp.route("/new", methods=["GET", "POST"])
-def create() -> Any:
+def create() -> ResponseReturnValue:
+    """Add an account: on a valid form its connection is tested and it is saved either way (as
+    disconnected when the test fails); an invalid form or a taken name re-renders with 400."""
     form = AccountForm(key_required=True)
     if not form.validate_on_submit() or not _name_ok(form):
         status = 400 if form.is_submitted() else 200
@@ -158,7 +162,8 @@ def create() -> Any:
 
 
 @bp.route("/new/test", methods=["POST"])
-def test_new() -> Any:
+def test_new() -> ResponseReturnValue:
+    """Test the connection of the add-account form's URL and key without saving (400 if invalid)."""
     form = AccountForm(key_required=True)
     result = None
     if form.validate_on_submit():
@@ -183,7 +188,9 @@ def _edit_form(account: TradingAccount) -> AccountForm:
 
 
 @bp.route("/<int:account_id>/edit", methods=["GET", "POST"])
-def edit(account_id: int) -> Any:
+def edit(account_id: int) -> ResponseReturnValue:
+    """Edit an account; a new key, or a new host with the stored key, is tested right away. An empty
+    key field keeps the stored key."""
     account = _own(account_id)
     form = _edit_form(account)
     if not form.validate_on_submit() or not _name_ok(form, exclude_id=account.id):
@@ -237,7 +244,8 @@ def edit(account_id: int) -> Any:
 
 
 @bp.route("/<int:account_id>/edit/test", methods=["POST"])
-def test_edit(account_id: int) -> Any:
+def test_edit(account_id: int) -> ResponseReturnValue:
+    """Test the edit form's URL with its key, or the stored key when the field is empty, without saving."""
     account = _own(account_id)
     form = _edit_form(account)
     result = None
@@ -255,7 +263,8 @@ def test_edit(account_id: int) -> Any:
 
 
 @bp.route("/<int:account_id>/test", methods=["POST"])
-def test_saved(account_id: int) -> Any:
+def test_saved(account_id: int) -> ResponseReturnValue:
+    """Test a saved account's connection with its stored key and record the result."""
     require_confirmation()
     account = _own(account_id)
     if not account.api_key_encrypted:
@@ -274,37 +283,61 @@ def test_saved(account_id: int) -> Any:
 
 
 @bp.route("/<int:account_id>/delete", methods=["GET", "POST"])
-def delete(account_id: int) -> Any:
+def delete(account_id: int) -> ResponseReturnValue:
+    """GET: what deleting would do (refused while anything is live; archive when it traded; delete
+    otherwise). POST (confirmed): do it."""
     account = _own(account_id)
     session_db = db()
     user_id = me().id
     form = ConfirmForm()
-    running = repo.open_executions(session_db, user_id, account.id)
+    blockers, has_history = repo.retirement_plan(session_db, user_id, account)
     if not form.validate_on_submit():
         if form.is_submitted():
             abort(400)
-        return render_template("accounts/delete.html", account=account, form=form, running=running)
+        return render_template(
+            "accounts/delete.html", account=account, form=form, blockers=blockers, has_history=has_history
+        )
     name = account.account_name
+    # A fresh transaction whose first statement takes the write lock (see retirement._lock).
+    session_db.commit()
     try:
-        promoted = repo.delete_account(session_db, user_id, account)
-    except repo.AccountRuleError as exc:
+        outcome, promoted = repo.delete_account(session_db, user_id, account, now=now())
+    except StillTradingError as exc:
         session_db.rollback()
         return redirect_to("accounts.index", str(exc), "error")
-    log_activity(session_db, "account_deleted", user_id=user_id, details=f"{name} (id {account_id})")
+    except IntegrityError:
+        # A journal row appeared between the check and the delete: the database refused (RESTRICT).
+        session_db.rollback()
+        return redirect_to(
+            "accounts.index", f"“{name}” started trading meanwhile and was not deleted; try again.", "error"
+        )
+    archived = outcome is Retired.ARCHIVED
+    log_activity(
+        session_db,
+        "account_archived" if archived else "account_deleted",
+        user_id=user_id,
+        account_id=account_id if archived else None,
+        details=f"{name} (id {account_id})",
+    )
     if promoted is not None:
         log_activity(
             session_db,
             "account_primary_changed",
             user_id=user_id,
             account_id=promoted.id,
-            details=f"{promoted.account_name} takes over from deleted {name}",
+            details=f"{promoted.account_name} takes over from {'archived' if archived else 'deleted'} {name}",
         )
     session_db.commit()
+    if archived:
+        return redirect_to(
+            "accounts.index", f"Account “{name}” archived: hidden, its orders, trades and journal kept."
+        )
     return redirect_to("accounts.index", f"Account “{name}” deleted.")
 
 
 @bp.route("/<int:account_id>/primary", methods=["POST"])
-def make_primary(account_id: int) -> Any:
+def make_primary(account_id: int) -> ResponseReturnValue:
+    """Make the account the user's primary (refused with a message when the rules do not allow it)."""
     require_confirmation()
     account = _own(account_id)
     session_db = db()
@@ -322,7 +355,8 @@ def make_primary(account_id: int) -> Any:
 
 
 @bp.route("/<int:account_id>/deactivate", methods=["POST"])
-def deactivate(account_id: int) -> Any:
+def deactivate(account_id: int) -> ResponseReturnValue:
+    """Deactivate the account; if it was the primary, another active account (if any) takes over."""
     require_confirmation()
     account = _own(account_id)
     session_db = db()
@@ -349,7 +383,8 @@ def deactivate(account_id: int) -> Any:
 
 
 @bp.route("/<int:account_id>/activate", methods=["POST"])
-def activate(account_id: int) -> Any:
+def activate(account_id: int) -> ResponseReturnValue:
+    """Activate the account again."""
     require_confirmation()
     account = _own(account_id)
     session_db = db()
