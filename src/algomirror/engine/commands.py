@@ -248,13 +248,18 @@ class CommandProcessor:
         return sum(ran)
 
     def _due_ids(self) -> list[int]:
+        limit = self.config.batch + len(self._not_before)
         with self.database.session() as session:
             ids = session.scalars(
                 select(EngineCommand.id)
                 .where(EngineCommand.status == "pending")
                 .order_by(EngineCommand.created_at, EngineCommand.id)
-                .limit(self.config.batch + len(self._not_before))
+                .limit(limit)
             ).all()
+        if len(ids) < limit:  # every pending row was listed: forget delays of rows that ended elsewhere
+            pending = set(ids)
+            for waiting in [i for i in self._not_before if i not in pending]:
+                del self._not_before[waiting]
         now = time.monotonic()
         due = [i for i in ids if self._not_before.get(i, 0.0) <= now]
         return due[: self.config.batch]
@@ -332,12 +337,17 @@ class CommandProcessor:
                 "finished_at": now,
             }
         with self.database.session() as session:
-            session.execute(
+            ended = session.execute(
                 update(EngineCommand)
                 .where(EngineCommand.id == claimed.id, EngineCommand.status == "running")
                 .values(updated_at=now, **values)
                 .execution_options(synchronize_session=False)
             )
+            if _rowcount(ended) != 1:
+                # Someone changed the row meanwhile (an operator ended it by hand): theirs stands.
+                self._not_before.pop(claimed.id, None)
+                log.warning("command %s: no longer running when it ended; outcome not recorded", claimed.id)
+                return
             if values["status"] != "pending" and claimed.kind == CANCEL_ORDER:
                 self._log_cancel_outcome(session, claimed, values, now)
         if values["status"] == "failed":
