@@ -14,11 +14,14 @@ from algomirror.config import Settings, SettingsError, load_settings
 
 
 def fail(message: str) -> NoReturn:
+    """Print ``algomirror: <message>`` to stderr and exit with status 2 (an error the user can fix)."""
     click.echo(f"algomirror: {message}", err=True)
     sys.exit(2)
 
 
 def settings_or_exit(**overrides: object) -> Settings:
+    """The settings from the environment with ``overrides`` applied; invalid settings exit 2 with the
+    reason (see :func:`fail`)."""
     try:
         return load_settings(**overrides)
     except SettingsError as exc:

@@ -58,6 +58,8 @@ def next_demo_session(instant: datetime, calendar: TradingCalendar | None = None
 
 @dataclass(frozen=True, slots=True)
 class SeededDemo:
+    """What :func:`seed_demo` created: the demo user's id and its account ids (first = primary)."""
+
     user_id: int
     account_ids: tuple[int, ...]
 

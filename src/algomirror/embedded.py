@@ -62,6 +62,7 @@ class SimulatedClock:
         self._core = core
 
     def now(self) -> datetime:
+        """The exchange's simulated instant (aware UTC)."""
         return self._core.market.now()
 
 
@@ -80,6 +81,7 @@ class EmbeddedServices:
     market_clock: Clock | None = None
 
     def stop(self) -> None:
+        """Stop the engine, then the paper exchange (whichever were started)."""
         engine, self.engine = self.engine, None
         if engine is not None:
             engine.stop()

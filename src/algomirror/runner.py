@@ -33,6 +33,7 @@ def _fail(message: str) -> NoReturn:
 
 
 def configure_logging(settings: Settings) -> None:
+    """Log to stderr at ``settings.log_level`` with every configured secret redacted from records."""
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -73,6 +73,8 @@ def money_class(value: Decimal | int | float | None) -> str:
 
 
 def wants_json() -> bool:
+    """Whether this request should get a JSON error rather than a page: API paths, htmx requests, and
+    clients that prefer JSON to HTML."""
     if request.path.startswith("/api/") or request.headers.get("HX-Request") == "true":
         return True
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
@@ -81,7 +83,9 @@ def wants_json() -> bool:
     )
 
 
-def error_response(code: int, message: str | None = None) -> tuple[Any, int]:
+def error_response(code: int, message: str | None = None) -> tuple[Response | str, int]:
+    """The error answer for HTTP status ``code``: JSON (see :func:`wants_json`) or the error page, with
+    ``message`` or the status's default text."""
     title, default = ERROR_TEXT.get(code, ("Error", "Something went wrong."))
     text = message or default
     if wants_json():
@@ -231,14 +235,14 @@ def _register_hooks(app: Flask, settings: Settings) -> None:
 
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(CSRFError)
-    def csrf_error(exc: CSRFError) -> tuple[Any, int]:
+    def csrf_error(exc: CSRFError) -> tuple[Response | str, int]:
         return error_response(
             400,
             "The form was missing its security token or it had expired. Reload the page and try again.",
         )
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Any:
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
         code = exc.code or 500
         if code == 429:
             body, status = error_response(429)
@@ -252,7 +256,7 @@ def _register_errors(app: Flask) -> None:
         return exc
 
     @app.errorhandler(Exception)
-    def server_error(exc: Exception) -> tuple[Any, int]:
+    def server_error(exc: Exception) -> tuple[Response | str, int]:
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500)
 

@@ -56,7 +56,7 @@ CSV_INJECTION_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 @bp.before_request
-def _signed_in() -> Any:
+def _signed_in() -> ResponseReturnValue | None:
     return signed_out_fragment() or _require_login()
 
 
@@ -83,6 +83,7 @@ class Filters:
         self.page = min(int(raw_page), 100_000) if raw_page.isdigit() and int(raw_page) > 0 else 1
 
     def params(self, **overrides: Any) -> dict[str, Any]:
+        """The parameters that are set (``overrides`` applied), as for ``url_for``; page 1 is left out."""
         values: dict[str, Any] = {
             "account": self.account_id,
             "symbol": self.symbol or None,
@@ -135,7 +136,7 @@ def _context(kind: str) -> dict[str, Any]:
     }
 
 
-def _page(kind: str) -> Any:
+def _page(kind: str) -> str:
     return render_template(
         "books/page.html", accounts=queries.account_choices(db(), me().id), **_context(kind)
     )
@@ -145,32 +146,37 @@ def _page(kind: str) -> Any:
 
 
 @bp.route("/positions")
-def positions() -> Any:
+def positions() -> ResponseReturnValue:
+    """The Positions page over the user's accounts (filters and sort from the GET parameters)."""
     return _page("positions")
 
 
 @bp.route("/orders")
-def orders() -> Any:
+def orders() -> ResponseReturnValue:
+    """The Orders page over the user's accounts (filters and sort from the GET parameters)."""
     return _page("orders")
 
 
 @bp.route("/trades")
-def trades() -> Any:
+def trades() -> ResponseReturnValue:
+    """The Trades page over the user's accounts (filters and sort from the GET parameters)."""
     return _page("trades")
 
 
 @bp.route("/holdings")
-def holdings() -> Any:
+def holdings() -> ResponseReturnValue:
+    """The Holdings page over the user's accounts (filters and sort from the GET parameters)."""
     return _page("holdings")
 
 
 @bp.route("/funds")
-def funds() -> Any:
+def funds() -> ResponseReturnValue:
+    """The Funds page over the user's accounts (filters and sort from the GET parameters)."""
     return _page("funds")
 
 
 @bp.route("/<any(positions, orders, trades, holdings, funds):kind>/live")
-def live(kind: str) -> Any:
+def live(kind: str) -> ResponseReturnValue:
     """Subtotals and table of a book page (htmx polls this with the page's own parameters)."""
     return render_template("books/_live.html", **_context(kind))
 
@@ -202,7 +208,7 @@ def _csv_lines(result: queries.BookResult, book: queries.Book) -> Iterator[str]:
 
 
 @bp.route("/<any(positions, orders, trades, holdings, funds):kind>.csv")
-def export(kind: str) -> Any:
+def export(kind: str) -> Response:
     """All matching rows (no row limit) as CSV with an account column; amounts as plain 2-dp numbers,
     unknown as an empty cell, times in IST."""
     filters = Filters(request.args)
@@ -384,17 +390,21 @@ def _overview_context(account_id: int) -> dict[str, Any]:
 
 
 @bp.route("/accounts/<int:account_id>/overview")
-def account_overview(account_id: int) -> Any:
+def account_overview(account_id: int) -> ResponseReturnValue:
+    """One account's overview: funds, positions, open orders and connection history (404 if not the
+    user's)."""
     return render_template("books/account.html", **_overview_context(account_id))
 
 
 @bp.route("/accounts/<int:account_id>/overview/live")
-def account_overview_live(account_id: int) -> Any:
+def account_overview_live(account_id: int) -> ResponseReturnValue:
+    """The overview's polled fragment."""
     return render_template("books/_account_live.html", **_overview_context(account_id))
 
 
 @bp.app_template_global("ist_short")
 def ist_short(value: datetime | None) -> str:
+    """Template global: an instant as IST "24 Nov 09:15:02", "—" for None."""
     return format_ist(value, "%d %b %H:%M:%S") if value is not None else "—"
 
 

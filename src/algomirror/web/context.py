@@ -48,6 +48,7 @@ class WebState:
 
 
 def state() -> WebState:
+    """This app's :class:`WebState` (needs an app context)."""
     return cast(WebState, current_app.extensions["algomirror"])
 
 
@@ -62,12 +63,14 @@ def db() -> Session:
 
 
 def close_db(_exc: BaseException | None = None) -> None:
+    """Close the request's database session, if one was opened (app-context teardown)."""
     session: Session | None = g.pop("db_session", None)
     if session is not None:
         session.close()
 
 
 def now() -> datetime:
+    """The current instant (aware UTC) from the app's injected clock."""
     return state().clock.now()
 
 
@@ -78,12 +81,14 @@ def market_now() -> datetime:
 
 
 def client_ip() -> str | None:
+    """The request's client address (at most 45 characters), or None outside a request."""
     if not has_request_context():
         return None
     return (request.remote_addr or "")[:45] or None
 
 
 def client_agent() -> str | None:
+    """The request's User-Agent (at most 200 characters), or None outside a request or when empty."""
     if not has_request_context():
         return None
     agent = request.headers.get("User-Agent", "")
@@ -127,9 +132,11 @@ class SessionUser:
 
     @property
     def is_active(self) -> bool:
+        """Whether the user may be signed in (an administrator can deactivate a user)."""
         return bool(self.user.is_active)
 
     def get_id(self) -> str:
+        """The login id stored in the session: ``"<user id>:<session_version>"``."""
         return f"{self.user.id}:{self.user.session_version}"
 
 
