@@ -281,3 +281,16 @@ def test_books_when_more_rows_than_a_page_paginates_but_totals_cover_all(
     assert _cells(second, "book-table", "symbol") == ["SYM5", "SYM6"]
     assert _grand(second, "pnl") == "₹7.07"
     assert "6–7 of 7" in second
+
+
+def test_csv_when_average_has_four_decimals_exports_them_all(env: WebEnv, alice: FlaskClient) -> None:
+    with env.database.session() as s:
+        account = make_account(s, env.user("alice").id, "Main", is_primary=True)
+        make_position(
+            s, account.id, "NIFTY01DEC2626000CE", average_price=Decimal("123.4567"), pnl=Decimal("5")
+        )
+    rows = _csv(alice, "/positions.csv")
+    header = rows[0]
+    average = next(i for i, name in enumerate(header) if "Avg" in name or "Average" in name)
+    assert rows[1][average] == "123.4567"
+    assert rows[1][header.index("P&L")] == "5.00"

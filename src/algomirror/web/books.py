@@ -184,13 +184,21 @@ def live(kind: str) -> ResponseReturnValue:
 # -------------------------------------------------------------------------------------------- CSV
 
 
+def plain_decimal(value: Decimal) -> str:
+    """A spreadsheet-friendly number with at least 2 decimals and every significant one after that
+    (prices and averages are kept to 4): ``123.4`` → ``123.40``, ``123.4567`` → ``123.4567``."""
+    text = f"{value:f}"
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
 def _csv_text(value: Any, kind: str) -> str:
     if value is None:
         return ""
     if kind == "time" and isinstance(value, datetime):
         return to_ist(value).strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, Decimal):
-        return f"{value:.2f}"
+        return plain_decimal(value)
     text = str(value)
     # Spreadsheets run cells starting with these as formulas; a quote makes them plain text.
     if kind in ("text", "side", "status") and text.startswith(CSV_INJECTION_PREFIXES):
