@@ -118,8 +118,9 @@ def maintenance() -> None:
 
 @maintenance.command("run")
 def maintenance_run() -> None:
-    """Delete old activity logs and archive old orders (retention from settings); print the counts."""
-    from algomirror.db.maintenance import archive_orders, purge_activity_logs
+    """Delete old activity logs and archive old orders and trades (retention from settings); print the
+    counts."""
+    from algomirror.db.maintenance import archive_orders, archive_trades, purge_activity_logs
     from algomirror.db.session import Database
     from algomirror.domain.timeutil import utcnow
 
@@ -131,11 +132,13 @@ def maintenance_run() -> None:
         with database.session() as session:
             purged = purge_activity_logs(session, now, days=settings.activity_retention_days)
             counts = archive_orders(session, now, days=settings.order_archive_days)
+            trades = archive_trades(session, now, days=settings.order_archive_days)
     finally:
         database.dispose()
     click.echo(
         f"activity logs deleted: {purged} (older than {settings.activity_retention_days} days); "
-        f"orders archived: {counts.archived} (older than {settings.order_archive_days} days)"
+        f"orders archived: {counts.archived}, trades archived: {trades.archived} "
+        f"(older than {settings.order_archive_days} days)"
     )
 
 

@@ -17,11 +17,20 @@ from algomirror.db import maintenance
 from algomirror.db.maintenance import (
     BackupError,
     archive_orders,
+    archive_trades,
     backup_postgres,
     backup_sqlite,
     purge_activity_logs,
 )
-from algomirror.db.models import ActivityLog, Order, OrderArchive, TradingAccount, User
+from algomirror.db.models import (
+    ActivityLog,
+    Order,
+    OrderArchive,
+    Trade,
+    TradeArchive,
+    TradingAccount,
+    User,
+)
 from algomirror.db.session import Database
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -54,6 +63,28 @@ def _order(account: TradingAccount, order_id: str, placed_at: datetime) -> Order
         average_price=Decimal("112.45"),
         strategy="am-12",
         placed_at=placed_at,
+    )
+
+
+def _trade(
+    account: TradingAccount, order_id: str, traded_at: datetime | None, *, seen: datetime = NOW
+) -> Trade:
+    return Trade(
+        account_id=account.id,
+        order_id=order_id,
+        trade_id=f"T-{order_id}",
+        trade_key=f"T-{order_id}",
+        symbol="NIFTY30DEC2526000CE",
+        exchange="NFO",
+        product="NRML",
+        action="SELL",
+        quantity=65,
+        average_price=Decimal("112.4525"),
+        trade_value=Decimal("7309.41"),
+        traded_at=traded_at,
+        strategy="am-12",
+        created_at=seen,
+        updated_at=seen,
     )
 
 
@@ -125,6 +156,83 @@ def test_archive_orders_when_rolled_back_leaves_orders_in_place(session: Session
     assert list(session.scalars(select(Order.order_id))) == ["old"]
 
 
+def test_archive_trades_when_older_than_window_moves_them_with_same_values(session: Session) -> None:
+    account = _account(session)
+    old = _trade(account, "old-1", NOW - timedelta(days=45), seen=NOW - timedelta(days=45))
+    # Time-only stamps (traded_at NULL) are aged by when sync first saw them.
+    stampless_old = _trade(account, "old-2", None, seen=NOW - timedelta(days=31))
+    session.add_all(
+        [
+            old,
+            stampless_old,
+            _trade(account, "stampless-new", None, seen=NOW - timedelta(days=2)),
+            _trade(account, "edge", NOW - timedelta(days=30)),
+            _trade(account, "new", NOW),
+        ]
+    )
+    session.commit()
+    old_id = old.id
+
+    counts = archive_trades(session, NOW, days=30)
+    session.commit()
+    session.expunge_all()
+
+    assert (counts.archived, counts.deleted) == (2, 2)
+    assert sorted(session.scalars(select(Trade.order_id))) == ["edge", "new", "stampless-new"]
+    archived = {t.order_id: t for t in session.scalars(select(TradeArchive))}
+    assert sorted(archived) == ["old-1", "old-2"]
+    row = archived["old-1"]
+    assert (row.id, row.account_id, row.trade_id, row.trade_key) == (old_id, account.id, "T-old-1", "T-old-1")
+    assert (row.average_price, row.trade_value) == (Decimal("112.4525"), Decimal("7309.41"))
+    assert (row.quantity, row.action, row.product, row.strategy) == (65, "SELL", "NRML", "am-12")
+    assert (row.traded_at, row.created_at, row.archived_at) == (
+        NOW - timedelta(days=45),
+        NOW - timedelta(days=45),
+        NOW,
+    )
+    assert archived["old-2"].traded_at is None
+
+
+def test_archive_trades_when_more_than_one_batch_moves_all(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maintenance, "ARCHIVE_BATCH", 2)
+    account = _account(session)
+    session.add_all(_trade(account, f"t{i}", NOW - timedelta(days=31 + i)) for i in range(5))
+    session.add(_trade(account, "keep", NOW))
+    session.commit()
+
+    counts = archive_trades(session, NOW, days=30)
+    session.commit()
+
+    assert (counts.archived, counts.deleted) == (5, 5)
+    assert session.scalar(select(func.count()).select_from(TradeArchive)) == 5
+    assert list(session.scalars(select(Trade.order_id))) == ["keep"]
+
+
+def test_archive_orders_and_trades_when_rolled_back_leave_both_in_place(session: Session) -> None:
+    account = _account(session)
+    session.add_all(
+        [_order(account, "old", NOW - timedelta(days=40)), _trade(account, "old", NOW - timedelta(days=40))]
+    )
+    session.commit()
+
+    assert archive_orders(session, NOW).archived == 1 and archive_trades(session, NOW).archived == 1
+    session.rollback()
+
+    assert session.scalar(select(func.count()).select_from(OrderArchive)) == 0
+    assert session.scalar(select(func.count()).select_from(TradeArchive)) == 0
+    assert list(session.scalars(select(Trade.order_id))) == ["old"]
+    assert list(session.scalars(select(Order.order_id))) == ["old"]
+
+
+def test_archive_trades_when_now_naive_or_window_empty_raises_value_error(session: Session) -> None:
+    with pytest.raises(ValueError):
+        archive_trades(session, NOW.replace(tzinfo=None))
+    with pytest.raises(ValueError):
+        archive_trades(session, NOW, days=0)
+
+
 def test_backup_sqlite_when_database_has_rows_writes_consistent_copy(tmp_path: Path) -> None:
     source = tmp_path / "live.db"
     with sqlite3.connect(source) as conn:
@@ -188,6 +296,7 @@ def test_cli_when_maintenance_and_backup_run_on_sqlite_print_counts_and_path(
         with database.session() as session:
             account = _account(session)
             session.add(_order(account, "ancient", datetime(2020, 1, 1, tzinfo=UTC)))
+            session.add(_trade(account, "ancient", datetime(2020, 1, 1, tzinfo=UTC)))
             session.add(ActivityLog(action="ancient", timestamp=datetime(2020, 1, 1, tzinfo=UTC)))
     finally:
         database.dispose()
@@ -199,7 +308,7 @@ def test_cli_when_maintenance_and_backup_run_on_sqlite_print_counts_and_path(
     result = runner.invoke(main, ["maintenance", "run"])
     assert result.exit_code == 0, result.output
     assert "activity logs deleted: 1" in result.output
-    assert "orders archived: 1" in result.output
+    assert "orders archived: 1, trades archived: 1" in result.output
 
     result = runner.invoke(main, ["backup", "--dest", str(tmp_path / "bk")])
     assert result.exit_code == 0, result.output

@@ -44,6 +44,7 @@ OUR_TABLES = {
     "app_settings",
     "account_funds",
     "trades",
+    "trades_archive",
     "order_intents",
     "engine_commands",
     "strategy_runs",

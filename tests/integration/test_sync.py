@@ -7,8 +7,10 @@ Each test drives cycles deterministically with ``sync_account_once``/``sync_all_
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -20,6 +22,7 @@ from algomirror.broker.models import Action, OrderRequest, PriceType, Product
 from algomirror.db.models import (
     AccountFunds,
     ActivityLog,
+    Holding,
     MarginTracker,
     Order,
     Position,
@@ -28,10 +31,11 @@ from algomirror.db.models import (
     User,
 )
 from algomirror.db.session import Database
-from algomirror.engine.sync import AccountSync, SyncConfig
+from algomirror.domain.timeutil import FakeClock
+from algomirror.engine.sync import ENDPOINTS, AccountSync, SyncConfig
 from algomirror.security import SecretBox
 from tests.helpers import eventually_async
-from tests.sim_fixtures import SimHandle
+from tests.sim_fixtures import SIM_START, SimHandle
 
 CE = "NIFTY01DEC2626000CE"
 PE = "NIFTY01DEC2626000PE"
@@ -45,6 +49,8 @@ def fast_config(read: float = 2.0, down: float = 0.1) -> SyncConfig:
         interval_closed=0.1,
         refresh_seconds=0.05,
         down_interval=down,
+        auth_probe_interval=300.0,
+        unsupported_retry=600.0,
         timeouts=Timeouts(connect=1.0, read=read),
         retry=RetryPolicy(attempts=1),
     )
@@ -391,6 +397,7 @@ async def test_sync_run_when_account_is_down_retries_it_less_often_than_healthy_
                 lambda: (
                     account(database, dead).connection_status == "error"
                     and engine_sync.cycles_by_account.get(dead) == 3
+                    and good in engine_sync.cycles_by_account
                 )
             ),
             timeout=10,
@@ -469,3 +476,199 @@ async def test_sync_when_key_changes_while_reads_are_in_flight_stores_nothing_fr
     assert [count(database, model, a0) for model in (Position, Order, Trade)] == [0, 0, 0]
     with database.session() as s:
         assert s.scalar(select(AccountFunds).where(AccountFunds.account_id == a0)) is None
+
+
+# ----------------------------------------------------------------------- issue 8 item 8: health rules
+
+
+def unused_status_faults(sim: SimHandle) -> int:
+    """Injected HTTP-status faults (429s included) not yet consumed by a call."""
+    return sum(int(f["count"]) for f in sim.control.state()["faults"]["http_status"])
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(SIM_START)  # the paper exchange's manual clock: same trading day
+
+
+@pytest.fixture
+async def clocked_sync(database: Database, clock: FakeClock) -> AsyncIterator[AccountSync]:
+    engine_sync = AccountSync(database, BOX.decrypt, config=fast_config(), clock=clock)
+    try:
+        yield engine_sync
+    finally:
+        await engine_sync.aclose()
+
+
+async def test_sync_when_clock_is_injected_every_stored_timestamp_comes_from_it(
+    database: Database, sim: SimHandle, accounts: list[int], clocked_sync: AccountSync, clock: FakeClock
+) -> None:
+    (order_id,) = await place(sim, 0, buy(CE))
+    clock.advance(timedelta(minutes=7))
+    now = clock.now()  # a day before the machine's real date, so a wall-clock stamp cannot match
+
+    assert (await clocked_sync.sync_account_once(accounts[0])).success
+
+    row = account(database, accounts[0])
+    assert (row.last_sync_at, row.last_connected, row.updated_at) == (now, now, now)
+    with database.session() as s:
+        funds = s.scalars(select(AccountFunds).where(AccountFunds.account_id == accounts[0])).one()
+        order = s.scalars(select(Order).where(Order.order_id == order_id)).one()
+        trade = s.scalars(select(Trade).where(Trade.account_id == accounts[0])).one()
+        position = s.scalars(select(Position).where(Position.account_id == accounts[0])).one()
+        tracker = s.scalars(select(MarginTracker).where(MarginTracker.account_id == accounts[0])).one()
+    assert (funds.fetched_at, funds.created_at, funds.updated_at) == (now, now, now)
+    assert (order.created_at, order.updated_at, trade.created_at, trade.updated_at) == (now, now, now, now)
+    assert (position.created_at, position.updated_at, tracker.last_updated) == (now, now, now)
+
+
+async def test_sync_when_reads_are_rate_limited_never_counts_a_failure(
+    database: Database, sim: SimHandle, accounts: list[int], clocked_sync: AccountSync, clock: FakeClock
+) -> None:
+    acc, key = accounts[0], sim.api_keys[0]
+    await clocked_sync.sync_account_once(acc)
+    for _ in range(4):  # more cycles than the failure threshold
+        sim.control.rate_limit_next(1, endpoint="funds", apikey=key)
+        sim.control.rate_limit_next(1, endpoint="positionbook", apikey=key)
+        result = await clocked_sync.sync_account_once(acc)
+        assert (result.rate_limited, result.errors, result.status) == (
+            ("funds", "positionbook"),
+            {},
+            "connected",
+        )
+    assert unused_status_faults(sim) == 0  # the 429s really happened
+    row = account(database, acc)
+    assert (row.connection_status, row.consecutive_failures, row.last_error) == ("connected", 0, None)
+
+    # A cycle where every read is refused learns nothing: the status and its timestamps stay as they were.
+    stamp = row.last_sync_at
+    clock.advance(timedelta(seconds=5))
+    sim.control.rate_limit_next(len(ENDPOINTS), apikey=key)
+    result = await clocked_sync.sync_account_once(acc)
+    assert (len(result.rate_limited), result.status, unused_status_faults(sim)) == (
+        len(ENDPOINTS),
+        "connected",
+        0,
+    )
+    row = account(database, acc)
+    assert (row.connection_status, row.consecutive_failures, row.last_sync_at) == ("connected", 0, stamp)
+    assert activity(database, acc) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (404, "Broker-specific module not found"),  # OpenAlgo's reply when the broker lacks the function
+        (400, "Holdings not supported for this broker"),
+        (500, "Holdings not implemented for this broker"),
+    ],
+)
+async def test_sync_when_broker_does_not_support_holdings_skips_it_without_failing(
+    database: Database,
+    sim: SimHandle,
+    accounts: list[int],
+    clocked_sync: AccountSync,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    message: str,
+) -> None:
+    acc, key = accounts[1], sim.api_keys[1]
+    caplog.set_level(logging.INFO, logger="algomirror.engine.sync")
+    with database.session() as s:
+        s.add(Holding(account_id=acc, symbol="INFY", exchange="NSE", quantity=5, average_price=Decimal(1500)))
+    sim.control.status_next(status, 1, endpoint="holdings", message=message, apikey=key)
+
+    first = await clocked_sync.sync_account_once(acc)
+    assert (first.unsupported, first.errors, first.status) == (("holdings",), {}, "connected")
+    # Skipped while remembered: an injected refusal stays unused, the other reads go on.
+    sim.control.status_next(status, 1, endpoint="holdings", message=message, apikey=key)
+    for _ in range(3):
+        result = await clocked_sync.sync_account_once(acc)
+        assert (result.unsupported, result.status) == (("holdings",), "connected")
+        assert set(result.ok) == set(ENDPOINTS) - {"holdings"}
+    assert unused_status_faults(sim) == 1
+    # Tried again after the retry period: still unsupported, and not logged a second time.
+    clock.advance(timedelta(seconds=clocked_sync.config.unsupported_retry + 1))
+    again = await clocked_sync.sync_account_once(acc)
+    assert (again.unsupported, unused_status_faults(sim)) == (("holdings",), 0)
+    warnings = [r for r in caplog.records if "does not support holdings" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    row = account(database, acc)
+    assert (row.connection_status, row.consecutive_failures) == ("connected", 0)
+    assert count(database, Holding, acc) == 1  # an unsupported read deletes nothing
+    # Once the server answers it, it is read again (the paper book has no holdings: the row goes).
+    clock.advance(timedelta(seconds=clocked_sync.config.unsupported_retry + 1))
+    back = await clocked_sync.sync_account_once(acc)
+    assert back.unsupported == () and "holdings" in back.ok
+    assert count(database, Holding, acc) == 0
+
+
+async def test_sync_when_funds_is_not_found_counts_failures_as_before(
+    database: Database, sim: SimHandle, accounts: list[int], clocked_sync: AccountSync
+) -> None:
+    # funds is the account's heartbeat: a host that cannot answer it is broken, not "unsupported".
+    acc = accounts[2]
+    sim.control.status_next(404, 3, endpoint="funds", message="Not Found", apikey=sim.api_keys[2])
+    statuses = [(await clocked_sync.sync_account_once(acc)).status for _ in range(3)]
+    assert statuses == ["disconnected", "disconnected", "failed"]
+    assert activity(database, acc) == ["connection_lost"]
+
+
+async def test_sync_when_auth_failed_probes_slowly_and_recovers_after_broker_relogin(
+    database: Database, sim: SimHandle, accounts: list[int], clocked_sync: AccountSync, clock: FakeClock
+) -> None:
+    acc, key = accounts[1], sim.api_keys[1]
+    interval = timedelta(seconds=clocked_sync.config.auth_probe_interval)
+    sim.control.status_next(403, 1, endpoint="orderbook", apikey=key)
+    assert (await clocked_sync.sync_account_once(acc)).status == "auth_failed"
+
+    # The broker session is still gone: refusals wait for the probe, which is due only after the interval.
+    sim.control.status_next(403, 2, message="Invalid openalgo apikey", apikey=key)
+    clock.advance(interval - timedelta(seconds=1))
+    early = await clocked_sync.sync_account_once(acc)
+    assert early.skipped is not None and early.skipped.startswith("auth_failed")
+    assert unused_status_faults(sim) == 2
+    clock.advance(timedelta(seconds=1))
+    probed = await clocked_sync.sync_account_once(acc)
+    assert probed.status == "auth_failed" and list(probed.errors) == ["funds"]
+    assert unused_status_faults(sim) == 1  # exactly one call
+    assert activity(database, acc) == ["auth_failed"]  # logged once
+    assert (await clocked_sync.sync_account_once(acc)).skipped is not None
+
+    # The user logs in to the broker again (same API key): the next probe recovers the account.
+    sim.control.clear_faults()
+    clock.advance(interval)
+    recovered = await clocked_sync.sync_account_once(acc)
+    assert recovered.success and recovered.status == "connected"
+    assert set(recovered.ok) == set(ENDPOINTS)
+    assert activity(database, acc) == ["auth_failed", "connection_restored"]
+    row = account(database, acc)
+    assert (row.connection_status, row.consecutive_failures, row.last_sync_at) == (
+        "connected",
+        0,
+        clock.now(),
+    )
+
+
+async def test_sync_run_when_engine_restarts_with_account_auth_failed_probes_it_at_once(
+    database: Database, sim: SimHandle, accounts: list[int], clock: FakeClock
+) -> None:
+    acc = accounts[0]
+    with database.session() as s:  # left by a previous engine; the broker login has been renewed since
+        s.execute(
+            update(TradingAccount).where(TradingAccount.id == acc).values(connection_status="auth_failed")
+        )
+    engine_sync = AccountSync(database, BOX.decrypt, config=fast_config(), clock=clock)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(engine_sync.run(stop))
+    try:
+        await eventually_async(
+            lambda: asyncio.to_thread(lambda: account(database, acc).connection_status == "connected"),
+            timeout=10,
+            what="auth_failed account recovered by its first probe",
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, timeout=10)
+    assert activity(database, acc) == ["connection_restored"]

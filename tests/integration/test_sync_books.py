@@ -1,4 +1,4 @@
-"""The sync's mirroring rules (algomirror.engine.books) on real SQLite and PostgreSQL, fed with parsed
+"""The sync's mirroring rules (algomirror.engine.book_mirror) on real SQLite and PostgreSQL, fed with parsed
 gateway replies of the shapes live brokers send (strings, gaps, garbage) — which the paper exchange
 does not produce (it has no holdings, and always sends clean numbers)."""
 
@@ -15,6 +15,7 @@ from algomirror.broker.errors import (
     BrokerTimeoutError,
     ConnectionFailedError,
     MalformedResponseError,
+    NotFoundError,
     RateLimitedError,
     RejectedError,
     ServerError,
@@ -30,8 +31,8 @@ from algomirror.db.models import (
     User,
 )
 from algomirror.db.session import Database
-from algomirror.engine import books
-from algomirror.engine.sync import failure_kind
+from algomirror.engine import book_mirror
+from algomirror.engine.sync import failure_kind, is_unsupported
 
 T0 = datetime(2026, 11, 25, 5, 0, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=5)
@@ -83,7 +84,7 @@ def test_store_holdings_when_read_changes_upserts_and_removes_absent_symbols(dat
         },
     )
     with database.session() as s:
-        counts = books.store_holdings(s, acc, first, fetched_at=T0)
+        counts = book_mirror.store_holdings(s, acc, first, fetched_at=T0)
     assert (counts.inserted, counts.removed) == (2, 0)
     with database.session() as s:
         rows = {h.symbol: h for h in s.scalars(select(Holding))}
@@ -94,7 +95,7 @@ def test_store_holdings_when_read_changes_upserts_and_removes_absent_symbols(dat
     assert rows["TCS"].pnl is None and rows["TCS"].pnl_percent is None and rows["TCS"].current_value is None
 
     with database.session() as s:
-        counts = books.store_holdings(
+        counts = book_mirror.store_holdings(
             s,
             acc,
             holdings({"symbol": "INFY", "exchange": "NSE", "quantity": 12, "average_price": 1510}),
@@ -111,12 +112,12 @@ def test_store_positions_when_quantity_is_garbage_keeps_the_last_good_row(databa
     good = {"symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "product": "NRML", "quantity": "-65",
             "average_price": "120.5", "ltp": "118", "pnl": "162.5"}  # fmt: skip
     with database.session() as s:
-        books.store_positions(s, acc, positions(good), fetched_at=T0)
+        book_mirror.store_positions(s, acc, positions(good), fetched_at=T0)
     garbage = {**good, "quantity": "abc", "pnl": "0"}
     fresh = {"symbol": "NIFTY01DEC2626500CE", "exchange": "NFO", "product": "NRML", "quantity": 65,
              "average_price": None}  # fmt: skip
     with database.session() as s:
-        counts = books.store_positions(s, acc, positions(garbage, fresh), fetched_at=T1)
+        counts = book_mirror.store_positions(s, acc, positions(garbage, fresh), fetched_at=T1)
     assert (counts.inserted, counts.removed, counts.skipped) == (0, 0, 2)
     with database.session() as s:
         row = s.scalars(select(Position)).one()
@@ -136,9 +137,9 @@ def test_store_orders_when_working_order_disappears_marks_it_unknown_not_deleted
     }  # no filled_quantity ([live])
     book = wire.Orderbook.parse({"status": "success", "data": {"orders": [row, done]}}).orders
     with database.session() as s:
-        books.store_orders(s, acc, book, fetched_at=T0)
+        book_mirror.store_orders(s, acc, book, fetched_at=T0)
     with database.session() as s:
-        counts = books.store_orders(s, acc, book[1:], fetched_at=T1)
+        counts = book_mirror.store_orders(s, acc, book[1:], fetched_at=T1)
     assert counts.removed == 1
     with database.session() as s:
         orders = {o.order_id: o for o in s.scalars(select(Order))}
@@ -158,10 +159,10 @@ def test_store_funds_when_collateral_excluded_tracker_uses_seller_base_minus_res
     with database.session() as s:
         s.add(MarginTracker(account_id=acc, allocated_margins={"run:1:leg:2": {"amount": "20000.00"}}))
     with database.session() as s:
-        books.store_funds(
+        book_mirror.store_funds(
             s, acc, wire.Funds.parse(reply), reply["data"], collateral_included=False, fetched_at=T0
         )
-        books.store_funds(
+        book_mirror.store_funds(
             s, acc, wire.Funds.parse(reply), reply["data"], collateral_included=False, fetched_at=T1
         )
     with database.session() as s:
@@ -176,9 +177,9 @@ def test_store_funds_when_collateral_excluded_tracker_uses_seller_base_minus_res
 
 
 def test_seller_base_when_cash_or_collateral_unknown_is_unknown() -> None:
-    assert books.seller_base(None, Decimal(1), True) is None
-    assert books.seller_base(Decimal(5), None, False) is None
-    assert books.seller_base(Decimal(5), None, True) == Decimal(5)
+    assert book_mirror.seller_base(None, Decimal(1), True) is None
+    assert book_mirror.seller_base(Decimal(5), None, False) is None
+    assert book_mirror.seller_base(Decimal(5), None, True) == Decimal(5)
 
 
 def test_failure_kind_when_server_answered_is_failed_else_error() -> None:
@@ -191,14 +192,27 @@ def test_failure_kind_when_server_answered_is_failed_else_error() -> None:
     assert failure_kind(AuthError("403", http_status=403)) == "error"  # handled before: auth_failed
 
 
+def test_is_unsupported_when_broker_lacks_the_endpoint_but_never_for_funds_auth_or_429() -> None:
+    assert is_unsupported("holdings", NotFoundError("Broker-specific module not found", http_status=404))
+    assert is_unsupported("holdings", ServerError("server error 501: Not Implemented", http_status=501))
+    assert is_unsupported(
+        "tradebook", ServerError("Tradebook not supported for this broker", http_status=500)
+    )
+    assert not is_unsupported("holdings", ServerError("Error fetching holdings data", http_status=500))
+    assert not is_unsupported("funds", NotFoundError("Broker-specific module not found", http_status=404))
+    assert not is_unsupported("holdings", AuthError("not supported", http_status=403))
+    assert not is_unsupported("holdings", RateLimitedError("429", http_status=429))
+    assert not is_unsupported("holdings", BrokerTimeoutError("no reply within the timeout"))
+
+
 def test_store_positions_when_product_is_unreadable_keeps_the_row(database: Database) -> None:
     acc = make_account(database)
     good = {"symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "product": "NRML", "quantity": "-65",
             "average_price": "120.5", "ltp": "118", "pnl": "162.5"}  # fmt: skip
     with database.session() as s:
-        books.store_positions(s, acc, positions(good), fetched_at=T0)
+        book_mirror.store_positions(s, acc, positions(good), fetched_at=T0)
     with database.session() as s:
-        counts = books.store_positions(s, acc, positions({**good, "product": ""}), fetched_at=T1)
+        counts = book_mirror.store_positions(s, acc, positions({**good, "product": ""}), fetched_at=T1)
     assert (counts.removed, counts.skipped) == (0, 1)
     with database.session() as s:
         row = s.scalars(select(Position)).one()
@@ -216,10 +230,103 @@ def test_store_orders_and_trades_when_strategy_tag_is_overlong_store_it_clipped(
     trade = {"orderid": "7", "symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "action": "BUY",
              "quantity": 65, "average_price": "10", "product": "NRML", "strategy": tag}  # fmt: skip
     with database.session() as s:
-        books.store_orders(s, acc, wire.Orderbook.parse({"data": {"orders": [order]}}).orders, fetched_at=T0)
-        books.store_trades(s, acc, wire.Trade.parse_book({"data": [trade]}), fetched_at=T0)
+        orders = wire.Orderbook.parse({"data": {"orders": [order]}}).orders
+        book_mirror.store_orders(s, acc, orders, fetched_at=T0)
+        book_mirror.store_trades(s, acc, wire.Trade.parse_book({"data": [trade]}), fetched_at=T0)
     with database.session() as s:
         stored_order = s.scalars(select(Order)).one()
         stored_trade = s.scalars(select(Trade)).one()
     assert stored_order.status == "complete" and stored_order.strategy == tag[:100]
     assert stored_trade.quantity == 65 and stored_trade.strategy == tag[:100]
+
+
+def trade_book(*rows: dict[str, object]) -> tuple[wire.Trade, ...]:
+    return wire.Trade.parse_book({"status": "success", "data": list(rows)})
+
+
+def order_book(*rows: dict[str, object]) -> tuple[wire.Order, ...]:
+    return wire.Orderbook.parse({"status": "success", "data": {"orders": list(rows)}}).orders
+
+
+ORDER = {"orderid": "900", "symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "action": "BUY",
+         "quantity": 65, "price": "10", "pricetype": "LIMIT", "product": "NRML", "order_status": "complete",
+         "filled_quantity": 65, "average_price": "10"}  # fmt: skip
+FILL = {"orderid": "900", "symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "action": "BUY",
+        "quantity": 65, "average_price": "10", "trade_value": "650", "product": "NRML"}  # fmt: skip
+
+
+def test_trading_day_start_when_around_ist_midnight_is_the_ist_calendar_day() -> None:
+    assert book_mirror.trading_day_start(datetime(2026, 11, 25, 18, 29, tzinfo=UTC)) == datetime(
+        2026, 11, 24, 18, 30, tzinfo=UTC
+    )
+    assert book_mirror.trading_day_start(datetime(2026, 11, 25, 18, 30, tzinfo=UTC)) == datetime(
+        2026, 11, 25, 18, 30, tzinfo=UTC
+    )
+
+
+def test_store_trades_when_stamps_are_time_only_matches_rows_by_key_across_reads(database: Database) -> None:
+    # traded_at stays NULL, so the day window cannot find these rows: the natural-key look-up must, or
+    # the second read would insert duplicates (and fail on the unique key).
+    acc = make_account(database)
+    book = trade_book({**FILL, "timestamp": "10:31:00"}, {**FILL, "timestamp": "10:30:00", "quantity": 10})
+    with database.session() as s:
+        first = book_mirror.store_trades(s, acc, book, fetched_at=T0)
+    with database.session() as s:
+        second = book_mirror.store_trades(s, acc, book, fetched_at=T1)
+    assert (first.inserted, second.inserted, second.updated) == (2, 0, 2)
+    with database.session() as s:
+        rows = s.scalars(select(Trade).order_by(Trade.trade_key)).all()
+    assert [(t.trade_key, t.quantity, t.traded_at, t.updated_at) for t in rows] == [
+        ("#1", 10, None, T1),
+        ("#2", 65, None, T1),
+    ]
+
+
+def test_store_books_when_earlier_days_exist_leaves_their_rows_untouched(database: Database) -> None:
+    acc = make_account(database)
+    old_day = T0 - timedelta(days=3)
+    with database.session() as s:
+        old_book = order_book(
+            {**ORDER, "timestamp": "22-Nov-2026 10:00:00"},
+            {**ORDER, "orderid": "901", "order_status": "open", "filled_quantity": 0,
+             "timestamp": "22-Nov-2026 10:01:00"},
+        )  # fmt: skip
+        book_mirror.store_orders(s, acc, old_book, fetched_at=old_day)
+        book_mirror.store_trades(
+            s, acc, trade_book({**FILL, "timestamp": "2026-11-22 10:00:00"}), fetched_at=old_day
+        )
+    today = {**ORDER, "orderid": "950", "timestamp": "25-Nov-2026 10:29:00"}
+    with database.session() as s:
+        orders = book_mirror.store_orders(s, acc, order_book(today), fetched_at=T0)
+        trades = book_mirror.store_trades(
+            s, acc, trade_book({**FILL, "orderid": "950", "timestamp": "2026-11-25 10:29:00"}), fetched_at=T0
+        )
+    assert (orders.inserted, orders.updated, orders.removed) == (1, 0, 1)
+    assert (trades.inserted, trades.updated) == (1, 0)
+    with database.session() as s:
+        by_id = {o.order_id: o for o in s.scalars(select(Order))}
+        old_trade = s.scalars(select(Trade).where(Trade.order_id == "900")).one()
+    assert (by_id["900"].status, by_id["900"].updated_at) == ("complete", old_day)
+    # A working order from an earlier day that the book no longer lists is no longer known to work.
+    assert (by_id["901"].status, by_id["901"].updated_at) == ("unknown", T0)
+    assert old_trade.updated_at == old_day and old_trade.quantity == 65
+
+
+def test_store_books_when_read_after_midnight_lists_yesterdays_rows_updates_them_in_place(
+    database: Database,
+) -> None:
+    acc = make_account(database)
+    evening = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 14:30 IST
+    after_midnight = datetime(2026, 11, 25, 18, 40, tzinfo=UTC)  # 00:10 IST on the 26th
+    order = {**ORDER, "timestamp": "25-Nov-2026 14:29:00"}
+    fill = {**FILL, "timestamp": "2026-11-25 14:29:00"}
+    with database.session() as s:
+        book_mirror.store_orders(s, acc, order_book(order), fetched_at=evening)
+        book_mirror.store_trades(s, acc, trade_book(fill), fetched_at=evening)
+    with database.session() as s:
+        orders = book_mirror.store_orders(s, acc, order_book(order), fetched_at=after_midnight)
+        trades = book_mirror.store_trades(s, acc, trade_book(fill), fetched_at=after_midnight)
+    assert (orders.inserted, orders.updated, trades.inserted, trades.updated) == (0, 1, 0, 1)
+    with database.session() as s:
+        assert s.scalars(select(Order)).one().updated_at == after_midnight
+        assert s.scalars(select(Trade)).one().updated_at == after_midnight

@@ -1,4 +1,5 @@
-"""Housekeeping: activity-log retention, order archiving, and backups (PRODUCT §8 jobs, seed §Maintenance).
+"""Housekeeping: activity-log retention, order and trade archiving, and backups (PRODUCT §8 jobs, seed
+§Maintenance).
 
 The cleanups run inside the caller's session and transaction (they flush nothing else and never commit),
 so the engine's daily job and ``algomirror maintenance run`` both decide when to commit.
@@ -14,15 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, insert, inspect, literal, select
+from sqlalchemy import ColumnElement, and_, delete, insert, literal, or_, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, class_mapper
 
-from algomirror.db.models.books import Order, OrderArchive
+from algomirror.db.models.books import Order, OrderArchive, Trade, TradeArchive
 from algomirror.db.models.users import ActivityLog
 from algomirror.domain.timeutil import ensure_aware
 
-# Orders are moved in batches so one statement never carries an unbounded id list.
+# Rows are moved in batches so one statement never carries an unbounded id list.
 ARCHIVE_BATCH = 500
 
 
@@ -56,34 +57,55 @@ def archive_orders(session: Session, now: datetime, days: int = 30) -> ArchiveCo
     Raises ValueError for a naive ``now`` or ``days`` < 1.
     """
     cutoff = _cutoff(now, days)
-    stamp = ensure_aware(now)
-    columns = [c.key for c in inspect(Order).columns]
+    return _move(session, Order, OrderArchive, Order.placed_at < cutoff, ensure_aware(now))
+
+
+def archive_trades(session: Session, now: datetime, days: int = 30) -> ArchiveCounts:
+    """Move trades older than ``days`` days before ``now`` to ``trades_archive`` (same ids, plus
+    ``archived_at = now``), like :func:`archive_orders`. A trade's age is its ``traded_at``; one whose
+    broker gave only a time of day (``traded_at`` NULL) is aged by ``created_at``, when sync first saw it.
+    Runs in the caller's transaction: commit once for all-or-nothing.
+
+    Raises ValueError for a naive ``now`` or ``days`` < 1.
+    """
+    cutoff = _cutoff(now, days)
+    old = or_(Trade.traded_at < cutoff, and_(Trade.traded_at.is_(None), Trade.created_at < cutoff))
+    return _move(session, Trade, TradeArchive, old, ensure_aware(now))
+
+
+def _move(
+    session: Session,
+    model: type[Order] | type[Trade],
+    archive: type[OrderArchive] | type[TradeArchive],
+    old: ColumnElement[bool],
+    stamp: datetime,
+) -> ArchiveCounts:
+    """Copy the rows of ``model`` matching ``old`` into ``archive`` (same columns + ``archived_at``) and
+    delete them, batch by batch of explicit ids."""
+    columns = [c.key for c in class_mapper(model).columns]
     archived = deleted = 0
     last_id = 0
     while True:
         ids = list(
             session.scalars(
-                select(Order.id)
-                .where(Order.placed_at < cutoff, Order.id > last_id)
-                .order_by(Order.id)
-                .limit(ARCHIVE_BATCH)
+                select(model.id).where(old, model.id > last_id).order_by(model.id).limit(ARCHIVE_BATCH)
             )
         )
         if not ids:
             break
         last_id = ids[-1]
         source = select(
-            *(getattr(Order, name) for name in columns),
-            literal(stamp, OrderArchive.__table__.c.archived_at.type),
-        ).where(Order.id.in_(ids))
+            *(getattr(model, name) for name in columns),
+            literal(stamp, class_mapper(archive).columns["archived_at"].type),
+        ).where(model.id.in_(ids))
         # preserve_rowcount: SQLAlchemy does not keep an INSERT's row count otherwise (psycopg gives -1).
         copied = session.execute(
-            insert(OrderArchive)
+            insert(archive)
             .from_select([*columns, "archived_at"], source)
             .execution_options(preserve_rowcount=True),
         )
         removed = session.execute(
-            delete(Order).where(Order.id.in_(ids)).execution_options(synchronize_session=False)
+            delete(model).where(model.id.in_(ids)).execution_options(synchronize_session=False)
         )
         archived += int(copied.rowcount or 0)  # type: ignore[attr-defined]
         deleted += int(removed.rowcount or 0)  # type: ignore[attr-defined]

@@ -14,6 +14,17 @@ Rules:
 * Orders are history: an order absent from a successful orderbook read is never deleted (paper books
   only list today's orders); if we still believed it working, it becomes ``unknown``.
 * Trades are history and are never deleted.
+* Only today's rows are compared (the broker's orderbook and tradebook are the day's anyway), so a cycle
+  costs the same whatever the account's history: a read is matched against our rows of the current IST
+  day (from midnight IST of ``fetched_at``, through the (account, placed_at) and (account, traded_at)
+  indexes), plus, for orders, the few we still believe working (whatever their day: one that the book no
+  longer lists must become ``unknown``), plus any row the read names that these missed (looked up by
+  natural key: a book read just after midnight still listing yesterday's rows, or a fill whose
+  ``traded_at`` is unknown). Rows of earlier days are never loaded otherwise, never changed, never
+  deleted.
+* A trade with a time-only stamp keeps ``traded_at`` NULL (a date would be a guess: a book read after
+  midnight may still hold yesterday's fills). Such rows are never in the day window; they are found by
+  natural key while the book lists them, and maintenance archives them by ``created_at`` (first seen).
 * ``updated_at`` (and ``account_funds.fetched_at``) is set to the fetch time of every row the read
   confirmed, so the UI can show each row's age even when its values did not change.
 """
@@ -21,9 +32,9 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Collection, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -33,12 +44,16 @@ from sqlalchemy.orm import Session
 from algomirror.broker import models as wire
 from algomirror.db.models import AccountFunds, Holding, MarginTracker, Order, Position, Trade, make_trade_key
 from algomirror.db.models.enums import ACTIONS, PRODUCTS
+from algomirror.domain.timeutil import ist_combine, ist_today
 
 log = logging.getLogger(__name__)
 
 WORKING_STATUSES = ("open", "trigger_pending")
 
 _K = TypeVar("_K")
+
+# Natural-key look-ups go in chunks so one statement never carries an unbounded IN list.
+_LOOKUP_CHUNK = 500
 
 # Gateway spellings of price types seen across brokers -> OpenAlgo's four values.
 _PRICE_TYPES = {
@@ -82,6 +97,18 @@ def _product(value: str) -> str | None:
 
 def _price_type(value: str) -> str | None:
     return _PRICE_TYPES.get(value.strip().upper())
+
+
+def trading_day_start(now: datetime) -> datetime:
+    """Midnight IST that starts the IST calendar day of ``now``, as aware UTC (18:30 UTC the day
+    before). Raises ValueError for a naive ``now``."""
+    return ist_combine(ist_today(now), time(0))
+
+
+def _chunks(values: Collection[str]) -> Iterator[list[str]]:
+    ordered = sorted(values)
+    for start in range(0, len(ordered), _LOOKUP_CHUNK):
+        yield ordered[start : start + _LOOKUP_CHUNK]
 
 
 def _delete_unlisted(session: Session, existing: Mapping[_K, object], listed: Set[_K]) -> int:
@@ -174,8 +201,9 @@ def store_orders(
     session: Session, account_id: int, orders: Sequence[wire.Order], *, fetched_at: datetime
 ) -> StoreCounts:
     """Upsert every orderbook row by (account, order id). Working orders we hold that the book no longer
-    lists become ``unknown``; nothing is deleted."""
-    existing = {o.order_id: o for o in session.scalars(select(Order).where(Order.account_id == account_id))}
+    lists become ``unknown``; nothing is deleted. Compares against today's orders only (see the module
+    docstring); "today" is the IST day of ``fetched_at``."""
+    existing = _orders_to_compare(session, account_id, orders, trading_day_start(fetched_at))
     seen: set[str] = set()
     inserted = updated = skipped = 0
     for item in orders:
@@ -240,6 +268,8 @@ def store_orders(
         for order_id, last_fill in fills:
             if last_fill is not None:
                 existing[order_id].executed_at = last_fill
+                # Explicitly: the column's onupdate would stamp the wall clock, not the fetch time.
+                existing[order_id].updated_at = fetched_at
     removed = 0
     for order_id, row in existing.items():
         if order_id not in seen and row.status in WORKING_STATUSES:
@@ -249,24 +279,43 @@ def store_orders(
     return StoreCounts(inserted, updated, removed, skipped)
 
 
+def _orders_to_compare(
+    session: Session, account_id: int, orders: Sequence[wire.Order], day_start: datetime
+) -> dict[str, Order]:
+    """Our rows the read is compared with: today's, the working ones, and any other the read names."""
+    found: dict[str, Order] = {}
+    today = select(Order).where(Order.account_id == account_id, Order.placed_at >= day_start)
+    working = select(Order).where(Order.account_id == account_id, Order.status.in_(WORKING_STATUSES))
+    for query in (today, working):
+        found.update((row.order_id, row) for row in session.scalars(query))
+    unmatched = {item.orderid for item in orders} - found.keys()
+    for chunk in _chunks(unmatched):
+        named = select(Order).where(Order.account_id == account_id, Order.order_id.in_(chunk))
+        found.update((row.order_id, row) for row in session.scalars(named))
+    return found
+
+
 # ------------------------------------------------------------------------------------------ trades
 
 
 def store_trades(
     session: Session, account_id: int, trades: Sequence[wire.Trade], *, fetched_at: datetime
 ) -> StoreCounts:
-    """Upsert tradebook rows by (account, order id, trade key); also fills ``orders.executed_at``."""
-    existing = {
-        (t.order_id, t.trade_key): t
-        for t in session.scalars(select(Trade).where(Trade.account_id == account_id))
-    }
+    """Upsert tradebook rows by (account, order id, trade key); also fills ``orders.executed_at``.
+    Compares against today's trades only (see the module docstring); "today" is the IST day of
+    ``fetched_at``."""
     ordinals: dict[str, int] = {}
-    inserted = updated = skipped = 0
-    executed: dict[str, datetime] = {}
+    keyed: list[tuple[str, wire.Trade]] = []
     # Books list newest first; ordinals must be stable across reads, so count oldest first.
     for item in reversed(trades):
         ordinals[item.orderid] = ordinals.get(item.orderid, 0) + 1
-        key = make_trade_key(item.tradeid, ordinals[item.orderid])
+        keyed.append((make_trade_key(item.tradeid, ordinals[item.orderid]), item))
+    existing = _trades_to_compare(
+        session, account_id, {(item.orderid, key) for key, item in keyed}, trading_day_start(fetched_at)
+    )
+    inserted = updated = skipped = 0
+    executed: dict[str, datetime] = {}
+    for key, item in keyed:
         if item.action not in ACTIONS or item.quantity is None:
             skipped += 1
             continue
@@ -295,9 +344,23 @@ def store_trades(
         session.execute(
             update(Order)
             .where(Order.account_id == account_id, Order.order_id == order_id, Order.executed_at.is_(None))
-            .values(executed_at=at)
+            # updated_at explicitly: the column's onupdate would stamp the wall clock, not the fetch time.
+            .values(executed_at=at, updated_at=fetched_at)
         )
     return StoreCounts(inserted, updated, 0, skipped)
+
+
+def _trades_to_compare(
+    session: Session, account_id: int, listed: Set[tuple[str, str]], day_start: datetime
+) -> dict[tuple[str, str], Trade]:
+    """Our rows the read is compared with: today's, and any other the read names (NULL ``traded_at``)."""
+    today = select(Trade).where(Trade.account_id == account_id, Trade.traded_at >= day_start)
+    found = {(row.order_id, row.trade_key): row for row in session.scalars(today)}
+    unmatched = {order_id for order_id, key in listed if (order_id, key) not in found}
+    for chunk in _chunks(unmatched):
+        named = select(Trade).where(Trade.account_id == account_id, Trade.order_id.in_(chunk))
+        found.update(((row.order_id, row.trade_key), row) for row in session.scalars(named))
+    return found
 
 
 # --------------------------------------------------------------------------------------- positions
@@ -402,4 +465,5 @@ __all__ = [
     "store_orders",
     "store_positions",
     "store_trades",
+    "trading_day_start",
 ]

@@ -41,13 +41,16 @@ def build_account_sync(
     *,
     market_clock: Clock | None = None,
     config: SyncConfig | None = None,
+    registry: ClientRegistry | None = None,
 ) -> AccountSync:
-    """The account-sync component with intervals and timeouts from ``settings``."""
+    """The account-sync component with intervals and timeouts from ``settings``, on the engine's
+    client ``registry`` (its own when None)."""
     return AccountSync(
         database,
         make_decryptor(settings),
         config=config or SyncConfig.from_settings(settings),
         market_clock=market_clock,
+        registry=registry,
     )
 
 
@@ -78,7 +81,9 @@ def build_engine(
     """
     registry = ClientRegistry(timeouts=Timeouts.from_settings(settings))
     components: list[Component] = [
-        build_account_sync(settings, database, market_clock=market_clock, config=sync_config),
+        build_account_sync(
+            settings, database, market_clock=market_clock, config=sync_config, registry=registry
+        ),
         build_command_processor(settings, database, registry, owns_registry=True),
     ]
     return EngineService(

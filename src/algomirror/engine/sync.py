@@ -11,43 +11,59 @@ active account, mirrored into the database, with per-account connection status (
 * Status (PRODUCT §2): a cycle where every read succeeded → ``connected`` (logs ``connection_restored``
   when the account was down). A cycle with a failed read counts one failure; after
   ``failure_threshold`` in a row the account becomes ``failed`` when the server answered with an error
-  (a rejection, 4xx/5xx, 429) or ``error`` for network errors, timeouts and unreadable replies (logs
-  ``connection_lost`` once). A 401/403 makes it ``auth_failed`` at once (logs ``auth_failed``) and the
-  account is not called again until its key changes.
+  (a rejection, 4xx/5xx) or ``error`` for network errors, timeouts and unreadable replies (logs
+  ``connection_lost`` once). A 401/403 makes it ``auth_failed`` at once (logs ``auth_failed``).
+* Not failures: a read refused with 429 (:class:`RateLimitedError`: the server's window, or our own
+  scheduler, was full; nothing was executed) is simply left for the next cycle; a read the broker does
+  not support (404/405/501, or a "not supported"/"module not found" reply: some brokers have no
+  holdings) is logged once and skipped for ``unsupported_retry`` seconds. ``funds`` is never treated as
+  unsupported: a host that cannot answer it is not a usable account.
+* An ``auth_failed`` account is re-probed every ``auth_probe_interval`` seconds with one ``funds`` call
+  (the client's halt cleared first), so a broker re-login behind the same key recovers it
+  (``connection_restored``); a changed API key resumes it at once.
 * An account that is down (``failed``/``error``) is retried every ``down_interval`` seconds at most.
 * A failed read leaves that table's rows untouched (their ``updated_at`` shows their age); see
-  :mod:`algomirror.engine.books` for how successful reads are mirrored.
-* The API key is decrypted only to build the client and never logged.
+  :mod:`algomirror.engine.book_mirror` for how successful reads are mirrored (only today's orders and
+  trades are compared, so a cycle's cost does not grow with the account's history).
+* Every timestamp written and every "now" (fetch time, ``last_sync_at``, the IST day, probe and
+  unsupported deadlines) comes from the injected ``clock``; only waits use the monotonic clock.
+* Clients come from the engine's :class:`~algomirror.broker.registry.ClientRegistry` (one broker path
+  per account: sync's reads share the account's rate budget with execution and commands, at READ
+  priority). The API key is decrypted once per stored key and never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from algomirror.broker import models as wire
-from algomirror.broker.client import HostPool, OpenAlgoClient, RetryPolicy, Timeouts
+from algomirror.broker.client import OpenAlgoClient, RetryPolicy, Timeouts
 from algomirror.broker.errors import (
     AuthError,
     BrokerError,
     MalformedResponseError,
+    RateLimitedError,
     RejectedError,
     RetryableError,
+    ServerError,
 )
+from algomirror.broker.registry import ClientRegistry
 from algomirror.config import Settings
 from algomirror.db.models import ActivityLog, TradingAccount
 from algomirror.db.session import Database
 from algomirror.domain.calendar import TradingCalendar, default_calendar
-from algomirror.domain.timeutil import Clock, SystemClock, utcnow
-from algomirror.engine import books
+from algomirror.domain.timeutil import Clock, SystemClock
+from algomirror.engine import book_mirror
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +71,10 @@ ENDPOINTS = ("funds", "orderbook", "tradebook", "positionbook", "holdings")
 DOWN_STATUSES = ("failed", "error", "auth_failed")
 # The market whose hours pick the sync interval (options are the product's business).
 MARKET_EXCHANGES = ("NFO", "NSE")
+# HTTP codes meaning "this server has no such endpoint" (OpenAlgo answers 404 "Broker-specific module not
+# found" when the broker's module lacks the function).
+UNSUPPORTED_STATUSES = frozenset({404, 405, 501})
+_UNSUPPORTED_TEXT = re.compile(r"not supported|not implemented|module not found|not available for", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +89,10 @@ class SyncConfig:
     # A down account (failed/error) is retried this often at most: polite to a struggling server, and
     # its connect timeouts do not pile up (PRODUCT §7.2 pings down accounts less often too).
     down_interval: float = 30.0
+    # An auth_failed account gets one funds call this often (PRODUCT §7.2: down accounts every 5 min).
+    auth_probe_interval: float = 300.0
+    # An endpoint the broker does not support is tried again after this long (a server upgrade).
+    unsupported_retry: float = 3600.0
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=2, base=0.2, cap=1.0))
 
@@ -98,12 +122,16 @@ class AccountRef:
 
 @dataclass
 class CycleResult:
-    """Outcome of one sync cycle of one account. ``errors`` maps endpoint -> error; ``skipped`` says why
-    the account was not called (inactive, deleted, auth_failed, no key)."""
+    """Outcome of one sync cycle of one account. ``errors`` maps endpoint -> error (the failures that
+    count); ``rate_limited`` lists reads refused with 429 and ``unsupported`` the endpoints the broker does
+    not support (answered so now, or skipped as remembered), neither counting as a failure; ``skipped``
+    says why the account was not called (inactive, deleted, auth_failed before its next probe, no key)."""
 
     account_id: int
     ok: tuple[str, ...] = ()
     errors: dict[str, BrokerError] = field(default_factory=dict)
+    rate_limited: tuple[str, ...] = ()
+    unsupported: tuple[str, ...] = ()
     status: str | None = None
     skipped: str | None = None
     seconds: float = 0.0
@@ -111,6 +139,16 @@ class CycleResult:
     @property
     def success(self) -> bool:
         return self.skipped is None and not self.errors
+
+
+def is_unsupported(endpoint: str, error: BrokerError) -> bool:
+    """True when ``error`` says the broker has no ``endpoint`` (see :data:`UNSUPPORTED_STATUSES`), which
+    is not a failure of the account. Never for ``funds``, a 401/403 or a 429."""
+    if endpoint == "funds" or isinstance(error, AuthError | RateLimitedError):
+        return False
+    if error.http_status in UNSUPPORTED_STATUSES:
+        return True
+    return isinstance(error, RejectedError | ServerError) and bool(_UNSUPPORTED_TEXT.search(error.message))
 
 
 def failure_kind(error: BrokerError) -> str:
@@ -127,9 +165,10 @@ class AccountSync:
     """The engine component that keeps every account's books fresh. See the module docstring.
 
     ``decrypt`` turns ``api_key_encrypted`` into the key (raises ValueError when it cannot).
-    ``market_clock`` decides market hours only (the embedded demo passes the paper exchange's clock);
-    stored timestamps are always real UTC. Tests drive it with :meth:`sync_account_once` /
-    :meth:`sync_all_once` and close it with :meth:`aclose`.
+    ``clock`` gives every stored timestamp and every "now" (default: the system clock).
+    ``market_clock`` decides market hours only (default: ``clock``; the embedded demo passes the paper
+    exchange's clock). Tests drive it with :meth:`sync_account_once` / :meth:`sync_all_once` and close
+    it with :meth:`aclose`.
     """
 
     name = "account-sync"
@@ -140,21 +179,30 @@ class AccountSync:
         decrypt: Callable[[str], str],
         *,
         config: SyncConfig | None = None,
+        clock: Clock | None = None,
         market_clock: Clock | None = None,
         calendar: TradingCalendar | None = None,
-        pool: HostPool | None = None,
+        registry: ClientRegistry | None = None,
     ) -> None:
         self.database = database
         self.config = config or SyncConfig()
-        self.market_clock = market_clock or SystemClock()
+        self.clock = clock or SystemClock()
+        self.market_clock = market_clock or self.clock
         self.calendar = calendar or default_calendar()
         self._decrypt = decrypt
-        self._pool = pool
-        self._own_pool = pool is None
-        # account id -> (encrypted key the client was built with, client)
-        self._clients: dict[int, tuple[str, OpenAlgoClient]] = {}
-        # account id -> encrypted key that got the 403: skip until the stored key differs.
+        # The engine passes its one registry (one broker path per account: the account's rate budget
+        # is shared with execution and commands); alone (tests, tools) sync builds its own.
+        self.registry = registry or ClientRegistry(timeouts=self.config.timeouts, retry=self.config.retry)
+        self._own_registry = registry is None
+        # account id -> (encrypted key, decrypted key): decrypt once per stored key, not every cycle.
+        self._keys: dict[int, tuple[str, str]] = {}
+        # account id -> encrypted key that got the 401/403; a different stored key resumes at once.
         self._auth_failed_keys: dict[int, str] = {}
+        # account id -> when its auth_failed key gets its next funds probe (clock time).
+        self._next_probe: dict[int, datetime] = {}
+        # (account id, endpoint) -> until when the endpoint is skipped as unsupported (clock time).
+        self._unsupported: dict[tuple[int, str], datetime] = {}
+        self._unsupported_logged: set[tuple[int, str]] = set()
         self._locks: dict[int, asyncio.Lock] = {}
         self._store_locks: dict[int, asyncio.Lock] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
@@ -177,11 +225,10 @@ class AccountSync:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool (when this object created it) and forget the clients."""
-        self._clients.clear()
-        if self._pool is not None and self._own_pool:
-            pool, self._pool = self._pool, None
-            await pool.aclose()
+        """Close the client registry when this object created it (a shared one belongs to the engine)."""
+        self._keys.clear()
+        if self._own_registry:
+            await self.registry.aclose()
 
     def interval(self) -> float:
         """Seconds between cycles now: market hours on the market clock decide. Outside hours the wait
@@ -213,7 +260,6 @@ class AccountSync:
                     task.cancel()
                     log.info("account sync: stopped syncing account %s", account_id)
                 self._workers.pop(account_id)
-                self._clients.pop(account_id, None)
         for account_id in sorted(wanted - set(self._workers)):
             self._workers[account_id] = asyncio.create_task(
                 self._worker(account_id, stop), name=f"account-sync-{account_id}"
@@ -277,77 +323,144 @@ class AccountSync:
         reason = self._eligible(account)
         if reason is not None:
             return CycleResult(account_id, skipped=reason, status=account.status)
-        if account.status == "auth_failed" and account.id in self._auth_failed_keys:
-            # The key changed since the 403: give the new key its chance.
-            self._auth_failed_keys.pop(account.id)
-            log.info("account sync %s: API key changed, resuming", account.id)
         try:
             client = self._client(account)
         except BrokerError as exc:
             return await self._finish(account, CycleResult(account.id, errors={"funds": exc}))
+        key_changed = (
+            self._auth_failed_keys.get(account.id, account.api_key_encrypted) != account.api_key_encrypted
+        )
+        if account.status == "auth_failed" and key_changed:
+            # The key changed since the 401/403: give the new key its chance at once (a re-saved key
+            # may decrypt to the same one, whose shared client is still halted).
+            self._clear_auth_failure(account.id)
+            client.clear_halt()
+            log.info("account sync %s: API key changed, resuming", account.id)
+        elif account.status == "auth_failed" or client.halted is not None:
+            # A halted client (a 401/403 seen by any user of it, while the stored status says otherwise)
+            # would fail every read without calling: one probe decides instead.
+            probe = await self._probe(account, client)
+            if probe is not None:
+                return probe
+        now = self.clock.now()
+        endpoints = [e for e in ENDPOINTS if self._unsupported.get((account.id, e), now) <= now]
         outcomes = await asyncio.gather(
-            *(self._read_and_store(account, client, endpoint) for endpoint in ENDPOINTS),
+            *(self._read_and_store(account, client, endpoint) for endpoint in endpoints),
             return_exceptions=True,
         )
         result = CycleResult(account.id)
         ok: list[str] = []
-        for endpoint, outcome in zip(ENDPOINTS, outcomes, strict=True):
-            if isinstance(outcome, BrokerError):
+        limited: list[str] = []
+        unsupported = [e for e in ENDPOINTS if e not in endpoints]
+        for endpoint, outcome in zip(endpoints, outcomes, strict=True):
+            if isinstance(outcome, RateLimitedError):
+                # Nothing was executed and the server is there: the next cycle reads it again.
+                limited.append(endpoint)
+                log.info("account sync %s: %s rate limited, left for the next cycle", account.id, endpoint)
+            elif isinstance(outcome, BrokerError) and is_unsupported(endpoint, outcome):
+                unsupported.append(endpoint)
+                self._mark_unsupported(account, endpoint, outcome)
+            elif isinstance(outcome, BrokerError):
                 result.errors[endpoint] = outcome
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
                 ok.append(endpoint)
-        result.ok = tuple(ok)
+                self._mark_supported(account, endpoint)
+        result.ok, result.rate_limited, result.unsupported = tuple(ok), tuple(limited), tuple(unsupported)
         return await self._finish(account, result)
+
+    async def _probe(self, account: AccountRef, client: OpenAlgoClient) -> CycleResult | None:
+        """One ``funds`` call for an auth_failed account whose key did not change. None when it worked
+        (the caller then runs a normal cycle, which records the recovery); else the cycle's result."""
+        # The next probe is scheduled only once this one has an answer: until then the account stays
+        # eligible, so the worker running the probe is not stopped half-way by the reconcile loop.
+        self._auth_failed_keys[account.id] = account.api_key_encrypted
+        # A shared client stays halted after a 401/403 until told otherwise.
+        client.clear_halt()
+        try:
+            await client.call("funds")
+        except AuthError as exc:
+            log.info("account sync %s: API key still rejected: %s", account.id, exc.message)
+            return await self._finish(account, CycleResult(account.id, errors={"funds": exc}))
+        except BrokerError as exc:
+            # Unreachable or refusing for another reason: the key's state is still unknown, so the
+            # account stays auth_failed (a network error must not turn it into failed/error).
+            log.info("account sync %s: auth probe inconclusive: %s", account.id, exc.message)
+            self._schedule_probe(account.id)
+            return CycleResult(account.id, errors={"funds": exc}, status="auth_failed")
+        log.info("account sync %s (%s): API key accepted again, resuming", account.id, account.name)
+        self._clear_auth_failure(account.id)
+        return None
 
     def _eligible(self, account: AccountRef) -> str | None:
         if not account.api_key_encrypted:
             return "no API key"
         if account.status == "auth_failed":
             failed_key = self._auth_failed_keys.get(account.id)
-            # Unknown failing key (engine restarted): the web re-tests and resets the status on a key
-            # change, so waiting for that is safe.
-            if failed_key is None or failed_key == account.api_key_encrypted:
-                return "auth_failed: waiting for a new API key"
+            if failed_key is not None and failed_key != account.api_key_encrypted:
+                return None  # a new key: resume at once
+            due = self._next_probe.get(account.id)
+            # An unknown failing key (engine restarted) is probed at once.
+            if due is not None and self.clock.now() < due:
+                return f"auth_failed: API key rejected; next probe at {due.isoformat(timespec='seconds')}"
         return None
 
-    def _forget(self, account_id: int) -> None:
-        self._clients.pop(account_id, None)
-        self._auth_failed_keys.pop(account_id, None)
+    def _schedule_probe(self, account_id: int) -> None:
+        self._next_probe[account_id] = self.clock.now() + timedelta(seconds=self.config.auth_probe_interval)
 
-    def _pool_now(self) -> HostPool:
-        if self._pool is None:
-            self._pool = HostPool()
-            self._own_pool = True
-        return self._pool
+    def _clear_auth_failure(self, account_id: int) -> None:
+        self._auth_failed_keys.pop(account_id, None)
+        self._next_probe.pop(account_id, None)
+
+    def _forget(self, account_id: int) -> None:
+        # The registry's client stays: other engine parts may still act on the account.
+        self._keys.pop(account_id, None)
+        self._clear_auth_failure(account_id)
+        for key in [k for k in self._unsupported if k[0] == account_id]:
+            self._unsupported.pop(key)
+        self._unsupported_logged -= {k for k in self._unsupported_logged if k[0] == account_id}
+
+    def _mark_unsupported(self, account: AccountRef, endpoint: str, error: BrokerError) -> None:
+        key = (account.id, endpoint)
+        self._unsupported[key] = self.clock.now() + timedelta(seconds=self.config.unsupported_retry)
+        if key not in self._unsupported_logged:
+            self._unsupported_logged.add(key)
+            log.warning(
+                "account sync %s (%s): the broker does not support %s (%s); skipped, retried every %.0f s",
+                account.id,
+                account.name,
+                endpoint,
+                error.message,
+                self.config.unsupported_retry,
+            )
+
+    def _mark_supported(self, account: AccountRef, endpoint: str) -> None:
+        key = (account.id, endpoint)
+        self._unsupported.pop(key, None)
+        if key in self._unsupported_logged:
+            self._unsupported_logged.discard(key)
+            log.info("account sync %s (%s): %s answers again", account.id, account.name, endpoint)
 
     def _client(self, account: AccountRef) -> OpenAlgoClient:
-        cached = self._clients.get(account.id)
-        if (
-            cached is not None
-            and cached[0] == account.api_key_encrypted
-            and cached[1].host_url == (account.host_url.strip().rstrip("/"))
-        ):
-            return cached[1]
+        """The account's client from the registry (the same object execution and commands use).
+
+        Raises AuthError for a stored key that cannot be decrypted and RejectedError for an invalid
+        host URL; RuntimeError when the registry is closed (the engine is stopping)."""
+        cached = self._keys.get(account.id)
+        if cached is not None and cached[0] == account.api_key_encrypted:
+            api_key = cached[1]
+        else:
+            try:
+                api_key = self._decrypt(account.api_key_encrypted)
+            except ValueError as exc:
+                # Unusable until the user saves the key again: the same stop as a refused key.
+                raise AuthError(f"stored API key unusable: {exc}") from None
+            self._keys[account.id] = (account.api_key_encrypted, api_key)
         try:
-            api_key = self._decrypt(account.api_key_encrypted)
-        except ValueError as exc:
-            # Unusable until the user saves the key again: the same stop as a refused key.
-            raise AuthError(f"stored API key unusable: {exc}") from None
-        try:
-            client = OpenAlgoClient(
-                account.host_url,
-                api_key,
-                pool=self._pool_now(),
-                timeouts=self.config.timeouts,
-                retry=self.config.retry,
-                name=account.name,
-            )
+            return self.registry.client(account.id, account.host_url, api_key, name=account.name)
         except ValueError as exc:
             raise RejectedError(f"invalid host URL {account.host_url!r}: {exc}") from None
-        self._clients[account.id] = (account.api_key_encrypted, client)
-        return client
 
     async def _read_and_store(self, account: AccountRef, client: OpenAlgoClient, endpoint: str) -> str:
         """One read; on success its rows are stored at once (own transaction). Raises BrokerError."""
@@ -359,7 +472,7 @@ class AccountSync:
             "holdings": client.holdings,
         }
         payload = await fetch[endpoint]()
-        fetched_at = utcnow()
+        fetched_at = self.clock.now()
         data: Any = payload
         if endpoint == "funds":
             raw = payload.get("data") if isinstance(payload.get("data"), dict) else None
@@ -381,7 +494,7 @@ class AccountSync:
                 return
             if endpoint == "funds":
                 funds, raw = data
-                books.store_funds(
+                book_mirror.store_funds(
                     session,
                     account.id,
                     funds,
@@ -390,13 +503,13 @@ class AccountSync:
                     fetched_at=fetched_at,
                 )
             elif endpoint == "orderbook":
-                books.store_orders(session, account.id, data.orders, fetched_at=fetched_at)
+                book_mirror.store_orders(session, account.id, data.orders, fetched_at=fetched_at)
             elif endpoint == "tradebook":
-                books.store_trades(session, account.id, data, fetched_at=fetched_at)
+                book_mirror.store_trades(session, account.id, data, fetched_at=fetched_at)
             elif endpoint == "positionbook":
-                books.store_positions(session, account.id, data.positions, fetched_at=fetched_at)
+                book_mirror.store_positions(session, account.id, data.positions, fetched_at=fetched_at)
             elif endpoint == "holdings":
-                books.store_holdings(session, account.id, data.holdings, fetched_at=fetched_at)
+                book_mirror.store_holdings(session, account.id, data.holdings, fetched_at=fetched_at)
 
     # ---------------------------------------------------------------------------------- status
 
@@ -404,12 +517,16 @@ class AccountSync:
         auth = next((e for e in result.errors.values() if isinstance(e, AuthError)), None)
         if auth is not None:
             self._auth_failed_keys[account.id] = account.api_key_encrypted
-            self._clients.pop(account.id, None)
+            self._schedule_probe(account.id)
+        if not result.ok and not result.errors:
+            # Only 429s and unsupported endpoints: nothing learned about the account's health.
+            result.status = account.status
+            return result
         result.status = await asyncio.to_thread(self._record_status, account, result, auth)
         return result
 
     def _record_status(self, account: AccountRef, result: CycleResult, auth: AuthError | None) -> str:
-        now = utcnow()
+        now = self.clock.now()
         with self.database.session() as session:
             row = session.scalar(
                 select(TradingAccount).where(TradingAccount.id == account.id).with_for_update()
@@ -418,7 +535,8 @@ class AccountSync:
                 # Deleted, or the key changed mid-cycle: this outcome is about a key no longer in use.
                 return row.connection_status if row is not None else "deleted"
             previous = row.connection_status
-            values: dict[str, Any] = {}
+            # updated_at explicitly: the column's onupdate would stamp the wall clock, not our clock.
+            values: dict[str, Any] = {"updated_at": now}
             action: str | None = None
             details = ""
             if result.ok:
@@ -431,8 +549,10 @@ class AccountSync:
                     consecutive_failures=row.consecutive_failures + 1,
                 )
                 if previous != "auth_failed":
-                    action, details = "auth_failed", f"API key rejected ({auth.message}); sync stopped"
-                log.warning("account sync %s (%s): API key rejected; stopped", account.id, account.name)
+                    action = "auth_failed"
+                    details = f"API key rejected ({auth.message}); sync stopped, the key is re-tried "
+                    details += f"every {self.config.auth_probe_interval:.0f} s"
+                    log.warning("account sync %s (%s): API key rejected; stopped", account.id, account.name)
             elif result.success:
                 values.update(connection_status="connected", consecutive_failures=0, last_sync_at=now)
                 if previous in DOWN_STATUSES:
@@ -505,4 +625,4 @@ class AccountSync:
             ]
 
 
-__all__ = ["ENDPOINTS", "AccountSync", "CycleResult", "SyncConfig", "failure_kind"]
+__all__ = ["ENDPOINTS", "AccountSync", "CycleResult", "SyncConfig", "failure_kind", "is_unsupported"]

@@ -1,4 +1,4 @@
-"""Per-account broker books kept by the engine's sync: funds, orders (+ archive), trades, positions,
+"""Per-account broker books kept by the engine's sync: funds, orders and trades (+ archives), positions,
 holdings, and the margin tracker.
 
 Every table has a natural key that matches what the broker returns, enforced by a unique constraint, so
@@ -102,6 +102,8 @@ class Order(_OrderColumns, TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("account_id", "order_id"),
         Index("idx_orders_account_status", "account_id", "status"),
+        # Sync compares an orderbook read with the account's orders of the current IST day only.
+        Index("idx_orders_account_placed", "account_id", "placed_at"),
         *_order_checks(),
     )
 
@@ -117,12 +119,9 @@ class OrderArchive(_OrderColumns, TimestampMixin, Base):
     __table_args__ = _order_checks()
 
 
-class Trade(TimestampMixin, Base):
-    """One tradebook row (a fill). Natural key: account, order id, ``trade_key`` (see make_trade_key)."""
+class _TradeColumns:
+    """Columns shared by ``trades`` and ``trades_archive``."""
 
-    __tablename__ = "trades"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(
         ForeignKey("trading_accounts.id", ondelete="CASCADE"), nullable=False, index=True
     )
@@ -137,15 +136,40 @@ class Trade(TimestampMixin, Base):
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
     average_price: Mapped[Decimal | None] = mapped_column(Money())
     trade_value: Mapped[Decimal | None] = mapped_column(Money())
-    # Live tradebooks may give a time-only stamp: then NULL rather than a guessed date.
+    # Live tradebooks may give a time-only stamp: then NULL rather than a guessed date (sync and
+    # maintenance then go by ``created_at``, the fetch time the row was first seen).
     traded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     strategy: Mapped[str | None] = mapped_column(String(100))
 
+
+def _trade_checks() -> tuple[Any, ...]:
+    return (in_check("action", ACTIONS), in_check("product", PRODUCTS))
+
+
+class Trade(_TradeColumns, TimestampMixin, Base):
+    """One tradebook row (a fill). Natural key: account, order id, ``trade_key`` (see make_trade_key)."""
+
+    __tablename__ = "trades"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
     __table_args__ = (
         UniqueConstraint("account_id", "order_id", "trade_key"),
-        in_check("action", ACTIONS),
-        in_check("product", PRODUCTS),
+        # Sync compares a tradebook read with the account's rows of the current IST day only.
+        Index("idx_trades_account_traded", "account_id", "traded_at"),
+        *_trade_checks(),
     )
+
+
+class TradeArchive(_TradeColumns, TimestampMixin, Base):
+    """Trades older than the retention window, moved here by maintenance; ``id`` is the original id."""
+
+    __tablename__ = "trades_archive"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    archived_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = _trade_checks()
 
 
 class Position(TimestampMixin, Base):
