@@ -12,7 +12,12 @@ Fixtures
     Cheaper; use it when a test does not need its own server.
 ``make_simulator`` (function scope)
     A factory: ``make_simulator(clock="accelerated", speed=60, rate_limits=RateLimitConfig(enabled=False))``
-    starts a simulator with :class:`SimulatorConfig` overrides (defaults as above) and stops it afterwards.
+    starts a simulator with :class:`SimulatorConfig` overrides (defaults as above, including the
+    ``sim_profile``) and stops it afterwards.
+``sim_profile`` (function scope)
+    The exchange profile the three fixtures above start with: ``"live-like"`` unless a test overrides it,
+    e.g. ``@pytest.mark.parametrize("sim_profile", SIM_PROFILES)`` (or ``@on_both_profiles``) runs the
+    test once against each profile (``simulator_session`` keeps one shared server per profile).
 
 Each yields a :class:`SimHandle`::
 
@@ -37,9 +42,12 @@ from typing import Any
 import httpx
 import pytest
 
+from algomirror.simulator.profiles import DEFAULT_PROFILE, PROFILES, Profile
 from algomirror.simulator.server import RunningSimulator, SimulatorConfig, start_in_thread
 
 SIM_START = datetime(2026, 11, 25, 5, 0, tzinfo=UTC)  # Wed 25 Nov 2026 10:30 IST
+SIM_PROFILES: tuple[Profile, ...] = PROFILES
+on_both_profiles = pytest.mark.parametrize("sim_profile", SIM_PROFILES)
 
 
 def default_test_config(**overrides: Any) -> SimulatorConfig:
@@ -182,6 +190,10 @@ class SimHandle:
         return self.running.api_keys
 
     @property
+    def profile(self) -> Profile:
+        return self.running.core.config.profile
+
+    @property
     def api_url(self) -> str:
         """``<rest_url>/api/v1`` for raw HTTP calls."""
         return self.running.rest_url + "/api/v1"
@@ -198,8 +210,13 @@ def _stop(handle: SimHandle) -> None:
 
 
 @pytest.fixture
-def simulator() -> Iterator[SimHandle]:
-    handle = _start(default_test_config())
+def sim_profile() -> Profile:
+    return DEFAULT_PROFILE
+
+
+@pytest.fixture
+def simulator(sim_profile: Profile) -> Iterator[SimHandle]:
+    handle = _start(default_test_config(profile=sim_profile))
     try:
         yield handle
     finally:
@@ -207,26 +224,32 @@ def simulator() -> Iterator[SimHandle]:
 
 
 @pytest.fixture(scope="session")
-def _simulator_shared() -> Iterator[SimHandle]:
-    handle = _start(default_test_config())
+def _simulators_shared() -> Iterator[dict[Profile, SimHandle]]:
+    """One session-wide server per profile, started on first use."""
+    handles: dict[Profile, SimHandle] = {}
     try:
-        yield handle
+        yield handles
     finally:
-        _stop(handle)
+        for handle in handles.values():
+            _stop(handle)
 
 
 @pytest.fixture
-def simulator_session(_simulator_shared: SimHandle) -> SimHandle:
-    _simulator_shared.control.reset()
-    return _simulator_shared
+def simulator_session(_simulators_shared: dict[Profile, SimHandle], sim_profile: Profile) -> SimHandle:
+    handle = _simulators_shared.get(sim_profile)
+    if handle is None:
+        handle = _simulators_shared[sim_profile] = _start(default_test_config(profile=sim_profile))
+    else:
+        handle.control.reset()
+    return handle
 
 
 @pytest.fixture
-def make_simulator() -> Iterator[Callable[..., SimHandle]]:
+def make_simulator(sim_profile: Profile) -> Iterator[Callable[..., SimHandle]]:
     started: list[SimHandle] = []
 
     def make(**overrides: Any) -> SimHandle:
-        handle = _start(default_test_config(**overrides))
+        handle = _start(default_test_config(**{"profile": sim_profile, **overrides}))
         started.append(handle)
         return handle
 

@@ -277,6 +277,13 @@ def user_reset_password(username: str, password_stdin: bool) -> None:
 @click.option("--control/--no-control", default=False, show_default=True, help="Serve the /sim/ control API.")
 @click.option("--no-rate-limits", is_flag=True, help="Disable OpenAlgo's per-key rate limits (benchmarks).")
 @click.option(
+    "--profile",
+    type=click.Choice(["live-like", "openalgo-paper"]),
+    default="live-like",
+    show_default=True,
+    help="Behave like a broker-backed OpenAlgo, or reproduce the quirks of OpenAlgo's own paper mode.",
+)
+@click.option(
     "--start",
     default=None,
     help="Simulated start for accelerated/manual clocks, ISO 8601 with offset "
@@ -292,6 +299,7 @@ def simulator(
     speed: float,
     control: bool,
     no_rate_limits: bool,
+    profile: str,
     start: str | None,
 ) -> None:
     """Run the OpenAlgo-compatible paper exchange until Ctrl-C, printing each demo API key."""
@@ -299,6 +307,7 @@ def simulator(
     import signal
     from datetime import datetime
 
+    from algomirror.simulator.profiles import parse_profile
     from algomirror.simulator.ratelimit import RateLimitConfig
     from algomirror.simulator.server import Simulator, SimulatorConfig
 
@@ -321,6 +330,7 @@ def simulator(
         speed=speed,
         control=control,
         rate_limits=RateLimitConfig(enabled=not no_rate_limits),
+        profile=parse_profile(profile),
     )
 
     async def serve_forever() -> None:
@@ -333,7 +343,8 @@ def simulator(
         click.echo(f"paper exchange WS    {sim.ws_url}")
         if sim.control_url:
             click.echo(f"control API          {sim.control_url}/")
-        click.echo(f"clock {clock}" + (f" x{speed:g}" if clock == "accelerated" else "") + f", seed {seed}")
+        speed_text = f" x{speed:g}" if clock == "accelerated" else ""
+        click.echo(f"clock {clock}{speed_text}, seed {seed}, profile {profile}")
         for i, key in enumerate(sim.api_keys, start=1):
             click.echo(f"account {i}: apikey {key}")
         stop = asyncio.Event()

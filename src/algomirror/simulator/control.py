@@ -126,6 +126,7 @@ def add_control_routes(app: web.Application, core: SimulatorCore) -> None:
             "now": core.market.now().isoformat(),
             "clock": core.clock.mode,
             "speed": core.clock.speed,
+            "profile": core.config.profile,
             "api_keys": list(core.api_keys),
             "faults": core.faults.describe(),
             "ws_clients": len(core.ws_hub.clients) if core.ws_hub else 0,

@@ -20,6 +20,7 @@ from algomirror.simulator.contracts import MarketModel, Quote
 from algomirror.simulator.exchange import Exchange, ExchangeConfig
 from algomirror.simulator.faults import FaultState
 from algomirror.simulator.margin import MarginConfig
+from algomirror.simulator.profiles import DEFAULT_PROFILE, Profile, Quirks, quirks_for
 from algomirror.simulator.ratelimit import RateLimitConfig, RateLimiter
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ class SimulatorConfig:
     starts now).
     ``tick_seconds``: real seconds between clock steps in realtime/accelerated mode.
     ``market_factory(config, start)`` builds the market (default: ``simulator.market.Market``).
+    ``profile``: ``live-like`` (a broker-backed OpenAlgo) or ``openalgo-paper`` (the quirks of OpenAlgo's
+    own paper mode); see :mod:`algomirror.simulator.profiles`.
     """
 
     host: str = "127.0.0.1"
@@ -66,6 +69,7 @@ class SimulatorConfig:
     hang_seconds: float = 60.0
     strict_fields: bool = True
     market_factory: MarketFactory | None = None
+    profile: Profile = DEFAULT_PROFILE
 
     def start_instant(self) -> datetime:
         """The market's first instant. A realtime clock always starts now (``start`` is ignored)."""
@@ -89,7 +93,9 @@ def default_market_factory(config: SimulatorConfig, start: datetime) -> MarketMo
 
 class SimulatorCore:
     def __init__(self, config: SimulatorConfig) -> None:
+        """Build the exchange's state from ``config``. Raises ValueError for an unknown profile."""
         self.config = config
+        self.quirks: Quirks = quirks_for(config.profile)
         self.faults = FaultState()
         self.limiter = RateLimiter(config.rate_limits)
         self.calendar: TradingCalendar = default_calendar()

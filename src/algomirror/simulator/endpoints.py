@@ -33,6 +33,7 @@ from algomirror.simulator.exchange import (
     OrderRequest,
 )
 from algomirror.simulator.margin import Leg, portfolio_margin
+from algomirror.simulator.profiles import SMART_NOOP_MATCHED, SMART_NOOP_NO_OPEN_POSITION
 from algomirror.simulator.wire import (
     depth_data,
     funds,
@@ -111,7 +112,9 @@ def placesmartorder(ctx: Ctx) -> Reply:
     current = ex.position_quantity(ctx.acct, v["symbol"], v["exchange"], v["product"])
     target = v["position_size"]
     if current == target and not (current == 0 and v["quantity"] > 0):
-        return ok(message="Positions Already Matched. No Action needed.")
+        if ctx.core.quirks.smart_noop_no_open_position and v["quantity"] == 0:
+            return ok(message=SMART_NOOP_NO_OPEN_POSITION)
+        return ok(message=SMART_NOOP_MATCHED)
     if current == 0 and target == 0:
         req = _request(v, v["strategy"])
     else:
@@ -249,7 +252,8 @@ def tradebook(ctx: Ctx) -> Reply:
 
 
 def positionbook_ep(ctx: Ctx) -> Reply:
-    return ok(**positionbook(ctx.acct, ctx.core.exchange))
+    shows_realized = ctx.core.quirks.closed_row_realized_in_unrealized
+    return ok(**positionbook(ctx.acct, ctx.core.exchange, closed_realized_in_unrealized=shows_realized))
 
 
 def holdings(ctx: Ctx) -> Reply:

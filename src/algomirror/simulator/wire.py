@@ -160,7 +160,15 @@ def trade_row(trade: Trade) -> dict[str, Any]:
     }
 
 
-def positionbook(acct: Account, exchange: Exchange) -> dict[str, Any]:
+def positionbook(
+    acct: Account, exchange: Exchange, *, closed_realized_in_unrealized: bool = False
+) -> dict[str, Any]:
+    """The positionbook reply's body (rows and totals, rupees as JSON numbers).
+
+    ``closed_realized_in_unrealized`` (the ``openalgo-paper`` profile): a row closed to quantity 0 shows
+    its day's realised P&L in ``unrealized_pnl`` too, as OpenAlgo's sandbox does; the totals are not
+    affected (they count only open rows as unrealised).
+    """
     rows = []
     total_unrealized = Decimal(0)
     total_realized = Decimal(0)
@@ -168,6 +176,8 @@ def positionbook(acct: Account, exchange: Exchange) -> dict[str, Any]:
         ltp = exchange.ltp(pos.contract)
         unrealized = exchange.unrealized(pos)
         pnl = pos.today_realized + unrealized
+        closed = pos.quantity == 0
+        shown_unrealized = pos.today_realized if closed_realized_in_unrealized and closed else unrealized
         invested = pos.average_price * abs(pos.quantity)
         pct = (unrealized / invested * 100) if invested > 0 else Decimal(0)
         total_unrealized += unrealized
@@ -182,7 +192,7 @@ def positionbook(acct: Account, exchange: Exchange) -> dict[str, Any]:
                 "ltp": money(ltp),
                 "pnl": money(pnl),
                 "pnlpercent": money(pct),
-                "unrealized_pnl": money(unrealized),
+                "unrealized_pnl": money(shown_unrealized),
                 "today_realized_pnl": money(pos.today_realized),
                 "total_pnl_today": money(pnl),
                 "lot_size": float(pos.contract.lot_size),
