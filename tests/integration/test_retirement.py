@@ -4,12 +4,23 @@ archived when it traded, deleted only when it never did."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from algomirror.db.models import OrderIntent, Strategy, StrategyExecution, StrategyLeg, StrategyRun
+from algomirror.config import load_settings
+from algomirror.db.models import (
+    OrderArchive,
+    OrderIntent,
+    Strategy,
+    StrategyExecution,
+    StrategyLeg,
+    StrategyRun,
+    TradingAccount,
+)
 from algomirror.db.retirement import (
     Retired,
     StillTradingError,
@@ -135,3 +146,71 @@ def test_retire_account_when_only_broker_orders_archives_it(session: Session) ->
     assert retire_account(session, account, now=T0) is Retired.ARCHIVED
 
     assert (account.archived_at, account.is_active, account.is_primary) == (T0, False, False)
+
+
+def test_retire_account_when_only_archived_orders_remain_archives_instead_of_deleting(
+    session: Session,
+) -> None:
+    account = make_account(session, make_user(session, "priya").id, "main")
+    session.add(
+        OrderArchive(
+            id=9001,
+            account_id=account.id,
+            order_id="old-1",
+            symbol="NIFTY",
+            exchange="NSE_INDEX",
+            action="BUY",
+            quantity=1,
+            order_type="MARKET",
+            status="complete",
+            placed_at=T0,
+            archived_at=T0,
+        )
+    )
+    session.flush()
+
+    assert retire_account(session, account, now=T0) is Retired.ARCHIVED
+    assert _count(session, OrderArchive) == 1
+
+
+def test_retire_account_when_in_progress_blocks_a_concurrent_execution_insert(
+    db_url: str, tmp_path: Path
+) -> None:
+    # Short waits: the second writer must be made to wait by the retirement's lock, not succeed.
+    settings = load_settings(instance_dir=tmp_path, sqlite_busy_timeout_ms=300)
+    database = Database(db_url, settings)
+    try:
+        with database.session() as setup:
+            user = make_user(setup, "priya")
+            account_id = make_account(setup, user.id, "main").id
+            strategy = _strategy(setup, user.id)
+            run = StrategyRun(strategy_id=strategy.id, status="closed", started_at=T0, ended_at=T0)
+            later = StrategyRun(strategy_id=strategy.id, status="closed", started_at=T0, ended_at=T0)
+            setup.add_all([run, later])
+            setup.flush()
+            ids = (strategy.id, strategy.legs[0].id, run.id)
+            later_id = later.id
+            # Traded once (an old exited execution): retiring will archive, the case RESTRICT cannot catch.
+            setup.add(
+                StrategyExecution(
+                    strategy_id=ids[0], account_id=account_id, leg_id=ids[1], run_id=ids[2], status="exited"
+                )
+            )
+        retiring = database.session_factory()
+        account = retiring.get(TradingAccount, account_id)
+        assert account is not None
+        retiring.commit()
+        assert retire_account(retiring, account, now=T0) is Retired.ARCHIVED  # lock held, not committed
+
+        with pytest.raises(OperationalError), database.session() as other:
+            if db_url.startswith("postgresql"):
+                other.execute(text("SET LOCAL lock_timeout = '300ms'"))
+            other.add(
+                StrategyExecution(strategy_id=ids[0], account_id=account_id, leg_id=ids[1], run_id=later_id)
+            )
+            # A new execution on the account being archived: only the lock can hold it back.
+            other.flush()
+        retiring.commit()
+        retiring.close()
+    finally:
+        database.dispose()

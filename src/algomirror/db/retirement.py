@@ -28,7 +28,7 @@ from algomirror.db.models import (
     StrategyRun,
     TradingAccount,
 )
-from algomirror.db.models.books import Order, Trade
+from algomirror.db.models.books import Order, OrderArchive, Trade, TradeArchive
 from algomirror.domain.order_state import UNRESOLVED_STATES
 from algomirror.domain.timeutil import ensure_aware
 
@@ -72,9 +72,18 @@ class StillTradingError(Exception):
 
 
 def _lock(session: Session, model: type[TradingAccount] | type[Strategy], row_id: int) -> None:
-    """Take the row's write lock before checking, so the check and the delete/archive are one step
-    against a concurrent writer (PostgreSQL: a row lock; SQLite: the database write lock)."""
-    session.execute(update(model).where(model.id == row_id).values(id=model.id))
+    """Take the row's lock before checking, so the check and the delete/archive are one step against a
+    concurrent writer.
+
+    PostgreSQL: ``SELECT … FOR UPDATE`` — the only row lock that conflicts with the ``FOR KEY SHARE``
+    lock a new child row (an execution, an intent) takes on its parent, so the engine's insert waits.
+    (A no-op ``UPDATE`` would not: it leaves the key unchanged and takes a weaker lock.) SQLite: a write
+    statement, which takes the database write lock that every other writer waits for.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(model.id).where(model.id == row_id).with_for_update())
+    else:
+        session.execute(update(model).where(model.id == row_id).values(id=model.id))
 
 
 def account_blockers(session: Session, account_id: int) -> list[Blocker]:
@@ -132,7 +141,8 @@ def strategy_blockers(session: Session, strategy_id: int) -> list[Blocker]:
 
 
 def account_has_history(session: Session, account_id: int) -> bool:
-    """True when any execution, intent, broker order or trade of the account is stored."""
+    """True when any execution, intent, broker order or trade of the account is stored, including the
+    orders and trades maintenance moved to the archive tables."""
     return bool(
         session.scalar(
             select(
@@ -140,6 +150,8 @@ def account_has_history(session: Session, account_id: int) -> bool:
                 | exists().where(OrderIntent.account_id == account_id)
                 | exists().where(Order.account_id == account_id)
                 | exists().where(Trade.account_id == account_id)
+                | exists().where(OrderArchive.account_id == account_id)
+                | exists().where(TradeArchive.account_id == account_id)
             )
         )
     )
