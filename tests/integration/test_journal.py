@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from algomirror.db.models import OrderIntent
 from algomirror.db.session import Database
@@ -15,6 +16,7 @@ from algomirror.domain.order_state import IllegalTransitionError
 from algomirror.domain.timeutil import FakeClock
 from algomirror.engine.fencing import FencedOutError, take_epoch
 from algomirror.engine.journal import (
+    ConflictingFactsError,
     IntentExistsError,
     IntentSpec,
     Journal,
@@ -145,3 +147,33 @@ def test_unresolved_when_mixed_states_lists_only_possibly_live_orders(database: 
     assert [v.id for v in journal.unresolved(account)] == [ids[0], ids[1]]
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(OrderIntent)) == 4
+
+
+def test_advance_when_facts_contradict_the_record_is_refused(database: Database) -> None:
+    account = _account(database)
+    journal = Journal(database, epoch=_epoch(database, "a"), clock=FakeClock(T0))
+    intent = journal.record(_spec(account))
+    journal.advance(intent.id, "sent")
+    journal.advance(intent.id, "acknowledged", order_id="A1", filled_quantity=50)
+
+    with pytest.raises(ConflictingFactsError):
+        journal.advance(intent.id, "acknowledged", order_id="B2")
+    with pytest.raises(ConflictingFactsError):
+        journal.advance(intent.id, "acknowledged", filled_quantity=25)
+    journal.advance(intent.id, "complete", filled_quantity=65, average_price=Decimal("101.25"))
+    with pytest.raises(ConflictingFactsError):
+        journal.advance(intent.id, "complete", filled_quantity=65, average_price=Decimal("5"))
+
+    assert journal.advance(intent.id, "complete", filled_quantity=65).state == "complete"
+    row = _intents(database)[0]
+    assert (row.order_id, row.filled_quantity, row.average_price) == ("A1", 65, Decimal("101.25"))
+
+
+def test_advance_when_fill_exceeds_quantity_is_a_database_error_not_an_adoption(database: Database) -> None:
+    account = _account(database)
+    journal = Journal(database, epoch=_epoch(database, "a"), clock=FakeClock(T0))
+    intent = journal.record(_spec(account))
+    journal.advance(intent.id, "sent")
+
+    with pytest.raises(IntegrityError):
+        journal.advance(intent.id, "acknowledged", order_id="A1", filled_quantity=999)

@@ -140,8 +140,9 @@ class Journal:
 
         ``order_id`` adopts the broker's order (raises :class:`OrderAlreadyAdoptedError` if another
         intent of the account holds it); fills are the broker's figures. Raises
-        :class:`~algomirror.domain.order_state.IllegalTransitionError` for a backward move and
-        :class:`IntentNotFoundError` for an unknown id.
+        :class:`~algomirror.domain.order_state.IllegalTransitionError` for a backward move,
+        :class:`ConflictingFactsError` for a changed order id, a shrinking fill or a re-written final
+        outcome, and :class:`IntentNotFoundError` for an unknown id.
         """
         now = self.clock.now()
         try:
@@ -150,6 +151,7 @@ class Journal:
                 row = session.get(OrderIntent, intent_id, with_for_update=True)
                 if row is None:
                     raise IntentNotFoundError(f"no intent {intent_id}")
+                _check_facts(row, state, order_id, filled_quantity, average_price)
                 previous = row.state
                 row.state = state
                 if order_id is not None:
@@ -165,11 +167,11 @@ class Journal:
                 session.flush()
                 return IntentView.of(row)
         except IntegrityError as exc:
-            if order_id is None:
-                raise
-            raise OrderAlreadyAdoptedError(
-                f"broker order {order_id} is already recorded on another intent of this account"
-            ) from exc
+            if order_id is not None and _violates(exc, "uq_order_intents_account_order"):
+                raise OrderAlreadyAdoptedError(
+                    f"broker order {order_id} is already recorded on another intent of this account"
+                ) from exc
+            raise
 
     def unresolved(self, account_id: int) -> list[IntentView]:
         """The account's intents that may still have a live order (created, sent, acknowledged,
@@ -191,6 +193,44 @@ class Journal:
             return None if row is None else IntentView.of(row)
 
 
+class ConflictingFactsError(ValueError):
+    """A journal write contradicts what the intent already records: a different broker order id, a
+    smaller fill, or a changed outcome of a finished intent. The broker's word is being misread
+    somewhere: halt the account's order handling and alert; never retry."""
+
+
+def _check_facts(
+    row: OrderIntent,
+    state: str,
+    order_id: str | None,
+    filled_quantity: int | None,
+    average_price: Decimal | None,
+) -> None:
+    """Facts only accumulate: an adopted order id never changes, a fill never shrinks, and a finished
+    intent may only be re-written with what it already says."""
+    if order_id is not None and row.order_id is not None and order_id != row.order_id:
+        raise ConflictingFactsError(f"intent {row.id} owns broker order {row.order_id}, not {order_id}")
+    if filled_quantity is not None and filled_quantity < row.filled_quantity:
+        raise ConflictingFactsError(
+            f"intent {row.id} fill cannot shrink from {row.filled_quantity} to {filled_quantity}"
+        )
+    if row.state in order_state.TERMINAL_STATES:
+        changed = (filled_quantity is not None and filled_quantity != row.filled_quantity) or (
+            average_price is not None and average_price != row.average_price
+        )
+        if changed:
+            raise ConflictingFactsError(f"intent {row.id} is {row.state}; its fills are final")
+
+
+def _violates(exc: IntegrityError, constraint: str) -> bool:
+    """True when ``exc`` was raised by ``constraint`` (by name on PostgreSQL; SQLite names the columns)."""
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name is not None:
+        return bool(name == constraint)
+    return "order_intents.account_id, order_intents.order_id" in str(exc.orig)
+
+
 def _stamp(row: OrderIntent, state: str, now: datetime) -> None:
     if state == order_state.SENT:
         row.sent_at = now
@@ -201,6 +241,7 @@ def _stamp(row: OrderIntent, state: str, now: datetime) -> None:
 
 
 __all__ = [
+    "ConflictingFactsError",
     "FencedOutError",
     "IntentExistsError",
     "IntentNotFoundError",
