@@ -148,3 +148,24 @@ def test_sqlite_write_sessions_when_two_threads_read_modify_write_lose_no_update
             assert session.get(TradingAccount, account_id).consecutive_failures == 2 * rounds  # type: ignore[union-attr]
     finally:
         database.dispose()
+
+
+def test_money_expression_when_scaled_by_a_number_in_sql_stays_in_rupees(db_url: str) -> None:
+    database = Database(db_url)
+    try:
+        with database.session() as session:
+            account = make_account(session, make_user(session, "priya").id, "main")
+            make_trade(session, account.id, "1", trade_value=Decimal("10.50"), average_price=Decimal("3.25"))
+        with database.session() as session:
+            row = session.execute(
+                select(
+                    Trade.trade_value * 2,
+                    Trade.trade_value / 2,
+                    Trade.trade_value + Decimal("1.25"),
+                    Trade.average_price * Trade.quantity,
+                ).where(Trade.trade_value > Decimal("10"))
+            ).one()
+        assert (row[0], row[1], row[2]) == (Decimal("21.00"), Decimal("5.25"), Decimal("11.75"))
+        assert row[3] == Decimal("243.75")  # 3.25 × 75 units: a column factor keeps money semantics too
+    finally:
+        database.dispose()

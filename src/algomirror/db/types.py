@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Numeric
+from sqlalchemy import DateTime, Dialect, Integer, Numeric
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import operators
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
@@ -19,6 +20,7 @@ from algomirror.domain.timeutil import ensure_aware
 # exact); one unit for all columns, so SQL arithmetic between money columns is consistent.
 SQLITE_MONEY_SCALE = 4
 _SQLITE_FACTOR = Decimal(10) ** SQLITE_MONEY_SCALE
+_SCALING_OPERATORS = frozenset({operators.mul, operators.truediv, operators.floordiv, operators.mod})
 
 
 class Money(TypeDecorator[Decimal]):
@@ -52,6 +54,14 @@ class Money(TypeDecorator[Decimal]):
         if dialect.name == "sqlite":
             return int(amount * _SQLITE_FACTOR)
         return amount
+
+    def coerce_compared_value(self, op: Any, value: Any) -> Any:
+        """A plain number beside ``*``, ``/`` or ``%`` is a factor, not an amount: it must not be turned
+        into storage units (on SQLite ``pnl * 2`` would otherwise become ``pnl * 20000``). Comparisons,
+        ``+`` and ``-`` keep money semantics. Never multiply two money columns in SQL."""
+        if op in _SCALING_OPERATORS:
+            return Integer() if isinstance(value, int) else Numeric()
+        return self
 
     def process_literal_param(self, value: Any, dialect: Dialect) -> str:
         bound = self.process_bind_param(value, dialect)
