@@ -59,6 +59,10 @@ def _configure_and_run(connection: Connection) -> None:
     raw = connection.connection.driver_connection
     assert raw is not None
     raw.execute("PRAGMA foreign_keys=OFF")
+    if raw.execute("PRAGMA foreign_keys").fetchone() != (0,):
+        # Still on: the connection was handed over inside a transaction. Rebuilding a parent table now
+        # would cascade-delete its children, so refuse.
+        raise RuntimeError("cannot switch SQLite foreign keys off for the migration (inside a transaction?)")
     try:
         with context.begin_transaction():
             context.run_migrations()

@@ -204,6 +204,28 @@ def _create_partials(table: str) -> None:
         op.create_index(name, table, cols, unique=True, sqlite_where=clause, postgresql_where=clause)
 
 
+def _check_no_duplicates() -> None:
+    """The new unique keys must hold for existing rows; name the offending ones instead of failing on a
+    raw constraint error."""
+    checks = {
+        "strategy_executions (run_id, leg_id, account_id)": (
+            "SELECT run_id, leg_id, account_id FROM strategy_executions"
+            " GROUP BY run_id, leg_id, account_id HAVING COUNT(*) > 1"
+        ),
+        "order_intents (account_id, order_id)": (
+            "SELECT account_id, order_id FROM order_intents WHERE order_id IS NOT NULL"
+            " GROUP BY account_id, order_id HAVING COUNT(*) > 1"
+        ),
+    }
+    for what, query in checks.items():
+        rows = op.get_bind().execute(sa.text(query)).fetchall()
+        if rows:
+            raise RuntimeError(
+                f"duplicate rows in {what}: {[tuple(r) for r in rows[:5]]}; each is a second real order "
+                "for the same slot and must be resolved by hand before upgrading"
+            )
+
+
 def _check_no_orphan_executions() -> None:
     orphans = op.get_bind().execute(sa.text("SELECT COUNT(*) FROM strategy_executions WHERE run_id IS NULL"))
     if orphans.scalar_one():
@@ -243,10 +265,12 @@ def _alter_table(table: str, *, to_restrict: bool, upgrade: bool) -> None:
             )
         if check:
             batch.drop_constraint(op.f("ck_trade_qualities_margin_percentage_range"), type_="check")
-            limit = MoneyLiteral(100) if upgrade else sa.literal_column("100")
+            upgraded = sa.and_(
+                sa.column("margin_percentage") > 0, sa.column("margin_percentage") <= MoneyLiteral(100)
+            )
             batch.create_check_constraint(
                 op.f("ck_trade_qualities_margin_percentage_range"),
-                sa.and_(sa.column("margin_percentage") > 0, sa.column("margin_percentage") <= limit),
+                upgraded if upgrade else sa.text("margin_percentage > 0 AND margin_percentage <= 100"),
             )
         if table in ("trading_accounts", "strategies"):
             _alter_archivable(batch, table, upgrade=upgrade)
@@ -319,6 +343,7 @@ def upgrade() -> None:
     )
     op.execute("INSERT INTO engine_fence (id, epoch) VALUES (1, 0)")
     _check_no_orphan_executions()
+    _check_no_duplicates()
     for table in MONEY_COLUMNS:
         _alter_table(table, to_restrict=True, upgrade=True)
     _create_name_indexes()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from algomirror.db.migrate import upgrade_url
+from algomirror.db.migrate import downgrade_url, upgrade_url
 from algomirror.db.models import Base
 from tests.schema import private_pg_database
 
@@ -109,5 +109,23 @@ def test_ddl_when_migrated_to_head_equals_the_models_ddl(two_empty_urls: tuple[s
         for table in declared
         for part in declared[table]
         if migrated[table][part] != declared[table][part]
+    }
+    assert differences == {}
+
+
+def test_ddl_when_upgraded_to_head_and_back_equals_revision_0001(two_empty_urls: tuple[str, str]) -> None:
+    reference_url, round_trip_url = two_empty_urls
+    upgrade_url(reference_url, "0001")
+    upgrade_url(round_trip_url, "head")
+    downgrade_url(round_trip_url, "0001")
+
+    reference, round_trip = _snapshot(reference_url), _snapshot(round_trip_url)
+
+    assert sorted(round_trip) == sorted(reference)
+    differences = {
+        (table, part): {"round_trip": round_trip[table][part], "reference": reference[table][part]}
+        for table in reference
+        for part in reference[table]
+        if round_trip[table][part] != reference[table][part]
     }
     assert differences == {}
