@@ -17,7 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from algomirror.db.base import Base, TimestampMixin
 from algomirror.db.models.enums import ACTIONS, ORDER_STATUSES, ORDER_TYPES, PRODUCTS, in_check
-from algomirror.db.types import Money, UTCDateTime
+from algomirror.db.types import Money, Price, UTCDateTime
 from algomirror.domain.timeutil import utcnow
 
 
@@ -68,13 +68,13 @@ class _OrderColumns:
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
     # OpenAlgo ``pricetype``.
     order_type: Mapped[str] = mapped_column(String(20), nullable=False)
-    price: Mapped[Decimal | None] = mapped_column(Money())
-    trigger_price: Mapped[Decimal | None] = mapped_column(Money())
+    price: Mapped[Decimal | None] = mapped_column(Price())
+    trigger_price: Mapped[Decimal | None] = mapped_column(Price())
     product: Mapped[str | None] = mapped_column(String(10))
     status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
     filled_quantity: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
     pending_quantity: Mapped[int | None] = mapped_column(Integer)
-    average_price: Mapped[Decimal | None] = mapped_column(Money())
+    average_price: Mapped[Decimal | None] = mapped_column(Price())
     rejection_reason: Mapped[str | None] = mapped_column(Text)
     # OpenAlgo ``strategy`` tag; ours are derived from the strategy id (PRODUCT §5.9).
     strategy: Mapped[str | None] = mapped_column(String(100))
@@ -134,7 +134,7 @@ class _TradeColumns:
     product: Mapped[str | None] = mapped_column(String(10))
     action: Mapped[str] = mapped_column(String(10), nullable=False)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
-    average_price: Mapped[Decimal | None] = mapped_column(Money())
+    average_price: Mapped[Decimal | None] = mapped_column(Price())
     trade_value: Mapped[Decimal | None] = mapped_column(Money())
     # Live tradebooks may give a time-only stamp: then NULL rather than a guessed date (sync and
     # maintenance then go by ``created_at``, the fetch time the row was first seen).
@@ -185,9 +185,9 @@ class Position(TimestampMixin, Base):
     exchange: Mapped[str] = mapped_column(String(10), nullable=False)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
     product: Mapped[str] = mapped_column(String(10), nullable=False)
-    average_price: Mapped[Decimal] = mapped_column(Money(), nullable=False)
-    current_price: Mapped[Decimal | None] = mapped_column(Money())
-    ltp: Mapped[Decimal | None] = mapped_column(Money())
+    average_price: Mapped[Decimal] = mapped_column(Price(), nullable=False)
+    current_price: Mapped[Decimal | None] = mapped_column(Price())
+    ltp: Mapped[Decimal | None] = mapped_column(Price())
     pnl: Mapped[Decimal | None] = mapped_column(Money())
     pnl_percent: Mapped[Decimal | None] = mapped_column(Money(12, 2))
     realized_pnl: Mapped[Decimal | None] = mapped_column(Money())
@@ -215,8 +215,8 @@ class Holding(TimestampMixin, Base):
     symbol: Mapped[str] = mapped_column(String(50), nullable=False, index=True)
     exchange: Mapped[str] = mapped_column(String(10), nullable=False)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
-    average_price: Mapped[Decimal] = mapped_column(Money(), nullable=False)
-    current_price: Mapped[Decimal | None] = mapped_column(Money())
+    average_price: Mapped[Decimal] = mapped_column(Price(), nullable=False)
+    current_price: Mapped[Decimal | None] = mapped_column(Price())
     pnl: Mapped[Decimal | None] = mapped_column(Money())
     pnl_percent: Mapped[Decimal | None] = mapped_column(Money(12, 2))
     invested_value: Mapped[Decimal | None] = mapped_column(Money())
