@@ -385,10 +385,10 @@ class AccountSync:
             return await self._finish(account, CycleResult(account.id, errors={"funds": exc}))
         except BrokerError as exc:
             # Unreachable or refusing for another reason: the key's state is still unknown, so the
-            # account stays auth_failed (a network error must not turn it into failed/error).
+            # status stays as it is (a network error must not turn auth_failed into failed/error).
             log.info("account sync %s: auth probe inconclusive: %s", account.id, exc.message)
             self._schedule_probe(account.id)
-            return CycleResult(account.id, errors={"funds": exc}, status="auth_failed")
+            return CycleResult(account.id, errors={"funds": exc}, status=account.status)
         log.info("account sync %s (%s): API key accepted again, resuming", account.id, account.name)
         self._clear_auth_failure(account.id)
         return None
