@@ -104,6 +104,7 @@ class RawHttpServer:
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, object]]] = []
         self.script: dict[str, list[str]] = {}
+        self.accepted = 0  # TCP connections accepted
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
         self._released = asyncio.Event()
@@ -139,6 +140,7 @@ class RawHttpServer:
         return [name for name, _ in self.seen]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)

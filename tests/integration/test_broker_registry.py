@@ -4,7 +4,8 @@ across callers of the same account, and engine-wide order suspension that sends 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -13,7 +14,7 @@ from algomirror.broker.errors import AuthError, HaltError, OrdersSuspendedError
 from algomirror.broker.models import Action, OrderRequest
 from algomirror.broker.ratelimit import Budget, RateLimits
 from algomirror.broker.registry import ClientRegistry, Priority
-from algomirror.broker.transport import origin_of
+from algomirror.broker.transport import HostPool, Reply, origin_of
 from tests.broker_support import RawHttpServer
 from tests.helpers import eventually_async
 
@@ -255,3 +256,94 @@ async def test_read_when_priority_not_given_waits_behind_entries_of_its_budget(r
         gate.open.set()
         await asyncio.gather(read, split, return_exceptions=True)
     assert raw.endpoints() == ["funds", "splitorder", "funds"]
+
+
+class ObservedPool(HostPool):
+    """The real aiohttp pool, recording which order calls got past every check in the client and
+    were handed to the transport (so a test knows a call is now waiting inside the connector)."""
+
+    def __init__(self, **kwargs: int) -> None:
+        super().__init__(**kwargs)
+        self.handed: list[str] = []
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        connect: float,
+        read: float,
+        endpoint: str,
+        order: bool,
+        before_send: Callable[[], None] | None = None,
+    ) -> Reply:
+        self.handed.append(json.loads(body).get("symbol", endpoint))
+        return await super().post(
+            url, body, connect=connect, read=read, endpoint=endpoint, order=order, before_send=before_send
+        )
+
+
+async def test_suspend_orders_when_an_order_waits_for_a_pooled_connection_refuses_it_unsent(
+    raw: RawHttpServer,
+) -> None:
+    """The order passed every gate check in the client and waits in the connector behind another
+    account's in-flight order; suspension while it waits must still stop it before a byte leaves."""
+    raw.then("placeorder", "hold")
+    pool = ObservedPool(max_order_connections=1)
+    async with pool:
+        registry = ClientRegistry(
+            timeouts=Timeouts(connect=1.0, read=5.0, order=5.0), limits=RateLimits.unlimited(), pool=pool
+        )
+        busy = asyncio.create_task(registry.client(1, raw.url, KEY_A).place_order(buy("HELD"), strategy="S1"))
+
+        async def held() -> bool:
+            return raw.count("placeorder") == 1
+
+        await eventually_async(held, timeout=5, what="the first order occupies the only order connection")
+        waiting = asyncio.create_task(
+            registry.client(2, raw.url, KEY_B).place_order(buy("LATE"), strategy="S1", priority=Priority.EXIT)
+        )
+
+        async def handed() -> bool:
+            return pool.handed == ["HELD", "LATE"]
+
+        await eventually_async(handed, timeout=5, what="the second order is inside the transport")
+        registry.suspend_orders("engine lock lost")
+        raw.release()
+        assert (await busy).orderid == "25112200000001"  # it was sent before the suspension
+        with pytest.raises(OrdersSuspendedError) as info:
+            await waiting
+        assert "engine lock lost" in info.value.message
+        assert [body.get("symbol") for _, body in raw.seen] == ["HELD"]
+
+        # The refused call gave its connection back: with one order connection, the next order flows.
+        registry.resume_orders()
+        again = registry.client(2, raw.url, KEY_B)
+        assert (await asyncio.wait_for(again.place_order(buy("AFTER"), strategy="S1"), 5)).orderid
+        assert [body.get("symbol") for _, body in raw.seen] == ["HELD", "AFTER"]
+        await registry.aclose()
+
+
+async def test_order_when_the_read_pool_is_full_of_held_reads_is_sent_without_waiting(
+    raw: RawHttpServer,
+) -> None:
+    raw.then("funds", "hold", "hold")
+    async with HostPool(max_connections=2, max_order_connections=1) as pool:
+        registry = ClientRegistry(
+            timeouts=Timeouts(connect=1.0, read=10.0, order=2.0), limits=RateLimits.unlimited(), pool=pool
+        )
+        reads = [asyncio.create_task(registry.client(n, raw.url, KEY_A).funds()) for n in (1, 2)]
+
+        async def reads_held() -> bool:
+            return raw.count("funds") == 2
+
+        await eventually_async(reads_held, timeout=5, what="both read connections busy")
+        exit_order = registry.client(3, raw.url, KEY_B).place_order(
+            buy("EXIT"), strategy="S1", priority=Priority.EXIT
+        )
+        assert (await exit_order).orderid == "25112200000001"
+        assert raw.count("funds") == 2  # the reads are still held: the exit did not queue behind them
+        raw.release()
+        for read in reads:
+            assert (await read).availablecash is not None
+        await registry.aclose()

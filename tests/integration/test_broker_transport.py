@@ -17,6 +17,7 @@ from algomirror.broker.client import HostPool, OpenAlgoClient, RetryPolicy, Time
 from algomirror.broker.errors import (
     BrokerTimeoutError,
     ConnectionFailedError,
+    OrdersSuspendedError,
     RetryableError,
     UnknownOutcomeError,
 )
@@ -114,19 +115,61 @@ async def test_place_when_nothing_listens_raises_connection_failed_not_unknown(p
 async def test_place_when_pool_stays_full_raises_connection_failed_and_sends_nothing(
     raw: RawHttpServer,
 ) -> None:
-    raw.then("funds", "hold")
-    async with HostPool(max_connections=1) as tiny:
-        slow_read = client(raw.url, tiny, timeouts=Timeouts(connect=1.0, read=10.0))
-        holder = asyncio.create_task(slow_read.funds())
+    raw.then("placeorder", "hold")
+    async with HostPool(max_order_connections=1) as tiny:
+        slow_order = client(raw.url, tiny, timeouts=Timeouts(connect=1.0, read=10.0, order=10.0))
+        holder = asyncio.create_task(slow_order.place_order(buy(), strategy="HELD"))
 
-        async def read_arrived() -> bool:
-            return raw.count("funds") == 1  # the only connection is now busy with the held read
+        async def order_arrived() -> bool:
+            return raw.count("placeorder") == 1  # the only order connection is now busy
 
-        await eventually_async(read_arrived, timeout=5, what="held read reached the server")
+        await eventually_async(order_arrived, timeout=5, what="held order reached the server")
         order = client(raw.url, tiny, timeouts=Timeouts(connect=0.1, read=0.2, order=0.2))
         with pytest.raises(ConnectionFailedError) as info:
             await order.place_order(buy(), strategy="S1")
         assert "could not connect within the timeout" in info.value.message
-        assert raw.count("placeorder") == 0
+        assert raw.count("placeorder") == 1
         raw.release()
-        assert (await holder).availablecash is not None
+        assert (await holder).orderid == "25112200000001"
+
+
+async def test_post_when_before_send_refuses_on_a_new_connection_sends_nothing_and_frees_it(
+    raw: RawHttpServer,
+) -> None:
+    """The check runs once the TCP connection exists; its error surfaces as raised (not as an
+    unknown outcome) and the untouched connection returns to the pool for the next call."""
+
+    def refuse() -> None:
+        raise OrdersSuspendedError("order calls suspended (test); nothing was sent", endpoint="placeorder")
+
+    async with HostPool(max_order_connections=1) as tiny:
+        with pytest.raises(OrdersSuspendedError):
+            await tiny.post(
+                f"{raw.url}/api/v1/placeorder",
+                b'{"apikey":"k"}',
+                connect=1.0,
+                read=2.0,
+                endpoint="placeorder",
+                order=True,
+                before_send=refuse,
+            )
+
+        async def connection_made() -> bool:
+            return raw.accepted == 1  # the refusal came after the TCP connect, not instead of it
+
+        await eventually_async(connection_made, timeout=5, what="the refused call had connected")
+        assert raw.seen == []
+        reply = await asyncio.wait_for(
+            tiny.post(
+                f"{raw.url}/api/v1/placeorder",
+                b'{"apikey":"k"}',
+                connect=1.0,
+                read=2.0,
+                endpoint="placeorder",
+                order=True,
+            ),
+            5,
+        )
+    assert reply.status == 200
+    assert raw.endpoints() == ["placeorder"]
+    assert raw.accepted == 1  # the refused call's connection went back to the pool and was reused

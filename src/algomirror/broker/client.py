@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from algomirror.broker.errors import (
@@ -144,8 +145,9 @@ class OrderGate:
     """An engine-wide switch for order calls, shared by every client of a registry.
 
     While suspended, an order endpoint call raises :class:`OrdersSuspendedError` before it is sent
-    (checked before queueing for the rate budget and again just before the request leaves). Reads are
-    never affected.
+    (checked before queueing for the rate budget, after its rate slot, and, on the aiohttp
+    :class:`HostPool`, once it holds a connection and before a byte is written, so a call that waited
+    for a pooled connection is refused too). Reads are never affected.
     """
 
     def __init__(self) -> None:
@@ -264,7 +266,14 @@ class OpenAlgoClient:
                         gate.check(endpoint)  # suspended while this call waited for its slot
                     started = time.monotonic()
                     reply = await self._pool.post(
-                        url, payload, connect=self.timeouts.connect, read=read, endpoint=endpoint, order=order
+                        url,
+                        payload,
+                        connect=self.timeouts.connect,
+                        read=read,
+                        endpoint=endpoint,
+                        order=order,
+                        # Again once a connection is held: suspended while this call waited for one.
+                        before_send=None if gate is None else partial(gate.check, endpoint),
                     )
                 result = classify_reply(
                     reply.status, reply.body, content_type=reply.content_type, endpoint=endpoint, order=order

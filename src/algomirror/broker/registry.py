@@ -118,7 +118,9 @@ class ClientRegistry:
     def suspend_orders(self, reason: str) -> None:
         """From now on every order endpoint call of every client raises
         :class:`~algomirror.broker.errors.OrdersSuspendedError` before anything is sent, including
-        calls already queued for a rate slot. Reads still work. Idempotent; the latest reason wins."""
+        calls already queued for a rate slot or waiting for a pooled connection (checked again once
+        the connection is held, before a byte is written). Reads still work. Idempotent; the latest
+        reason wins."""
         if self._gate.suspended is None:
             log.warning("broker order calls suspended: %s", reason)
         self._gate.suspend(reason)

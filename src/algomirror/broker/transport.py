@@ -9,6 +9,15 @@ raises a :class:`~algomirror.broker.errors.BrokerError` from its own exception m
 created lazily on the running event loop and closed by :meth:`HostPool.aclose`. One pool belongs to one
 event loop. :mod:`algomirror.broker.transport_httpx` keeps an httpx twin (benchmarks, comparisons).
 
+Order calls have their own connection budget per origin (a second session, ``max_order_connections``),
+so an exit never queues in the connector behind other accounts' reads; priority among order calls is
+the rate scheduler's (per account), the connector itself serves its waiters first come, first served.
+
+``before_send`` (the client's order gate) runs once a connection is acquired, pooled or new, and before
+a byte of the request is written: whatever it raises (``OrdersSuspendedError``) surfaces unchanged, the
+connection goes back to the pool unused, and nothing was sent. A call that waited for a connection is
+therefore refused if the gate closed while it waited.
+
 The mapper (:func:`map_aiohttp_error`) decides by *what may have reached the server*:
 
 * could not connect, or no pooled connection came free in time: nothing was sent, so
@@ -21,12 +30,15 @@ The mapper (:func:`map_aiohttp_error`) decides by *what may have reached the ser
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.connector import Connection
 
 from algomirror.broker.errors import (
     BrokerError,
@@ -36,6 +48,10 @@ from algomirror.broker.errors import (
     not_sent,
     unreadable_reply,
 )
+
+if TYPE_CHECKING:
+    from aiohttp.client_reqrep import ClientRequest
+    from aiohttp.tracing import Trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +67,20 @@ class Transport(Protocol):
     """A per-origin connection pool the client sends through."""
 
     async def post(
-        self, url: str, body: bytes, *, connect: float, read: float, endpoint: str, order: bool
+        self,
+        url: str,
+        body: bytes,
+        *,
+        connect: float,
+        read: float,
+        endpoint: str,
+        order: bool,
+        before_send: Callable[[], None] | None = None,
     ) -> Reply:
         """POST JSON ``body`` to ``url``. ``connect`` bounds a TCP connect, ``read`` (seconds) both the
-        wait for a free pooled connection and the wait for the reply. Raises BrokerError only."""
+        wait for a free pooled connection and the wait for the reply. ``before_send`` is called as
+        late as the transport can before the request is written; what it raises propagates and means
+        nothing was sent. Raises BrokerError only (or what ``before_send`` raises)."""
         ...
 
     @property
@@ -114,24 +140,62 @@ def map_aiohttp_error(exc: BaseException, *, endpoint: str, order: bool) -> Base
     return exc
 
 
-class HostPool:
-    """One pooled keep-alive aiohttp session per OpenAlgo origin, shared by all its accounts.
+# The per-request last-moment check, read by _GatedConnector in the task that sends the request.
+_BEFORE_SEND: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "algomirror_before_send", default=None
+)
 
-    ``max_connections`` bounds concurrent requests per host; idle connections are kept for
+
+class _GatedConnector(aiohttp.TCPConnector):
+    """A TCPConnector that runs the request's ``before_send`` once it holds a connection.
+
+    ``connect`` returns after the pool wait and any TCP connect and before aiohttp writes the request,
+    so this is the last point at which refusing proves nothing was sent. On refusal the untouched
+    connection is released back to the pool (a trace hook could not do that: it would leak it).
+    """
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        check = _BEFORE_SEND.get()
+        if check is not None:
+            try:
+                check()
+            except BaseException:
+                connection.release()
+                raise
+        return connection
+
+
+class HostPool:
+    """Pooled keep-alive aiohttp sessions per OpenAlgo origin, shared by all its accounts.
+
+    ``max_connections`` bounds concurrent reads per host and ``max_order_connections`` (default: the
+    same) concurrent order calls, each in its own session; idle connections are kept for
     ``keepalive_expiry`` seconds. Sessions are created on first use, on the running loop; using the
     pool from a second event loop raises RuntimeError.
     """
 
-    def __init__(self, *, max_connections: int = 50, keepalive_expiry: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 50,
+        max_order_connections: int | None = None,
+        keepalive_expiry: float = 30.0,
+    ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be ≥ 1")
+        if max_order_connections is not None and max_order_connections < 1:
+            raise ValueError("max_order_connections must be ≥ 1")
         self._max_connections = max_connections
+        self._max_order_connections = max_order_connections or max_connections
         self._keepalive = keepalive_expiry
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._sessions: dict[tuple[str, bool], aiohttp.ClientSession] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
-    def _session_for(self, url: str) -> aiohttp.ClientSession:
+    def _session_for(self, url: str, *, order: bool) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("HostPool is closed")
         loop = asyncio.get_running_loop()
@@ -139,11 +203,13 @@ class HostPool:
             self._loop = loop
         elif self._loop is not loop:
             raise RuntimeError("HostPool belongs to another event loop: create one per loop")
-        key = origin_of(url)
+        key = (origin_of(url), order)
         session = self._sessions.get(key)
         if session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=0, keepalive_timeout=self._keepalive
+            connector = _GatedConnector(
+                limit=self._max_order_connections if order else self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive,
             )
             session = aiohttp.ClientSession(
                 connector=connector,
@@ -159,10 +225,20 @@ class HostPool:
         return session
 
     async def post(
-        self, url: str, body: bytes, *, connect: float, read: float, endpoint: str, order: bool
+        self,
+        url: str,
+        body: bytes,
+        *,
+        connect: float,
+        read: float,
+        endpoint: str,
+        order: bool,
+        before_send: Callable[[], None] | None = None,
     ) -> Reply:
-        """POST ``body`` (JSON bytes) to ``url``; see :class:`Transport`. Raises BrokerError only."""
-        session = self._session_for(url)
+        """POST ``body`` (JSON bytes) to ``url`` through the origin's order or read session; see
+        :class:`Transport` and the module docstring for ``before_send``. Raises BrokerError only (or
+        what ``before_send`` raises, unchanged)."""
+        session = self._session_for(url, order=order)
         timeout = aiohttp.ClientTimeout(
             # ``connect`` covers the wait for a free pooled connection plus the TCP connect: when it
             # fires aiohttp raises ConnectionTimeoutError, which proves nothing was written.
@@ -171,6 +247,7 @@ class HostPool:
             sock_read=read,
             total=read + read + connect,
         )
+        token = _BEFORE_SEND.set(before_send)
         try:
             async with session.post(
                 url, data=body, headers=JSON_HEADERS, allow_redirects=False, timeout=timeout
@@ -182,10 +259,13 @@ class HostPool:
             if isinstance(mapped, BrokerError):
                 raise mapped from exc
             raise
+        finally:
+            _BEFORE_SEND.reset(token)
 
     @property
     def hosts(self) -> tuple[str, ...]:
-        return tuple(self._sessions)
+        """The origins with a session, in first-use order."""
+        return tuple(dict.fromkeys(origin for origin, _ in self._sessions))
 
     async def aclose(self) -> None:
         """Close every session and its connections; the pool cannot be used afterwards."""

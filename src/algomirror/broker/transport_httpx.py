@@ -6,6 +6,8 @@ origin), with its own exception mapper :func:`map_httpx_error`. The engine uses 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 
 from algomirror.broker.errors import (
@@ -85,10 +87,22 @@ class HttpxHostPool:
         return client
 
     async def post(
-        self, url: str, body: bytes, *, connect: float, read: float, endpoint: str, order: bool
+        self,
+        url: str,
+        body: bytes,
+        *,
+        connect: float,
+        read: float,
+        endpoint: str,
+        order: bool,
+        before_send: Callable[[], None] | None = None,
     ) -> Reply:
-        """POST ``body`` (JSON bytes) to ``url``. Raises BrokerError only."""
+        """POST ``body`` (JSON bytes) to ``url``. Raises BrokerError only (or what ``before_send``
+        raises). httpx has no hook once a connection is held, so ``before_send`` runs before the pool
+        wait: this twin is for benchmarks, not for the engine."""
         client = self._client_for(url)
+        if before_send is not None:
+            before_send()
         # Waiting for a free pooled connection counts against the read budget: nothing was sent yet.
         timeout = httpx.Timeout(connect=connect, read=read, write=read, pool=read)
         try:
