@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import product
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from algomirror.db.models import OrderIntent
 from algomirror.db.session import Database
-from algomirror.domain.order_state import IllegalTransitionError
+from algomirror.domain.order_state import INTENT_STATES, IllegalTransitionError, can_transition
 from algomirror.domain.timeutil import FakeClock
 from algomirror.engine.fencing import FencedOutError, take_epoch
 from algomirror.engine.journal import (
@@ -177,3 +178,60 @@ def test_advance_when_fill_exceeds_quantity_is_a_database_error_not_an_adoption(
 
     with pytest.raises(IntegrityError):
         journal.advance(intent.id, "acknowledged", order_id="A1", filled_quantity=999)
+
+
+PATH_TO = {
+    "created": (),
+    "sent": ("sent",),
+    "acknowledged": ("sent", "acknowledged"),
+    "unknown": ("sent", "unknown"),
+    "complete": ("sent", "complete"),
+    "rejected": ("rejected",),
+    "cancelled": ("cancelled",),
+}
+
+
+def test_database_when_raw_sql_moves_a_state_allows_exactly_the_domain_transitions(db_url: str) -> None:
+    database = Database(db_url)
+    try:
+        account = _account(database)
+        engine = database.engine
+        mismatches = []
+        for n, (old, new) in enumerate(product(INTENT_STATES, INTENT_STATES)):
+            with engine.begin() as conn:
+                intent_id = conn.execute(
+                    text(
+                        "INSERT INTO order_intents (key, account_id, purpose, symbol, exchange, product,"
+                        " side, quantity, order_type, filled_quantity, state, created_at, updated_at)"
+                        " VALUES (:k, :a, 'entry', 'X', 'NFO', 'MIS', 'BUY', 1, 'MARKET', 0, 'created',"
+                        " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) RETURNING id"
+                    ),
+                    {"k": f"raw:{n}", "a": account},
+                ).scalar_one()
+                for step in PATH_TO[old]:
+                    conn.execute(
+                        text("UPDATE order_intents SET state = :s WHERE id = :i"), {"s": step, "i": intent_id}
+                    )
+            try:
+                with engine.begin() as conn:
+                    conn.execute(
+                        text("UPDATE order_intents SET state = :s WHERE id = :i"), {"s": new, "i": intent_id}
+                    )
+                accepted = True
+            except IntegrityError:
+                accepted = False
+            if accepted != can_transition(old, new):
+                mismatches.append((old, new, accepted))
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO order_intents (key, account_id, purpose, symbol, exchange, product, side,"
+                    " quantity, order_type, filled_quantity, state, created_at, updated_at)"
+                    " VALUES ('raw:late', :a, 'entry', 'X', 'NFO', 'MIS', 'BUY', 1, 'MARKET', 0, 'complete',"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"a": account},
+            )
+        assert mismatches == []
+    finally:
+        database.dispose()

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect, select
 
 from algomirror.cli import main
+from algomirror.db.migrate import alembic_config
 from algomirror.db.models import ActivityLog, User
 from algomirror.db.session import Database
 from algomirror.security import make_password_hasher, verify_password
@@ -197,15 +199,19 @@ def test_db_commands_when_run_in_turn_upgrade_report_and_downgrade_the_schema(
     assert "database upgraded to head" in upgraded.output
     assert {"users", "trading_accounts", "alembic_version"} <= _tables(empty_db_url)
     current = runner.invoke(main, ["db", "current"], env=env)
-    assert current.exit_code == 0 and "0001" in current.output and "(head)" in current.output
+    head = ScriptDirectory.from_config(alembic_config(empty_db_url)).get_current_head()
+    assert head is not None and head != "0001"
+    assert current.exit_code == 0 and head in current.output and "(head)" in current.output
     downgraded = runner.invoke(main, ["db", "downgrade", "base"], env=env)
     assert downgraded.exit_code == 0, downgraded.output
     assert _tables(empty_db_url) <= {"alembic_version"}
     assert "(empty database)" in runner.invoke(main, ["db", "current"], env=env).output
-    # Default downgrade is one step: from head (one revision) back to empty.
+    # Default downgrade is one step: from head back to the revision before it.
     assert runner.invoke(main, ["db", "upgrade"], env=env).exit_code == 0
     assert runner.invoke(main, ["db", "downgrade"], env=env).exit_code == 0
-    assert "users" not in _tables(empty_db_url)
+    previous = runner.invoke(main, ["db", "current"], env=env).output
+    assert head not in previous and "(head)" not in previous
+    assert "users" in _tables(empty_db_url)
 
 
 def test_db_current_when_database_unreachable_exits_2_with_one_line(tmp_path: Path) -> None:
