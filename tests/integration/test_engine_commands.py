@@ -5,7 +5,9 @@ acknowledgement; one claim wins; retryable, refused and halting failures end whe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
@@ -15,12 +17,19 @@ from typing import Any
 import httpx
 from sqlalchemy import event, update
 
+from algomirror.broker.client import Timeouts
+from algomirror.broker.models import BrokerOrder
+from algomirror.broker.registry import ClientRegistry
+from algomirror.broker.transport import HostPool, Reply
+from algomirror.broker.wire.terms import OrderState
 from algomirror.db.models import EngineCommand, User
+from algomirror.engine.book_mirror import store_orders
 from algomirror.engine.commands import CommandConfig, CommandProcessor
 from algomirror.engine.factory import build_engine, make_decryptor
 from tests.factories import make_account, make_order
 from tests.helpers import eventually_async
 from tests.integration.command_support import (
+    CancelSetup,
     CountingRegistry,
     cancel_actions,
     cancel_setup,
@@ -339,3 +348,101 @@ async def test_build_engine_when_built_runs_web_commands_on_its_registry(
     [command] = await run_until_ended(engine, setup.env)
     assert command.status == "done" and order_row(setup.env, setup.order_pk).status == "cancelled"
     assert engine.registry.accounts == ()  # stopped: the processor closed the registry it owns
+
+
+class SyncBetweenReplyAndWrite(HostPool):
+    """The real aiohttp pool; when an ``orderstatus`` reply has arrived, and before the processor can
+    store it, the account sync stores a newer orderbook row for that order (``newer`` maps the
+    broker's reported row to what the sync saw a moment later)."""
+
+    def __init__(self, env: WebEnv, account_id: int, newer: Callable[[BrokerOrder], BrokerOrder]) -> None:
+        super().__init__()
+        self.env, self.account_id, self.newer = env, account_id, newer
+        self.synced: list[BrokerOrder] = []
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        connect: float,
+        read: float,
+        endpoint: str,
+        order: bool,
+        before_send: Callable[[], None] | None = None,
+    ) -> Reply:
+        reply = await super().post(
+            url, body, connect=connect, read=read, endpoint=endpoint, order=order, before_send=before_send
+        )
+        if endpoint == "orderstatus" and not self.synced:
+            seen = self.newer(BrokerOrder.parse_status(json.loads(reply.body)))
+            await asyncio.to_thread(self._sync, seen)
+        return reply
+
+    def _sync(self, seen: BrokerOrder) -> None:
+        with self.env.database.session() as s:
+            store_orders(s, self.account_id, [seen], fetched_at=self.env.clock.now())
+        self.synced.append(seen)
+
+
+async def cancel_with_sync_in_between(
+    db_url: str, tmp_path: Path, sim: SimHandle, newer: Callable[[BrokerOrder], BrokerOrder]
+) -> tuple[CancelSetup, SyncBetweenReplyAndWrite]:
+    """A cancel whose outcome is unknown (the broker answers 500, nothing is cancelled), so the
+    processor reads orderstatus once ("open") and the sync stores ``newer`` before that is written."""
+    orderid = place(sim, pricetype="LIMIT", price="5")
+    setup = cancel_setup(db_url, tmp_path, sim, orderid)
+    assert request_cancel(setup).status_code == 303
+    sim.control.status_next(500, 1, endpoint="cancelorder", apikey=sim.api_keys[0])
+    pool = SyncBetweenReplyAndWrite(setup.env, setup.account_id, newer)
+    registry = ClientRegistry(timeouts=Timeouts(connect=2.0, read=5.0, order=5.0), pool=pool)
+    engine = CommandProcessor(
+        setup.env.database,
+        registry,
+        make_decryptor(setup.env.state.settings),
+        clock=setup.env.clock,
+        config=CommandConfig(poll_seconds=0.05, retry_delay=0.0),
+    )
+    try:
+        assert await engine.process_once() == 1
+    finally:
+        await registry.aclose()
+        await pool.aclose()
+    assert len(pool.synced) == 1
+    return setup, pool
+
+
+async def test_cancel_when_sync_stores_complete_before_a_slower_open_orderstatus_keeps_complete(
+    db_url: str, tmp_path: Path, simulator_session: SimHandle
+) -> None:
+    def filled(reported: BrokerOrder) -> BrokerOrder:
+        assert reported.status is OrderState.OPEN  # what the slow orderstatus reply said
+        return dataclasses.replace(
+            reported,
+            status=OrderState.COMPLETE,
+            filled_quantity=65,
+            pending_quantity=0,
+            average_price=Decimal("4.9875"),
+        )
+
+    setup, _ = await cancel_with_sync_in_between(db_url, tmp_path, simulator_session, filled)
+    row = order_row(setup.env, setup.order_pk)
+    assert (row.status, row.filled_quantity, row.pending_quantity) == ("complete", 65, 0)
+    assert row.average_price == Decimal("4.9875")
+    [command] = commands(setup.env)
+    assert command.status == "pending"  # unknown cancel outcome, order reported working: tried again
+
+
+async def test_cancel_when_sync_stores_a_larger_fill_before_a_slower_orderstatus_keeps_the_fill(
+    db_url: str, tmp_path: Path, simulator_session: SimHandle
+) -> None:
+    def part_filled(reported: BrokerOrder) -> BrokerOrder:
+        assert reported.status is OrderState.OPEN and not reported.filled_quantity
+        return dataclasses.replace(
+            reported, filled_quantity=40, pending_quantity=25, average_price=Decimal("5.0125")
+        )
+
+    setup, _ = await cancel_with_sync_in_between(db_url, tmp_path, simulator_session, part_filled)
+    row = order_row(setup.env, setup.order_pk)
+    assert (row.status, row.filled_quantity, row.pending_quantity) == ("open", 40, 25)
+    assert row.average_price == Decimal("5.0125")

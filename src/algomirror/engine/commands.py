@@ -20,7 +20,8 @@ row up, runs it through the engine-wide broker client registry and ends it ``don
 
 ``cancel_order`` (payload ``account_id``, ``order_id`` = broker id, ``order_pk`` = ``orders.id``): the
 account must belong to the command's user and the order to the account. The cancel is sent, then the
-order's real state is read with ``orderstatus`` and written to the ``orders`` row; the cancel
+order's real state is read with ``orderstatus`` and written to the ``orders`` row, forward only (a
+slow reply never undoes a terminal state or a larger fill the account sync stored meanwhile); the cancel
 acknowledgement itself never changes the row (a broker acknowledges a cancel that the exchange then
 finds too late: the order filled). If that read fails the row is left for the account sync.
 """
@@ -469,22 +470,35 @@ class CommandProcessor:
             )
 
     def _store_state(self, target: _CancelTarget, state: wire.Order) -> None:
-        """Write the broker's reported state to our order row (same rules as the orderbook sync)."""
+        """Write the broker's reported state to our order row, forward only (see :func:`forward_fields`).
+
+        The row is read ``FOR UPDATE`` (PostgreSQL; on SQLite the write transaction begins IMMEDIATE),
+        so the account sync cannot write between our check and our write: a slow ``orderstatus``
+        reply never undoes a ``complete`` the sync stored meanwhile.
+        """
         now = self.clock.now()
         with self.database.session() as session:
             row = session.scalar(
-                select(Order).where(Order.id == target.order_pk, Order.account_id == target.account_id)
+                select(Order)
+                .where(Order.id == target.order_pk, Order.account_id == target.account_id)
+                .with_for_update()
             )
             if row is None or row.order_id != target.order_id:
                 return  # archived or replaced while the cancel was in flight
-            row.status = state.status.value
-            if state.filled_quantity is not None:
-                row.filled_quantity = state.filled_quantity
-            elif state.status is wire.OrderState.COMPLETE:
-                row.filled_quantity = state.quantity if state.quantity is not None else row.quantity
-            row.pending_quantity = state.pending_quantity
-            row.average_price = state.average_price
-            row.rejection_reason = state.rejection_reason or None
+            changes = forward_fields(row, state)
+            if changes is None:
+                log.info(
+                    "order %s: orderstatus reply (%s, filled %s) is older than our row (%s, filled %s); "
+                    "row kept",
+                    target.order_id,
+                    state.status.value,
+                    state.filled_quantity,
+                    row.status,
+                    row.filled_quantity,
+                )
+                return
+            for name, value in changes.items():
+                setattr(row, name, value)
             row.updated_at = now
 
     def _log_cancel_outcome(
@@ -516,6 +530,41 @@ class CommandProcessor:
         )
 
 
+def forward_fields(row: Order, state: wire.Order) -> dict[str, Any] | None:
+    """The ``orders`` columns to set from a broker-reported ``state``, or None when the report is
+    older than what the row already holds and nothing may be written.
+
+    Forward only: a terminal status (complete, rejected, cancelled) is final and never replaced (a
+    report of the same terminal status may still complete the fill details); an ``unknown`` report
+    never replaces a known status; a report with a smaller fill than the row's is
+    stale. A known filled quantity, average price or rejection reason is never replaced by None.
+    Quantities are units, prices rupees.
+    """
+    current = wire.OrderState(row.status) if row.status in _STATES else wire.OrderState.UNKNOWN
+    reported = state.status
+    fill = state.filled_quantity
+    if fill is None and reported is wire.OrderState.COMPLETE:
+        fill = state.quantity if state.quantity is not None else row.quantity
+    if current.is_terminal and reported is not current:
+        return None  # final: a later working report is stale, a different terminal one contradicts it
+    if fill is not None and fill < row.filled_quantity:
+        return None
+    status = current if reported is wire.OrderState.UNKNOWN else reported
+    pending = state.pending_quantity
+    if pending is None:
+        pending = 0 if status.is_terminal else row.pending_quantity
+    return {
+        "status": status.value,
+        "filled_quantity": row.filled_quantity if fill is None else fill,
+        "pending_quantity": pending,
+        "average_price": row.average_price if state.average_price is None else state.average_price,
+        "rejection_reason": state.rejection_reason or row.rejection_reason,
+    }
+
+
+_STATES = frozenset(s.value for s in wire.OrderState)
+
+
 def _state_result(state: wire.Order) -> dict[str, Any]:
     return {
         "broker_status": state.status.value,
@@ -540,4 +589,5 @@ __all__ = [
     "CommandConfig",
     "CommandProcessor",
     "Outcome",
+    "forward_fields",
 ]
