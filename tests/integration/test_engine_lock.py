@@ -419,3 +419,84 @@ def test_build_engine_when_lock_connection_is_terminated_suspends_the_client_reg
         assert isinstance(thread.error, LockLost)
     finally:
         thread.stop()
+
+
+class _FencedWriter:
+    """Writes under an epoch a newer engine has replaced: check_fence refuses it for real."""
+
+    name = "journal-writer"
+
+    def __init__(self, database: Database, epoch: int) -> None:
+        self.database = database
+        self.epoch = epoch
+        self.runs = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.runs += 1
+
+        def write() -> None:
+            with self.database.session() as s:
+                check_fence(s, self.epoch)
+
+        await asyncio.to_thread(write)
+        await stop.wait()
+
+
+class _Watching:
+    """An idle component that records whether orders were already suspended when it was stopped."""
+
+    name = "sync"
+
+    def __init__(self, gate: _OrderGate) -> None:
+        self.gate = gate
+        self.suspended_when_stopped: bool | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.suspended_when_stopped = self.gate.suspended_at is not None
+
+
+async def test_engine_when_a_component_is_fenced_out_suspends_orders_stops_everything_and_raises_lock_lost(
+    database: Database,
+) -> None:
+    with Session(database.engine) as s:
+        ours = take_epoch(s, holder="this engine", now=utcnow())
+        take_epoch(s, holder="newer engine", now=utcnow())
+        s.commit()
+    gate = _OrderGate()
+    writer, other = _FencedWriter(database, ours), _Watching(gate)
+    # No lock, so no watchdog: only the component's own FencedOutError can stop this engine.
+    service = EngineService([writer, other], on_lock_lost=[gate.suspend_orders])
+    service.restart_delay = 0.0  # a crash would be restarted at once (and fenced out again, forever)
+
+    with pytest.raises(LockLost, match="newer engine took over") as info:
+        await asyncio.wait_for(service.run(), timeout=10)
+
+    assert "journal-writer" in str(info.value)
+    assert gate.suspended_at is not None and "newer engine" in (gate.reason or "")
+    assert writer.runs == 1  # not restarted
+    assert other.suspended_when_stopped is True  # orders were suspended before anything was stopped
+    assert service.lock_lost is not None and service.escalated == {}
+
+
+class _GroupFenced:
+    """A component whose task group surfaces the fence refusal wrapped in an ExceptionGroup."""
+
+    name = "grouped"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async def refused() -> None:
+            raise FencedOutError("engine epoch 1 is stale: a newer engine (epoch 2) has taken over")
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(refused())
+            group.create_task(stop.wait())
+
+
+async def test_engine_when_fenced_out_inside_a_task_group_treats_it_as_lock_loss() -> None:
+    gate = _OrderGate()
+    service = EngineService([_GroupFenced()], on_lock_lost=[gate.suspend_orders])
+    service.restart_delay = 0.0
+    with pytest.raises(LockLost, match="grouped"):
+        await asyncio.wait_for(service.run(), timeout=10)
+    assert gate.suspended_at is not None

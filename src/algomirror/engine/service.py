@@ -10,8 +10,11 @@ Two failure rules:
   every ``watch_interval`` seconds (:meth:`EngineLock.check`). When the lock is gone, or cannot be
   verified for ``lock_check_timeout`` seconds, the ``on_lock_lost`` callbacks run first (the client
   registry's ``suspend_orders``: no order leaves after that), then every component is stopped and
-  :meth:`EngineService.run` raises :class:`LockLost`. The engine never re-takes the lock in-process
-  (crash-only): a supervisor restarts the process, which then waits its turn for the lock.
+  :meth:`EngineService.run` raises :class:`LockLost`. A component that raises
+  :class:`~algomirror.engine.fencing.FencedOutError` (a journal write refused: a newer engine holds the
+  epoch) is proof of the same loss and takes the same path at once; it is never restarted. The engine
+  never re-takes the lock in-process (crash-only): a supervisor restarts the process, which then waits
+  its turn for the lock.
 - **A crashing component is restarted, then escalated.** A crash is logged and the component restarted
   after ``restart_delay``. A component that crashes ``crash_limit`` times within ``crash_window`` is
   escalated once: an error log, an ``engine_component_failed`` activity row and the durable
@@ -32,6 +35,7 @@ from typing import Protocol
 
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock
+from algomirror.engine.fencing import FencedOutError
 from algomirror.engine.halts import record_component_failure
 from algomirror.engine.lock import EngineLock, LockLost
 
@@ -46,6 +50,18 @@ class Component(Protocol):
     name: str
 
     async def run(self, stop: asyncio.Event) -> None: ...
+
+
+def _fenced_out(exc: Exception) -> FencedOutError | None:
+    """The FencedOutError ``exc`` is or carries (a component's task group may wrap it), else None."""
+    if isinstance(exc, FencedOutError):
+        return exc
+    if isinstance(exc, ExceptionGroup):
+        found = exc.subgroup(FencedOutError)
+        if found is not None:
+            first = found.exceptions[0]
+            return first if isinstance(first, FencedOutError) else _fenced_out(first)
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -234,7 +250,14 @@ class EngineService:
                 await component.run(stop)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - logged with its traceback by _on_crash
+            except Exception as exc:  # any crash: fenced out stops the engine, else _on_crash logs it
+                fenced = _fenced_out(exc)
+                if fenced is not None:
+                    # Not a crash: a newer engine holds the epoch. Restarting would only retry writes
+                    # the database refuses while this engine's order calls could still leave.
+                    self._lose_lock(f"a newer engine took over (component {component.name}: {fenced})")
+                    log.error("engine component %s was fenced out", component.name, exc_info=exc)
+                    return
                 delay = await self._on_crash(component, exc, crashes)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
