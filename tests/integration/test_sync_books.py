@@ -330,3 +330,31 @@ def test_store_books_when_read_after_midnight_lists_yesterdays_rows_updates_them
     with database.session() as s:
         assert s.scalars(select(Order)).one().updated_at == after_midnight
         assert s.scalars(select(Trade)).one().updated_at == after_midnight
+
+
+def test_store_orders_when_a_stale_book_says_open_after_complete_keeps_complete(database: Database) -> None:
+    acc = make_account(database)
+    working = {"orderid": "9", "symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "action": "BUY",
+               "quantity": "65", "price": "10", "pricetype": "LIMIT", "product": "NRML",
+               "order_status": "open", "filled_quantity": "0",
+               "timestamp": "25-Nov-2026 10:31:00"}  # fmt: skip
+    filled = {**working, "order_status": "complete", "filled_quantity": "65", "average_price": "9.9875"}
+    with database.session() as s:
+        book_mirror.store_orders(
+            s,
+            acc,
+            wire.Orderbook.parse({"status": "success", "data": {"orders": [filled]}}).orders,
+            fetched_at=T0,
+        )
+    with database.session() as s:
+        # A read that left the broker before the fill, answered after it was stored.
+        counts = book_mirror.store_orders(
+            s,
+            acc,
+            wire.Orderbook.parse({"status": "success", "data": {"orders": [working]}}).orders,
+            fetched_at=T1,
+        )
+    with database.session() as s:
+        order = s.scalars(select(Order)).one()
+    assert counts.skipped == 1
+    assert (order.status, order.filled_quantity, order.average_price) == ("complete", 65, Decimal("9.9875"))

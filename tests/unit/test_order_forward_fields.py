@@ -7,7 +7,7 @@ from typing import Any
 
 from algomirror.broker.models import BrokerOrder
 from algomirror.db.models import Order
-from algomirror.engine.commands import forward_fields
+from algomirror.engine.book_mirror import forward_fields
 
 
 def reported(status: str, **fields: Any) -> BrokerOrder:

@@ -197,6 +197,41 @@ def store_funds(
 # ------------------------------------------------------------------------------------------ orders
 
 
+def forward_fields(row: Order, state: wire.Order) -> dict[str, Any] | None:
+    """The ``orders`` columns to set from a broker-reported ``state``, or None when the report is
+    older than what the row already holds and nothing may be written.
+
+    Forward only: a terminal status (complete, rejected, cancelled) is final and never replaced (a
+    report of the same terminal status may still complete the fill details); an ``unknown`` report
+    never replaces a known status; a report with a smaller fill than the row's is
+    stale. A known filled quantity, average price or rejection reason is never replaced by None.
+    Quantities are units, prices rupees.
+    """
+    current = wire.OrderState(row.status) if row.status in _STATES else wire.OrderState.UNKNOWN
+    reported = state.status
+    fill = state.filled_quantity
+    if fill is None and reported is wire.OrderState.COMPLETE:
+        fill = state.quantity if state.quantity is not None else row.quantity
+    if current.is_terminal and reported is not current:
+        return None  # final: a later working report is stale, a different terminal one contradicts it
+    if fill is not None and fill < row.filled_quantity:
+        return None
+    status = current if reported is wire.OrderState.UNKNOWN else reported
+    pending = state.pending_quantity
+    if pending is None:
+        pending = 0 if status.is_terminal else row.pending_quantity
+    return {
+        "status": status.value,
+        "filled_quantity": row.filled_quantity if fill is None else fill,
+        "pending_quantity": pending,
+        "average_price": row.average_price if state.average_price is None else state.average_price,
+        "rejection_reason": state.rejection_reason or row.rejection_reason,
+    }
+
+
+_STATES = frozenset(s.value for s in wire.OrderState)
+
+
 def store_orders(
     session: Session, account_id: int, orders: Sequence[wire.Order], *, fetched_at: datetime
 ) -> StoreCounts:
@@ -222,6 +257,7 @@ def store_orders(
             )
             skipped += 1
             continue
+        changes: dict[str, Any] | None = None
         if row is None:
             row = Order(
                 account_id=account_id,
@@ -234,6 +270,13 @@ def store_orders(
             existing[item.orderid] = row
             inserted += 1
         else:
+            changes = forward_fields(row, item)
+            if changes is None:
+                # Older than what we hold (a book read before a cancel's or a fill's report was
+                # stored): an order's state never moves backwards.
+                log.debug("account %s order %s: stale book row ignored", account_id, item.orderid)
+                skipped += 1
+                continue
             updated += 1
             if item.placed_at is not None:
                 row.placed_at = item.placed_at
@@ -245,7 +288,7 @@ def store_orders(
         row.price = item.price
         row.trigger_price = item.trigger_price
         row.product = _product(item.product)
-        row.status = item.status.value
+        row.status = item.status.value if changes is None else changes["status"]
         # NOT NULL column: an omitted fill count ([live] books) is derived from the status when that is
         # certain (complete = all filled), else the last known value is kept.
         if item.filled_quantity is not None:
@@ -253,8 +296,10 @@ def store_orders(
         elif item.status.value == "complete":
             row.filled_quantity = quantity
         row.pending_quantity = item.pending_quantity
-        row.average_price = item.average_price
-        row.rejection_reason = item.rejection_reason or None
+        # A book row without an average does not erase the one we know.
+        if item.average_price is not None or changes is None:
+            row.average_price = item.average_price
+        row.rejection_reason = item.rejection_reason or row.rejection_reason or None
         row.strategy = _strategy(item.strategy)
         row.updated_at = fetched_at
     # The tradebook may have been stored before this order existed here (reads run concurrently).

@@ -55,6 +55,7 @@ from algomirror.broker.registry import ClientRegistry, Priority
 from algomirror.db.models import ActivityLog, EngineCommand, Order, TradingAccount
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock
+from algomirror.engine.book_mirror import forward_fields
 
 log = logging.getLogger(__name__)
 
@@ -528,41 +529,6 @@ class CommandProcessor:
                 timestamp=now,
             )
         )
-
-
-def forward_fields(row: Order, state: wire.Order) -> dict[str, Any] | None:
-    """The ``orders`` columns to set from a broker-reported ``state``, or None when the report is
-    older than what the row already holds and nothing may be written.
-
-    Forward only: a terminal status (complete, rejected, cancelled) is final and never replaced (a
-    report of the same terminal status may still complete the fill details); an ``unknown`` report
-    never replaces a known status; a report with a smaller fill than the row's is
-    stale. A known filled quantity, average price or rejection reason is never replaced by None.
-    Quantities are units, prices rupees.
-    """
-    current = wire.OrderState(row.status) if row.status in _STATES else wire.OrderState.UNKNOWN
-    reported = state.status
-    fill = state.filled_quantity
-    if fill is None and reported is wire.OrderState.COMPLETE:
-        fill = state.quantity if state.quantity is not None else row.quantity
-    if current.is_terminal and reported is not current:
-        return None  # final: a later working report is stale, a different terminal one contradicts it
-    if fill is not None and fill < row.filled_quantity:
-        return None
-    status = current if reported is wire.OrderState.UNKNOWN else reported
-    pending = state.pending_quantity
-    if pending is None:
-        pending = 0 if status.is_terminal else row.pending_quantity
-    return {
-        "status": status.value,
-        "filled_quantity": row.filled_quantity if fill is None else fill,
-        "pending_quantity": pending,
-        "average_price": row.average_price if state.average_price is None else state.average_price,
-        "rejection_reason": state.rejection_reason or row.rejection_reason,
-    }
-
-
-_STATES = frozenset(s.value for s in wire.OrderState)
 
 
 def _state_result(state: wire.Order) -> dict[str, Any]:
