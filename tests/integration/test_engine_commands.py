@@ -347,7 +347,11 @@ async def test_build_engine_when_built_runs_web_commands_on_its_registry(
 
     [command] = await run_until_ended(engine, setup.env)
     assert command.status == "done" and order_row(setup.env, setup.order_pk).status == "cancelled"
-    assert engine.registry.accounts == ()  # stopped: the processor closed the registry it owns
+    # The registry is shared with sync: the service closes it once every component has stopped,
+    # never the processor on its own.
+    assert engine.registry.accounts != ()
+    await engine.registry.aclose()
+    assert engine.registry.accounts == ()
 
 
 class SyncBetweenReplyAndWrite(HostPool):

@@ -135,3 +135,36 @@ def test_resume_entries_when_halted_clears_the_flag_and_logs_it(database: Databa
             select(ActivityLog.details).where(ActivityLog.action == "engine_entries_resumed")
         ).one()
     assert resumed is not None and "flaky-sync crashed 3 times" in resumed
+
+
+async def test_service_when_stopped_closes_shared_resources_after_every_component() -> None:
+    events: list[str] = []
+
+    class Slow:
+        name = "slow"
+
+        async def run(self, stop: asyncio.Event) -> None:
+            await stop.wait()
+            await asyncio.sleep(0)  # still shutting down when a faster sibling has returned
+            events.append("slow stopped")
+
+    class Fast:
+        name = "fast"
+
+        async def run(self, stop: asyncio.Event) -> None:
+            await stop.wait()
+            events.append("fast stopped")
+
+    async def close_registry() -> None:
+        events.append("registry closed")
+
+    service = EngineService([Fast(), Slow()], on_stopped=[close_registry])
+    running = asyncio.create_task(service.run())
+    async def started() -> bool:
+        return service._stop is not None
+
+    await eventually_async(started, what="service started")
+    service.request_stop()
+    await asyncio.wait_for(running, timeout=10)
+
+    assert events[-1] == "registry closed" and sorted(events[:2]) == ["fast stopped", "slow stopped"]

@@ -84,13 +84,15 @@ def build_engine(
         build_account_sync(
             settings, database, market_clock=market_clock, config=sync_config, registry=registry
         ),
-        build_command_processor(settings, database, registry, owns_registry=True),
+        build_command_processor(settings, database, registry),
     ]
     return EngineService(
         components,
         lock=EngineLock(database.engine),
         database=database,
         on_lock_lost=(registry.suspend_orders, *on_lock_lost),
+        # Shared by every component: closed by the service once all of them have stopped.
+        on_stopped=(registry.aclose,),
     )
 
 

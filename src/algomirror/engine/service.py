@@ -29,7 +29,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -88,6 +88,7 @@ class EngineService:
         on_lock_lost: Sequence[LockLostCallback] = (),
         crash_limit: int = 5,
         crash_window: timedelta = timedelta(minutes=10),
+        on_stopped: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         if crash_limit < 1:
             raise ValueError("crash_limit must be at least 1")
@@ -109,6 +110,8 @@ class EngineService:
         # Component name -> escalation reason, for components escalated in this process.
         self.escalated: dict[str, str] = {}
         self._lock_lost_callbacks: list[LockLostCallback] = list(on_lock_lost)
+        # Shared resources (the client registry) closed once every component has stopped.
+        self._on_stopped = list(on_stopped)
         self._stop: asyncio.Event | None = None
         self._locked = False
 
@@ -151,6 +154,11 @@ class EngineService:
             await asyncio.gather(
                 *tasks, *([watchdog] if watchdog is not None else []), return_exceptions=True
             )
+            for close in self._on_stopped:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("engine shutdown: closing %r failed", close)
             if self.lock is not None and self._locked:
                 self.lock.release()
                 self._locked = False
