@@ -160,6 +160,7 @@ async def test_service_when_stopped_closes_shared_resources_after_every_componen
 
     service = EngineService([Fast(), Slow()], on_stopped=[close_registry])
     running = asyncio.create_task(service.run())
+
     async def started() -> bool:
         return service._stop is not None
 
