@@ -34,9 +34,9 @@ from dashboard import database_url
 from sqlalchemy import event, insert
 
 from algomirror.broker.client import RetryPolicy
-from algomirror.broker.models import Action, OrderRequest, PriceType, Product
 from algomirror.broker.ratelimit import RateLimits
 from algomirror.broker.registry import ClientRegistry
+from algomirror.broker.wire import Action, OrderRequest, PriceType, Product
 from algomirror.db.models import Order, Trade, TradingAccount, User
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import utcnow

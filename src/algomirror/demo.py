@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from algomirror.broker.client import HostPool, OpenAlgoClient, RetryPolicy, Timeouts
 from algomirror.broker.errors import BrokerError
-from algomirror.broker.models import Action, OrderRequest, PriceType, Product
+from algomirror.broker.wire import Action, OrderRequest, PriceType, Product
 from algomirror.config import Settings
 from algomirror.db.defaults import seed_user_defaults
 from algomirror.db.models import ActivityLog, TradingAccount, User

@@ -30,8 +30,8 @@ from algomirror.broker.errors import (
     UnknownOutcomeError,
 )
 from algomirror.broker.facade import check_connection
-from algomirror.broker.models import Action, OrderRequest
 from algomirror.broker.ratelimit import RateLimits
+from algomirror.broker.wire import Action, OrderRequest
 from tests.broker_support import CountingProxy, LoopThread
 
 T = TypeVar("T")
@@ -320,7 +320,7 @@ async def test_split_when_success_reply_is_unreadable_raises_unknown_outcome(
 async def test_modify_when_reply_omits_orderid_acknowledges_the_sent_id(
     fake: FakeOpenAlgo, pool: HostPool
 ) -> None:
-    from algomirror.broker.models import ModifyRequest, PriceType, Product
+    from algomirror.broker.wire import ModifyRequest, PriceType, Product
 
     fake.then("modifyorder", Reply(body={"status": "success", "message": "Order modified successfully"}))
     request = ModifyRequest("42", "SBIN", "NSE", Action.BUY, 1, PriceType.LIMIT, Product.CNC, Decimal("10"))

@@ -21,7 +21,8 @@ from algomirror.broker.errors import (
     UnknownOutcomeError,
 )
 from algomirror.broker.facade import check_connection
-from algomirror.broker.models import (
+from algomirror.broker.ratelimit import RateLimits
+from algomirror.broker.wire import (
     Action,
     MarginPosition,
     ModifyRequest,
@@ -32,7 +33,6 @@ from algomirror.broker.models import (
     Product,
     SymbolInfo,
 )
-from algomirror.broker.ratelimit import RateLimits
 from tests.broker_support import CountingProxy, LoopThread
 from tests.helpers import eventually_async
 from tests.sim_fixtures import SimHandle

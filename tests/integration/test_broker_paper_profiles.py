@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from algomirror.broker.client import HostPool, OpenAlgoClient, RetryPolicy
-from algomirror.broker.models import Action, OrderRequest, Product, SymbolInfo
+from algomirror.broker.wire import Action, OrderRequest, Product, SymbolInfo
 from algomirror.simulator.profiles import SMART_NOOP_MATCHED, SMART_NOOP_NO_OPEN_POSITION
 from tests.sim_fixtures import SimHandle, on_both_profiles
 

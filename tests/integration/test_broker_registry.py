@@ -11,10 +11,10 @@ import pytest
 
 from algomirror.broker.client import RetryPolicy, Timeouts
 from algomirror.broker.errors import AuthError, HaltError, OrdersSuspendedError
-from algomirror.broker.models import Action, OrderRequest
 from algomirror.broker.ratelimit import Budget, RateLimits
 from algomirror.broker.registry import ClientRegistry, Priority
 from algomirror.broker.transport import HostPool, Reply, origin_of
+from algomirror.broker.wire import Action, OrderRequest
 from tests.broker_support import RawHttpServer
 from tests.helpers import eventually_async
 

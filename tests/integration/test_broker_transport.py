@@ -21,8 +21,8 @@ from algomirror.broker.errors import (
     RetryableError,
     UnknownOutcomeError,
 )
-from algomirror.broker.models import Action, OrderRequest
 from algomirror.broker.ratelimit import RateLimits
+from algomirror.broker.wire import Action, OrderRequest
 from tests.broker_support import RawHttpServer
 from tests.helpers import eventually_async
 

@@ -18,9 +18,9 @@ import httpx
 from sqlalchemy import event, update
 
 from algomirror.broker.client import Timeouts
-from algomirror.broker.models import BrokerOrder
 from algomirror.broker.registry import ClientRegistry
 from algomirror.broker.transport import HostPool, Reply
+from algomirror.broker.wire import BrokerOrder
 from algomirror.broker.wire.terms import OrderState
 from algomirror.db.models import EngineCommand, User
 from algomirror.engine.book_mirror import store_orders

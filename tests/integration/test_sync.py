@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import func, select, update
 
 from algomirror.broker.client import HostPool, OpenAlgoClient, RetryPolicy, Timeouts
-from algomirror.broker.models import Action, OrderRequest, PriceType, Product
+from algomirror.broker.wire import Action, OrderRequest, PriceType, Product
 from algomirror.db.models import (
     AccountFunds,
     ActivityLog,

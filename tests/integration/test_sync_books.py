@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from algomirror.broker import models as wire
+from algomirror.broker import wire
 from algomirror.broker.errors import (
     AuthError,
     BrokerTimeoutError,
@@ -55,11 +55,11 @@ def make_account(database: Database, *, collateral_included: bool = True) -> int
         return acc.id
 
 
-def holdings(*rows: dict[str, object]) -> tuple[wire.Holding, ...]:
+def holdings(*rows: dict[str, object]) -> tuple[wire.BrokerHolding, ...]:
     return wire.Holdings.parse({"status": "success", "data": {"holdings": list(rows)}}).holdings
 
 
-def positions(*rows: dict[str, object]) -> tuple[wire.Position, ...]:
+def positions(*rows: dict[str, object]) -> tuple[wire.BrokerPosition, ...]:
     return wire.Positionbook.parse({"status": "success", "data": list(rows)}).positions
 
 
@@ -232,7 +232,7 @@ def test_store_orders_and_trades_when_strategy_tag_is_overlong_store_it_clipped(
     with database.session() as s:
         orders = wire.Orderbook.parse({"data": {"orders": [order]}}).orders
         book_mirror.store_orders(s, acc, orders, fetched_at=T0)
-        book_mirror.store_trades(s, acc, wire.Trade.parse_book({"data": [trade]}), fetched_at=T0)
+        book_mirror.store_trades(s, acc, wire.BrokerTrade.parse_book({"data": [trade]}), fetched_at=T0)
     with database.session() as s:
         stored_order = s.scalars(select(Order)).one()
         stored_trade = s.scalars(select(Trade)).one()
@@ -240,11 +240,11 @@ def test_store_orders_and_trades_when_strategy_tag_is_overlong_store_it_clipped(
     assert stored_trade.quantity == 65 and stored_trade.strategy == tag[:100]
 
 
-def trade_book(*rows: dict[str, object]) -> tuple[wire.Trade, ...]:
-    return wire.Trade.parse_book({"status": "success", "data": list(rows)})
+def trade_book(*rows: dict[str, object]) -> tuple[wire.BrokerTrade, ...]:
+    return wire.BrokerTrade.parse_book({"status": "success", "data": list(rows)})
 
 
-def order_book(*rows: dict[str, object]) -> tuple[wire.Order, ...]:
+def order_book(*rows: dict[str, object]) -> tuple[wire.BrokerOrder, ...]:
     return wire.Orderbook.parse({"status": "success", "data": {"orders": list(rows)}}).orders
 
 

@@ -20,8 +20,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import event, func, insert, select
 from sqlalchemy.orm import Session
 
-from algomirror.broker.models import Action, OrderRequest, PriceType, Product
 from algomirror.broker.registry import ClientRegistry
+from algomirror.broker.wire import Action, OrderRequest, PriceType, Product
 from algomirror.db.models import Order, Trade, TradingAccount, User
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import FakeClock

@@ -11,9 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from algomirror.broker.errors import MalformedResponseError, NotPlacedError
-from algomirror.broker.models import (
+from algomirror.broker.wire import (
     Action,
     BatchResult,
+    BrokerOrder,
+    BrokerTrade,
     CancelAllResult,
     Candle,
     ClosePositionResult,
@@ -27,7 +29,6 @@ from algomirror.broker.models import (
     OptionChain,
     OptionsOrderResult,
     OptionSymbol,
-    Order,
     OrderAck,
     Orderbook,
     OrderRequest,
@@ -38,7 +39,6 @@ from algomirror.broker.models import (
     Quote,
     SmartOrderResult,
     SymbolInfo,
-    Trade,
     format_expiry,
     normalise_order_status,
     parse_expiries,
@@ -224,7 +224,7 @@ def test_orderstatus_when_paper_example_parses_price_type() -> None:
             "strategy": "IronFly-1",
         },
     }
-    order = Order.parse_status(payload)
+    order = BrokerOrder.parse_status(payload)
     assert order.status is OrderState.COMPLETE
     assert order.average_price == Decimal("112.45")
     assert order.pricetype == "MARKET"
@@ -260,7 +260,7 @@ def test_tradebook_when_paper_and_live_rows_parse() -> None:
             },
         ],
     }
-    first, second = Trade.parse_book(payload)
+    first, second = BrokerTrade.parse_book(payload)
     assert first.trade_value == Decimal("8433.75")
     assert first.tradeid == "TRADE-20251122-100211-1a2b3c4d"
     assert second.quantity == 5
@@ -761,7 +761,7 @@ def test_parse_books_when_amount_is_too_large_for_money_reads_unknown_not_crash(
 
 @pytest.mark.parametrize("stamp", [1e20, -1e20, 10**30])
 def test_parse_order_when_epoch_timestamp_is_out_of_range_keeps_time_unknown(stamp: object) -> None:
-    order = Order.parse_row({"orderid": "1", "symbol": "X", "order_status": "open", "timestamp": stamp})
+    order = BrokerOrder.parse_row({"orderid": "1", "symbol": "X", "order_status": "open", "timestamp": stamp})
     assert (order.orderid, order.placed_at) == ("1", None)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from algomirror.broker.models import BrokerOrder
+from algomirror.broker.wire import BrokerOrder
 from algomirror.db.models import Order
 from algomirror.engine.book_mirror import forward_fields
 

@@ -42,8 +42,12 @@ from algomirror.broker.errors import (
     account_status_for,
     classify_reply,
 )
-from algomirror.broker.models import (
+from algomirror.broker.ratelimit import Priority, RateLimits, RateScheduler, budget_for
+from algomirror.broker.transport import HostPool, Transport, encode_json, origin_of
+from algomirror.broker.wire import (
     BatchResult,
+    BrokerOrder,
+    BrokerTrade,
     CancelAllResult,
     Candle,
     ClosePositionResult,
@@ -60,7 +64,6 @@ from algomirror.broker.models import (
     OptionsMultiResult,
     OptionsOrderResult,
     OptionSymbol,
-    Order,
     OrderAck,
     Orderbook,
     OrderRequest,
@@ -69,14 +72,11 @@ from algomirror.broker.models import (
     Quote,
     SmartOrderResult,
     SymbolInfo,
-    Trade,
     format_expiry,
     parse_expiries,
     parse_open_position,
     symbols_wire,
 )
-from algomirror.broker.ratelimit import Priority, RateLimits, RateScheduler, budget_for
-from algomirror.broker.transport import HostPool, Transport, encode_json, origin_of
 
 if TYPE_CHECKING:
     from algomirror.broker.facade import ConnectionTest
@@ -350,8 +350,8 @@ class OpenAlgoClient:
     async def orderbook(self) -> Orderbook:
         return Orderbook.parse(await self._read("orderbook"))
 
-    async def tradebook(self) -> tuple[Trade, ...]:
-        return Trade.parse_book(await self._read("tradebook"))
+    async def tradebook(self) -> tuple[BrokerTrade, ...]:
+        return BrokerTrade.parse_book(await self._read("tradebook"))
 
     async def positionbook(self) -> Positionbook:
         return Positionbook.parse(await self._read("positionbook"))
@@ -359,9 +359,9 @@ class OpenAlgoClient:
     async def holdings(self) -> Holdings:
         return Holdings.parse(await self._read("holdings"))
 
-    async def order_status(self, orderid: str, *, strategy: str) -> Order:
+    async def order_status(self, orderid: str, *, strategy: str) -> BrokerOrder:
         """Raises :class:`~algomirror.broker.errors.NotFoundError` for an unknown id (404)."""
-        return Order.parse_status(
+        return BrokerOrder.parse_status(
             await self._read("orderstatus", {"orderid": str(orderid), "strategy": strategy})
         )
 

@@ -1,7 +1,7 @@
 """Mirror one account's broker books into the database (PRODUCT §3, §9.3, §9.5).
 
 Each ``store_*`` function takes one *successful, well-formed* read (a parsed model from
-:mod:`algomirror.broker.models`) and applies it in the caller's session. A failed read never reaches
+:mod:`algomirror.broker.wire`) and applies it in the caller's session. A failed read never reaches
 these functions, so the rows it would have touched keep their last good values and their age.
 
 Rules:
@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from algomirror.broker import models as wire
+from algomirror.broker import wire
 from algomirror.db.models import AccountFunds, Holding, MarginTracker, Order, Position, Trade, make_trade_key
 from algomirror.db.models.enums import ACTIONS, PRODUCTS
 from algomirror.domain.timeutil import ist_combine, ist_today
@@ -197,7 +197,7 @@ def store_funds(
 # ------------------------------------------------------------------------------------------ orders
 
 
-def forward_fields(row: Order, state: wire.Order) -> dict[str, Any] | None:
+def forward_fields(row: Order, state: wire.BrokerOrder) -> dict[str, Any] | None:
     """The ``orders`` columns to set from a broker-reported ``state``, or None when the report is
     older than what the row already holds and nothing may be written.
 
@@ -233,7 +233,7 @@ _STATES = frozenset(s.value for s in wire.OrderState)
 
 
 def store_orders(
-    session: Session, account_id: int, orders: Sequence[wire.Order], *, fetched_at: datetime
+    session: Session, account_id: int, orders: Sequence[wire.BrokerOrder], *, fetched_at: datetime
 ) -> StoreCounts:
     """Upsert every orderbook row by (account, order id). Working orders we hold that the book no longer
     lists become ``unknown``; nothing is deleted. Compares against today's orders only (see the module
@@ -325,7 +325,7 @@ def store_orders(
 
 
 def _orders_to_compare(
-    session: Session, account_id: int, orders: Sequence[wire.Order], day_start: datetime
+    session: Session, account_id: int, orders: Sequence[wire.BrokerOrder], day_start: datetime
 ) -> dict[str, Order]:
     """Our rows the read is compared with: today's, the working ones, and any other the read names."""
     found: dict[str, Order] = {}
@@ -344,13 +344,13 @@ def _orders_to_compare(
 
 
 def store_trades(
-    session: Session, account_id: int, trades: Sequence[wire.Trade], *, fetched_at: datetime
+    session: Session, account_id: int, trades: Sequence[wire.BrokerTrade], *, fetched_at: datetime
 ) -> StoreCounts:
     """Upsert tradebook rows by (account, order id, trade key); also fills ``orders.executed_at``.
     Compares against today's trades only (see the module docstring); "today" is the IST day of
     ``fetched_at``."""
     ordinals: dict[str, int] = {}
-    keyed: list[tuple[str, wire.Trade]] = []
+    keyed: list[tuple[str, wire.BrokerTrade]] = []
     # Books list newest first; ordinals must be stable across reads, so count oldest first.
     for item in reversed(trades):
         ordinals[item.orderid] = ordinals.get(item.orderid, 0) + 1
@@ -412,7 +412,7 @@ def _trades_to_compare(
 
 
 def store_positions(
-    session: Session, account_id: int, positions: Sequence[wire.Position], *, fetched_at: datetime
+    session: Session, account_id: int, positions: Sequence[wire.BrokerPosition], *, fetched_at: datetime
 ) -> StoreCounts:
     """Mirror the positionbook: upsert by (symbol, exchange, product); delete rows the read no longer
     lists. Rows with an unknown quantity keep their previous values."""
@@ -467,7 +467,7 @@ def store_positions(
 
 
 def store_holdings(
-    session: Session, account_id: int, holdings: Sequence[wire.Holding], *, fetched_at: datetime
+    session: Session, account_id: int, holdings: Sequence[wire.BrokerHolding], *, fetched_at: datetime
 ) -> StoreCounts:
     """Mirror the holdings list by symbol; delete symbols the read no longer lists."""
     existing = {h.symbol: h for h in session.scalars(select(Holding).where(Holding.account_id == account_id))}

@@ -40,7 +40,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from algomirror.broker import models as wire
+from algomirror.broker import wire
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import (
     AuthError,
@@ -427,7 +427,7 @@ class CommandProcessor:
 
     async def _broker_state(
         self, client: OpenAlgoClient, target: _CancelTarget, *, wait: bool
-    ) -> tuple[wire.Order | None, str]:
+    ) -> tuple[wire.BrokerOrder | None, str]:
         """The order's state from ``orderstatus`` (None and the error text when it cannot be read). With
         ``wait``, read again while the order is still working, up to ``confirm_seconds``."""
         deadline = time.monotonic() + self.config.confirm_seconds
@@ -470,7 +470,7 @@ class CommandProcessor:
                 strategy=order.strategy or CANCEL_STRATEGY_TAG,
             )
 
-    def _store_state(self, target: _CancelTarget, state: wire.Order) -> None:
+    def _store_state(self, target: _CancelTarget, state: wire.BrokerOrder) -> None:
         """Write the broker's reported state to our order row, forward only (see :func:`forward_fields`).
 
         The row is read ``FOR UPDATE`` (PostgreSQL; on SQLite the write transaction begins IMMEDIATE),
@@ -531,7 +531,7 @@ class CommandProcessor:
         )
 
 
-def _state_result(state: wire.Order) -> dict[str, Any]:
+def _state_result(state: wire.BrokerOrder) -> dict[str, Any]:
     return {
         "broker_status": state.status.value,
         "filled_quantity": state.filled_quantity,

@@ -46,7 +46,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from algomirror.broker import models as wire
+from algomirror.broker import wire
 from algomirror.broker.client import OpenAlgoClient, RetryPolicy, Timeouts
 from algomirror.broker.errors import (
     AuthError,
