@@ -356,6 +356,7 @@ def _insert_execution(env: WebEnv, account_id: int, status: str, intent_state: s
             s.flush()
             for state in {"unknown": ("sent", "unknown"), "complete": ("sent", "complete")}[intent_state]:
                 intent.state = state
+                s.flush()  # each step is its own write: the database checks every transition
         return execution.id
 
 
