@@ -52,14 +52,31 @@ def state() -> WebState:
     return cast(WebState, current_app.extensions["algomirror"])
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def db() -> Session:
     """The request's database session (opened on first use, closed at the end of the request).
 
     Views commit explicitly; anything not committed is rolled back at teardown.
     """
     if "db_session" not in g:
-        g.db_session = state().database.session_factory()
+        database = state().database
+        # A GET only reads: a deferred transaction never waits for the engine's writes. Anything else
+        # may write after reading, which on SQLite must hold the write lock from the start (a deferred
+        # transaction that read, then writes after the engine committed, fails "database is locked").
+        reads = has_request_context() and request.method in READ_METHODS
+        g.db_session = (database.session_factory if reads else database.write_session_factory)()
     return cast(Session, g.db_session)
+
+
+def release_db() -> None:
+    """End the request's transaction (committing what the view wrote so far) before slow I/O such as a
+    broker call: a write transaction must never be held across the network. The session stays usable;
+    its next statement opens a new transaction."""
+    session: Session | None = g.get("db_session")
+    if session is not None and session.in_transaction():
+        session.commit()
 
 
 def close_db(_exc: BaseException | None = None) -> None:

@@ -19,7 +19,7 @@ from algomirror.domain.brokers import BROKERS
 from algomirror.domain.money import format_inr
 from algomirror.security import last4
 from algomirror.web.accounts import repo
-from algomirror.web.context import db, log_activity, me, now, redirect_to, state
+from algomirror.web.context import db, log_activity, me, now, redirect_to, release_db, state
 from algomirror.web.forms import AccountForm, ConfirmForm, require_confirmation
 
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
@@ -39,6 +39,7 @@ def _own(account_id: int) -> TradingAccount:
 
 
 def _run_test(host_url: str, api_key: str, *, account_id: int | None) -> ConnectionTest:
+    release_db()
     result = state().connection_tester(host_url, api_key)
     outcome = "ok" if result.ok else result.status
     log_activity(
@@ -110,6 +111,7 @@ def create() -> ResponseReturnValue:
     user_id = me().id
     session_db = db()
     key = (form.api_key.data or "").strip()
+    release_db()
     result = state().connection_tester(form.host_url.data or "", key)
     try:
         account = repo.create_account(
