@@ -49,6 +49,7 @@ OUR_TABLES = {
     "engine_commands",
     "strategy_runs",
     "engine_fence",
+    "user_sessions",
 }
 
 

@@ -35,7 +35,7 @@ from algomirror.db.models.strategies import (
     StrategyLeg,
     StrategyRun,
 )
-from algomirror.db.models.users import ActivityLog, User
+from algomirror.db.models.users import ActivityLog, User, UserSession
 
 __all__ = [
     "FENCE_ROW_ID",
@@ -68,6 +68,7 @@ __all__ = [
     "TradingSession",
     "TradingSetting",
     "User",
+    "UserSession",
     "WebSocketConnection",
     "WebSocketSession",
     "make_trade_key",

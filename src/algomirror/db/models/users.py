@@ -1,4 +1,5 @@
-"""Users and the activity log (seed tables ``users`` and ``activity_logs``)."""
+"""Users, their server-side sign-in sessions and the activity log (``users``, ``user_sessions``,
+``activity_logs``)."""
 
 from __future__ import annotations
 
@@ -63,4 +64,28 @@ class ActivityLog(Base):
         Index("idx_user_timestamp", "user_id", "timestamp"),
         Index("idx_action_timestamp", "action", "timestamp"),
         Index("idx_activity_user_action", "user_id", "action"),
+        # The sign-in throttle per source address counts an address's recent failures through it.
+        Index("idx_activity_ip_action_timestamp", "ip_address", "action", "timestamp"),
     )
+
+
+class UserSession(Base):
+    """One signed-in browser: the signed session cookie (and the remember-me cookie) carry a random
+    token whose SHA-256 is ``key_hash``; a request is signed in only while its row exists and has not
+    expired. Deleting the row (sign-out, password change, deactivation, "sign out everywhere") ends the
+    session at once. ``last_seen_at`` is refreshed at most about once a minute."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True, index=True)
+    # Signed in with "Remember me": the session outlives the idle limit (never the absolute one).
+    remember: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    ip_address: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(200))
