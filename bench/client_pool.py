@@ -120,8 +120,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def simulator_process() -> Iterator[tuple[str, str]]:
-    """Start ``algomirror simulator`` (manual clock, no rate limits); yield its base URL and API key."""
+def simulator_process() -> Iterator[tuple[str, str, str]]:
+    """Start ``algomirror simulator`` (manual clock, no rate limits); yield its base URL, API key and
+    control token."""
     port, ws_port = _free_port(), _free_port()
     command = [
         sys.executable, "-c", "from algomirror.cli import main; main()", "simulator",
@@ -131,17 +132,19 @@ def simulator_process() -> Iterator[tuple[str, str]]:
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        key = ""
+        key = token = ""
         deadline = time.monotonic() + 30
         while not key and time.monotonic() < deadline:
             line_text = proc.stdout.readline()
             if not line_text:
                 raise RuntimeError("paper exchange exited before printing its API key")
+            if line_text.startswith("control token"):
+                token = line_text.split()[-1]
             if "apikey" in line_text:
                 key = line_text.split("apikey", 1)[1].strip()
         if not key:
             raise RuntimeError("paper exchange did not start within 30 s")
-        yield f"http://127.0.0.1:{port}", key
+        yield f"http://127.0.0.1:{port}", key, token
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -159,8 +162,13 @@ def main() -> int:
     parser.add_argument("--sequential-calls", type=int, default=100)
     args = parser.parse_args()
 
-    with simulator_process() as (url, key):
-        httpx.post(f"{url}/sim/faults/latency", json={"ms": args.latency_ms}, timeout=10).raise_for_status()
+    with simulator_process() as (url, key, token):
+        httpx.post(
+            f"{url}/sim/faults/latency",
+            json={"ms": args.latency_ms},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        ).raise_for_status()
         print(f"paper exchange at {url}, {args.latency_ms:g} ms injected latency, rate limits off")
 
         cpu: dict[str, float] = {}

@@ -176,7 +176,7 @@ def main() -> int:
     with (
         tempfile.TemporaryDirectory() as tmp,
         database_url(Path(tmp)) as url,
-        simulator_process() as (sim_url, key),
+        simulator_process() as (sim_url, key, _token),
     ):
         print(f"database: {url.split('://')[0]}; {args.cycles} cycles per account", flush=True)
         results = asyncio.run(run(url, sim_url, key, sizes, args.cycles))

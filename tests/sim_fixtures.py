@@ -28,7 +28,8 @@ Each yields a :class:`SimHandle`::
         simulator.control.reject_next(1, "RMS: margin exceeds")
 
 ``rest_url`` is the SDK ``host`` (``http://127.0.0.1:<port>``, REST under ``/api/v1/``); ``ws_url`` is
-``ws://127.0.0.1:<port>``; ``control`` is a :class:`SimControl` for ``/sim/...`` (see docs/simulator.md).
+``ws://127.0.0.1:<port>``; ``control`` is a :class:`SimControl` for ``/sim/...`` (see docs/simulator.md),
+which sends the exchange's control token; raw calls pass ``headers=simulator.control_headers``.
 """
 
 from __future__ import annotations
@@ -56,10 +57,13 @@ def default_test_config(**overrides: Any) -> SimulatorConfig:
 
 
 class SimControl:
-    """A thin client for the control API. Every method raises ``httpx.HTTPStatusError`` on a refusal."""
+    """A thin client for the control API, sending the exchange's control token on every call. Every method
+    raises ``httpx.HTTPStatusError`` on a refusal (401 for a missing or wrong token)."""
 
-    def __init__(self, rest_url: str, timeout: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=rest_url + "/sim", timeout=timeout)
+    def __init__(self, rest_url: str, token: str, timeout: float = 30.0) -> None:
+        self._http = httpx.Client(
+            base_url=rest_url + "/sim", timeout=timeout, headers={"Authorization": f"Bearer {token}"}
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -194,6 +198,18 @@ class SimHandle:
         return self.running.core.config.profile
 
     @property
+    def control_token(self) -> str:
+        """The control API's token, for raw calls: ``headers={"Authorization": f"Bearer {token}"}``."""
+        token = self.running.control_token
+        assert token is not None
+        return token
+
+    @property
+    def control_headers(self) -> dict[str, str]:
+        """Headers that authenticate a raw control API call."""
+        return {"Authorization": f"Bearer {self.control_token}"}
+
+    @property
     def api_url(self) -> str:
         """``<rest_url>/api/v1`` for raw HTTP calls."""
         return self.running.rest_url + "/api/v1"
@@ -201,7 +217,9 @@ class SimHandle:
 
 def _start(config: SimulatorConfig) -> SimHandle:
     running = start_in_thread(config)
-    return SimHandle(running, SimControl(running.rest_url))
+    token = running.control_token
+    assert token is not None, "the test exchanges serve the control API"
+    return SimHandle(running, SimControl(running.rest_url, token))
 
 
 def _stop(handle: SimHandle) -> None:

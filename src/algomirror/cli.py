@@ -274,7 +274,12 @@ def user_reset_password(username: str, password_stdin: bool) -> None:
 @click.option(
     "--speed", default=60.0, show_default=True, type=click.FloatRange(min=0.001), help="Accelerated x N."
 )
-@click.option("--control/--no-control", default=False, show_default=True, help="Serve the /sim/ control API.")
+@click.option(
+    "--control/--no-control",
+    default=False,
+    show_default=True,
+    help="Serve the /sim/ control API (it requires the token printed at start).",
+)
 @click.option("--no-rate-limits", is_flag=True, help="Disable OpenAlgo's per-key rate limits (benchmarks).")
 @click.option(
     "--profile",
@@ -343,6 +348,7 @@ def simulator(
         click.echo(f"paper exchange WS    {sim.ws_url}")
         if sim.control_url:
             click.echo(f"control API          {sim.control_url}/")
+            click.echo(f"control token        {sim.control_token}")
         speed_text = f" x{speed:g}" if clock == "accelerated" else ""
         click.echo(f"clock {clock}{speed_text}, seed {seed}, profile {profile}")
         for i, key in enumerate(sim.api_keys, start=1):

@@ -2,8 +2,9 @@
 
 :func:`start_embedded` (demo mode) starts, in order:
 
-1. the paper exchange on ``settings.demo_sim_port`` / ``demo_sim_ws_port`` in a daemon thread, control
-   API on, deterministic API keys from ``settings.simulator_seed``, and an accelerated clock
+1. the paper exchange on ``settings.demo_sim_port`` / ``demo_sim_ws_port`` in a daemon thread, bound to
+   loopback only, control API on behind a random token that never leaves this process (not printed, not
+   in a page), deterministic API keys from ``settings.simulator_seed``, and an accelerated clock
    (``settings.demo_clock_speed``) that starts at 09:20 IST of the most recent trading day. When the
    simulated session nears its close the clock jumps to 09:20 of the next trading day, so prices keep
    moving whatever the real time is;
@@ -117,6 +118,9 @@ def start_simulator(
     """Start the demo paper exchange; its clock starts at ``start`` (default :func:`demo_start_instant`
     of now). Raises :class:`EmbeddedStartError` (e.g. a port in use)."""
     config = SimulatorConfig(
+        # Loopback only: the app's own process is the exchange's only client. The control token is
+        # generated at start and stays in ``running.control_token``.
+        host="127.0.0.1",
         port=settings.demo_sim_port,
         ws_port=settings.demo_sim_ws_port,
         seed=settings.simulator_seed,

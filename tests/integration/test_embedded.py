@@ -282,3 +282,27 @@ def test_run_when_postgresql_and_setting_auto_logs_that_the_engine_runs_separate
         database.dispose()
     messages = [r.getMessage() for r in caplog.records]
     assert any("serving the web only" in m and "algomirror engine" in m for m in messages), messages
+
+
+def test_demo_exchange_when_started_listens_on_loopback_and_control_needs_its_in_process_token(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        instance_dir=tmp_path, demo_sim_port=unused_port(), demo_sim_ws_port=unused_port()
+    )
+    running = start_simulator(settings)
+    try:
+        addresses = running.sim.listening_addresses()
+        assert {port for _, port in addresses} == {settings.demo_sim_port, settings.demo_sim_ws_port}
+        assert {host for host, _ in addresses} == {"127.0.0.1"}
+        token = running.control_token
+        assert token is not None
+        state = f"{running.rest_url}/sim/state"
+        assert httpx.get(state, timeout=5).status_code == 401
+        reset = httpx.post(f"{running.rest_url}/sim/reset", json={}, timeout=5)
+        assert reset.status_code == 401
+        authorised = httpx.get(state, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert authorised.status_code == 200
+        assert token not in demo_banner(settings, EmbeddedServices(simulator=running))
+    finally:
+        running.stop()

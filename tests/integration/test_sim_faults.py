@@ -231,7 +231,7 @@ def test_control_when_bad_input_is_400_not_500(sim: SimHandle) -> None:
         ("/clock/advance", {"seconds": -1}),
         ("/ramp", {"symbol": CE, "exchange": "NFO", "target": 1, "seconds": 5}),
     ]:
-        r = httpx.post(sim.rest_url + "/sim" + path, json=body)
+        r = httpx.post(sim.rest_url + "/sim" + path, json=body, headers=sim.control_headers)
         assert r.status_code == 400, (path, r.text)
 
 

@@ -152,10 +152,13 @@ def test_cli_when_profile_given_serves_that_profile() -> None:
     )
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(5)]
+        lines = [proc.stdout.readline() for _ in range(6)]
         rest = lines[0].split()[-1].removesuffix("/api/v1/")
-        assert f"profile {SIM_PROFILES[1]}" in lines[3]
-        assert httpx.get(rest + "/sim/state", timeout=5).json()["profile"] == "openalgo-paper"
+        assert lines[3].startswith("control token")
+        assert f"profile {SIM_PROFILES[1]}" in lines[4]
+        headers = {"X-Sim-Token": lines[3].split()[-1]}
+        state = httpx.get(rest + "/sim/state", headers=headers, timeout=5)
+        assert state.json()["profile"] == "openalgo-paper"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)

@@ -43,13 +43,16 @@ def test_cli_when_started_prints_keys_serves_and_stops_on_sigterm() -> None:
     )
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(6)]
+        lines = [proc.stdout.readline() for _ in range(7)]
         rest = lines[0].split()[-1].removesuffix("/api/v1/")
         keys = [line.split()[-1] for line in lines if line.startswith("account")]
         assert keys == [api_key_for(7, 0), api_key_for(7, 1)]
+        (token,) = [line.split()[-1] for line in lines if line.startswith("control token")]
         r = httpx.post(rest + "/api/v1/ping", json={"apikey": keys[1]}, timeout=5)
         assert r.json()["data"]["message"] == "pong"
-        assert httpx.get(rest + "/sim/state", timeout=5).json()["clock"] == "manual"
+        assert httpx.get(rest + "/sim/state", timeout=5).status_code == 401
+        state = httpx.get(rest + "/sim/state", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert state.json()["clock"] == "manual"
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
@@ -88,3 +91,66 @@ def test_manual_clock_when_advanced_past_1515_squares_off_mis(make_simulator: An
     assert (
         r["code"] == 400 and "MIS orders cannot be placed after square-off time (15:15 IST)" in r["message"]
     )
+
+
+CONTROL_ROUTES = [
+    ("GET", "/sim/state"),
+    ("POST", "/sim/reset"),
+    ("POST", "/sim/clock/advance"),
+    ("POST", "/sim/price"),
+    ("POST", "/sim/ramp"),
+    ("POST", "/sim/accounts"),
+    ("POST", "/sim/faults/reject"),
+    ("POST", "/sim/faults/partial"),
+    ("POST", "/sim/faults/cancel_fill"),
+    ("POST", "/sim/faults/latency"),
+    ("POST", "/sim/faults/ratelimit"),
+    ("POST", "/sim/faults/status"),
+    ("POST", "/sim/faults/hang"),
+    ("POST", "/sim/faults/clear"),
+    ("POST", "/sim/ws/drop"),
+    ("POST", "/sim/ws/silent"),
+    ("POST", "/sim/ws/zero"),
+    ("POST", "/sim/ws/stale"),
+    ("POST", "/sim/ws/no_auth_reply"),
+]
+
+
+def test_control_routes_when_token_missing_or_wrong_are_401_and_change_nothing(simulator: Any) -> None:
+    before = simulator.control.state()
+    wrong = simulator.control_token[:-1] + ("A" if simulator.control_token[-1] != "A" else "B")
+    refusals = [
+        {},
+        {"Authorization": f"Bearer {wrong}"},
+        {"X-Sim-Token": wrong},
+        {"Authorization": f"Basic {simulator.control_token}"},
+        {"Authorization": "Bearer"},
+    ]
+    for method, path in CONTROL_ROUTES:
+        for headers in refusals:
+            body = {"seconds": 60, "count": 1, "capital": "5000"} if method == "POST" else None
+            r = httpx.request(method, simulator.rest_url + path, json=body, headers=headers, timeout=5)
+            assert r.status_code == 401, (path, headers, r.text)
+            assert "apikey" not in r.text.lower() and simulator.api_keys[0] not in r.text
+    after = simulator.control.state()
+    assert after["now"] == before["now"] and after["api_keys"] == before["api_keys"]
+    assert after["faults"] == before["faults"]
+
+
+def test_control_routes_when_token_given_in_either_header_answer(simulator: Any) -> None:
+    url = simulator.rest_url + "/sim/state"
+    bearer = httpx.get(url, headers={"Authorization": f"Bearer {simulator.control_token}"}, timeout=5)
+    header = httpx.get(url, headers={"X-Sim-Token": simulator.control_token}, timeout=5)
+    assert bearer.status_code == header.status_code == 200
+    assert bearer.json()["api_keys"] == simulator.api_keys
+
+
+def test_control_token_when_two_exchanges_start_differs_and_is_not_in_the_public_api(
+    make_simulator: Any,
+) -> None:
+    first, second = make_simulator(), make_simulator()
+    assert len(first.control_token) >= 32 and first.control_token != second.control_token
+    r = httpx.get(second.rest_url + "/sim/state", headers=first.control_headers, timeout=5)
+    assert r.status_code == 401
+    ping = httpx.post(first.api_url + "/ping", json={"apikey": first.api_keys[0]}, timeout=5)
+    assert first.control_token not in ping.text

@@ -2,10 +2,15 @@
 
 JSON in, JSON out; ``{"status": "success", ...}`` or 400 ``{"status": "error", "message": ...}``. Every route
 is documented with a curl example in docs/simulator.md.
+
+Every route requires the exchange's control token (``SimulatorCore.control_token``, random per start unless
+``SimulatorConfig.control_token`` gives one) as ``Authorization: Bearer <token>`` or ``X-Sim-Token: <token>``;
+without it, or with a wrong one, the answer is 401 and nothing is done or shown.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -103,12 +108,40 @@ def _endpoint(data: dict[str, Any]) -> str | None:
     return value.strip("/")
 
 
+TOKEN_HEADER = "X-Sim-Token"  # noqa: S105 - a header name, not a secret
+
+
+def presented_token(request: web.Request) -> str | None:
+    """The control token a request carries (``Authorization: Bearer …`` first, then ``X-Sim-Token``)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    token = request.headers.get(TOKEN_HEADER, "").strip()
+    return token or None
+
+
+def token_matches(presented: str | None, expected: str) -> bool:
+    """Constant-time comparison of a presented control token with the exchange's own."""
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _unauthorized() -> web.Response:
+    response = _reply(401, {"status": "error", "message": "control token required"})
+    response.headers["WWW-Authenticate"] = 'Bearer realm="paper exchange control"'
+    return response
+
+
 def add_control_routes(app: web.Application, core: SimulatorCore) -> None:
+    """Serve the control API on ``app``; every route checks ``core.control_token`` before anything else."""
     app[CONTROL_CORE] = core
 
     def route(path: str, method: str = "POST") -> Callable[[ControlFn], ControlFn]:
         def wrap(fn: ControlFn) -> ControlFn:
             async def handler(request: web.Request) -> web.Response:
+                if not token_matches(presented_token(request), core.control_token):
+                    return _unauthorized()
                 try:
                     data = await _body(request) if method == "POST" else {}
                     result = await fn(data)

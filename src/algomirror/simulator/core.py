@@ -7,6 +7,7 @@ work through it.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -45,6 +46,8 @@ class SimulatorConfig:
     ``market_factory(config, start)`` builds the market (default: ``simulator.market.Market``).
     ``profile``: ``live-like`` (a broker-backed OpenAlgo) or ``openalgo-paper`` (the quirks of OpenAlgo's
     own paper mode); see :mod:`algomirror.simulator.profiles`.
+    ``control_token``: the secret every control route requires (``Authorization: Bearer <token>`` or
+    ``X-Sim-Token``); None = a fresh random one at start (read it from ``SimulatorCore.control_token``).
     """
 
     host: str = "127.0.0.1"
@@ -70,6 +73,7 @@ class SimulatorConfig:
     strict_fields: bool = True
     market_factory: MarketFactory | None = None
     profile: Profile = DEFAULT_PROFILE
+    control_token: str | None = field(default=None, repr=False)
 
     def start_instant(self) -> datetime:
         """The market's first instant. A realtime clock always starts now (``start`` is ignored)."""
@@ -96,6 +100,9 @@ class SimulatorCore:
         """Build the exchange's state from ``config``. Raises ValueError for an unknown profile."""
         self.config = config
         self.quirks: Quirks = quirks_for(config.profile)
+        # The control API resets and reshapes the market and lists every API key: it answers only to
+        # whoever was handed this token at start (a test, a tool, the demo's own process).
+        self.control_token: str = config.control_token or secrets.token_urlsafe(32)
         self.faults = FaultState()
         self.limiter = RateLimiter(config.rate_limits)
         self.calendar: TradingCalendar = default_calendar()

@@ -4,7 +4,7 @@ In-loop use::
 
     sim = Simulator(SimulatorConfig(clock="manual", control=True))
     await sim.start()
-    ... sim.rest_url, sim.ws_url, sim.api_keys ...
+    ... sim.rest_url, sim.ws_url, sim.api_keys, sim.control_token ...
     await sim.stop()
 
 From synchronous code (tests, the embedded demo), in a background thread::
@@ -59,6 +59,11 @@ class Simulator:
     def api_keys(self) -> list[str]:
         return list(self.core.api_keys)
 
+    @property
+    def control_token(self) -> str | None:
+        """The secret the control API requires (``Authorization: Bearer …``); None without control."""
+        return self.core.control_token if self.config.control else None
+
     async def start(self) -> None:
         """Bind both ports and start the clock. Raises OSError if a port is taken."""
         rest = web.AppRunner(build_rest_app(self.core), access_log=None, shutdown_timeout=0.5)
@@ -87,6 +92,17 @@ class Simulator:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def listening_addresses(self) -> list[tuple[str, int]]:
+        """Every (address, port) the REST and WebSocket servers listen on (empty before start)."""
+        addresses: list[tuple[str, int]] = []
+        for runner in self._runners:
+            for site in runner.sites:
+                server = getattr(site, "_server", None)
+                for sock in server.sockets if server is not None else ():
+                    name = sock.getsockname()
+                    addresses.append((str(name[0]), int(name[1])))
+        return addresses
 
 
 def _bound_port(runner: web.AppRunner) -> int:
@@ -120,6 +136,10 @@ class RunningSimulator:
     @property
     def api_keys(self) -> list[str]:
         return self.sim.api_keys
+
+    @property
+    def control_token(self) -> str | None:
+        return self.sim.control_token
 
     @property
     def core(self) -> SimulatorCore:
