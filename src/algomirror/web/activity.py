@@ -7,11 +7,12 @@ from datetime import date, time, timedelta
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, false, func, or_, select
 
 from algomirror.db.models import ActivityLog, User
 from algomirror.domain.timeutil import ist_combine
 from algomirror.web.context import db, me
+from algomirror.web.ids import parse_id
 
 bp = Blueprint("activity", __name__, url_prefix="/activity")
 
@@ -65,15 +66,23 @@ def index() -> ResponseReturnValue:
     except ValueError:
         page = 1
     who: int | None = user.id
+    nobody = False
     if user.is_admin:
         raw = (args.get("user") or "").strip()
-        who = int(raw) if raw.isdigit() else (None if raw == "all" else user.id)
+        if raw == "all":
+            who = None
+        elif raw.isascii() and raw.isdigit():
+            # A number outside the id range names nobody (no query with it: the driver cannot bind it).
+            who = parse_id(raw)
+            nobody = who is None
 
     query: Select[tuple[ActivityLog, str]] = select(ActivityLog, User.username).outerjoin(
         User, User.id == ActivityLog.user_id
     )
     if who is not None:
         query = query.where(ActivityLog.user_id == who)
+    if nobody:
+        query = query.where(false())
     if action:
         query = query.where(ActivityLog.action == action)
     if start:

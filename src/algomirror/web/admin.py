@@ -51,7 +51,7 @@ def _saved(user: User, event: str, message: str) -> Response:
     return redirect_to("admin.index", message)
 
 
-@bp.route("/users/<int:user_id>/activate", methods=["POST"])
+@bp.route("/users/<id:user_id>/activate", methods=["POST"])
 def activate(user_id: int) -> ResponseReturnValue:
     """Let user ``user_id`` sign in again (404 if there is no such user)."""
     require_confirmation()
@@ -60,7 +60,7 @@ def activate(user_id: int) -> ResponseReturnValue:
     return _saved(user, "user_activated", f"{user.username} is active.")
 
 
-@bp.route("/users/<int:user_id>/deactivate", methods=["POST"])
+@bp.route("/users/<id:user_id>/deactivate", methods=["POST"])
 def deactivate(user_id: int) -> ResponseReturnValue:
     """Stop user ``user_id`` from signing in (not oneself; 404 if there is no such user)."""
     require_confirmation()
@@ -71,7 +71,7 @@ def deactivate(user_id: int) -> ResponseReturnValue:
     return _saved(user, "user_deactivated", f"{user.username} is deactivated and can no longer sign in.")
 
 
-@bp.route("/users/<int:user_id>/make-admin", methods=["POST"])
+@bp.route("/users/<id:user_id>/make-admin", methods=["POST"])
 def make_admin(user_id: int) -> ResponseReturnValue:
     """Make user ``user_id`` an administrator (404 if there is no such user)."""
     require_confirmation()

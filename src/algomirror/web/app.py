@@ -24,6 +24,7 @@ from algomirror.domain.timeutil import format_ist
 from algomirror.security import SecretBox, install_redaction, make_password_hasher, mask_key
 from algomirror.web.context import SessionUser, WebState, close_db, db, engine_alerts
 from algomirror.web.context import now as state_now
+from algomirror.web.ids import IdConverter
 
 CSP = "; ".join(
     [
@@ -181,6 +182,8 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
     from algomirror.web.settings_page import bp as settings_bp
     from algomirror.web.strategies import bp as strategies_bp
 
+    # ``<id:…>`` in a route: a row id in 1..2^31-1, anything else 404 before a query (web/ids.py).
+    app.url_map.converters["id"] = IdConverter
     limiter.limit(settings.ratelimit_auth)(auth_bp)
     for blueprint in (
         auth_bp,

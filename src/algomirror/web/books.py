@@ -42,6 +42,7 @@ from algomirror.web.context import (
     redirect_to,
 )
 from algomirror.web.dashboard import POLL_SECONDS, market_status, signed_out_fragment, stale_after
+from algomirror.web.ids import parse_id
 
 bp = Blueprint("books", __name__)
 
@@ -68,19 +69,31 @@ def _require_login() -> None:
 # ----------------------------------------------------------------------------------------- params
 
 
+def _page_number(raw: str) -> int:
+    """A 1-based page number from ASCII digits, capped at 100,000; anything else is page 1."""
+    if not (raw.isascii() and raw.isdigit()):
+        return 1
+    digits = raw.lstrip("0")
+    if len(digits) > 6:
+        return 100_000
+    return max(1, min(int(digits or "0"), 100_000))
+
+
 class Filters:
     """The page's GET parameters, validated: ``account`` (id), ``symbol`` (text), ``sort``, ``dir``,
     ``page`` (1-based)."""
 
     def __init__(self, args: MultiDict[str, str]) -> None:
         raw_account = (args.get("account") or "").strip()
-        self.account_id: int | None = int(raw_account) if raw_account.isdigit() else None
+        self.account_id: int | None = parse_id(raw_account)
+        # A number outside the id range names no account: the same 404 as an id that is not the user's.
+        self.account_unknown = self.account_id is None and raw_account.isascii() and raw_account.isdigit()
         self.symbol = (args.get("symbol") or "").strip()[:50]
         self.sort = (args.get("sort") or "").strip()[:40] or None
         direction = (args.get("dir") or "").strip().lower()
         self.descending: bool | None = {"asc": False, "desc": True}.get(direction)
         raw_page = (args.get("page") or "").strip()
-        self.page = min(int(raw_page), 100_000) if raw_page.isdigit() and int(raw_page) > 0 else 1
+        self.page = _page_number(raw_page)
 
     def params(self, **overrides: Any) -> dict[str, Any]:
         """The parameters that are set (``overrides`` applied), as for ``url_for``; page 1 is left out."""
@@ -100,6 +113,8 @@ class Filters:
 
 
 def _read(kind: str, filters: Filters, *, limit: int | None, offset: int = 0) -> queries.BookResult:
+    if filters.account_unknown:
+        abort(404)
     try:
         return queries.read_book(
             db(),
@@ -295,7 +310,7 @@ def _already_requested(order: Order, back: str) -> WerkzeugResponse:
     return redirect(url_for("books.cancel_order", order_pk=order.id, back=back), code=303)
 
 
-@bp.route("/orders/<int:order_pk>/cancel", methods=["GET", "POST"])
+@bp.route("/orders/<id:order_pk>/cancel", methods=["GET", "POST"])
 def cancel_order(order_pk: int) -> ResponseReturnValue:
     """GET: the confirmation page, and the state of the latest cancel request of this order.
     POST (CSRF-checked, with the page's ``command_token``): queue a ``cancel_order`` engine command.
@@ -397,14 +412,14 @@ def _overview_context(account_id: int) -> dict[str, Any]:
     }
 
 
-@bp.route("/accounts/<int:account_id>/overview")
+@bp.route("/accounts/<id:account_id>/overview")
 def account_overview(account_id: int) -> ResponseReturnValue:
     """One account's overview: funds, positions, open orders and connection history (404 if not the
     user's)."""
     return render_template("books/account.html", **_overview_context(account_id))
 
 
-@bp.route("/accounts/<int:account_id>/overview/live")
+@bp.route("/accounts/<id:account_id>/overview/live")
 def account_overview_live(account_id: int) -> ResponseReturnValue:
     """The overview's polled fragment."""
     return render_template("books/_account_live.html", **_overview_context(account_id))

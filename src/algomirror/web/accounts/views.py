@@ -87,7 +87,7 @@ def index() -> ResponseReturnValue:
     )
 
 
-@bp.route("/<int:account_id>")
+@bp.route("/<id:account_id>")
 def detail(account_id: int) -> ResponseReturnValue:
     """One of the user's accounts (404 if it is not theirs)."""
     return render_template("accounts/detail.html", account=_own(account_id), form=ConfirmForm())
@@ -189,7 +189,7 @@ def _edit_form(account: TradingAccount) -> AccountForm:
     return form
 
 
-@bp.route("/<int:account_id>/edit", methods=["GET", "POST"])
+@bp.route("/<id:account_id>/edit", methods=["GET", "POST"])
 def edit(account_id: int) -> ResponseReturnValue:
     """Edit an account; a new key, or a new host with the stored key, is tested right away. An empty
     key field keeps the stored key."""
@@ -245,7 +245,7 @@ def edit(account_id: int) -> ResponseReturnValue:
     return redirect_to("accounts.index", message, "success" if result is None or result.ok else "warning")
 
 
-@bp.route("/<int:account_id>/edit/test", methods=["POST"])
+@bp.route("/<id:account_id>/edit/test", methods=["POST"])
 def test_edit(account_id: int) -> ResponseReturnValue:
     """Test the edit form's URL with its key, or the stored key when the field is empty, without saving."""
     account = _own(account_id)
@@ -264,7 +264,7 @@ def test_edit(account_id: int) -> ResponseReturnValue:
     ), (200 if result is not None else 400)
 
 
-@bp.route("/<int:account_id>/test", methods=["POST"])
+@bp.route("/<id:account_id>/test", methods=["POST"])
 def test_saved(account_id: int) -> ResponseReturnValue:
     """Test a saved account's connection with its stored key and record the result."""
     require_confirmation()
@@ -284,7 +284,7 @@ def test_saved(account_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.route("/<int:account_id>/delete", methods=["GET", "POST"])
+@bp.route("/<id:account_id>/delete", methods=["GET", "POST"])
 def delete(account_id: int) -> ResponseReturnValue:
     """GET: what deleting would do (refused while anything is live; archive when it traded; delete
     otherwise). POST (confirmed): do it."""
@@ -337,7 +337,7 @@ def delete(account_id: int) -> ResponseReturnValue:
     return redirect_to("accounts.index", f"Account “{name}” deleted.")
 
 
-@bp.route("/<int:account_id>/primary", methods=["POST"])
+@bp.route("/<id:account_id>/primary", methods=["POST"])
 def make_primary(account_id: int) -> ResponseReturnValue:
     """Make the account the user's primary (refused with a message when the rules do not allow it)."""
     require_confirmation()
@@ -356,7 +356,7 @@ def make_primary(account_id: int) -> ResponseReturnValue:
     return redirect_to("accounts.index", f"“{account.account_name}” is now the primary account.")
 
 
-@bp.route("/<int:account_id>/deactivate", methods=["POST"])
+@bp.route("/<id:account_id>/deactivate", methods=["POST"])
 def deactivate(account_id: int) -> ResponseReturnValue:
     """Deactivate the account; if it was the primary, another active account (if any) takes over."""
     require_confirmation()
@@ -384,7 +384,7 @@ def deactivate(account_id: int) -> ResponseReturnValue:
     return redirect_to("accounts.index", message)
 
 
-@bp.route("/<int:account_id>/activate", methods=["POST"])
+@bp.route("/<id:account_id>/activate", methods=["POST"])
 def activate(account_id: int) -> ResponseReturnValue:
     """Activate the account again."""
     require_confirmation()
