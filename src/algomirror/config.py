@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     trust_proxy: int = Field(default=0, ge=0, le=10)
     session_idle_hours: int = Field(default=12, ge=1)
     remember_days: int = Field(default=30, ge=1)
+    # Absolute lifetime of any session, remember-me included: used or not, it ends this many days after
+    # sign-in (the remember-me cookie lasts at most this long too).
+    session_max_days: int = Field(default=7, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Embedded demo: start the paper exchange in-process and seed a demo user + 3 accounts.
@@ -115,6 +118,8 @@ class Settings(BaseSettings):
     ratelimit_broker: str = "100 per minute"
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_minutes: int = Field(default=15, ge=1)
+    # Failed sign-ins from one address, over every username, that throttle that address (same window).
+    login_address_max_failures: int = Field(default=20, ge=1)
 
     activity_retention_days: int = Field(default=90, ge=1)
     order_archive_days: int = Field(default=30, ge=1)

@@ -1,4 +1,5 @@
-"""Administrator pages: users (activate, deactivate, make admin) and the sign-up switch."""
+"""Administrator pages: users (activate, deactivate, make admin, sign out everywhere) and the sign-up
+switch."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from algomirror.db.models import User
-from algomirror.web.auth import service
+from algomirror.web.auth import service, sessions
 from algomirror.web.context import db, log_activity, me, redirect_to, session_user
 from algomirror.web.forms import ConfirmForm, require_confirmation
 
@@ -68,7 +69,19 @@ def deactivate(user_id: int) -> ResponseReturnValue:
     if user.id == me().id:
         return redirect_to("admin.index", "You cannot deactivate yourself.", "error")
     user.is_active = False
+    # Ended, not merely refused while inactive: reactivating the user must not revive them.
+    sessions.end_user_sessions(db(), user.id)
     return _saved(user, "user_deactivated", f"{user.username} is deactivated and can no longer sign in.")
+
+
+@bp.route("/users/<id:user_id>/sign-out", methods=["POST"])
+def sign_out_everywhere(user_id: int) -> ResponseReturnValue:
+    """End every session of user ``user_id`` at once, remember-me ones included (404 if there is no
+    such user). The administrator's own sessions included, when it is them."""
+    require_confirmation()
+    user = _target(user_id)
+    ended = sessions.end_user_sessions(db(), user.id)
+    return _saved(user, "user_signed_out", f"{user.username} is signed out everywhere ({ended} sessions).")
 
 
 @bp.route("/users/<id:user_id>/make-admin", methods=["POST"])

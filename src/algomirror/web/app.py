@@ -17,12 +17,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from algomirror.config import Settings, load_settings
-from algomirror.db.models import User
 from algomirror.db.session import Database
 from algomirror.domain.money import format_inr
 from algomirror.domain.timeutil import format_ist
 from algomirror.security import SecretBox, install_redaction, make_password_hasher, mask_key
-from algomirror.web.context import SessionUser, WebState, close_db, db, engine_alerts
+from algomirror.web.auth.signin import load_session_user
+from algomirror.web.context import SessionUser, WebState, close_db, engine_alerts
 from algomirror.web.context import now as state_now
 from algomirror.web.ids import IdConverter
 
@@ -108,7 +108,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         SESSION_COOKIE_NAME="algomirror_session",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_idle_hours),
         SESSION_REFRESH_EACH_REQUEST=True,
-        REMEMBER_COOKIE_DURATION=timedelta(days=settings.remember_days),
+        # Never beyond the session's absolute lifetime: the server ends the session then anyway.
+        REMEMBER_COOKIE_DURATION=timedelta(days=min(settings.remember_days, settings.session_max_days)),
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SECURE=settings.secure_cookies,
@@ -162,13 +163,8 @@ def _init_login(app: Flask) -> None:
 
     @manager.user_loader
     def load_user(login_id: str) -> SessionUser | None:
-        user_part, _, version_part = login_id.partition(":")
-        if not user_part.isdigit() or not version_part.isdigit():
-            return None
-        user = db().get(User, int(user_part))
-        if user is None or not user.is_active or user.session_version != int(version_part):
-            return None
-        return SessionUser(user)
+        # Checked against the session's server-side record on every request (nothing cached).
+        return load_session_user(login_id)
 
 
 def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> None:

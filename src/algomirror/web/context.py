@@ -135,17 +135,19 @@ def log_activity(
 
 
 class SessionUser:
-    """What Flask-Login holds: the ORM user plus the login-id that embeds ``session_version``, so a
-    password change invalidates every other session and remember-me cookie."""
+    """What Flask-Login holds: the ORM user plus the login id, which embeds ``session_version`` and the
+    token of the browser's server-side session (``user_sessions``): ending that row, or a password
+    change, signs out this session and its remember-me cookie."""
 
     is_authenticated = True
     is_anonymous = False
 
-    def __init__(self, user: User) -> None:
+    def __init__(self, user: User, session_token: str = "") -> None:
         self.user = user
         self.id = user.id
         self.username = user.username
         self.is_admin = user.is_admin
+        self.session_token = session_token
 
     @property
     def is_active(self) -> bool:
@@ -153,8 +155,9 @@ class SessionUser:
         return bool(self.user.is_active)
 
     def get_id(self) -> str:
-        """The login id stored in the session: ``"<user id>:<session_version>"``."""
-        return f"{self.user.id}:{self.user.session_version}"
+        """The login id stored in the session and the remember-me cookie:
+        ``"<user id>:<session_version>:<session token>"``."""
+        return f"{self.user.id}:{self.user.session_version}:{self.session_token}"
 
 
 def session_user() -> SessionUser:

@@ -1,22 +1,25 @@
-"""User rules without Flask: creation (first user = admin), sign-up switch, lock-out, password change.
+"""User rules without Flask: creation (first user = admin), sign-up switch, lock-out (per user and
+address, and per address), password change.
 
 Used by the auth views and by ``algomirror user …``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import ColumnElement, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from algomirror.db.defaults import seed_user_defaults
 from algomirror.db.models import ActivityLog, User
 from algomirror.db.models.app_settings import SIGNUP_ENABLED, AppSetting
 from algomirror.security import check_password_policy, check_username, normalize_username
+from algomirror.web.auth import sessions
 
 EMAIL_MAX = 120
 
@@ -132,24 +135,68 @@ def find_user(session: Session, username: str) -> User | None:
 
 @dataclass(frozen=True, slots=True)
 class LockPolicy:
-    """When failed sign-ins lock a username: ``max_failures`` within ``window`` lock it for ``lockout``."""
+    """When failed sign-ins pause sign-in: ``max_failures`` for one user from one address within
+    ``window`` lock that user *from that address* for ``lockout``; ``address_max_failures`` from one
+    address within ``window``, over every username (unknown ones included), lock that address for
+    ``lockout``. Failures from elsewhere never lock the owner out of their own address."""
 
     max_failures: int = 5
     window: timedelta = timedelta(minutes=15)
     lockout: timedelta = timedelta(minutes=15)
+    address_max_failures: int = 20
 
 
-def locked_until(session: Session, user_id: int, now: datetime, policy: LockPolicy) -> datetime | None:
-    """When the user's lock ends, or None when not locked.
+# Refused sign-ins, as the activity log names them.
+FAILED_SIGN_INS = ("login_failed", "login_locked")
 
-    ``max_failures`` failed logins within ``window`` lock the user for ``lockout`` from the last of them.
-    Failures before the last successful login, or already "spent" on an earlier lock, do not count.
-    Attempts refused during a lock are logged as ``login_locked`` and do not extend it.
+
+def _same_address(ip_address: str | None) -> ColumnElement[bool]:
+    if ip_address is None:
+        return ActivityLog.ip_address.is_(None)
+    return ActivityLog.ip_address == ip_address
+
+
+def _lock_end(
+    times: Sequence[datetime], now: datetime, max_failures: int, policy: LockPolicy
+) -> datetime | None:
+    """When a lock built from failure ``times`` (ascending) ends, or None when not locked at ``now``.
+    Failures during a lock do not count (they are "spent"), so a lock is never extended by them."""
+    window: list[datetime] = []
+    until: datetime | None = None
+    for at in times:
+        if until is not None and at < until:
+            continue
+        window = [t for t in window if at - t < policy.window]
+        window.append(at)
+        if len(window) >= max_failures:
+            until = at + policy.lockout
+            window = []
+    if until is not None and now < until:
+        return until
+    return None
+
+
+def _horizon(now: datetime, policy: LockPolicy) -> datetime:
+    return now - (policy.window + policy.lockout) * 4
+
+
+def locked_until(
+    session: Session, user_id: int, ip_address: str | None, now: datetime, policy: LockPolicy
+) -> datetime | None:
+    """When the lock of user ``user_id`` from address ``ip_address`` ends, or None when not locked.
+
+    Counted from the activity log, so every web process sees the same lock. ``max_failures`` failed
+    sign-ins of this user from this address within ``window`` lock it for ``lockout`` from the last of
+    them. Failures before the last successful sign-in from this address, or spent on an earlier lock,
+    do not count; attempts refused during a lock are logged as ``login_locked`` and do not extend it.
     """
-    horizon = now - (policy.window + policy.lockout) * 4
+    horizon = _horizon(now, policy)
     last_ok = session.scalar(
         select(func.max(ActivityLog.timestamp)).where(
-            ActivityLog.user_id == user_id, ActivityLog.action == "login", ActivityLog.timestamp >= horizon
+            ActivityLog.user_id == user_id,
+            ActivityLog.action == "login",
+            _same_address(ip_address),
+            ActivityLog.timestamp >= horizon,
         )
     )
     since = max(horizon, last_ok) if last_ok else horizon
@@ -158,28 +205,65 @@ def locked_until(session: Session, user_id: int, now: datetime, policy: LockPoli
         .where(
             ActivityLog.user_id == user_id,
             ActivityLog.action == "login_failed",
+            _same_address(ip_address),
             ActivityLog.timestamp > since,
             ActivityLog.timestamp <= now,
         )
         .order_by(ActivityLog.timestamp)
     ).all()
-    window: list[datetime] = []
-    until: datetime | None = None
-    for at in times:
-        if until is not None and at < until:
-            continue
-        window = [t for t in window if at - t < policy.window]
-        window.append(at)
-        if len(window) >= policy.max_failures:
-            until = at + policy.lockout
-            window = []
-    if until is not None and now < until:
-        return until
-    return None
+    return _lock_end(times, now, policy.max_failures, policy)
 
 
-def change_password(session: Session, hasher: PasswordHasher, user: User, new_password: str) -> None:
-    """Set a new password (policy-checked) and bump ``session_version`` to end other sessions.
+def address_locked_until(
+    session: Session, ip_address: str | None, now: datetime, policy: LockPolicy
+) -> datetime | None:
+    """When the sign-in throttle of address ``ip_address`` ends, or None when it is not throttled:
+    ``address_max_failures`` failed sign-ins from it within ``window``, whatever the usernames,
+    throttle it for ``lockout`` (a successful sign-in does not reset it)."""
+    times = session.scalars(
+        select(ActivityLog.timestamp)
+        .where(
+            _same_address(ip_address),
+            ActivityLog.action == "login_failed",
+            ActivityLog.timestamp > _horizon(now, policy),
+            ActivityLog.timestamp <= now,
+        )
+        .order_by(ActivityLog.timestamp)
+    ).all()
+    return _lock_end(times, now, policy.address_max_failures, policy)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedSignIns:
+    """Refused sign-ins of one user: how many, and from which addresses (first seen first)."""
+
+    count: int
+    addresses: tuple[str, ...]
+
+
+def failed_sign_ins_since(session: Session, user_id: int, since: datetime | None) -> FailedSignIns:
+    """The user's refused sign-ins (wrong password, or refused during a lock) after ``since`` (all of
+    them when None), for telling the owner at their next successful sign-in."""
+    query = select(ActivityLog.ip_address).where(
+        ActivityLog.user_id == user_id, ActivityLog.action.in_(FAILED_SIGN_INS)
+    )
+    if since is not None:
+        query = query.where(ActivityLog.timestamp > since)
+    addresses = session.scalars(query.order_by(ActivityLog.timestamp, ActivityLog.id)).all()
+    distinct = tuple(dict.fromkeys(address or "unknown address" for address in addresses))
+    return FailedSignIns(count=len(addresses), addresses=distinct)
+
+
+def change_password(
+    session: Session,
+    hasher: PasswordHasher,
+    user: User,
+    new_password: str,
+    *,
+    keep_session: str | None = None,
+) -> None:
+    """Set a new password (policy-checked), end every session of the user but the one holding the
+    token ``keep_session`` (all of them when None), and bump ``session_version`` (the caller commits).
 
     Raises :class:`UserError` when the password breaks the policy.
     """
@@ -188,3 +272,4 @@ def change_password(session: Session, hasher: PasswordHasher, user: User, new_pa
         raise UserError(" ".join(policy.errors), "new_password")
     user.password_hash = hasher.hash(new_password)
     user.session_version = (user.session_version or 1) + 1
+    sessions.end_user_sessions(session, user.id, keep_token=keep_session)

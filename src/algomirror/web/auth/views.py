@@ -1,4 +1,4 @@
-"""Sign-up (first user = administrator), sign-in with lock-out, sign-out."""
+"""Sign-up (first user = administrator), sign-in with lock-out, sign-out (server-side sessions)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from datetime import timedelta
 from argon2 import PasswordHasher
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from algomirror.domain.timeutil import format_ist
 from algomirror.security import verify_password
-from algomirror.web.auth import service
+from algomirror.web.auth import service, signin
 from algomirror.web.context import (
-    SessionUser,
+    client_ip,
     db,
     is_same_site_path,
     log_activity,
@@ -81,14 +81,17 @@ def _attach_error(form: FlaskForm, exc: service.UserError) -> None:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
-    """Sign-in (to sign-up while no user exists). Failures count towards the username's lock-out; on
-    success a fresh session starts and the browser goes to ``next`` if it is a local path."""
+    """Sign-in (to sign-up while no user exists). Failures count towards the lock-out of this username
+    from this address and the throttle of the address; every refusal gets the same answer. On success a
+    fresh session starts, the owner is told of refused attempts since the last sign-in, and the browser
+    goes to ``next`` if it is a local path."""
     session_db = db()
     if service.user_count(session_db) == 0:
         return redirect(url_for("auth.register"))
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.index"))
     form = LoginForm()
+    form.remember.label.text = f"Remember me for {_remember_days()} days"
     if request.method == "GET":
         form.next.data = request.args.get("next", "")
     if form.validate_on_submit():
@@ -98,54 +101,103 @@ def login() -> ResponseReturnValue:
     return render_template("auth/login.html", form=form)
 
 
+def refusal_message() -> str:
+    """The one answer to every refused sign-in (wrong username, wrong password, lock-out, throttled
+    address), so the answer tells nobody which usernames exist or are locked."""
+    settings = state().settings
+    return (
+        f"Wrong username or password. After {settings.login_max_failures} failed tries, sign-in from "
+        f"here pauses for {settings.login_lockout_minutes} minutes."
+    )
+
+
+def _policy() -> service.LockPolicy:
+    settings = state().settings
+    return service.LockPolicy(
+        max_failures=settings.login_max_failures,
+        window=_minutes(settings.login_lockout_minutes),
+        lockout=_minutes(settings.login_lockout_minutes),
+        address_max_failures=settings.login_address_max_failures,
+    )
+
+
 def _attempt_login(form: LoginForm) -> Response | None:
     st = state()
     session_db = db()
     username = (form.username.data or "").strip().lower()
     password = form.password.data or ""
     user = service.find_user(session_db, username)
-    if user is None:
-        # Same work as a real check, so response time does not reveal which usernames exist.
-        verify_password(st.hasher, _DUMMY_HASH.get(st.hasher), password)
-        log_activity(session_db, "login_failed", details=f"unknown username {username[:80]!r}")
-        session_db.commit()
-        flash("Wrong username or password.", "error")
-        return None
-    policy = service.LockPolicy(
-        max_failures=st.settings.login_max_failures,
-        window=_minutes(st.settings.login_lockout_minutes),
-        lockout=_minutes(st.settings.login_lockout_minutes),
+    # The password is checked on every path — unknown user, locked user, throttled address — so the
+    # time to answer tells nothing either.
+    password_ok = verify_password(
+        st.hasher, user.password_hash if user is not None else _DUMMY_HASH.get(st.hasher), password
     )
-    until = service.locked_until(session_db, user.id, now(), policy)
-    if until is not None:
-        log_activity(session_db, "login_locked", user_id=user.id, details="refused: too many failures")
-        session_db.commit()
-        flash(
-            f"Too many failed sign-ins for this username. Try again after {format_ist(until, '%H:%M')}.",
-            "error",
+    at, address, policy = now(), client_ip(), _policy()
+    if service.address_locked_until(session_db, address, at, policy) is not None:
+        log_activity(
+            session_db,
+            "login_locked",
+            user_id=user.id if user is not None else None,
+            details=f"refused: too many failed sign-ins from this address (username {username[:80]!r})",
         )
+        _refuse(session_db)
         return None
-    if not verify_password(st.hasher, user.password_hash, password):
+    if user is None:
+        log_activity(session_db, "login_failed", details=f"unknown username {username[:80]!r}")
+        _refuse(session_db)
+        return None
+    if service.locked_until(session_db, user.id, address, at, policy) is not None:
+        log_activity(
+            session_db,
+            "login_locked",
+            user_id=user.id,
+            details="refused: too many failures from this address",
+        )
+        _refuse(session_db)
+        return None
+    if not password_ok:
         log_activity(session_db, "login_failed", user_id=user.id, details="wrong password")
-        session_db.commit()
-        flash("Wrong username or password.", "error")
+        _refuse(session_db)
         return None
     if not user.is_active:
+        # Shown only to someone who knows the password, so it reveals nothing to a guesser.
         log_activity(session_db, "login_failed", user_id=user.id, details="account deactivated")
         session_db.commit()
         flash("This user is deactivated. Ask an administrator to reactivate it.", "error")
         return None
     if st.hasher.check_needs_rehash(user.password_hash):
         user.password_hash = st.hasher.hash(password)
-    user.last_login = now()
+    failed = service.failed_sign_ins_since(session_db, user.id, user.last_login)
+    user.last_login = at
     log_activity(session_db, "login", user_id=user.id)
-    session_db.commit()
-    # A fresh session on sign-in: nothing from before the login carries over.
-    session.clear()
-    login_user(SessionUser(user), remember=bool(form.remember.data))
-    session["seen"] = int(now().timestamp())
+    signin.sign_in(session_db, user, remember=bool(form.remember.data))
+    session["seen"] = int(at.timestamp())
+    if failed.count:
+        _warn_failed(failed)
     target = form.next.data or ""
     return redirect(target if is_same_site_path(target) else url_for("dashboard.index"), code=303)
+
+
+def _refuse(session_db: Session) -> None:
+    session_db.commit()
+    flash(refusal_message(), "error")
+
+
+ADDRESSES_SHOWN = 5
+
+
+def _warn_failed(failed: service.FailedSignIns) -> None:
+    """Tell the owner how many sign-ins were refused since their last one, and from where."""
+    shown = ", ".join(failed.addresses[:ADDRESSES_SHOWN])
+    more = len(failed.addresses) - ADDRESSES_SHOWN
+    where = f"{shown} and {more} more" if more > 0 else shown
+    tries = "attempt" if failed.count == 1 else "attempts"
+    flash(f"{failed.count} failed sign-in {tries} since your last sign-in, from {where}.", "warning")
+
+
+def _remember_days() -> int:
+    settings = state().settings
+    return min(settings.remember_days, settings.session_max_days)
 
 
 def _minutes(value: int) -> timedelta:
@@ -170,14 +222,14 @@ _DUMMY_HASH = _DummyHash()
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> ResponseReturnValue:
-    """Sign out (a POST with the CSRF token, else 400) and clear the session."""
+    """Sign out (a POST with the CSRF token, else 400): the session record ends, the session is cleared
+    and the remember-me cookie deleted."""
     form = ConfirmForm()
     if not form.validate_on_submit():
         abort(400)
-    if current_user.is_authenticated:
-        session_db = db()
-        log_activity(session_db, "logout", user_id=session_user().id)
-        session_db.commit()
-    logout_user()
-    session.clear()
+    session_db = db()
+    user = session_user() if current_user.is_authenticated else None
+    if user is not None:
+        log_activity(session_db, "logout", user_id=user.id)
+    signin.sign_out(session_db, user)
     return redirect_to("auth.login", "You are signed out.", "info")
