@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -29,7 +30,15 @@ from algomirror.broker.errors import (
     ServerError,
     UnknownOutcomeError,
 )
-from algomirror.broker.facade import check_connection
+from algomirror.broker.facade import (
+    COULD_NOT_CONNECT,
+    INVALID_HOST_URL,
+    KEY_REJECTED,
+    NO_FUNDS,
+    NOT_OPENALGO,
+    TIMED_OUT,
+    check_connection,
+)
 from algomirror.broker.ratelimit import RateLimits
 from algomirror.broker.wire import Action, OrderRequest
 from tests.broker_support import CountingProxy, LoopThread
@@ -447,8 +456,7 @@ def test_check_connection_when_key_rejected_reports_auth_failed(fake: FakeOpenAl
     result = check_connection(fake.url, KEY, timeout=2.0)
     assert not result.ok
     assert result.status == "auth_failed"
-    assert "Invalid openalgo apikey" in result.message
-    assert KEY not in result.message
+    assert result.message == KEY_REJECTED  # a fixed text: the server's words are not repeated
 
 
 def test_check_connection_when_funds_errors_reports_failed_with_broker(fake: FakeOpenAlgo) -> None:
@@ -456,25 +464,51 @@ def test_check_connection_when_funds_errors_reports_failed_with_broker(fake: Fak
     result = check_connection(fake.url, KEY, timeout=2.0)
     assert result.status == "failed"
     assert result.broker == "fakebroker"
-    assert "Broker session expired" in result.message
+    assert result.message == NO_FUNDS and "expired" not in result.message
 
 
-def test_check_connection_when_html_reports_error(fake: FakeOpenAlgo) -> None:
+def test_check_connection_when_html_reports_not_openalgo(fake: FakeOpenAlgo) -> None:
     fake.then("ping", Reply(text="<html>captive portal</html>", content_type="text/html"))
     result = check_connection(fake.url, KEY, timeout=2.0)
-    assert result.status == "error"
+    assert (result.status, result.message, result.broker) == ("failed", NOT_OPENALGO, None)
 
 
-def test_check_connection_when_slow_server_reports_error_within_budget(fake: FakeOpenAlgo) -> None:
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # Another JSON service: its message must not be shown.
+        Reply(code=200, body={"status": "success", "message": "internal admin console v2"}),
+        Reply(code=200, body={"status": "success", "data": {"message": "pong"}}),
+        Reply(code=200, body={"status": "success", "data": {"broker": "x y <b>", "message": "pong"}}),
+        Reply(code=200, body={"status": "success", "data": {"broker": "zerodha"}}),
+        Reply(code=200, body=["status", "success"]),
+        Reply(code=404, body={"status": "error", "message": "secret path /internal/backup"}),
+        Reply(code=403, body={"detail": "forbidden by internal proxy"}),
+        Reply(code=500, body={"status": "error", "message": "db password wrong"}),
+    ],
+)
+def test_check_connection_when_reply_lacks_ping_shape_says_not_openalgo_without_echo(
+    fake: FakeOpenAlgo, reply: Reply
+) -> None:
+    fake.then("ping", reply)
+    result = check_connection(fake.url, KEY, timeout=2.0)
+    assert (result.ok, result.status, result.message, result.broker) == (False, "failed", NOT_OPENALGO, None)
+    assert fake.count("funds") == 0  # nothing more is sent to a server that is not OpenAlgo
+
+
+def test_check_connection_when_slow_server_reports_timed_out_within_budget(fake: FakeOpenAlgo) -> None:
     fake.then("ping", Reply(hang=True))
+    started = time.monotonic()
     result = check_connection(fake.url, KEY, timeout=0.3)
-    assert result.status == "error"
-    assert "timeout" in result.message
+    assert (result.status, result.message) == ("error", TIMED_OUT)
+    assert time.monotonic() - started < 3.0
 
 
-def test_check_connection_when_unreachable_or_bad_url_reports_error_or_failed() -> None:
-    assert check_connection(f"http://127.0.0.1:{free_port()}", KEY, timeout=1.0).status == "error"
-    assert check_connection("not a url", KEY, timeout=1.0).status == "failed"
+def test_check_connection_when_unreachable_or_bad_url_reports_fixed_texts() -> None:
+    closed = check_connection(f"http://127.0.0.1:{free_port()}", KEY, timeout=1.0)
+    assert (closed.status, closed.message) == ("error", COULD_NOT_CONNECT)
+    bad = check_connection("not a url", KEY, timeout=1.0)
+    assert (bad.status, bad.message) == ("failed", INVALID_HOST_URL)
 
 
 # ------------------------------------------------------------- real OpenAlgo replies (issue 8 item 11)

@@ -493,4 +493,4 @@ def test_check_connection_when_paper_exchange_reports_connected(simulator_sessio
     assert result.broker == "sandbox"
     assert result.available_cash == Decimal("10000000.00")
     wrong = check_connection(simulator_session.rest_url, "wrong-key-000000", timeout=3.0)
-    assert wrong.status == "auth_failed" and not wrong.ok
+    assert wrong.status == "auth_failed" and not wrong.ok and wrong.message == "key rejected"

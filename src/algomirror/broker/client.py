@@ -5,8 +5,13 @@
   engine's, the web facade's background loop); close it with ``aclose``. In the engine,
   :class:`~algomirror.broker.registry.ClientRegistry` owns the pool and hands out the clients.
 * :class:`OpenAlgoClient` is one account (host URL + API key) with its :class:`RateScheduler`.
-  Every call is ``POST {host}/api/v1/{endpoint}`` with ``apikey`` in the JSON body. Calls queued for
-  the same budget are served by :class:`~algomirror.broker.ratelimit.Priority`: exits, entries, reads.
+  Every call is ``POST {base}/api/v1/{endpoint}`` with ``apikey`` in the JSON body, where ``base`` is
+  the host URL rebuilt by :func:`~algomirror.broker.hosts.normalize_host_url` (no query, fragment or
+  credentials) and ``endpoint`` one of OpenAlgo's names: a host URL cannot redirect a call elsewhere.
+  With a ``host_policy`` (the engine's registry) every call first checks the administrator's
+  allow-list of hosts and raises :class:`~algomirror.broker.hosts.HostNotAllowedError` unsent.
+  Calls queued for the same budget are served by :class:`~algomirror.broker.ratelimit.Priority`:
+  exits, entries, reads.
 * Reads are retried with capped, jittered exponential backoff (429: about 1 s). Order calls are sent
   once: a timeout, dropped connection, 5xx or unreadable reply raises
   :class:`~algomirror.broker.errors.UnknownOutcomeError`; the engine's journal resolves it.
@@ -21,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,19 +38,22 @@ from datetime import date
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import aiohttp
+
 from algomirror.broker.errors import (
     AuthError,
     BrokerError,
+    BrokerTimeoutError,
     MalformedResponseError,
     OrdersSuspendedError,
     RateLimitedError,
     RetryableError,
     UnknownOutcomeError,
-    account_status_for,
     classify_reply,
 )
+from algomirror.broker.hosts import NOT_ALLOWED, HostNotAllowedError, HostPolicy, normalize_host_url, url_host
 from algomirror.broker.ratelimit import Priority, RateLimits, RateScheduler, budget_for
-from algomirror.broker.transport import HostPool, Transport, encode_json, origin_of
+from algomirror.broker.transport import HostPool, Reply, Transport, encode_json, origin_of
 from algomirror.broker.wire import (
     BatchResult,
     BrokerOrder,
@@ -84,6 +94,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+
+# OpenAlgo's endpoint names (``market/holidays`` has one slash): nothing else is ever put in a URL.
+_ENDPOINT = re.compile(r"^[a-z][a-z0-9]*(?:/[a-z][a-z0-9]*)?$")
 
 ORDER_ENDPOINTS = frozenset(
     {
@@ -192,11 +205,14 @@ class OpenAlgoClient:
         scheduler: RateScheduler | None = None,
         name: str = "",
         order_gate: OrderGate | None = None,
+        host_policy: Callable[[], HostPolicy] | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key is empty")
-        origin_of(host_url)  # validates
-        self.host_url = host_url.strip().rstrip("/")
+        # Raises HostURLError (a ValueError) for a URL that is not http(s)://host[:port][/base].
+        self.host_url = normalize_host_url(host_url.strip())
+        self._host = url_host(self.host_url)
+        self._host_policy = host_policy
         self.name = name
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
@@ -238,10 +254,15 @@ class OpenAlgoClient:
         ``timeout`` overrides the read timeout in seconds. ``priority`` orders this call among those
         waiting for the same rate budget (default: ENTRY for order endpoints, READ otherwise).
         Raises :class:`BrokerError` subclasses (:class:`OrdersSuspendedError` for an order call while
-        the order gate is closed). Cancelling the awaiting task mid-way leaves an order call's
-        outcome unknown, like a timeout.
+        the order gate is closed, :class:`~algomirror.broker.hosts.HostNotAllowedError` when the host
+        policy refuses the host: nothing is sent either way), ValueError for a malformed endpoint name.
+        Cancelling the awaiting task mid-way leaves an order call's outcome unknown, like a timeout.
         """
+        if not _ENDPOINT.match(endpoint):
+            raise ValueError("not an OpenAlgo endpoint name")
         order = endpoint in ORDER_ENDPOINTS
+        if self._host_policy is not None and not self._host_policy().allows_host(self._host):
+            raise HostNotAllowedError(NOT_ALLOWED, endpoint=endpoint)
         if priority is None:
             priority = Priority.ENTRY if order else Priority.READ
         read = timeout if timeout is not None else (self.timeouts.order if order else self.timeouts.read)
@@ -605,52 +626,110 @@ def _ack(payload: dict[str, Any], orderid: str, endpoint: str) -> OrderAck:
 # ------------------------------------------------------------------------------------ sync helpers
 
 
-def run_connection_test(host_url: str, api_key: str, *, timeout: float = 5.0) -> ConnectionTest:
-    """``ping`` then ``funds`` with short timeouts and no retries; never raises for broker problems.
+_BROKER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,50}$")
 
-    Safe to call from a Flask request thread: the calls run on the shared background event loop.
+
+def _decoded(reply: Reply) -> Any:
+    try:
+        return json.loads(reply.body)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+
+
+def _ping_outcome(reply: Reply) -> str | None:
+    """The broker id when ``reply`` has OpenAlgo's ping shape (``status: success`` and ``data`` with a
+    broker id and a message text); None otherwise. A key refusal in OpenAlgo's shape raises AuthError."""
+    payload = _decoded(reply)
+    if not isinstance(payload, dict):
+        return None
+    if reply.status in (401, 403) and payload.get("status") == "error":
+        raise AuthError("key rejected", endpoint="ping", http_status=reply.status)
+    data = payload.get("data")
+    if reply.status != 200 or payload.get("status") != "success" or not isinstance(data, dict):
+        return None
+    broker, message = data.get("broker"), data.get("message")
+    if not isinstance(broker, str) or not _BROKER_ID.match(broker) or not isinstance(message, str):
+        return None
+    return broker
+
+
+def _test_failure(exc: BaseException, *, after_ping: bool) -> tuple[str, str]:
+    """(status, message) of a failed connection test: one of a few fixed texts, never the server's."""
+    from algomirror.broker.facade import COULD_NOT_CONNECT, KEY_REJECTED, NO_FUNDS, NOT_OPENALGO, TIMED_OUT
+
+    cause = exc.__cause__
+    if isinstance(exc, AuthError):
+        return "auth_failed", KEY_REJECTED
+    if isinstance(exc, BrokerTimeoutError) or isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError):
+        return "error", TIMED_OUT
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return "error", COULD_NOT_CONNECT
+    return "failed", NO_FUNDS if after_ping else NOT_OPENALGO
+
+
+def run_connection_test(host_url: str, api_key: str, *, timeout: float = 5.0) -> ConnectionTest:
+    """``ping`` then ``funds`` (``timeout`` seconds each for connect and reply, no retries); never
+    raises for broker or network problems.
+
+    The host URL is rebuilt first (:func:`~algomirror.broker.hosts.normalize_host_url`) and only
+    OpenAlgo's fixed paths are called. The reply to ``ping`` is believed only in OpenAlgo's shape, and a
+    failure says one of a few fixed things (see :mod:`algomirror.broker.facade`) without quoting what
+    the server sent: a host URL must not turn the test into a probe of other services. The allow-list
+    of hosts is the caller's to check (it lives in the database). Safe to call from a Flask request
+    thread: the calls run on the shared background event loop.
     """
-    from algomirror.broker.facade import ConnectionTest
+    from algomirror.broker.facade import INVALID_HOST_URL, NOT_OPENALGO, ConnectionTest
     from algomirror.broker.sync_facade import background
 
     try:
-        origin_of(host_url)
-    except ValueError as exc:
-        return ConnectionTest(ok=False, status="failed", broker=None, message=str(exc))
+        base = normalize_host_url(host_url.strip())
+    except ValueError:
+        return ConnectionTest(ok=False, status="failed", broker=None, message=INVALID_HOST_URL)
     if not api_key:
         return ConnectionTest(ok=False, status="auth_failed", broker=None, message="API key is empty")
 
     seen: dict[str, str] = {}
 
-    async def probe(pool: HostPool) -> tuple[Ping, Funds]:
+    async def probe(pool: HostPool) -> Funds | None:
+        # Ping through the pool directly: the reply's shape is judged here, before anything of it is used.
+        reply = await pool.post(
+            f"{base}/api/v1/ping",
+            encode_json({"apikey": api_key}),
+            connect=timeout,
+            read=timeout,
+            endpoint="ping",
+            order=False,
+        )
+        broker = _ping_outcome(reply)
+        if broker is None:
+            return None
+        seen["broker"] = broker
         client = OpenAlgoClient(
-            host_url,
+            base,
             api_key,
             pool=pool,
             timeouts=Timeouts(connect=timeout, read=timeout, order=timeout),
             retry=RetryPolicy(attempts=1),
             limits=RateLimits.unlimited(),
         )
-        ping = await client.ping()
-        seen["broker"] = ping.broker
-        return ping, await client.funds()
+        return await client.funds()
 
     try:
-        ping, funds = background().run_with_pool(probe, timeout=2 * timeout + 2)
+        funds = background().run_with_pool(probe, timeout=2 * timeout + 2)
     except BrokerError as exc:
         broker = seen.get("broker")
-        if isinstance(exc, AuthError):
-            return ConnectionTest(
-                ok=False, status="auth_failed", broker=broker, message=f"API key rejected: {exc.message}"
-            )
-        return ConnectionTest(ok=False, status=account_status_for(exc), broker=broker, message=exc.message)
+        status, message = _test_failure(exc, after_ping=broker is not None)
+        return ConnectionTest(ok=False, status=status, broker=broker, message=message)
+    broker = seen.get("broker")
+    if funds is None or broker is None:
+        return ConnectionTest(ok=False, status="failed", broker=None, message=NOT_OPENALGO)
     cash = funds.availablecash
     cash_text = "unknown" if cash is None else f"₹{cash:,.2f}"
     return ConnectionTest(
         ok=True,
         status="connected",
-        broker=ping.broker,
-        message=f"Connected to {ping.broker}; available cash {cash_text}",
+        broker=broker,
+        message=f"Connected to {broker}; available cash {cash_text}",
         available_cash=cash,
     )
 

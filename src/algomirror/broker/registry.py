@@ -8,7 +8,12 @@
   when the account's key or host changes, so sync, execution and commands share the account's budget
   instead of competing for it; waiting calls are served by :class:`Priority` (exits, entries, reads);
 * ONE :class:`~algomirror.broker.client.OrderGate`: :meth:`ClientRegistry.suspend_orders` stops every
-  order call of every client before it is sent (reads go on), e.g. when the engine lock is lost.
+  order call of every client before it is sent (reads go on), e.g. when the engine lock is lost;
+* ONE :class:`~algomirror.broker.hosts.HostPolicy` (the administrator's allow-list of account hosts),
+  set by whoever reads accounts from the database (:meth:`ClientRegistry.set_host_policy`, in the same
+  transaction as the rows a client is built from): every call of every client checks the current policy
+  first and raises :class:`~algomirror.broker.hosts.HostNotAllowedError` unsent for a refused host, so
+  narrowing the list stops clients that are already in use too.
 
 Clients are cached per account: the same (account id, host URL, API key) gives the same client object
 (so its 401/403 halt sticks); a changed key or host gives a fresh client on the same scheduler.
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from algomirror.broker.client import OpenAlgoClient, OrderGate, RetryPolicy, Timeouts
+from algomirror.broker.hosts import UNRESTRICTED, HostPolicy, normalize_host_url
 from algomirror.broker.ratelimit import Priority, RateLimits, RateScheduler, Sleep
 from algomirror.broker.transport import HostPool
 
@@ -40,7 +46,8 @@ class ClientRegistry:
 
     ``timeouts``, ``retry`` and ``limits`` apply to every client (``limits`` per account).
     ``pool`` defaults to a new :class:`HostPool` owned (and closed) by the registry. ``clock`` and
-    ``sleep`` reach the rate schedulers (tests run them on a fake clock).
+    ``sleep`` reach the rate schedulers (tests run them on a fake clock). ``host_policy`` is the
+    allow-list of hosts until :meth:`set_host_policy` replaces it (default: every host).
     """
 
     def __init__(
@@ -52,6 +59,7 @@ class ClientRegistry:
         pool: HostPool | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        host_policy: HostPolicy = UNRESTRICTED,
     ) -> None:
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
@@ -61,6 +69,7 @@ class ClientRegistry:
         self._clock = clock
         self._sleep = sleep
         self._gate = OrderGate()
+        self._host_policy = host_policy
         self._schedulers: dict[int, RateScheduler] = {}
         self._clients: dict[int, _Entry] = {}
         self._closed = False
@@ -69,12 +78,14 @@ class ClientRegistry:
         """The client of one account: the cached one while host URL and key are unchanged, else a new
         one that shares the account's rate scheduler (the old client stays usable by whoever holds it).
 
-        Raises ValueError for an empty key or a host URL that is not ``http(s)://host[:port]``, and
-        RuntimeError once the registry is closed.
+        Raises ValueError for an empty key or a host URL that is not ``http(s)://host[:port][/base]``
+        (:class:`~algomirror.broker.hosts.HostURLError`), and RuntimeError once the registry is closed.
+        A host the policy refuses still gets a client, whose every call raises
+        :class:`~algomirror.broker.hosts.HostNotAllowedError` without sending anything.
         """
         if self._closed:
             raise RuntimeError("ClientRegistry is closed")
-        url = host_url.strip().rstrip("/")
+        url = normalize_host_url(host_url.strip())
         entry = self._clients.get(account_id)
         if entry is not None and entry.host_url == url and entry.client.uses_key(api_key):
             if name:
@@ -90,6 +101,7 @@ class ClientRegistry:
             scheduler=scheduler,
             name=name,
             order_gate=self._gate,
+            host_policy=self._current_host_policy,
         )
         self._clients[account_id] = _Entry(url, client)
         return client
@@ -112,6 +124,26 @@ class ClientRegistry:
     def accounts(self) -> tuple[int, ...]:
         """Account ids with a cached client."""
         return tuple(self._clients)
+
+    # ------------------------------------------------------------------------------ host policy
+
+    def _current_host_policy(self) -> HostPolicy:
+        return self._host_policy
+
+    @property
+    def host_policy(self) -> HostPolicy:
+        """The allow-list every client's calls are checked against."""
+        return self._host_policy
+
+    def set_host_policy(self, policy: HostPolicy) -> None:
+        """Check every later call of every client against ``policy``. Safe to call from a worker
+        thread (one reference is replaced); a change is logged."""
+        if policy != self._host_policy:
+            log.info(
+                "account hosts: %s",
+                "restricted to the allow-list" if policy.restricted else "any host allowed",
+            )
+        self._host_policy = policy
 
     # -------------------------------------------------------------------------- order suspension
 

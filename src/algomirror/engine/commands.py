@@ -56,6 +56,7 @@ from algomirror.db.models import ActivityLog, EngineCommand, Order, TradingAccou
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine.book_mirror import forward_fields
+from algomirror.host_settings import load_host_policy
 
 log = logging.getLogger(__name__)
 
@@ -448,6 +449,8 @@ class CommandProcessor:
         if not isinstance(account_id, int) or not isinstance(order_pk, int) or not isinstance(order_id, str):
             raise CommandError("malformed cancel_order payload (account_id, order_id, order_pk)")
         with self.database.session() as session:
+            # The allow-list of hosts as of this read: the client built from this row obeys it.
+            self.registry.set_host_policy(load_host_policy(session))
             account = session.scalar(
                 select(TradingAccount).where(
                     TradingAccount.id == account_id, TradingAccount.user_id == claimed.user_id

@@ -64,6 +64,7 @@ from algomirror.db.session import Database
 from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine import book_mirror
+from algomirror.host_settings import load_host_policy
 
 log = logging.getLogger(__name__)
 
@@ -605,8 +606,10 @@ class AccountSync:
     # ---------------------------------------------------------------------------------- loading
 
     def _load_accounts(self, account_id: int | None) -> list[AccountRef]:
-        """Active accounts (or the one asked for, if active), read in one short transaction."""
+        """Active accounts (or the one asked for, if active), read in one short transaction, which also
+        hands the registry the current allow-list of hosts (before any client is built from these rows)."""
         with self.database.session() as session:
+            self.registry.set_host_policy(load_host_policy(session))
             query = select(TradingAccount).where(TradingAccount.is_active.is_(True))
             if account_id is not None:
                 query = query.where(TradingAccount.id == account_id)

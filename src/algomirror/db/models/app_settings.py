@@ -12,6 +12,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from algomirror.db.base import Base, TimestampMixin
 
 SIGNUP_ENABLED = "signup_enabled"
+# The administrator's allow-list of account hosts (JSON, see algomirror.broker.hosts.HostPolicy); absent =
+# any host. Read by the web pages and by the engine before it builds a client (algomirror.host_settings).
+ACCOUNT_HOST_ALLOWLIST = "account_host_allowlist"
 # Set by the engine when a component keeps crashing (value: the reason); no entry may be placed while
 # it exists. Cleared by an operator (``algomirror.engine.halts.resume_entries``).
 ENGINE_ENTRIES_HALTED = "engine_entries_halted"
