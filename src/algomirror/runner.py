@@ -32,12 +32,15 @@ def _fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+# Every record is one line in this format (control characters in its text escaped, a traceback indented
+# under it: algomirror.controlchars), so a line that starts at column 0 is always a record's start.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def configure_logging(settings: Settings) -> None:
-    """Log to stderr at ``settings.log_level`` with every configured secret redacted from records."""
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Log to stderr at ``settings.log_level`` with every configured secret redacted from records and
+    control characters escaped (see :func:`~algomirror.security.install_redaction`)."""
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     # The schema check at start-up would otherwise log alembic's context chatter.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     install_redaction(settings.secret_values())

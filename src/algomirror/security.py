@@ -17,6 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 
 from algomirror.common_passwords import is_common_password
+from algomirror.controlchars import ControlEscapingFilter
 
 PASSWORD_MIN = 12
 PASSWORD_MAX = 128
@@ -82,13 +83,17 @@ class RedactingFilter(logging.Filter):
 
 
 def install_redaction(secrets: Iterable[str] = (), *, logger: logging.Logger | None = None) -> None:
-    """Register ``secrets`` and put a :class:`RedactingFilter` on every handler of ``logger`` (root)."""
+    """Register ``secrets`` and put a :class:`RedactingFilter`, then a
+    :class:`~algomirror.controlchars.ControlEscapingFilter` (one line per record, whatever users and
+    brokers put in the text), on every handler of ``logger`` (root)."""
     for value in secrets:
         SECRETS.add(value)
     target = logger or logging.getLogger()
     for handler in target.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+        if not any(isinstance(f, ControlEscapingFilter) for f in handler.filters):
+            handler.addFilter(ControlEscapingFilter())
 
 
 # --- API keys at rest -------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, Field, HiddenField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.form import BaseForm
-from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
+from wtforms.validators import DataRequired, EqualTo, Length, StopValidation, ValidationError
 
+from algomirror.controlchars import describe, first_control
 from algomirror.domain.brokers import BROKERS
 from algomirror.security import API_KEY_MIN, PASSWORD_MAX
 
@@ -21,6 +22,20 @@ API_KEY_MAX = 256
 
 def _strip(value: object) -> object:
     return value.strip() if isinstance(value, str) else value
+
+
+def no_control_characters(label: str) -> Callable[[BaseForm, Field], None]:
+    """The validator of every free-text field: refuses a value holding a control character (newline,
+    NUL, tab, DEL, C1, line separators, bidi overrides: :mod:`algomirror.controlchars`) with an inline
+    error naming it. Stops the field's other checks (nothing else about such a value matters)."""
+
+    def check(_form: BaseForm, field: Field) -> None:
+        value = field.data
+        char = first_control(value) if isinstance(value, str) else None
+        if char is not None:
+            raise StopValidation(f"{label} must not contain control characters ({describe(char)}).")
+
+    return check
 
 
 def _url_check(schemes: tuple[str, ...], label: str) -> Callable[[BaseForm, Field], None]:
@@ -51,6 +66,7 @@ def _url_field(label: str, name: str, schemes: tuple[str, ...], default: str) ->
         filters=[_strip],
         validators=[
             DataRequired(f"Enter the {label}."),
+            no_control_characters(name),
             Length(max=URL_MAX, message=f"{name} must be at most {URL_MAX} characters."),
             _url_check(schemes, name),
         ],
@@ -63,13 +79,21 @@ class RegisterForm(FlaskForm):
     username = StringField(
         "Username",
         filters=[_strip],
-        validators=[DataRequired("Choose a username."), Length(3, 20, "Username must be 3–20 characters.")],
+        validators=[
+            DataRequired("Choose a username."),
+            no_control_characters("Username"),
+            Length(3, 20, "Username must be 3–20 characters."),
+        ],
         description="3–20 characters: letters, digits, '_', '.', '-'. Not case-sensitive.",
     )
     email = StringField(
         "Email",
         filters=[_strip],
-        validators=[DataRequired("Enter your email address."), Length(max=120, message="Email is too long.")],
+        validators=[
+            DataRequired("Enter your email address."),
+            no_control_characters("Email"),
+            Length(max=120, message="Email is too long."),
+        ],
     )
     password = PasswordField(
         "Password",
@@ -91,7 +115,11 @@ class LoginForm(FlaskForm):
     username = StringField(
         "Username",
         filters=[_strip],
-        validators=[DataRequired("Enter your username."), Length(max=120, message="Username is too long.")],
+        validators=[
+            DataRequired("Enter your username."),
+            no_control_characters("Username"),
+            Length(max=120, message="Username is too long."),
+        ],
     )
     password = PasswordField(
         "Password",
@@ -137,6 +165,7 @@ class AccountForm(FlaskForm):
         filters=[_strip],
         validators=[
             DataRequired("Give the account a name."),
+            no_control_characters("Account name"),
             Length(3, 100, "Account name must be 3–100 characters."),
         ],
     )
@@ -146,6 +175,7 @@ class AccountForm(FlaskForm):
     api_key = PasswordField(
         "API key",
         filters=[_strip],
+        validators=[no_control_characters("API key")],
         description="Stored encrypted; shown afterwards only as its last 4 characters.",
     )
 
