@@ -8,6 +8,7 @@ from wtforms.fields.simple import BooleanField as BooleanField
 from wtforms.fields.simple import HiddenField as HiddenField
 from wtforms.fields.simple import PasswordField as PasswordField
 from wtforms.fields.simple import StringField as StringField
+from wtforms.fields.simple import TextAreaField as TextAreaField
 from wtforms.form import Form as Form
 from wtforms.validators import ValidationError as ValidationError
 

@@ -7,16 +7,6 @@ that accepts connections and says nothing, one that hangs up, one that speaks an
 
 from __future__ import annotations
 
-import json
-import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import urlsplit
-
 import pytest
 from cryptography.fernet import Fernet
 
@@ -36,109 +26,10 @@ from algomirror.db.session import Database
 from algomirror.engine.sync import AccountSync, SyncConfig
 from algomirror.host_settings import load_host_policy, save_host_policy
 from algomirror.security import SecretBox
+from tests.integration.host_support import closed_port, raw_port, recording_server
 
 KEY = "host-test-key-0123456789"
 BOX = SecretBox(Fernet.generate_key())
-
-
-@dataclass
-class Recorder:
-    """Every request line the server received, as (method, raw path with any query)."""
-
-    url: str
-    requests: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def paths(self) -> list[str]:
-        return [path for _, path in self.requests]
-
-
-@contextmanager
-def recording_server() -> Iterator[Recorder]:
-    """Answers ``/api/v1/ping`` and ``/api/v1/funds`` like OpenAlgo for :data:`KEY`; ``/sim/...`` like
-    the paper exchange's control API would on ``/sim/reset`` and ``/sim/state`` (``{"status": "ok"}``);
-    anything else 404. Records all."""
-    recorder = Recorder(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            recorder.requests.append(("POST", self.path))
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.path == "/api/v1/ping":
-                self._send(200, {"status": "success", "data": {"broker": "recorder", "message": "pong"}})
-            elif self.path == "/api/v1/funds":
-                self._send(200, {"status": "success", "data": {"availablecash": "10.00"}})
-            elif urlsplit(self.path).path in ("/sim/reset", "/sim/state"):
-                self._send(200, {"status": "ok", "reset": True})
-            else:
-                self._send(404, {"status": "error", "message": "no such route here"})
-
-        def _send(self, code: int, payload: dict[str, Any]) -> None:
-            raw = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield recorder
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@contextmanager
-def raw_port(behaviour: str) -> Iterator[int]:
-    """A loopback port that is ``silent`` (accepts, never answers), ``hangup`` (accepts and closes) or
-    ``banner`` (answers like an SSH server)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    stop = threading.Event()
-    held: list[socket.socket] = []
-
-    def serve() -> None:
-        listener.settimeout(0.05)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if behaviour == "silent":
-                held.append(conn)
-            elif behaviour == "banner":
-                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
-                conn.close()
-            else:
-                conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
-        for conn in held:
-            conn.close()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -------------------------------------------------------------------------------- URL handling

@@ -420,12 +420,19 @@ def test_stored_key_when_fernet_key_replaced_gives_clear_message_not_500(
         {**data, "host_url": "http://127.0.0.1:5001"},
         page="/accounts/",
     )
-    assert moved.status_code == 303
-    assert "cannot be decrypted" in alice.get("/accounts/").get_data(as_text=True)
+    # A new host needs the key typed again (the stored key only ever goes to the saved host).
+    assert moved.status_code == 400 and "Enter the API key again" in moved.get_data(as_text=True)
     after = env.accounts("alice")[0]
-    assert after.host_url == "http://127.0.0.1:5001"
+    assert after.host_url == account.host_url
     assert after.api_key_encrypted == account.api_key_encrypted  # the old token is kept, not overwritten
     # Entering the key again works with the new encryption key.
-    fresh = post_form(alice, f"/accounts/{account.id}/edit", {**data, "api_key": KEY}, page="/accounts/")
+    fresh = post_form(
+        alice,
+        f"/accounts/{account.id}/edit",
+        {**data, "host_url": "http://127.0.0.1:5001", "api_key": KEY},
+        page="/accounts/",
+    )
     assert fresh.status_code == 303
-    assert env.state.box.decrypt(env.accounts("alice")[0].api_key_encrypted or "") == KEY
+    after = env.accounts("alice")[0]
+    assert after.host_url == "http://127.0.0.1:5001"
+    assert env.state.box.decrypt(after.api_key_encrypted or "") == KEY

@@ -10,9 +10,10 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from algomirror.db.models import User
+from algomirror.host_settings import load_host_policy, save_host_policy
 from algomirror.web.auth import service, sessions
 from algomirror.web.context import db, log_activity, me, redirect_to, session_user
-from algomirror.web.forms import ConfirmForm, require_confirmation
+from algomirror.web.forms import AccountHostsForm, ConfirmForm, require_confirmation
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -28,14 +29,27 @@ def require_admin() -> None:
 @bp.route("/")
 def index() -> ResponseReturnValue:
     """The user list with the activate/deactivate/make-admin buttons and the sign-up switch."""
+    return _index_page(None)
+
+
+def _index_page(hosts_form: AccountHostsForm | None) -> ResponseReturnValue:
+    """The admin page; ``hosts_form`` is a submitted allow-list form to show again with its errors."""
     session_db = db()
     users = session_db.scalars(select(User).order_by(User.id)).all()
+    policy = load_host_policy(session_db)
+    if hosts_form is None:
+        hosts_form = AccountHostsForm(formdata=None)
+        hosts_form.restricted.data = policy.restricted
+        hosts_form.allow_loopback.data = policy.allow_loopback
+        hosts_form.entries.data = "\n".join(policy.entries)
     return render_template(
         "admin/users.html",
         users=users,
         signup_enabled=service.signup_enabled(session_db),
         form=ConfirmForm(),
-    )
+        host_policy=policy,
+        hosts_form=hosts_form,
+    ), (400 if hosts_form.errors else 200)
 
 
 def _target(user_id: int) -> User:
@@ -103,3 +117,25 @@ def toggle_signup() -> ResponseReturnValue:
     log_activity(session_db, "settings_changed", user_id=me().id, details=f"signup_enabled={enabled}")
     session_db.commit()
     return redirect_to("admin.index", "Sign-up is now open." if enabled else "Sign-up is now closed.")
+
+
+@bp.route("/account-hosts", methods=["POST"])
+def account_hosts() -> ResponseReturnValue:
+    """Save the allow-list of account hosts (400 with the errors beside the fields when it cannot be
+    read). Checked when an account is saved or tested, and by the engine before every broker call."""
+    form = AccountHostsForm()
+    if not form.validate_on_submit():
+        return _index_page(form)
+    policy = form.policy()
+    session_db = db()
+    save_host_policy(session_db, policy)
+    details = (
+        f"account_hosts=restricted loopback={policy.allow_loopback} entries={len(policy.entries)}"
+        if policy.restricted
+        else "account_hosts=any"
+    )
+    log_activity(session_db, "settings_changed", user_id=me().id, details=details)
+    session_db.commit()
+    if not policy.restricted:
+        return redirect_to("admin.index", "Accounts may use any host.")
+    return redirect_to("admin.index", "Accounts may use only the allowed hosts.")

@@ -7,11 +7,12 @@ from urllib.parse import urlsplit
 
 from flask import abort
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, Field, HiddenField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, Field, HiddenField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.form import BaseForm
 from wtforms.validators import DataRequired, EqualTo, Length, StopValidation, ValidationError
 
+from algomirror.broker.hosts import HostPolicy, HostURLError, normalize_host_url
 from algomirror.controlchars import describe, first_control
 from algomirror.domain.brokers import BROKERS
 from algomirror.security import API_KEY_MIN, PASSWORD_MAX
@@ -55,6 +56,15 @@ def _url_check(schemes: tuple[str, ...], label: str) -> Callable[[BaseForm, Fiel
             raise ValidationError(f"{label} has an invalid port.") from None
 
     return check
+
+
+def _host_url_check(_form: BaseForm, field: Field) -> None:
+    """An OpenAlgo host URL: refused with the reason (query, fragment, credentials, control characters…),
+    else replaced by its rebuilt form (:func:`~algomirror.broker.hosts.normalize_host_url`)."""
+    try:
+        field.data = normalize_host_url(field.data or "")
+    except HostURLError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def _url_field(label: str, name: str, schemes: tuple[str, ...], default: str) -> StringField:
@@ -170,7 +180,19 @@ class AccountForm(FlaskForm):
         ],
     )
     broker = SelectField("Broker", choices=[SelectChoice(b) for b in BROKERS], validate_choice=True)
-    host_url = _url_field("OpenAlgo host URL", "Host URL", ("http", "https"), "http://127.0.0.1:5000")
+    # Parsed and rebuilt (algomirror.broker.hosts): what is stored is what the client will call.
+    host_url = StringField(
+        "OpenAlgo host URL",
+        default="http://127.0.0.1:5000",
+        filters=[_strip],
+        validators=[
+            DataRequired("Enter the OpenAlgo host URL."),
+            no_control_characters("Host URL"),
+            Length(max=URL_MAX, message=f"Host URL must be at most {URL_MAX} characters."),
+            _host_url_check,
+        ],
+        description="http(s)://host:port, optionally with a base path; no query, fragment or password.",
+    )
     websocket_url = _url_field("WebSocket URL", "WebSocket URL", ("ws", "wss"), "ws://127.0.0.1:8765")
     api_key = PasswordField(
         "API key",
@@ -198,6 +220,36 @@ class AccountForm(FlaskForm):
             raise ValidationError(f"API key must be {API_KEY_MIN}–{API_KEY_MAX} characters.")
         if any(c.isspace() for c in value):
             raise ValidationError("API key must not contain spaces.")
+
+
+class AccountHostsForm(FlaskForm):
+    """The administrator's allow-list of account hosts (:class:`~algomirror.broker.hosts.HostPolicy`):
+    the switch, loopback, and the names, addresses and CIDR ranges (one per line, or comma-separated)."""
+
+    restricted = BooleanField("Allow only the hosts below")
+    allow_loopback = BooleanField("Always allow this machine (127.0.0.0/8, ::1, localhost)", default=True)
+    entries = TextAreaField(
+        "Allowed hosts",
+        validators=[Length(max=5000, message="The list must be at most 5000 characters.")],
+        description="Host names (openalgo.example.com), IP addresses (192.168.1.10) and ranges (10.0.0.0/8).",
+    )
+
+    def validate_entries(self, field: Field) -> None:
+        """Inline check: every entry must be a host name, an IP address or a CIDR range.
+
+        Raises ValidationError naming the entries it cannot read."""
+        try:
+            HostPolicy.parse(field.data or "")
+        except ValueError as exc:
+            raise ValidationError(f"Cannot use the list: {exc}.") from None
+
+    def policy(self) -> HostPolicy:
+        """The policy the (validated) form describes."""
+        return HostPolicy.parse(
+            self.entries.data or "",
+            restricted=bool(self.restricted.data),
+            allow_loopback=bool(self.allow_loopback.data),
+        )
 
 
 class ConfirmForm(FlaskForm):

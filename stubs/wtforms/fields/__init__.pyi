@@ -7,3 +7,4 @@ from wtforms.fields.simple import BooleanField as BooleanField
 from wtforms.fields.simple import HiddenField as HiddenField
 from wtforms.fields.simple import PasswordField as PasswordField
 from wtforms.fields.simple import StringField as StringField
+from wtforms.fields.simple import TextAreaField as TextAreaField

@@ -1,7 +1,12 @@
 """Trading accounts: list, add, edit, delete (with confirmation), primary, (de)activate, test connection.
 
 The API key is write-only from the browser's point of view: it is encrypted on save, never put into a
-page (the form's key field is always rendered empty) and never logged.
+page (the form's key field is always rendered empty) and never logged. The stored key is only ever sent
+to the saved host: moving an account to another host, or testing one, needs the key typed again.
+
+Host URLs are parsed and rebuilt by the form (:func:`~algomirror.broker.hosts.normalize_host_url`) and
+checked against the administrator's allow-list (:mod:`algomirror.host_settings`) when an account is
+saved and before every connection test.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from wtforms.fields.choices import SelectChoice
 
 from algomirror.broker.facade import ConnectionTest
+from algomirror.broker.hosts import normalize_host_url
 from algomirror.db.models import TradingAccount
 from algomirror.db.retirement import Retired, StillTradingError
 from algomirror.domain.brokers import BROKERS
 from algomirror.domain.money import format_inr
+from algomirror.host_settings import load_host_policy
 from algomirror.security import last4
 from algomirror.web.accounts import repo
 from algomirror.web.context import db, log_activity, me, now, redirect_to, release_db, state
@@ -51,6 +58,11 @@ def _run_test(host_url: str, api_key: str, *, account_id: int | None) -> Connect
     )
     return result
 
+
+HOST_NOT_ALLOWED = "This host is not on the administrator's list of allowed account hosts."
+KEY_FOR_NEW_HOST = (
+    "Enter the API key again to use another host: the stored key is only sent to the saved host."
+)
 
 UNREADABLE_KEY = (
     "The stored API key cannot be decrypted (was the encryption key in instance/fernet.key replaced?). "
@@ -93,6 +105,33 @@ def detail(account_id: int) -> ResponseReturnValue:
     return render_template("accounts/detail.html", account=_own(account_id), form=ConfirmForm())
 
 
+def _same_host(account: TradingAccount, host_url: str) -> bool:
+    """Whether ``host_url`` (already rebuilt by the form) is the account's saved host."""
+    try:
+        saved = normalize_host_url(account.host_url)
+    except ValueError:
+        return False  # a stored URL the rules now refuse is no host to send the stored key to
+    return host_url == saved
+
+
+def _host_allowed(form: AccountForm) -> bool:
+    """False, with the message beside the field, when the allow-list refuses the form's (valid) host."""
+    if form.host_url.errors:
+        return False
+    if load_host_policy(db()).allows(form.host_url.data or ""):
+        return True
+    form.host_url.errors = [*form.host_url.errors, HOST_NOT_ALLOWED]
+    return False
+
+
+def _valid(form: AccountForm, *, exclude_id: int | None = None) -> bool:
+    """The form was submitted and passes every check: fields, a free name, an allowed host."""
+    if not form.validate_on_submit():
+        return False
+    name_ok = _name_ok(form, exclude_id=exclude_id)
+    return _host_allowed(form) and name_ok
+
+
 def _name_ok(form: AccountForm, *, exclude_id: int | None = None) -> bool:
     if repo.name_taken(db(), me().id, form.account_name.data or "", exclude_id=exclude_id):
         form.account_name.errors = [*form.account_name.errors, "You already have an account with this name."]
@@ -105,7 +144,7 @@ def create() -> ResponseReturnValue:
     """Add an account: on a valid form its connection is tested and it is saved either way (as
     disconnected when the test fails); an invalid form or a taken name re-renders with 400."""
     form = AccountForm(key_required=True)
-    if not form.validate_on_submit() or not _name_ok(form):
+    if not _valid(form):
         status = 400 if form.is_submitted() else 200
         return render_template("accounts/form.html", form=form, account=None, result=None), status
     user_id = me().id
@@ -168,7 +207,7 @@ def test_new() -> ResponseReturnValue:
     """Test the connection of the add-account form's URL and key without saving (400 if invalid)."""
     form = AccountForm(key_required=True)
     result = None
-    if form.validate_on_submit():
+    if form.validate_on_submit() and _host_allowed(form):
         result = _run_test(form.host_url.data or "", (form.api_key.data or "").strip(), account_id=None)
         db().commit()
     status = 200 if result is not None else 400
@@ -191,17 +230,21 @@ def _edit_form(account: TradingAccount) -> AccountForm:
 
 @bp.route("/<id:account_id>/edit", methods=["GET", "POST"])
 def edit(account_id: int) -> ResponseReturnValue:
-    """Edit an account; a new key, or a new host with the stored key, is tested right away. An empty
-    key field keeps the stored key."""
+    """Edit an account; a new key is tested right away. An empty key field keeps the stored key, except
+    with a new host: that needs the key typed again (the stored key never goes to another host)."""
     account = _own(account_id)
     form = _edit_form(account)
-    if not form.validate_on_submit() or not _name_ok(form, exclude_id=account.id):
+    valid = _valid(form, exclude_id=account.id)
+    new_key = (form.api_key.data or "").strip()
+    moved = not _same_host(account, form.host_url.data or "")
+    if valid and moved and not new_key and account.api_key_encrypted:
+        form.api_key.errors = [*form.api_key.errors, KEY_FOR_NEW_HOST]
+        valid = False
+    if not valid:
         status = 400 if form.is_submitted() else 200
         return render_template("accounts/form.html", form=form, account=account, result=None), status
     session_db = db()
     user_id = me().id
-    new_key = (form.api_key.data or "").strip()
-    host_changed = (form.host_url.data or "") != account.host_url
     changes = [
         name
         for name in ("account_name", "broker", "host_url", "websocket_url")
@@ -218,10 +261,6 @@ def edit(account_id: int) -> ResponseReturnValue:
         account.api_key_last4 = last4(new_key)
         # A key change clears an auth_failed stop: the new key gets its own test right away.
         result = _run_test(account.host_url, new_key, account_id=account.id)
-    elif host_changed and account.api_key_encrypted:
-        stored = _stored_key(account)
-        if stored is not None:
-            result = _run_test(account.host_url, stored, account_id=account.id)
     if result is not None:
         repo.record_connection_test(account, result, now())
     log_activity(
@@ -240,21 +279,23 @@ def edit(account_id: int) -> ResponseReturnValue:
     message = f"Account “{account.account_name}” updated."
     if result is not None:
         message += " " + _result_text(result)
-    elif host_changed and account.api_key_encrypted and _stored_key(account) is None:
-        return redirect_to("accounts.index", message + " " + UNREADABLE_KEY, "warning")
     return redirect_to("accounts.index", message, "success" if result is None or result.ok else "warning")
 
 
 @bp.route("/<id:account_id>/edit/test", methods=["POST"])
 def test_edit(account_id: int) -> ResponseReturnValue:
-    """Test the edit form's URL with its key, or the stored key when the field is empty, without saving."""
+    """Test the edit form's URL with its key, without saving. With the key field empty the stored key is
+    used, but only against the saved host: another host needs the key typed again."""
     account = _own(account_id)
     form = _edit_form(account)
     result = None
-    if form.validate_on_submit():
-        key = (form.api_key.data or "").strip() or _stored_key(account)
-        if key is None:
+    if form.validate_on_submit() and _host_allowed(form):
+        key = (form.api_key.data or "").strip() or None
+        problem = KEY_FOR_NEW_HOST
+        if key is None and _same_host(account, form.host_url.data or ""):
+            key = _stored_key(account)
             problem = UNREADABLE_KEY if account.api_key_encrypted else "Enter the account's OpenAlgo API key."
+        if key is None:
             form.api_key.errors = [*form.api_key.errors, problem]
         else:
             result = _run_test(form.host_url.data or "", key, account_id=account.id)
@@ -271,6 +312,8 @@ def test_saved(account_id: int) -> ResponseReturnValue:
     account = _own(account_id)
     if not account.api_key_encrypted:
         return redirect_to("accounts.index", "This account has no API key; edit it to add one.", "error")
+    if not load_host_policy(db()).allows(account.host_url):
+        return redirect_to("accounts.index", f"“{account.account_name}”: {HOST_NOT_ALLOWED}", "error")
     key = _stored_key(account)
     if key is None:
         return redirect_to("accounts.index", f"“{account.account_name}”: {UNREADABLE_KEY}", "error")
