@@ -21,6 +21,7 @@ from algomirror.broker.facade import (
 )
 from algomirror.broker.hosts import UNRESTRICTED, HostNotAllowedError, HostPolicy, normalize_host_url
 from algomirror.broker.registry import ClientRegistry
+from algomirror.broker.transport import origin_of
 from algomirror.db.models import TradingAccount, User
 from algomirror.db.session import Database
 from algomirror.engine.sync import AccountSync, SyncConfig
@@ -52,6 +53,14 @@ def test_client_when_host_url_has_query_fragment_credentials_or_tricks_refuses(u
     pool = HostPool()
     with pytest.raises(ValueError):
         OpenAlgoClient(url, KEY, pool=pool)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://u:p@127.0.0.1:5000/api/v1/ping", "http://h:1/api/v1/ping?x", "http://h:1/api/v1/ping#"]
+)
+def test_origin_of_when_url_carries_credentials_query_or_fragment_refuses(url: str) -> None:
+    with pytest.raises(ValueError):
+        origin_of(url)
 
 
 def test_normalize_when_url_is_acceptable_rebuilds_it_from_its_parts() -> None:

@@ -92,11 +92,15 @@ class Transport(Protocol):
 def origin_of(host_url: str) -> str:
     """``http://Host:5000/x/`` -> ``http://host:5000``: the key of the shared connection pool.
 
-    Raises ValueError for anything that is not an http(s) URL with a host.
+    Raises ValueError for anything that is not an http(s) URL with a host, and for one carrying a user
+    name, password, query or fragment (the client's URLs never do: see
+    :func:`~algomirror.broker.hosts.normalize_host_url`).
     """
     parts = urlsplit(host_url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("host URL must look like http://host:port")
+    if "@" in parts.netloc or "?" in host_url or "#" in host_url:
+        raise ValueError("host URL must not carry credentials, a query or a fragment")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     host = parts.hostname.lower()
     if ":" in host:
