@@ -32,6 +32,10 @@ def settings_or_exit(**overrides: object) -> Settings:
 @click.version_option(package_name="algomirror")
 def main() -> None:
     """AlgoMirror: one options strategy on many OpenAlgo accounts."""
+    from algomirror.fileperms import restrict_umask
+
+    # Before any command creates a file: the database, its WAL/SHM, lock file and backups are owner-only.
+    restrict_umask()
 
 
 # --- run (web + engine + embedded paper exchange) ---------------------------------------------------
@@ -65,11 +69,12 @@ def db() -> None:
 
 def _db_url_or_exit() -> str:
     from algomirror.db.session import DatabaseUnavailable, check_connection, make_engine
+    from algomirror.fileperms import make_private_dir
 
     settings = settings_or_exit()
     url = settings.effective_database_url
     if settings.is_sqlite:
-        settings.instance_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.instance_dir)
     engine = make_engine(url, settings)
     try:
         check_connection(engine)

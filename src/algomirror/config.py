@@ -18,6 +18,8 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from algomirror.fileperms import make_private_dir, secure_instance_dir
+
 
 class SettingsError(Exception):
     """Settings could not be built; ``str(exc)`` is a one-line, user-facing reason."""
@@ -231,7 +233,7 @@ def _read_or_create(path: Path, make: Any, *, warn: str | None) -> str:
     try:
         if path.exists():
             return path.read_text(encoding="utf-8").strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         value = str(make())
         # Written owner-read-only: these files are as sensitive as a password.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -277,4 +279,11 @@ def load_settings(**overrides: Any) -> Settings:
         except ValueError:
             raise SettingsError(f"the Fernet key in {base.instance_dir / 'fernet.key'} is corrupt") from None
         updates["fernet_key"] = SecretStr(key)
+    try:
+        # What an older version (or another umask) left readable by others is owner-only again.
+        secure_instance_dir(base.instance_dir)
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot restrict {base.instance_dir} to its owner ({exc.strerror or exc}); check its permissions"
+        ) from None
     return base.model_copy(update=updates) if updates else base

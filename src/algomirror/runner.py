@@ -18,6 +18,7 @@ from algomirror.config import Settings, redact_url
 from algomirror.db.migrate import alembic_config
 from algomirror.db.session import Database, DatabaseUnavailable, check_connection
 from algomirror.domain.timeutil import Clock
+from algomirror.fileperms import make_private_dir
 from algomirror.security import install_redaction
 
 log = logging.getLogger("algomirror.runner")
@@ -76,7 +77,7 @@ def check_redis(settings: Settings) -> None:
 def open_database(settings: Settings) -> Database:
     """Open and check the database. Raises :class:`StartupError` with a one-line reason."""
     if settings.is_sqlite:
-        settings.instance_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.instance_dir)
     database = Database(settings.effective_database_url, settings)
     try:
         check_connection(database.engine)

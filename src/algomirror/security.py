@@ -18,6 +18,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from algomirror.common_passwords import is_common_password
 from algomirror.controlchars import ControlEscapingFilter
+from algomirror.redaction import SecretMatcher
 
 PASSWORD_MIN = 12
 PASSWORD_MAX = 128
@@ -30,12 +31,15 @@ API_KEY_MIN = 10
 class SecretRegistry:
     """Plain-text secrets this process has handled (configured keys, decrypted API keys).
 
+    :meth:`redact` finds them in any ASCII case, and any piece of 12 or more characters of a secret that
+    long (a server echoing a key upper-cased or cut short): :class:`~algomirror.redaction.SecretMatcher`.
     Bounded: the oldest entries are dropped past ``limit``. Values shorter than 6 characters are not
     kept, since redacting them would mangle ordinary text.
     """
 
     def __init__(self, limit: int = 2000) -> None:
         self._values: dict[str, None] = {}
+        self._matcher = SecretMatcher()
         self._limit = limit
         self._lock = threading.Lock()
 
@@ -43,18 +47,21 @@ class SecretRegistry:
         if not value or len(value) < 6:
             return
         with self._lock:
-            self._values.pop(value, None)
+            if value in self._values:
+                self._values.pop(value)  # moved to the newest end; the matcher already has it
+            else:
+                self._matcher.add(value)
             self._values[value] = None
             while len(self._values) > self._limit:
-                self._values.pop(next(iter(self._values)))
+                oldest = next(iter(self._values))
+                self._values.pop(oldest)
+                self._matcher.remove(oldest)
 
     def redact(self, text: str) -> str:
+        """``text`` with every registered secret, in any case or as a 12+ character piece, replaced by
+        ``[REDACTED]``."""
         with self._lock:
-            values = sorted(self._values, key=len, reverse=True)
-        for value in values:
-            if value in text:
-                text = text.replace(value, "[REDACTED]")
-        return text
+            return self._matcher.redact(text, "[REDACTED]")
 
 
 SECRETS = SecretRegistry()

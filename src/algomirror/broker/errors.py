@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from algomirror.redaction import redact_secret
+
 # OpenAlgo sends no Retry-After on 429; its window is one second.
 RATE_LIMIT_RETRY_AFTER = 1.0
 
@@ -51,9 +53,12 @@ class BrokerError(Exception):
         return self.message
 
     def redact(self, secret: str) -> None:
-        """Remove ``secret`` from the message (defence in depth: a server might echo the key)."""
-        if secret and secret in self.message:
-            self.message = self.message.replace(secret, "***")
+        """Remove ``secret`` from the message (defence in depth: a server might echo the key), also in
+        another case or cut short: every piece of 12+ characters
+        (:func:`~algomirror.redaction.redact_secret`)."""
+        clean = redact_secret(self.message, secret, "***")
+        if clean != self.message:
+            self.message = clean
             self.args = (self.message,)
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, class_mapper
 from algomirror.db.models.books import Order, OrderArchive, Trade, TradeArchive
 from algomirror.db.models.users import ActivityLog
 from algomirror.domain.timeutil import ensure_aware
+from algomirror.fileperms import create_private_file, make_private_dir
 
 # Rows are moved in batches so one statement never carries an unbounded id list.
 ARCHIVE_BATCH = 500
@@ -131,9 +132,11 @@ def backup_sqlite(url: str, dest_dir: Path, now: datetime) -> Path:
     source = Path(parsed.database)
     if not source.is_file():
         raise BackupError(f"SQLite database not found: {source}")
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(dest_dir)
     target = dest_dir / backup_file_name(now, ".db")
     partial = target.with_name(target.name + ".partial")
+    # A backup holds password hashes and encrypted keys: owner-only before a byte is written.
+    create_private_file(partial)
     src = sqlite3.connect(str(source))
     try:
         dst = sqlite3.connect(str(partial))
@@ -166,9 +169,10 @@ def backup_postgres(url: str, dest_dir: Path, now: datetime, *, pg_dump: str | N
             "pg_dump not found on PATH: install the PostgreSQL client tools (same or newer major version "
             "as the server)"
         )
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(dest_dir)
     target = dest_dir / backup_file_name(now, ".dump")
     partial = target.with_name(target.name + ".partial")
+    create_private_file(partial)  # pg_dump truncates and writes it, keeping the mode
     env = dict(os.environ)
     if parsed.password is not None:
         env["PGPASSWORD"] = str(parsed.password)
@@ -182,6 +186,7 @@ def backup_postgres(url: str, dest_dir: Path, now: datetime, *, pg_dump: str | N
             check=False,
         )
     except OSError as exc:
+        partial.unlink(missing_ok=True)
         raise BackupError(f"could not run pg_dump: {exc}") from None
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from algomirror.config import Settings
+from algomirror.fileperms import secure_sqlite_files
 
 
 class DatabaseUnavailable(Exception):
@@ -48,8 +50,12 @@ def _sqlite_begin(conn: Connection) -> None:
 
 
 def make_engine(url: str, settings: Settings | None = None) -> Engine:
-    """Create an engine with the right pragmas (SQLite) or pool settings (PostgreSQL)."""
+    """Create an engine with the right pragmas (SQLite) or pool settings (PostgreSQL). A SQLite database
+    file is created owner-only (0600) if missing, and its existing companions made so (fileperms)."""
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            secure_sqlite_files(Path(database))
         busy = settings.sqlite_busy_timeout_ms if settings else 5000
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy / 1000})
         event.listen(engine, "connect", _sqlite_pragmas(busy))

@@ -139,7 +139,9 @@ class EngineLock:
         self._conn = conn
 
     def _acquire_file(self, path: Path) -> None:
-        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lifetime
+        # Owner-only like everything beside the database, whatever the umask (fileperms).
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        fh = os.fdopen(fd, "a+", encoding="utf-8")  # held open for the lifetime
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
