@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, class_mapper
 from algomirror.db.models.books import Order, OrderArchive, Trade, TradeArchive
 from algomirror.db.models.users import ActivityLog
 from algomirror.domain.timeutil import ensure_aware
-from algomirror.fileperms import create_private_file, make_private_dir
+from algomirror.fileperms import DIR_MODE, create_private_file
 
 # Rows are moved in batches so one statement never carries an unbounded id list.
 ARCHIVE_BATCH = 500
@@ -132,7 +132,8 @@ def backup_sqlite(url: str, dest_dir: Path, now: datetime) -> Path:
     source = Path(parsed.database)
     if not source.is_file():
         raise BackupError(f"SQLite database not found: {source}")
-    make_private_dir(dest_dir)
+    # A folder created here is owner-only; an existing one (``--dest``) is the operator's to set.
+    dest_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     target = dest_dir / backup_file_name(now, ".db")
     partial = target.with_name(target.name + ".partial")
     # A backup holds password hashes and encrypted keys: owner-only before a byte is written.
@@ -169,7 +170,8 @@ def backup_postgres(url: str, dest_dir: Path, now: datetime, *, pg_dump: str | N
             "pg_dump not found on PATH: install the PostgreSQL client tools (same or newer major version "
             "as the server)"
         )
-    make_private_dir(dest_dir)
+    # A folder created here is owner-only; an existing one (``--dest``) is the operator's to set.
+    dest_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     target = dest_dir / backup_file_name(now, ".dump")
     partial = target.with_name(target.name + ".partial")
     create_private_file(partial)  # pg_dump truncates and writes it, keeping the mode
