@@ -123,9 +123,14 @@ def maintenance() -> None:
 
 @maintenance.command("run")
 def maintenance_run() -> None:
-    """Delete old activity logs and archive old orders and trades (retention from settings); print the
-    counts."""
-    from algomirror.db.maintenance import archive_orders, archive_trades, purge_activity_logs
+    """Delete old activity logs and expired sign-in sessions, archive old orders and trades (retention
+    from settings); print the counts."""
+    from algomirror.db.maintenance import (
+        archive_orders,
+        archive_trades,
+        purge_activity_logs,
+        purge_user_sessions,
+    )
     from algomirror.db.session import Database
     from algomirror.domain.timeutil import utcnow
 
@@ -138,12 +143,13 @@ def maintenance_run() -> None:
             purged = purge_activity_logs(session, now, days=settings.activity_retention_days)
             counts = archive_orders(session, now, days=settings.order_archive_days)
             trades = archive_trades(session, now, days=settings.order_archive_days)
+            sessions = purge_user_sessions(session, now, idle_hours=settings.session_idle_hours)
     finally:
         database.dispose()
     click.echo(
         f"activity logs deleted: {purged} (older than {settings.activity_retention_days} days); "
         f"orders archived: {counts.archived}, trades archived: {trades.archived} "
-        f"(older than {settings.order_archive_days} days)"
+        f"(older than {settings.order_archive_days} days); expired sign-in sessions deleted: {sessions}"
     )
 
 

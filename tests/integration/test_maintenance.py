@@ -313,3 +313,36 @@ def test_cli_when_maintenance_and_backup_run_on_sqlite_print_counts_and_path(
     result = runner.invoke(main, ["backup", "--dest", str(tmp_path / "bk")])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "bk").glob("algomirror_*.db"))) == 1
+
+
+def test_purge_user_sessions_when_expired_or_idle_deletes_only_those(session: Session) -> None:
+    from algomirror.db.maintenance import purge_user_sessions
+    from algomirror.db.models import User, UserSession
+
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    user = User(username="priya", email="p@example.com", password_hash="x")
+    session.add(user)
+    session.flush()
+
+    def row(name: str, *, remember: bool, seen_hours_ago: int, expires_in_hours: int) -> UserSession:
+        return UserSession(
+            user_id=user.id,
+            key_hash=name.ljust(64, "0"),
+            remember=remember,
+            created_at=now - timedelta(days=1),
+            last_seen_at=now - timedelta(hours=seen_hours_ago),
+            expires_at=now + timedelta(hours=expires_in_hours),
+        )
+
+    session.add_all(
+        [
+            row("a", remember=False, seen_hours_ago=1, expires_in_hours=24),  # live
+            row("b", remember=False, seen_hours_ago=13, expires_in_hours=24),  # idle past 12 h
+            row("c", remember=True, seen_hours_ago=13, expires_in_hours=24),  # remembered: idle is fine
+            row("d", remember=True, seen_hours_ago=1, expires_in_hours=-1),  # past its absolute expiry
+        ]
+    )
+    session.flush()
+
+    assert purge_user_sessions(session, now, idle_hours=12) == 2
+    assert sorted(r.key_hash[0] for r in session.scalars(select(UserSession))) == ["a", "c"]

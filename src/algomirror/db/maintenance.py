@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, class_mapper
 
 from algomirror.db.models.books import Order, OrderArchive, Trade, TradeArchive
-from algomirror.db.models.users import ActivityLog
+from algomirror.db.models.users import ActivityLog, UserSession
 from algomirror.domain.timeutil import ensure_aware
 from algomirror.fileperms import DIR_MODE, create_private_file
 
@@ -46,6 +46,24 @@ def purge_activity_logs(session: Session, now: datetime, days: int = 90) -> int:
     cutoff = _cutoff(now, days)
     result = session.execute(
         delete(ActivityLog).where(ActivityLog.timestamp < cutoff).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def purge_user_sessions(session: Session, now: datetime, *, idle_hours: int) -> int:
+    """Delete sign-in sessions that can no longer be used: past their absolute expiry, or (without
+    Remember me) idle longer than ``idle_hours``. Returns the count. Raises ValueError for a naive
+    ``now``."""
+    if now.tzinfo is None:
+        raise ValueError("now must be aware")
+    idle_cutoff = now - timedelta(hours=idle_hours)
+    result = session.execute(
+        delete(UserSession)
+        .where(
+            (UserSession.expires_at <= now)
+            | (UserSession.remember.is_(False) & (UserSession.last_seen_at < idle_cutoff))
+        )
+        .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
