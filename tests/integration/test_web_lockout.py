@@ -185,3 +185,19 @@ def test_login_when_attempts_failed_since_the_last_sign_in_tells_the_owner_count
         for c, m in flashes(again.get(response.headers["Location"], follow_redirects=True))
         if "failed sign-in" in m
     ]
+
+
+@pytest.mark.parametrize("target", ["alice", "nobody"])
+def test_login_when_one_name_is_hammered_the_address_throttle_fills_alike_for_known_and_unknown_names(
+    env: WebEnv, target: str
+) -> None:
+    # Counting only wrong passwords let an attacker tell a real user (whose tries turn into lock
+    # refusals after five) from an unknown name by whether their own next sign-in was throttled.
+    add_user(env, "alice")
+    add_user(env, "mallory")
+    attacker = client_from(env, "203.0.113.77")
+    for _ in range(8):
+        login(attacker, target, WRONG)
+
+    assert login(attacker, "mallory", PASSWORD).status_code == 200
+    assert not signed_in_now(attacker)

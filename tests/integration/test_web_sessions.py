@@ -387,3 +387,25 @@ def test_describe_agent_when_given_a_user_agent_names_browser_and_system(
     agent: str | None, device: str
 ) -> None:
     assert describe_agent(agent) == device
+
+
+def test_password_change_when_this_browser_cookie_was_copied_before_the_copy_is_signed_out(
+    env: WebEnv,
+) -> None:
+    add_user(env, "alice")
+    this, thief = env.client(), env.client()
+    login(this, "alice", remember=True)
+    copy_cookies(this, thief, SESSION_COOKIE, REMEMBER_COOKIE)
+    assert signed_in_now(thief)
+    new = "a-brand-new-passphrase"
+
+    response = post_form(
+        this,
+        "/settings/password",
+        {"current_password": PASSWORD, "new_password": new, "new_password2": new},
+        page="/settings/",
+    )
+
+    assert response.status_code == 303
+    assert signed_in_now(this) and not signed_in_now(thief)
+    assert len(session_rows(env, "alice")) == 1

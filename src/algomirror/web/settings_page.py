@@ -9,13 +9,12 @@ from typing import Any
 
 from flask import Blueprint, abort, render_template, request
 from flask.typing import ResponseReturnValue
-from flask_login import login_required, login_user
+from flask_login import login_required
 
 from algomirror.security import verify_password
 from algomirror.web.auth import service, sessions
-from algomirror.web.auth.signin import session_limits, sign_out
+from algomirror.web.auth.signin import session_limits, sign_in, sign_out
 from algomirror.web.context import (
-    SessionUser,
     db,
     log_activity,
     me,
@@ -98,10 +97,10 @@ def change_password() -> ResponseReturnValue:
                 form.new_password.errors = [*form.new_password.errors, str(exc)]
             else:
                 log_activity(session_db, "password_changed", user_id=user.id)
-                session_db.commit()
-                # This session continues under the new session_version; every other one has ended.
+                # This browser continues in a new session under a new token: a copy of its old cookie
+                # (the reason to change a password) dies with the other sessions.
                 remembered = request.cookies.get("algomirror_remember") is not None
-                login_user(SessionUser(user, token), remember=remembered)
+                sign_in(session_db, user, remember=remembered)
                 return redirect_to("settings.index", "Password changed. Your other sessions were signed out.")
     return _page(form), 400
 

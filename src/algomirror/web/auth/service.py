@@ -147,7 +147,7 @@ class LockPolicy:
 
 
 # Refused sign-ins, as the activity log names them.
-FAILED_SIGN_INS = ("login_failed", "login_locked")
+FAILED_SIGN_INS = ("login_failed", "login_locked", "login_throttled")
 
 
 def _same_address(ip_address: str | None) -> ColumnElement[bool]:
@@ -218,13 +218,18 @@ def address_locked_until(
     session: Session, ip_address: str | None, now: datetime, policy: LockPolicy
 ) -> datetime | None:
     """When the sign-in throttle of address ``ip_address`` ends, or None when it is not throttled:
-    ``address_max_failures`` failed sign-ins from it within ``window``, whatever the usernames,
-    throttle it for ``lockout`` (a successful sign-in does not reset it)."""
+    ``address_max_failures`` refused sign-ins from it within ``window``, whatever the usernames,
+    throttle it for ``lockout`` (a successful sign-in does not reset it).
+
+    Every refusal counts — a wrong password, an unknown username, one refused by a user's lock — so
+    the throttle fills at the same pace whether the names tried exist or not (counting only wrong
+    passwords let an attacker tell an existing user, whose tries turn into lock refusals, from an
+    unknown one). The throttle's own refusals (``login_throttled``) do not extend it."""
     times = session.scalars(
         select(ActivityLog.timestamp)
         .where(
             _same_address(ip_address),
-            ActivityLog.action == "login_failed",
+            ActivityLog.action.in_(("login_failed", "login_locked")),
             ActivityLog.timestamp > _horizon(now, policy),
             ActivityLog.timestamp <= now,
         )

@@ -136,7 +136,7 @@ def _attempt_login(form: LoginForm) -> Response | None:
     if service.address_locked_until(session_db, address, at, policy) is not None:
         log_activity(
             session_db,
-            "login_locked",
+            "login_throttled",
             user_id=user.id if user is not None else None,
             details=f"refused: too many failed sign-ins from this address (username {username[:80]!r})",
         )
