@@ -220,3 +220,18 @@ def test_edit_test_when_key_empty_and_host_changed_requires_key_and_sends_nothin
         )
         assert attacker.keys == [OTHER_KEY, OTHER_KEY]  # ping then funds, with the typed key only
         assert KEY not in attacker.keys
+
+
+def test_edit_when_only_websocket_url_changed_and_key_empty_requires_key(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    with fake_openalgo(KEY) as saved_host:
+        post_form(alice, "/accounts/new", form("Main", saved_host), page="/accounts/new")
+        account = env.accounts("alice")[0]
+        elsewhere = form("Main", saved_host, api_key="", websocket_url="ws://203.0.113.5:8765")
+
+        response = post_form(alice, f"/accounts/{account.id}/edit", elsewhere, page="/accounts/")
+
+        assert response.status_code == 400
+        assert "Enter the API key again" in response.get_data(as_text=True)
+        assert env.accounts("alice")[0].websocket_url == account.websocket_url

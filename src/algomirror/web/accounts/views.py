@@ -231,12 +231,16 @@ def _edit_form(account: TradingAccount) -> AccountForm:
 @bp.route("/<id:account_id>/edit", methods=["GET", "POST"])
 def edit(account_id: int) -> ResponseReturnValue:
     """Edit an account; a new key is tested right away. An empty key field keeps the stored key, except
-    with a new host: that needs the key typed again (the stored key never goes to another host)."""
+    with a new host or WebSocket URL: that needs the key typed again (the stored key never goes to
+    another host)."""
     account = _own(account_id)
     form = _edit_form(account)
     valid = _valid(form, exclude_id=account.id)
     new_key = (form.api_key.data or "").strip()
-    moved = not _same_host(account, form.host_url.data or "")
+    # The market-data socket authenticates with the same key, so a new WebSocket URL is a move too.
+    moved = not _same_host(account, form.host_url.data or "") or (
+        (form.websocket_url.data or account.websocket_url).strip() != account.websocket_url
+    )
     if valid and moved and not new_key and account.api_key_encrypted:
         form.api_key.errors = [*form.api_key.errors, KEY_FOR_NEW_HOST]
         valid = False
