@@ -120,6 +120,15 @@ def request_cancel(setup: CancelSetup) -> Any:
     )
 
 
+def cancel_requested(db_url: str, tmp_path: Path, sim: SimHandle, **env: Any) -> CancelSetup:
+    """A resting LIMIT order at the paper exchange, our copy of it, and its cancel requested through the
+    web (one pending ``cancel_order`` command): where most command tests start."""
+    orderid = place(sim, pricetype="LIMIT", price="5")
+    setup = cancel_setup(db_url, tmp_path, sim, orderid, **env)
+    assert request_cancel(setup).status_code == 303
+    return setup
+
+
 def commands(env: WebEnv) -> list[EngineCommand]:
     with env.database.session_factory() as s:
         return list(s.scalars(select(EngineCommand).order_by(EngineCommand.id)))

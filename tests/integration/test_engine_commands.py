@@ -32,6 +32,7 @@ from tests.integration.command_support import (
     CancelSetup,
     CountingRegistry,
     cancel_actions,
+    cancel_requested,
     cancel_setup,
     commands,
     exchange_order,
@@ -81,9 +82,8 @@ async def test_cancel_when_order_fills_before_broker_confirms_ends_complete(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    orderid = place(sim, pricetype="LIMIT", price="5")
-    setup = cancel_setup(db_url, tmp_path, sim, orderid)
-    assert request_cancel(setup).status_code == 303
+    setup = cancel_requested(db_url, tmp_path, sim)
+    orderid = setup.orderid
     # The broker acknowledges the cancel while the exchange fills the order instead.
     sim.control.cancel_fill(1, apikey=sim.api_keys[0])
 
@@ -111,9 +111,8 @@ async def test_cancel_when_broker_cancels_ends_cancelled_from_orderstatus(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    orderid = place(sim, pricetype="LIMIT", price="5")
-    setup = cancel_setup(db_url, tmp_path, sim, orderid)
-    assert request_cancel(setup).status_code == 303
+    setup = cancel_requested(db_url, tmp_path, sim)
+    orderid = setup.orderid
     setup.env.clock.advance(timedelta(seconds=7))
 
     async with processor(setup.env) as engine:
@@ -133,9 +132,8 @@ async def test_cancel_when_orderstatus_unreadable_leaves_row_for_sync(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    orderid = place(sim, pricetype="LIMIT", price="5")
-    setup = cancel_setup(db_url, tmp_path, sim, orderid)
-    assert request_cancel(setup).status_code == 303
+    setup = cancel_requested(db_url, tmp_path, sim)
+    orderid = setup.orderid
     sim.control.status_next(500, 5, endpoint="orderstatus", apikey=sim.api_keys[0])
 
     with order_writes(setup.env) as writes:
@@ -222,9 +220,7 @@ async def test_cancel_when_rate_limited_retries_then_succeeds(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    orderid = place(sim, pricetype="LIMIT", price="5")
-    setup = cancel_setup(db_url, tmp_path, sim, orderid)
-    assert request_cancel(setup).status_code == 303
+    setup = cancel_requested(db_url, tmp_path, sim)
     sim.control.rate_limit_next(2, endpoint="cancelorder", apikey=sim.api_keys[0])
 
     async with processor(setup.env) as engine:
@@ -245,9 +241,8 @@ async def test_cancel_when_retries_exhausted_fails(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    orderid = place(sim, pricetype="LIMIT", price="5")
-    setup = cancel_setup(db_url, tmp_path, sim, orderid)
-    assert request_cancel(setup).status_code == 303
+    setup = cancel_requested(db_url, tmp_path, sim)
+    orderid = setup.orderid
     sim.control.rate_limit_next(10, endpoint="cancelorder", apikey=sim.api_keys[0])
 
     async with processor(setup.env, max_attempts=2) as engine:
@@ -262,9 +257,8 @@ async def test_cancel_when_api_key_rejected_fails_with_clear_message(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    orderid = place(sim, pricetype="LIMIT", price="5")
-    setup = cancel_setup(db_url, tmp_path, sim, orderid)
-    assert request_cancel(setup).status_code == 303
+    setup = cancel_requested(db_url, tmp_path, sim)
+    orderid = setup.orderid
     sim.control.status_next(403, 1, endpoint="cancelorder", apikey=sim.api_keys[0])
 
     async with processor(setup.env) as engine:
@@ -279,9 +273,8 @@ async def test_run_when_engine_died_mid_command_runs_it_again_on_start(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    orderid = place(sim, pricetype="LIMIT", price="5")
-    setup = cancel_setup(db_url, tmp_path, sim, orderid)
-    assert request_cancel(setup).status_code == 303
+    setup = cancel_requested(db_url, tmp_path, sim)
+    orderid = setup.orderid
     # A previous engine claimed it, sent the cancel, and died before recording anything.
     with setup.env.database.session() as s:
         s.execute(update(EngineCommand).values(status="running", started_at=setup.env.clock.now()))
@@ -338,9 +331,7 @@ async def test_build_engine_when_built_runs_web_commands_on_its_registry(
     db_url: str, tmp_path: Path, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
-    orderid = place(sim, pricetype="LIMIT", price="5")
-    setup = cancel_setup(db_url, tmp_path, sim, orderid)
-    assert request_cancel(setup).status_code == 303
+    setup = cancel_requested(db_url, tmp_path, sim)
     service = build_engine(setup.env.state.settings, setup.env.database)
     [engine] = [c for c in service.components if c.name == "commands"]
     assert isinstance(engine, CommandProcessor)
@@ -394,9 +385,7 @@ async def cancel_with_sync_in_between(
 ) -> tuple[CancelSetup, SyncBetweenReplyAndWrite]:
     """A cancel whose outcome is unknown (the broker answers 500, nothing is cancelled), so the
     processor reads orderstatus once ("open") and the sync stores ``newer`` before that is written."""
-    orderid = place(sim, pricetype="LIMIT", price="5")
-    setup = cancel_setup(db_url, tmp_path, sim, orderid)
-    assert request_cancel(setup).status_code == 303
+    setup = cancel_requested(db_url, tmp_path, sim)
     sim.control.status_next(500, 1, endpoint="cancelorder", apikey=sim.api_keys[0])
     pool = SyncBetweenReplyAndWrite(setup.env, setup.account_id, newer)
     registry = ClientRegistry(timeouts=Timeouts(connect=2.0, read=5.0, order=5.0), pool=pool)
