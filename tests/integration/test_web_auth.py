@@ -373,3 +373,40 @@ def test_login_when_fields_are_oversized_refuses_with_message_and_logs_no_sessio
     assert response.status_code == 200
     assert "Username is too long" in html and "Password is too long" in html
     assert client.get("/accounts/").status_code == 302
+
+
+def test_register_when_every_field_is_invalid_shows_each_fields_error_in_one_reply(env: WebEnv) -> None:
+    client = env.client()
+    response = post_form(
+        client,
+        "/register",
+        {"username": "a b", "email": "not-an-address", "password": "short", "password2": "short"},
+        page="/register",
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert 'id="username-error"' in page and "Username must be 3–20 characters" in page
+    assert 'id="email-error"' in page and "Enter a valid email address" in page
+    assert 'id="password-error"' in page
+    with env.database.session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(User)) == 0
+
+
+def test_register_when_form_and_rule_errors_mix_shows_both_in_one_reply(env: WebEnv) -> None:
+    client = env.client()
+    response = post_form(
+        client,
+        "/register",
+        {"username": "bad name!", "email": "carol@example.com", "password": "password1234", "password2": "x"},
+        page="/register",
+    )
+    page = response.get_data(as_text=True)
+    assert "The two passwords differ." in page
+    assert 'id="username-error"' in page and 'id="password-error"' in page
+
+
+def test_register_when_username_and_email_both_taken_says_so_for_both(env: WebEnv) -> None:
+    add_user(env, "alice")
+    open_signup(env)
+    page = register(env.client(), "ALICE", email="alice@example.com").get_data(as_text=True)
+    assert "That username is taken" in page and "already registered" in page

@@ -30,6 +30,16 @@ class UserError(Exception):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.problems: dict[str, list[str]] = {field: [message]} if field else {}
+
+    @classmethod
+    def of(cls, problems: dict[str, list[str]]) -> UserError:
+        """One error carrying every field's problems (``problems``: field name -> messages, not empty);
+        its message is all of them, for callers without a form (the CLI)."""
+        messages = [m for msgs in problems.values() for m in msgs]
+        error = cls(" ".join(messages), next(iter(problems)) if len(problems) == 1 else None)
+        error.problems = {name: list(msgs) for name, msgs in problems.items()}
+        return error
 
 
 def normalize_email(email: str) -> str:
@@ -53,17 +63,33 @@ def _lock_users_table(session: Session) -> None:
         session.execute(delete(User).where(User.id == -1))
 
 
-def validate_new_user(username: str, email: str, password: str) -> tuple[str, str]:
-    """Normalised (username, email). Raises :class:`UserError` for the first problem found."""
+def new_user_problems(username: str, email: str, password: str) -> dict[str, list[str]]:
+    """Every problem with a new user's input, by field (``username``, ``email``, ``password``); empty
+    when all are acceptable. Each field is checked even when another one fails, so a form can show all
+    of its errors in one reply."""
+    problems: dict[str, list[str]] = {}
     name = normalize_username(username)
     problem = check_username(name)
     if problem:
-        raise UserError(problem, "username")
-    address = normalize_email(email)
+        problems["username"] = [problem]
+    try:
+        address = normalize_email(email)
+    except UserError as exc:
+        problems["email"] = [str(exc)]
+        address = email.strip().lower()
     policy = check_password_policy(password, username=name, email=address)
     if not policy.ok:
-        raise UserError(" ".join(policy.errors), "password")
-    return name, address
+        problems["password"] = [" ".join(policy.errors)]
+    return problems
+
+
+def validate_new_user(username: str, email: str, password: str) -> tuple[str, str]:
+    """Normalised (username, email). Raises :class:`UserError` carrying every problem found
+    (:attr:`UserError.problems`, by field)."""
+    problems = new_user_problems(username, email, password)
+    if problems:
+        raise UserError.of(problems)
+    return normalize_username(username), normalize_email(email)
 
 
 def create_user(
@@ -87,10 +113,13 @@ def create_user(
     existing = session.scalar(select(func.count()).select_from(User)) or 0
     if existing and require_open_signup and not signup_enabled(session):
         raise UserError("Sign-up is closed. Ask an administrator to create your account.")
+    taken: dict[str, list[str]] = {}
     if session.scalar(select(User.id).where(User.username == name)) is not None:
-        raise UserError("That username is taken.", "username")
+        taken["username"] = ["That username is taken."]
     if session.scalar(select(User.id).where(User.email == address)) is not None:
-        raise UserError("That email address is already registered.", "email")
+        taken["email"] = ["That email address is already registered."]
+    if taken:
+        raise UserError.of(taken)
     user = User(
         username=name,
         email=address,

@@ -68,15 +68,33 @@ def register() -> ResponseReturnValue:
             ]
         else:
             return redirect_to("auth.login", "Account created. Sign in with your new password.")
+    elif form.is_submitted() and "csrf_token" not in form.errors:
+        _attach_rule_errors(form)
     return render_template("auth/register.html", form=form, first=first)
 
 
 def _attach_error(form: FlaskForm, exc: service.UserError) -> None:
-    field = getattr(form, exc.field, None) if exc.field else None
-    if field is not None:
-        field.errors = [*field.errors, str(exc)]
-    else:
+    if not exc.problems:
         flash(str(exc), "error")
+        return
+    for name, messages in exc.problems.items():
+        field = getattr(form, name, None)
+        if field is not None:
+            field.errors = [*field.errors, *messages]
+        else:
+            flash(" ".join(messages), "error")
+
+
+def _attach_rule_errors(form: RegisterForm) -> None:
+    """The user rules' errors (:func:`service.new_user_problems`) on the fields the form's own checks
+    accepted, so one reply shows every invalid field's error, not only the form's."""
+    problems = service.new_user_problems(
+        form.username.data or "", form.email.data or "", form.password.data or ""
+    )
+    for name, messages in problems.items():
+        field = getattr(form, name)
+        if not field.errors:
+            field.errors = [*messages]
 
 
 @bp.route("/login", methods=["GET", "POST"])
