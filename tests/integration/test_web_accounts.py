@@ -436,3 +436,52 @@ def test_stored_key_when_fernet_key_replaced_gives_clear_message_not_500(
     after = env.accounts("alice")[0]
     assert after.host_url == "http://127.0.0.1:5001"
     assert env.state.box.decrypt(after.api_key_encrypted or "") == KEY
+
+
+def _log(env: WebEnv, username: str, account_id: int | None, action: str, details: str) -> None:
+    from algomirror.db.models import ActivityLog
+
+    with env.database.session() as s:
+        s.add(
+            ActivityLog(
+                user_id=env.user(username).id,
+                account_id=account_id,
+                action=action,
+                details=details,
+                timestamp=env.clock.now(),
+            )
+        )
+
+
+def test_activity_filter_when_unlisted_actions_logged_offers_exactly_what_exists(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    create(alice, "Main")
+    account_id = ids(env)["Main"]
+    _log(env, "alice", account_id, "order_cancel_requested", "order 7: cancel asked")
+    _log(env, "alice", account_id, "order_cancelled", "order 7: cancelled (broker confirmed)")
+    _log(env, "alice", None, "demo_seeded", "demo data")
+    bob = signed_in(env, "bob")
+    _log(env, "bob", None, "bob_only_action", "bob's own")
+    offered = set(re.findall(r'<option value="([a-z_]+)"', alice.get("/activity/").get_data(as_text=True)))
+    # alice, the first user, is the administrator: the list covers everyone's rows
+    assert {"order_cancel_requested", "order_cancelled", "demo_seeded", "bob_only_action"} <= offered
+    assert "user_made_admin" not in offered  # nobody has logged it
+    bob_offered = set(re.findall(r'<option value="([a-z_]+)"', bob.get("/activity/").get_data(as_text=True)))
+    assert "bob_only_action" in bob_offered
+    assert not bob_offered & {"order_cancelled", "demo_seeded", "account_created"}  # alice's, not bob's
+    filtered = alice.get("/activity/?action=order_cancelled").get_data(as_text=True)
+    assert "cancelled (broker confirmed)" in filtered and "cancel asked" not in filtered
+
+
+def test_connection_history_when_order_cancelled_shows_connection_events_only(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    create(alice, "Main")
+    account_id = ids(env)["Main"]
+    _log(env, "alice", account_id, "order_cancel_requested", "order 7: cancel asked")
+    _log(env, "alice", account_id, "order_cancelled", "order 7: cancelled (broker confirmed)")
+    _log(env, "alice", account_id, "connection_lost", "socket dropped at the broker")
+    page = alice.get(f"/accounts/{account_id}/overview").get_data(as_text=True)
+    assert "socket dropped at the broker" in page
+    assert "cancel asked" not in page and "broker confirmed" not in page

@@ -30,9 +30,6 @@ CONNECTION_ACTIONS = (
     "connection_restored",
     "auth_failed",
     "connection_tested",
-    "order_cancel_requested",
-    "order_cancelled",
-    "order_cancel_failed",
 )
 # A column or SQL expression usable in select/where/order_by.
 SqlExpr = ColumnElement[Any] | QueryableAttribute[Any]
@@ -304,7 +301,7 @@ def account_choices(session: Session, user_id: int) -> list[tuple[int, str]]:
 def connection_history(
     session: Session, user_id: int, account_id: int, *, limit: int = 20
 ) -> list[RowMapping]:
-    """Latest connection events (and cancel actions) of one of the user's accounts, newest first."""
+    """Latest connection events (never order actions) of one of the user's accounts, newest first."""
     query = (
         select(ActivityLog.timestamp, ActivityLog.action, ActivityLog.details)
         .join(TradingAccount, TradingAccount.id == ActivityLog.account_id)
