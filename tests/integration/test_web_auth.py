@@ -410,3 +410,15 @@ def test_register_when_username_and_email_both_taken_says_so_for_both(env: WebEn
     open_signup(env)
     page = register(env.client(), "ALICE", email="alice@example.com").get_data(as_text=True)
     assert "That username is taken" in page and "already registered" in page
+
+
+def test_login_page_when_signup_is_open_links_to_sign_up_and_not_when_closed(env: WebEnv) -> None:
+    add_user(env, "alice")
+    client = env.client()
+    assert 'href="/register"' not in client.get("/login").get_data(as_text=True)
+    open_signup(env)
+    page = client.get("/login").get_data(as_text=True)
+    assert 'href="/register"' in page and "Sign up" in page
+    with env.database.session() as s:
+        service.set_signup_enabled(s, False)
+    assert 'href="/register"' not in client.get("/login").get_data(as_text=True)

@@ -116,7 +116,7 @@ def login() -> ResponseReturnValue:
         response = _attempt_login(form)
         if response is not None:
             return response
-    return render_template("auth/login.html", form=form)
+    return render_template("auth/login.html", form=form, signup_open=service.signup_enabled(session_db))
 
 
 def refusal_message() -> str:
