@@ -422,3 +422,35 @@ def test_login_page_when_signup_is_open_links_to_sign_up_and_not_when_closed(env
     with env.database.session() as s:
         service.set_signup_enabled(s, False)
     assert 'href="/register"' not in client.get("/login").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("page", ["/register", "/login"])
+def test_auth_forms_when_rendered_carry_no_maxlength_that_would_cut_a_paste(env: WebEnv, page: str) -> None:
+    add_user(env, "alice")
+    open_signup(env)
+    html = env.client().get(page).get_data(as_text=True)
+    assert 'name="username"' in html and "maxlength" not in html
+
+
+def test_register_when_username_pasted_500_characters_long_refuses_inline_and_cuts_nothing(
+    env: WebEnv,
+) -> None:
+    client = env.client()
+    pasted = "a" * 500
+    response = register(client, pasted)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert 'id="username-error"' in page and "Username must be 3–20 characters" in page
+    assert "maxlength" not in page
+    with env.database.session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(User)) == 0
+
+
+@pytest.mark.parametrize("page", ["/accounts/new", "/settings/"])
+def test_signed_in_forms_when_rendered_carry_no_maxlength_that_would_cut_a_paste(
+    env: WebEnv, page: str
+) -> None:
+    client = signed_in(env, "alice")
+    response = client.get(page, follow_redirects=True)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "<input" in html and "maxlength" not in html
