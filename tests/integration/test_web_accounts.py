@@ -96,8 +96,9 @@ def test_test_connection_when_on_unsaved_form_shows_result_and_saves_nothing(
     assert ok.status_code == 200 and "Connected to zerodha" in ok.get_data(as_text=True)
     bad = post_form(alice, "/accounts/new/test", form("Main"), page="/accounts/new")
     assert "Connection failed" in bad.get_data(as_text=True)
-    # The typed values stay in the form, the key does not come back.
-    assert 'value="Main"' in bad.get_data(as_text=True) and KEY not in bad.get_data(as_text=True)
+    # The typed values stay in the form, the key too (for this reply only), so Save needs no second paste.
+    assert 'value="Main"' in bad.get_data(as_text=True) and f'value="{KEY}"' in bad.get_data(as_text=True)
+    assert KEY not in alice.get("/accounts/new").get_data(as_text=True)
     assert env.accounts("alice") == []
     assert env.actions("alice").count("connection_tested") == 2
 
@@ -485,3 +486,20 @@ def test_connection_history_when_order_cancelled_shows_connection_events_only(
     page = alice.get(f"/accounts/{account_id}/overview").get_data(as_text=True)
     assert "socket dropped at the broker" in page
     assert "cancel asked" not in page and "broker confirmed" not in page
+
+
+def test_form_error_when_key_typed_keeps_it_for_that_reply_only(env: WebEnv, alice: FlaskClient) -> None:
+    bad = create(alice, "ab")  # name too short: the form comes back with its error
+    assert bad.status_code == 400 and f'value="{KEY}"' in bad.get_data(as_text=True)
+    create(alice, "Main")
+    account_id = ids(env)["Main"]
+    edit_page = f"/accounts/{account_id}/edit"
+    assert KEY not in alice.get(edit_page).get_data(as_text=True)  # the stored key is never rendered
+    new_key = "beta-key-0002-ABCD"
+    # A new host with a new key but a bad name: the typed key comes back, ready for Save.
+    typed = post_form(alice, edit_page, form("x", api_key=new_key), page=edit_page)
+    assert typed.status_code == 400 and f'value="{new_key}"' in typed.get_data(as_text=True)
+    # An error with the key field left empty never fills it with the stored key.
+    empty = post_form(alice, edit_page, form("x", api_key=""), page=edit_page)
+    assert empty.status_code == 400 and KEY not in empty.get_data(as_text=True)
+    assert new_key not in alice.get(edit_page).get_data(as_text=True)

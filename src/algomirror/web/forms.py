@@ -11,6 +11,7 @@ from wtforms import BooleanField, Field, HiddenField, PasswordField, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.form import BaseForm
 from wtforms.validators import DataRequired, EqualTo, Length, StopValidation, ValidationError
+from wtforms.widgets import PasswordInput
 
 from algomirror.broker.hosts import HostPolicy, HostURLError, normalize_host_url
 from algomirror.controlchars import describe, first_control
@@ -206,6 +207,11 @@ class AccountForm(FlaskForm):
         self.key_required = key_required
         if not key_required:
             self.api_key.description = "Leave empty to keep the stored key."
+        if self.is_submitted():
+            # The page re-rendered for this submission (an error, a test result) keeps the key just typed,
+            # so Save needs no second paste; the value comes from the request only (no model carries a
+            # plain key) and a GET, or any later page, renders the field empty again.
+            self.api_key.widget = PasswordInput(hide_value=False)
 
     def validate_api_key(self, field: Field) -> None:
         """WTForms' inline check of ``api_key``: required unless editing, length and no whitespace.

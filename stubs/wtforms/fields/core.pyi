@@ -38,6 +38,8 @@ class Field:
     filters: Sequence[_Filter]
     flags: Flags
     render_kw: dict[str, Any] | None
+    # What renders the field: called as widget(field, **attributes).
+    widget: Callable[..., Markup]
     def __init__(
         self,
         label: str | None = None,
