@@ -294,3 +294,33 @@ def test_csv_when_average_has_four_decimals_exports_them_all(env: WebEnv, alice:
     average = next(i for i, name in enumerate(header) if "Avg" in name or "Average" in name)
     assert rows[1][average] == "123.4567"
     assert rows[1][header.index("P&L")] == "5.00"
+
+
+def test_orders_when_market_order_has_zero_or_no_price_shows_dash_not_zero_rupees(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    with env.database.session() as s:
+        a = make_account(s, env.user("alice").id, "Alpha", is_primary=True)
+        make_order(s, a.id, "M0", symbol="NIFTYMKTZERO", order_type="MARKET", price="0", trigger_price="0")
+        make_order(s, a.id, "MN", symbol="NIFTYMKTNULL", order_type="MARKET", price=None, trigger_price=None)
+        make_order(s, a.id, "L1", symbol="NIFTYLIMIT", price="9695796.50", trigger_price="0")
+    for symbol in ("NIFTYMKTZERO", "NIFTYMKTNULL"):
+        html = alice.get(f"/orders?symbol={symbol}").get_data(as_text=True)
+        assert _cells(html, "book-table", "price") == ["—"]
+        assert _cells(html, "book-table", "trigger_price") == ["—"]
+    html = alice.get("/orders?symbol=NIFTYLIMIT").get_data(as_text=True)
+    assert _cells(html, "book-table", "price") == ["₹96,95,796.50"]
+    # A limit order's price is a price even when it is zero; only a MARKET order has none.
+    assert _cells(html, "book-table", "trigger_price") == ["₹0.00"]
+
+
+def test_cancel_page_when_market_order_has_zero_price_shows_no_rupee_price(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    with env.database.session() as s:
+        a = make_account(s, env.user("alice").id, "Alpha", is_primary=True)
+        pk = make_order(s, a.id, "M1", order_type="MARKET", price="0", trigger_price="0", status="open").id
+    response = alice.get(f"/orders/{pk}/cancel")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and "MARKET" in page
+    assert "₹0.00" not in page

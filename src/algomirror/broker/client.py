@@ -87,6 +87,7 @@ from algomirror.broker.wire import (
     parse_open_position,
     symbols_wire,
 )
+from algomirror.domain.money import format_inr
 
 if TYPE_CHECKING:
     from algomirror.broker.facade import ConnectionTest
@@ -724,7 +725,7 @@ def run_connection_test(host_url: str, api_key: str, *, timeout: float = 5.0) ->
     if funds is None or broker is None:
         return ConnectionTest(ok=False, status="failed", broker=None, message=NOT_OPENALGO)
     cash = funds.availablecash
-    cash_text = "unknown" if cash is None else f"₹{cash:,.2f}"
+    cash_text = "unknown" if cash is None else format_inr(cash)
     return ConnectionTest(
         ok=True,
         status="connected",

@@ -23,6 +23,9 @@ from algomirror.web.queries import Column, Subtotal, Sum
 
 UNKNOWN = Markup('<span class="unknown" title="unknown">—</span>')
 SIGNED_KEYS = frozenset({"pnl", "realized_pnl", "unrealized_pnl", "m2m_realized", "m2m_unrealized"})
+# A MARKET order has neither a limit nor a trigger price: the 0 (or NULL) stored for it is no price.
+MARKET_PRICELESS_KEYS = frozenset({"price", "trigger_price"})
+NO_PRICE = Markup('<span class="unknown" title="none for a market order">—</span>')
 
 
 def _sign_class(value: Decimal) -> str:
@@ -97,7 +100,11 @@ def row_cells(row: dict[str, Any], columns: Sequence[Column], overview_prefix: s
                 parts.append(f'<td><a href="{overview_prefix}{row["account_id"]}/overview">{name}</a></td>')
             continue
         css = ' class="num"' if col.numeric else ""
-        parts.append(f'<td{css} data-col="{col.key}">{cell(row.get(col.key), col.kind)}</td>')
+        value = row.get(col.key)
+        if not value and col.key in MARKET_PRICELESS_KEYS and row.get("order_type") == "MARKET":
+            parts.append(f'<td{css} data-col="{col.key}">{NO_PRICE}</td>')
+            continue
+        parts.append(f'<td{css} data-col="{col.key}">{cell(value, col.kind)}</td>')
     return Markup("".join(parts))
 
 
