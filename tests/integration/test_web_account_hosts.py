@@ -44,6 +44,7 @@ def form(name: str, host_url: str, **over: Any) -> dict[str, Any]:
         "host_url": host_url,
         "websocket_url": "ws://127.0.0.1:8765",
         "api_key": KEY,
+        "save_anyway": "y",  # a failed connection test is confirmed up front
     }
     data.update(over)
     return data

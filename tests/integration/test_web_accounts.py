@@ -35,6 +35,8 @@ def form(name: str, **over: Any) -> dict[str, Any]:
         "host_url": f"http://127.0.0.1:{unused_port()}",
         "websocket_url": "ws://127.0.0.1:8765",
         "api_key": KEY,
+        # Most tests save against a server that is not there: confirmed up front (tests below drop it).
+        "save_anyway": "y",
     }
     data.update(over)
     return data
@@ -503,3 +505,76 @@ def test_form_error_when_key_typed_keeps_it_for_that_reply_only(env: WebEnv, ali
     empty = post_form(alice, edit_page, form("x", api_key=""), page=edit_page)
     assert empty.status_code == 400 and KEY not in empty.get_data(as_text=True)
     assert new_key not in alice.get(edit_page).get_data(as_text=True)
+
+
+def test_create_when_connection_test_fails_asks_to_confirm_and_saves_only_on_save_anyway(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    with fake_openalgo("another-key-entirely") as host:
+        first = create(alice, "Main", host_url=host, save_anyway="")
+        body = first.get_data(as_text=True)
+        assert first.status_code == 200 and 'name="save_anyway"' in body and "Nothing was saved" in body
+        assert f'value="{KEY}"' in body  # ready for the second submit without a paste
+        assert env.accounts("alice") == []
+        second = create(alice, "Main", host_url=host, save_anyway="y")
+    assert second.status_code == 303
+    assert [a.connection_status for a in env.accounts("alice")] == ["auth_failed"]
+
+
+def test_edit_when_new_key_rejected_asks_to_confirm_and_keeps_old_key_until_save_anyway(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    with fake_openalgo(KEY) as host:
+        create(alice, "Main", host_url=host)
+        account_id = ids(env)["Main"]
+        page = f"/accounts/{account_id}/edit"
+        wrong = "wrong-key-0003-QRST"
+        first = post_form(
+            alice, page, form("Renamed", host_url=host, api_key=wrong, save_anyway=""), page=page
+        )
+        assert first.status_code == 200 and 'name="save_anyway"' in first.get_data(as_text=True)
+        account = env.accounts("alice")[0]
+        assert (account.account_name, account.api_key_last4, account.connection_status) == (
+            "Main",
+            KEY[-4:],
+            "connected",
+        )
+        second = post_form(alice, page, form("Renamed", host_url=host, api_key=wrong), page=page)
+    assert second.status_code == 303
+    account = env.accounts("alice")[0]
+    assert (account.account_name, account.api_key_last4, account.connection_status) == (
+        "Renamed",
+        wrong[-4:],
+        "auth_failed",
+    )
+
+
+def test_primary_when_account_key_rejected_needs_confirmation_saying_no_live_prices(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    with fake_openalgo(KEY) as host:
+        create(alice, "Good", host_url=host)
+    with fake_openalgo("another-key-entirely") as host:
+        create(alice, "Rejected", host_url=host)
+    target = ids(env)["Rejected"]
+    asked = post_form(alice, f"/accounts/{target}/primary", page="/accounts/")
+    body = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and "no live prices" in body and "feeds market data" in body
+    assert primary(env) == ["Good"]
+    done = post_form(alice, f"/accounts/{target}/primary", {"confirm_unhealthy": "yes"}, page="/accounts/")
+    assert done.status_code == 303 and primary(env) == ["Rejected"]
+
+
+def test_primary_when_deactivated_promotes_healthy_account_before_older_rejected_one(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    with fake_openalgo(KEY) as host:
+        create(alice, "First", host_url=host)
+    with fake_openalgo("another-key-entirely") as host:
+        create(alice, "Rejected", host_url=host)
+    with fake_openalgo(KEY) as host:
+        create(alice, "Healthy", host_url=host)
+    post_form(alice, f"/accounts/{ids(env)['First']}/deactivate", page="/accounts/")
+    assert primary(env) == ["Healthy"]  # "Rejected" is older but would feed no prices
+    post_form(alice, f"/accounts/{ids(env)['Healthy']}/deactivate", page="/accounts/")
+    assert primary(env) == ["Rejected"]  # the only active one left: still better than none

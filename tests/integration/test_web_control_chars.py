@@ -36,6 +36,7 @@ def account_form(**overrides: str) -> dict[str, str]:
         "host_url": f"http://127.0.0.1:{unused_port()}",
         "websocket_url": "ws://127.0.0.1:8765",
         "api_key": "control-chars-key-0001",
+        "save_anyway": "y",  # no server there: the failed test is confirmed up front
         **overrides,
     }
 

@@ -77,6 +77,7 @@ def signed_in_admin(env: WebEnv) -> Any:
         "host_url": f"http://127.0.0.1:{unused_port()}",
         "websocket_url": "ws://127.0.0.1:8765",
         "api_key": "ids-walk-key-0001",
+        "save_anyway": "y",  # no server there: the failed test is confirmed up front
     }
     response = post_form(admin, "/accounts/new", data, page="/accounts/new")
     assert response.status_code == 303, response.get_data(as_text=True)[:2000]

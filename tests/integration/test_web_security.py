@@ -39,6 +39,7 @@ def add_account(client: FlaskClient, name: str, *, key: str = SECRET_KEY, host: 
             "host_url": host or f"http://127.0.0.1:{unused_port()}",
             "websocket_url": "ws://127.0.0.1:8765",
             "api_key": key,
+            "save_anyway": "y",  # no server there by default: the failed test is confirmed up front
         },
         page="/accounts/new",
     )

@@ -201,6 +201,8 @@ class AccountForm(FlaskForm):
         validators=[no_control_characters("API key")],
         description="Stored encrypted; shown afterwards only as its last 4 characters.",
     )
+    # Offered once a connection test of this form has failed: the second Save must say so explicitly.
+    save_anyway = BooleanField("Save anyway, although the connection test failed")
 
     def __init__(self, *, key_required: bool = True, obj: object = None) -> None:
         super().__init__(obj=obj)

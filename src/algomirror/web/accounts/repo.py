@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from algomirror.broker.facade import ConnectionTest
@@ -108,16 +108,27 @@ def set_primary(session: Session, user_id: int, account: TradingAccount) -> Trad
     return old
 
 
+UNHEALTHY_STATUSES = ("auth_failed", "failed", "error")
+
+
+def is_healthy(account: TradingAccount) -> bool:
+    """False when the account's key was rejected or its connection failed (no live prices from it)."""
+    return account.connection_status not in UNHEALTHY_STATUSES
+
+
 def promote_oldest_active(
     session: Session, user_id: int, *, excluding: int | None = None
 ) -> TradingAccount | None:
-    """Make the oldest active account the primary when the user has none. Returns it (or None)."""
+    """Make the oldest active account the primary when the user has none, a healthy one (see
+    :func:`is_healthy`) before any other. Returns it (or None)."""
     if primary_account(session, user_id) is not None:
         return None
+    # A healthy account first: the primary feeds market data to every page and strategy.
+    unhealthy = case((TradingAccount.connection_status.in_(UNHEALTHY_STATUSES), 1), else_=0)
     query = (
         select(TradingAccount)
         .where(TradingAccount.user_id == user_id, TradingAccount.is_active.is_(True))
-        .order_by(TradingAccount.created_at, TradingAccount.id)
+        .order_by(unhealthy, TradingAccount.created_at, TradingAccount.id)
     )
     if excluding is not None:
         query = query.where(TradingAccount.id != excluding)
@@ -142,14 +153,12 @@ def deactivate(session: Session, user_id: int, account: TradingAccount) -> Tradi
 
 
 def activate(session: Session, user_id: int, account: TradingAccount) -> None:
-    """Activate; becomes the primary when the user has no primary."""
+    """Activate; when the user has no primary, the oldest healthy active account becomes it."""
     if account.user_id != user_id:
         raise AccountRuleError("Not found.")
     account.is_active = True
     session.flush()
-    if primary_account(session, user_id) is None:
-        account.is_primary = True
-        session.flush()
+    promote_oldest_active(session, user_id)
 
 
 def retirement_plan(session: Session, user_id: int, account: TradingAccount) -> tuple[list[Blocker], bool]:

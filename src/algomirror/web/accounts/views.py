@@ -11,7 +11,7 @@ saved and before every connection test.
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
 from sqlalchemy.exc import IntegrityError
@@ -141,8 +141,9 @@ def _name_ok(form: AccountForm, *, exclude_id: int | None = None) -> bool:
 
 @bp.route("/new", methods=["GET", "POST"])
 def create() -> ResponseReturnValue:
-    """Add an account: on a valid form its connection is tested and it is saved either way (as
-    disconnected when the test fails); an invalid form or a taken name re-renders with 400."""
+    """Add an account: on a valid form its connection is tested; a failed test saves it (as disconnected)
+    only with "save anyway" ticked, else the form comes back asking; an invalid form or a taken name
+    re-renders with 400."""
     form = AccountForm(key_required=True)
     if not _valid(form):
         status = 400 if form.is_submitted() else 200
@@ -152,6 +153,8 @@ def create() -> ResponseReturnValue:
     key = (form.api_key.data or "").strip()
     release_db()
     result = state().connection_tester(form.host_url.data or "", key)
+    if not result.ok and not form.save_anyway.data:
+        return _confirm_save(form, None, result, user_id)
     try:
         account = repo.create_account(
             session_db,
@@ -216,6 +219,30 @@ def test_new() -> ResponseReturnValue:
     ), status
 
 
+def _confirm_save(
+    form: AccountForm, account: TradingAccount | None, result: ConnectionTest, user_id: int | None
+) -> ResponseReturnValue:
+    """The form again, unsaved, with the failed test and a "save anyway" choice (200: a question, not an
+    error). With ``user_id`` the test is logged here (the create path tests before any row exists)."""
+    if user_id is not None:
+        log_activity(
+            db(),
+            "connection_tested",
+            user_id=user_id,
+            account_id=None,
+            details=f"{(form.host_url.data or '')[:200]}: {result.status}: {result.message[:300]}",
+        )
+        db().commit()
+    return render_template(
+        "accounts/form.html",
+        form=form,
+        account=account,
+        result=result,
+        result_text=_result_text(result) + " Nothing was saved: check the details, or save anyway.",
+        confirm_save=True,
+    )
+
+
 def _text_or_none(result: ConnectionTest | None) -> str | None:
     return _result_text(result) if result is not None else None
 
@@ -230,7 +257,8 @@ def _edit_form(account: TradingAccount) -> AccountForm:
 
 @bp.route("/<id:account_id>/edit", methods=["GET", "POST"])
 def edit(account_id: int) -> ResponseReturnValue:
-    """Edit an account; a new key is tested right away. An empty key field keeps the stored key, except
+    """Edit an account; a new key is tested right away, and a failed test saves only with "save anyway"
+    ticked (else nothing is saved and the form asks). An empty key field keeps the stored key, except
     with a new host or WebSocket URL: that needs the key typed again (the stored key never goes to
     another host)."""
     account = _own(account_id)
@@ -249,6 +277,14 @@ def edit(account_id: int) -> ResponseReturnValue:
         return render_template("accounts/form.html", form=form, account=account, result=None), status
     session_db = db()
     user_id = me().id
+    result: ConnectionTest | None = None
+    if new_key:
+        # A key change clears an auth_failed stop: the new key gets its own test right away, before any
+        # change is written (the test commits what the request wrote so far).
+        result = _run_test(form.host_url.data or account.host_url, new_key, account_id=account.id)
+        if not result.ok and not form.save_anyway.data:
+            session_db.commit()  # the test is recorded; nothing of the form is saved
+            return _confirm_save(form, _own(account_id), result, None)
     changes = [
         name
         for name in ("account_name", "broker", "host_url", "websocket_url")
@@ -258,13 +294,10 @@ def edit(account_id: int) -> ResponseReturnValue:
     account.broker = form.broker.data or account.broker
     account.host_url = form.host_url.data or account.host_url
     account.websocket_url = form.websocket_url.data or account.websocket_url
-    result: ConnectionTest | None = None
     if new_key:
         changes.append("api_key")
         account.api_key_encrypted = state().box.encrypt(new_key)
         account.api_key_last4 = last4(new_key)
-        # A key change clears an auth_failed stop: the new key gets its own test right away.
-        result = _run_test(account.host_url, new_key, account_id=account.id)
     if result is not None:
         repo.record_connection_test(account, result, now())
     log_activity(
@@ -386,9 +419,13 @@ def delete(account_id: int) -> ResponseReturnValue:
 
 @bp.route("/<id:account_id>/primary", methods=["POST"])
 def make_primary(account_id: int) -> ResponseReturnValue:
-    """Make the account the user's primary (refused with a message when the rules do not allow it)."""
+    """Make the account the user's primary (refused with a message when the rules do not allow it). An
+    unhealthy account (key rejected, connection failed) needs ``confirm_unhealthy=yes``: without it the
+    reply is a page saying what that means for the market-data feed."""
     require_confirmation()
     account = _own(account_id)
+    if not repo.is_healthy(account) and request.form.get("confirm_unhealthy") != "yes":
+        return render_template("accounts/primary_confirm.html", account=account, form=ConfirmForm())
     session_db = db()
     try:
         old = repo.set_primary(session_db, me().id, account)
