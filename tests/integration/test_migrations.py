@@ -50,6 +50,7 @@ OUR_TABLES = {
     "strategy_runs",
     "engine_fence",
     "user_sessions",
+    "index_quotes",
 }
 
 

@@ -26,6 +26,7 @@ from algomirror.db.models.calendar import (
 from algomirror.db.models.commands import EngineCommand
 from algomirror.db.models.engine_fence import FENCE_ROW_ID, EngineFence
 from algomirror.db.models.feed import FailoverEvent, WebSocketConnection, WebSocketSession
+from algomirror.db.models.market import IndexQuote
 from algomirror.db.models.sizing import MarginRequirement, TradeQuality, TradingSetting
 from algomirror.db.models.strategies import (
     OrderIntent,
@@ -47,6 +48,7 @@ __all__ = [
     "EngineFence",
     "FailoverEvent",
     "Holding",
+    "IndexQuote",
     "MarginRequirement",
     "MarginTracker",
     "MarketHoliday",
