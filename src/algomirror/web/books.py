@@ -31,7 +31,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from algomirror.db.models import EngineCommand, Order, TradingAccount
 from algomirror.domain.timeutil import format_ist, to_ist
-from algomirror.web import queries
+from algomirror.web import queries, strategy_groups
 from algomirror.web.context import (
     db,
     is_same_site_path,
@@ -146,6 +146,11 @@ def _context(kind: str) -> dict[str, Any]:
         "page": filters.page,
         "pages": pages,
         "cancel_requests": _requested_cancels() if kind == "orders" else set(),
+        "groups": strategy_groups.position_groups(
+            db(), me().id, account_id=filters.account_id, symbol=filters.symbol
+        )
+        if kind == "positions"
+        else None,
         "poll_seconds": POLL_SECONDS,
         "generated_at": now(),
     }
