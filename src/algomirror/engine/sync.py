@@ -25,6 +25,8 @@ active account, mirrored into the database, with per-account connection status (
 * A failed read leaves that table's rows untouched (their ``updated_at`` shows their age); see
   :mod:`algomirror.engine.book_mirror` for how successful reads are mirrored (only today's orders and
   trades are compared, so a cycle's cost does not grow with the account's history).
+* A user's primary account also reads the NIFTY, BANKNIFTY and SENSEX quotes for the header's strip
+  once its books are read (:mod:`algomirror.engine.index_quotes`); that read never affects the status.
 * Every timestamp written and every "now" (fetch time, ``last_sync_at``, the IST day, probe and
   unsupported deadlines) comes from the injected ``clock``; only waits use the monotonic clock.
 * Clients come from the engine's :class:`~algomirror.broker.registry.ClientRegistry` (one broker path
@@ -64,6 +66,7 @@ from algomirror.db.session import Database
 from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine import book_mirror
+from algomirror.engine.index_quotes import IndexQuoteReader
 from algomirror.host_settings import load_host_policy
 
 log = logging.getLogger(__name__)
@@ -119,6 +122,7 @@ class AccountRef:
     api_key_encrypted: str
     status: str
     collateral_included: bool
+    is_primary: bool = False
 
 
 @dataclass
@@ -206,6 +210,13 @@ class AccountSync:
         self._unsupported_logged: set[tuple[int, str]] = set()
         self._locks: dict[int, asyncio.Lock] = {}
         self._store_locks: dict[int, asyncio.Lock] = {}
+        self._index_quotes = IndexQuoteReader(
+            database,
+            self.clock,
+            retry_seconds=self.config.down_interval,
+            unsupported_seconds=self.config.unsupported_retry,
+            is_unsupported=is_unsupported,
+        )
         self._workers: dict[int, asyncio.Task[None]] = {}
         self.cycles = 0  # completed account cycles (for tests and diagnostics)
         self.cycles_by_account: dict[int, int] = {}
@@ -369,7 +380,12 @@ class AccountSync:
                 ok.append(endpoint)
                 self._mark_supported(account, endpoint)
         result.ok, result.rate_limited, result.unsupported = tuple(ok), tuple(limited), tuple(unsupported)
-        return await self._finish(account, result)
+        result = await self._finish(account, result)
+        if account.is_primary and result.ok and client.halted is None:
+            # The header's index strip, read after the books: it never delays them, consumes their
+            # retries or counts towards the account's status (see engine/index_quotes.py).
+            await self._index_quotes.refresh(account.id, account.api_key_encrypted, client, name=account.name)
+        return result
 
     async def _probe(self, account: AccountRef, client: OpenAlgoClient) -> CycleResult | None:
         """One ``funds`` call for an auth_failed account whose key did not change. None when it worked
@@ -418,6 +434,7 @@ class AccountSync:
         # The registry's client stays: other engine parts may still act on the account.
         self._keys.pop(account_id, None)
         self._clear_auth_failure(account_id)
+        self._index_quotes.forget(account_id)
         for key in [k for k in self._unsupported if k[0] == account_id]:
             self._unsupported.pop(key)
         self._unsupported_logged -= {k for k in self._unsupported_logged if k[0] == account_id}
@@ -623,6 +640,7 @@ class AccountSync:
                     api_key_encrypted=r.api_key_encrypted or "",
                     status=r.connection_status,
                     collateral_included=r.collateral_included,
+                    is_primary=r.is_primary,
                 )
                 for r in rows
             ]
