@@ -206,8 +206,15 @@ def test_dashboard_when_market_clock_given_judges_market_hours_by_it(env: WebEnv
     with env.database.session() as s:
         make_account(s, uid, "Demo", is_primary=True, last_sync_at=env.clock.now() - timedelta(seconds=3))
     assert "Market closed" in alice.get("/").get_data(as_text=True)
-    env.app.extensions["algomirror"].market_clock = FakeClock(START)
+    market = FakeClock(START)
+    env.app.extensions["algomirror"].market_clock = market
+    with env.database.session() as s:
+        # The demo's engine stamps its rows by the market clock too: one clock for every time shown.
+        make_account(s, uid, "Demo 2", last_sync_at=market.now() - timedelta(seconds=7))
     page = alice.get("/").get_data(as_text=True)
     assert "Market open · closes 15:30 IST" in page
-    # Data ages still use the wall clock.
-    assert "updated 3 s ago" in _text(page)
+    text = _text(page)
+    assert "updated 7 s ago" in text
+    # The header and the "as of" line say which clock it is.
+    assert "Demo market 09:30 IST" in text
+    assert "As of 09:30:00 IST on the demo market clock" in text

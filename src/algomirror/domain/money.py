@@ -48,10 +48,11 @@ def to_quantity(value: object) -> int | None:
 _QUANTA = {places: Decimal(1).scaleb(-places) for places in range(7)}
 
 
-def format_inr(value: Decimal | int | None, *, places: int = 2) -> str:
+def format_inr(value: Decimal | int | None, *, places: int = 2, symbol: bool = True) -> str:
     """Indian digit grouping with the rupee sign: 123456.5 -> '₹1,23,456.50'. None -> '—'.
 
-    Rounds half-up to ``places`` (0–6). Hot in page rendering, hence the plain string slicing.
+    Rounds half-up to ``places`` (0–6); ``symbol=False`` leaves the ₹ out (a table column whose
+    header carries the unit). Hot in page rendering, hence the plain string slicing.
     """
     if value is None:
         return "—"
@@ -65,4 +66,4 @@ def format_inr(value: Decimal | int | None, *, places: int = 2) -> str:
         if cut:
             groups.insert(0, head[:cut])
         whole = ",".join(groups) + "," + whole[-3:]
-    return f"{sign}₹{whole}{dot}{frac}"
+    return f"{sign}{'₹' if symbol else ''}{whole}{dot}{frac}"

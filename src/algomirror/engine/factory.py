@@ -44,11 +44,13 @@ def build_account_sync(
     registry: ClientRegistry | None = None,
 ) -> AccountSync:
     """The account-sync component with intervals and timeouts from ``settings``, on the engine's
-    client ``registry`` (its own when None)."""
+    client ``registry`` (its own when None). With a ``market_clock`` (the demo's paper exchange) the
+    sync also stamps its rows by it, so every time a page shows comes from that one clock."""
     return AccountSync(
         database,
         make_decryptor(settings),
         config=config or SyncConfig.from_settings(settings),
+        clock=market_clock,
         market_clock=market_clock,
         registry=registry,
     )
@@ -74,8 +76,8 @@ def build_engine(
     database (PostgreSQL advisory lock, or ``<database file>.engine.lock`` for SQLite) with its fencing
     epoch; escalations of crashing components are recorded in ``database``.
 
-    ``market_clock`` decides market hours (the embedded demo passes the paper exchange's simulated
-    clock); ``sync_config`` overrides the settings-derived intervals and timeouts (tests);
+    ``market_clock`` decides market hours and the sync's timestamps (the embedded demo passes the
+    paper exchange's simulated clock); ``sync_config`` overrides the settings-derived intervals and timeouts (tests);
     ``on_lock_lost`` callbacks run first when the lock is lost (the client registry's ``suspend_orders``).
     The lock is taken by ``EngineService.run``/``acquire_lock``, not here.
     """

@@ -22,7 +22,7 @@ from algomirror.domain.money import format_inr
 from algomirror.domain.timeutil import format_ist
 from algomirror.security import SecretBox, install_redaction, make_password_hasher, mask_key
 from algomirror.web.auth.signin import load_session_user
-from algomirror.web.context import SessionUser, WebState, close_db, engine_alerts
+from algomirror.web.context import SessionUser, WebState, close_db, engine_alerts, header_clock
 from algomirror.web.context import now as state_now
 from algomirror.web.ids import IdConverter
 
@@ -60,6 +60,23 @@ ERROR_TEXT = {
     429: ("Too many requests", "Slow down: too many requests. Try again in a minute."),
     500: ("Server error", "Something went wrong on our side. The error has been logged."),
 }
+
+
+# The main navigation: (endpoint, label, shortcut key), in the order of the header; "g" then the key
+# opens the page (app.js).
+NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
+    ("dashboard.index", "Dashboard", "d"),
+    ("books.positions", "Positions", "p"),
+    ("books.orders", "Orders", "o"),
+    ("books.trades", "Trades", "t"),
+    ("books.holdings", "Holdings", "h"),
+    ("books.funds", "Funds", "f"),
+    ("strategies.index", "Strategies", "s"),
+    ("risk.index", "Risk", "r"),
+    ("accounts.index", "Accounts", "a"),
+    ("activity.index", "Activity", "l"),
+    ("settings.index", "Settings", "e"),
+)
 
 
 def money_class(value: Decimal | int | float | None) -> str:
@@ -271,13 +288,4 @@ def _register_template_helpers(app: Flask) -> None:
 
     @app.context_processor
     def nav_items() -> dict[str, Any]:
-        return {
-            "nav_items": [
-                ("dashboard.index", "Dashboard"),
-                ("accounts.index", "Accounts"),
-                ("strategies.index", "Strategies"),
-                ("risk.index", "Risk"),
-                ("settings.index", "Settings"),
-                ("activity.index", "Activity"),
-            ]
-        }
+        return {"nav_items": NAV_ITEMS, "header_clock": header_clock}

@@ -80,8 +80,8 @@ def _page_number(raw: str) -> int:
 
 
 class Filters:
-    """The page's GET parameters, validated: ``account`` (id), ``symbol`` (text), ``sort``, ``dir``,
-    ``page`` (1-based)."""
+    """The page's GET parameters, validated: ``account`` (id), ``symbol`` (text), ``status`` (one of
+    :data:`queries.ORDER_STATUS_FILTERS`, else none), ``sort``, ``dir``, ``page`` (1-based)."""
 
     def __init__(self, args: MultiDict[str, str]) -> None:
         raw_account = (args.get("account") or "").strip()
@@ -89,6 +89,8 @@ class Filters:
         # A number outside the id range names no account: the same 404 as an id that is not the user's.
         self.account_unknown = self.account_id is None and raw_account.isascii() and raw_account.isdigit()
         self.symbol = (args.get("symbol") or "").strip()[:50]
+        raw_status = (args.get("status") or "").strip().lower()
+        self.status = raw_status if raw_status in queries.ORDER_STATUS_FILTERS else ""
         self.sort = (args.get("sort") or "").strip()[:40] or None
         direction = (args.get("dir") or "").strip().lower()
         self.descending: bool | None = {"asc": False, "desc": True}.get(direction)
@@ -100,6 +102,7 @@ class Filters:
         values: dict[str, Any] = {
             "account": self.account_id,
             "symbol": self.symbol or None,
+            "status": self.status or None,
             "sort": self.sort,
             "dir": None if self.descending is None else ("desc" if self.descending else "asc"),
             "page": self.page if self.page > 1 else None,
@@ -122,6 +125,7 @@ def _read(kind: str, filters: Filters, *, limit: int | None, offset: int = 0) ->
             kind,
             account_id=filters.account_id,
             symbol=filters.symbol,
+            status=filters.status if kind == "orders" else None,
             sort=filters.sort,
             descending=filters.descending,
             limit=limit,
@@ -132,6 +136,7 @@ def _read(kind: str, filters: Filters, *, limit: int | None, offset: int = 0) ->
 
 
 def _context(kind: str) -> dict[str, Any]:
+    at = market_now()
     filters = Filters(request.args)
     result = _read(kind, filters, limit=PAGE_SIZE, offset=(filters.page - 1) * PAGE_SIZE)
     pages = max(1, -(-result.matched // PAGE_SIZE))
@@ -152,7 +157,8 @@ def _context(kind: str) -> dict[str, Any]:
         if kind == "positions"
         else None,
         "poll_seconds": POLL_SECONDS,
-        "generated_at": now(),
+        "generated_at": at,
+        "today": to_ist(at).date(),
     }
 
 
@@ -242,7 +248,7 @@ def export(kind: str) -> Response:
     filters = Filters(request.args)
     result = _read(kind, filters, limit=None)
     book = queries.BOOKS[kind]
-    stamp = to_ist(now()).strftime("%Y%m%d-%H%M%S")
+    stamp = to_ist(market_now()).strftime("%Y%m%d-%H%M%S")
     body = "".join(_csv_lines(result, book))
     return Response(
         "\ufeff" + body,
@@ -392,8 +398,8 @@ def cancel_order(order_pk: int) -> ResponseReturnValue:
 
 
 def _overview_context(account_id: int) -> dict[str, Any]:
-    at = now()
-    market = market_status(market_now())
+    at = market_now()
+    market = market_status(at)
     try:
         cards = queries.account_cards(
             db(), me().id, now=at, stale_after=stale_after(at, market.is_open), account_id=account_id
@@ -414,6 +420,7 @@ def _overview_context(account_id: int) -> dict[str, Any]:
         "cancel_requests": _requested_cancels(),
         "poll_seconds": POLL_SECONDS,
         "generated_at": at,
+        "today": to_ist(at).date(),
     }
 
 

@@ -20,7 +20,7 @@ from algomirror.config import Settings
 from algomirror.db.models import ActivityLog, User
 from algomirror.db.models.app_settings import ENGINE_ENTRIES_HALTED, AppSetting
 from algomirror.db.session import Database
-from algomirror.domain.timeutil import Clock, SystemClock, utcnow
+from algomirror.domain.timeutil import Clock, SystemClock, to_ist, utcnow
 from algomirror.security import SecretBox
 
 ConnectionTester = Callable[[str, str], ConnectionTest]
@@ -41,8 +41,9 @@ class WebState:
     hasher: PasswordHasher
     box: SecretBox
     clock: Clock = field(default_factory=SystemClock)
-    # The clock the market runs on, for "market open/closed": the paper exchange's simulated clock in
-    # demo mode, else None (= ``clock``). Data ages always use ``clock``.
+    # The clock the market runs on: the paper exchange's simulated clock in demo mode, else None
+    # (= ``clock``). Market hours, book timestamps, "as of" and data ages use it (the demo's engine
+    # stamps its rows with the same clock); sign-in, sessions and the activity log use ``clock``.
     market_clock: Clock | None = None
     connection_tester: ConnectionTester = _default_tester
 
@@ -92,9 +93,40 @@ def now() -> datetime:
 
 
 def market_now() -> datetime:
-    """The instant to judge market hours by (see ``WebState.market_clock``)."""
+    """The market's current instant (aware UTC): market hours, data ages and "as of" times go by it
+    (see ``WebState.market_clock``)."""
     current = state()
     return (current.market_clock or current.clock).now()
+
+
+@dataclass(frozen=True)
+class HeaderClock:
+    """The header's market clock: ``text`` ("10:42 IST"), ``label`` (which clock it is) and ``note``
+    (a sentence for the tooltip)."""
+
+    text: str
+    label: str
+    note: str
+    simulated: bool
+
+
+def header_clock() -> HeaderClock:
+    """The market clock every page shows in its header, saying whether it is the demo's paper-exchange
+    clock (which runs apart from this computer's) or the real one."""
+    current = state()
+    at = to_ist(market_now())
+    text = at.strftime("%H:%M IST")
+    if current.market_clock is not None:
+        return HeaderClock(
+            text=text,
+            label="Demo market",
+            note=(
+                f"The demo's market runs on the paper exchange's clock ({at:%a %d %b %H:%M} IST), not on "
+                "this computer's: prices, orders, positions and ages on every page follow it."
+            ),
+            simulated=True,
+        )
+    return HeaderClock(text=text, label="Market", note=f"{at:%a %d %b %Y %H:%M} IST", simulated=False)
 
 
 def client_ip() -> str | None:

@@ -20,7 +20,7 @@ from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.timeutil import format_ist, to_ist
 from algomirror.web import queries, viewfmt
 from algomirror.web.auth import service
-from algomirror.web.context import db, market_now, me, now, state
+from algomirror.web.context import db, market_now, me, state
 
 bp = Blueprint("dashboard", __name__)
 
@@ -82,8 +82,8 @@ for _name, _function in viewfmt.FILTERS.items():
 
 
 def _context() -> dict[str, Any]:
-    at = now()
-    market = market_status(market_now())
+    at = market_now()
+    market = market_status(at)
     cards = queries.account_cards(db(), me().id, now=at, stale_after=stale_after(at, market.is_open))
     return {
         "cards": cards,
@@ -117,6 +117,22 @@ def signed_out_fragment() -> Response | None:
     response = Response("Signed out", status=401, mimetype="text/plain")
     response.headers["HX-Redirect"] = url_for("auth.login")
     return response
+
+
+@bp.route("/header/live")
+def header_live() -> ResponseReturnValue:
+    """The header's live part on every page: the market clock and the index strip (htmx polls it)."""
+    return signed_out_fragment() or _header_live()
+
+
+@login_required
+def _header_live() -> ResponseReturnValue:
+    return render_template("_header_live.html")
+
+
+@bp.app_context_processor
+def _header_poll() -> dict[str, Any]:
+    return {"header_poll_seconds": POLL_SECONDS}
 
 
 @bp.route("/dashboard/live")

@@ -25,6 +25,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from algomirror.db.models import AccountFunds, ActivityLog, Holding, Order, Position, Trade, TradingAccount
 
 OPEN_ORDER_STATUSES = ("open", "trigger_pending")
+# The Orders page's status filter: choice → the stored statuses it covers.
+ORDER_STATUS_FILTERS: dict[str, tuple[str, ...]] = {
+    "open": OPEN_ORDER_STATUSES,
+    "complete": ("complete",),
+    "rejected": ("rejected",),
+    "cancelled": ("cancelled",),
+}
 CONNECTION_ACTIONS = (
     "connection_lost",
     "connection_restored",
@@ -336,6 +343,7 @@ class Column:
     expr: SqlExpr | None = field(default=None, compare=False)
     selected: bool = True
     priority: int = 1
+    abbr: str | None = None  # a shorter header for the table (the CSV keeps ``label``)
 
 
 @dataclass
@@ -460,7 +468,7 @@ BOOKS: dict[str, Book] = {
         columns=(
             ACCOUNT_COL,
             Column("symbol", "Symbol"),
-            Column("exchange", "Exch", priority=3),
+            Column("exchange", "Exchange", priority=3, abbr="Exch"),
             Column("product", "Product", priority=2),
             Column("quantity", "Qty", "int", numeric=True),
             Column("average_price", "Avg price", "money", numeric=True),
@@ -496,7 +504,7 @@ BOOKS: dict[str, Book] = {
             Column("placed_at", "Time", "time"),
             Column("order_id", "Order id", priority=3),
             Column("symbol", "Symbol"),
-            Column("exchange", "Exch", priority=3),
+            Column("exchange", "Exchange", priority=3, abbr="Exch"),
             Column("action", "Side", "side"),
             Column("order_type", "Type", priority=2),
             Column("product", "Product", priority=2),
@@ -541,7 +549,7 @@ BOOKS: dict[str, Book] = {
             Column("order_id", "Order id", priority=3),
             Column("trade_id", "Trade id", priority=3),
             Column("symbol", "Symbol"),
-            Column("exchange", "Exch", priority=3),
+            Column("exchange", "Exchange", priority=3, abbr="Exch"),
             Column("action", "Side", "side"),
             Column("product", "Product", priority=2),
             Column("quantity", "Qty", "int", numeric=True),
@@ -572,7 +580,7 @@ BOOKS: dict[str, Book] = {
         columns=(
             ACCOUNT_COL,
             Column("symbol", "Symbol"),
-            Column("exchange", "Exch", priority=3),
+            Column("exchange", "Exchange", priority=3, abbr="Exch"),
             Column("quantity", "Qty", "int", numeric=True),
             Column("average_price", "Avg price", "money", numeric=True),
             Column("current_price", "LTP", "money", numeric=True),
@@ -699,6 +707,7 @@ def read_book(
     *,
     account_id: int | None = None,
     symbol: str | None = None,
+    status: str | None = None,
     sort: str | None = None,
     descending: bool | None = None,
     limit: int | None = None,
@@ -706,10 +715,11 @@ def read_book(
 ) -> BookResult:
     """Rows of one book across the user's accounts, with per-account subtotals and a grand total.
 
-    ``symbol`` is a case-insensitive substring filter; ``sort`` must be one of the book's sortable
-    keys (anything else falls back to the default sort). Subtotals and total cover every matching
-    row; ``limit``/``offset`` page the returned rows. Two queries. Raises KeyError for an unknown
-    ``kind`` and :class:`NotOwned` for an ``account_id`` that is not the user's.
+    ``symbol`` is a case-insensitive substring filter; ``status`` (orders only) one of
+    :data:`ORDER_STATUS_FILTERS`' choices, anything else is ignored; ``sort`` must be one of the
+    book's sortable keys (anything else falls back to the default sort). Subtotals and total cover
+    every matching row; ``limit``/``offset`` page the returned rows. Two queries. Raises KeyError for
+    an unknown ``kind`` and :class:`NotOwned` for an ``account_id`` that is not the user's.
     """
     book = BOOKS[kind]
     key = sort if sort in book.sort_columns else book.default_sort
@@ -726,6 +736,8 @@ def read_book(
     needle = (symbol or "").strip().upper()
     if needle and book.symbol_column is not None:
         row_conditions.append(func.upper(book.symbol_column).like(f"%{_like_escape(needle)}%", escape="\\"))
+    if kind == "orders" and status in ORDER_STATUS_FILTERS:
+        row_conditions.append(Order.status.in_(ORDER_STATUS_FILTERS[status]))
     subtotals, total = book_subtotals(session, book, account_conditions, row_conditions)
     if account_id is not None and not subtotals:
         raise NotOwned(account_id)

@@ -11,7 +11,7 @@ cheaper than a Jinja macro. Unknown values (None) render as "—" with a tooltip
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,11 +32,12 @@ def _sign_class(value: Decimal) -> str:
     return "positive" if value > 0 else ("negative" if value < 0 else "zero")
 
 
-def amount(value: Decimal | None, signed: bool = False) -> Markup:
-    """₹ with Indian grouping; ``signed`` colours it by sign."""
+def amount(value: Decimal | None, signed: bool = False, symbol: bool = True) -> Markup:
+    """₹ with Indian grouping; ``signed`` colours it by sign; ``symbol=False`` leaves the ₹ out (table
+    cells under a header that carries it)."""
     if value is None:
         return UNKNOWN
-    text = format_inr(value)
+    text = format_inr(value, symbol=symbol)
     if signed:
         return Markup(f'<span class="{_sign_class(value)}">{text}</span>')
     return Markup(text)
@@ -69,16 +70,27 @@ def short_time(value: datetime | None) -> Markup:
     return Markup(to_ist(value).strftime("%d %b %H:%M:%S"))
 
 
-def cell(value: Any, kind: str) -> Markup:
-    """One table cell's content for a column ``kind`` (see :class:`~algomirror.web.queries.Column`)."""
+def clock_time(value: datetime | None, today: date | None = None) -> Markup:
+    """An instant as IST "09:15:02" when it is on ``today`` (IST), else "24 Nov 09:15"; the full date
+    and time in the tooltip. Unknown for None."""
+    if value is None:
+        return UNKNOWN
+    at = to_ist(value)
+    text = at.strftime("%H:%M:%S") if at.date() == today else at.strftime("%d %b %H:%M")
+    return Markup(f'<time datetime="{at.isoformat()}" title="{at:%a %d %b %Y %H:%M:%S} IST">{text}</time>')
+
+
+def cell(value: Any, kind: str, today: date | None = None) -> Markup:
+    """One table cell's content for a column ``kind`` (see :class:`~algomirror.web.queries.Column`).
+    Amounts leave the ₹ out (the column header carries it); times are :func:`clock_time` on ``today``."""
     if kind == "money":
-        return amount(value)
+        return amount(value, symbol=False)
     if kind == "pnl":
-        return amount(value, True)
+        return amount(value, True, symbol=False)
     if kind == "pct":
         return pct(value)
     if kind == "time":
-        return short_time(value)
+        return clock_time(value, today)
     if value is None:
         return UNKNOWN
     if kind == "side":
@@ -89,23 +101,57 @@ def cell(value: Any, kind: str) -> Markup:
     return escape(value)
 
 
-def row_cells(row: dict[str, Any], columns: Sequence[Column], overview_prefix: str | None = None) -> Markup:
+def _cell_attrs(col: Column) -> str:
+    """``class``, ``data-col``, ``data-prio`` (2 and 3 hide on narrower screens) and ``data-label`` (a
+    phone's card shows it above the value) of a column's cells."""
+    css = ' class="num"' if col.numeric else ""
+    prio = f' data-prio="{col.priority}"' if col.priority > 1 else ""
+    return f'{css} data-col="{col.key}"{prio} data-label="{escape(col.label)}"'
+
+
+def row_cells(
+    row: dict[str, Any],
+    columns: Sequence[Column],
+    overview_prefix: str | None = None,
+    today: date | None = None,
+) -> Markup:
     """All ``<td>`` of one book row. With ``overview_prefix`` (``<script root>/accounts/``) the account
-    cell links to the account overview; without it the account column is left out."""
+    cell links to the account overview; without it the account column is left out. ``today`` (an IST
+    date) shows today's times without their date."""
     parts: list[str] = []
     for col in columns:
         if col.key == "account":
             if overview_prefix is not None:
                 name = escape(row["account"])
-                parts.append(f'<td><a href="{overview_prefix}{row["account_id"]}/overview">{name}</a></td>')
+                parts.append(
+                    f'<td class="name-cell" data-col="account"><a href="{overview_prefix}{row["account_id"]}'
+                    f'/overview" title="{name}">{name}</a></td>'
+                )
             continue
-        css = ' class="num"' if col.numeric else ""
+        attrs = _cell_attrs(col)
         value = row.get(col.key)
         if not value and col.key in MARKET_PRICELESS_KEYS and row.get("order_type") == "MARKET":
-            parts.append(f'<td{css} data-col="{col.key}">{NO_PRICE}</td>')
+            parts.append(f"<td{attrs}>{NO_PRICE}</td>")
             continue
-        parts.append(f'<td{css} data-col="{col.key}">{cell(value, col.kind)}</td>')
+        parts.append(f"<td{attrs}>{cell(value, col.kind, today)}</td>")
     return Markup("".join(parts))
+
+
+def header_cell(col: Column, inner: Markup | str, sort: str | None = None) -> Markup:
+    """A book table's ``<th>`` around ``inner`` (the label or its sort link), with the column's priority,
+    ``aria-sort`` when ``sort`` ("ascending"/"descending") and, for amounts, the ₹ the cells leave out."""
+    css = ' class="num"' if col.numeric else ""
+    prio = f' data-prio="{col.priority}"' if col.priority > 1 else ""
+    aria = f' aria-sort="{sort}"' if sort else ""
+    unit = ' <span class="unit">₹</span>' if col.kind in ("money", "pnl") else ""
+    return Markup(f'<th scope="col"{css}{prio}{aria} data-col="{col.key}">{escape(inner)}{unit}</th>')
+
+
+def column_label(col: Column) -> Markup:
+    """A column's header text: its short form (``abbr``) with the full label as the tooltip, if it has one."""
+    if col.abbr:
+        return Markup(f'<abbr title="{escape(col.label)}">{escape(col.abbr)}</abbr>')
+    return escape(col.label)
 
 
 def subtotal_rows(
@@ -118,13 +164,14 @@ def subtotal_rows(
     parts: list[str] = []
     for sub in subtotals:
         cells = "".join(
-            f'<td class="num" data-key="{key}">{summary_value(sub, item)}</td>'
+            f'<td class="num" data-key="{key}" data-label="{escape(item[0])}">{summary_value(sub, item)}</td>'
             for key, item in zip(keys, summary, strict=True)
         )
         href = f"{escape(link)}{joiner}account={sub.account_id}"
+        name = escape(sub.account_name)
         parts.append(
-            f'<tr data-account-id="{sub.account_id}"><th scope="row">'
-            f'<a href="{href}">{escape(sub.account_name)}</a></th>{cells}</tr>'
+            f'<tr id="sub-{sub.account_id}" data-account-id="{sub.account_id}">'
+            f'<th scope="row" class="name-cell"><a href="{href}" title="{name}">{name}</a></th>{cells}</tr>'
         )
     return Markup("".join(parts))
 
@@ -150,6 +197,9 @@ FILTERS: dict[str, Callable[..., Markup]] = {
     "total": total,
     "pct": pct,
     "short_time": short_time,
+    "clock_time": clock_time,
+    "header_cell": header_cell,
+    "column_label": column_label,
     "cell": cell,
     "row_cells": row_cells,
     "subtotal_rows": subtotal_rows,

@@ -23,18 +23,25 @@ from algomirror.db.models import TradingAccount
 from algomirror.db.retirement import Retired, StillTradingError
 from algomirror.domain.brokers import BROKERS
 from algomirror.domain.money import format_inr
+from algomirror.domain.timeutil import to_ist
 from algomirror.host_settings import load_host_policy
 from algomirror.security import last4
 from algomirror.web.accounts import repo
-from algomirror.web.context import db, log_activity, me, now, redirect_to, release_db, state
+from algomirror.web.context import db, log_activity, market_now, me, now, redirect_to, release_db, state
+from algomirror.web.dashboard import POLL_SECONDS, signed_out_fragment
 from algomirror.web.forms import AccountForm, ConfirmForm, require_confirmation
 
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
 
 
 @bp.before_request
+def _signed_in() -> ResponseReturnValue | None:
+    # An htmx poll of the list after the session ended navigates to sign-in instead of swapping it in.
+    return signed_out_fragment() or _require_login()
+
+
 @login_required
-def _signed_in() -> None:
+def _require_login() -> None:
     return None
 
 
@@ -91,12 +98,27 @@ def _result_text(result: ConnectionTest) -> str:
     return f"Connection failed ({result.status}): {result.message}"
 
 
+def _list_context() -> dict[str, object]:
+    at = market_now()
+    return {
+        "accounts": repo.list_accounts(db(), me().id),
+        "form": ConfirmForm(),
+        "generated_at": at,
+        "today": to_ist(at).date(),
+        "poll_seconds": POLL_SECONDS,
+    }
+
+
 @bp.route("/")
 def index() -> ResponseReturnValue:
-    """The signed-in user's accounts."""
-    return render_template(
-        "accounts/index.html", accounts=repo.list_accounts(db(), me().id), form=ConfirmForm()
-    )
+    """The signed-in user's accounts (the list refreshes itself: see :func:`live`)."""
+    return render_template("accounts/index.html", **_list_context())
+
+
+@bp.route("/live")
+def live() -> ResponseReturnValue:
+    """The accounts table alone, for the page's htmx poll (status and errors change without a reload)."""
+    return render_template("accounts/_list.html", **_list_context())
 
 
 @bp.route("/<id:account_id>")
@@ -166,7 +188,7 @@ def create() -> ResponseReturnValue:
             api_key_encrypted=state().box.encrypt(key),
             api_key_last4=last4(key),
         )
-        repo.record_connection_test(account, result, now())
+        repo.record_connection_test(account, result, market_now())
         log_activity(
             session_db,
             "account_created",
@@ -299,7 +321,7 @@ def edit(account_id: int) -> ResponseReturnValue:
         account.api_key_encrypted = state().box.encrypt(new_key)
         account.api_key_last4 = last4(new_key)
     if result is not None:
-        repo.record_connection_test(account, result, now())
+        repo.record_connection_test(account, result, market_now())
     log_activity(
         session_db,
         "account_updated",
@@ -355,7 +377,7 @@ def test_saved(account_id: int) -> ResponseReturnValue:
     if key is None:
         return redirect_to("accounts.index", f"“{account.account_name}”: {UNREADABLE_KEY}", "error")
     result = _run_test(account.host_url, key, account_id=account.id)
-    repo.record_connection_test(account, result, now())
+    repo.record_connection_test(account, result, market_now())
     db().commit()
     return redirect_to(
         "accounts.index",
