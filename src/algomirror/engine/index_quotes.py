@@ -29,17 +29,12 @@ from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import AuthError, BrokerError, RateLimitedError
 from algomirror.broker.wire import MultiQuoteItem
 from algomirror.db.models import IndexQuote, TradingAccount
+from algomirror.db.models.market import INDEX_PAIRS
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock
 
 log = logging.getLogger(__name__)
 
-# (symbol, exchange) in the strip's order.
-INDEX_PAIRS: Final[tuple[tuple[str, str], ...]] = (
-    ("NIFTY", "NSE_INDEX"),
-    ("BANKNIFTY", "NSE_INDEX"),
-    ("SENSEX", "BSE_INDEX"),
-)
 _EXCHANGE_OF: Final[dict[str, str]] = dict(INDEX_PAIRS)
 
 

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Final
 
 from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from algomirror.db.base import Base
 from algomirror.db.types import Price, UTCDateTime
+
+# The indices of the strip as (symbol, exchange), in the order it shows them.
+INDEX_PAIRS: Final[tuple[tuple[str, str], ...]] = (
+    ("NIFTY", "NSE_INDEX"),
+    ("BANKNIFTY", "NSE_INDEX"),
+    ("SENSEX", "BSE_INDEX"),
+)
 
 
 class IndexQuote(Base):
