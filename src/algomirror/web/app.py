@@ -191,6 +191,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
     from algomirror.web.auth.views import bp as auth_bp
     from algomirror.web.books import bp as books_bp
     from algomirror.web.dashboard import bp as dashboard_bp
+    from algomirror.web.market_strip import bp as market_bp
     from algomirror.web.risk import bp as risk_bp
     from algomirror.web.settings_page import bp as settings_bp
     from algomirror.web.strategies import bp as strategies_bp
@@ -208,6 +209,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
         strategies_bp,
         risk_bp,
         books_bp,
+        market_bp,
     ):
         app.register_blueprint(blueprint)
     # Broker-touching routes share one tighter budget per IP.
