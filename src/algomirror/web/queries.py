@@ -344,6 +344,7 @@ class Column:
     selected: bool = True
     priority: int = 1
     abbr: str | None = None  # a shorter header for the table (the CSV keeps ``label``)
+    table: bool = True  # False: in the CSV only (the page shows it inside another column's cell)
 
 
 @dataclass
@@ -437,6 +438,11 @@ class Book:
         object.__setattr__(self, "fields", fields)
         object.__setattr__(self, "sort_columns", {c.key: fields[c.key] for c in self.columns if c.sortable})
 
+    @property
+    def table_columns(self) -> tuple[Column, ...]:
+        """The columns the page's table shows (the CSV has them all)."""
+        return tuple(c for c in self.columns if c.table)
+
     def query(self) -> Select[Any]:
         """The book's rows joined to their account: ``id``, ``account_id``, every selected column (as its
         key) and the extra fields. ``id`` comes first (the final sort tiebreak)."""
@@ -515,7 +521,7 @@ BOOKS: dict[str, Book] = {
             Column("average_price", "Avg price", "money", numeric=True),
             Column("status", "Status", "status"),
             Column("strategy", "Strategy", priority=3),
-            Column("rejection_reason", "Reason", sortable=False, priority=2),
+            Column("rejection_reason", "Reason", sortable=False, table=False),
         ),
         default_sort="placed_at",
         default_descending=True,

@@ -133,7 +133,13 @@ def row_cells(
         if not value and col.key in MARKET_PRICELESS_KEYS and row.get("order_type") == "MARKET":
             parts.append(f"<td{attrs}>{NO_PRICE}</td>")
             continue
-        parts.append(f"<td{attrs}>{cell(value, col.kind, today)}</td>")
+        html = cell(value, col.kind, today)
+        reason = row.get("rejection_reason") if col.kind == "status" else None
+        if reason:
+            # The broker's reason sits under the status it explains (no column of its own to widen the table).
+            text = escape(reason)
+            html = Markup(f'{html}<small class="reason" title="{text}">{text}</small>')
+        parts.append(f"<td{attrs}>{html}</td>")
     return Markup("".join(parts))
 
 
