@@ -10,18 +10,22 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from algomirror.config import load_settings
+from algomirror.config import Settings, load_settings
 from algomirror.db.migrate import upgrade_url
 from algomirror.db.session import Database
+from algomirror.embedded import start_embedded
 from algomirror.security import make_password_hasher
 from algomirror.web import create_app
+from tests.integration.web_support import unused_port
 
 CHROMIUM = os.environ.get("ALGOMIRROR_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
@@ -67,7 +71,7 @@ def browser_page(chromium_path: str) -> Iterator[Any]:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=chromium_path,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            args=CHROMIUM_ARGS,
         )
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -83,3 +87,76 @@ def browser_page(chromium_path: str) -> Iterator[Any]:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@dataclass
+class Demo:
+    """A running demo: the web app's base ``url``, its ``settings`` and ``database``."""
+
+    url: str
+    settings: Settings
+    database: Database
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """Paper exchange + demo seeding + engine sync (start_embedded) + the web app on waitress, all on
+    ephemeral loopback ports, SQLite in tmp; the web reads the exchange's market clock as ``make run``
+    does. One per test module (the tests of a module must leave it as they found it)."""
+    from waitress.server import create_server
+
+    tmp_path = tmp_path_factory.mktemp("demo")
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    upgrade_url(url, "head")
+    settings = load_settings(
+        instance_dir=tmp_path / "instance",
+        database_url=url,
+        demo=True,
+        demo_sim_port=unused_port(),
+        demo_sim_ws_port=unused_port(),
+        demo_clock_speed=30.0,
+        sync_interval_market=1.0,
+        sync_interval_closed=1.0,
+        # A module's tests sign in many times a minute from one address.
+        ratelimit_auth="1000 per minute",
+    )
+    database = Database(url, settings)
+    services = start_embedded(settings, database)
+    server: Any = None
+    thread: threading.Thread | None = None
+    try:
+        app = create_app(settings, database=database)
+        app.extensions["algomirror"].market_clock = services.market_clock
+        server = create_server(app, host="127.0.0.1", port=0, threads=4)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        yield Demo(f"http://127.0.0.1:{server.effective_port}", settings, database)
+    finally:
+        if server is not None:
+            server.close()
+        if thread is not None:
+            thread.join(timeout=10)
+        services.stop()
+        database.dispose()
+
+
+def sign_in_demo(page: Any, demo: Demo) -> None:
+    """Sign in as the demo user through the form."""
+    page.goto(demo.url + "/login")
+    page.get_by_label("Username").fill(demo.settings.demo_username)
+    page.get_by_label("Password").fill(demo.settings.demo_password.get_secret_value())
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda u: "/login" not in u)
+
+
+@pytest.fixture(scope="module")
+def chromium(chromium_path: str) -> Iterator[Any]:
+    """One chromium per test module; tests open their own contexts (viewport, colour scheme)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

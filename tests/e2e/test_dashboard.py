@@ -5,76 +5,17 @@ exchange), and the positions page's account filter works."""
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from algomirror.config import Settings, load_settings
-from algomirror.db.migrate import upgrade_url
-from algomirror.db.session import Database
-from algomirror.embedded import start_embedded
-from algomirror.web import create_app
+from tests.e2e.conftest import Demo, sign_in_demo
 from tests.helpers import eventually
-from tests.integration.web_support import unused_port
 
 pytestmark = pytest.mark.e2e
 
 DEMO_ACCOUNTS = ("Demo Alpha", "Demo Beta", "Demo Gamma")
-
-
-@dataclass
-class Demo:
-    url: str
-    settings: Settings
-
-
-@pytest.fixture
-def demo_server(tmp_path: Path) -> Iterator[Demo]:
-    """Paper exchange + demo seeding + engine sync (start_embedded) + the web app on waitress, all on
-    ephemeral loopback ports, SQLite in tmp."""
-    from waitress.server import create_server
-
-    url = f"sqlite:///{tmp_path / 'demo.db'}"
-    upgrade_url(url, "head")
-    settings = load_settings(
-        instance_dir=tmp_path / "instance",
-        database_url=url,
-        demo=True,
-        demo_sim_port=unused_port(),
-        demo_sim_ws_port=unused_port(),
-        demo_clock_speed=30.0,
-        sync_interval_market=1.0,
-        sync_interval_closed=1.0,
-    )
-    database = Database(url, settings)
-    services = start_embedded(settings, database)
-    server: Any = None
-    thread: threading.Thread | None = None
-    try:
-        app = create_app(settings, database=database)
-        server = create_server(app, host="127.0.0.1", port=0, threads=4)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        yield Demo(f"http://127.0.0.1:{server.effective_port}", settings)
-    finally:
-        if server is not None:
-            server.close()
-        if thread is not None:
-            thread.join(timeout=10)
-        services.stop()
-        database.dispose()
-
-
-def _sign_in(page: Any, demo: Demo) -> None:
-    page.goto(demo.url + "/login")
-    page.get_by_label("Username").fill(demo.settings.demo_username)
-    page.get_by_label("Password").fill(demo.settings.demo_password.get_secret_value())
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(lambda u: "/login" not in u)
 
 
 def test_dashboard_when_demo_runs_shows_three_accounts_with_live_numbers(
@@ -84,7 +25,7 @@ def test_dashboard_when_demo_runs_shows_three_accounts_with_live_numbers(
     problems: list[str] = []
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
-    _sign_in(page, demo_server)
+    sign_in_demo(page, demo_server)
     page.goto(demo_server.url + "/")
     assert page.get_by_role("heading", name="Dashboard").is_visible()
 
@@ -116,7 +57,7 @@ def test_positions_when_account_filter_applied_shows_only_that_account(
     demo_server: Demo, browser_page: Any, artifacts_dir: Path
 ) -> None:
     page = browser_page
-    _sign_in(page, demo_server)
+    sign_in_demo(page, demo_server)
     page.goto(demo_server.url + "/positions")
     rows = page.locator("#book-table tbody tr")
     eventually(lambda: rows.count() >= 12, timeout=45, interval=0.25, what="demo positions synced")
@@ -145,7 +86,7 @@ def test_orders_and_account_overview_when_demo_runs_render_without_errors(
     problems: list[str] = []
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
-    _sign_in(page, demo_server)
+    sign_in_demo(page, demo_server)
     page.goto(demo_server.url + "/orders")
     rows = page.locator("#book-table tbody tr")
     eventually(lambda: rows.count() >= 15, timeout=45, interval=0.25, what="demo orders synced")

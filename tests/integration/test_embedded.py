@@ -25,7 +25,6 @@ from algomirror.db.models import (
     User,
 )
 from algomirror.db.session import Database
-from algomirror.domain.timeutil import utcnow
 from algomirror.embedded import (
     EmbeddedServices,
     EmbeddedStartError,
@@ -118,9 +117,14 @@ def test_start_embedded_when_database_empty_seeds_once_and_dashboard_tables_fill
     assert "sign in as 'demo'" in banner and f":{settings.port}/" in banner
 
     first.stop()
-    restarted_at = utcnow()
+    with database.session() as s:
+        synced = s.execute(select(TradingAccount.id, TradingAccount.last_sync_at)).tuples().all()
+    before_restart = dict(synced)
     second = start_embedded(settings, database)  # a restart: same database, fresh paper exchange
     started.append(second)
+    assert second.market_clock is not None
+    # The demo's sync stamps by the paper exchange's clock, which a fresh exchange starts again.
+    restarted_at = second.market_clock.now()
     assert second.seeded is None
     assert _count(database, User) == 1 and _count(database, TradingAccount) == 3
     with database.session() as s:
@@ -131,8 +135,11 @@ def test_start_embedded_when_database_empty_seeds_once_and_dashboard_tables_fill
 
     def synced_since_restart() -> bool:
         with database.session() as s:
-            stamps = list(s.scalars(select(TradingAccount.last_sync_at)))
-        return all(t is not None and t > restarted_at for t in stamps) and _dashboard_filled(database)
+            stamps = dict(s.execute(select(TradingAccount.id, TradingAccount.last_sync_at)).tuples().all())
+        fresh = all(
+            t is not None and t != before_restart.get(aid) and t >= restarted_at for aid, t in stamps.items()
+        )
+        return fresh and _dashboard_filled(database)
 
     eventually(synced_since_restart, timeout=30, interval=0.1, what="books synced after restart")
 

@@ -203,9 +203,18 @@
     if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", fn);
     else fn();
   }
+  // A phone's navigation scrolls sideways: show the current page's link rather than the first ones.
+  function revealCurrentNav() {
+    var current = document.querySelector('.mainnav a[aria-current="page"]');
+    var nav = document.querySelector(".mainnav");
+    if (!current || !nav || nav.scrollWidth <= nav.clientWidth) return;
+    nav.scrollLeft = Math.max(0, current.offsetLeft - nav.clientWidth / 3);
+  }
+
   ready(function () {
     setupTheme();
     setupShortcuts();
+    revealCurrentNav();
   });
 
   // Plain fetch() helper for later pages (JSON calls with the same protection).
