@@ -77,7 +77,8 @@ def build_engine(
     epoch; escalations of crashing components are recorded in ``database``.
 
     ``market_clock`` decides market hours and the sync's timestamps (the embedded demo passes the
-    paper exchange's simulated clock); ``sync_config`` overrides the settings-derived intervals and timeouts (tests);
+    paper exchange's simulated clock); ``sync_config`` overrides the settings-derived intervals and
+    timeouts (tests);
     ``on_lock_lost`` callbacks run first when the lock is lost (the client registry's ``suspend_orders``).
     The lock is taken by ``EngineService.run``/``acquire_lock``, not here.
     """
