@@ -319,7 +319,8 @@ def test_every_page_shows_one_market_clock_and_says_which(page: Any, demo: Demo)
 # ---------------------------------------------------------------------------- accounts live (12)
 
 
-def test_accounts_list_when_an_account_changes_updates_without_reload(laptop: Any, demo: Demo) -> None:
+def test_accounts_list_when_an_account_changes_updates_without_reload(page: Any, demo: Demo) -> None:
+    laptop = page
     laptop.goto(demo.url + "/accounts")
     row = laptop.locator("#accounts-table tr", has_text="Demo Beta")
     assert "Backup" in row.inner_text()
@@ -342,6 +343,42 @@ def test_accounts_list_when_an_account_changes_updates_without_reload(laptop: An
                 .values(is_active=True)
             )
     eventually(lambda: "inactive" not in row.inner_text(), timeout=15, interval=0.2, what="row active again")
+
+
+# -------------------------------------------------------------------------- rupees, activity (9, 10)
+
+
+def test_rupees_use_indian_grouping_and_market_orders_show_no_price(page: Any, demo: Demo) -> None:
+    page.goto(demo.url + "/")
+    cash = page.locator('[data-total="available_cash"]')
+    eventually(lambda: "₹" in cash.inner_text(), timeout=30, interval=0.25, what="funds synced")
+    # The demo accounts hold crores: 2,91,42,997.00 style, never 29,142,997.00.
+    assert re.fullmatch(r"₹\d{1,2}(,\d\d)+,\d{3}\.\d\d", cash.inner_text().strip()), cash.inner_text()
+    page.goto(demo.url + "/orders?symbol=PE")
+    _wait_for_rows(page, 1)
+    if page.viewport_name == "1440x900":
+        market = page.locator("#book-table tbody tr", has_text="MARKET").first
+        assert market.locator('td[data-col="price"]').inner_text().strip() == "—"
+        assert market.locator('td[data-col="trigger_price"]').inner_text().strip() == "—"
+
+
+def test_activity_filter_lists_what_was_logged_and_history_keeps_to_connections(
+    page: Any, demo: Demo
+) -> None:
+    page.goto(demo.url + "/activity")
+    options = page.locator("#f-action option").evaluate_all("os => os.map(o => o.value)")
+    assert "demo_seeded" in options
+    page.get_by_label("Action").select_option("demo_seeded")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r".*action=demo_seeded"))
+    assert page.locator("table.activity tbody tr").count() >= 1
+    assert page.evaluate(OVERFLOW_JS)["page"] <= 0
+    page.goto(demo.url + "/")
+    page.locator(".account-card h3 a").first.click()
+    page.wait_for_url(re.compile(r".*/accounts/\d+/overview$"))
+    history = page.locator("#acct-history-card")
+    assert history.is_visible()
+    assert "cancel" not in history.inner_text().lower()
 
 
 # ------------------------------------------------------------------------- on top: filters etc.
