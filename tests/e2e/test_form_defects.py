@@ -39,7 +39,6 @@ from tests.sim_fixtures import SimHandle
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "form-defects-passphrase-2026"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 VIEWPORTS = [
     pytest.param({"width": 1440, "height": 900}, id="1440x900"),
     pytest.param({"width": 390, "height": 844}, id="390x844"),
@@ -116,24 +115,11 @@ def site(
         database.dispose()
 
 
-@pytest.fixture(scope="module")
-def form_browser(chromium_path: str) -> Iterator[Any]:
-    """One chromium for the module; every test opens its own context."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture(params=VIEWPORTS)
-def page(request: pytest.FixtureRequest, form_browser: Any) -> Iterator[Any]:
+def page(request: pytest.FixtureRequest, chromium: Any) -> Iterator[Any]:
     """A page in a fresh context at the parametrized viewport. Console errors and uncaught exceptions
     (a script blocked by the CSP, a broken handler) fail the test at teardown."""
-    context = form_browser.new_context(viewport=request.param)
+    context = chromium.new_context(viewport=request.param)
     tab = context.new_page()
     tab.set_default_timeout(10_000)
     problems: list[str] = []
