@@ -95,7 +95,8 @@ def _result_text(result: ConnectionTest) -> str:
             else ""
         )
         return f"Connected{f' to {result.broker}' if result.broker else ''}{cash}."
-    return f"Connection failed ({result.status}): {result.message}"
+    message = result.message.rstrip(".")
+    return f"Connection failed: {message}."
 
 
 def _list_context() -> dict[str, object]:
