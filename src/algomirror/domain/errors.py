@@ -33,3 +33,8 @@ class NoPremiumQuotes(DomainError):
 
 class NoRuleInForce(DomainError):
     """No effective-dated rule (lot size, freeze limit, expiry weekday) covers the requested date."""
+
+
+class ExpiryNotResolved(DomainError):
+    """A leg's expiry choice could not be resolved (empty, unreadable or exhausted expiry list); the leg
+    fails on every account (PRODUCT §5.3)."""
