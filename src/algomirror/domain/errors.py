@@ -38,3 +38,7 @@ class NoRuleInForce(DomainError):
 class ExpiryNotResolved(DomainError):
     """A leg's expiry choice could not be resolved (empty, unreadable or exhausted expiry list); the leg
     fails on every account (PRODUCT §5.3)."""
+
+
+class InvalidFill(DomainError):
+    """A fill has a non-positive quantity or a negative price, or an execution's exits exceed its entries."""
