@@ -42,3 +42,36 @@ class ExpiryNotResolved(DomainError):
 
 class InvalidFill(DomainError):
     """A fill has a non-positive quantity or a negative price, or an execution's exits exceed its entries."""
+
+
+# --- sizing (PRODUCT §5.6–5.7, §9) -------------------------------------------------------------------------
+# Each refusal names what the caller does: refuse the whole Execute, or skip only the account.
+
+
+class InvalidSizingInput(DomainError):
+    """A sizing input is malformed (negative base, lots < 1, a rate ≤ 0, duplicate leg index): a bug or bad
+    data in the caller, not a market condition."""
+
+
+class ExecuteRefused(DomainError):
+    """Sizing cannot proceed for any account: the caller refuses the Execute and shows the message."""
+
+
+class UnknownGrade(ExecuteRefused):
+    """The strategy's risk profile names a grade the user does not have (the original guessed 65 %)."""
+
+
+class MissingMarginRow(ExecuteRefused):
+    """No margin-per-lot row for an instrument a leg trades: grade sizing refused, never 0 lots."""
+
+
+class GradeLegConflict(ExecuteRefused):
+    """A cash (buyer) grade holds SELL or futures legs, which it cannot size."""
+
+
+class AccountRefused(DomainError):
+    """Sizing cannot proceed for one account: the caller skips that account with the message."""
+
+
+class FundsUnavailable(AccountRefused):
+    """The account's funds needed for its margin base are unknown or invalid (never read as 0)."""
