@@ -57,10 +57,12 @@ class EmbeddedStartError(Exception):
 
 
 class SimulatedClock:
-    """A :class:`~algomirror.domain.timeutil.Clock` reading the paper exchange's simulated time."""
+    """A :class:`~algomirror.domain.timeutil.Clock` reading the paper exchange's simulated time, which
+    runs ``speed`` times faster than the wall clock (ages on it are divided by that to judge staleness)."""
 
-    def __init__(self, core: SimulatorCore) -> None:
+    def __init__(self, core: SimulatorCore, speed: float = 1.0) -> None:
         self._core = core
+        self.speed = speed
 
     def now(self) -> datetime:
         """The exchange's simulated instant (aware UTC)."""
@@ -175,7 +177,7 @@ def start_embedded(
         if settings.demo:
             running = start_simulator(settings, wrap_check_seconds=wrap_check_seconds)
             services.simulator = running
-            market_clock = SimulatedClock(running.core)
+            market_clock = SimulatedClock(running.core, settings.demo_clock_speed)
             services.market_clock = market_clock
             services.seeded = _seed(settings, database, running)
             services.demo_orders = asyncio.run(

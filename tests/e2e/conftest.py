@@ -121,7 +121,8 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         ratelimit_auth="1000 per minute",
     )
     database = Database(url, settings)
-    services = start_embedded(settings, database)
+    # No move to the next session while a module runs (at 30x a session lasts about 12 minutes).
+    services = start_embedded(settings, database, wrap_check_seconds=3600)
     server: Any = None
     thread: threading.Thread | None = None
     try:

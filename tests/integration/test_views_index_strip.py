@@ -1,4 +1,4 @@
-"""The header's index strip, web side: ``/market/strip`` and the ``index_strip_rows()`` template helper
+"""The header's index strip, web side: ``/header/live`` and the ``index_strip_rows()`` template helper
 show NIFTY, BANKNIFTY and SENSEX from the signed-in user's own primary account only (SQLite and
 PostgreSQL, Flask test client)."""
 
@@ -75,9 +75,11 @@ def item(html: str, symbol: str) -> str:
 
 
 def strip(client: FlaskClient) -> str:
-    response = client.get("/market/strip", headers={"HX-Request": "true"})
+    """The strip part of the header's live fragment (the market clock left out)."""
+    response = client.get("/header/live", headers={"HX-Request": "true"})
     assert response.status_code == 200
-    return response.get_data(as_text=True)
+    html = response.get_data(as_text=True)
+    return re.sub(r'<span class="market-clock[^"]*"[^>]*>.*?</time></span>', "", html, count=1, flags=re.S)
 
 
 def test_strip_when_primary_has_quotes_shows_levels_change_percent_and_age(
@@ -174,10 +176,10 @@ def test_strip_when_primary_is_inactive_shows_nothing_of_it(env: WebEnv, alice: 
 def test_strip_when_signed_out_htmx_poll_gets_401_with_redirect_to_login(env: WebEnv) -> None:
     signed_in(env, "alice")
     client = env.client()
-    response = client.get("/market/strip", headers={"HX-Request": "true"})
+    response = client.get("/header/live", headers={"HX-Request": "true"})
     assert response.status_code == 401
     assert response.headers["HX-Redirect"] == "/login"
-    plain = client.get("/market/strip")
+    plain = client.get("/header/live")
     assert plain.status_code == 302 and "/login" in plain.headers["Location"]
 
 

@@ -417,7 +417,7 @@ def _row(html: str, row_id: str) -> str:
 
 
 def _cell(row: str, key: str) -> str:
-    match = re.search(rf'data-(?:key|col)="{re.escape(key)}">(.*?)</td>', row, re.S)
+    match = re.search(rf'data-(?:key|col)="{re.escape(key)}"[^>]*>(.*?)</td>', row, re.S)
     assert match, key
     return re.sub(r"<[^>]+>", "", match.group(1)).strip()
 
@@ -426,7 +426,7 @@ def test_card_when_positions_in_a_strategy_renders_group_leg_and_account_rows(
     env: WebEnv, book: Book
 ) -> None:
     html = _render(env, _groups(env, book.uid), overview_prefix="/accounts/")
-    assert '<section class="card" aria-labelledby="groups-title">' in html
+    assert '<section class="card" aria-labelledby="groups-title" id="groups-card">' in html
     assert '<table class="table book groups" id="strategy-groups">' in html
     sid = f"grp-s{book.strategy}"
     head = _row(html, sid)

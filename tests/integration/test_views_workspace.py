@@ -187,3 +187,43 @@ def test_navigation_when_signed_in_carries_a_shortcut_per_main_page(alice: Flask
     dialog = html.split('id="shortcuts-help"', 1)[1].split("</dialog>", 1)[0]
     assert all(f"<kbd>{key}</kbd>" in dialog for key in keys)
     assert 'aria-current="page"' in nav.split('data-shortcut="e"', 1)[1].split("</li>", 1)[0]
+
+
+# ------------------------------------------------------------------------------ polls and sessions
+
+POLL = {"HX-Request": "true", "X-AlgoMirror-Poll": "1"}
+
+
+def test_background_polls_when_a_tab_is_left_open_do_not_keep_the_session_alive(env: WebEnv) -> None:
+    alice = signed_in(env, "alice")
+    for _ in range(14):  # an hour apart, for longer than the 12-hour idle limit
+        env.clock.advance(timedelta(hours=1))
+        alice.get("/header/live", headers=POLL)
+    response = alice.get("/header/live", headers=POLL)
+    assert response.status_code == 401, "the idle session should have ended"
+
+
+def test_user_requests_keep_the_session_alive_where_polls_do_not(env: WebEnv) -> None:
+    alice = signed_in(env, "alice")
+    for _ in range(14):
+        env.clock.advance(timedelta(hours=1))
+        assert alice.get("/settings/").status_code == 200
+
+
+def test_signed_out_poll_sends_the_browser_to_sign_in_and_back_to_its_page(env: WebEnv) -> None:
+    client = env.app.test_client()
+    response = client.get(
+        "/orders/live", headers={**POLL, "HX-Current-URL": "http://localhost/orders?status=open"}
+    )
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"] == "/login?next=/orders?status%3Dopen"
+    hostile = client.get("/header/live", headers={**POLL, "HX-Current-URL": "http://evil.example//evil"})
+    assert hostile.headers["HX-Redirect"] == "/login"
+
+
+def test_live_regions_mark_their_requests_as_polls(alice: FlaskClient, orders: dict[str, int]) -> None:
+    for path in ("/", "/orders", "/accounts/", f"/accounts/{orders['a']}/overview", "/settings/"):
+        html = alice.get(path).get_data(as_text=True)
+        polled = re.findall(r"<div[^>]*hx-trigger=\"every \d+s\"[^>]*>", html)
+        assert polled, path
+        assert all("X-AlgoMirror-Poll" in tag for tag in polled), (path, polled)

@@ -47,6 +47,13 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+def clock_speed(clock: object | None) -> float:
+    """How many seconds ``clock`` advances per wall-clock second: a simulated clock's ``speed``
+    attribute, else 1 (a real or fake clock)."""
+    speed = getattr(clock, "speed", None)
+    return float(speed) if isinstance(speed, int | float) and speed > 0 else 1.0
+
+
 class SystemClock:
     def now(self) -> datetime:
         return utcnow()

@@ -12,7 +12,7 @@ from algomirror.broker.client import Timeouts
 from algomirror.broker.registry import ClientRegistry
 from algomirror.config import Settings
 from algomirror.db.session import Database
-from algomirror.domain.timeutil import Clock
+from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.lock import EngineLock
 from algomirror.engine.service import Component, EngineService, LockLostCallback
@@ -52,6 +52,7 @@ def build_account_sync(
         config=config or SyncConfig.from_settings(settings),
         clock=market_clock,
         market_clock=market_clock,
+        activity_clock=SystemClock(),
         registry=registry,
     )
 

@@ -170,10 +170,11 @@ class AccountSync:
     """The engine component that keeps every account's books fresh. See the module docstring.
 
     ``decrypt`` turns ``api_key_encrypted`` into the key (raises ValueError when it cannot).
-    ``clock`` gives every stored timestamp and every "now" (default: the system clock).
-    ``market_clock`` decides market hours only (default: ``clock``; the embedded demo passes the paper
-    exchange's clock). Tests drive it with :meth:`sync_account_once` / :meth:`sync_all_once` and close
-    it with :meth:`aclose`.
+    ``clock`` gives every stored timestamp and every "now" (default: the system clock), except the
+    activity rows' time, which ``activity_clock`` gives (default: ``clock``).
+    ``market_clock`` decides market hours (default: ``clock``; the embedded demo passes the paper
+    exchange's clock as both, and the system clock for activity). Tests drive it with
+    :meth:`sync_account_once` / :meth:`sync_all_once` and close it with :meth:`aclose`.
     """
 
     name = "account-sync"
@@ -188,11 +189,15 @@ class AccountSync:
         market_clock: Clock | None = None,
         calendar: TradingCalendar | None = None,
         registry: ClientRegistry | None = None,
+        activity_clock: Clock | None = None,
     ) -> None:
         self.database = database
         self.config = config or SyncConfig()
         self.clock = clock or SystemClock()
         self.market_clock = market_clock or self.clock
+        # Activity rows are the audit trail, on the real clock like the web's own rows, even where the
+        # book stamps follow a demo market clock (the factory passes the system clock then).
+        self.activity_clock = activity_clock or self.clock
         self.calendar = calendar or default_calendar()
         self._decrypt = decrypt
         # The engine passes its one registry (one broker path per account: the account's rate budget
@@ -615,7 +620,7 @@ class AccountSync:
                         account_id=account.id,
                         action=action,
                         details=f"{account.name}: {details}"[:2000],
-                        timestamp=now,
+                        timestamp=self.activity_clock.now(),
                     )
                 )
             return str(values.get("connection_status", previous))

@@ -22,7 +22,14 @@ from algomirror.domain.money import format_inr
 from algomirror.domain.timeutil import format_ist
 from algomirror.security import SecretBox, install_redaction, make_password_hasher, mask_key
 from algomirror.web.auth.signin import load_session_user
-from algomirror.web.context import SessionUser, WebState, close_db, engine_alerts, header_clock
+from algomirror.web.context import (
+    SessionUser,
+    WebState,
+    close_db,
+    engine_alerts,
+    header_clock,
+    is_background_poll,
+)
 from algomirror.web.context import now as state_now
 from algomirror.web.ids import IdConverter
 
@@ -231,7 +238,8 @@ def _register_hooks(app: Flask, settings: Settings) -> None:
         seen = session.get("seen")
         if isinstance(seen, int) and now - seen > idle_seconds:
             session.clear()
-        if "_user_id" in session or seen is not None:
+        # A live region's refresh is not activity: a forgotten tab still reaches the idle limit.
+        if ("_user_id" in session or seen is not None) and not is_background_poll():
             session["seen"] = now
         session.permanent = True
 

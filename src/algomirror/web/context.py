@@ -108,6 +108,7 @@ class HeaderClock:
     label: str
     note: str
     simulated: bool
+    at: datetime
 
 
 def header_clock() -> HeaderClock:
@@ -125,8 +126,19 @@ def header_clock() -> HeaderClock:
                 "this computer's: prices, orders, positions and ages on every page follow it."
             ),
             simulated=True,
+            at=at,
         )
-    return HeaderClock(text=text, label="Market", note=f"{at:%a %d %b %Y %H:%M} IST", simulated=False)
+    return HeaderClock(text=text, label="Market", note=f"{at:%a %d %b %Y %H:%M} IST", simulated=False, at=at)
+
+
+# Header the page's background polls carry (hx-headers on every polled container): such a request is
+# not the user doing something, so it never extends an idle session.
+POLL_HEADER = "X-AlgoMirror-Poll"
+
+
+def is_background_poll() -> bool:
+    """Whether the current request is a live region's automatic refresh (see :data:`POLL_HEADER`)."""
+    return has_request_context() and request.headers.get(POLL_HEADER) == "1"
 
 
 def client_ip() -> str | None:

@@ -11,16 +11,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 
 from algomirror.domain.calendar import TradingCalendar, default_calendar
-from algomirror.domain.timeutil import format_ist, to_ist
+from algomirror.domain.timeutil import clock_speed, format_ist, to_ist
 from algomirror.web import queries, viewfmt
 from algomirror.web.auth import service
-from algomirror.web.context import db, market_now, me, state
+from algomirror.web.context import db, is_same_site_path, market_now, me, state
 
 bp = Blueprint("dashboard", __name__)
 
@@ -55,12 +56,15 @@ def market_status(at: datetime, calendar: TradingCalendar | None = None) -> Mark
 
 
 def stale_after(at: datetime, is_open: bool | None = None) -> timedelta:
-    """Two sync intervals (market-hours or closed interval from settings): older data is flagged."""
-    settings = state().settings
+    """Two sync intervals (market-hours or closed interval from settings) on the market clock: older
+    data is flagged. The intervals are wall-clock seconds, so a demo clock running k times faster
+    ages data k times faster too."""
+    current = state()
+    settings = current.settings
     if is_open is None:
         is_open = market_status(market_now()).is_open
     interval = settings.sync_interval_market if is_open else settings.sync_interval_closed
-    return timedelta(seconds=2 * interval)
+    return timedelta(seconds=2 * interval * clock_speed(current.market_clock))
 
 
 def age_text(seconds: int | None) -> str:
@@ -115,19 +119,14 @@ def signed_out_fragment() -> Response | None:
     if current_user.is_authenticated or request.headers.get("HX-Request") != "true":
         return None
     response = Response("Signed out", status=401, mimetype="text/plain")
-    response.headers["HX-Redirect"] = url_for("auth.login")
+    # Back to the page the poll came from after signing in again (a same-site path only).
+    page = urlsplit(request.headers.get("HX-Current-URL", ""))
+    back = page.path + (f"?{page.query}" if page.query else "")
+    if is_same_site_path(back) and back != "/":
+        response.headers["HX-Redirect"] = url_for("auth.login", next=back)
+    else:
+        response.headers["HX-Redirect"] = url_for("auth.login")
     return response
-
-
-@bp.route("/header/live")
-def header_live() -> ResponseReturnValue:
-    """The header's live part on every page: the market clock and the index strip (htmx polls it)."""
-    return signed_out_fragment() or _header_live()
-
-
-@login_required
-def _header_live() -> ResponseReturnValue:
-    return render_template("_header_live.html")
 
 
 @bp.app_context_processor

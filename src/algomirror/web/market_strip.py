@@ -1,9 +1,10 @@
 """The header's index strip: NIFTY, BANKNIFTY and SENSEX from the signed-in user's primary account.
 
 The engine's sync stores the quotes (``index_quotes``, :mod:`algomirror.engine.index_quotes`); this
-module only reads them: :func:`index_strip` is the query (one per render), ``market.strip`` at
-``/market/strip`` the fragment htmx polls, and the ``index_strip_rows()`` template callable (a context
-processor of this blueprint) lets base.html include ``_index_strip.html`` on every page.
+module only reads them: :func:`index_strip` is the query (one per render), ``market.header_live`` at
+``/header/live`` the header fragment htmx polls (market clock + strip), and the ``index_strip_rows()``
+template callable (a context processor of this blueprint) lets base.html include ``_index_strip.html``
+on every page.
 """
 
 from __future__ import annotations
@@ -180,12 +181,13 @@ def _strip_helpers() -> dict[str, Any]:
     return {"index_strip_rows": index_strip_rows, "index_strip_title": strip_title}
 
 
-@bp.route("/market/strip")
-def strip() -> ResponseReturnValue:
-    """The index strip fragment (htmx polls it; see :func:`signed_out_fragment` after sign-out)."""
-    return signed_out_fragment() or _strip()
+@bp.route("/header/live")
+def header_live() -> ResponseReturnValue:
+    """The header's live part on every page: the market clock and the index strip (htmx polls it;
+    see :func:`signed_out_fragment` after sign-out)."""
+    return signed_out_fragment() or _header_live()
 
 
 @login_required
-def _strip() -> ResponseReturnValue:
-    return render_template("_index_strip.html")
+def _header_live() -> ResponseReturnValue:
+    return render_template("_header_live.html")

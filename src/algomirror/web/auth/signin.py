@@ -13,7 +13,16 @@ from sqlalchemy.orm import Session
 
 from algomirror.db.models import User, UserSession
 from algomirror.web.auth import sessions
-from algomirror.web.context import READ_METHODS, SessionUser, client_agent, client_ip, db, now, state
+from algomirror.web.context import (
+    READ_METHODS,
+    SessionUser,
+    client_agent,
+    client_ip,
+    db,
+    is_background_poll,
+    now,
+    state,
+)
 
 
 def session_limits() -> sessions.SessionLimits:
@@ -60,7 +69,7 @@ def load_session_user(login_id: str) -> SessionUser | None:
         or not sessions.is_live(row, current, session_limits())
     ):
         return None
-    if sessions.needs_touch(row, current):
+    if sessions.needs_touch(row, current) and not is_background_poll():
         _touch(row)
     return SessionUser(user, token)
 

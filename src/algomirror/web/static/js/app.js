@@ -50,10 +50,25 @@
       return;
     }
     morphAttributes(from, to);
-    // A control the user is typing in keeps what they typed.
-    if ((from.tagName === "INPUT" || from.tagName === "TEXTAREA") && from === document.activeElement) return;
+    // A control the user is using keeps what they typed or the list they opened.
+    var tag = from.tagName;
+    if ((tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") && from === document.activeElement) return;
     if (from.tagName === "TEXTAREA") return;
     morphChildren(from, to);
+  }
+
+  // Moving a node with insertBefore blurs it and resets its scroll; moveBefore (where the browser has
+  // it) keeps that state, so a row that changes place under a live sort stays focused and scrolled.
+  function move(parent, node, before) {
+    if (typeof parent.moveBefore === "function") {
+      try {
+        parent.moveBefore(node, before);
+        return;
+      } catch (e) {
+        // Not movable this way (e.g. across documents): fall through to a plain insert.
+      }
+    }
+    parent.insertBefore(node, before);
   }
 
   function morphChildren(from, to) {
@@ -78,7 +93,7 @@
       }
       if (match) {
         if (match === cursor) cursor = cursor.nextSibling;
-        else from.insertBefore(match, cursor);
+        else move(from, match, cursor);
         morphNode(match, incoming);
       } else {
         from.insertBefore(incoming, cursor);
@@ -97,7 +112,14 @@
     window.htmx.defineExtension("morph", {
       handleSwap: function (swapStyle, target, fragment) {
         if (swapStyle !== "morph") return false;
-        morphChildren(target, fragment);
+        // If the merge ever fails half way, the region is replaced whole from a copy: never a mix.
+        var copy = fragment.cloneNode(true);
+        try {
+          morphChildren(target, fragment);
+        } catch (error) {
+          target.replaceChildren(copy);
+          if (window.console) window.console.error("live refresh: merge failed, region replaced", error);
+        }
         window.htmx.process(target);
         target.dispatchEvent(new CustomEvent("algomirror:morphed", { bubbles: true }));
         return true;
@@ -108,8 +130,8 @@
 
   // ---------------------------------------------------------------------------------- theme
   // The choice ("dark", "light", or none = follow the system) lives in localStorage; theme.js applied
-  // it before the first paint. The toggle cycles system → dark → light.
-  var THEMES = ["system", "dark", "light"];
+  // it before the first paint. The toggle goes system → the other look → the system's look pinned →
+  // system, so the first click always changes what is seen.
   var THEME_LABELS = { system: "Theme: system", dark: "Theme: dark", light: "Theme: light" };
   function currentTheme() {
     try {
@@ -134,7 +156,11 @@
     if (!button) return;
     button.hidden = false;
     button.addEventListener("click", function () {
-      var next = THEMES[(THEMES.indexOf(currentTheme()) + 1) % THEMES.length];
+      var systemDark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+      var other = systemDark ? "light" : "dark";
+      var same = systemDark ? "dark" : "light";
+      var theme = currentTheme();
+      var next = theme === "system" ? other : theme === other ? same : "system";
       try {
         if (next === "system") localStorage.removeItem("algomirror-theme");
         else localStorage.setItem("algomirror-theme", next);
@@ -162,7 +188,7 @@
   }
   function setupShortcuts() {
     document.addEventListener("keydown", function (event) {
-      if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+      if (event.defaultPrevented || event.isComposing || event.ctrlKey || event.metaKey || event.altKey) return;
       if (typing(event.target)) return;
       var key = event.key;
       if (pendingG && Date.now() - pendingG < 1500 && /^[a-z]$/.test(key)) {
