@@ -385,3 +385,38 @@ def test_ready_and_user_templates_prefill_the_create_form(env: WebEnv, alice: Fl
     assert 'value="Mine (copy)"' in page and _selected(page, "legs-0-option_type") == "PE"
     leg_ids = re.findall(r'name="legs-\d-leg_id" type="hidden" value="([^"]*)"', page)
     assert leg_ids == [""] * 6  # the copy's rows are new legs
+
+
+def test_legs_in_an_open_run_or_with_history_are_protected(env: WebEnv, alice: FlaskClient) -> None:
+    main = account(env, "alice", "Main")
+    save(alice, strategy_form("Live", leg(0), leg(1, option_type="PE"), accounts=[str(main)]))
+    live = only(env, "Live")
+    first, second = live.legs
+    with env.database.session() as s:
+        s.get(StrategyLeg, first.id).is_executed = True  # type: ignore[union-attr]
+        s.commit()
+    path = f"/strategies/{live.id}/edit"
+    changed = strategy_form("Live", leg(0, leg_id=str(first.id), lots="5"), leg(1, leg_id=str(second.id)))
+    response = save(alice, changed, path)
+    assert response.status_code == 400
+    assert "This leg is in the open run and cannot change." in response.get_data(as_text=True)
+    dropped = strategy_form("Live", leg(0, leg_id=str(second.id), option_type="PE"))
+    assert "has executions and cannot be removed" in save(alice, dropped, path).get_data(as_text=True)
+    assert [leg.lots for leg in only(env, "Live").legs] == [1, 1]
+    # Unchanged executed leg plus a late hedge: allowed (PRODUCT §4.2).
+    late = strategy_form(
+        "Live",
+        leg(0, leg_id=str(first.id)),
+        leg(1, leg_id=str(second.id), option_type="PE"),
+        leg(2, action="BUY", strike_selection="OTM", strike_offset="5"),
+        accounts=[str(main)],
+    )
+    assert save(alice, late, path).status_code == 303
+    assert len(only(env, "Live").legs) == 3
+    # An account deactivated since is announced, then left out on save.
+    with env.database.session() as s:
+        from algomirror.db.models import TradingAccount
+
+        s.get(TradingAccount, main).is_active = False  # type: ignore[union-attr]
+        s.commit()
+    assert 'id="accounts-dropped"' in alice.get(path).get_data(as_text=True)

@@ -327,7 +327,9 @@ class StrategyForm(FlaskForm):
     )
     risk_profile = SelectField("Sizing", default="fixed_lots")
     allocation_type = SelectField("Allocation", choices=_plain(ALLOCATION_TYPES), default="equal")
-    product_order_type = SelectField("Product", choices=_plain(STRATEGY_PRODUCTS), default="MIS")
+    product_order_type = SelectField(
+        "Product", choices=[SelectChoice(p) for p in STRATEGY_PRODUCTS], default="MIS"
+    )
     entry_time = TimeText("Entry time", "Entry time")
     exit_time = TimeText("Exit time", "Exit time")
     square_off_time = TimeText(

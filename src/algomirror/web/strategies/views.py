@@ -79,13 +79,15 @@ def _render(
     form: StrategyForm, strategy: Strategy | None, selected: list[int], status: int = 200, **extra: Any
 ) -> ResponseReturnValue:
     accounts = repo.active_accounts(db(), me().id)
-    # A stored account that is no longer active stays visible (unticked it is dropped on save).
+    # A stored account that is no longer active (or archived) is not offered: saving drops it, and the
+    # page says so rather than letting it vanish unnoticed.
     return render_template(
         "strategies/form.html",
         form=form,
         strategy=strategy,
         accounts=accounts,
         selected=set(selected),
+        dropped=len([i for i in selected if i not in accounts]),
         **extra,
     ), status
 
