@@ -125,6 +125,8 @@ def test_create_with_legs_and_accounts(env: WebEnv, alice: FlaskClient) -> None:
                 trailing_value="5",
             ),
             accounts=[str(main)],
+            **{f"mult-{main}": "1.5"},
+            allocation_type="custom",
             max_loss="5000",
             max_profit="0",
             is_template="y",
@@ -135,7 +137,10 @@ def test_create_with_legs_and_accounts(env: WebEnv, alice: FlaskClient) -> None:
     )
     saved = only(env, "Straddle")
     assert saved.is_active and saved.is_template and saved.user_id == env.user("alice").id
-    assert saved.selected_accounts == [{"account_id": main}]
+    assert saved.selected_accounts == [{"account_id": main, "multiplier": "1.5"}]
+    assert f'name="mult-{main}" id="mult-{main}" value="1.5"' in alice.get(
+        f"/strategies/{saved.id}/edit"
+    ).get_data(as_text=True)
     assert saved.max_loss == Decimal("5000") and saved.max_profit is None
     assert saved.entry_time is not None and saved.entry_time.strftime("%H:%M") == "09:20"
     first, second = saved.legs
@@ -235,6 +240,8 @@ def test_accounts_of_another_user_or_inactive_are_refused(env: WebEnv, alice: Fl
         response = save(alice, strategy_form("S", accounts=[str(mine), str(wrong)]))
         assert response.status_code == 400
         assert "is not one of your active accounts" in response.get_data(as_text=True)
+    response = save(alice, strategy_form("S", accounts=[str(mine)], **{f"mult-{mine}": "-2"}))
+    assert response.status_code == 400 and "The multiplier must be above 0" in response.get_data(as_text=True)
     assert strategies(env) == []
     page = alice.get(NEW).get_data(as_text=True)
     assert "Mine" in page and "Idle" not in page and "Bob main" not in page

@@ -193,6 +193,25 @@ def _time_check(what: str) -> Callable[[BaseForm, Field], None]:
     return check
 
 
+MULTIPLIER_MAX = Decimal(100)
+
+
+def parse_multiplier(text: str) -> tuple[Decimal | None, str | None]:
+    """A custom-allocation lot multiplier: (value, None), (None, None) when empty, or (None, error)."""
+    text = text.strip()
+    if not text:
+        return None, None
+    try:
+        value = Decimal(text) if len(text) <= _NUMBER_MAX_CHARS else None
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite():
+        return None, "The multiplier must be a number, e.g. 1.5."
+    if not 0 < value <= MULTIPLIER_MAX or value != value.quantize(Decimal("0.01")):
+        return None, f"The multiplier must be above 0 and at most {MULTIPLIER_MAX}, with at most 2 decimals."
+    return value, None
+
+
 def _text_check(label: str) -> Callable[[BaseForm, Field], None]:
     """Free text that may hold line breaks and tabs but no other control character."""
 
@@ -547,4 +566,5 @@ __all__ = [
     "LegForm",
     "StrategyForm",
     "add_error",
+    "parse_multiplier",
 ]

@@ -247,17 +247,22 @@ def selected_ids(strategy: Strategy) -> list[int]:
     return ids
 
 
-def selection(strategy: Strategy | None, account_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """``selected_accounts`` for ``account_ids``, keeping a multiplier the strategy already had."""
-    kept: dict[int, Any] = {}
-    for entry in (strategy.selected_accounts or []) if strategy is not None else []:
-        if isinstance(entry, Mapping) and "multiplier" in entry:
-            kept[int(entry.get("account_id") or 0)] = entry["multiplier"]
+def multipliers(strategy: Strategy) -> dict[int, str]:
+    """The per-account lot multipliers stored in ``selected_accounts`` (custom allocation), as text."""
+    found: dict[int, str] = {}
+    for entry, account_id in zip(strategy.selected_accounts or [], _entry_ids(strategy), strict=True):
+        if account_id is not None and isinstance(entry, Mapping) and entry.get("multiplier") is not None:
+            found[account_id] = str(entry["multiplier"])
+    return found
+
+
+def selection(account_ids: Sequence[int], factors: Mapping[int, Decimal]) -> list[dict[str, Any]]:
+    """``selected_accounts`` for ``account_ids``: a multiplier (as a string) only where one was given."""
     result: list[dict[str, Any]] = []
     for account_id in account_ids:
         item: dict[str, Any] = {"account_id": account_id}
-        if account_id in kept:
-            item["multiplier"] = kept[account_id]
+        if account_id in factors:
+            item["multiplier"] = f"{factors[account_id].normalize():f}"
         result.append(item)
     return result
 
@@ -303,6 +308,7 @@ __all__ = [
     "get_strategy",
     "leg_data",
     "list_strategies",
+    "multipliers",
     "name_taken",
     "new_strategy_data",
     "risk_profiles",

@@ -28,7 +28,7 @@ from algomirror.web.context import db, log_activity, market_now, me, now, redire
 from algomirror.web.forms import ConfirmForm, require_confirmation
 from algomirror.web.ids import parse_id
 from algomirror.web.strategies import repo
-from algomirror.web.strategies.forms import CheckContext, LegForm, StrategyForm, add_error
+from algomirror.web.strategies.forms import CheckContext, LegForm, StrategyForm, add_error, parse_multiplier
 from algomirror.web.strategies.ready import READY_TEMPLATES
 
 bp = Blueprint("strategies", __name__, url_prefix="/strategies")
@@ -76,9 +76,19 @@ def _form(
 
 
 def _render(
-    form: StrategyForm, strategy: Strategy | None, selected: list[int], status: int = 200, **extra: Any
+    form: StrategyForm,
+    strategy: Strategy | None,
+    selected: list[int],
+    status: int = 200,
+    *,
+    factors: dict[int, str] | None = None,
+    factor_errors: dict[int, str] | None = None,
+    **extra: Any,
 ) -> ResponseReturnValue:
     accounts = repo.active_accounts(db(), me().id)
+    if factors is None:
+        # A re-rendered POST shows what was typed, valid or not.
+        factors = {i: request.form.get(f"mult-{i}", "") for i in accounts} if request.method == "POST" else {}
     # A stored account that is no longer active (or archived) is not offered: saving drops it, and the
     # page says so rather than letting it vanish unnoticed.
     return render_template(
@@ -88,11 +98,13 @@ def _render(
         accounts=accounts,
         selected=set(selected),
         dropped=len([i for i in selected if i not in accounts]),
+        factors=factors,
+        factor_errors=factor_errors or {},
         **extra,
     ), status
 
 
-def _prefill() -> tuple[dict[str, Any], list[dict[str, Any]], list[int], str | None]:
+def _prefill() -> tuple[dict[str, Any], list[dict[str, Any]], list[int], str | Strategy | None]:
     """The create form's prefill from ``?template=``: a ready template's key or the id of one of the
     user's own templates (404 when it is neither)."""
     key = request.args.get("template")
@@ -113,16 +125,18 @@ def _prefill() -> tuple[dict[str, Any], list[dict[str, Any]], list[int], str | N
     data["is_template"] = False
     legs = [repo.leg_data(leg) | {"leg_id": ""} for leg in source.legs]
     usable = repo.active_accounts(db(), me().id)
-    return data, legs, [i for i in repo.selected_ids(source) if i in usable], source.name
+    return data, legs, [i for i in repo.selected_ids(source) if i in usable], source
 
 
 @bp.route("/new", methods=["GET", "POST"])
 def create() -> ResponseReturnValue:
     """A new strategy; ``?template=`` prefills it. An invalid form comes back with every error (400)."""
     if request.method == "GET":
-        data, legs, selected, template_name = _prefill()
+        data, legs, selected, source = _prefill()
         form, _ = _form(None, data, legs)
-        return _render(form, None, selected, template_name=template_name)
+        if isinstance(source, Strategy):
+            return _render(form, None, selected, factors=repo.multipliers(source), template_name=source.name)
+        return _render(form, None, selected, template_name=source)
     return _save(None)
 
 
@@ -132,7 +146,7 @@ def edit(strategy_id: int) -> ResponseReturnValue:
     strategy = _own(strategy_id)
     if request.method == "GET":
         form, _ = _form(strategy)
-        return _render(form, strategy, repo.selected_ids(strategy))
+        return _render(form, strategy, repo.selected_ids(strategy), factors=repo.multipliers(strategy))
     return _save(strategy)
 
 
@@ -222,6 +236,15 @@ def _save(strategy: Strategy | None) -> ResponseReturnValue:
     )
     valid = form.validate_all(selected_raw, context)
     selected = getattr(form, "account_ids", [])
+    factors: dict[int, Decimal] = {}
+    factor_errors: dict[int, str] = {}
+    for account_id in selected:
+        value, error = parse_multiplier(request.form.get(f"mult-{account_id}", ""))
+        if error is not None:
+            factor_errors[account_id] = error
+            valid = False
+        elif value is not None:
+            factors[account_id] = value
     exclude = strategy.id if strategy is not None else None
     if (
         form.name.data
@@ -236,13 +259,14 @@ def _save(strategy: Strategy | None) -> ResponseReturnValue:
         changes = [name for name, value in values.items() if getattr(target, name) != value]
         for name, value in values.items():
             setattr(target, name, value)
-        target.selected_accounts = repo.selection(strategy, selected)
+        target.selected_accounts = repo.selection(selected, factors)
         if strategy is None:
             session.add(target)
         valid = _apply_legs(form, target)
     if not valid:
         session.rollback()
-        return _render(form, _own(strategy.id) if strategy is not None else None, selected, 400)
+        shown = _own(strategy.id) if strategy is not None else None
+        return _render(form, shown, selected, 400, factor_errors=factor_errors)
     try:
         session.flush()
         log_activity(
@@ -256,7 +280,8 @@ def _save(strategy: Strategy | None) -> ResponseReturnValue:
     except IntegrityError:
         session.rollback()
         add_error(form.name, NAME_TAKEN)
-        return _render(form, _own(strategy.id) if strategy is not None else None, selected, 400)
+        shown = _own(strategy.id) if strategy is not None else None
+        return _render(form, shown, selected, 400, factor_errors=factor_errors)
     verb = "created" if strategy is None else "updated"
     return redirect_to("strategies.index", f"Strategy “{target.name}” {verb}.")
 
