@@ -427,3 +427,26 @@ def test_legs_in_an_open_run_or_with_history_are_protected(env: WebEnv, alice: F
         s.get(TradingAccount, main).is_active = False  # type: ignore[union-attr]
         s.commit()
     assert 'id="accounts-dropped"' in alice.get(path).get_data(as_text=True)
+
+
+def test_grade_profiles_are_offered_and_a_cash_grade_refuses_sell_legs(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    from algomirror.db.models.sizing import TradeQuality
+
+    with env.database.session() as s:
+        uid = env.user("alice").id
+        s.add(
+            TradeQuality(user_id=uid, quality_grade="Y", margin_percentage=Decimal("65"), source="available")
+        )
+        s.add(TradeQuality(user_id=uid, quality_grade="Z", margin_percentage=Decimal("40"), source="cash"))
+        s.commit()
+    page = alice.get(NEW).get_data(as_text=True)
+    assert 'value="grade_Y"' in page and 'value="grade_Z"' in page
+    response = save(alice, strategy_form("Buyer", leg(0, action="SELL"), risk_profile="grade_Z"))
+    assert response.status_code == 400
+    assert "A buyer (cash) grade cannot hold SELL or futures legs." in response.get_data(as_text=True)
+    assert save(alice, strategy_form("Seller", leg(0, lots="150"), risk_profile="grade_Y")).status_code == 303
+    assert only(env, "Seller").risk_profile == "grade_Y" and only(env, "Seller").legs[0].lots == 150
+    response = save(alice, strategy_form("Unknown", risk_profile="grade_Q"))
+    assert response.status_code == 400 and "Not a valid choice" in response.get_data(as_text=True)
