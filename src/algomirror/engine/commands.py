@@ -61,6 +61,8 @@ from algomirror.host_settings import load_host_policy
 log = logging.getLogger(__name__)
 
 CANCEL_ORDER = "cancel_order"
+# Kinds another component claims (strategy entries: engine/execution.py); this processor leaves them be.
+OTHER_COMPONENT_KINDS = ("execute_run",)
 # The strategy tag sent with a cancel of an order that carries none (orders placed outside AlgoMirror).
 CANCEL_STRATEGY_TAG = "AlgoMirror"
 _MAX_ERROR = 2000
@@ -212,7 +214,9 @@ class CommandProcessor:
         recovered = 0
         with self.database.session() as session:
             rows = session.execute(
-                select(EngineCommand.id, EngineCommand.result).where(EngineCommand.status == "running")
+                select(EngineCommand.id, EngineCommand.result).where(
+                    EngineCommand.status == "running", EngineCommand.kind.notin_(OTHER_COMPONENT_KINDS)
+                )
             ).all()
             for command_id, result in rows:
                 attempts = _attempts(result) + 1
@@ -255,7 +259,7 @@ class CommandProcessor:
         with self.database.session() as session:
             ids = session.scalars(
                 select(EngineCommand.id)
-                .where(EngineCommand.status == "pending")
+                .where(EngineCommand.status == "pending", EngineCommand.kind.notin_(OTHER_COMPONENT_KINDS))
                 .order_by(EngineCommand.created_at, EngineCommand.id)
                 .limit(limit)
             ).all()

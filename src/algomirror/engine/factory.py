@@ -14,6 +14,7 @@ from algomirror.config import Settings
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine.commands import CommandProcessor
+from algomirror.engine.execution import EntryExecutor
 from algomirror.engine.lock import EngineLock
 from algomirror.engine.service import Component, EngineService, LockLostCallback
 from algomirror.engine.sync import AccountSync, SyncConfig
@@ -72,10 +73,11 @@ def build_engine(
     sync_config: SyncConfig | None = None,
     on_lock_lost: Sequence[LockLostCallback] = (),
 ) -> EngineService:
-    """An :class:`EngineService` with every component built so far (account sync, web commands on one
-    engine-wide client registry whose orders stop when the lock is lost) and the lock for this
-    database (PostgreSQL advisory lock, or ``<database file>.engine.lock`` for SQLite) with its fencing
-    epoch; escalations of crashing components are recorded in ``database``.
+    """An :class:`EngineService` with every component built so far (account sync, web commands and
+    strategy entries (``execute_run``) on one engine-wide client registry whose orders stop when the
+    lock is lost) and the lock for this database (PostgreSQL advisory lock, or
+    ``<database file>.engine.lock`` for SQLite) with its fencing epoch; escalations of crashing
+    components are recorded in ``database``.
 
     ``market_clock`` decides market hours and the sync's timestamps (the embedded demo passes the
     paper exchange's simulated clock); ``sync_config`` overrides the settings-derived intervals and
@@ -84,15 +86,18 @@ def build_engine(
     The lock is taken by ``EngineService.run``/``acquire_lock``, not here.
     """
     registry = ClientRegistry(timeouts=Timeouts.from_settings(settings))
+    lock = EngineLock(database.engine)
     components: list[Component] = [
         build_account_sync(
             settings, database, market_clock=market_clock, config=sync_config, registry=registry
         ),
         build_command_processor(settings, database, registry),
+        # Journal writes carry the epoch the lock took when the service acquired it.
+        EntryExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
     ]
     return EngineService(
         components,
-        lock=EngineLock(database.engine),
+        lock=lock,
         database=database,
         on_lock_lost=(registry.suspend_orders, *on_lock_lost),
         # Shared by every component: closed by the service once all of them have stopped.

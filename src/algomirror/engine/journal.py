@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from algomirror.db.models import OrderIntent
@@ -125,6 +125,22 @@ class Journal:
             if existing is None:
                 raise
             raise IntentExistsError(spec.key, existing.id, existing.state) from exc
+
+    def claim_send(self, intent_id: int) -> bool:
+        """Move a ``created`` intent to ``sent`` if it is still ``created``; True for the one caller
+        whose update counted the row. Call right before the order leaves: only the winner may send, so
+        two runs of one command (or a restarted engine) that both find the intent unsent cannot both
+        send it. Raises :class:`~algomirror.engine.fencing.FencedOutError` once fenced out."""
+        now = self.clock.now()
+        with self.database.session() as session:
+            check_fence(session, self.epoch)
+            won = session.execute(
+                update(OrderIntent)
+                .where(OrderIntent.id == intent_id, OrderIntent.state == order_state.CREATED)
+                .values(state=order_state.SENT, sent_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            return getattr(won, "rowcount", 0) == 1
 
     def advance(
         self,

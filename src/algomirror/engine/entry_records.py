@@ -1,0 +1,341 @@
+"""The entry path's database side: what a run's entry reads (:func:`load_plan`) and how its outcome is
+written onto executions and the run (:func:`finish_entry`, :func:`finish_exit`, :func:`finish_run`).
+
+Each writer is one short transaction that reads the row ``FOR UPDATE`` and only moves it forward
+(``pending → active | failed``, ``exiting → exited | error``), so a second attempt that drives the same
+intents again writes nothing twice. Fill prices are weighted averages of the intents' fills, never a
+quote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from algomirror.db.models import (
+    Strategy,
+    StrategyExecution,
+    StrategyLeg,
+    StrategyRun,
+    TradingAccount,
+)
+from algomirror.db.session import Database
+from algomirror.domain.contract_specs import freeze_qty, freeze_slices, lot_size
+from algomirror.domain.errors import InvalidQuantity, NoRuleInForce
+from algomirror.domain.instruments import parse_symbol
+from algomirror.engine.order_driver import IntentRow
+
+_MAX_ERROR = 2000
+_AVERAGE = Decimal("0.0001")
+# The builder's order types on the wire (OpenAlgo pricetype).
+_WIRE_ORDER_TYPES = {"MARKET": "MARKET", "LIMIT": "LIMIT", "SL-LMT": "SL", "SL-MKT": "SL-M"}
+
+
+def strategy_tag(strategy_id: int) -> str:
+    """The one stable OpenAlgo ``strategy`` tag of every order of a strategy (PRODUCT §5.9). Short on
+    purpose: gateways store it in narrow columns."""
+    return f"AM-S{strategy_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """The account fields the entry path needs, read once per attempt."""
+
+    id: int
+    account_name: str
+    host_url: str
+    api_key_encrypted: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLeg:
+    """One execution (leg × account) of the run, with its leg's order terms."""
+
+    execution_id: int
+    leg_number: int
+    account_id: int
+    side: str
+    symbol: str
+    exchange: str
+    product: str
+    planned_quantity: int
+    order_type: str
+    price: Decimal | None
+    trigger_price: Decimal | None
+    status: str
+    filled_quantity: int
+    entry_price: Decimal | None
+    error: str | None
+
+    @property
+    def filled_all(self) -> bool:
+        return self.filled_quantity >= self.planned_quantity
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """A run as its entry sees it: its status, the strategy's tag and leg-failure policy, the user's
+    accounts it uses, and every execution."""
+
+    run_id: int
+    strategy_id: int
+    user_id: int
+    status: str
+    tag: str
+    policy: str
+    accounts: dict[int, AccountInfo]
+    legs: list[EntryLeg]
+
+
+def load_plan(session: Session, run_id: int, user_id: int) -> RunPlan | None:
+    """The run if it belongs to ``user_id`` (else None). Accounts of another user are left out (their
+    legs then fail as "account not found")."""
+    found = session.execute(
+        select(StrategyRun, Strategy)
+        .join(Strategy, Strategy.id == StrategyRun.strategy_id)
+        .where(StrategyRun.id == run_id, Strategy.user_id == user_id)
+    ).first()
+    if found is None:
+        return None
+    run, strategy = found
+    pairs = session.execute(
+        select(StrategyExecution, StrategyLeg)
+        .join(StrategyLeg, StrategyLeg.id == StrategyExecution.leg_id)
+        .where(StrategyExecution.run_id == run_id)
+        .order_by(StrategyLeg.leg_number, StrategyExecution.account_id)
+    ).all()
+    legs = [_entry_leg(execution, leg) for execution, leg in pairs]
+    ids = {leg.account_id for leg in legs}
+    accounts = session.scalars(
+        select(TradingAccount).where(TradingAccount.id.in_(ids), TradingAccount.user_id == user_id)
+    ).all()
+    return RunPlan(
+        run_id=run.id,
+        strategy_id=strategy.id,
+        user_id=user_id,
+        status=run.status,
+        tag=strategy_tag(strategy.id),
+        policy=strategy.on_leg_failure,
+        accounts={a.id: AccountInfo(a.id, a.account_name, a.host_url, a.api_key_encrypted) for a in accounts},
+        legs=legs,
+    )
+
+
+def _entry_leg(execution: StrategyExecution, leg: StrategyLeg) -> EntryLeg:
+    order_type = _WIRE_ORDER_TYPES.get(leg.order_type or "MARKET", "MARKET")
+    return EntryLeg(
+        execution_id=execution.id,
+        leg_number=leg.leg_number,
+        account_id=execution.account_id,
+        side=(leg.action or "").upper(),
+        symbol=execution.symbol or "",
+        exchange=execution.exchange or "",
+        product=execution.product or "MIS",
+        planned_quantity=execution.planned_quantity or 0,
+        order_type=order_type,
+        price=leg.limit_price if order_type in ("LIMIT", "SL") else None,
+        trigger_price=leg.trigger_price if order_type in ("SL", "SL-M") else None,
+        status=execution.status,
+        filled_quantity=execution.filled_quantity,
+        entry_price=execution.entry_price,
+        error=execution.error_message,
+    )
+
+
+def slice_quantities(leg: EntryLeg, today: date, *, quantity: int | None = None) -> list[int]:
+    """The leg's quantity (or ``quantity``) as freeze slices (PRODUCT §5.8): lot size by the symbol's
+    contract, freeze quantity in force ``today``. One order when the symbol is not a known derivative
+    or no rule covers it. Raises ValueError for a leg that cannot be sent (no side, no symbol, a
+    quantity that is not a whole number of lots)."""
+    units = leg.planned_quantity if quantity is None else quantity
+    if leg.side not in ("BUY", "SELL"):
+        raise ValueError(f"leg {leg.leg_number} has no action (BUY or SELL)")
+    if not leg.symbol or not leg.exchange or units <= 0:
+        raise ValueError(f"leg {leg.leg_number} has no symbol, exchange or quantity to send")
+    parsed = parse_symbol(leg.symbol)
+    if parsed is None:
+        return [units]
+    try:
+        lot = lot_size(parsed.base, parsed.expiry)
+        freeze = freeze_qty(parsed.base, today)
+    except NoRuleInForce:
+        return [units]
+    if freeze <= lot:
+        return [units]  # OpenAlgo's freeze_qty ≤ lot size means "unknown" (MARKET-FACTS §4)
+    try:
+        return freeze_slices(units, freeze, lot)
+    except InvalidQuantity as exc:
+        raise ValueError(f"leg {leg.leg_number}: {exc}") from exc
+
+
+def _average(rows: Sequence[IntentRow]) -> Decimal | None:
+    priced = [(r.average_price, r.filled_quantity) for r in rows if r.filled_quantity and r.average_price]
+    units = sum(q for _, q in priced)
+    if not units:
+        return None
+    total = sum((p * q for p, q in priced), Decimal(0))
+    return (total / units).quantize(_AVERAGE, rounding=ROUND_HALF_UP)
+
+
+def _reasons(rows: Sequence[IntentRow]) -> str:
+    texts = [r.rejection_reason for r in rows if r.rejection_reason and r.filled_quantity < r.quantity]
+    return "; ".join(dict.fromkeys(t for t in texts if t))
+
+
+def mark_failed(database: Database, execution_id: int, message: str) -> None:
+    """A ``pending`` execution that will place nothing ends ``failed`` with ``message``."""
+    with database.session() as session:
+        row = session.get(StrategyExecution, execution_id, with_for_update=True)
+        if row is not None and row.status == "pending":
+            row.status = "failed"
+            row.error_message = message[:_MAX_ERROR]
+
+
+def finish_entry(
+    database: Database, leg: EntryLeg, rows: Sequence[IntentRow], now: datetime
+) -> Literal["filled", "failed", "open"]:
+    """Write the entry's outcome once every slice is terminal; ``open`` (nothing written) while one is
+    not. ``filled`` means the planned quantity filled."""
+    waiting = [r for r in rows if not r.terminal]
+    with database.session() as session:
+        row = session.get(StrategyExecution, leg.execution_id, with_for_update=True)
+        if row is None:
+            return "failed"
+        row.attempts = max(row.attempts, len(rows))
+        if waiting:
+            states = ", ".join(sorted({r.state for r in waiting}))
+            row.error_message = f"waiting for {len(waiting)} order(s) ({states}) to be resolved"
+            return "open"
+        if row.status != "pending":
+            done = row.status == "active" and row.filled_quantity >= leg.planned_quantity
+            return "filled" if done else "failed"
+        order_ids = [r.order_id for r in rows if r.order_id]
+        filled = sum(r.filled_quantity for r in rows)
+        row.entry_order_ids = order_ids or None
+        row.order_id = order_ids[0] if order_ids else None
+        reasons = _reasons(rows)
+        if filled:
+            row.status = "active"
+            row.filled_quantity = filled
+            row.quantity = filled
+            row.entry_price = _average(rows)
+            row.entry_time = now
+            row.broker_order_status = "complete" if filled >= leg.planned_quantity else "partial"
+            short = filled < leg.planned_quantity
+            row.error_message = f"filled {filled} of {leg.planned_quantity}: {reasons}" if short else None
+            return "filled" if filled >= leg.planned_quantity else "failed"
+        row.status = "failed"
+        row.broker_order_status = "rejected" if any(r.state == "rejected" for r in rows) else "cancelled"
+        row.error_message = (reasons or "not filled")[:_MAX_ERROR]
+        return "failed"
+
+
+def finish_exit(
+    database: Database, leg: EntryLeg, rows: Sequence[IntentRow], why: str, now: datetime
+) -> bool:
+    """Write an unwind's outcome (``exiting → exited``, or ``error`` when the exit fills do not cover
+    the position); True when the leg is flat. Nothing is written while a slice is still open."""
+    with database.session() as session:
+        row = session.get(StrategyExecution, leg.execution_id, with_for_update=True)
+        if row is None or row.status != "exiting":
+            return row is not None and row.status == "exited"
+        if any(not r.terminal for r in rows):
+            row.error_message = "unwind order outcome not yet known; resolved before anything is re-sent"
+            return False
+        exited = sum(r.filled_quantity for r in rows)
+        order_ids = [r.order_id for r in rows if r.order_id]
+        price = _average(rows)
+        row.exit_order_ids = order_ids or None
+        row.exit_order_id = order_ids[0] if order_ids else None
+        row.exited_quantity = exited
+        row.exit_price = price
+        row.exit_time = now
+        row.exit_reason = "entry_unwind"
+        row.exit_reason_detail = why[:_MAX_ERROR]
+        row.exit_retry_count = max(row.exit_retry_count, 1)
+        if exited >= row.filled_quantity:
+            row.status = "exited"
+            if price is not None and row.entry_price is not None:
+                sign = 1 if leg.side == "BUY" else -1
+                row.realized_pnl = ((price - row.entry_price) * exited * sign).quantize(Decimal("0.01"))
+            return True
+        row.status = "error"
+        row.error_message = (
+            f"unwind filled {exited} of {row.filled_quantity}: {_reasons(rows) or 'not filled'}; "
+            "the position is still open"
+        )[:_MAX_ERROR]
+        return False
+
+
+def finish_run(database: Database, run_id: int, now: datetime) -> dict[str, Any]:
+    """The run's status and ``result`` from its executions (PRODUCT §5.1), once none is ``pending``;
+    returns the summary (``open`` = executions still pending, when the run is left ``entering``)."""
+    with database.session() as session:
+        run = session.get(StrategyRun, run_id, with_for_update=True)
+        assert run is not None
+        rows = session.scalars(select(StrategyExecution).where(StrategyExecution.run_id == run_id)).all()
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        previous = run.result if isinstance(run.result, dict) else {}
+        summary: dict[str, Any] = {
+            "run_id": run_id,
+            "legs": len({r.leg_id for r in rows}),
+            "accounts": len({r.account_id for r in rows}),
+            "placed": counts.get("active", 0) + counts.get("exiting", 0),
+            "failed": counts.get("failed", 0),
+            "unwound": counts.get("exited", 0),
+            "errors": counts.get("error", 0),
+            "attempts": sum(r.attempts for r in rows),
+            "failures": [
+                {"execution_id": r.id, "account_id": r.account_id, "error": r.error_message}
+                for r in rows
+                if r.status in ("failed", "error") and r.error_message
+            ],
+            "skipped": previous.get("skipped", []),
+        }
+        pending = counts.get("pending", 0)
+        if pending:
+            summary["open"] = pending
+            return summary
+        if run.status != "entering":
+            summary["status"] = run.status
+            return summary
+        if counts.get("error") or counts.get("exiting"):
+            run.status = "error"
+        elif summary["placed"]:
+            run.status = "active"
+        elif counts.get("exited"):
+            run.status, run.exit_reason, run.ended_at = "closed", "entry_unwind", now
+        else:
+            run.status, run.ended_at = "failed", now
+        if summary["placed"] == len(rows):
+            summary["outcome"] = "success"
+        elif summary["placed"]:
+            summary["outcome"] = "partial"
+        else:
+            summary["outcome"] = "error"
+        run.entry_completed_at = now
+        summary["status"] = run.status
+        run.result = summary
+        return summary
+
+
+__all__ = [
+    "AccountInfo",
+    "EntryLeg",
+    "RunPlan",
+    "finish_entry",
+    "finish_exit",
+    "finish_run",
+    "load_plan",
+    "mark_failed",
+    "slice_quantities",
+    "strategy_tag",
+]

@@ -1,0 +1,552 @@
+"""The engine's entry path: ``execute_run`` commands from the web, every order journaled first, sent
+exactly once (PRODUCT §5.1, §5.9–5.11; DESIGN §3).
+
+A run and its ``pending`` executions are planned beforehand (:mod:`algomirror.engine.planning`, in the
+web's transaction together with the command). :class:`EntryExecutor` claims the command
+(``pending → running``, one winner, as :class:`~algomirror.engine.commands.CommandProcessor` does) and
+enters the run:
+
+1. **Every order is an intent first.** Per execution and freeze slice the intent
+   ``exec:{execution_id}:entry:{slice}`` is recorded before anything is sent, tagged with the strategy's
+   stable tag (``AM-S{strategy_id}``); the send itself is claimed (``created → sent``) by one caller
+   (:mod:`algomirror.engine.order_driver`). A retried command, a second command for the same run, or a
+   restarted engine finds the intents and drives them on — unknown outcomes are resolved from the
+   orderbook, acknowledged orders followed — and never sends a second order for one key.
+2. **Hedges first.** The BUY legs of every account go first (accounts in parallel, each through its own
+   rate scheduler at ENTRY priority); once they have all ended, each account whose BUY legs all filled
+   sends its SELL legs.
+3. **Pre-checks per account** before its entries: entries halted (:func:`~algomirror.engine.halts.
+   entries_halted`), the account inactive, archived, without a readable key or with its key refused:
+   the account's unsent legs end ``failed`` with that reason; orders already sent are still resolved.
+4. **Leg failure policy.** A leg that ends ``failed`` on an account (nothing filled, or the BUY legs
+   not all filled so its SELL legs were not sent) applies the strategy's ``on_leg_failure``: ``unwind``
+   (the default) exits that account's filled legs — shorts bought back before hedges are sold — with
+   MARKET orders through the same journal (``exec:{id}:exit:1:{slice}``, EXIT priority), exit reason
+   ``entry_unwind`` and the failed leg named; ``keep`` leaves them and says so on the run's result.
+5. **Outcome.** Fills go onto the executions (entry price = weighted average of the slices' fills,
+   filled quantity, order ids, ``active`` / ``failed`` + error), the run becomes ``active``, ``closed``
+   (everything unwound), ``failed`` (nothing filled) or ``error`` (an unwind that did not close), and
+   its ``result`` holds the counts and reasons. While an order's outcome is still unknown, or an order
+   is still working, the executions stay ``pending`` and the command is retried (resolving, never
+   re-sending) up to its attempt limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from algomirror.broker.client import OpenAlgoClient
+from algomirror.broker.registry import ClientRegistry, Priority
+from algomirror.db.models import EngineCommand, OrderIntent, StrategyExecution, TradingAccount
+from algomirror.db.session import Database
+from algomirror.domain.timeutil import Clock, SystemClock, to_ist
+from algomirror.engine.entry_records import (
+    AccountInfo,
+    EntryLeg,
+    RunPlan,
+    finish_entry,
+    finish_exit,
+    finish_run,
+    load_plan,
+    mark_failed,
+    slice_quantities,
+)
+from algomirror.engine.fencing import FencedOutError
+from algomirror.engine.halts import entries_halted
+from algomirror.engine.journal import IntentExistsError, IntentSpec, Journal
+from algomirror.engine.order_driver import DriverConfig, IntentRow, OrderDriver
+from algomirror.engine.planning import EXECUTE_RUN
+from algomirror.host_settings import load_host_policy
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR = 2000
+_PRICE = Decimal("0.01")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionConfig:
+    """Seconds unless noted. ``poll_seconds``: how often pending ``execute_run`` commands are looked
+    for; ``max_attempts``: runs of one command before it ends ``failed`` (count); ``retry_delay``: wait
+    before a command returned to pending runs again; ``driver``: order following and resolution."""
+
+    poll_seconds: float = 0.3
+    batch: int = 10
+    max_attempts: int = 5
+    retry_delay: float = 1.0
+    driver: DriverConfig = field(default_factory=DriverConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteOutcome:
+    """``done``/``failed`` end the command; ``retry`` returns it to ``pending``."""
+
+    status: Literal["done", "failed", "retry"]
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class ExecutionError(Exception):
+    """A command that cannot run as given (bad payload, a run that is not the user's)."""
+
+
+LegState = Literal["filled", "failed", "open"]
+
+
+class EntryExecutor:
+    """The engine component that enters strategy runs; see the module docstring.
+
+    ``registry`` is the engine-wide client registry; ``decrypt`` turns ``api_key_encrypted`` into the
+    key (ValueError when it cannot); ``epoch`` is the fencing epoch of the engine's lock (an int, or a
+    callable read when a command starts: None while the lock is not held, and then nothing runs).
+    Tests drive it with :meth:`recover`, :meth:`process_once`, :meth:`run_command` and
+    :meth:`execute_run`.
+    """
+
+    name = "execution"
+
+    def __init__(
+        self,
+        database: Database,
+        registry: ClientRegistry,
+        decrypt: Callable[[str], str],
+        *,
+        epoch: int | Callable[[], int | None],
+        clock: Clock | None = None,
+        config: ExecutionConfig | None = None,
+    ) -> None:
+        self.database = database
+        self.registry = registry
+        self.config = config or ExecutionConfig()
+        self.clock = clock or SystemClock()
+        self._decrypt = decrypt
+        self._epoch = epoch
+        self._run_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._not_before: dict[int, float] = {}
+        self._in_flight: dict[int, asyncio.Task[bool]] = {}
+        self.ran = 0
+
+    # ------------------------------------------------------------------------------- lifecycle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Recover commands a dead engine left ``running``, then poll until ``stop`` is set; commands in
+        flight are awaited when stopping (a cancelled send would leave its outcome unknown)."""
+        try:
+            await asyncio.to_thread(self.recover)
+            while not stop.is_set():
+                try:
+                    for command_id in await asyncio.to_thread(self._due_ids):
+                        if command_id not in self._in_flight:
+                            task = asyncio.create_task(self._run_logged(command_id))
+                            self._in_flight[command_id] = task
+                            task.add_done_callback(self._forget_task)
+                except SQLAlchemyError as exc:
+                    log.warning("execution: database error: %s", str(exc).splitlines()[0])
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self.config.poll_seconds)
+                except TimeoutError:
+                    pass
+        finally:
+            tasks = list(self._in_flight.values())
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _forget_task(self, task: asyncio.Task[bool]) -> None:
+        for command_id, running in list(self._in_flight.items()):
+            if running is task:
+                del self._in_flight[command_id]
+
+    async def _run_logged(self, command_id: int) -> bool:
+        try:
+            return await self.run_command(command_id)
+        except SQLAlchemyError as exc:
+            log.warning("execute command %s: database error: %s", command_id, str(exc).splitlines()[0])
+            return False
+
+    def recover(self) -> int:
+        """Return ``running`` ``execute_run`` rows (an engine died while entering) to ``pending``; each
+        counts as an attempt. Safe: the run's intents exist, so the next run resolves, never re-sends."""
+        now = self.clock.now()
+        with self.database.session() as session:
+            rows = session.execute(
+                select(EngineCommand.id, EngineCommand.result).where(
+                    EngineCommand.status == "running", EngineCommand.kind == EXECUTE_RUN
+                )
+            ).all()
+            for command_id, result in rows:
+                attempts = _attempts(result) + 1
+                session.execute(
+                    update(EngineCommand)
+                    .where(EngineCommand.id == command_id, EngineCommand.status == "running")
+                    .values(
+                        status="pending",
+                        result={"attempts": attempts},
+                        error="the engine stopped while entering this run; it is resumed",
+                        started_at=None,
+                        updated_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+        return len(rows)
+
+    def _due_ids(self) -> list[int]:
+        with self.database.session_factory() as session:
+            ids = session.scalars(
+                select(EngineCommand.id)
+                .where(EngineCommand.status == "pending", EngineCommand.kind == EXECUTE_RUN)
+                .order_by(EngineCommand.created_at, EngineCommand.id)
+                .limit(self.config.batch * 4)
+            ).all()
+        now = time.monotonic()
+        return [i for i in ids if self._not_before.get(i, 0.0) <= now][: self.config.batch]
+
+    async def process_once(self) -> int:
+        """Claim and run every due ``execute_run`` command now; returns how many this executor ran."""
+        ids = await asyncio.to_thread(self._due_ids)
+        return sum(await asyncio.gather(*(self.run_command(i) for i in ids)))
+
+    # --------------------------------------------------------------------------------- commands
+
+    async def run_command(self, command_id: int) -> bool:
+        """Claim one ``execute_run`` command and run it to its outcome. False when it was not pending
+        (claimed elsewhere, or ended)."""
+        claimed = await asyncio.to_thread(self._claim, command_id)
+        if claimed is None:
+            return False
+        user_id, payload, attempts = claimed
+        self.ran += 1
+        try:
+            run_id = payload.get("run_id")
+            if not isinstance(run_id, int) or isinstance(run_id, bool):
+                raise ExecutionError("malformed execute_run payload (run_id)")
+            outcome = await self.execute_run(run_id, user_id=user_id)
+        except ExecutionError as exc:
+            outcome = ExecuteOutcome("failed", error=str(exc))
+        except FencedOutError:
+            await asyncio.to_thread(self._end, command_id, attempts, ExecuteOutcome("retry", error="fenced"))
+            raise
+        except SQLAlchemyError as exc:
+            outcome = ExecuteOutcome("retry", error=f"database error: {str(exc).splitlines()[0]}")
+        except Exception as exc:  # a bug must end the command visibly, not leave it running
+            log.exception("execute command %s crashed", command_id)
+            outcome = ExecuteOutcome("failed", error=f"internal error ({type(exc).__name__}); see the log")
+        await asyncio.to_thread(self._end, command_id, attempts, outcome)
+        return True
+
+    def _claim(self, command_id: int) -> tuple[int, dict[str, Any], int] | None:
+        now = self.clock.now()
+        with self.database.session() as session:
+            won = session.execute(
+                update(EngineCommand)
+                .where(
+                    EngineCommand.id == command_id,
+                    EngineCommand.status == "pending",
+                    EngineCommand.kind == EXECUTE_RUN,
+                )
+                .values(status="running", started_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(won, "rowcount", 0) != 1:
+                return None
+            row = session.execute(
+                select(EngineCommand.user_id, EngineCommand.payload, EngineCommand.result).where(
+                    EngineCommand.id == command_id
+                )
+            ).one()
+            payload = row.payload if isinstance(row.payload, dict) else {}
+            return row.user_id, payload, _attempts(row.result)
+
+    def _end(self, command_id: int, attempts_before: int, outcome: ExecuteOutcome) -> None:
+        now = self.clock.now()
+        attempts = attempts_before + 1
+        values: dict[str, Any]
+        if outcome.status == "retry" and attempts < self.config.max_attempts:
+            values = {
+                "status": "pending",
+                "result": {**outcome.result, "attempts": attempts},
+                "error": (outcome.error or "")[:_MAX_ERROR],
+                "started_at": None,
+            }
+            delay = self.config.retry_delay * 2 ** (attempts - 1)
+            self._not_before[command_id] = time.monotonic() + min(delay, 30.0)
+        elif outcome.status == "retry":
+            values = {
+                "status": "failed",
+                "result": outcome.result or None,
+                "error": f"gave up after {attempts} attempts: {outcome.error}"[:_MAX_ERROR],
+                "finished_at": now,
+            }
+        else:
+            values = {
+                "status": outcome.status,
+                "result": outcome.result or None,
+                "error": None if outcome.status == "done" else (outcome.error or "failed")[:_MAX_ERROR],
+                "finished_at": now,
+            }
+        with self.database.session() as session:
+            session.execute(
+                update(EngineCommand)
+                .where(EngineCommand.id == command_id, EngineCommand.status == "running")
+                .values(updated_at=now, **values)
+                .execution_options(synchronize_session=False)
+            )
+
+    # ------------------------------------------------------------------------------------ entry
+
+    def _journal(self) -> Journal:
+        epoch = self._epoch() if callable(self._epoch) else self._epoch
+        if epoch is None:
+            raise FencedOutError("the engine does not hold its lock: no order may be recorded")
+        return Journal(self.database, epoch=epoch, clock=self.clock)
+
+    async def execute_run(self, run_id: int, *, user_id: int) -> ExecuteOutcome:
+        """Enter run ``run_id`` of ``user_id`` (see the module docstring); safe to call any number of
+        times. Raises :class:`ExecutionError` for a run that is not the user's."""
+        async with self._run_locks[run_id]:
+            plan = await asyncio.to_thread(self._load, run_id, user_id)
+            if plan.status != "entering":
+                return ExecuteOutcome("done", {"run_id": run_id, "status": plan.status, "note": "entered"})
+            driver = OrderDriver(self.database, self._journal(), self.config.driver)
+            entry = _RunEntry(self, plan, driver)
+            await entry.enter()
+            summary = await asyncio.to_thread(finish_run, self.database, run_id, self.clock.now())
+            if summary.get("open"):
+                return ExecuteOutcome("retry", summary, error="orders of unknown or open outcome remain")
+            return ExecuteOutcome("done", summary)
+
+    def _load(self, run_id: int, user_id: int) -> RunPlan:
+        with self.database.session() as session:
+            self.registry.set_host_policy(load_host_policy(session))
+            plan = load_plan(session, run_id, user_id)
+        if plan is None:
+            raise ExecutionError(f"run {run_id} not found")
+        return plan
+
+    def client_for(self, account: AccountInfo) -> tuple[OpenAlgoClient | None, str | None]:
+        """The account's client, or None and the reason no order may go to it."""
+        if not account.api_key_encrypted:
+            return None, "the account has no API key"
+        try:
+            key = self._decrypt(account.api_key_encrypted)
+        except ValueError:
+            return None, "the account's stored API key cannot be read; save the key again"
+        try:
+            client = self.registry.client(account.id, account.host_url, key, name=account.account_name)
+        except ValueError as exc:
+            return None, f"the account's host URL is invalid: {exc}"
+        if client.halted is not None:
+            return None, f"the broker rejected the account's API key ({client.halted.message})"
+        return client, None
+
+    def entry_block(self, account: AccountInfo) -> str | None:
+        """Why no new entry may go to ``account`` now (entries halted, inactive, archived), else None."""
+        with self.database.session_factory() as session:
+            halted = entries_halted(session)
+            current = session.get(TradingAccount, account.id)
+        if halted is not None:
+            return f"entries are halted: {halted}"
+        if current is None or current.archived_at is not None:
+            return "the account is archived"
+        if not current.is_active:
+            return "the account is inactive"
+        if current.connection_status == "auth_failed":
+            return "the account's API key was refused by the broker; fix the key first"
+        return None
+
+
+class _RunEntry:
+    """One attempt at entering one run: the two phases, the policy, the records."""
+
+    def __init__(self, executor: EntryExecutor, plan: RunPlan, driver: OrderDriver) -> None:
+        self.x = executor
+        self.plan = plan
+        self.driver = driver
+        self.today = to_ist(executor.clock.now()).date()
+
+    async def enter(self) -> None:
+        accounts = sorted({leg.account_id for leg in self.plan.legs})
+        buys = await asyncio.gather(*(self._phase(a, "BUY") for a in accounts))
+        await asyncio.gather(*(self._after_buys(a, states) for a, states in zip(accounts, buys, strict=True)))
+
+    def _legs(self, account_id: int, side: str) -> list[EntryLeg]:
+        return [leg for leg in self.plan.legs if leg.account_id == account_id and leg.side == side]
+
+    async def _phase(self, account_id: int, side: str) -> list[LegState]:
+        legs = self._legs(account_id, side)
+        if not legs:
+            return []
+        account = self.plan.accounts.get(account_id)
+        client, reason = (None, "account not found") if account is None else self.x.client_for(account)
+        if client is not None and account is not None:
+            reason = await asyncio.to_thread(self.x.entry_block, account)
+        return list(await asyncio.gather(*(self._enter_leg(client, leg, reason) for leg in legs)))
+
+    async def _after_buys(self, account_id: int, buys: list[LegState]) -> None:
+        if "open" in buys:
+            return  # hedges of unknown outcome: no SELL and no unwind until they are resolved
+        sells: list[LegState]
+        if "failed" in buys:
+            note = "not placed: a BUY leg of this account failed, so its SELL legs were not sent"
+            await asyncio.to_thread(self._fail_unsent, self._legs(account_id, "SELL"), note)
+            sells = ["failed"]
+        else:
+            sells = await self._phase(account_id, "SELL")
+        if "failed" in sells or "failed" in buys:
+            await self._apply_policy(account_id)
+
+    def _fail_unsent(self, legs: list[EntryLeg], note: str) -> None:
+        for leg in legs:
+            if leg.status == "pending" and not _intents(self.x.database, leg.execution_id, "entry"):
+                mark_failed(self.x.database, leg.execution_id, note)
+
+    async def _enter_leg(self, client: OpenAlgoClient | None, leg: EntryLeg, block: str | None) -> LegState:
+        if leg.status != "pending":
+            return "filled" if leg.status == "active" and leg.filled_all else "failed"
+        intents = await asyncio.to_thread(_intents, self.x.database, leg.execution_id, "entry")
+        if not intents:
+            if client is None or block is not None:
+                note = f"not placed: {block}"
+                await asyncio.to_thread(mark_failed, self.x.database, leg.execution_id, note)
+                return "failed"
+            try:
+                slices = slice_quantities(leg, self.today)
+            except ValueError as exc:
+                await asyncio.to_thread(mark_failed, self.x.database, leg.execution_id, str(exc))
+                return "failed"
+            intents = await asyncio.to_thread(self._record, leg, slices, "entry", leg.side)
+        if client is None:
+            # Orders may exist but the account cannot be read: leave them for the next attempt.
+            return "open"
+        send = block is None
+        rows = await asyncio.gather(
+            *(self.driver.drive(client, i, allow_send=send, priority=Priority.ENTRY) for i in intents)
+        )
+        state = await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.clock.now())
+        return state
+
+    def _record(self, leg: EntryLeg, slices: list[int], purpose: str, side: str) -> list[IntentRow]:
+        """Write the intents of every slice (an existing key is kept as it is), return them as stored."""
+        journal = self.driver.journal
+        prefix = "entry" if purpose == "entry" else "exit:1"
+        market = purpose != "entry"
+        for n, quantity in enumerate(slices, start=1):
+            spec = IntentSpec(
+                key=f"exec:{leg.execution_id}:{prefix}:{n}",
+                account_id=leg.account_id,
+                symbol=leg.symbol,
+                exchange=leg.exchange,
+                product=leg.product,
+                side=side,
+                quantity=quantity,
+                order_type="MARKET" if market else leg.order_type,
+                price=None if market else leg.price,
+                trigger_price=None if market else leg.trigger_price,
+                strategy_tag=self.plan.tag,
+                execution_id=leg.execution_id,
+                purpose=purpose,
+            )
+            try:
+                journal.record(spec)
+            except IntentExistsError:
+                pass  # written by an earlier attempt: driven from its stored state
+        return _intents(self.x.database, leg.execution_id, purpose)
+
+    # ----------------------------------------------------------------------------------- policy
+
+    async def _apply_policy(self, account_id: int) -> None:
+        legs = await asyncio.to_thread(self._current_legs, account_id)
+        failed = [
+            leg for leg in legs if leg.status == "failed" or (leg.status == "active" and not leg.filled_all)
+        ]
+        held = [leg for leg in legs if leg.status in ("active", "exiting")]
+        if not failed or not held:
+            return
+        why = "; ".join(
+            f"leg {leg.leg_number} ({leg.symbol}) failed: {leg.error or 'not filled'}" for leg in failed
+        )
+        if self.plan.policy != "unwind":
+            await asyncio.to_thread(self._note_kept, held, why)
+            return
+        account = self.plan.accounts.get(account_id)
+        client, reason = (None, "account not found") if account is None else self.x.client_for(account)
+        if client is None:
+            await asyncio.to_thread(self._note_kept, held, f"{why}; unwind not possible: {reason}")
+            return
+        # Shorts are bought back before their hedges are sold: a short is never left uncovered.
+        shorts = [leg for leg in held if leg.side == "SELL"]
+        longs = [leg for leg in held if leg.side == "BUY"]
+        closed = await asyncio.gather(*(self._unwind(client, leg, why) for leg in shorts))
+        if all(closed):
+            await asyncio.gather(*(self._unwind(client, leg, why) for leg in longs))
+        else:
+            note = f"{why}; hedge kept open: a short leg of this account could not be bought back"
+            await asyncio.to_thread(self._note_kept, longs, note)
+
+    def _current_legs(self, account_id: int) -> list[EntryLeg]:
+        with self.x.database.session_factory() as session:
+            fresh = load_plan(session, self.plan.run_id, self.plan.user_id)
+        assert fresh is not None
+        return [leg for leg in fresh.legs if leg.account_id == account_id]
+
+    def _note_kept(self, legs: list[EntryLeg], why: str) -> None:
+        with self.x.database.session() as session:
+            for leg in legs:
+                row = session.get(StrategyExecution, leg.execution_id)
+                if row is not None:
+                    row.error_message = f"kept open: {why}"[:_MAX_ERROR]
+
+    async def _unwind(self, client: OpenAlgoClient, leg: EntryLeg, why: str) -> bool:
+        """Exit one filled leg (claimed ``active → exiting``); True once it is flat."""
+        claimed = leg.status != "active" or await asyncio.to_thread(
+            _claim_exit, self.x.database, leg.execution_id
+        )
+        if not claimed:
+            return False
+        intents = await asyncio.to_thread(_intents, self.x.database, leg.execution_id, "exit")
+        if not intents:
+            slices = slice_quantities(leg, self.today, quantity=leg.filled_quantity)
+            opposite = "BUY" if leg.side == "SELL" else "SELL"
+            intents = await asyncio.to_thread(self._record, leg, slices, "exit", opposite)
+        rows = await asyncio.gather(
+            *(self.driver.drive(client, i, allow_send=True, priority=Priority.EXIT) for i in intents)
+        )
+        return await asyncio.to_thread(finish_exit, self.x.database, leg, rows, why, self.x.clock.now())
+
+
+def _intents(database: Database, execution_id: int, purpose: str) -> list[IntentRow]:
+    with database.session_factory() as session:
+        rows = session.scalars(
+            select(OrderIntent)
+            .where(OrderIntent.execution_id == execution_id, OrderIntent.purpose == purpose)
+            .order_by(OrderIntent.id)
+        ).all()
+        return [IntentRow.of(r) for r in rows]
+
+
+def _claim_exit(database: Database, execution_id: int) -> bool:
+    with database.session() as session:
+        won = session.execute(
+            update(StrategyExecution)
+            .where(StrategyExecution.id == execution_id, StrategyExecution.status == "active")
+            .values(status="exiting")
+            .execution_options(synchronize_session=False)
+        )
+        return getattr(won, "rowcount", 0) == 1
+
+
+def _attempts(result: Any) -> int:
+    value = result.get("attempts") if isinstance(result, dict) else None
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+__all__ = ["EXECUTE_RUN", "EntryExecutor", "ExecuteOutcome", "ExecutionConfig", "ExecutionError"]

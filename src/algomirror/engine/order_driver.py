@@ -1,0 +1,305 @@
+"""One journaled order, driven from its intent to a terminal state, exactly once (DESIGN §3).
+
+:meth:`OrderDriver.drive` takes an intent in whatever state the journal holds it and moves it forward:
+
+* ``created``: the send is claimed (``created → sent``, one winner) and the order placed once; the reply
+  decides ``acknowledged`` (order id), ``rejected`` (the broker's text) or ``unknown`` (timeout, dropped
+  connection, 5xx after the request was written). A call refused before anything left (429, connect
+  failure) is tried again under the same claim, at most ``send_retries`` times, then ``cancelled``
+  ("not sent"); a halt (API key refused, order calls suspended) is ``cancelled`` at once.
+* ``sent`` found on entry (an engine died mid-send) and ``unknown``: resolved from the account's
+  orderbook — our strategy tag, symbol, side and quantity, an order no other intent owns — and adopted;
+  never sent again. Not found within ``resolve_seconds``: left ``unknown`` for the next attempt or
+  reconciliation.
+* ``acknowledged``: followed with ``orderstatus`` to ``complete`` / ``rejected`` / ``cancelled`` (fills and
+  average price kept) within ``fill_timeout``; still working then: left ``acknowledged``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from algomirror.broker.client import OpenAlgoClient
+from algomirror.broker.errors import (
+    BrokerError,
+    HaltError,
+    RejectedError,
+    RetryableError,
+    UnknownOutcomeError,
+)
+from algomirror.broker.registry import Priority
+from algomirror.broker.wire import BrokerOrder
+from algomirror.broker.wire.requests import OrderRequest
+from algomirror.broker.wire.terms import Action, OrderState, PriceType, Product
+from algomirror.db.models import OrderIntent
+from algomirror.db.session import Database
+from algomirror.domain import order_state
+from algomirror.engine.journal import IntentView, Journal, OrderAlreadyAdoptedError
+
+log = logging.getLogger(__name__)
+
+_TERMINAL = {
+    OrderState.COMPLETE: order_state.COMPLETE,
+    OrderState.REJECTED: order_state.REJECTED,
+    OrderState.CANCELLED: order_state.CANCELLED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DriverConfig:
+    """Seconds unless noted. ``fill_timeout``: how long an acknowledged order is followed;
+    ``status_interval``: between its ``orderstatus`` reads; ``resolve_seconds``/``resolve_interval``:
+    how long and how often the orderbook is searched for an order of unknown outcome;
+    ``send_retries``: sends of a call refused before it left (count), ``send_retry_delay`` between."""
+
+    fill_timeout: float = 10.0
+    status_interval: float = 0.25
+    resolve_seconds: float = 5.0
+    resolve_interval: float = 0.5
+    send_retries: int = 3
+    send_retry_delay: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class IntentRow:
+    """Everything about an intent the driver needs (as read from the journal)."""
+
+    id: int
+    key: str
+    account_id: int
+    symbol: str
+    exchange: str
+    product: str
+    side: str
+    quantity: int
+    order_type: str
+    price: Decimal | None
+    trigger_price: Decimal | None
+    strategy_tag: str
+    state: str
+    order_id: str | None
+    filled_quantity: int
+    average_price: Decimal | None
+    rejection_reason: str | None
+
+    @classmethod
+    def of(cls, row: OrderIntent) -> IntentRow:
+        return cls(
+            id=row.id,
+            key=row.key,
+            account_id=row.account_id,
+            symbol=row.symbol,
+            exchange=row.exchange,
+            product=row.product,
+            side=row.side,
+            quantity=row.quantity,
+            order_type=row.order_type,
+            price=row.price,
+            trigger_price=row.trigger_price,
+            strategy_tag=row.strategy_tag or "",
+            state=row.state,
+            order_id=row.order_id,
+            filled_quantity=row.filled_quantity,
+            average_price=row.average_price,
+            rejection_reason=row.rejection_reason,
+        )
+
+    def with_view(self, view: IntentView, reason: str | None = None) -> IntentRow:
+        """This row updated by a journal write's result."""
+        return replace(
+            self,
+            state=view.state,
+            order_id=view.order_id,
+            filled_quantity=view.filled_quantity,
+            average_price=view.average_price,
+            rejection_reason=reason if reason is not None else self.rejection_reason,
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in order_state.TERMINAL_STATES
+
+
+def load_intent(database: Database, intent_id: int) -> IntentRow:
+    """The intent as stored now (raises LookupError for an unknown id)."""
+    with database.session_factory() as session:
+        row = session.get(OrderIntent, intent_id)
+        if row is None:
+            raise LookupError(f"no intent {intent_id}")
+        return IntentRow.of(row)
+
+
+def _owned_order_ids(database: Database, account_id: int) -> set[str]:
+    with database.session_factory() as session:
+        ids = session.scalars(
+            select(OrderIntent.order_id).where(
+                OrderIntent.account_id == account_id, OrderIntent.order_id.is_not(None)
+            )
+        ).all()
+        return {i for i in ids if i}
+
+
+class OrderDriver:
+    """Drives intents through one account's client; see the module docstring. ``journal`` is called
+    for every write (a new :class:`Journal` with the engine's current epoch); writes run in threads."""
+
+    def __init__(self, database: Database, journal: Journal, config: DriverConfig) -> None:
+        self.database = database
+        self.journal = journal
+        self.config = config
+
+    async def drive(
+        self, client: OpenAlgoClient, intent: IntentRow, *, allow_send: bool, priority: Priority
+    ) -> IntentRow:
+        """Move ``intent`` forward as far as the broker's word allows; returns it as stored after.
+        ``allow_send`` False cancels a ``created`` intent instead of sending it (entries halted)."""
+        row = intent
+        if row.state == order_state.CREATED:
+            if not allow_send:
+                return await self._advance(row, order_state.CANCELLED, reason="not sent: entries stopped")
+            if await asyncio.to_thread(self.journal.claim_send, row.id):
+                row = await self._send(client, row, priority)
+            else:
+                # Another run of this command claimed it meanwhile: its outcome is the orderbook's word.
+                row = await asyncio.to_thread(load_intent, self.database, row.id)
+        if row.state in (order_state.SENT, order_state.UNKNOWN):
+            row = await self._resolve(client, row)
+        if row.state == order_state.ACKNOWLEDGED:
+            row = await self._follow(client, row)
+        return row
+
+    async def _advance(
+        self,
+        row: IntentRow,
+        state: str,
+        *,
+        order_id: str | None = None,
+        filled: int | None = None,
+        price: Decimal | None = None,
+        reason: str | None = None,
+    ) -> IntentRow:
+        view = await asyncio.to_thread(
+            self.journal.advance,
+            row.id,
+            state,
+            order_id=order_id,
+            filled_quantity=filled,
+            average_price=price,
+            rejection_reason=reason,
+        )
+        return row.with_view(view, reason)
+
+    async def _send(self, client: OpenAlgoClient, row: IntentRow, priority: Priority) -> IntentRow:
+        request = OrderRequest(
+            symbol=row.symbol,
+            exchange=row.exchange,
+            action=Action(row.side),
+            quantity=row.quantity,
+            pricetype=PriceType(row.order_type),
+            product=Product(row.product),
+            price=row.price or Decimal(0),
+            trigger_price=row.trigger_price or Decimal(0),
+        )
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                ack = await client.place_order(request, strategy=row.strategy_tag, priority=priority)
+            except RetryableError as exc:
+                # For an order call this class means nothing reached the broker (429, no connection).
+                if attempt >= self.config.send_retries:
+                    return await self._advance(row, order_state.CANCELLED, reason=f"not sent: {exc.message}")
+                await asyncio.sleep(max(self.config.send_retry_delay, exc.retry_after))
+                continue
+            except RejectedError as exc:
+                return await self._advance(
+                    row, order_state.REJECTED, order_id=exc.orderid or None, reason=exc.message
+                )
+            except HaltError as exc:
+                return await self._advance(row, order_state.CANCELLED, reason=f"not sent: {exc.message}")
+            except UnknownOutcomeError as exc:
+                log.warning("intent %s (%s): send outcome unknown: %s", row.key, row.symbol, exc.message)
+                return await self._advance(row, order_state.UNKNOWN, reason=f"outcome unknown: {exc.message}")
+            except BrokerError as exc:  # unclassified: the order may exist, so treat it as unknown
+                return await self._advance(row, order_state.UNKNOWN, reason=f"outcome unknown: {exc.message}")
+            return await self._advance(row, order_state.ACKNOWLEDGED, order_id=ack.orderid)
+
+    async def _resolve(self, client: OpenAlgoClient, row: IntentRow) -> IntentRow:
+        """Find the order of an intent whose send outcome is unknown in the orderbook and adopt it."""
+        if row.state == order_state.SENT:
+            row = await self._advance(
+                row, order_state.UNKNOWN, reason="outcome unknown: the engine stopped while sending"
+            )
+        deadline = time.monotonic() + self.config.resolve_seconds
+        while True:
+            try:
+                book = await client.orderbook()
+            except BrokerError as exc:
+                log.info("intent %s: orderbook unreadable while resolving: %s", row.key, exc.message)
+            else:
+                owned = await asyncio.to_thread(_owned_order_ids, self.database, row.account_id)
+                for order in _candidates(book.orders, row, owned):
+                    try:
+                        return await self._adopt(row, order)
+                    except OrderAlreadyAdoptedError:
+                        continue  # another intent took it between our read and our write
+            if time.monotonic() >= deadline:
+                log.warning("intent %s: no order found in the orderbook; left unknown", row.key)
+                return row
+            await asyncio.sleep(self.config.resolve_interval)
+
+    async def _adopt(self, row: IntentRow, order: BrokerOrder) -> IntentRow:
+        log.info("intent %s: adopted broker order %s from the orderbook", row.key, order.orderid)
+        adopted = await self._advance(row, order_state.ACKNOWLEDGED, order_id=order.orderid)
+        return await self._record(adopted, order) if order.status.is_terminal else adopted
+
+    async def _follow(self, client: OpenAlgoClient, row: IntentRow) -> IntentRow:
+        """Read ``orderstatus`` until the order is terminal (with its average price) or time is up."""
+        assert row.order_id is not None
+        deadline = time.monotonic() + self.config.fill_timeout
+        while True:
+            try:
+                status = await client.order_status(row.order_id, strategy=row.strategy_tag)
+            except BrokerError as exc:
+                log.info("intent %s: orderstatus unreadable: %s", row.key, exc.message)
+            else:
+                priced = status.average_price is not None or not status.filled_quantity
+                if status.status.is_terminal and (priced or time.monotonic() >= deadline):
+                    return await self._record(row, status)
+            if time.monotonic() >= deadline:
+                return row
+            await asyncio.sleep(self.config.status_interval)
+
+    async def _record(self, row: IntentRow, order: BrokerOrder) -> IntentRow:
+        state = _TERMINAL[order.status]
+        filled = order.filled_quantity
+        if filled is None:
+            filled = row.quantity if state == order_state.COMPLETE else row.filled_quantity
+        filled = max(row.filled_quantity, min(filled, row.quantity))
+        price = order.average_price if order.average_price and filled else None
+        reason = order.rejection_reason or None
+        return await self._advance(row, state, filled=filled, price=price, reason=reason)
+
+
+def _candidates(orders: tuple[BrokerOrder, ...], row: IntentRow, owned: set[str]) -> list[BrokerOrder]:
+    """Orderbook rows that can be this intent's order, oldest first: same symbol, side and quantity,
+    our tag (a book without tags, as some live brokers send, matches on the rest), owned by no intent."""
+    found = [
+        o
+        for o in orders
+        if o.orderid not in owned
+        and o.symbol == row.symbol
+        and o.action == row.side
+        and o.quantity == row.quantity
+        and (not o.strategy or o.strategy == row.strategy_tag)
+    ]
+    return sorted(found, key=lambda o: o.orderid)
+
+
+__all__ = ["DriverConfig", "IntentRow", "OrderDriver", "load_intent"]

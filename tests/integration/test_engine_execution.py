@@ -1,0 +1,223 @@
+"""The engine's entry path against the paper exchange over loopback, on SQLite and PostgreSQL: every
+order journaled before it is sent, hedges filled before any short, one order per intent key however
+often (or by however many executors) a run is executed, unknown outcomes resolved from the orderbook,
+the leg-failure policy, and entries halted."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from algomirror.db.models import TradingAccount
+from algomirror.domain import order_state
+from algomirror.engine.entry_records import strategy_tag
+from algomirror.engine.halts import halt_entries, resume_entries
+from tests.helpers import eventually_async
+from tests.integration.execution_support import executor_of, make_world, nifty
+from tests.sim_fixtures import SimHandle
+
+
+async def test_iron_condor_on_three_accounts_fills_every_buy_before_any_sell(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim)
+    run_id, command_id = world.plan(quantity=130)
+    # Every hedge fills only half at first; the rest fills when the (manual) exchange clock moves on.
+    for key in sim.api_keys:
+        sim.control.partial_fill(2, 0.5, apikey=key)
+
+    async with executor_of(world) as executor:
+        entering = asyncio.create_task(executor.process_once())
+
+        async def hedges_half_filled() -> bool:
+            orders = world.all_exchange_orders()
+            return len(orders) == 6 and all(o.filled_quantity == 65 for o in orders)
+
+        await eventually_async(hedges_half_filled, timeout=10, what="six half-filled hedges")
+        for _ in range(20):  # the engine keeps following them; no short may appear meanwhile
+            await asyncio.sleep(0.01)
+            assert {o.action for o in world.all_exchange_orders()} == {"BUY"}
+        filled_at = sim.control.advance(5)
+        assert await entering == 1
+
+    command = world.command(command_id)
+    assert command.status == "done", command.error
+    orders = world.all_exchange_orders()
+    assert len(orders) == 12
+    buys = [o for o in orders if o.action == "BUY"]
+    sells = [o for o in orders if o.action == "SELL"]
+    assert all(o.status == "complete" for o in orders)
+    assert {o.strategy for o in orders} == {strategy_tag(world.strategy_id)}
+    # From the exchange's own timestamps: every hedge completed (at the later tick) before any short
+    # was accepted, and all shorts came after all hedges in the exchange's order sequence.
+    assert max(o.created for o in buys) < filled_at
+    assert max(o.updated for o in buys) <= min(o.created for o in sells)
+    assert max(o.orderid for o in buys) < min(o.orderid for o in sells)
+
+    executions = world.executions(run_id)
+    assert len(executions) == 12
+    by_order = {o.orderid: o for o in orders}
+    for execution in executions:
+        assert execution.status == "active", execution.error_message
+        assert execution.filled_quantity == execution.quantity == 130
+        assert execution.entry_order_ids == [execution.order_id]
+        placed = by_order[execution.order_id or ""]
+        assert placed.symbol == execution.symbol and placed.quantity == 130
+        # The order's average price as the exchange reports it (to the paisa), never a quote.
+        vwap = placed.fill_value / placed.filled_quantity
+        assert execution.entry_price is not None and abs(execution.entry_price - vwap) <= Decimal("0.005")
+    run = world.run(run_id)
+    assert run.status == "active" and run.ended_at is None
+    assert run.result is not None and run.result["outcome"] == "success" and run.result["placed"] == 12
+    assert {i.state for i in world.intents()} == {order_state.COMPLETE}
+
+
+async def test_executing_one_run_again_and_again_sends_one_set(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=2, legs=(("BUY", "25500PE"), ("SELL", "25800PE")))
+    run_id, first = world.plan(token="click-1")
+    second = world.add_command(run_id, "click-2")  # a second Execute of the same run
+
+    async with executor_of(world) as one, executor_of(world) as two:
+        # Two executors (two processes' worth) race for both commands, and for one command twice.
+        claimed = await asyncio.gather(
+            one.run_command(first), two.run_command(first), one.run_command(second), two.process_once()
+        )
+    assert sum(int(c) for c in claimed) == 2
+    assert world.command(first).status == world.command(second).status == "done"
+
+    # A restart: a fresh executor on the same database runs the same run once more.
+    third = world.add_command(run_id, "retry-3")
+    async with executor_of(world) as restarted:
+        assert await restarted.process_once() == 1
+        outcome = await restarted.execute_run(run_id, user_id=world.user_id)
+    assert world.command(third).status == "done" and outcome.status == "done"
+
+    orders = world.all_exchange_orders()
+    assert len(orders) == 4, [(o.symbol, o.action) for o in orders]
+    assert len(world.intents()) == 4
+    assert [e.status for e in world.executions(run_id)] == ["active"] * 4
+
+
+async def test_timeout_after_the_exchange_accepted_is_resolved_by_tag_without_a_second_order(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
+    run_id, command_id = world.plan()
+    # The exchange places the order at once but answers only after 2.5 s; the engine waits 0.5 s.
+    sim.control.hang_next(1, seconds=2.5, execute=True, endpoint="placeorder", apikey=sim.api_keys[0])
+
+    async with executor_of(world, order_timeout=0.5) as executor:
+        assert await executor.process_once() == 1
+
+    [order] = world.exchange_orders(0)
+    [intent] = world.intents()
+    assert intent.order_id == order.orderid and intent.state == order_state.COMPLETE
+    assert intent.rejection_reason is not None and "outcome unknown" in intent.rejection_reason
+    [execution] = world.executions(run_id)
+    assert execution.status == "active" and execution.entry_order_ids == [order.orderid]
+    assert world.command(command_id).status == "done"
+
+
+async def test_engine_stopped_mid_send_is_resumed_by_a_new_executor_without_a_second_order(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
+    run_id, command_id = world.plan()
+    sim.control.hang_next(1, seconds=2.0, execute=True, endpoint="placeorder", apikey=sim.api_keys[0])
+
+    async with executor_of(world, order_timeout=10.0) as doomed:
+        task = asyncio.create_task(doomed.run_command(command_id))
+
+        async def accepted_unanswered() -> bool:
+            sent = [i.state for i in world.intents()] == [order_state.SENT]
+            return sent and len(world.exchange_orders(0)) == 1
+
+        await eventually_async(accepted_unanswered, timeout=10, what="order accepted, reply pending")
+        task.cancel()  # the engine dies between "sent" and the broker's reply
+        await asyncio.gather(task, return_exceptions=True)
+    assert world.command(command_id).status == "running"
+
+    async with executor_of(world) as restarted:
+        assert restarted.recover() == 1
+        assert await restarted.process_once() == 1
+
+    [order] = world.exchange_orders(0)
+    [intent] = world.intents()
+    assert (intent.order_id, intent.state) == (order.orderid, order_state.COMPLETE)
+    assert world.executions(run_id)[0].status == "active"
+    assert world.command(command_id).status == "done"
+
+
+async def test_rejected_sell_unwinds_that_accounts_buy_and_says_why(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=2, legs=(("BUY", "25500PE"), ("SELL", "25800PE")))
+    # Account 2's short is refused by the broker (no such contract); account 1 enters normally.
+    run_id, command_id = world.plan({(1, 1): nifty("25810PE")})
+
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+
+    first, second = world.exchange_orders(0), world.exchange_orders(1)
+    assert [(o.action, o.status) for o in first] == [("BUY", "complete"), ("SELL", "complete")]
+    # Account 2: the hedge, then its unwind (a SELL of the hedge); the refused short never existed.
+    assert [(o.symbol, o.action, o.status) for o in second] == [
+        (nifty("25500PE"), "BUY", "complete"),
+        (nifty("25500PE"), "SELL", "complete"),
+    ]
+    rows = {(e.leg_id, e.account_id): e for e in world.executions(run_id)}
+    buy_leg, sell_leg = world.leg_ids
+    acct1, acct2 = world.account_ids
+    assert rows[(buy_leg, acct1)].status == rows[(sell_leg, acct1)].status == "active"
+    refused = rows[(sell_leg, acct2)]
+    assert refused.status == "failed" and "not found" in (refused.error_message or "")
+    unwound = rows[(buy_leg, acct2)]
+    assert unwound.status == "exited" and unwound.exit_reason == "entry_unwind"
+    assert "leg 2" in (unwound.exit_reason_detail or "") and "not found" in (unwound.exit_reason_detail or "")
+    assert unwound.exited_quantity == 65 and unwound.exit_order_ids == [second[1].orderid]
+    assert unwound.exit_price is not None and unwound.realized_pnl is not None
+    run = world.run(run_id)
+    assert run.status == "active" and run.result is not None and run.result["outcome"] == "partial"
+    assert world.command(command_id).status == "done"
+
+
+async def test_entries_halted_or_an_inactive_account_place_nothing_and_say_why(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=2, legs=(("BUY", "25500PE"),))
+    with world.database.session() as session:
+        halt_entries(session, "reconciliation mismatch on Paper 1", world.clock.now())
+    run_id, command_id = world.plan()
+
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+
+    assert world.all_exchange_orders() == [] and world.intents() == []
+    for execution in world.executions(run_id):
+        assert execution.status == "failed"
+        assert "entries are halted: reconciliation mismatch" in (execution.error_message or "")
+    run = world.run(run_id)
+    assert run.status == "failed" and run.ended_at is not None
+    assert world.command(command_id).status == "done"
+
+    # Halt cleared, one account switched off: only the other account enters.
+    with world.database.session() as session:
+        account = session.get(TradingAccount, world.account_ids[1])
+        assert account is not None
+        account.is_active = False
+        resume_entries(session, user_id=None, now=world.clock.now())
+    run_id, _ = world.plan(token="tok-2")
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+    rows = world.executions(run_id)
+    assert [e.status for e in rows] == ["active", "failed"]
+    assert "the account is inactive" in (rows[1].error_message or "")
+    assert len(world.exchange_orders(0)) == 1 and world.exchange_orders(1) == []
