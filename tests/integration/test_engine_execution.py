@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-from algomirror.db.models import TradingAccount
+from algomirror.db.models import EngineCommand, TradingAccount
 from algomirror.domain import order_state
 from algomirror.engine.entry_records import strategy_tag
 from algomirror.engine.halts import halt_entries, resume_entries
+from algomirror.engine.journal import IntentSpec, Journal
 from tests.helpers import eventually_async
 from tests.integration.execution_support import executor_of, make_world, nifty
 from tests.sim_fixtures import SimHandle
@@ -154,6 +155,50 @@ async def test_engine_stopped_mid_send_is_resumed_by_a_new_executor_without_a_se
     assert world.command(command_id).status == "done"
 
 
+async def test_a_send_that_never_reached_the_exchange_is_never_sent_again(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
+    run_id, command_id = world.plan()
+    [execution] = world.executions(run_id)
+    # What an engine killed between claiming the send and writing the request leaves behind.
+    journal = Journal(world.database, epoch=world.epoch, clock=world.clock)
+    intent = journal.record(
+        IntentSpec(
+            key=f"exec:{execution.id}:entry:1",
+            account_id=world.account_ids[0],
+            symbol=world.leg_symbols[0],
+            exchange="NFO",
+            product="NRML",
+            side="BUY",
+            quantity=65,
+            strategy_tag=strategy_tag(world.strategy_id),
+            execution_id=execution.id,
+        )
+    )
+    assert journal.claim_send(intent.id) and not journal.claim_send(intent.id)
+    with world.database.session() as session:
+        command = session.get(EngineCommand, command_id)
+        assert command is not None
+        command.status = "running"
+
+    async with executor_of(world, resolve_seconds=0.3) as restarted:
+        assert restarted.recover() == 1
+        assert await restarted.process_once() == 1
+        assert world.command(command_id).status == "pending"  # retried: resolving, not re-sending
+        assert await restarted.process_once() == 1
+
+    assert world.all_exchange_orders() == []
+    [stored] = world.intents()
+    assert stored.state == order_state.UNKNOWN and stored.order_id is None
+    [execution] = world.executions(run_id)
+    assert execution.status == "pending" and "unknown" in (execution.error_message or "")
+    assert world.run(run_id).status == "entering"
+    command = world.command(command_id)
+    assert command.status == "pending" and command.result is not None and command.result["attempts"] == 3
+
+
 async def test_rejected_sell_unwinds_that_accounts_buy_and_says_why(
     db_url: str, simulator_session: SimHandle
 ) -> None:
@@ -221,3 +266,25 @@ async def test_entries_halted_or_an_inactive_account_place_nothing_and_say_why(
     assert [e.status for e in rows] == ["active", "failed"]
     assert "the account is inactive" in (rows[1].error_message or "")
     assert len(world.exchange_orders(0)) == 1 and world.exchange_orders(1) == []
+
+
+async def test_a_leg_above_the_freeze_quantity_is_sent_as_slices_each_journaled(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
+    run_id, _ = world.plan(quantity=65 * 30)  # 1,950 units; NIFTY freezes at 1,800: 1,755 + 195
+
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+
+    by_size = {o.quantity: o for o in world.exchange_orders(0)}
+    assert sorted(by_size) == [195, 1755]
+    [execution] = world.executions(run_id)
+    assert execution.status == "active" and execution.filled_quantity == 1950
+    # Every child id, in slice order (the slices go out concurrently).
+    assert execution.entry_order_ids == [by_size[1755].orderid, by_size[195].orderid]
+    assert [i.key for i in world.intents()] == [
+        f"exec:{execution.id}:entry:1",
+        f"exec:{execution.id}:entry:2",
+    ]

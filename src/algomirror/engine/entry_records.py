@@ -274,8 +274,9 @@ def finish_exit(
 
 
 def finish_run(database: Database, run_id: int, now: datetime) -> dict[str, Any]:
-    """The run's status and ``result`` from its executions (PRODUCT §5.1), once none is ``pending``;
-    returns the summary (``open`` = executions still pending, when the run is left ``entering``)."""
+    """The run's status and ``result`` from its executions (PRODUCT §5.1), once none is ``pending`` or
+    ``exiting``; returns the summary (``open`` = executions still in either, when the run is left
+    ``entering`` for the next attempt)."""
     with database.session() as session:
         run = session.get(StrategyRun, run_id, with_for_update=True)
         assert run is not None
@@ -300,14 +301,15 @@ def finish_run(database: Database, run_id: int, now: datetime) -> dict[str, Any]
             ],
             "skipped": previous.get("skipped", []),
         }
-        pending = counts.get("pending", 0)
+        # An unwind whose orders are still unresolved is as open as an entry: resolved on the next attempt.
+        pending = counts.get("pending", 0) + counts.get("exiting", 0)
         if pending:
             summary["open"] = pending
             return summary
         if run.status != "entering":
             summary["status"] = run.status
             return summary
-        if counts.get("error") or counts.get("exiting"):
+        if counts.get("error"):
             run.status = "error"
         elif summary["placed"]:
             run.status = "active"
