@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from pathlib import Path
 
+from algomirror.broker.registry import ClientRegistry
 from algomirror.db.models import EngineCommand, TradingAccount
 from algomirror.domain import order_state
+from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.entry_records import strategy_tag
+from algomirror.engine.execution import EntryExecutor
+from algomirror.engine.factory import build_engine
 from algomirror.engine.halts import halt_entries, resume_entries
 from algomirror.engine.journal import IntentSpec, Journal
 from tests.helpers import eventually_async
 from tests.integration.execution_support import executor_of, make_world, nifty
+from tests.integration.web_support import make_env
 from tests.sim_fixtures import SimHandle
 
 
@@ -72,6 +78,10 @@ async def test_iron_condor_on_three_accounts_fills_every_buy_before_any_sell(
     assert run.status == "active" and run.ended_at is None
     assert run.result is not None and run.result["outcome"] == "success" and run.result["placed"] == 12
     assert {i.state for i in world.intents()} == {order_state.COMPLETE}
+    # E = |Σ entry × qty of the hedges − Σ entry × qty of the shorts| (sides as the exchange recorded them)
+    side = {o.orderid: 1 if o.action == "BUY" else -1 for o in orders}
+    net = sum((e.entry_price or 0) * e.filled_quantity * side[e.order_id or ""] for e in executions)
+    assert run.base_premium == abs(Decimal(net)).quantize(Decimal("0.01"))
 
 
 async def test_executing_one_run_again_and_again_sends_one_set(
@@ -288,3 +298,45 @@ async def test_a_leg_above_the_freeze_quantity_is_sent_as_slices_each_journaled(
         f"exec:{execution.id}:entry:1",
         f"exec:{execution.id}:entry:2",
     ]
+
+
+async def test_the_engine_loop_enters_a_run_and_the_command_processor_leaves_execute_commands(
+    db_url: str, tmp_path: Path, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
+    run_id, command_id = world.plan()
+
+    registry = ClientRegistry()
+    try:
+        processor = CommandProcessor(world.database, registry, world.box.decrypt, clock=world.clock)
+        assert await processor.process_once() == 0  # not its kind: never failed as "unknown"
+    finally:
+        await registry.aclose()
+    assert world.command(command_id).status == "pending"
+
+    async with executor_of(world) as executor:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(executor.run(stop))
+
+        async def done() -> bool:
+            return world.command(command_id).status == "done"
+
+        try:
+            await eventually_async(done, timeout=20, what="execute command done")
+        finally:
+            stop.set()
+            await asyncio.wait_for(loop, 20)
+    assert len(world.exchange_orders(0)) == 1 and world.run(run_id).status == "active"
+
+    # The engine as built for `algomirror engine` has the component, on the shared registry, and it
+    # claims nothing before the service has taken the lock (no epoch, no journal write).
+    service = build_engine(make_env(db_url, tmp_path).state.settings, world.database)
+    [entry] = [c for c in service.components if c.name == "execution"]
+    [commands] = [c for c in service.components if c.name == "commands"]
+    assert isinstance(entry, EntryExecutor) and isinstance(commands, CommandProcessor)
+    assert entry.registry is commands.registry
+    again = world.add_command(run_id, "tok-2")
+    assert await entry.run_command(again) is False
+    assert world.command(again).status == "pending"
+    await entry.registry.aclose()

@@ -324,9 +324,32 @@ def finish_run(database: Database, run_id: int, now: datetime) -> dict[str, Any]
         else:
             summary["outcome"] = "error"
         run.entry_completed_at = now
+        legs = {
+            leg.id: leg
+            for leg in session.scalars(
+                select(StrategyLeg).where(StrategyLeg.id.in_({r.leg_id for r in rows}))
+            )
+        }
+        held = [r for r in rows if r.status == "active"]
+        if held:
+            run.base_premium = _base_premium(held, legs)
+        for leg_id, leg in legs.items():
+            # PRODUCT §5.1: a leg is executed while it has a position in the open run.
+            leg.is_executed = any(r.leg_id == leg_id for r in held)
         summary["status"] = run.status
         run.result = summary
         return summary
+
+
+def _base_premium(held: Sequence[StrategyExecution], legs: dict[int, StrategyLeg]) -> Decimal:
+    """E (PRODUCT §6.4): |Σ entry × qty of BUY executions − Σ entry × qty of SELL executions|, ₹."""
+    net = Decimal(0)
+    for r in held:
+        if r.entry_price is None:
+            continue
+        value = r.entry_price * r.filled_quantity
+        net += value if (legs[r.leg_id].action or "").upper() == "BUY" else -value
+    return abs(net).quantize(Decimal("0.01"))
 
 
 __all__ = [

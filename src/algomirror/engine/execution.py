@@ -134,6 +134,7 @@ class EntryExecutor:
         self._run_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._not_before: dict[int, float] = {}
         self._in_flight: dict[int, asyncio.Task[bool]] = {}
+        self._fenced: FencedOutError | None = None
         self.ran = 0
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -144,6 +145,8 @@ class EntryExecutor:
         try:
             await asyncio.to_thread(self.recover)
             while not stop.is_set():
+                if self._fenced is not None:
+                    raise self._fenced  # a newer engine holds the epoch: the service stops this one
                 try:
                     for command_id in await asyncio.to_thread(self._due_ids):
                         if command_id not in self._in_flight:
@@ -169,6 +172,9 @@ class EntryExecutor:
     async def _run_logged(self, command_id: int) -> bool:
         try:
             return await self.run_command(command_id)
+        except FencedOutError as exc:
+            self._fenced = exc
+            return False
         except SQLAlchemyError as exc:
             log.warning("execute command %s: database error: %s", command_id, str(exc).splitlines()[0])
             return False
@@ -219,7 +225,10 @@ class EntryExecutor:
 
     async def run_command(self, command_id: int) -> bool:
         """Claim one ``execute_run`` command and run it to its outcome. False when it was not pending
-        (claimed elsewhere, or ended)."""
+        (claimed elsewhere, or ended), or while this engine holds no fencing epoch (nothing is claimed
+        then: no order could be journaled)."""
+        if self._current_epoch() is None:
+            return False
         claimed = await asyncio.to_thread(self._claim, command_id)
         if claimed is None:
             return False
@@ -303,8 +312,11 @@ class EntryExecutor:
 
     # ------------------------------------------------------------------------------------ entry
 
+    def _current_epoch(self) -> int | None:
+        return self._epoch() if callable(self._epoch) else self._epoch
+
     def _journal(self) -> Journal:
-        epoch = self._epoch() if callable(self._epoch) else self._epoch
+        epoch = self._current_epoch()
         if epoch is None:
             raise FencedOutError("the engine does not hold its lock: no order may be recorded")
         return Journal(self.database, epoch=epoch, clock=self.clock)
