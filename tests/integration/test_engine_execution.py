@@ -14,7 +14,7 @@ from algomirror.db.models import EngineCommand, TradingAccount
 from algomirror.domain import order_state
 from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.entry_records import strategy_tag
-from algomirror.engine.execution import EntryExecutor
+from algomirror.engine.execution import EntryExecutor, ExecuteOutcome
 from algomirror.engine.factory import build_engine
 from algomirror.engine.halts import halt_entries, resume_entries
 from algomirror.engine.journal import IntentSpec, Journal
@@ -340,3 +340,37 @@ async def test_the_engine_loop_enters_a_run_and_the_command_processor_leaves_exe
     assert await entry.run_command(again) is False
     assert world.command(again).status == "pending"
     await entry.registry.aclose()
+
+
+async def test_an_attempt_that_died_between_slices_is_completed_with_one_order_per_slice(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
+    run_id, command_id = world.plan(quantity=65 * 30)
+    [execution] = world.executions(run_id)
+    # An engine that recorded the first slice's intent, then died before sending it or recording more.
+    Journal(world.database, epoch=world.epoch, clock=world.clock).record(
+        IntentSpec(
+            key=f"exec:{execution.id}:entry:1",
+            account_id=world.account_ids[0],
+            symbol=world.leg_symbols[0],
+            exchange="NFO",
+            product="NRML",
+            side="BUY",
+            quantity=1755,
+            strategy_tag=strategy_tag(world.strategy_id),
+            execution_id=execution.id,
+        )
+    )
+
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+        assert await executor.execute_run(run_id, user_id=world.user_id) == ExecuteOutcome(
+            "done", {"run_id": run_id, "status": "active", "note": "entered"}
+        )
+
+    assert sorted(o.quantity for o in world.exchange_orders(0)) == [195, 1755]
+    assert [(i.quantity, i.state) for i in world.intents()] == [(1755, "complete"), (195, "complete")]
+    assert world.executions(run_id)[0].filled_quantity == 1950
+    assert world.command(command_id).status == "done"

@@ -425,17 +425,21 @@ class _RunEntry:
         if leg.status != "pending":
             return "filled" if leg.status == "active" and leg.filled_all else "failed"
         intents = await asyncio.to_thread(_intents, self.x.database, leg.execution_id, "entry")
-        if not intents:
-            if client is None or block is not None:
-                note = f"not placed: {block}"
-                await asyncio.to_thread(mark_failed, self.x.database, leg.execution_id, note)
-                return "failed"
+        if client is not None and block is None:
+            # Every slice's intent, also after an attempt that died between two of them: recording is
+            # idempotent (an existing key is kept as stored).
             try:
                 slices = slice_quantities(leg, self.today)
             except ValueError as exc:
-                await asyncio.to_thread(mark_failed, self.x.database, leg.execution_id, str(exc))
-                return "failed"
-            intents = await asyncio.to_thread(self._record, leg, slices, "entry", leg.side)
+                if not intents:
+                    await asyncio.to_thread(mark_failed, self.x.database, leg.execution_id, str(exc))
+                    return "failed"
+            else:
+                intents = await asyncio.to_thread(self._record, leg, slices, "entry", leg.side)
+        elif not intents:
+            note = f"not placed: {block}"
+            await asyncio.to_thread(mark_failed, self.x.database, leg.execution_id, note)
+            return "failed"
         if client is None:
             # Orders may exist but the account cannot be read: leave them for the next attempt.
             return "open"
