@@ -374,3 +374,34 @@ async def test_an_attempt_that_died_between_slices_is_completed_with_one_order_p
     assert [(i.quantity, i.state) for i in world.intents()] == [(1755, "complete"), (195, "complete")]
     assert world.executions(run_id)[0].filled_quantity == 1950
     assert world.command(command_id).status == "done"
+
+
+async def test_a_rejected_hedge_keeps_that_accounts_shorts_unsent_and_a_429_is_sent_once_later(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=2, legs=(("BUY", "25500PE"), ("SELL", "25800PE")))
+    run_id, command_id = world.plan()
+    sim.control.reject_next(1, "RMS: Margin Exceeds", apikey=sim.api_keys[1])  # account 2's hedge
+    sim.control.rate_limit_next(1, endpoint="placeorder", apikey=sim.api_keys[0])  # nothing executed
+
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+
+    assert [(o.action, o.status) for o in world.exchange_orders(0)] == [
+        ("BUY", "complete"),
+        ("SELL", "complete"),
+    ]
+    # Account 2: only the refused hedge (the exchange records rejected orders); its short never went.
+    assert [(o.action, o.status) for o in world.exchange_orders(1)] == [("BUY", "rejected")]
+    rows = {(e.leg_id, e.account_id): e for e in world.executions(run_id)}
+    buy_leg, sell_leg = world.leg_ids
+    hedge, short = rows[(buy_leg, world.account_ids[1])], rows[(sell_leg, world.account_ids[1])]
+    assert hedge.status == "failed" and hedge.error_message == "RMS: Margin Exceeds"
+    assert short.status == "failed" and "BUY leg of this account failed" in (short.error_message or "")
+    assert (
+        rows[(buy_leg, world.account_ids[0])].status
+        == rows[(sell_leg, world.account_ids[0])].status
+        == "active"
+    )
+    assert world.command(command_id).status == "done"
