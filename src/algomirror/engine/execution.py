@@ -37,10 +37,10 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -69,6 +69,8 @@ from algomirror.engine.planning import EXECUTE_RUN
 from algomirror.host_settings import load_host_policy
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _MAX_ERROR = 2000
 _PRICE = Decimal("0.01")
@@ -387,8 +389,8 @@ class _RunEntry:
 
     async def enter(self) -> None:
         accounts = sorted({leg.account_id for leg in self.plan.legs})
-        buys = await asyncio.gather(*(self._phase(a, "BUY") for a in accounts))
-        await asyncio.gather(*(self._after_buys(a, states) for a, states in zip(accounts, buys, strict=True)))
+        buys = await _settled(*(self._phase(a, "BUY") for a in accounts))
+        await _settled(*(self._after_buys(a, states) for a, states in zip(accounts, buys, strict=True)))
 
     def _legs(self, account_id: int, side: str) -> list[EntryLeg]:
         return [leg for leg in self.plan.legs if leg.account_id == account_id and leg.side == side]
@@ -401,7 +403,7 @@ class _RunEntry:
         client, reason = (None, "account not found") if account is None else self.x.client_for(account)
         if client is not None and account is not None:
             reason = await asyncio.to_thread(self.x.entry_block, account)
-        return list(await asyncio.gather(*(self._enter_leg(client, leg, reason) for leg in legs)))
+        return list(await _settled(*(self._enter_leg(client, leg, reason) for leg in legs)))
 
     async def _after_buys(self, account_id: int, buys: list[LegState]) -> None:
         if "open" in buys:
@@ -444,7 +446,7 @@ class _RunEntry:
             # Orders may exist but the account cannot be read: leave them for the next attempt.
             return "open"
         send = block is None
-        rows = await asyncio.gather(
+        rows = await _settled(
             *(self.driver.drive(client, i, allow_send=send, priority=Priority.ENTRY) for i in intents)
         )
         state = await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.clock.now())
@@ -501,9 +503,9 @@ class _RunEntry:
         # Shorts are bought back before their hedges are sold: a short is never left uncovered.
         shorts = [leg for leg in held if leg.side == "SELL"]
         longs = [leg for leg in held if leg.side == "BUY"]
-        closed = await asyncio.gather(*(self._unwind(client, leg, why) for leg in shorts))
+        closed = await _settled(*(self._unwind(client, leg, why) for leg in shorts))
         if all(closed):
-            await asyncio.gather(*(self._unwind(client, leg, why) for leg in longs))
+            await _settled(*(self._unwind(client, leg, why) for leg in longs))
         else:
             note = f"{why}; hedge kept open: a short leg of this account could not be bought back"
             await asyncio.to_thread(self._note_kept, longs, note)
@@ -533,10 +535,21 @@ class _RunEntry:
             slices = slice_quantities(leg, self.today, quantity=leg.filled_quantity)
             opposite = "BUY" if leg.side == "SELL" else "SELL"
             intents = await asyncio.to_thread(self._record, leg, slices, "exit", opposite)
-        rows = await asyncio.gather(
+        rows = await _settled(
             *(self.driver.drive(client, i, allow_send=True, priority=Priority.EXIT) for i in intents)
         )
         return await asyncio.to_thread(finish_exit, self.x.database, leg, rows, why, self.x.clock.now())
+
+
+async def _settled(*steps: Awaitable[T]) -> list[T]:
+    """Run ``steps`` concurrently and let every one finish before the first failure is raised: an
+    account's orders are never left half-driven because another account's step failed (whatever is
+    left open is resolved by the next attempt, never re-sent)."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast(list[T], results)
 
 
 def _intents(database: Database, execution_id: int, purpose: str) -> list[IntentRow]:
