@@ -244,7 +244,7 @@ class OrderDriver:
                 log.info("intent %s: orderbook unreadable while resolving: %s", row.key, exc.message)
             else:
                 owned = await asyncio.to_thread(_owned_order_ids, self.database, row.account_id)
-                for order in _candidates(book.orders, row, owned):
+                for order in order_candidates(book.orders, row, owned):
                     try:
                         return await self._adopt(row, order)
                     except OrderAlreadyAdoptedError:
@@ -287,7 +287,7 @@ class OrderDriver:
         return await self._advance(row, state, filled=filled, price=price, reason=reason)
 
 
-def _candidates(orders: tuple[BrokerOrder, ...], row: IntentRow, owned: set[str]) -> list[BrokerOrder]:
+def order_candidates(orders: tuple[BrokerOrder, ...], row: IntentRow, owned: set[str]) -> list[BrokerOrder]:
     """Orderbook rows that can be this intent's order, oldest first: same symbol, side and quantity,
     our tag (a book without tags, as some live brokers send, matches on the rest), owned by no intent."""
     found = [
@@ -302,4 +302,4 @@ def _candidates(orders: tuple[BrokerOrder, ...], row: IntentRow, owned: set[str]
     return sorted(found, key=lambda o: o.orderid)
 
 
-__all__ = ["DriverConfig", "IntentRow", "OrderDriver", "load_intent"]
+__all__ = ["DriverConfig", "IntentRow", "OrderDriver", "load_intent", "order_candidates"]
