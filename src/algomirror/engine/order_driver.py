@@ -40,6 +40,7 @@ from algomirror.broker.wire.terms import Action, OrderState, PriceType, Product
 from algomirror.db.models import OrderIntent
 from algomirror.db.session import Database
 from algomirror.domain import order_state
+from algomirror.domain.order_state import IllegalTransitionError
 from algomirror.engine.journal import IntentView, Journal, OrderAlreadyAdoptedError
 
 log = logging.getLogger(__name__)
@@ -166,13 +167,22 @@ class OrderDriver:
             if await asyncio.to_thread(self.journal.claim_send, row.id):
                 row = await self._send(client, row, priority)
             else:
-                # Another run of this command claimed it meanwhile: its outcome is the orderbook's word.
-                row = await asyncio.to_thread(load_intent, self.database, row.id)
+                row = await self._other_sender(row)
         if row.state in (order_state.SENT, order_state.UNKNOWN):
             row = await self._resolve(client, row)
         if row.state == order_state.ACKNOWLEDGED:
             row = await self._follow(client, row)
         return row
+
+    async def _other_sender(self, row: IntentRow) -> IntentRow:
+        """Another attempt claimed this send a moment ago: give it ``resolve_seconds`` to record the
+        broker's reply; still ``sent`` after that, the orderbook decides (never a second send)."""
+        deadline = time.monotonic() + self.config.resolve_seconds
+        while True:
+            row = await asyncio.to_thread(load_intent, self.database, row.id)
+            if row.state != order_state.SENT or time.monotonic() >= deadline:
+                return row
+            await asyncio.sleep(self.config.resolve_interval)
 
     async def _advance(
         self,
@@ -184,15 +194,19 @@ class OrderDriver:
         price: Decimal | None = None,
         reason: str | None = None,
     ) -> IntentRow:
-        view = await asyncio.to_thread(
-            self.journal.advance,
-            row.id,
-            state,
-            order_id=order_id,
-            filled_quantity=filled,
-            average_price=price,
-            rejection_reason=reason,
-        )
+        try:
+            view = await asyncio.to_thread(
+                self.journal.advance,
+                row.id,
+                state,
+                order_id=order_id,
+                filled_quantity=filled,
+                average_price=price,
+                rejection_reason=reason,
+            )
+        except IllegalTransitionError:
+            # Another attempt moved the intent further meanwhile (only forward): go on from its state.
+            return await asyncio.to_thread(load_intent, self.database, row.id)
         return row.with_view(view, reason)
 
     async def _send(self, client: OpenAlgoClient, row: IntentRow, priority: Priority) -> IntentRow:
