@@ -405,3 +405,23 @@ async def test_a_rejected_hedge_keeps_that_accounts_shorts_unsent_and_a_429_is_s
         == "active"
     )
     assert world.command(command_id).status == "done"
+
+
+async def test_policy_keep_leaves_the_filled_hedge_and_says_so(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(
+        db_url, sim, accounts=1, legs=(("BUY", "25500PE"), ("SELL", "25800PE")), on_leg_failure="keep"
+    )
+    run_id, _ = world.plan({(1, 0): nifty("25810PE")})
+
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+
+    assert [(o.action, o.status) for o in world.exchange_orders(0)] == [("BUY", "complete")]
+    hedge, short = world.executions(run_id)
+    assert short.status == "failed"
+    assert hedge.status == "active" and hedge.exit_reason is None
+    assert (hedge.error_message or "").startswith("kept open: leg 2")
+    assert world.run(run_id).status == "active"
