@@ -56,6 +56,7 @@ from algomirror.db.models import ActivityLog, EngineCommand, Order, TradingAccou
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine.book_mirror import forward_fields
+from algomirror.engine.command_rows import MAX_ERROR, attempts_of, end_values, rowcount
 from algomirror.host_settings import load_host_policy
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,6 @@ CANCEL_ORDER = "cancel_order"
 OTHER_COMPONENT_KINDS = ("execute_run",)
 # The strategy tag sent with a cancel of an order that carries none (orders placed outside AlgoMirror).
 CANCEL_STRATEGY_TAG = "AlgoMirror"
-_MAX_ERROR = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +219,7 @@ class CommandProcessor:
                 )
             ).all()
             for command_id, result in rows:
-                attempts = _attempts(result) + 1
+                attempts = attempts_of(result) + 1
                 values: dict[str, Any]
                 if attempts >= self.config.max_attempts:
                     values = {
@@ -240,7 +240,7 @@ class CommandProcessor:
                     .values(updated_at=now, **values)
                     .execution_options(synchronize_session=False)
                 )
-                recovered += _rowcount(done)
+                recovered += rowcount(done)
         if recovered:
             log.warning("commands: %d command(s) left running by a stopped engine recovered", recovered)
         return recovered
@@ -299,7 +299,7 @@ class CommandProcessor:
                 .values(status="running", started_at=now, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
-            if _rowcount(won) != 1:
+            if rowcount(won) != 1:
                 return None
             row = session.execute(
                 select(
@@ -307,19 +307,20 @@ class CommandProcessor:
                 ).where(EngineCommand.id == command_id)
             ).one()
             payload = row.payload if isinstance(row.payload, dict) else {}
-            return Claimed(command_id, row.user_id, row.kind, payload, _attempts(row.result))
+            return Claimed(command_id, row.user_id, row.kind, payload, attempts_of(row.result))
 
     def _end(self, claimed: Claimed, outcome: Outcome) -> None:
         now = self.clock.now()
         attempts = claimed.attempts + 1
-        values: dict[str, Any]
-        if outcome.status == "retry" and attempts < self.config.max_attempts:
-            values = {
-                "status": "pending",
-                "result": {"attempts": attempts},
-                "error": (outcome.error or "")[:_MAX_ERROR],
-                "started_at": None,
-            }
+        values = end_values(
+            outcome.status,
+            result=outcome.result,
+            error=outcome.error,
+            attempts=attempts,
+            max_attempts=self.config.max_attempts,
+            now=now,
+        )
+        if values["status"] == "pending":
             delay = min(self.config.retry_cap, self.config.retry_delay * 2 ** (attempts - 1))
             self._not_before[claimed.id] = time.monotonic() + delay
             log.info(
@@ -329,20 +330,6 @@ class CommandProcessor:
                 attempts,
                 outcome.error,
             )
-        elif outcome.status == "retry":
-            values = {
-                "status": "failed",
-                "result": outcome.result or None,
-                "error": f"gave up after {attempts} attempts: {outcome.error}"[:_MAX_ERROR],
-                "finished_at": now,
-            }
-        else:
-            values = {
-                "status": outcome.status,
-                "result": outcome.result or None,
-                "error": None if outcome.status == "done" else (outcome.error or "failed")[:_MAX_ERROR],
-                "finished_at": now,
-            }
         with self.database.session() as session:
             ended = session.execute(
                 update(EngineCommand)
@@ -350,7 +337,7 @@ class CommandProcessor:
                 .values(updated_at=now, **values)
                 .execution_options(synchronize_session=False)
             )
-            if _rowcount(ended) != 1:
+            if rowcount(ended) != 1:
                 # Someone changed the row meanwhile (an operator ended it by hand): theirs stands.
                 self._not_before.pop(claimed.id, None)
                 log.warning("command %s: no longer running when it ended; outcome not recorded", claimed.id)
@@ -532,7 +519,7 @@ class CommandProcessor:
                 user_id=claimed.user_id,
                 account_id=account_id,
                 action=action,
-                details=details[:_MAX_ERROR],
+                details=details[:MAX_ERROR],
                 timestamp=now,
             )
         )
@@ -545,16 +532,6 @@ def _state_result(state: wire.BrokerOrder) -> dict[str, Any]:
         "average_price": None if state.average_price is None else str(state.average_price),
         "rejection_reason": state.rejection_reason or None,
     }
-
-
-def _attempts(result: Any) -> int:
-    value = result.get("attempts") if isinstance(result, dict) else None
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
-def _rowcount(result: Any) -> int:
-    count = getattr(result, "rowcount", 0)
-    return count if isinstance(count, int) else 0
 
 
 __all__ = [

@@ -50,6 +50,7 @@ from algomirror.broker.registry import ClientRegistry, Priority
 from algomirror.db.models import EngineCommand, OrderIntent, StrategyExecution, TradingAccount
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock, to_ist
+from algomirror.engine.command_rows import MAX_ERROR, attempts_of, end_values
 from algomirror.engine.entry_records import (
     AccountInfo,
     EntryLeg,
@@ -72,7 +73,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_MAX_ERROR = 2000
 _PRICE = Decimal("0.01")
 
 
@@ -192,7 +192,7 @@ class EntryExecutor:
                 )
             ).all()
             for command_id, result in rows:
-                attempts = _attempts(result) + 1
+                attempts = attempts_of(result) + 1
                 session.execute(
                     update(EngineCommand)
                     .where(EngineCommand.id == command_id, EngineCommand.status == "running")
@@ -275,35 +275,23 @@ class EntryExecutor:
                 )
             ).one()
             payload = row.payload if isinstance(row.payload, dict) else {}
-            return row.user_id, payload, _attempts(row.result)
+            return row.user_id, payload, attempts_of(row.result)
 
     def _end(self, command_id: int, attempts_before: int, outcome: ExecuteOutcome) -> None:
         now = self.clock.now()
         attempts = attempts_before + 1
-        values: dict[str, Any]
-        if outcome.status == "retry" and attempts < self.config.max_attempts:
-            values = {
-                "status": "pending",
-                "result": {**outcome.result, "attempts": attempts},
-                "error": (outcome.error or "")[:_MAX_ERROR],
-                "started_at": None,
-            }
+        values = end_values(
+            outcome.status,
+            result=outcome.result,
+            error=outcome.error,
+            attempts=attempts,
+            max_attempts=self.config.max_attempts,
+            now=now,
+            retry_result=outcome.result,
+        )
+        if values["status"] == "pending":
             delay = self.config.retry_delay * 2 ** (attempts - 1)
             self._not_before[command_id] = time.monotonic() + min(delay, 30.0)
-        elif outcome.status == "retry":
-            values = {
-                "status": "failed",
-                "result": outcome.result or None,
-                "error": f"gave up after {attempts} attempts: {outcome.error}"[:_MAX_ERROR],
-                "finished_at": now,
-            }
-        else:
-            values = {
-                "status": outcome.status,
-                "result": outcome.result or None,
-                "error": None if outcome.status == "done" else (outcome.error or "failed")[:_MAX_ERROR],
-                "finished_at": now,
-            }
         with self.database.session() as session:
             session.execute(
                 update(EngineCommand)
@@ -521,7 +509,7 @@ class _RunEntry:
             for leg in legs:
                 row = session.get(StrategyExecution, leg.execution_id)
                 if row is not None:
-                    row.error_message = f"kept open: {why}"[:_MAX_ERROR]
+                    row.error_message = f"kept open: {why}"[:MAX_ERROR]
 
     async def _unwind(self, client: OpenAlgoClient, leg: EntryLeg, why: str) -> bool:
         """Exit one filled leg (claimed ``active → exiting``); True once it is flat."""
@@ -571,11 +559,6 @@ def _claim_exit(database: Database, execution_id: int) -> bool:
             .execution_options(synchronize_session=False)
         )
         return getattr(won, "rowcount", 0) == 1
-
-
-def _attempts(result: Any) -> int:
-    value = result.get("attempts") if isinstance(result, dict) else None
-    return value if isinstance(value, int) and value >= 0 else 0
 
 
 __all__ = ["EXECUTE_RUN", "EntryExecutor", "ExecuteOutcome", "ExecutionConfig", "ExecutionError"]

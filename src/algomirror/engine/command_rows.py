@@ -1,0 +1,60 @@
+"""What every engine component that runs web commands (``engine_commands``) writes back on a row:
+the attempt count kept in ``result``, and the values a finished attempt leaves (retry later, failed
+after the last attempt, or the final outcome). Shared by the command processor and the entry executor.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+# engine_commands.error is TEXT; a broker's message is cut here so one reply cannot bloat the row.
+MAX_ERROR = 2000
+
+
+def attempts_of(result: Any) -> int:
+    """The attempts already made, as recorded in a command's ``result`` (0 when none or unreadable)."""
+    value = result.get("attempts") if isinstance(result, dict) else None
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE matched (0 when the driver does not say)."""
+    count = getattr(result, "rowcount", 0)
+    return count if isinstance(count, int) else 0
+
+
+def end_values(
+    status: str,
+    *,
+    result: dict[str, Any] | None,
+    error: str | None,
+    attempts: int,
+    max_attempts: int,
+    now: datetime,
+    retry_result: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The column values for a command whose attempt number ``attempts`` ended with ``status``
+    ("retry", "done", "failed"…): a retry below ``max_attempts`` goes back to ``pending`` (its
+    ``result`` = ``retry_result`` plus the attempt count), a retry at the limit ends ``failed``
+    ("gave up after N attempts"), anything else is final."""
+    if status == "retry" and attempts < max_attempts:
+        return {
+            "status": "pending",
+            "result": {**(retry_result or {}), "attempts": attempts},
+            "error": (error or "")[:MAX_ERROR],
+            "started_at": None,
+        }
+    if status == "retry":
+        return {
+            "status": "failed",
+            "result": result or None,
+            "error": f"gave up after {attempts} attempts: {error}"[:MAX_ERROR],
+            "finished_at": now,
+        }
+    return {
+        "status": status,
+        "result": result or None,
+        "error": None if status == "done" else (error or "failed")[:MAX_ERROR],
+        "finished_at": now,
+    }
