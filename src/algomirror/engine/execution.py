@@ -116,6 +116,9 @@ class EntryExecutor:
     """
 
     name = "execution"
+    # The command kind this component claims (a subclass for exits claims its own).
+    kind = EXECUTE_RUN
+    recover_note = "the engine stopped while entering this run; it is resumed"
 
     def __init__(
         self,
@@ -188,7 +191,7 @@ class EntryExecutor:
         with self.database.session() as session:
             rows = session.execute(
                 select(EngineCommand.id, EngineCommand.result).where(
-                    EngineCommand.status == "running", EngineCommand.kind == EXECUTE_RUN
+                    EngineCommand.status == "running", EngineCommand.kind == self.kind
                 )
             ).all()
             for command_id, result in rows:
@@ -199,7 +202,7 @@ class EntryExecutor:
                     .values(
                         status="pending",
                         result={"attempts": attempts},
-                        error="the engine stopped while entering this run; it is resumed",
+                        error=self.recover_note,
                         started_at=None,
                         updated_at=now,
                     )
@@ -211,7 +214,7 @@ class EntryExecutor:
         with self.database.session_factory() as session:
             ids = session.scalars(
                 select(EngineCommand.id)
-                .where(EngineCommand.status == "pending", EngineCommand.kind == EXECUTE_RUN)
+                .where(EngineCommand.status == "pending", EngineCommand.kind == self.kind)
                 .order_by(EngineCommand.created_at, EngineCommand.id)
                 .limit(self.config.batch * 4)
             ).all()
@@ -237,10 +240,7 @@ class EntryExecutor:
         user_id, payload, attempts = claimed
         self.ran += 1
         try:
-            run_id = payload.get("run_id")
-            if not isinstance(run_id, int) or isinstance(run_id, bool):
-                raise ExecutionError("malformed execute_run payload (run_id)")
-            outcome = await self.execute_run(run_id, user_id=user_id)
+            outcome = await self.perform(user_id, payload)
         except ExecutionError as exc:
             outcome = ExecuteOutcome("failed", error=str(exc))
         except FencedOutError:
@@ -254,6 +254,13 @@ class EntryExecutor:
         await asyncio.to_thread(self._end, command_id, attempts, outcome)
         return True
 
+    async def perform(self, user_id: int, payload: dict[str, Any]) -> ExecuteOutcome:
+        """Run one claimed command's payload (here ``execute_run``); raises ExecutionError for a bad one."""
+        run_id = payload.get("run_id")
+        if not isinstance(run_id, int) or isinstance(run_id, bool):
+            raise ExecutionError("malformed execute_run payload (run_id)")
+        return await self.execute_run(run_id, user_id=user_id)
+
     def _claim(self, command_id: int) -> tuple[int, dict[str, Any], int] | None:
         now = self.clock.now()
         with self.database.session() as session:
@@ -262,7 +269,7 @@ class EntryExecutor:
                 .where(
                     EngineCommand.id == command_id,
                     EngineCommand.status == "pending",
-                    EngineCommand.kind == EXECUTE_RUN,
+                    EngineCommand.kind == self.kind,
                 )
                 .values(status="running", started_at=now, updated_at=now)
                 .execution_options(synchronize_session=False)

@@ -15,6 +15,7 @@ from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.execution import EntryExecutor
+from algomirror.engine.exits import ExitExecutor
 from algomirror.engine.lock import EngineLock
 from algomirror.engine.service import Component, EngineService, LockLostCallback
 from algomirror.engine.sync import AccountSync, SyncConfig
@@ -74,8 +75,8 @@ def build_engine(
     on_lock_lost: Sequence[LockLostCallback] = (),
 ) -> EngineService:
     """An :class:`EngineService` with every component built so far (account sync, web commands and
-    strategy entries (``execute_run``) on one engine-wide client registry whose orders stop when the
-    lock is lost) and the lock for this database (PostgreSQL advisory lock, or
+    strategy entries (``execute_run``) and exits (``exit``) on one engine-wide client registry whose
+    orders stop when the lock is lost) and the lock for this database (PostgreSQL advisory lock, or
     ``<database file>.engine.lock`` for SQLite) with its fencing epoch; escalations of crashing
     components are recorded in ``database``.
 
@@ -94,6 +95,7 @@ def build_engine(
         build_command_processor(settings, database, registry),
         # Journal writes carry the epoch the lock took when the service acquired it.
         EntryExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
+        ExitExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
     ]
     return EngineService(
         components,

@@ -1,0 +1,331 @@
+"""The engine's exit path: ``exit`` commands from the web (one leg, one account of a run, a run, or
+everything of the user), each open leg exited exactly once (PRODUCT §6.7; DESIGN §3).
+
+:class:`ExitExecutor` is the entry executor's command machinery (claim ``pending → running`` once,
+retry with backoff, recovery after a crash) with its own command kind. For each command:
+
+1. **Targets**: the user's open executions in the scope (:func:`~algomirror.engine.exit_records.
+   target_states`). Executions of a run that is still ``entering`` are not exited yet: their working
+   entry orders (acknowledged, tagged) are cancelled one by one — ``cancelallorder`` leaves SL orders
+   alive — and followed with ``orderstatus`` until the broker confirms the end; the command is retried
+   until the entry has finished, so no hedge is sold while the entry may still send its short.
+2. **One owner**: each ``active`` execution is claimed ``active → exiting`` with a new attempt number
+   ``n`` (:func:`~algomirror.engine.exit_records.claim_exit`); an execution another caller claimed is
+   left to it. An ``exiting`` execution found by a retry of the command (the engine died after the
+   claim) is continued with its stored ``n``: its intents' keys are the same, so nothing is sent twice.
+3. **Orders**: the opposite side for the open quantity (filled − exited), MARKET, the execution's
+   product, in freeze slices, each recorded first as ``exec:{id}:exit:{n}:{slice}`` with the strategy's
+   tag and driven by :class:`~algomirror.engine.order_driver.OrderDriver` at EXIT priority (unknown
+   outcomes resolved from the orderbook, never re-sent).
+4. **Hedges last**: per account, the SELL legs (shorts) are bought back first; the BUY legs are sold only
+   once every short of the scope on that account is flat, else they stay open and say why.
+5. **Outcome**: ``exited`` with exit price (weighted average of exit fills), quantity, order ids, time,
+   reason and realised P&L; a rejected or unfilled exit goes back to ``active`` with the broker's reason
+   (never ``exited``, never a reversed position). A run whose executions are all exited is ``closed``.
+   While an exit order's outcome is unknown the execution stays ``exiting`` and the command is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from algomirror.broker.client import OpenAlgoClient
+from algomirror.broker.errors import BrokerError
+from algomirror.broker.registry import Priority
+from algomirror.db.models.enums import EXIT_REASONS
+from algomirror.domain import order_state
+from algomirror.domain.timeutil import to_ist
+from algomirror.engine.entry_records import EntryLeg, RunPlan, finish_entry, load_plan, slice_quantities
+from algomirror.engine.execution import (
+    EntryExecutor,
+    ExecuteOutcome,
+    ExecutionError,
+    _intents,
+    _settled,
+)
+from algomirror.engine.exit_planning import EXIT_COMMAND, SCOPES
+from algomirror.engine.exit_records import (
+    ExitResult,
+    ExitState,
+    attempt_prefix,
+    claim_exit,
+    close_runs,
+    exit_intents,
+    finish_attempt,
+    note,
+    read_state,
+    target_states,
+)
+from algomirror.engine.journal import IntentExistsError, IntentSpec
+from algomirror.engine.order_driver import IntentRow, OrderDriver
+
+log = logging.getLogger(__name__)
+
+_DETAIL = {"execution": "exit of one leg", "account": "exit of an account", "run": "exit of the run"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    kind: str
+    reason: str
+    run_id: int | None = None
+    account_id: int | None = None
+    execution_id: int | None = None
+
+    @property
+    def detail(self) -> str:
+        return _DETAIL.get(self.kind, "exit all")
+
+
+def _optional_id(payload: dict[str, Any], name: str) -> int | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ExecutionError(f"malformed exit payload ({name})")
+    return value
+
+
+def parse_scope(payload: dict[str, Any]) -> _Scope:
+    """The command's scope; raises ExecutionError for a payload the web could not have written."""
+    kind = payload.get("scope")
+    if kind not in SCOPES:
+        raise ExecutionError(f"malformed exit payload (scope {kind!r})")
+    reason = payload.get("reason")
+    scope = _Scope(
+        kind=str(kind),
+        reason=reason if isinstance(reason, str) and reason in EXIT_REASONS else "manual",
+        run_id=_optional_id(payload, "run_id"),
+        account_id=_optional_id(payload, "account_id"),
+        execution_id=_optional_id(payload, "execution_id"),
+    )
+    needs = {"execution": ("execution_id",), "account": ("run_id", "account_id"), "run": ("run_id",)}
+    for name in needs.get(scope.kind, ()):
+        if getattr(scope, name) is None:
+            raise ExecutionError(f"malformed exit payload ({name} missing)")
+    return scope
+
+
+class ExitExecutor(EntryExecutor):
+    """The engine component that exits executions; see the module docstring. Constructed like
+    :class:`~algomirror.engine.execution.EntryExecutor`; tests drive it with :meth:`process_once`,
+    :meth:`run_command` and :meth:`exit_scope`."""
+
+    name = "exits"
+    kind = EXIT_COMMAND
+    recover_note = "the engine stopped while exiting; it is resumed (nothing already sent is sent again)"
+
+    async def perform(self, user_id: int, payload: dict[str, Any]) -> ExecuteOutcome:
+        """Run one claimed ``exit`` command."""
+        return await self.exit_scope(user_id, parse_scope(payload))
+
+    async def exit_scope(self, user_id: int, scope: _Scope) -> ExecuteOutcome:
+        """Exit everything ``scope`` covers of ``user_id``; safe to call any number of times."""
+        states = await asyncio.to_thread(self._targets, user_id, scope)
+        if not states:
+            return ExecuteOutcome("done", {"scope": scope.kind, "exited": 0, "note": "nothing open to exit"})
+        run_ids = sorted({s.run_id for s in states})
+        async with AsyncExitStack() as stack:
+            for run_id in run_ids:  # in id order: two commands over the same runs cannot deadlock
+                await stack.enter_async_context(self._run_locks[run_id])
+            # Read again under the locks: a command that ran meanwhile has moved them on.
+            states = [
+                s for s in await asyncio.to_thread(self._targets, user_id, scope) if s.run_id in run_ids
+            ]
+            driver = OrderDriver(self.database, self._journal(), self.config.driver)
+            plans = await asyncio.to_thread(self._plans, run_ids, user_id)
+            work = _ExitWork(self, driver, scope, plans)
+            await work.run(states)
+            closed = await asyncio.to_thread(
+                close_runs, self.database, run_ids, scope.reason, scope.detail, self.clock.now()
+            )
+        result = work.summary(closed)
+        if result["open"] or result["entering"]:
+            return ExecuteOutcome(
+                "retry", result, error="exit orders of unknown outcome, or entries still running"
+            )
+        return ExecuteOutcome("done", result)
+
+    def _targets(self, user_id: int, scope: _Scope) -> list[ExitState]:
+        with self.database.session_factory() as session:
+            return target_states(
+                session,
+                user_id,
+                scope=scope.kind,
+                run_id=scope.run_id,
+                account_id=scope.account_id,
+                execution_id=scope.execution_id,
+            )
+
+    def _plans(self, run_ids: Sequence[int], user_id: int) -> dict[int, RunPlan]:
+        with self.database.session_factory() as session:
+            plans = {run_id: load_plan(session, run_id, user_id) for run_id in run_ids}
+        return {run_id: plan for run_id, plan in plans.items() if plan is not None}
+
+
+class _ExitWork:
+    """One attempt at one exit command: cancel working entries, then exit per account."""
+
+    def __init__(
+        self, executor: ExitExecutor, driver: OrderDriver, scope: _Scope, plans: dict[int, RunPlan]
+    ) -> None:
+        self.x = executor
+        self.driver = driver
+        self.scope = scope
+        self.plans = plans
+        self.today = to_ist(executor.clock.now()).date()
+        self.results: dict[int, ExitResult | str] = {}
+        self.entering = 0
+
+    def summary(self, closed: list[int]) -> dict[str, Any]:
+        values = list(self.results.values())
+        return {
+            "scope": self.scope.kind,
+            "exited": values.count("exited"),
+            "failed": values.count("active"),
+            "open": values.count("open"),
+            "kept": values.count("kept"),
+            "entering": self.entering,
+            "closed_runs": closed,
+        }
+
+    async def run(self, states: list[ExitState]) -> None:
+        legs = {leg.execution_id: (plan, leg) for plan in self.plans.values() for leg in plan.legs}
+        by_account: dict[tuple[int, int], list[tuple[ExitState, EntryLeg]]] = {}
+        for state in states:
+            if state.execution_id not in legs:
+                continue
+            plan, leg = legs[state.execution_id]
+            by_account.setdefault((plan.run_id, leg.account_id), []).append((state, leg))
+        await _settled(*(self._account(run_id, items) for (run_id, _), items in sorted(by_account.items())))
+
+    async def _account(self, run_id: int, items: list[tuple[ExitState, EntryLeg]]) -> None:
+        plan = self.plans[run_id]
+        account = plan.accounts.get(items[0][1].account_id)
+        client, reason = (None, "account not found") if account is None else self.x.client_for(account)
+        if client is None:
+            ids = [leg.execution_id for _, leg in items]
+            await asyncio.to_thread(note, self.x.database, ids, f"exit not possible: {reason}")
+            self.results.update(dict.fromkeys(ids, "open"))
+            return
+        if plan.status == "entering" or any(s.status == "pending" for s, _ in items):
+            # The entry still runs: stop its working orders, exit once it has finished (shorts first).
+            await _settled(
+                *(self._cancel_entry(client, plan, leg) for s, leg in items if s.status == "pending")
+            )
+            self.entering += len(items)
+            return
+        shorts = [(s, leg) for s, leg in items if leg.side == "SELL"]
+        longs = [(s, leg) for s, leg in items if leg.side == "BUY"]
+        done = await _settled(*(self._exit(client, plan, s, leg) for s, leg in shorts))
+        if all(r == "exited" for r in done):
+            await _settled(*(self._exit(client, plan, s, leg) for s, leg in longs))
+            return
+        why = "hedge kept open: a short leg of this account is not yet bought back"
+        kept = [leg.execution_id for s, leg in longs if s.status == "active"]
+        await asyncio.to_thread(note, self.x.database, kept, why, "active")
+        self.results.update(dict.fromkeys(kept, "kept"))
+
+    async def _exit(
+        self, client: OpenAlgoClient, plan: RunPlan, state: ExitState, leg: EntryLeg
+    ) -> ExitResult | str:
+        result = await self._exit_leg(client, plan, state, leg)
+        self.results[leg.execution_id] = result
+        return result
+
+    async def _exit_leg(
+        self, client: OpenAlgoClient, plan: RunPlan, state: ExitState, leg: EntryLeg
+    ) -> ExitResult | str:
+        attempt: int | None
+        if state.status == "active":
+            attempt = await asyncio.to_thread(
+                claim_exit, self.x.database, leg.execution_id, self.scope.reason, self.scope.detail
+            )
+            if attempt is None:
+                return await self._await_owner(leg.execution_id)
+        elif state.status == "exiting" and state.attempt >= 1:
+            attempt = state.attempt  # this command's earlier attempt (or a concurrent one): same keys
+        else:
+            return "other"  # an entry unwind owns it (attempt 0)
+        fresh = await asyncio.to_thread(read_state, self.x.database, leg.execution_id)
+        if fresh is None:
+            return "other"
+        try:
+            slices = slice_quantities(leg, self.today, quantity=fresh.open_quantity)
+        except ValueError as exc:
+            await asyncio.to_thread(note, self.x.database, [leg.execution_id], f"exit not possible: {exc}")
+            return await asyncio.to_thread(
+                finish_attempt, self.x.database, leg.execution_id, leg.side, attempt, self.x.clock.now()
+            )
+        intents = await asyncio.to_thread(self._record, plan, leg, attempt, slices)
+        await _settled(
+            *(self.driver.drive(client, i, allow_send=True, priority=Priority.EXIT) for i in intents)
+        )
+        return await asyncio.to_thread(
+            finish_attempt, self.x.database, leg.execution_id, leg.side, attempt, self.x.clock.now()
+        )
+
+    async def _await_owner(self, execution_id: int) -> ExitResult | str:
+        """Another caller owns this exit: wait (bounded) for its outcome, so that the hedges of this
+        account are sold once the short is flat whoever bought it back."""
+        config = self.x.config.driver
+        deadline = time.monotonic() + config.fill_timeout + config.resolve_seconds
+        while True:
+            current = await asyncio.to_thread(read_state, self.x.database, execution_id)
+            if current is None or current.status != "exiting":
+                log.info("exit of execution %s: done by another owner (%s)", execution_id, current)
+                return "exited" if current is not None and current.status == "exited" else "other"
+            if time.monotonic() >= deadline:
+                return "open"
+            await asyncio.sleep(config.status_interval)
+
+    def _record(self, plan: RunPlan, leg: EntryLeg, attempt: int, slices: list[int]) -> list[IntentRow]:
+        """Write every slice's intent of this attempt (existing keys kept as stored), return them."""
+        prefix = attempt_prefix(leg.execution_id, attempt)
+        opposite = "BUY" if leg.side == "SELL" else "SELL"
+        for n, quantity in enumerate(slices, start=1):
+            spec = IntentSpec(
+                key=f"{prefix}{n}",
+                account_id=leg.account_id,
+                symbol=leg.symbol,
+                exchange=leg.exchange,
+                product=leg.product,
+                side=opposite,
+                quantity=quantity,
+                order_type="MARKET",
+                strategy_tag=plan.tag,
+                execution_id=leg.execution_id,
+                purpose="exit",
+            )
+            try:
+                self.driver.journal.record(spec)
+            except IntentExistsError:
+                pass  # written by an earlier try of this attempt: driven from its stored state
+        return [r for r in exit_intents(self.x.database, leg.execution_id) if r.key.startswith(prefix)]
+
+    async def _cancel_entry(self, client: OpenAlgoClient, plan: RunPlan, leg: EntryLeg) -> None:
+        """Cancel the execution's working entry orders one by one (tagged, by id) and follow each with
+        ``orderstatus`` to the broker's final word; then write the entry's outcome."""
+        intents = await asyncio.to_thread(_intents, self.x.database, leg.execution_id, "entry")
+        working = [i for i in intents if i.state == order_state.ACKNOWLEDGED and i.order_id]
+        for intent in working:
+            assert intent.order_id is not None
+            try:
+                await client.cancel_order(intent.order_id, strategy=plan.tag, priority=Priority.EXIT)
+            except BrokerError as exc:  # already terminal, or unreadable: orderstatus decides
+                log.info("cancel of %s: %s", intent.order_id, exc.message)
+        await _settled(
+            *(self.driver.drive(client, i, allow_send=False, priority=Priority.EXIT) for i in working)
+        )
+        rows = await asyncio.to_thread(_intents, self.x.database, leg.execution_id, "entry")
+        if rows and all(r.terminal for r in rows):
+            await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.clock.now())
+
+
+__all__ = ["ExitExecutor", "parse_scope"]
