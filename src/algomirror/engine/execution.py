@@ -384,8 +384,8 @@ class _RunEntry:
 
     async def enter(self) -> None:
         accounts = sorted({leg.account_id for leg in self.plan.legs})
-        buys = await _settled(*(self._phase(a, "BUY") for a in accounts))
-        await _settled(*(self._after_buys(a, states) for a, states in zip(accounts, buys, strict=True)))
+        buys = await settled(*(self._phase(a, "BUY") for a in accounts))
+        await settled(*(self._after_buys(a, states) for a, states in zip(accounts, buys, strict=True)))
 
     def _legs(self, account_id: int, side: str) -> list[EntryLeg]:
         return [leg for leg in self.plan.legs if leg.account_id == account_id and leg.side == side]
@@ -398,7 +398,7 @@ class _RunEntry:
         client, reason = (None, "account not found") if account is None else self.x.client_for(account)
         if client is not None and account is not None:
             reason = await asyncio.to_thread(self.x.entry_block, account)
-        return list(await _settled(*(self._enter_leg(client, leg, reason) for leg in legs)))
+        return list(await settled(*(self._enter_leg(client, leg, reason) for leg in legs)))
 
     async def _after_buys(self, account_id: int, buys: list[LegState]) -> None:
         if "open" in buys:
@@ -415,13 +415,13 @@ class _RunEntry:
 
     def _fail_unsent(self, legs: list[EntryLeg], note: str) -> None:
         for leg in legs:
-            if leg.status == "pending" and not _intents(self.x.database, leg.execution_id, "entry"):
+            if leg.status == "pending" and not intents_of(self.x.database, leg.execution_id, "entry"):
                 mark_failed(self.x.database, leg.execution_id, note)
 
     async def _enter_leg(self, client: OpenAlgoClient | None, leg: EntryLeg, block: str | None) -> LegState:
         if leg.status != "pending":
             return "filled" if leg.status == "active" and leg.filled_all else "failed"
-        intents = await asyncio.to_thread(_intents, self.x.database, leg.execution_id, "entry")
+        intents = await asyncio.to_thread(intents_of, self.x.database, leg.execution_id, "entry")
         if client is not None and block is None:
             # Every slice's intent, also after an attempt that died between two of them: recording is
             # idempotent (an existing key is kept as stored).
@@ -441,7 +441,7 @@ class _RunEntry:
             # Orders may exist but the account cannot be read: leave them for the next attempt.
             return "open"
         send = block is None
-        rows = await _settled(
+        rows = await settled(
             *(self.driver.drive(client, i, allow_send=send, priority=Priority.ENTRY) for i in intents)
         )
         state = await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.clock.now())
@@ -472,7 +472,7 @@ class _RunEntry:
                 journal.record(spec)
             except IntentExistsError:
                 pass  # written by an earlier attempt: driven from its stored state
-        return _intents(self.x.database, leg.execution_id, purpose)
+        return intents_of(self.x.database, leg.execution_id, purpose)
 
     # ----------------------------------------------------------------------------------- policy
 
@@ -498,9 +498,9 @@ class _RunEntry:
         # Shorts are bought back before their hedges are sold: a short is never left uncovered.
         shorts = [leg for leg in held if leg.side == "SELL"]
         longs = [leg for leg in held if leg.side == "BUY"]
-        closed = await _settled(*(self._unwind(client, leg, why) for leg in shorts))
+        closed = await settled(*(self._unwind(client, leg, why) for leg in shorts))
         if all(closed):
-            await _settled(*(self._unwind(client, leg, why) for leg in longs))
+            await settled(*(self._unwind(client, leg, why) for leg in longs))
         else:
             note = f"{why}; hedge kept open: a short leg of this account could not be bought back"
             await asyncio.to_thread(self._note_kept, longs, note)
@@ -525,18 +525,18 @@ class _RunEntry:
         )
         if not claimed:
             return False
-        intents = await asyncio.to_thread(_intents, self.x.database, leg.execution_id, "exit")
+        intents = await asyncio.to_thread(intents_of, self.x.database, leg.execution_id, "exit")
         if not intents:
             slices = slice_quantities(leg, self.today, quantity=leg.filled_quantity)
             opposite = "BUY" if leg.side == "SELL" else "SELL"
             intents = await asyncio.to_thread(self._record, leg, slices, "exit", opposite)
-        rows = await _settled(
+        rows = await settled(
             *(self.driver.drive(client, i, allow_send=True, priority=Priority.EXIT) for i in intents)
         )
         return await asyncio.to_thread(finish_exit, self.x.database, leg, rows, why, self.x.clock.now())
 
 
-async def _settled(*steps: Awaitable[T]) -> list[T]:
+async def settled(*steps: Awaitable[T]) -> list[T]:
     """Run ``steps`` concurrently and let every one finish before the first failure is raised: an
     account's orders are never left half-driven because another account's step failed (whatever is
     left open is resolved by the next attempt, never re-sent)."""
@@ -547,7 +547,8 @@ async def _settled(*steps: Awaitable[T]) -> list[T]:
     return cast(list[T], results)
 
 
-def _intents(database: Database, execution_id: int, purpose: str) -> list[IntentRow]:
+def intents_of(database: Database, execution_id: int, purpose: str) -> list[IntentRow]:
+    """The journal's intents of one execution for ``purpose`` ("entry" or "exit"), oldest first."""
     with database.session_factory() as session:
         rows = session.scalars(
             select(OrderIntent)
@@ -568,4 +569,12 @@ def _claim_exit(database: Database, execution_id: int) -> bool:
         return getattr(won, "rowcount", 0) == 1
 
 
-__all__ = ["EXECUTE_RUN", "EntryExecutor", "ExecuteOutcome", "ExecutionConfig", "ExecutionError"]
+__all__ = [
+    "EXECUTE_RUN",
+    "EntryExecutor",
+    "ExecuteOutcome",
+    "ExecutionConfig",
+    "ExecutionError",
+    "intents_of",
+    "settled",
+]

@@ -46,8 +46,8 @@ from algomirror.engine.execution import (
     EntryExecutor,
     ExecuteOutcome,
     ExecutionError,
-    _intents,
-    _settled,
+    intents_of,
+    settled,
 )
 from algomirror.engine.exit_planning import EXIT_COMMAND, SCOPES
 from algomirror.engine.exit_records import (
@@ -203,7 +203,7 @@ class _ExitWork:
                 continue
             plan, leg = legs[state.execution_id]
             by_account.setdefault((plan.run_id, leg.account_id), []).append((state, leg))
-        await _settled(*(self._account(run_id, items) for (run_id, _), items in sorted(by_account.items())))
+        await settled(*(self._account(run_id, items) for (run_id, _), items in sorted(by_account.items())))
 
     async def _account(self, run_id: int, items: list[tuple[ExitState, EntryLeg]]) -> None:
         plan = self.plans[run_id]
@@ -216,16 +216,16 @@ class _ExitWork:
             return
         if plan.status == "entering" or any(s.status == "pending" for s, _ in items):
             # The entry still runs: stop its working orders, exit once it has finished (shorts first).
-            await _settled(
+            await settled(
                 *(self._cancel_entry(client, plan, leg) for s, leg in items if s.status == "pending")
             )
             self.entering += len(items)
             return
         shorts = [(s, leg) for s, leg in items if leg.side == "SELL"]
         longs = [(s, leg) for s, leg in items if leg.side == "BUY"]
-        done = await _settled(*(self._exit(client, plan, s, leg) for s, leg in shorts))
+        done = await settled(*(self._exit(client, plan, s, leg) for s, leg in shorts))
         if all(r == "exited" for r in done):
-            await _settled(*(self._exit(client, plan, s, leg) for s, leg in longs))
+            await settled(*(self._exit(client, plan, s, leg) for s, leg in longs))
             return
         why = "hedge kept open: a short leg of this account is not yet bought back"
         kept = [leg.execution_id for s, leg in longs if s.status == "active"]
@@ -264,7 +264,7 @@ class _ExitWork:
                 finish_attempt, self.x.database, leg.execution_id, leg.side, attempt, self.x.clock.now()
             )
         intents = await asyncio.to_thread(self._record, plan, leg, attempt, slices)
-        await _settled(
+        await settled(
             *(self.driver.drive(client, i, allow_send=True, priority=Priority.EXIT) for i in intents)
         )
         return await asyncio.to_thread(
@@ -312,7 +312,7 @@ class _ExitWork:
     async def _cancel_entry(self, client: OpenAlgoClient, plan: RunPlan, leg: EntryLeg) -> None:
         """Cancel the execution's working entry orders one by one (tagged, by id) and follow each with
         ``orderstatus`` to the broker's final word; then write the entry's outcome."""
-        intents = await asyncio.to_thread(_intents, self.x.database, leg.execution_id, "entry")
+        intents = await asyncio.to_thread(intents_of, self.x.database, leg.execution_id, "entry")
         working = [i for i in intents if i.state == order_state.ACKNOWLEDGED and i.order_id]
         for intent in working:
             assert intent.order_id is not None
@@ -320,10 +320,10 @@ class _ExitWork:
                 await client.cancel_order(intent.order_id, strategy=plan.tag, priority=Priority.EXIT)
             except BrokerError as exc:  # already terminal, or unreadable: orderstatus decides
                 log.info("cancel of %s: %s", intent.order_id, exc.message)
-        await _settled(
+        await settled(
             *(self.driver.drive(client, i, allow_send=False, priority=Priority.EXIT) for i in working)
         )
-        rows = await asyncio.to_thread(_intents, self.x.database, leg.execution_id, "entry")
+        rows = await asyncio.to_thread(intents_of, self.x.database, leg.execution_id, "entry")
         if rows and all(r.terminal for r in rows):
             await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.clock.now())
 
