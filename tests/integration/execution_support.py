@@ -25,8 +25,10 @@ from algomirror.db.models import (
 )
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import FakeClock
+from algomirror.engine.entry_records import strategy_tag
 from algomirror.engine.execution import EntryExecutor, ExecutionConfig
 from algomirror.engine.fencing import take_epoch
+from algomirror.engine.journal import IntentSpec, IntentView, Journal
 from algomirror.engine.order_driver import DriverConfig
 from algomirror.engine.planning import PlannedExecution, plan_run, request_execute
 from algomirror.security import SecretBox
@@ -135,6 +137,30 @@ class World:
                     .order_by(StrategyExecution.leg_id, StrategyExecution.account_id)
                 )
             )
+
+    def journal(self) -> Journal:
+        """A journal writing under this world's epoch and clock (what a live engine would use)."""
+        return Journal(self.database, epoch=self.epoch, clock=self.clock)
+
+    def record_intent(
+        self, key: str, execution_id: int, *, side: str, quantity: int, purpose: str = "entry"
+    ) -> IntentView:
+        """What an engine leaves behind when it recorded an intent for the first leg's symbol on the
+        first account, and died before sending it."""
+        return self.journal().record(
+            IntentSpec(
+                key=key,
+                account_id=self.account_ids[0],
+                symbol=self.leg_symbols[0],
+                exchange="NFO",
+                product="NRML",
+                side=side,
+                quantity=quantity,
+                strategy_tag=strategy_tag(self.strategy_id),
+                execution_id=execution_id,
+                purpose=purpose,
+            )
+        )
 
     def intents(self) -> list[OrderIntent]:
         with self.database.session_factory() as session:

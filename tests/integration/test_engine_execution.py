@@ -17,7 +17,6 @@ from algomirror.engine.entry_records import strategy_tag
 from algomirror.engine.execution import EntryExecutor, ExecuteOutcome
 from algomirror.engine.factory import build_engine
 from algomirror.engine.halts import halt_entries, resume_entries
-from algomirror.engine.journal import IntentSpec, Journal
 from tests.helpers import eventually_async
 from tests.integration.execution_support import executor_of, make_world, nifty
 from tests.integration.web_support import make_env
@@ -173,20 +172,8 @@ async def test_a_send_that_never_reached_the_exchange_is_never_sent_again(
     run_id, command_id = world.plan()
     [execution] = world.executions(run_id)
     # What an engine killed between claiming the send and writing the request leaves behind.
-    journal = Journal(world.database, epoch=world.epoch, clock=world.clock)
-    intent = journal.record(
-        IntentSpec(
-            key=f"exec:{execution.id}:entry:1",
-            account_id=world.account_ids[0],
-            symbol=world.leg_symbols[0],
-            exchange="NFO",
-            product="NRML",
-            side="BUY",
-            quantity=65,
-            strategy_tag=strategy_tag(world.strategy_id),
-            execution_id=execution.id,
-        )
-    )
+    journal = world.journal()
+    intent = world.record_intent(f"exec:{execution.id}:entry:1", execution.id, side="BUY", quantity=65)
     assert journal.claim_send(intent.id) and not journal.claim_send(intent.id)
     with world.database.session() as session:
         command = session.get(EngineCommand, command_id)
@@ -350,19 +337,7 @@ async def test_an_attempt_that_died_between_slices_is_completed_with_one_order_p
     run_id, command_id = world.plan(quantity=65 * 30)
     [execution] = world.executions(run_id)
     # An engine that recorded the first slice's intent, then died before sending it or recording more.
-    Journal(world.database, epoch=world.epoch, clock=world.clock).record(
-        IntentSpec(
-            key=f"exec:{execution.id}:entry:1",
-            account_id=world.account_ids[0],
-            symbol=world.leg_symbols[0],
-            exchange="NFO",
-            product="NRML",
-            side="BUY",
-            quantity=1755,
-            strategy_tag=strategy_tag(world.strategy_id),
-            execution_id=execution.id,
-        )
-    )
+    world.record_intent(f"exec:{execution.id}:entry:1", execution.id, side="BUY", quantity=1755)
 
     async with executor_of(world) as executor:
         assert await executor.process_once() == 1

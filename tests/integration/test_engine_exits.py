@@ -21,7 +21,6 @@ from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.exit_records import claim_exit
 from algomirror.engine.exits import ExitExecutor
 from algomirror.engine.factory import build_engine
-from algomirror.engine.journal import IntentSpec, Journal
 from tests.factories import make_user
 from tests.helpers import eventually_async
 from tests.integration.execution_support import IRON_CONDOR, World, executor_of, make_world
@@ -237,20 +236,7 @@ async def test_an_exit_retried_after_the_engine_died_between_intent_and_send_sen
     # What an engine that claimed the exit, recorded its intent and died before sending leaves behind.
     assert claim_exit(world.database, short.id, "manual", "exit of one leg") == 1
     assert claim_exit(world.database, short.id, "manual", "a second owner") is None
-    Journal(world.database, epoch=world.epoch, clock=world.clock).record(
-        IntentSpec(
-            key=f"exec:{short.id}:exit:1:1",
-            account_id=world.account_ids[0],
-            symbol=world.leg_symbols[0],
-            exchange="NFO",
-            product="NRML",
-            side="BUY",
-            quantity=65,
-            strategy_tag=strategy_tag(world.strategy_id),
-            execution_id=short.id,
-            purpose="exit",
-        )
-    )
+    world.record_intent(f"exec:{short.id}:exit:1:1", short.id, side="BUY", quantity=65, purpose="exit")
     with world.database.session() as session:
         command = session.get(EngineCommand, command_id)
         assert command is not None
