@@ -1,10 +1,13 @@
 """What every engine component that runs web commands (``engine_commands``) writes back on a row:
 the attempt count kept in ``result``, and the values a finished attempt leaves (retry later, failed
-after the last attempt, or the final outcome). Shared by the command processor and the entry executor.
+after the last attempt, or the final outcome); plus the in-flight task table and the poll pause their
+loops share. Used by the command processor and the entry and exit executors.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -58,3 +61,42 @@ def end_values(
         "error": None if status == "done" else (error or "failed")[:MAX_ERROR],
         "finished_at": now,
     }
+
+
+class InFlight:
+    """The commands a runner is executing now, one task per command id, each forgotten when it ends.
+    ``drain`` awaits them all (a stopping runner must not cancel a broker call half way)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[int, asyncio.Task[bool]] = {}
+
+    def __contains__(self, command_id: object) -> bool:
+        return command_id in self._tasks
+
+    def start(self, command_id: int, work: Coroutine[Any, Any, bool], *, name: str | None = None) -> None:
+        """Run ``work`` for ``command_id`` unless a task for it is already running (then ``work`` is
+        closed unstarted)."""
+        if command_id in self._tasks:
+            work.close()
+            return
+        task = asyncio.create_task(work, name=name)
+        self._tasks[command_id] = task
+        task.add_done_callback(lambda done: self._forget(command_id, done))
+
+    def _forget(self, command_id: int, task: asyncio.Task[bool]) -> None:
+        if self._tasks.get(command_id) is task:
+            del self._tasks[command_id]
+
+    async def drain(self) -> None:
+        """Wait for every running command (their errors are theirs to log, not raised here)."""
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less when ``stop`` is set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

@@ -56,7 +56,7 @@ from algomirror.db.models import ActivityLog, EngineCommand, Order, TradingAccou
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine.book_mirror import forward_fields
-from algomirror.engine.command_rows import MAX_ERROR, attempts_of, end_values, rowcount
+from algomirror.engine.command_rows import MAX_ERROR, InFlight, attempts_of, end_values, pause, rowcount
 from algomirror.host_settings import load_host_policy
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class CommandProcessor:
         self.clock = clock or SystemClock()
         self._decrypt = decrypt
         self._not_before: dict[int, float] = {}  # command id -> monotonic time of its next attempt
-        self._in_flight: dict[int, asyncio.Task[bool]] = {}
+        self._in_flight = InFlight()
         self.ran = 0  # commands this processor claimed and ran (tests, diagnostics)
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -169,14 +169,9 @@ class CommandProcessor:
                     self._start_due(await asyncio.to_thread(self._due_ids))
                 except SQLAlchemyError as exc:
                     log.warning("commands: database error: %s", str(exc).splitlines()[0])
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=self.config.poll_seconds)
-                except TimeoutError:
-                    pass
+                await pause(stop, self.config.poll_seconds)
         finally:
-            tasks = list(self._in_flight.values())
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await self._in_flight.drain()
             # Not after a crash: the supervisor restarts run() and the registry must still work.
             if self.owns_registry and stop.is_set():
                 await self.registry.aclose()
@@ -184,14 +179,7 @@ class CommandProcessor:
     def _start_due(self, ids: list[int]) -> None:
         for command_id in ids:
             if command_id not in self._in_flight:
-                task = asyncio.create_task(self._run_logged(command_id), name=f"command-{command_id}")
-                self._in_flight[command_id] = task
-                task.add_done_callback(self._forget_task)
-
-    def _forget_task(self, task: asyncio.Task[bool]) -> None:
-        for command_id, running in list(self._in_flight.items()):
-            if running is task:
-                del self._in_flight[command_id]
+                self._in_flight.start(command_id, self._run_logged(command_id), name=f"command-{command_id}")
 
     async def _run_logged(self, command_id: int) -> bool:
         try:

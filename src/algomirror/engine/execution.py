@@ -50,7 +50,7 @@ from algomirror.broker.registry import ClientRegistry, Priority
 from algomirror.db.models import EngineCommand, OrderIntent, StrategyExecution, TradingAccount
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock, to_ist
-from algomirror.engine.command_rows import MAX_ERROR, attempts_of, end_values
+from algomirror.engine.command_rows import MAX_ERROR, InFlight, attempts_of, end_values, pause
 from algomirror.engine.entry_records import (
     AccountInfo,
     EntryLeg,
@@ -138,7 +138,7 @@ class EntryExecutor:
         self._epoch = epoch
         self._run_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._not_before: dict[int, float] = {}
-        self._in_flight: dict[int, asyncio.Task[bool]] = {}
+        self._in_flight = InFlight()
         self._fenced: FencedOutError | None = None
         self.ran = 0
 
@@ -155,24 +155,12 @@ class EntryExecutor:
                 try:
                     for command_id in await asyncio.to_thread(self._due_ids):
                         if command_id not in self._in_flight:
-                            task = asyncio.create_task(self._run_logged(command_id))
-                            self._in_flight[command_id] = task
-                            task.add_done_callback(self._forget_task)
+                            self._in_flight.start(command_id, self._run_logged(command_id))
                 except SQLAlchemyError as exc:
                     log.warning("execution: database error: %s", str(exc).splitlines()[0])
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=self.config.poll_seconds)
-                except TimeoutError:
-                    pass
+                await pause(stop, self.config.poll_seconds)
         finally:
-            tasks = list(self._in_flight.values())
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _forget_task(self, task: asyncio.Task[bool]) -> None:
-        for command_id, running in list(self._in_flight.items()):
-            if running is task:
-                del self._in_flight[command_id]
+            await self._in_flight.drain()
 
     async def _run_logged(self, command_id: int) -> bool:
         try:
