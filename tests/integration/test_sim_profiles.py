@@ -163,3 +163,119 @@ def test_cli_when_profile_given_serves_that_profile() -> None:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+# --- the quirks a client must survive (OPENALGO-PROTOCOL.md §8) -----------------------------------------
+
+
+def limit_fields(action: str, price: str, **extra: str) -> dict[str, str]:
+    return {**order_fields(action), "pricetype": "LIMIT", "price": price, **extra}
+
+
+def stop_fields(action: str, trigger: str, price: str) -> dict[str, str]:
+    return {**order_fields(action), "pricetype": "SL", "price": price, "trigger_price": trigger}
+
+
+def order_status(sim: SimHandle, orderid: str) -> dict[str, Any]:
+    status, body = call(sim, "orderstatus", strategy="profiles", orderid=orderid)
+    assert status == 200
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+def place(sim: SimHandle, fields: dict[str, str]) -> str:
+    status, body = call(sim, "placeorder", **fields)
+    assert status == 200, body
+    orderid: str = body["orderid"]
+    return orderid
+
+
+@on_both_profiles
+def test_cancelallorder_when_a_stop_order_waits_cancels_it_only_on_live_like(
+    sim: SimHandle, sim_profile: str
+) -> None:
+    limit = place(sim, limit_fields("BUY", "90"))
+    stop = place(sim, stop_fields("SELL", trigger="90", price="89.5"))
+    assert order_status(sim, stop)["order_status"] == "trigger pending"
+
+    status, body = call(sim, "cancelallorder", strategy="profiles")
+
+    assert status == 200
+    paper = sim_profile == "openalgo-paper"
+    assert body["canceled_orders"] == ([limit] if paper else [limit, stop])
+    assert body["failed_cancellations"] == []
+    assert order_status(sim, limit)["order_status"] == "cancelled"
+    assert order_status(sim, stop)["order_status"] == ("trigger pending" if paper else "cancelled")
+
+
+@on_both_profiles
+def test_modifyorder_when_price_type_changes_answers_modified_but_paper_changes_nothing(
+    sim: SimHandle, sim_profile: str
+) -> None:
+    stop = place(sim, stop_fields("SELL", trigger="90", price="89.5"))
+
+    status, body = call(
+        sim,
+        "modifyorder",
+        **limit_fields("SELL", "120", orderid=stop, disclosed_quantity="0", trigger_price="0"),
+    )
+
+    assert (status, body["status"], body["orderid"]) == (200, "success", stop)
+    assert body["message"] == "Order modified successfully"
+    row = order_status(sim, stop)
+    if sim_profile == "openalgo-paper":
+        assert (row["pricetype"], row["order_status"]) == ("SL", "trigger pending")
+        assert (row["price"], row["trigger_price"]) == (89.5, 90.0)
+    else:
+        assert (row["pricetype"], row["order_status"]) == ("LIMIT", "open")
+        assert (row["price"], row["trigger_price"]) == (120.0, 0.0)
+
+
+@on_both_profiles
+def test_modifyorder_when_price_type_kept_changes_the_price_on_both(sim: SimHandle) -> None:
+    limit = place(sim, limit_fields("BUY", "90"))
+
+    status, _ = call(
+        sim,
+        "modifyorder",
+        **limit_fields("BUY", "91", orderid=limit, disclosed_quantity="0", trigger_price="0"),
+    )
+
+    assert status == 200
+    assert (order_status(sim, limit)["price"], order_status(sim, limit)["order_status"]) == (91.0, "open")
+
+
+@on_both_profiles
+def test_smart_order_when_limit_below_the_market_rests_on_live_like_and_fills_at_market_on_paper(
+    sim: SimHandle, sim_profile: str
+) -> None:
+    status, body = call(sim, "placesmartorder", **limit_fields("BUY", "90"), position_size=str(LOT))
+
+    assert status == 200
+    row = order_status(sim, body["orderid"])
+    if sim_profile == "openalgo-paper":
+        assert (row["order_status"], row["average_price"]) == ("complete", 100.05)  # the ask
+    else:
+        assert (row["order_status"], row["price"]) == ("open", 90.0)
+
+
+@on_both_profiles
+def test_funds_when_one_option_lot_sold_block_span_on_live_like_and_premium_on_paper(
+    sim: SimHandle, sim_profile: str
+) -> None:
+    place(sim, order_fields("SELL"))  # fills at the bid, 99.95
+
+    status, body = call(sim, "funds")
+
+    assert status == 200
+    premium = 6496.75  # 99.95 × 65
+    expected = premium if sim_profile == "openalgo-paper" else 250_000.0  # NIFTY, one side, one lot
+    assert float(body["data"]["utiliseddebits"]) == expected
+    # The margin calculator answers from the margin settings on both profiles.
+    status, margin = call(
+        sim,
+        "margin",
+        positions=[{k: v for k, v in order_fields("SELL").items() if k != "strategy"} | {"price": "99.95"}],
+    )
+    assert status == 200
+    assert float(margin["data"]["total_margin_required"]) == 250_000.0

@@ -6,6 +6,7 @@ work through it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 from collections.abc import Callable
@@ -116,7 +117,11 @@ class SimulatorCore:
                 capital=config.capital,
                 slippage_ticks=config.slippage_ticks,
                 square_off_time=config.square_off_time,
-                margin=config.margin,
+                # What positions and orders block; /margin keeps answering from config.margin.
+                margin=dataclasses.replace(
+                    config.margin, short_option_premium_only=self.quirks.short_option_premium_margin
+                ),
+                quirks=self.quirks,
             ),
         )
         self.api_keys: list[str] = []

@@ -115,6 +115,9 @@ def placesmartorder(ctx: Ctx) -> Reply:
         if ctx.core.quirks.smart_noop_no_open_position and v["quantity"] == 0:
             return ok(message=SMART_NOOP_NO_OPEN_POSITION)
         return ok(message=SMART_NOOP_MATCHED)
+    if ctx.core.quirks.smart_limit_at_market:
+        # OpenAlgo's paper mode executes every smart order at market, whatever its price type.
+        v = {**v, "pricetype": "MARKET", "price": Decimal(0), "trigger_price": Decimal(0)}
     if current == 0 and target == 0:
         req = _request(v, v["strategy"])
     else:

@@ -24,6 +24,7 @@ from algomirror.domain.timeutil import IST, to_ist
 from algomirror.simulator.contracts import MarketModel, Quote
 from algomirror.simulator.faults import FaultState
 from algomirror.simulator.margin import Leg, MarginConfig, portfolio_margin
+from algomirror.simulator.profiles import Quirks
 
 PAISA = Decimal("0.01")
 ZERO = Decimal(0)
@@ -163,6 +164,8 @@ class ExchangeConfig:
     mis_resume_time: time = time(9, 0)
     day_reset_time: time = time(3, 0)
     margin: MarginConfig = field(default_factory=MarginConfig)
+    # The profile's quirks the matching engine honours (cancel-all, modify); see simulator.profiles.
+    quirks: Quirks = field(default_factory=Quirks)
 
 
 OrderListener = Callable[[Account, Order], None]
@@ -434,6 +437,9 @@ class Exchange:
             fc = order.contract
             if fc.freeze_qty > fc.lot_size and quantity > fc.freeze_qty:
                 raise ExchangeError(400, f"Quantity {quantity} exceeds the freeze limit of {fc.freeze_qty}")
+            if self.config.quirks.modify_pricetype_change_ignored and pricetype != order.pricetype:
+                # OpenAlgo's paper mode: the reply says "modified", the order stays as it was.
+                return order
             saved = (order.pricetype, order.quantity, order.price, order.trigger_price, order.status)
             order.pricetype = pricetype
             order.quantity = quantity
@@ -492,11 +498,13 @@ class Exchange:
         self._notify(acct, order)
 
     def cancel_all(self, acct: Account) -> tuple[list[str], list[dict[str, str]]]:
-        """Cancel every open and trigger-pending order of the account (the paper bug is not copied)."""
+        """Cancel every open and trigger-pending order of the account; with the
+        ``cancel_all_leaves_trigger_pending`` quirk (OpenAlgo's paper mode) only the ``open`` ones."""
+        statuses = (OPEN,) if self.config.quirks.cancel_all_leaves_trigger_pending else LIVE_STATUSES
         with self._lock:
             done: list[str] = []
             for order in list(acct.orders.values()):
-                if order.status in LIVE_STATUSES:
+                if order.status in statuses:
                     self._cancel(acct, order)
                     done.append(order.orderid)
             return done, []

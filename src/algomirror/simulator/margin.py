@@ -10,6 +10,8 @@ Rules (documented in docs/simulator.md):
 * **Hedge benefit**: per (underlying, expiry, option type), short lots covered by long lots of the same
   underlying, expiry and type block only ``hedged_fraction`` (default 25 %) of the one-side rate. The
   uncovered short lots are then paired CE against PE (pair rate) and the rest pay the one-side rate.
+* **Premium-only shorts** (``short_option_premium_only``, the ``openalgo-paper`` profile): a short option
+  blocks quantity × price like a long one, as OpenAlgo's own paper mode does.
 * **Futures** block the futures rate per lot on either side (NIFTY ₹2,15,000, SENSEX ₹1,85,000).
 * **Equity** blocks quantity × price ÷ leverage (MIS 5×, CNC 1×).
 """
@@ -50,6 +52,8 @@ class MarginConfig:
     equity_leverage: dict[str, Decimal] = field(
         default_factory=lambda: {"MIS": Decimal(5), "CNC": Decimal(1), "NRML": Decimal(1)}
     )
+    # OpenAlgo's own paper mode: a short option blocks its premium (quantity × price) and nothing else.
+    short_option_premium_only: bool = False
 
     def rates_for(self, name: str) -> MarginRates:
         return self.rates.get(name) or self.rates[self.fallback]
@@ -101,7 +105,9 @@ def portfolio_margin(legs: list[Leg], config: MarginConfig) -> Decimal:
         if kind in ("CE", "PE"):
             lots = Decimal(abs(leg.quantity)) / Decimal(max(c.lot_size, 1))
             group = option_groups[(c.name, c.expiry, kind)]
-            if leg.quantity > 0:
+            if leg.quantity < 0 and config.short_option_premium_only:
+                total += abs(leg.quantity) * leg.price  # premium only: no per-lot rate, no hedge benefit
+            elif leg.quantity > 0:
                 total += abs(leg.quantity) * leg.price
                 group[1] += lots
             else:

@@ -36,15 +36,41 @@ class Quirks:
     realised P&L in ``unrealized_pnl`` as well as in ``today_realized_pnl`` and ``pnl`` (the sandbox
     keeps one stored P&L per row, overwritten with the realised figure when the row closes). The
     totals still count only open rows as unrealised.
+
+    ``cancel_all_leaves_trigger_pending``: ``cancelallorder`` cancels ``open`` orders only; ``trigger
+    pending`` (SL / SL-M) orders stay alive and are not listed in the reply (neither cancelled nor
+    failed). A client that must cancel everything cancels each order itself.
+
+    ``modify_pricetype_change_ignored``: a ``modifyorder`` whose ``pricetype`` differs from the order's
+    (SL → LIMIT, say) answers 200 "Order modified successfully" and leaves the order exactly as it was.
+    A client verifies a modify with ``orderstatus``.
+
+    ``smart_limit_at_market``: ``placesmartorder`` with ``pricetype`` LIMIT (or any other) places a
+    MARKET order, filled at the touch whatever the limit price.
+
+    ``short_option_premium_margin``: a short option (position or order) blocks only its premium,
+    quantity × price, like a long one; no SPAN + exposure per lot, no hedge benefit. ``/margin`` still
+    answers from the margin settings.
     """
 
     smart_noop_no_open_position: bool = False
     closed_row_realized_in_unrealized: bool = False
+    cancel_all_leaves_trigger_pending: bool = False
+    modify_pricetype_change_ignored: bool = False
+    smart_limit_at_market: bool = False
+    short_option_premium_margin: bool = False
 
 
 _QUIRKS: Final[dict[Profile, Quirks]] = {
     "live-like": Quirks(),
-    "openalgo-paper": Quirks(smart_noop_no_open_position=True, closed_row_realized_in_unrealized=True),
+    "openalgo-paper": Quirks(
+        smart_noop_no_open_position=True,
+        closed_row_realized_in_unrealized=True,
+        cancel_all_leaves_trigger_pending=True,
+        modify_pricetype_change_ignored=True,
+        smart_limit_at_market=True,
+        short_option_premium_margin=True,
+    ),
 }
 
 
