@@ -51,6 +51,8 @@ OUR_TABLES = {
     "engine_fence",
     "user_sessions",
     "index_quotes",
+    "engine_alerts",
+    "mirror_acceptances",
 }
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from algomirror.db.models import ActivityLog
+from algomirror.db.models import ActivityLog, TradingAccount
 from algomirror.db.models.app_settings import ENGINE_ENTRIES_HALTED, AppSetting
 from algomirror.domain.timeutil import ensure_aware
 
@@ -70,11 +70,72 @@ def resume_entries(session: Session, *, user_id: int | None, now: datetime) -> b
     return True
 
 
+ACCOUNT_HALTED_ACTION = "account_entries_halted"
+ACCOUNT_RESUMED_ACTION = "account_entries_resumed"
+
+
+def account_entries_halted(session: Session, account_id: int) -> str | None:
+    """Why new entries are halted on one account (reconciliation or an operator), or None. The entry
+    path refuses an entry on such an account; exits go on."""
+    return session.scalar(select(TradingAccount.entries_halted_reason).where(TradingAccount.id == account_id))
+
+
+def halt_account_entries(session: Session, account_id: int, reason: str, now: datetime) -> bool:
+    """Halt new entries on one account (the caller commits). A second reason is appended, as for the
+    global flag. True when the account was not halted before; logged as ``account_entries_halted``."""
+    at = ensure_aware(now)
+    account = session.get(TradingAccount, account_id)
+    if account is None:
+        raise LookupError(f"no trading account {account_id}")
+    current = account.entries_halted_reason
+    first = current is None
+    if current is None:
+        account.entries_halted_reason = reason[:_MAX_REASON]
+        account.entries_halted_at = at
+    elif reason not in current:
+        account.entries_halted_reason = f"{current}; {reason}"[:_MAX_REASON]
+    if first:
+        session.add(
+            ActivityLog(
+                user_id=account.user_id,
+                action=ACCOUNT_HALTED_ACTION,
+                details=f"{account.account_name}: {reason}"[:2000],
+                timestamp=at,
+            )
+        )
+    return first
+
+
+def resume_account_entries(session: Session, account_id: int, *, user_id: int, now: datetime) -> bool:
+    """Clear one account's entry halt (the caller commits); True when it was set. Only the account's own
+    user may clear it (another user's account acts as missing: False)."""
+    account = session.get(TradingAccount, account_id)
+    if account is None or account.user_id != user_id or account.entries_halted_reason is None:
+        return False
+    reason = account.entries_halted_reason
+    account.entries_halted_reason = None
+    account.entries_halted_at = None
+    session.add(
+        ActivityLog(
+            user_id=user_id,
+            action=ACCOUNT_RESUMED_ACTION,
+            details=f"{account.account_name}: cleared: {reason}"[:2000],
+            timestamp=ensure_aware(now),
+        )
+    )
+    return True
+
+
 __all__ = [
+    "ACCOUNT_HALTED_ACTION",
+    "ACCOUNT_RESUMED_ACTION",
     "COMPONENT_FAILED_ACTION",
     "ENTRIES_RESUMED_ACTION",
+    "account_entries_halted",
     "entries_halted",
+    "halt_account_entries",
     "halt_entries",
     "record_component_failure",
+    "resume_account_entries",
     "resume_entries",
 ]

@@ -5,6 +5,7 @@ See docs/data-model.md for what each table is for and who writes it.
 
 from algomirror.db.base import Base
 from algomirror.db.models.accounts import TradingAccount
+from algomirror.db.models.alerts import EngineAlert, MirrorAcceptance
 from algomirror.db.models.app_settings import AppSetting
 from algomirror.db.models.books import (
     AccountFunds,
@@ -44,6 +45,7 @@ __all__ = [
     "ActivityLog",
     "AppSetting",
     "Base",
+    "EngineAlert",
     "EngineCommand",
     "EngineFence",
     "FailoverEvent",
@@ -52,6 +54,7 @@ __all__ = [
     "MarginRequirement",
     "MarginTracker",
     "MarketHoliday",
+    "MirrorAcceptance",
     "Order",
     "OrderArchive",
     "OrderIntent",

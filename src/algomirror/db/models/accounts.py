@@ -71,6 +71,10 @@ class TradingAccount(TimestampMixin, Base):
     max_lots_per_leg: Mapped[int] = mapped_column(Integer, default=100, server_default="100", nullable=False)
     # Set instead of deleting an account that traded: hidden and inactive, its books and journal kept.
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set by reconciliation (or an operator) when the account's broker state cannot be explained: no new
+    # entry on this account until a person clears it. Exits go on.
+    entries_halted_reason: Mapped[str | None] = mapped_column(Text)
+    entries_halted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(back_populates="trading_accounts")
 

@@ -67,6 +67,7 @@ EXIT_REASONS = (
     "manual_cancel",
     "webhook",
     "closed_externally",
+    "exit_all",
 )
 
 GRADE_SOURCES = ("available", "cash")
