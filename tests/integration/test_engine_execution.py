@@ -20,9 +20,10 @@ from algomirror.engine.halts import halt_entries, resume_entries
 from tests.helpers import eventually_async
 from tests.integration.execution_support import executor_of, make_world, nifty
 from tests.integration.web_support import make_env
-from tests.sim_fixtures import SimHandle
+from tests.sim_fixtures import SimHandle, on_both_profiles
 
 
+@on_both_profiles
 async def test_iron_condor_on_three_accounts_fills_every_buy_before_any_sell(
     db_url: str, simulator_session: SimHandle
 ) -> None:
@@ -83,6 +84,7 @@ async def test_iron_condor_on_three_accounts_fills_every_buy_before_any_sell(
     assert run.base_premium == abs(Decimal(net)).quantize(Decimal("0.01"))
 
 
+@on_both_profiles
 async def test_executing_one_run_again_and_again_sends_one_set(
     db_url: str, simulator_session: SimHandle
 ) -> None:
@@ -112,6 +114,7 @@ async def test_executing_one_run_again_and_again_sends_one_set(
     assert [e.status for e in world.executions(run_id)] == ["active"] * 4
 
 
+@on_both_profiles
 async def test_timeout_after_the_exchange_accepted_is_resolved_by_tag_without_a_second_order(
     db_url: str, simulator_session: SimHandle
 ) -> None:
@@ -196,6 +199,7 @@ async def test_a_send_that_never_reached_the_exchange_is_never_sent_again(
     assert command.status == "pending" and command.result is not None and command.result["attempts"] == 3
 
 
+@on_both_profiles
 async def test_rejected_sell_unwinds_that_accounts_buy_and_says_why(
     db_url: str, simulator_session: SimHandle
 ) -> None:

@@ -25,7 +25,7 @@ from tests.factories import make_user
 from tests.helpers import eventually_async
 from tests.integration.execution_support import IRON_CONDOR, World, executor_of, make_world
 from tests.integration.web_support import make_env
-from tests.sim_fixtures import SimHandle
+from tests.sim_fixtures import SimHandle, on_both_profiles
 
 HEDGED = (("BUY", "25500PE"), ("SELL", "25800PE"))
 
@@ -152,6 +152,7 @@ async def test_exit_an_account_then_the_run_closes_it(db_url: str, simulator_ses
         assert all(position(world, i, s) == 0 for s in world.leg_symbols)
 
 
+@on_both_profiles
 async def test_exit_of_a_run_buys_back_every_short_before_any_hedge_is_sold(
     db_url: str, simulator_session: SimHandle
 ) -> None:
@@ -343,6 +344,7 @@ async def test_exit_requests_are_the_users_own_and_the_engine_has_the_component(
     await exits.registry.aclose()
 
 
+@on_both_profiles
 async def test_exit_all_cancels_a_working_entry_order_itself_and_verifies_it(
     db_url: str, simulator_session: SimHandle
 ) -> None:
