@@ -16,8 +16,9 @@ enters the run:
    rate scheduler at ENTRY priority); once they have all ended, each account whose BUY legs all filled
    sends its SELL legs.
 3. **Pre-checks per account** before its entries: entries halted (:func:`~algomirror.engine.halts.
-   entries_halted`), the account inactive, archived, without a readable key or with its key refused:
-   the account's unsent legs end ``failed`` with that reason; orders already sent are still resolved.
+   entries_halted`, or on this account: ``entries_halted_reason``), the account inactive, archived,
+   without a readable key or with its key refused: the account's unsent legs end ``failed`` with that
+   reason; orders already sent are still resolved.
 4. **Leg failure policy.** A leg that ends ``failed`` on an account (nothing filled, or the BUY legs
    not all filled so its SELL legs were not sent) applies the strategy's ``on_leg_failure``: ``unwind``
    (the default) exits that account's filled legs — shorts bought back before hedges are sold — with
@@ -352,6 +353,8 @@ class EntryExecutor:
             current = session.get(TradingAccount, account.id)
         if halted is not None:
             return f"entries are halted: {halted}"
+        if current is not None and current.entries_halted_reason is not None:
+            return f"entries are halted on this account: {current.entries_halted_reason}"
         if current is None or current.archived_at is not None:
             return "the account is archived"
         if not current.is_active:
