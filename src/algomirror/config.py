@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     sync_interval_market: float = Field(default=5.0, gt=0)
     sync_interval_closed: float = Field(default=60.0, gt=0)
 
+    # Scheduled entries: how late (seconds after entry_time) an entry is still sent, e.g. after a
+    # restart; later it is logged as missed, never sent late (exits and square-offs always run at once).
+    schedule_entry_grace_seconds: float = Field(default=120.0, ge=0, le=3600)
+
     # Rate limits (flask-limiter syntax).
     ratelimit_global: str = "2000 per minute"
     ratelimit_auth: str = "30 per minute"

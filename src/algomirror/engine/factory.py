@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 
 from algomirror.broker.client import Timeouts
 from algomirror.broker.registry import ClientRegistry
@@ -17,6 +18,7 @@ from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.execution import EntryExecutor
 from algomirror.engine.exits import ExitExecutor
 from algomirror.engine.lock import EngineLock
+from algomirror.engine.scheduler import Scheduler
 from algomirror.engine.service import Component, EngineService, LockLostCallback
 from algomirror.engine.sync import AccountSync, SyncConfig
 from algomirror.security import SecretBox
@@ -96,6 +98,12 @@ def build_engine(
         # Journal writes carry the epoch the lock took when the service acquired it.
         EntryExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
         ExitExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
+        # Scheduled entries, exits and square-offs, timed by the market clock (the demo's simulated one).
+        Scheduler(
+            database,
+            clock=market_clock,
+            grace=timedelta(seconds=settings.schedule_entry_grace_seconds),
+        ),
     ]
     return EngineService(
         components,
