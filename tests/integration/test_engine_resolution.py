@@ -1,0 +1,214 @@
+"""Resolution of saved strategies on the paper exchange over loopback, on SQLite and PostgreSQL:
+``preview_strategy`` (expiry, strikes around ATM, symbols, quantities, freeze slices, margins, warnings,
+skipped accounts with their reasons) and ``execute_strategy`` (one run planned in one transaction and
+entered by the EntryExecutor; a double Execute gives one run and one set of orders)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from algomirror.db.models import StrategyRun
+from algomirror.domain.contract_specs import freeze_qty, lot_size
+from algomirror.domain.instruments import option_symbol
+from algomirror.domain.money import format_inr
+from algomirror.engine.resolution import EXECUTE_STRATEGY, PREVIEW_STRATEGY
+from tests.integration.execution_support import executor_of
+from tests.integration.resolution_support import (
+    CONDOR,
+    STRADDLE,
+    LegDef,
+    commands_of,
+    preview,
+    queue,
+    resolution_world,
+    resolver_of,
+    rows_of,
+)
+from tests.sim_fixtures import SimHandle
+
+EXPIRY = date(2026, 12, 1)  # the nearest weekly NIFTY expiry the test exchange lists on 25 Nov 2026
+LOT = lot_size("NIFTY", EXPIRY)
+
+
+def _spot_and_atm(result: dict[str, object]) -> tuple[Decimal, Decimal]:
+    nifty = result["instruments"]["NIFTY"]  # type: ignore[index]
+    return Decimal(nifty["spot"]), Decimal(nifty["atm"])
+
+
+async def test_short_straddle_preview_on_three_accounts(db_url: str, simulator_session: SimHandle) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE)
+    result = await preview(world)
+
+    assert result["errors"] == [], result["errors"]
+    assert result["feed_account"]["id"] == world.account_ids[0]
+    spot, atm = _spot_and_atm(result)
+    assert abs(spot - atm) <= 25 and atm % 50 == 0
+    legs = {leg["leg_number"]: leg for leg in result["legs"]}
+    assert legs[1]["symbol"] == option_symbol("NIFTY", EXPIRY, atm, "CE")
+    assert legs[2]["symbol"] == option_symbol("NIFTY", EXPIRY, atm, "PE")
+    assert legs[1]["expiry"] == EXPIRY.isoformat() and legs[1]["lot_size"] == LOT
+    assert Decimal(legs[1]["ltp"]) > 0
+    # Two SELL legs without hedges: both are naked shorts.
+    assert all(any("naked short" in w for w in leg["warnings"]) for leg in legs.values())
+    rows = rows_of(result)
+    assert set(rows) == {(n, a) for n in (1, 2) for a in world.account_ids}
+    for row in rows.values():
+        assert row["status"] == "ok", row
+        assert row["lots"] == 1 and row["quantity"] == LOT and row["slices"] == [LOT]
+        # A pair: half the pair rate of a normal day on each SELL leg (seed NIFTY ₹3,20,000 per pair).
+        assert Decimal(row["estimated_margin"]) == Decimal(160000)
+    accounts = {a["account_id"]: a for a in result["accounts"]}
+    assert all(a["status"] == "ok" and Decimal(a["estimated_margin"]) == 320000 for a in accounts.values())
+    assert all(Decimal(a["available_funds"]) > 320000 for a in accounts.values())
+
+
+async def test_iron_condor_preview_with_freeze_slices(db_url: str, simulator_session: SimHandle) -> None:
+    sim = simulator_session
+    legs = tuple(LegDef(d.action, d.option_type, d.selection, d.offset, lots=28) for d in CONDOR)
+    world = resolution_world(db_url, sim, legs)
+    result = await preview(world)
+
+    assert result["errors"] == []
+    _, atm = _spot_and_atm(result)
+    by_number = {leg["leg_number"]: leg for leg in result["legs"]}
+    # OTM k counted in listed strikes (50 apart near the money): CE above the ATM, PE below.
+    assert by_number[1]["strike"] == str(atm + 200) and by_number[2]["strike"] == str(atm - 200)
+    assert by_number[3]["strike"] == str(atm + 100) and by_number[4]["strike"] == str(atm - 100)
+    assert not any("naked" in w for leg in by_number.values() for w in leg["warnings"])
+    quantity = 28 * LOT  # more than one freeze slice (27 lots of 65)
+    size = (freeze_qty("NIFTY", EXPIRY) // LOT) * LOT
+    expected = [size] * (quantity // size) + ([quantity % size] if quantity % size else [])
+    for row in result["rows"]:
+        assert row["status"] == "ok", row
+        assert row["quantity"] == quantity and row["slices"] == expected and len(expected) == 2
+    # SELL legs: the pair rate (half each); BUY legs: their premium (LTP × quantity).
+    for account in result["accounts"]:
+        rows = [r for r in result["rows"] if r["account_id"] == account["account_id"]]
+        total = sum(Decimal(r["estimated_margin"]) for r in rows)
+        assert Decimal(account["estimated_margin"]) == total
+    sells = [r for r in result["rows"] if by_number[_number(result, r)]["action"] == "SELL"]
+    assert all(Decimal(r["estimated_margin"]) == 28 * Decimal(160000) for r in sells)
+    buys = [r for r in result["rows"] if by_number[_number(result, r)]["action"] == "BUY"]
+    for r in buys:
+        ltp = Decimal(by_number[_number(result, r)]["ltp"])
+        assert Decimal(r["estimated_margin"]) == ltp * quantity
+
+
+def _number(result: dict[str, object], row: dict[str, object]) -> int:
+    return next(leg["leg_number"] for leg in result["legs"] if leg["leg_id"] == row["leg_id"])  # type: ignore[attr-defined, index]
+
+
+async def test_premium_near_picks_the_nearest_premium_and_warns_when_far(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    legs = (
+        LegDef("BUY", "CE", "premium_near", premium=Decimal("50")),
+        LegDef("BUY", "PE", "premium_near", premium=Decimal("0.01")),  # nothing prices this low
+    )
+    world = resolution_world(db_url, sim, legs, accounts=1)
+    result = await preview(world)
+    near, far = (leg for leg in result["legs"])
+    assert near["error"] is None and near["strike"] is not None
+    assert abs(Decimal(near["ltp"]) - 50) <= Decimal("7.5") or near["warnings"]
+    assert far["error"] is None
+    assert any("from the target" in w for w in far["warnings"]), far["warnings"]
+
+
+async def test_an_account_short_of_margin_is_skipped_with_the_figures(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    poor = sim.control.add_account(capital=100000)
+    world = resolution_world(db_url, sim, STRADDLE, accounts=2, extra_keys=[poor])
+    result = await preview(world)
+    accounts = {a["account_id"]: a for a in result["accounts"]}
+    skipped = accounts[world.account_ids[2]]
+    assert skipped["status"] == "skipped"
+    assert skipped["reason"] == (
+        f"insufficient margin: needs {format_inr(Decimal(320000))}, "
+        f"{format_inr(Decimal(skipped['available_funds']))} available"
+    )
+    assert [a["status"] for a in accounts.values()] == ["ok", "ok", "skipped"]
+    assert all(r["status"] == "skipped" for r in result["rows"] if r["account_id"] == world.account_ids[2])
+
+
+async def test_a_failed_funds_read_skips_that_account(db_url: str, simulator_session: SimHandle) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE)
+    sim.control.status_next(500, 5, endpoint="funds", apikey=sim.api_keys[1])
+    result = await preview(world)
+    accounts = {a["account_id"]: a for a in result["accounts"]}
+    assert accounts[world.account_ids[1]]["reason"].startswith("funds unavailable")
+    assert accounts[world.account_ids[0]]["status"] == accounts[world.account_ids[2]]["status"] == "ok"
+
+
+async def test_a_failed_expiry_read_fails_the_leg_on_every_account(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE)
+    sim.control.status_next(500, 5, endpoint="expiry", apikey=sim.api_keys[0])
+    result = await preview(world)
+    assert all(leg["error"].startswith("could not resolve expiry") for leg in result["legs"])
+    assert all(r["status"] == "failed" for r in result["rows"])
+    assert all(r["reason"].startswith("could not resolve expiry") for r in result["rows"])
+    assert result["plannable"] == 0
+
+
+async def test_execute_plans_one_run_and_the_entry_fills_it(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, CONDOR, accounts=2)
+    command_id = queue(world, EXECUTE_STRATEGY, "page-1")
+    async with resolver_of(world) as resolver:
+        assert await resolver.run_command(command_id)
+    command = world.command(command_id)
+    assert command.status == "done", command.error
+    assert command.result is not None
+    run_id = command.result["run_id"]
+    run = world.run(run_id)
+    assert run.status == "entering" and run.spot is not None and run.atm is not None
+    assert set(run.spot) == {"NIFTY"}
+    executions = world.executions(run_id)
+    assert len(executions) == 8 and {e.quantity or e.planned_quantity for e in executions} == {LOT}
+    entries = commands_of(world, "execute_run")
+    assert [c.token for c in entries] == [f"run-of:{command_id}"]
+
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+    assert world.command(entries[0].id).status == "done"
+    orders = world.all_exchange_orders()
+    assert len(orders) == 8 and all(o.status == "complete" for o in orders)
+    assert {o.symbol for o in orders} == {e.symbol for e in executions}
+    assert world.run(run_id).status == "active"
+
+
+async def test_double_execute_gives_one_run_and_one_set_of_orders(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE, accounts=2)
+    first = queue(world, EXECUTE_STRATEGY, "page-a")
+    second = queue(world, EXECUTE_STRATEGY, "page-b")  # another tab's Execute while the first is open
+    async with resolver_of(world) as one, resolver_of(world) as two:
+        await asyncio.gather(one.process_once(), two.process_once(), one.run_command(first))
+    statuses = sorted([world.command(first).status, world.command(second).status])
+    assert statuses == ["done", "failed"]
+    loser = world.command(first if world.command(first).status == "failed" else second)
+    assert "open run" in (loser.error or ""), loser.error
+    with world.database.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(StrategyRun)) == 1
+    async with executor_of(world) as executor:
+        await executor.process_once()
+    assert len(world.all_exchange_orders()) == 4
+    # A preview while the run is open says Execute is refused.
+    result = await preview(world, token="pv-open")
+    assert result["open_run"] is not None and any("open" in w for w in result["warnings"])
+    assert PREVIEW_STRATEGY in {c.kind for c in commands_of(world, PREVIEW_STRATEGY)}
