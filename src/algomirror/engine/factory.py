@@ -18,6 +18,7 @@ from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.execution import EntryExecutor
 from algomirror.engine.exits import ExitExecutor
 from algomirror.engine.lock import EngineLock
+from algomirror.engine.resolution import StrategyResolver
 from algomirror.engine.scheduler import Scheduler
 from algomirror.engine.service import Component, EngineService, LockLostCallback
 from algomirror.engine.sync import AccountSync, SyncConfig
@@ -98,6 +99,11 @@ def build_engine(
         # Journal writes carry the epoch the lock took when the service acquired it.
         EntryExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
         ExitExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
+        # Preview and Execute of saved strategies: resolution on the feed account, sessions and
+        # square-off judged by the market clock (the demo's simulated one).
+        StrategyResolver(
+            database, registry, make_decryptor(settings), epoch=lambda: lock.epoch, clock=market_clock
+        ),
         # Scheduled entries, exits and square-offs, timed by the market clock (the demo's simulated one).
         Scheduler(
             database,
