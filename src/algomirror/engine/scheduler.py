@@ -69,6 +69,7 @@ ENTRY_MISSED_ACTION = "schedule_entry_missed"
 MIS_WARNING_ACTION = "schedule_mis_warning"
 DEFAULT_GRACE = timedelta(seconds=120)
 _DEFAULT_EXCHANGE = "NFO"
+_MIN_SLEEP = 0.05  # wall seconds: the floor between ticks, however fast a simulated clock runs
 
 
 def entry_token(strategy_id: int, day: str) -> str:
@@ -135,6 +136,8 @@ class Scheduler:
         self.calendar = calendar or default_calendar()
         self.specs = specs
         self.activity_clock: Clock = activity_clock or SystemClock()
+        self._expiry_cache: dict[tuple[LegContract, ...], bool] = {}
+        self._expiry_cache_day: date | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set; a database error is logged and the next tick tries again."""
@@ -148,8 +151,9 @@ class Scheduler:
             else:
                 if report.next_due is not None:
                     wake = min(wake, report.next_due)
+            # ``wake`` is in clock time; a simulated clock runs ``speed`` times faster than the wall.
             seconds = (wake - self.clock.now()).total_seconds() / clock_speed(self.clock)
-            await pause(stop, min(max(seconds, 0.05), self.interval))
+            await pause(stop, max(seconds, _MIN_SLEEP))
 
     # --- one tick --------------------------------------------------------------------------------------
 
@@ -193,8 +197,8 @@ class Scheduler:
             previous = None
         matches = True
         if trading_day and strategy.market_condition != "any":
-            legs = [LegContract(leg.instrument, leg.product_type, leg.expiry) for leg in strategy.legs]
-            expiry = is_expiry_day(legs, today, self.calendar, self.specs)
+            legs = tuple(LegContract(leg.instrument, leg.product_type, leg.expiry) for leg in strategy.legs)
+            expiry = self._expiry_day(legs, today)
             try:
                 matches = market_condition_matches(strategy.market_condition, expiry)
             except ValueError:
@@ -205,6 +209,16 @@ class Scheduler:
                 )
                 matches = False
         return DayFacts(today, trading_day, matches, in_session, close, previous)
+
+    def _expiry_day(self, legs: tuple[LegContract, ...], today: date) -> bool:
+        """:func:`is_expiry_day`, remembered for the day (it predicts months of listings per leg)."""
+        if self._expiry_cache_day != today:
+            self._expiry_cache.clear()
+            self._expiry_cache_day = today
+        found = self._expiry_cache.get(legs)
+        if found is None:
+            found = self._expiry_cache[legs] = is_expiry_day(legs, today, self.calendar, self.specs)
+        return found
 
     # --- acting on one due action ----------------------------------------------------------------------
 
