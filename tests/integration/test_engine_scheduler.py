@@ -39,6 +39,7 @@ WED = date(2026, 12, 9)  # regular trading day, no NIFTY expiry
 TUE = date(2026, 12, 8)  # NIFTY weekly expiry
 SAT = date(2026, 12, 12)
 CHRISTMAS = date(2026, 12, 25)  # Friday, NSE holiday
+CREATED = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)  # strategies exist well before the days tested
 
 
 def ist(hh: int, mm: int, ss: int = 0, day: date = WED) -> datetime:
@@ -74,7 +75,7 @@ class Setup:
                 entry_time=entry,
                 exit_time=exit_at,
                 square_off_time=square_off,
-                **fields,
+                **{"created_at": CREATED, **fields},
             )
             session.add(strategy)
             session.flush()
@@ -209,6 +210,13 @@ def test_missed_entry_beyond_grace_is_not_queued_and_logged_once(world: Setup) -
     assert command.error is not None and "grace" in command.error
     [row] = world.activity(ENTRY_MISSED_ACTION)
     assert row.user_id == world.user_id and f"strategy {sid}" in (row.details or "")
+
+
+def test_a_strategy_created_after_its_entry_time_has_not_missed_it(world: Setup) -> None:
+    sid = world.strategy(created_at=ist(11, 0))
+    assert world.scheduler().tick(ist(11, 1)).logged == []
+    assert world.commands(EXECUTE_STRATEGY) == []
+    assert world.scheduler().tick(ist(9, 25, day=date(2026, 12, 10))).logged == [(ENTRY_MISSED_ACTION, sid)]
 
 
 def test_entry_within_grace_after_a_restart_is_queued(world: Setup) -> None:

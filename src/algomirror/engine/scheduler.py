@@ -44,7 +44,7 @@ from algomirror.db.models import (
 from algomirror.db.session import Database
 from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.contract_specs import ContractSpecs
-from algomirror.domain.errors import UnknownUnderlying
+from algomirror.domain.errors import DomainError, UnknownUnderlying
 from algomirror.domain.instruments import underlying_spec
 from algomirror.domain.schedule import (
     DayFacts,
@@ -176,8 +176,18 @@ class Scheduler:
             runs = _open_runs(session, [s.id for s in strategies])
             for strategy in strategies:
                 schedule = Schedule(strategy.entry_time, strategy.exit_time, strategy.square_off_time)
-                facts = self._facts(strategy, today, now)
-                for due in due_actions(schedule, facts, runs.get(strategy.id), now, self.grace):
+                try:
+                    facts = self._facts(strategy, today, now)
+                    dues = due_actions(schedule, facts, runs.get(strategy.id), now, self.grace)
+                except (DomainError, LookupError, ValueError) as exc:
+                    # One strategy's bad data (a calendar without sessions, a stray value) must not
+                    # stop every other strategy's schedule: it is reported and skipped this tick.
+                    log.warning("scheduler: strategy %s not scheduled: %s", strategy.id, exc)
+                    continue
+                created = ensure_aware(strategy.created_at)
+                for due in dues:
+                    if due.kind == "entry_missed" and created > due.at:
+                        continue  # the strategy did not exist at its entry time: nothing was missed
                     planned.append(Planned(strategy.id, strategy.user_id, strategy.name, due))
                 upcoming = next_due(schedule, facts, now)
                 if upcoming is not None and (wake is None or upcoming < wake):
