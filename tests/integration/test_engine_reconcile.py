@@ -5,8 +5,30 @@ raises an alert, and the entry path refuses a halted account until a person resu
 
 from __future__ import annotations
 
-from algomirror.engine.halts import halt_account_entries, resume_account_entries
-from tests.integration.execution_support import executor_of, make_world
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import select
+
+from algomirror.broker.client import RetryPolicy, Timeouts
+from algomirror.broker.registry import ClientRegistry
+from algomirror.broker.wire import Action, OrderRequest, PriceType, Product
+from algomirror.db.models import EngineAlert
+from algomirror.db.session import Database
+from algomirror.engine.alerts import acknowledge_alert, open_alerts
+from algomirror.engine.entry_records import strategy_tag
+from algomirror.engine.execution import EntryExecutor
+from algomirror.engine.factory import build_engine
+from algomirror.engine.halts import (
+    account_entries_halted,
+    halt_account_entries,
+    resume_account_entries,
+)
+from algomirror.engine.reconcile import Reconciler, unverified_title
+from tests.integration.execution_support import World, executor_of, make_world, nifty
+from tests.integration.web_support import make_env
 from tests.sim_fixtures import SimHandle
 
 
@@ -40,3 +62,232 @@ async def test_the_entry_path_refuses_a_halted_account_until_it_is_resumed(
         assert await executor.process_once() == 1
     assert [e.status for e in world.executions(run_id)] == ["active", "active"]
     assert len(world.exchange_orders(0)) == len(world.exchange_orders(1)) == 1
+
+
+# ------------------------------------------------------------------------------------ reconciliation
+
+
+@asynccontextmanager
+async def reconciler_of(world: World) -> AsyncIterator[Reconciler]:
+    registry = ClientRegistry(timeouts=Timeouts(connect=2.0, read=5.0), retry=RetryPolicy(attempts=1))
+    try:
+        yield Reconciler(world.database, registry, world.box.decrypt, clock=world.clock)
+    finally:
+        await registry.aclose()
+
+
+async def entered(world: World) -> int:
+    """Plan and enter a run of every leg on every account; returns the run id (all active)."""
+    run_id, command_id = world.plan()
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+    assert world.command(command_id).status == "done"
+    assert {e.status for e in world.executions(run_id)} == {"active"}
+    return run_id
+
+
+async def trade_outside(
+    world: World,
+    account_index: int,
+    symbol: str,
+    action: str,
+    quantity: int = 65,
+    *,
+    tag: str = "manual",
+    limit: Decimal | None = None,
+) -> str:
+    """An order placed on the paper exchange by someone else than AlgoMirror (a person at the broker's
+    terminal); returns the order id."""
+    registry = ClientRegistry(retry=RetryPolicy(attempts=1))
+    try:
+        client = registry.client(0, world.sim.rest_url, world.sim.api_keys[account_index], name="terminal")
+        order = OrderRequest(
+            symbol=symbol,
+            exchange="NFO",
+            action=Action(action),
+            quantity=quantity,
+            product=Product.NRML,
+            pricetype=PriceType.LIMIT if limit is not None else PriceType.MARKET,
+            price=limit if limit is not None else Decimal(0),
+        )
+        ack = await client.place_order(order, strategy=tag)
+        return ack.orderid
+    finally:
+        await registry.aclose()
+
+
+def snapshot(world: World, run_id: int) -> list[tuple[object, ...]]:
+    return [
+        (e.id, e.status, e.filled_quantity, e.exited_quantity, e.quantity, e.error_message)
+        for e in world.executions(run_id)
+    ]
+
+
+def alerts(world: World) -> list[EngineAlert]:
+    with world.database.session_factory() as session:
+        return list(session.scalars(select(EngineAlert).order_by(EngineAlert.id)))
+
+
+def halted(world: World, account_index: int) -> str | None:
+    with world.database.session_factory() as session:
+        return account_entries_halted(session, world.account_ids[account_index])
+
+
+TWO_LEGS = (("BUY", "25500PE"), ("SELL", "25800PE"))
+
+
+async def test_matching_books_change_nothing(db_url: str, simulator_session: SimHandle) -> None:
+    world = make_world(db_url, simulator_session, accounts=2, legs=TWO_LEGS)
+    run_id = await entered(world)
+    before = snapshot(world, run_id)
+    async with reconciler_of(world) as reconciler:
+        results = await reconciler.reconcile_all_once()
+    assert sorted(r.account_id for r in results) == world.account_ids
+    assert {r.outcome for r in results} == {"verified"}
+    assert all(r.gaps == [] and r.stray_orders == [] for r in results)
+    assert alerts(world) == [] and halted(world, 0) is None and halted(world, 1) is None
+    assert snapshot(world, run_id) == before
+
+
+async def test_a_failed_positionbook_read_is_unverified_never_flat(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=TWO_LEGS)
+    run_id = await entered(world)
+    before = snapshot(world, run_id)
+    sim.control.status_next(500, endpoint="positionbook", message="broker session expired")
+    async with reconciler_of(world) as reconciler:
+        [result] = await reconciler.reconcile_all_once()
+        assert result.outcome == "unverified" and "positionbook" in (result.reason or "")
+        assert snapshot(world, run_id) == before and halted(world, 0) is None
+        [marker] = alerts(world)
+        assert (marker.kind, marker.severity, marker.acknowledged_at) == ("reconciliation", "info", None)
+        assert marker.title == unverified_title("Paper 1")
+        # Failing again adds nothing; a good read clears the marker (and only it).
+        sim.control.status_next(500, endpoint="positionbook")
+        assert (await reconciler.reconcile_account(world.account_ids[0])).outcome == "unverified"
+        assert len(alerts(world)) == 1
+        assert (await reconciler.reconcile_account(world.account_ids[0])).outcome == "verified"
+    [marker] = alerts(world)
+    assert marker.acknowledged_at is not None and marker.acknowledged_by is None
+    assert snapshot(world, run_id) == before and halted(world, 0) is None
+
+
+async def test_a_position_closed_outside_halts_the_account_and_alerts_critical(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=2, legs=TWO_LEGS)
+    run_id = await entered(world)
+    before = snapshot(world, run_id)
+    short = nifty("25800PE")
+    await trade_outside(world, 0, short, "BUY")  # the short bought back by hand
+
+    async with reconciler_of(world) as reconciler:
+        results = {r.account_id: r for r in await reconciler.reconcile_all_once()}
+    mine = results[world.account_ids[0]]
+    assert mine.outcome == "mismatch" and mine.halted
+    [gap] = mine.unexplained
+    assert (gap.symbol, gap.product, gap.ours, gap.broker) == (short, "NRML", -65, 0)
+    [alert] = alerts(world)
+    assert alert.severity == "critical" and alert.account_id == world.account_ids[0]
+    assert f"{short} NFO NRML: ours -65, broker +0" in alert.title
+    assert "closed outside" in (alert.details or "")
+    reason = halted(world, 0)
+    assert reason is not None and short in reason and "ours -65" in reason
+    # Nothing of ours was changed; the other account is fine.
+    assert snapshot(world, run_id) == before
+    assert results[world.account_ids[1]].outcome == "verified" and halted(world, 1) is None
+
+
+async def test_extra_manual_quantity_is_shown_and_halts_but_is_never_adopted(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=TWO_LEGS)
+    run_id = await entered(world)
+    before = snapshot(world, run_id)
+    hedge = nifty("25500PE")
+    await trade_outside(world, 0, hedge, "BUY", 130)
+    # A manual position on a symbol none of our strategies trades is listed, not judged.
+    await trade_outside(world, 0, nifty("24000PE"), "BUY")
+
+    async with reconciler_of(world) as reconciler:
+        [result] = await reconciler.reconcile_all_once()
+    assert result.outcome == "mismatch" and result.halted
+    [gap] = result.unexplained
+    assert (gap.symbol, gap.ours, gap.broker) == (hedge, 65, 195)
+    assert result.untracked == {(nifty("24000PE"), "NFO", "NRML"): 65}
+    [alert] = alerts(world)
+    assert alert.severity == "warning" and "extra quantity" in alert.title
+    assert "ours +65, broker +195" in alert.title
+    assert halted(world, 0) is not None
+    assert snapshot(world, run_id) == before  # not adopted
+
+
+async def test_an_untracked_tagged_working_order_alerts_and_halts(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=TWO_LEGS)
+    await entered(world)
+    tag = strategy_tag(world.strategy_id)
+    orderid = await trade_outside(world, 0, nifty("25500PE"), "BUY", tag=tag, limit=Decimal("0.05"))
+
+    async with reconciler_of(world) as reconciler:
+        [result] = await reconciler.reconcile_all_once()
+    assert result.outcome == "mismatch" and result.halted
+    assert result.unexplained == []
+    assert [s.orderid for s in result.stray_orders] == [orderid]
+    [alert] = alerts(world)
+    assert alert.severity == "warning" and f"order {orderid}" in alert.title and tag in alert.title
+
+
+async def test_a_fill_the_engine_did_not_record_is_left_to_the_executors(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=(("BUY", "25500PE"),))
+    run_id, _ = world.plan()
+    [execution] = world.executions(run_id)
+    # The engine recorded the intent, claimed its send, the order filled, and the engine died.
+    intent = world.record_intent(f"exec:{execution.id}:entry:1", execution.id, side="BUY", quantity=65)
+    assert world.journal().claim_send(intent.id)
+    await trade_outside(world, 0, world.leg_symbols[0], "BUY", tag=strategy_tag(world.strategy_id))
+
+    async with reconciler_of(world) as reconciler:
+        [result] = await reconciler.reconcile_all_once()
+    assert result.outcome == "explained"
+    [gap] = result.gaps
+    assert (gap.ours, gap.broker, gap.explained) == (0, 65, True)
+    assert alerts(world) == [] and halted(world, 0) is None
+    assert world.executions(run_id)[0].status == "pending"  # no fill written by reconciliation
+
+
+async def test_acknowledged_gap_is_hidden_and_resume_lets_entries_through(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=TWO_LEGS)
+    await entered(world)
+    await trade_outside(world, 0, nifty("25800PE"), "BUY")
+    async with reconciler_of(world) as reconciler:
+        [result] = await reconciler.reconcile_all_once()
+        [alert_id] = result.alert_ids
+        with world.database.session() as session:
+            assert [a.id for a in open_alerts(session, world.user_id)] == [alert_id]
+            assert acknowledge_alert(session, alert_id, user_id=world.user_id, now=world.clock.now())
+            assert resume_account_entries(
+                session, world.account_ids[0], user_id=world.user_id, now=world.clock.now()
+            )
+        with world.database.session_factory() as session:
+            assert open_alerts(session, world.user_id) == []
+        # The same gap, acknowledged today, is not raised or halted again.
+        [again] = await reconciler.reconcile_all_once()
+    assert again.outcome == "mismatch" and not again.halted
+    assert halted(world, 0) is None and len(alerts(world)) == 1
+
+
+def test_the_engine_runs_reconciliation_on_its_shared_registry(db_url: str, tmp_path: Path) -> None:
+    service = build_engine(make_env(db_url, tmp_path).state.settings, Database(db_url))
+    [reconciler] = [c for c in service.components if c.name == "reconciliation"]
+    [entry] = [c for c in service.components if c.name == "execution"]
+    assert isinstance(reconciler, Reconciler) and isinstance(entry, EntryExecutor)
+    assert reconciler.registry is entry.registry
+    assert reconciler.interval == 60.0
