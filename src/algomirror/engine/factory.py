@@ -18,6 +18,7 @@ from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.execution import EntryExecutor
 from algomirror.engine.exits import ExitExecutor
 from algomirror.engine.lock import EngineLock
+from algomirror.engine.mirror import MirrorExecutor
 from algomirror.engine.reconcile import Reconciler
 from algomirror.engine.resolution import StrategyResolver
 from algomirror.engine.scheduler import Scheduler
@@ -102,6 +103,8 @@ def build_engine(
         ExitExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
         # Broker books vs our executions at start and every minute in market hours (PRODUCT §6.8).
         Reconciler(database, registry, make_decryptor(settings), market_clock=market_clock),
+        # Mirror orders (one order to chosen accounts, and the mirror check's corrections).
+        MirrorExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
         # Preview and Execute of saved strategies: resolution on the feed account, sessions and
         # square-off judged by the market clock (the demo's simulated one).
         StrategyResolver(
