@@ -1,0 +1,276 @@
+"""Preview & execute pages (issue 11 item 2) through the Flask client, on SQLite and PostgreSQL: the page
+queues one ``preview_strategy`` command per page token (CSRF-checked), its live region shows
+"Resolving…" and then the preview the engine wrote (stops polling once finished), Execute queues one
+``execute_strategy`` command per token only when confirmed, another user's strategy or command is a
+404, and a signed-out poll gets 401 + HX-Redirect. No route calls a broker: the engine's result is
+written here as the StrategyResolver would write it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from algomirror.db.models import EngineCommand, Strategy, StrategyLeg
+from algomirror.engine.resolution import EXECUTE_STRATEGY, PREVIEW_STRATEGY
+from tests.factories import make_account
+from tests.integration.web_support import WebEnv, csrf_token, make_env, signed_in
+
+POLL = {"HX-Request": "true", "X-AlgoMirror-Poll": "1"}
+TOKEN_RE = re.compile(r'name="command_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> Iterator[WebEnv]:
+    web = make_env(db_url, tmp_path)
+    yield web
+    web.database.dispose()
+
+
+def make_strategy(env: WebEnv, username: str, name: str = "Straddle", *, active: bool = True) -> int:
+    uid = env.user(username).id
+    with env.database.session() as s:
+        account = make_account(s, uid, f"{name} acct")
+        strategy = Strategy(
+            user_id=uid, name=name, is_active=active, selected_accounts=[{"account_id": account.id}]
+        )
+        for n, option_type in enumerate(("CE", "PE"), start=1):
+            strategy.legs.append(
+                StrategyLeg(
+                    leg_number=n,
+                    instrument="NIFTY",
+                    product_type="options",
+                    expiry="current_week",
+                    action="SELL",
+                    option_type=option_type,
+                    strike_selection="ATM",
+                )
+            )
+        s.add(strategy)
+        s.flush()
+        return strategy.id
+
+
+def commands(env: WebEnv, kind: str) -> list[EngineCommand]:
+    with env.database.session_factory() as s:
+        return list(
+            s.scalars(select(EngineCommand).where(EngineCommand.kind == kind).order_by(EngineCommand.id))
+        )
+
+
+def queue_preview(client: FlaskClient, strategy_id: int) -> tuple[Any, str]:
+    page = f"/strategies/{strategy_id}/preview"
+    html = client.get(page).get_data(as_text=True)
+    match = TOKEN_RE.search(html)
+    assert match, html[:2000]
+    token = match.group(1)
+    data = {"csrf_token": csrf_token(client, page), "command_token": token}
+    return client.post(page, data=data), token
+
+
+def finish_preview(env: WebEnv, command_id: int, leg_ids: list[int], account_id: int) -> None:
+    """What the StrategyResolver writes for a resolved short straddle on one account."""
+    rows = [
+        {
+            "leg_id": leg_id,
+            "account_id": account_id,
+            "account_name": "acct",
+            "lots": 1,
+            "quantity": 65,
+            "slices": [65],
+            "estimated_margin": "160000.00",
+            "status": "ok",
+            "reason": None,
+        }
+        for leg_id in leg_ids
+    ]
+    preview = {
+        "strategy_id": 0,
+        "strategy_name": "Straddle",
+        "resolved_at": "2026-11-25T05:00:00+00:00",
+        "feed_account": {"id": account_id, "name": "acct"},
+        "instruments": {"NIFTY": {"spot": "26012.35", "atm": "26000", "error": None}},
+        "legs": [
+            {
+                "leg_id": leg_id,
+                "leg_number": n,
+                "instrument": "NIFTY",
+                "action": "SELL",
+                "kind": kind,
+                "selection": "ATM",
+                "exchange": "NFO",
+                "expiry": "2026-12-01",
+                "strike": "26000",
+                "symbol": f"NIFTY01DEC2626000{kind}",
+                "ltp": "101.25",
+                "lot_size": 65,
+                "freeze": 1800,
+                "error": None,
+                "blocked": None,
+                "warnings": ["naked short: no BUY hedges this SELL leg"],
+            }
+            for n, (leg_id, kind) in enumerate(zip(leg_ids, ("CE", "PE"), strict=True), start=1)
+        ],
+        "accounts": [
+            {
+                "account_id": account_id,
+                "name": "acct",
+                "status": "ok",
+                "reason": None,
+                "available_funds": "10000000.00",
+                "estimated_margin": "320000.00",
+                "warnings": [],
+            }
+        ],
+        "rows": rows,
+        "errors": [],
+        "warnings": [],
+        "open_run": None,
+        "plannable": 2,
+    }
+    with env.database.session() as s:
+        row = s.get(EngineCommand, command_id)
+        assert row is not None
+        row.status, row.result = "done", {"preview": preview}
+
+
+def _ids(env: WebEnv, strategy_id: int) -> tuple[list[int], int]:
+    with env.database.session_factory() as s:
+        strategy = s.get(Strategy, strategy_id)
+        assert strategy is not None
+        return [leg.id for leg in strategy.legs], strategy.selected_accounts[0]["account_id"]  # type: ignore[index]
+
+
+def test_preview_queues_one_command_per_page_token_and_shows_the_result(env: WebEnv) -> None:
+    alice = signed_in(env, "alice")
+    sid = make_strategy(env, "alice")
+    response, token = queue_preview(alice, sid)
+    assert response.status_code == 303
+    [command] = commands(env, PREVIEW_STRATEGY)
+    assert command.payload == {"strategy_id": sid} and command.token == token and command.status == "pending"
+    assert response.headers["Location"].endswith(f"/strategies/{sid}/preview?command={command.id}")
+    # The same form twice (a double click) is the same command.
+    page = f"/strategies/{sid}/preview"
+    again = alice.post(page, data={"csrf_token": csrf_token(alice, page), "command_token": token})
+    assert again.status_code == 303 and len(commands(env, PREVIEW_STRATEGY)) == 1
+
+    live = f"/strategies/{sid}/preview/{command.id}/live"
+    pending = alice.get(live, headers=POLL)
+    assert pending.status_code == 200 and "Resolving…" in pending.get_data(as_text=True)
+
+    legs, account_id = _ids(env, sid)
+    finish_preview(env, command.id, legs, account_id)
+    done = alice.get(live, headers=POLL)
+    html = done.get_data(as_text=True)
+    assert done.status_code == 286  # finished: htmx stops polling
+    assert "NIFTY01DEC2626000CE" in html and "NIFTY01DEC2626000PE" in html
+    assert f'id="pv-l{legs[0]}-a{account_id}"' in html and "naked short" in html
+    assert "Est. margin" in html and "1,60,000.00" in html
+    assert 'id="pv-execute-form"' in html and 'name="confirm"' in html
+
+
+def test_htmx_post_returns_the_live_region(env: WebEnv) -> None:
+    alice = signed_in(env, "alice")
+    sid = make_strategy(env, "alice")
+    page = f"/strategies/{sid}/preview"
+    html = alice.get(page).get_data(as_text=True)
+    assert 'hx-trigger="load"' in html  # the page queues its preview as soon as it loads
+    token = TOKEN_RE.search(html).group(1)  # type: ignore[union-attr]
+    response = alice.post(
+        page,
+        data={"csrf_token": csrf_token(alice, page), "command_token": token},
+        headers={"HX-Request": "true"},
+    )
+    body = response.get_data(as_text=True)
+    [command] = commands(env, PREVIEW_STRATEGY)
+    assert response.status_code == 200 and 'id="preview-live"' in body and "Resolving…" in body
+    assert f"/preview/{command.id}/live" in body and "X-AlgoMirror-Poll" in body
+    assert response.headers["HX-Replace-Url"].endswith(f"?command={command.id}")
+
+
+def test_preview_refuses_a_post_without_csrf(env: WebEnv) -> None:
+    alice = signed_in(env, "alice")
+    sid = make_strategy(env, "alice")
+    response = alice.post(f"/strategies/{sid}/preview", data={"command_token": "t-1"})
+    assert response.status_code == 400 and commands(env, PREVIEW_STRATEGY) == []
+    execute = alice.post(f"/strategies/{sid}/execute", data={"command_token": "t-2", "confirm": "yes"})
+    assert execute.status_code in (303, 400) and commands(env, EXECUTE_STRATEGY) == []
+
+
+def test_another_users_strategy_and_command_are_404(env: WebEnv) -> None:
+    alice = signed_in(env, "alice")
+    bob = signed_in(env, "bob")
+    sid = make_strategy(env, "alice")
+    queue_preview(alice, sid)
+    [command] = commands(env, PREVIEW_STRATEGY)
+    assert bob.get(f"/strategies/{sid}/preview").status_code == 404
+    assert bob.get(f"/strategies/{sid}/preview/{command.id}/live", headers=POLL).status_code == 404
+    token = csrf_token(bob, "/strategies/")
+    assert (
+        bob.post(f"/strategies/{sid}/preview", data={"csrf_token": token, "command_token": "b"}).status_code
+        == 404
+    )
+    data = {"csrf_token": token, "command_token": "b2", "confirm": "yes"}
+    assert bob.post(f"/strategies/{sid}/execute", data=data).status_code == 404
+    # Bob's own strategy does not open Alice's command either.
+    own = make_strategy(env, "bob", "Bob's")
+    assert bob.get(f"/strategies/{own}/preview/{command.id}/live", headers=POLL).status_code == 404
+    assert bob.get(f"/strategies/{own}/preview?command={command.id}").status_code == 404
+
+
+def test_a_signed_out_poll_gets_401_and_a_redirect(env: WebEnv) -> None:
+    alice = signed_in(env, "alice")
+    sid = make_strategy(env, "alice")
+    queue_preview(alice, sid)
+    [command] = commands(env, PREVIEW_STRATEGY)
+    anonymous = env.client()
+    response = anonymous.get(
+        f"/strategies/{sid}/preview/{command.id}/live",
+        headers={**POLL, "HX-Current-URL": f"http://localhost/strategies/{sid}/preview"},
+    )
+    assert response.status_code == 401 and "/login" in response.headers["HX-Redirect"]
+    assert anonymous.get(f"/strategies/{sid}/preview").status_code in (302, 303)
+
+
+def test_execute_needs_the_confirmation_and_queues_one_command_per_token(env: WebEnv) -> None:
+    alice = signed_in(env, "alice")
+    sid = make_strategy(env, "alice")
+    queue_preview(alice, sid)
+    [command] = commands(env, PREVIEW_STRATEGY)
+    legs, account_id = _ids(env, sid)
+    finish_preview(env, command.id, legs, account_id)
+    html = alice.get(f"/strategies/{sid}/preview?command={command.id}").get_data(as_text=True)
+    tokens = TOKEN_RE.findall(html)
+    execute_token = tokens[0]  # the Execute form's (the live region comes before "Resolve again")
+    page = f"/strategies/{sid}/preview?command={command.id}"
+    unconfirmed = {
+        "csrf_token": csrf_token(alice, page),
+        "command_token": execute_token,
+        "preview_command": command.id,
+    }
+    response = alice.post(f"/strategies/{sid}/execute", data=unconfirmed)
+    assert response.status_code == 303 and commands(env, EXECUTE_STRATEGY) == []
+
+    confirmed = {**unconfirmed, "confirm": "yes"}
+    first = alice.post(f"/strategies/{sid}/execute", data=confirmed)
+    second = alice.post(f"/strategies/{sid}/execute", data=confirmed)  # a double submit
+    [execute] = commands(env, EXECUTE_STRATEGY)
+    assert execute.payload == {"strategy_id": sid, "source": "manual", "scheduled_for": None}
+    assert execute.token == execute_token and execute.status == "pending"
+    assert first.status_code == second.status_code == 303
+    target = first.headers["Location"]
+    assert target.endswith(f"/strategies/{sid}/run") or f"/strategies/{sid}/preview" in target
+
+
+def test_the_strategy_list_links_to_preview_for_active_strategies(env: WebEnv) -> None:
+    alice = signed_in(env, "alice")
+    active = make_strategy(env, "alice", "On")
+    inactive = make_strategy(env, "alice", "Off", active=False)
+    html = alice.get("/strategies/").get_data(as_text=True)
+    assert f'href="/strategies/{active}/preview"' in html
+    assert f'href="/strategies/{inactive}/preview"' not in html
