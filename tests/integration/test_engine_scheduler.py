@@ -1,7 +1,8 @@
 """The scheduler (engine/scheduler.py) on SQLite and PostgreSQL with chosen instants: scheduled entries
 queued once per day (two ticks, a restart), none on holidays, weekends or non-matching days; a missed
 entry beyond the grace window logged once and never sent; exits and square-offs at their times and at
-once after a restart that missed them; square-off blocks later entries; IST times."""
+once after a restart that missed them; square-off blocks later entries; IST times; and end to end, a
+scheduled entry resolved, entered and time-exited on the paper exchange over loopback."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from algomirror.db.models import (
 )
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import FakeClock, ist_combine
+from algomirror.engine.exits import ExitExecutor
 from algomirror.engine.factory import build_engine
 from algomirror.engine.scheduler import (
     ENTRY_MISSED_ACTION,
@@ -34,6 +36,9 @@ from algomirror.engine.scheduler import (
 )
 from tests.factories import make_account, make_user
 from tests.helpers import eventually_async
+from tests.integration.execution_support import T0, World, executor_of
+from tests.integration.resolution_support import STRADDLE, resolution_world, resolver_of
+from tests.sim_fixtures import SimHandle
 
 WED = date(2026, 12, 9)  # regular trading day, no NIFTY expiry
 TUE = date(2026, 12, 8)  # NIFTY weekly expiry
@@ -319,3 +324,49 @@ async def test_component_runs_on_its_clock_and_is_in_the_engine(
     [component] = [c for c in engine.components if c.name == "scheduler"]
     assert isinstance(component, Scheduler) and component.clock is clock
     assert component.grace == timedelta(seconds=120)
+
+
+async def test_scheduled_entry_and_exit_run_through_resolution_and_the_paper_exchange(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = resolution_world(db_url, simulator_session, STRADDLE, accounts=2)
+    entry_at = T0  # 10:30 IST on Wed 25 Nov 2026
+    with world.database.session() as session:
+        strategy = session.get(Strategy, world.strategy_id)
+        assert strategy is not None
+        strategy.entry_time = time(10, 30)
+        strategy.exit_time = time(10, 45)
+    scheduler = Scheduler(world.database, clock=world.clock)
+    [token] = scheduler.tick(entry_at).queued
+    [command] = [c for c in world_commands(world) if c.token == token]
+    assert command.payload is not None and command.payload["source"] == "schedule"
+    async with resolver_of(world) as resolver:
+        assert await resolver.run_command(command.id)
+    done = world.command(command.id)
+    assert done.status == "done", done.error
+    assert done.result is not None
+    run_id = done.result["run_id"]
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+    assert world.run(run_id).status == "active"
+    assert scheduler.tick(entry_at + timedelta(seconds=30)).queued == []  # once a day
+
+    world.clock.set(entry_at + timedelta(minutes=15))
+    [exit_token] = Scheduler(world.database, clock=world.clock).tick().queued  # a restarted engine
+    assert exit_token == f"sched:{world.strategy_id}:2026-11-25:exit:{run_id}"
+    entry, registry = world.executor()
+    exits = ExitExecutor(
+        world.database, registry, world.box.decrypt, epoch=world.epoch, clock=world.clock, config=entry.config
+    )
+    try:
+        assert await exits.process_once() == 1
+    finally:
+        await registry.aclose()
+    run = world.run(run_id)
+    assert run.status == "closed" and run.exit_reason == "time_exit"
+    assert {e.status for e in world.executions(run_id)} == {"exited"}
+
+
+def world_commands(world: World) -> list[EngineCommand]:
+    with world.database.session_factory() as session:
+        return list(session.scalars(select(EngineCommand).order_by(EngineCommand.id)).all())

@@ -25,9 +25,10 @@ from algomirror.db.retirement import (
 )
 from algomirror.domain.timeutil import to_ist
 from algomirror.web.context import db, log_activity, market_now, me, now, redirect_to
+from algomirror.web.dashboard import signed_out_fragment, stale_after
 from algomirror.web.forms import ConfirmForm, require_confirmation
 from algomirror.web.ids import parse_id
-from algomirror.web.strategies import repo
+from algomirror.web.strategies import repo, run_data
 from algomirror.web.strategies.forms import CheckContext, LegForm, StrategyForm, add_error, parse_multiplier
 from algomirror.web.strategies.ready import READY_TEMPLATES
 
@@ -37,8 +38,13 @@ NAME_TAKEN = "You already have a strategy with this name."
 
 
 @bp.before_request
+def _signed_in() -> ResponseReturnValue | None:
+    # A live fragment polled after sign-out gets 401 + HX-Redirect, never the login page swapped in.
+    return signed_out_fragment() or _require_login()
+
+
 @login_required
-def _signed_in() -> None:
+def _require_login() -> None:
     return None
 
 
@@ -54,9 +60,13 @@ def index() -> ResponseReturnValue:
     """The user's strategies and the template gallery (ready templates plus the user's own)."""
     session = db()
     at = market_now()
+    strategies = repo.list_strategies(session, me().id)
     return render_template(
         "strategies/index.html",
-        strategies=repo.list_strategies(session, me().id),
+        strategies=strategies,
+        run_states=run_data.strategy_states(
+            session, me().id, [s.id for s in strategies], at, stale_after(at)
+        ),
         accounts=repo.active_accounts(session, me().id),
         user_templates=repo.templates(session, me().id),
         ready=READY_TEMPLATES.values(),
