@@ -240,7 +240,12 @@ def test_exit_queued_at_exit_time_and_once(world: Setup) -> None:
     assert scheduler.tick(ist(15, 0)).queued == [token]
     assert scheduler.tick(ist(15, 0, 1)).queued == []
     [command] = world.commands("exit")
-    assert command.payload == {"scope": "run", "reason": "time_exit", "run_id": run_id}
+    assert command.payload is not None
+    assert {k: command.payload[k] for k in ("scope", "reason", "run_id")} == {
+        "scope": "run",
+        "reason": "time_exit",
+        "run_id": run_id,
+    }
     assert command.token == token
 
 
