@@ -550,7 +550,7 @@ def _skipped(session: Session, user_id: int, result: dict[str, Any]) -> list[Ski
         query = select(TradingAccount.id, TradingAccount.account_name).where(
             TradingAccount.id.in_(ids), TradingAccount.user_id == user_id
         )
-        names = {account_id: name for account_id, name in session.execute(query).tuples()}
+        names = dict(list(session.execute(query).tuples()))
     skipped = []
     for item in raw:
         if not isinstance(item, dict):
