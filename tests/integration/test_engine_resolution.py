@@ -11,10 +11,11 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from algomirror.db.models import StrategyRun
+from algomirror.db.models import EngineCommand, StrategyRun
 from algomirror.domain.contract_specs import freeze_qty, lot_size
 from algomirror.domain.instruments import option_symbol
 from algomirror.domain.money import format_inr
+from algomirror.domain.strikes import select_premium_near
 from algomirror.engine.resolution import EXECUTE_STRATEGY, PREVIEW_STRATEGY
 from tests.integration.execution_support import executor_of
 from tests.integration.resolution_support import (
@@ -113,11 +114,41 @@ async def test_premium_near_picks_the_nearest_premium_and_warns_when_far(
     )
     world = resolution_world(db_url, sim, legs, accounts=1)
     result = await preview(world)
-    near, far = (leg for leg in result["legs"])
-    assert near["error"] is None and near["strike"] is not None
-    assert abs(Decimal(near["ltp"]) - 50) <= Decimal("7.5") or near["warnings"]
-    assert far["error"] is None
+    _, atm = _spot_and_atm(result)
+    near, far = result["legs"]
+    market = sim.running.core.market
+    for leg, option_type, target in ((near, "CE", Decimal(50)), (far, "PE", Decimal("0.01"))):
+        assert leg["error"] is None, leg
+        # The exchange's own prices of the scan (ATM ± 20 steps): the engine picked the nearest premium.
+        quotes = {}
+        for k in range(-20, 21):
+            strike = atm + 50 * k
+            quote = market.quote(option_symbol("NIFTY", EXPIRY, strike, option_type), "NFO")
+            if quote is not None:
+                quotes[strike] = quote.ltp
+        expected = select_premium_near(target, quotes, atm)
+        assert Decimal(leg["strike"]) == expected.strike and Decimal(leg["ltp"]) == expected.ltp
+        assert leg["symbol"] == option_symbol("NIFTY", EXPIRY, expected.strike, option_type)
+        assert any("from the target" in w for w in leg["warnings"]) == expected.warning
     assert any("from the target" in w for w in far["warnings"]), far["warnings"]
+
+
+async def test_grade_sizing_sizes_each_account_from_its_own_funds(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE, accounts=2, risk_profile="grade_B")
+    result = await preview(world)
+    assert result["errors"] == []
+    rows = rows_of(result)
+    for account in result["accounts"]:
+        # Grade B: 65 % of the seller base; a NIFTY pair costs ₹3,20,000 on a normal day.
+        budget = Decimal(account["available_funds"]) * Decimal("0.65")
+        lots = int(budget // 320000)
+        assert lots > 1
+        for number in (1, 2):
+            row = rows[(number, account["account_id"])]
+            assert row["status"] == "ok" and row["lots"] == lots and row["quantity"] == lots * LOT
 
 
 async def test_an_account_short_of_margin_is_skipped_with_the_figures(
@@ -212,3 +243,43 @@ async def test_double_execute_gives_one_run_and_one_set_of_orders(
     result = await preview(world, token="pv-open")
     assert result["open_run"] is not None and any("open" in w for w in result["warnings"])
     assert PREVIEW_STRATEGY in {c.kind for c in commands_of(world, PREVIEW_STRATEGY)}
+
+
+async def test_execute_with_nothing_plannable_fails_with_every_reason(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE, accounts=2)
+    sim.control.status_next(500, 5, endpoint="expiry", apikey=sim.api_keys[0])
+    command_id = queue(world, EXECUTE_STRATEGY, "page-x")
+    async with resolver_of(world) as resolver:
+        assert await resolver.run_command(command_id)
+    command = world.command(command_id)
+    assert command.status == "failed"
+    assert command.error is not None and "leg 1: could not resolve expiry" in command.error
+    assert command.result is not None and len(command.result["reasons"]) >= 2
+    with world.database.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(StrategyRun)) == 0
+    assert commands_of(world, "execute_run") == []
+
+
+async def test_a_command_left_running_by_a_dead_engine_is_resolved_again_once(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE, accounts=1)
+    command_id = queue(world, EXECUTE_STRATEGY, "page-r")
+    with world.database.session() as session:
+        row = session.get(EngineCommand, command_id)
+        assert row is not None
+        row.status = "running"  # claimed, then the engine died before planning
+    async with resolver_of(world) as resolver:
+        assert resolver.recover() == 1
+        assert world.command(command_id).status == "pending"
+        assert await resolver.process_once() == 1
+        assert await resolver.process_once() == 0
+    command = world.command(command_id)
+    assert command.status == "done" and command.result is not None
+    with world.database.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(StrategyRun)) == 1
+    assert len(commands_of(world, "execute_run")) == 1

@@ -1,11 +1,13 @@
 """The planning step of an Execute: one run, its planned executions and the command, in the caller's
 transaction.
 
-The web's Execute (and later the scheduler) resolves expiry, strike, symbol and quantity per leg ×
-account, then calls :func:`plan_run` and :func:`request_execute` in ONE transaction: either the run, its
-``pending`` executions and the ``execute_run`` command all exist, or none does. The engine's
-:class:`~algomirror.engine.execution.EntryExecutor` then sends the orders. Nothing here talks to a
-broker.
+Resolution happens in the engine: the web (and the scheduler) queue an ``execute_strategy`` command,
+and :class:`~algomirror.engine.resolution.StrategyResolver` resolves expiry, strike, symbol and
+quantity per leg × account on the feed account, then calls :func:`plan_run` and
+:func:`request_execute` (token ``run-of:{command_id}``) in ONE transaction, together with finishing its
+own command: either the run, its ``pending`` executions and the ``execute_run`` command all exist, or
+none does. The engine's :class:`~algomirror.engine.execution.EntryExecutor` then sends the orders.
+Nothing here talks to a broker.
 """
 
 from __future__ import annotations

@@ -1031,7 +1031,10 @@ class StrategyResolver:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Both kinds' loops until ``stop`` (each recovers its ``running`` rows first)."""
-        await asyncio.gather(self.preview.run(stop), self.execute.run(stop))
+        # One task group: a fenced-out runner stops the other too (the service sees the group's error).
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.preview.run(stop), name="resolution:preview")
+            group.create_task(self.execute.run(stop), name="resolution:execute")
 
     def recover(self) -> int:
         """Return both kinds' ``running`` rows (a dead engine's) to ``pending``."""
