@@ -2,7 +2,9 @@
 
 The page reads only our database (the engine's sync fills it); the fragment is polled by htmx every
 few seconds, so the numbers move without a reload. Three queries per render, whatever the number of
-accounts.
+accounts, plus one for the user's open engine alerts (reconciliation gaps, failed exits, ...), each with
+an Acknowledge button (``dashboard.acknowledge_alert``, POST + CSRF; another user's alert is a 404).
+The header shows the open-alert count on every page (``open_alert_count``).
 """
 
 from __future__ import annotations
@@ -13,15 +15,20 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
+from algomirror.db.models import EngineAlert, TradingAccount
 from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.timeutil import clock_speed, format_ist, to_ist
+from algomirror.engine import alerts as engine_alerts
 from algomirror.web import queries, viewfmt
 from algomirror.web.auth import service
-from algomirror.web.context import db, is_same_site_path, market_now, me, state
+from algomirror.web.context import db, is_same_site_path, market_now, me, now, redirect_to, state
+from algomirror.web.forms import require_confirmation
 
 bp = Blueprint("dashboard", __name__)
 
@@ -89,8 +96,11 @@ def _context() -> dict[str, Any]:
     at = market_now()
     market = market_status(at)
     cards = queries.account_cards(db(), me().id, now=at, stale_after=stale_after(at, market.is_open))
+    alerts = engine_alerts.open_alerts(db(), me().id)
     return {
         "cards": cards,
+        "alerts": alerts,
+        "alert_accounts": _account_names(alerts),
         "totals": queries.dashboard_totals(cards),
         "market": market,
         "generated_at": at,
@@ -144,3 +154,59 @@ def live() -> ResponseReturnValue:
 def _live() -> ResponseReturnValue:
     """The totals and account cards (htmx polls this)."""
     return render_template("dashboard/_live.html", **_context())
+
+
+def _account_names(alerts: list[EngineAlert]) -> dict[int, str]:
+    ids = {a.account_id for a in alerts if a.account_id is not None}
+    if not ids:
+        return {}
+    rows = db().execute(
+        select(TradingAccount.id, TradingAccount.account_name).where(
+            TradingAccount.id.in_(ids), TradingAccount.user_id == me().id
+        )
+    )
+    return {int(account_id): str(name) for account_id, name in rows}
+
+
+def open_alert_count() -> int:
+    """The signed-in user's open alerts, for the header's badge (0 when signed out). One count per
+    request; a database failure yields 0 (the header must not break a page)."""
+    if not current_user.is_authenticated:
+        return 0
+    cached: int | None = g.get("open_alert_count")
+    if cached is not None:
+        return cached
+    session = db()
+    try:
+        count = session.scalar(
+            select(func.count())
+            .select_from(EngineAlert)
+            .where(EngineAlert.user_id == me().id, EngineAlert.acknowledged_at.is_(None))
+        )
+    except SQLAlchemyError as exc:
+        session.rollback()
+        current_app.logger.warning("could not count open alerts: %s", type(exc).__name__)
+        count = 0
+    result = int(count or 0)
+    g.open_alert_count = result
+    return result
+
+
+@bp.app_context_processor
+def _alert_helpers() -> dict[str, Any]:
+    # A callable: a page that does not show the header's badge costs no query.
+    return {"open_alert_count": open_alert_count}
+
+
+@bp.route("/alerts/<id:alert_id>/acknowledge", methods=["POST"])
+@login_required
+def acknowledge_alert(alert_id: int) -> ResponseReturnValue:
+    """Acknowledge one of the user's open alerts (CSRF-checked; another user's or an already
+    acknowledged alert is a 404). Acknowledging changes no trading state: a halted account stays halted
+    until its entries are resumed on the account page."""
+    require_confirmation()
+    session = db()
+    if not engine_alerts.acknowledge_alert(session, alert_id, user_id=me().id, now=now()):
+        abort(404)
+    session.commit()
+    return redirect_to("dashboard.index", "Alert acknowledged.")

@@ -1,4 +1,5 @@
-"""Trading accounts: list, add, edit, delete (with confirmation), primary, (de)activate, test connection.
+"""Trading accounts: list, add, edit, delete (with confirmation), primary, (de)activate, test connection,
+and resume new entries on an account whose entries reconciliation halted (with confirmation).
 
 The API key is write-only from the browser's point of view: it is encrypted on save, never put into a
 page (the form's key field is always rendered empty) and never logged. The stored key is only ever sent
@@ -24,6 +25,8 @@ from algomirror.db.retirement import Retired, StillTradingError
 from algomirror.domain.brokers import BROKERS
 from algomirror.domain.money import format_inr
 from algomirror.domain.timeutil import to_ist
+from algomirror.engine.alerts import open_alerts
+from algomirror.engine.halts import resume_account_entries
 from algomirror.host_settings import load_host_policy
 from algomirror.security import last4
 from algomirror.web.accounts import repo
@@ -503,3 +506,30 @@ def activate(account_id: int) -> ResponseReturnValue:
     )
     session_db.commit()
     return redirect_to("accounts.index", f"“{account.account_name}” is active.")
+
+
+@bp.route("/<id:account_id>/resume-entries", methods=["GET", "POST"])
+def resume_entries(account_id: int) -> ResponseReturnValue:
+    """GET: confirm resuming new entries on an account whose entries are halted (reconciliation found a
+    gap it could not explain, or an operator halted it), with the account's open alerts. POST
+    (CSRF-checked): clear the halt (logged as ``account_entries_resumed``). Another user's account is a
+    404; an account that is not halted just goes back to its page."""
+    account = _own(account_id)
+    session_db = db()
+    if account.entries_halted_reason is None:
+        return redirect_to(
+            "accounts.detail", "New entries are not halted on this account.", account_id=account.id
+        )
+    if request.method == "GET":
+        alerts = [a for a in open_alerts(session_db, me().id) if a.account_id == account.id]
+        return render_template(
+            "accounts/resume_confirm.html", account=account, alerts=alerts, form=ConfirmForm()
+        )
+    require_confirmation()
+    resume_account_entries(session_db, account.id, user_id=me().id, now=now())
+    session_db.commit()
+    return redirect_to(
+        "accounts.detail",
+        f"New entries on “{account.account_name}” are allowed again.",
+        account_id=account.id,
+    )
