@@ -8,15 +8,20 @@ from __future__ import annotations
 import asyncio
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 from sqlalchemy import func, select
 
+from algomirror.broker.registry import ClientRegistry
 from algomirror.db.models import EngineCommand, StrategyRun
 from algomirror.domain.contract_specs import freeze_qty, lot_size
 from algomirror.domain.instruments import option_symbol
 from algomirror.domain.money import format_inr
 from algomirror.domain.strikes import select_premium_near
-from algomirror.engine.resolution import EXECUTE_STRATEGY, PREVIEW_STRATEGY
+from algomirror.engine.commands import CommandProcessor
+from algomirror.engine.factory import build_engine
+from algomirror.engine.resolution import EXECUTE_STRATEGY, PREVIEW_STRATEGY, StrategyResolver
+from tests.helpers import eventually_async
 from tests.integration.execution_support import executor_of
 from tests.integration.resolution_support import (
     CONDOR,
@@ -29,6 +34,7 @@ from tests.integration.resolution_support import (
     resolver_of,
     rows_of,
 )
+from tests.integration.web_support import make_env
 from tests.sim_fixtures import SimHandle
 
 EXPIRY = date(2026, 12, 1)  # the nearest weekly NIFTY expiry the test exchange lists on 25 Nov 2026
@@ -283,3 +289,44 @@ async def test_a_command_left_running_by_a_dead_engine_is_resolved_again_once(
     with world.database.session_factory() as session:
         assert session.scalar(select(func.count()).select_from(StrategyRun)) == 1
     assert len(commands_of(world, "execute_run")) == 1
+
+
+async def test_the_resolver_loop_runs_both_kinds_and_build_engine_has_it(
+    db_url: str, tmp_path: Path, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE, accounts=1)
+    preview_id = queue(world, PREVIEW_STRATEGY, "loop-p")
+    execute_id = queue(world, EXECUTE_STRATEGY, "loop-e")
+    # The generic command processor leaves both kinds alone (never failed as "unknown").
+    registry = ClientRegistry()
+    try:
+        processor = CommandProcessor(world.database, registry, world.box.decrypt, clock=world.clock)
+        assert await processor.process_once() == 0
+    finally:
+        await registry.aclose()
+
+    async with resolver_of(world) as resolver:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(resolver.run(stop))
+
+        async def both_done() -> bool:
+            return {world.command(preview_id).status, world.command(execute_id).status} == {"done"}
+
+        try:
+            await eventually_async(both_done, timeout=20, what="preview and execute done")
+        finally:
+            stop.set()
+            await asyncio.wait_for(loop, 20)
+
+    # The engine as built for `algomirror engine` (and the demo) has the component on the shared
+    # registry; it claims nothing before the service has taken the lock.
+    service = build_engine(make_env(db_url, tmp_path).state.settings, world.database)
+    [resolution] = [c for c in service.components if c.name == "resolution"]
+    [commands] = [c for c in service.components if c.name == "commands"]
+    assert isinstance(resolution, StrategyResolver) and isinstance(commands, CommandProcessor)
+    assert resolution.preview.registry is commands.registry
+    waiting = queue(world, PREVIEW_STRATEGY, "loop-p2")
+    assert await resolution.run_command(waiting) is False
+    assert world.command(waiting).status == "pending"
+    await commands.registry.aclose()
