@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from algomirror.db.models import (
@@ -603,13 +603,29 @@ def strategy_states(
     IST day; realised + unrealised; None when any of them is unknown). Three queries."""
     if not strategy_ids:
         return {}
+    day = now.astimezone(IST).date()
+    midnight = datetime.combine(day, time(0), tzinfo=IST)
+    # Only the runs the list needs (a strategy's history can be long): open ones, today's, and each
+    # strategy's latest (ids grow with the start: plan_run stamps the run as it inserts it).
+    latest_ids = (
+        select(func.max(StrategyRun.id))
+        .where(StrategyRun.strategy_id.in_(strategy_ids))
+        .group_by(StrategyRun.strategy_id)
+    )
     runs = session.scalars(
         select(StrategyRun)
         .join(Strategy, Strategy.id == StrategyRun.strategy_id)
-        .where(Strategy.user_id == user_id, StrategyRun.strategy_id.in_(strategy_ids))
+        .where(
+            Strategy.user_id == user_id,
+            StrategyRun.strategy_id.in_(strategy_ids),
+            or_(
+                StrategyRun.ended_at.is_(None),
+                StrategyRun.started_at >= midnight,
+                StrategyRun.id.in_(latest_ids),
+            ),
+        )
         .order_by(StrategyRun.started_at, StrategyRun.id)
     ).all()
-    day = now.astimezone(IST).date()
     shown: dict[int, StrategyRun] = {}
     today: dict[int, list[StrategyRun]] = {}
     for run in runs:
