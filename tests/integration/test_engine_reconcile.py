@@ -5,8 +5,10 @@ raises an alert, and the entry path refuses a halted account until a person resu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from algomirror.broker.registry import ClientRegistry
 from algomirror.broker.wire import Action, OrderRequest, PriceType, Product
 from algomirror.db.models import EngineAlert
 from algomirror.db.session import Database
+from algomirror.domain.timeutil import FakeClock
 from algomirror.engine.alerts import acknowledge_alert, open_alerts
 from algomirror.engine.entry_records import strategy_tag
 from algomirror.engine.execution import EntryExecutor
@@ -27,6 +30,7 @@ from algomirror.engine.halts import (
     resume_account_entries,
 )
 from algomirror.engine.reconcile import Reconciler, unverified_title
+from tests.helpers import eventually_async
 from tests.integration.execution_support import World, executor_of, make_world, nifty
 from tests.integration.web_support import make_env
 from tests.sim_fixtures import SimHandle
@@ -291,3 +295,32 @@ def test_the_engine_runs_reconciliation_on_its_shared_registry(db_url: str, tmp_
     assert isinstance(reconciler, Reconciler) and isinstance(entry, EntryExecutor)
     assert reconciler.registry is entry.registry
     assert reconciler.interval == 60.0
+
+
+async def test_the_component_checks_at_start_and_then_only_in_market_hours(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=(("BUY", "25500PE"),))
+    await entered(world)
+    registry = ClientRegistry(retry=RetryPolicy(attempts=1))
+    sunday = FakeClock(datetime(2026, 11, 29, 5, 0, tzinfo=UTC))
+    closed = Reconciler(
+        world.database, registry, world.box.decrypt, market_clock=sunday, interval=0.01, closed_poll=0.01
+    )
+    open_ = Reconciler(world.database, registry, world.box.decrypt, market_clock=world.clock, interval=0.01)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(c.run(stop)) for c in (closed, open_)]
+    try:
+
+        async def open_market_passes() -> bool:
+            return open_.passes >= 3
+
+        await eventually_async(open_market_passes, timeout=10, what="periodic passes in market hours")
+        # On a Sunday only the start-up pass ran, however often the component woke up.
+        assert closed.passes == 1
+        assert closed.last[world.account_ids[0]].outcome == "verified"
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await registry.aclose()
+    assert alerts(world) == []
