@@ -13,13 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from algomirror.db.models import EngineCommand, Strategy, StrategyLeg
-from algomirror.engine.resolution import EXECUTE_STRATEGY, PREVIEW_STRATEGY
+from algomirror.broker.client import RetryPolicy
+from algomirror.broker.registry import ClientRegistry
+from algomirror.db.models import EngineCommand, Strategy, StrategyLeg, StrategyRun
+from algomirror.domain.timeutil import FakeClock
+from algomirror.engine.resolution import EXECUTE_STRATEGY, PREVIEW_STRATEGY, StrategyResolver
+from algomirror.security import SecretBox
 from tests.factories import make_account
 from tests.integration.web_support import WebEnv, csrf_token, make_env, signed_in
+from tests.sim_fixtures import SIM_START, SimHandle
 
 POLL = {"HX-Request": "true", "X-AlgoMirror-Poll": "1"}
 TOKEN_RE = re.compile(r'name="command_token" value="([^"]+)"')
@@ -274,3 +280,76 @@ def test_the_strategy_list_links_to_preview_for_active_strategies(env: WebEnv) -
     html = alice.get("/strategies/").get_data(as_text=True)
     assert f'href="/strategies/{active}/preview"' in html
     assert f'href="/strategies/{inactive}/preview"' not in html
+
+
+async def test_a_real_preview_from_the_engine_renders_and_executes(
+    env: WebEnv, simulator_session: SimHandle
+) -> None:
+    """Web → command → the engine's resolver on the paper exchange → the page shows its result."""
+    sim = simulator_session
+    alice = signed_in(env, "alice")
+    box = SecretBox(Fernet.generate_key())
+    uid = env.user("alice").id
+    with env.database.session() as s:
+        accounts = [
+            make_account(
+                s, uid, f"Paper {i}", host_url=sim.rest_url, api_key_encrypted=box.encrypt(sim.api_keys[i])
+            )
+            for i in range(2)
+        ]
+        legs = [
+            StrategyLeg(
+                leg_number=n,
+                instrument="NIFTY",
+                product_type="options",
+                expiry="current_week",
+                action=action,
+                option_type=kind,
+                strike_selection=selection,
+                strike_offset=offset,
+            )
+            for n, (action, kind, selection, offset) in enumerate(
+                (("BUY", "CE", "OTM", 3), ("SELL", "CE", "ATM", 0), ("SELL", "PE", "ATM", 0)), start=1
+            )
+        ]
+        strategy = Strategy(
+            user_id=uid, name="Real", selected_accounts=[{"account_id": a.id} for a in accounts], legs=legs
+        )
+        s.add(strategy)
+        s.flush()
+        sid = strategy.id
+    queue_preview(alice, sid)
+    [command] = commands(env, PREVIEW_STRATEGY)
+    registry = ClientRegistry(retry=RetryPolicy(attempts=1))
+    resolver = StrategyResolver(env.database, registry, box.decrypt, epoch=1, clock=FakeClock(SIM_START))
+    try:
+        assert await resolver.run_command(command.id)
+    finally:
+        await registry.aclose()
+    response = alice.get(f"/strategies/{sid}/preview/{command.id}/live", headers=POLL)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 286, html[:3000]
+    assert 'id="pv-execute-form"' in html
+    for leg in legs:
+        for account in accounts:
+            assert f'id="pv-l{leg.id}-a{account.id}" data-status="ok"' in html
+    assert html.count("naked short") == 1  # the PE short has no PE hedge
+    assert "NIFTY01DEC26" in html and "Paper 0" in html
+
+    page = f"/strategies/{sid}/preview?command={command.id}"
+    token = TOKEN_RE.findall(alice.get(page).get_data(as_text=True))[0]
+    data = {"csrf_token": csrf_token(alice, page), "command_token": token, "confirm": "yes"}
+    assert alice.post(f"/strategies/{sid}/execute", data=data).status_code == 303
+    [execute] = commands(env, EXECUTE_STRATEGY)
+    registry = ClientRegistry(retry=RetryPolicy(attempts=1))
+    resolver = StrategyResolver(env.database, registry, box.decrypt, epoch=1, clock=FakeClock(SIM_START))
+    try:
+        assert await resolver.run_command(execute.id)
+    finally:
+        await registry.aclose()
+    [done] = commands(env, EXECUTE_STRATEGY)
+    assert done.status == "done" and done.result is not None, done.error
+    with env.database.session_factory() as s:
+        run = s.get(StrategyRun, done.result["run_id"])
+        assert run is not None and run.strategy_id == sid and run.status == "entering"
+        assert len(run.executions) == 6
