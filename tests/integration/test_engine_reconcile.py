@@ -29,6 +29,7 @@ from algomirror.engine.halts import (
     halt_account_entries,
     resume_account_entries,
 )
+from algomirror.engine.journal import IntentSpec
 from algomirror.engine.reconcile import Reconciler, unverified_title
 from tests.helpers import eventually_async
 from tests.integration.execution_support import World, executor_of, make_world, nifty
@@ -324,3 +325,47 @@ async def test_the_component_checks_at_start_and_then_only_in_market_hours(
         await asyncio.gather(*tasks)
         await registry.aclose()
     assert alerts(world) == []
+
+
+async def test_working_orders_our_intents_own_are_not_strays(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=(("BUY", "25500PE"), ("BUY", "26500CE")))
+    run_id, _ = world.plan()
+    first, second = world.executions(run_id)
+    tag = strategy_tag(world.strategy_id)
+    journal = world.journal()
+    # A resting LIMIT entry of ours, acknowledged with its order id.
+    owned = world.record_intent(f"exec:{first.id}:entry:1", first.id, side="BUY", quantity=65)
+    assert journal.claim_send(owned.id)
+    owned_id = await trade_outside(world, 0, world.leg_symbols[0], "BUY", tag=tag, limit=Decimal("0.05"))
+    journal.advance(owned.id, "acknowledged", order_id=owned_id)
+    # A send whose outcome is unknown (no order id yet): the one matching tagged order is its own.
+    unknown = journal.record(
+        IntentSpec(
+            key=f"exec:{second.id}:entry:1",
+            account_id=world.account_ids[0],
+            symbol=world.leg_symbols[1],
+            exchange="NFO",
+            product="NRML",
+            side="BUY",
+            quantity=65,
+            strategy_tag=tag,
+            execution_id=second.id,
+        )
+    )
+    assert journal.claim_send(unknown.id)
+    journal.advance(unknown.id, "unknown")
+    sent = await trade_outside(world, 0, world.leg_symbols[1], "BUY", tag=tag, limit=Decimal("0.05"))
+
+    async with reconciler_of(world) as reconciler:
+        [result] = await reconciler.reconcile_all_once()
+        assert result.outcome == "verified" and result.stray_orders == [] and result.gaps == []
+        # A second working order for the same unknown intent is one too many.
+        extra = await trade_outside(world, 0, world.leg_symbols[1], "BUY", tag=tag, limit=Decimal("0.05"))
+        [result] = await reconciler.reconcile_all_once()
+    # Which of the two is the intent's is the executor's to decide; one of them is not ours.
+    assert result.outcome == "mismatch"
+    [stray] = result.stray_orders
+    assert stray.orderid in (sent, extra) and stray.orderid != owned_id
+    assert halted(world, 0) is not None
