@@ -202,3 +202,20 @@ async def test_rejected_account_reported_while_the_others_fill(
     assert [reports[a]["status"] for a in world.account_ids] == ["filled", "rejected", "filled"]
     assert any("margin exceeds" in e for e in reports[world.account_ids[1]]["errors"])
     assert [o.status for o in world.exchange_orders(0) + world.exchange_orders(2)] == ["complete"] * 2
+
+
+async def test_mirror_check_correction_sends_the_exact_difference(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=2, legs=(("BUY", "25500PE"),))
+    # What "Bring in line" queues: one account, the difference in units, the run and reason on record.
+    command_id = queue(world, ["1"], lots=2, quantity=130, run_id=7, reason="mirror_check", side="SELL")
+
+    async with mirror_executor(world) as executor:
+        assert await executor.process_once() == 1
+
+    assert world.command(command_id).status == "done"
+    [order] = world.exchange_orders(0)
+    assert (order.action, order.quantity) == ("SELL", 130)
+    assert world.exchange_orders(1) == []

@@ -79,6 +79,7 @@ NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
     ("books.holdings", "Holdings", "h"),
     ("books.funds", "Funds", "f"),
     ("strategies.index", "Strategies", "s"),
+    ("mirror.order_form", "Mirror", "m"),
     ("risk.index", "Risk", "r"),
     ("accounts.index", "Accounts", "a"),
     ("activity.index", "Activity", "l"),
@@ -199,6 +200,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
     from algomirror.web.books import bp as books_bp
     from algomirror.web.dashboard import bp as dashboard_bp
     from algomirror.web.market_strip import bp as market_bp
+    from algomirror.web.mirror import bp as mirror_bp
     from algomirror.web.risk import bp as risk_bp
     from algomirror.web.settings_page import bp as settings_bp
     from algomirror.web.strategies import bp as strategies_bp
@@ -214,6 +216,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
         admin_bp,
         settings_bp,
         strategies_bp,
+        mirror_bp,
         risk_bp,
         books_bp,
         market_bp,
