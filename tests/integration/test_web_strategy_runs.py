@@ -575,3 +575,45 @@ def test_strategy_list_shows_state_and_todays_pnl(env: WebEnv, alice: FlaskClien
     assert cells(idle) == ("no run", "—")
     assert f'href="/strategies/{live.strategy_id}/run/{live.run_id}"' in page
     assert csrf_token(alice, "/strategies/")
+
+
+def test_bare_run_url_follows_the_execute_command_until_the_run_exists(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    uid = env.user("alice").id
+    with env.database.session() as s:
+        strategy = Strategy(user_id=uid, name="Fresh")
+        s.add(strategy)
+        s.flush()
+        sid = strategy.id
+        s.add(EngineCommand(user_id=uid, kind="execute_strategy", payload={"strategy_id": sid}, token="ex-1"))
+        # Another strategy's execute says nothing about this one.
+        s.add(EngineCommand(user_id=uid, kind="execute_strategy", payload={"strategy_id": 0}, token="ex-0"))
+        s.commit()
+    page = alice.get(f"/strategies/{sid}/run").get_data(as_text=True)
+    assert 'id="run-planning" data-command-status="pending"' in page and "waiting for the engine" in page
+    assert '<meta http-equiv="refresh" content="3">' in page and "no run yet" in page
+    with env.database.session() as s:
+        command = s.scalars(select(EngineCommand).where(EngineCommand.token == "ex-1")).one()
+        command.status, command.error = "failed", "no leg could be resolved: NIFTY option chain unavailable"
+        s.commit()
+    page = alice.get(f"/strategies/{sid}/run").get_data(as_text=True)
+    assert "Execute failed" in page and "NIFTY option chain unavailable" in page
+    assert "http-equiv" not in page
+    # The next Execute planned a run: the page is the run's, with its entry among its commands.
+    run = make_run(env, "alice", "Planned", accounts=1)
+    with env.database.session() as s:
+        s.add(
+            EngineCommand(
+                user_id=uid,
+                kind="execute_strategy",
+                payload={"strategy_id": run.strategy_id},
+                token="ex-2",
+                status="done",
+                result={"run_id": run.run_id},
+            )
+        )
+        s.commit()
+    page = alice.get(f"/strategies/{run.strategy_id}/run").get_data(as_text=True)
+    assert 'id="run-planning"' not in page and "Plan and execute" in page
+    assert f"run #{run.run_id}" in page

@@ -522,6 +522,20 @@ def run_commands(
     return found
 
 
+def latest_execute(session: Session, user_id: int, strategy_id: int) -> EngineCommand | None:
+    """The user's latest ``execute_strategy`` command for ``strategy_id`` (the Execute button's, or the
+    scheduler's), among the latest :data:`COMMANDS_SCANNED` of that kind; None when there is none."""
+    for command in session.scalars(
+        select(EngineCommand)
+        .where(EngineCommand.user_id == user_id, EngineCommand.kind == EXECUTE_STRATEGY)
+        .order_by(EngineCommand.id.desc())
+        .limit(COMMANDS_SCANNED)
+    ):
+        if (command.payload or {}).get("strategy_id") == strategy_id:
+            return command
+    return None
+
+
 # -------------------------------------------------------------------------------------------- runs
 
 
@@ -709,6 +723,7 @@ __all__ = [
     "SkippedAccount",
     "StrategyRunState",
     "current_run",
+    "latest_execute",
     "open_executions",
     "owned_run",
     "past_runs",

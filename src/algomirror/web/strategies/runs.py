@@ -82,9 +82,25 @@ def run(strategy_id: int, run_id: int | None = None) -> ResponseReturnValue:
     never ran shows that it has no run)."""
     strategy = _strategy(strategy_id)
     found = run_data.current_run(db(), me().id, strategy.id) if run_id is None else _run(strategy, run_id)
+    # After Execute the engine first resolves and plans (execute_strategy): until the run exists, or when
+    # planning failed, the bare URL says so instead of showing only the previous run.
+    planning = run_data.latest_execute(db(), me().id, strategy.id) if run_id is None else None
     if found is None:
-        return render_template("strategies/run.html", strategy=strategy, view=None, run=None, past=[])
+        return render_template(
+            "strategies/run.html",
+            strategy=strategy,
+            view=None,
+            run=None,
+            past=[],
+            planning=planning,
+            today=to_ist(market_now()).date(),
+        )
     context = _view_context(strategy, found)
+    if planning is not None and (
+        planning.status == "done" or any(c.id >= planning.id for c in context["view"].commands)
+    ):
+        planning = None  # it planned this run (or an older one): the run's commands say the rest
+    context["planning"] = planning
     context["past"] = run_data.past_runs(db(), strategy.id, exclude=found.id)
     return render_template("strategies/run.html", **context)
 
