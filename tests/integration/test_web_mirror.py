@@ -284,6 +284,8 @@ def test_mirror_check_detects_drifts_and_acts_on_them(db_url: str, tmp_path: Pat
         (a2, CE): ("extra", False, 0, -65),
         (a3, PE): ("unknown", False, 65, None),
     }
+    listing = s.client.get("/strategies/", follow_redirects=True).get_data(as_text=True)
+    assert f'href="/mirror/check?run={run_id}"' in listing  # linked from the running strategy
     page = s.client.get(f"/mirror/check?run={run_id}").get_data(as_text=True)
     assert page.count(">Bring in line</a>") == 3 and page.count(">Accept</a>") == 3
     assert "stale or missing: unknown, not compared" in page and "BANKNIFTY" not in page
