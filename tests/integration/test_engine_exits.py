@@ -19,7 +19,7 @@ from algomirror.domain import order_state
 from algomirror.engine.entry_records import strategy_tag
 from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.exit_records import claim_exit
-from algomirror.engine.exits import ExitExecutor
+from algomirror.engine.exits import ExitExecutor, ExitRetry
 from algomirror.engine.factory import build_engine
 from tests.factories import make_user
 from tests.helpers import eventually_async
@@ -31,10 +31,18 @@ HEDGED = (("BUY", "25500PE"), ("SELL", "25800PE"))
 
 
 @asynccontextmanager
-async def exits_of(world: World, **options: Any) -> AsyncIterator[ExitExecutor]:
+async def exits_of(
+    world: World, retry: ExitRetry | None = None, **options: Any
+) -> AsyncIterator[ExitExecutor]:
     entry, registry = world.executor(**options)
     executor = ExitExecutor(
-        world.database, registry, world.box.decrypt, epoch=world.epoch, clock=world.clock, config=entry.config
+        world.database,
+        registry,
+        world.box.decrypt,
+        epoch=world.epoch,
+        clock=world.clock,
+        config=entry.config,
+        retry=retry,
     )
     try:
         yield executor
@@ -281,7 +289,7 @@ async def test_an_exit_reply_lost_after_the_exchange_accepted_is_resolved_by_tag
     assert position(world, 0, short.symbol or "") == 0
 
 
-async def test_a_rejected_exit_leaves_the_leg_active_with_the_reason_and_its_hedge_open(
+async def test_a_short_whose_exit_fails_is_in_error_with_the_reason_and_its_hedge_open(
     db_url: str, simulator_session: SimHandle
 ) -> None:
     sim = simulator_session
@@ -290,20 +298,23 @@ async def test_a_rejected_exit_leaves_the_leg_active_with_the_reason_and_its_hed
     command_id = queue_exit(world, "run", "exit-run", run_id=run_id)
     sim.control.reject_next(1, "RMS: exit refused", apikey=sim.api_keys[0])
 
-    async with exits_of(world) as exits:
+    # One attempt per round: the first rejection ends the round (the retry itself is in
+    # test_engine_exit_retry.py).
+    async with exits_of(world, retry=ExitRetry(attempts=1, first_wait=0.01)) as exits:
         assert await exits.process_once() == 1
         assert world.command(command_id).status == "done"
         hedge, short = world.executions(run_id)
-        assert short.status == "active" and short.exited_quantity == 0 and short.exit_price is None
+        assert short.status == "error" and short.exited_quantity == 0 and short.exit_price is None
         assert "RMS: exit refused" in (short.error_message or "")
         assert "still open" in (short.error_message or "")
         assert hedge.status == "active" and "short leg" in (hedge.error_message or "")
         # Nothing reversed, the hedge not sold: the exchange holds the position as entered.
         assert [(o.action, o.status) for o in world.exchange_orders(0)[2:]] == [("BUY", "rejected")]
         assert position(world, 0, short.symbol or "") == -65 and position(world, 0, hedge.symbol or "") == 65
-        assert world.run(run_id).status == "active"
+        assert world.run(run_id).status == "error"
 
-        # The trader exits again: attempt 2 with its own keys, now both legs close.
+        # The trader exits again (a person's exit retries the leg in error): attempt 2 with its own
+        # keys, now both legs close.
         again = queue_exit(world, "run", "exit-run-2", run_id=run_id)
         assert await exits.process_once() == 1
     assert world.command(again).status == "done"

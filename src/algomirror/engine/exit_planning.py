@@ -6,8 +6,13 @@ Four scopes, one command kind, one engine path (:class:`~algomirror.engine.exits
 * ``execution`` — one leg on one account (``execution_id``);
 * ``account`` — every execution of one account in one run (``run_id``, ``account_id``);
 * ``run`` — a whole run of a strategy (``run_id``);
-* ``all`` — every open execution of the user ("exit all"; the run's working entry orders are cancelled
-  first).
+* ``all`` — every open execution of the user ("exit all", exit reason ``exit_all``; the run's working
+  entry orders are cancelled first).
+
+A person's exit (``retry_errors``, on by default for the reasons a person gives: ``manual`` and
+``exit_all``) also takes legs in ``error`` (their exit used up its attempts) back to ``exiting`` with
+the next attempt number: the "retry exit" of PRODUCT §5.10. :func:`retry_exit` is that button for one
+leg; :func:`~algomirror.engine.exit_records.confirm_closed_outside` is the other way out of ``error``.
 
 The ids are checked against the user here (another user's id is a :class:`LookupError`, a 404 for the
 page) and again by the engine. ``token`` is the page's idempotency token: the same token twice fails with
@@ -33,6 +38,8 @@ from algomirror.db.models import (
 EXIT_COMMAND = "exit"
 ExitScope = Literal["execution", "account", "run", "all"]
 SCOPES: tuple[str, ...] = ("execution", "account", "run", "all")
+# Reasons only a person gives: their exits also retry legs in error.
+PERSON_REASONS = ("manual", "exit_all")
 
 
 def _owned_run(session: Session, user_id: int, run_id: int | None) -> int:
@@ -58,10 +65,19 @@ def request_exit(
     account_id: int | None = None,
     execution_id: int | None = None,
     reason: str = "manual",
+    retry_errors: bool | None = None,
 ) -> EngineCommand:
-    """Queue one ``exit`` command of ``scope`` (the caller commits). Raises ValueError for a scope
-    without the ids it needs and LookupError for an id that is not the user's."""
+    """Queue one ``exit`` command of ``scope`` (the caller commits). ``reason`` "manual" of scope
+    ``all`` is recorded as ``exit_all``; ``retry_errors`` (default: for a person's reason) makes the
+    command retry legs in ``error`` too. Raises ValueError for a scope without the ids it needs and
+    LookupError for an id that is not the user's."""
+    if scope == "all" and reason == "manual":
+        reason = "exit_all"
+    if retry_errors is None:
+        retry_errors = reason in PERSON_REASONS
     payload: dict[str, Any] = {"scope": scope, "reason": reason}
+    if retry_errors:
+        payload["retry_errors"] = True
     if scope == "execution":
         if execution_id is None:
             raise ValueError("scope 'execution' needs an execution_id")
@@ -93,4 +109,19 @@ def request_exit(
     return command
 
 
-__all__ = ["EXIT_COMMAND", "SCOPES", "ExitScope", "request_exit"]
+def retry_exit(session: Session, *, user_id: int, execution_id: int, token: str) -> EngineCommand:
+    """A person's "retry exit" of one leg (typically in ``error``): an ``execution`` exit command with
+    reason ``manual`` that claims ``error → exiting`` (the caller commits). Raises LookupError for an
+    execution that is not the user's; the same token twice is an IntegrityError."""
+    return request_exit(
+        session,
+        user_id=user_id,
+        scope="execution",
+        token=token,
+        execution_id=execution_id,
+        reason="manual",
+        retry_errors=True,
+    )
+
+
+__all__ = ["EXIT_COMMAND", "PERSON_REASONS", "SCOPES", "ExitScope", "request_exit", "retry_exit"]

@@ -1,14 +1,20 @@
 """The exit path's database side (PRODUCT §5.10, §6.7): which executions an ``exit`` command covers,
 the one-owner claim, and what an exit attempt's outcome writes.
 
-* :func:`claim_exit` — ``active → exiting`` by a conditional UPDATE that also numbers the attempt
-  (``exit_retry_count + 1``): only one caller's update counts the row, so an open leg gets one exit.
-  The attempt number is part of every exit intent's key (``exec:{id}:exit:{n}:{slice}``), so a retry of
-  the same attempt re-finds its intents and cannot write new ones.
+* :func:`claim_exit` — ``active → exiting`` (or, for a person's retry, ``error → exiting``) by a
+  conditional UPDATE that also numbers the attempt: only one caller's update counts the row, so an open
+  leg gets one exit owner. The attempt number is part of every exit intent's key
+  (``exec:{id}:exit:{n}:{slice}``), so a retry of the same attempt re-finds its intents and cannot write
+  new ones.
 * :func:`finish_attempt` — once every slice of attempt ``n`` is terminal: fills from *all* exit intents
   of the execution (every attempt, also an entry unwind's), ``exited`` when they cover the filled
-  quantity, else back to ``active`` with the broker's reason (the position is still open; nothing is
-  ever sent beyond the open quantity).
+  quantity, else ``failed``: the execution **stays** ``exiting`` (still owned) with the broker's reason,
+  for the owner to verify and retry.
+* :func:`next_attempt` — ``exiting`` attempt ``n`` → ``n + 1``, one winner (the owner's retry).
+* :func:`mark_error` — the last attempt of a round failed, or the outcome cannot be established:
+  ``error``, a critical ``exit_failed`` alert, the run shows ``error``.
+* :func:`confirm_closed_outside` — a person says an ``error`` leg was closed outside AlgoMirror at a
+  price: ``exited`` with ``closed_externally`` and the P&L from that price.
 * :func:`close_runs` — a run whose executions are all exited (or failed) ends ``closed``.
 """
 
@@ -23,14 +29,28 @@ from typing import Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from algomirror.db.models import OrderIntent, Strategy, StrategyExecution, StrategyRun
+from algomirror.db.models import (
+    OrderIntent,
+    Strategy,
+    StrategyExecution,
+    StrategyLeg,
+    StrategyRun,
+    TradingAccount,
+)
 from algomirror.db.session import Database
+from algomirror.domain.timeutil import ensure_aware
+from algomirror.engine.alerts import raise_alert
 from algomirror.engine.command_rows import MAX_ERROR, rowcount
 from algomirror.engine.order_driver import IntentRow
 
 _AVERAGE = Decimal("0.0001")
+_PNL = Decimal("0.01")
 # Executions an exit may still have to do something about (a pending one: cancel its working entries).
 OPEN_STATUSES = ("pending", "active", "exiting")
+# Attempts per round (PRODUCT §6.7: 5 attempts → error). A person's retry from ``error`` starts the
+# next round, so attempt numbers of one round are ``k·R + 1 … (k + 1)·R``.
+ROUND = 5
+EXIT_FAILED = "exit_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +77,16 @@ def target_states(
     run_id: int | None = None,
     account_id: int | None = None,
     execution_id: int | None = None,
+    with_errors: bool = False,
 ) -> list[ExitState]:
-    """The user's open executions the scope covers (another user's ids select nothing)."""
+    """The user's open executions the scope covers (another user's ids select nothing); with
+    ``with_errors`` also those in ``error`` (a person retries their exit)."""
+    statuses = (*OPEN_STATUSES, "error") if with_errors else OPEN_STATUSES
     query = (
         select(StrategyExecution)
         .join(Strategy, Strategy.id == StrategyExecution.strategy_id)
         .join(StrategyRun, StrategyRun.id == StrategyExecution.run_id)
-        .where(Strategy.user_id == user_id, StrategyExecution.status.in_(OPEN_STATUSES))
+        .where(Strategy.user_id == user_id, StrategyExecution.status.in_(statuses))
         .order_by(StrategyExecution.id)
     )
     if scope == "execution":
@@ -89,20 +112,52 @@ def read_state(database: Database, execution_id: int) -> ExitState | None:
         return ExitState(r.id, r.run_id, r.status, r.filled_quantity, r.exited_quantity, r.exit_retry_count)
 
 
-def claim_exit(database: Database, execution_id: int, reason: str, detail: str) -> int | None:
+def round_end(attempt: int, size: int = ROUND) -> int:
+    """The last attempt number of ``attempt``'s round (5, 10, …): after it fails, ``error``."""
+    return ((max(attempt, 1) - 1) // size + 1) * size
+
+
+def claim_exit(
+    database: Database,
+    execution_id: int,
+    reason: str,
+    detail: str,
+    *,
+    from_error: bool = False,
+    round_size: int = ROUND,
+) -> int | None:
     """Claim the exit of an ``active`` execution with an open quantity; returns the new attempt number
-    for the one caller whose UPDATE counted the row, else None (another owner, or nothing open)."""
+    for the one caller whose UPDATE counted the row, else None (another owner, or nothing open).
+
+    ``from_error`` (a person's "retry exit") also claims an ``error`` execution: its attempt number
+    jumps to the first of the next round of ``round_size`` (after attempts 1–5 failed, the retry is 6),
+    and its run stops showing ``error`` unless another of its executions still is."""
     with database.session() as session:
+        current = session.execute(
+            select(
+                StrategyExecution.status, StrategyExecution.exit_retry_count, StrategyExecution.run_id
+            ).where(StrategyExecution.id == execution_id)
+        ).first()
+        if current is None:
+            return None
+        status, count, run_id = str(current[0]), int(current[1]), int(current[2])
+        if status == "active":
+            attempt = count + 1
+        elif status == "error" and from_error:
+            attempt = round_end(count, round_size) + 1 if count else 1
+        else:
+            return None
         won = session.execute(
             update(StrategyExecution)
             .where(
                 StrategyExecution.id == execution_id,
-                StrategyExecution.status == "active",
+                StrategyExecution.status == status,
+                StrategyExecution.exit_retry_count == count,
                 StrategyExecution.filled_quantity > StrategyExecution.exited_quantity,
             )
             .values(
                 status="exiting",
-                exit_retry_count=StrategyExecution.exit_retry_count + 1,
+                exit_retry_count=attempt,
                 exit_reason=reason,
                 exit_reason_detail=detail[:MAX_ERROR],
                 error_message=None,
@@ -111,10 +166,130 @@ def claim_exit(database: Database, execution_id: int, reason: str, detail: str) 
         )
         if rowcount(won) != 1:
             return None
-        attempt = session.scalar(
-            select(StrategyExecution.exit_retry_count).where(StrategyExecution.id == execution_id)
+        if status == "error":
+            sync_run_status(session, run_id)
+        return attempt
+
+
+def next_attempt(database: Database, execution_id: int, attempt: int) -> int | None:
+    """The owner's retry: ``exiting`` at attempt ``attempt`` → ``attempt + 1`` (one winner: None for
+    every other caller, and when the execution has moved on)."""
+    with database.session() as session:
+        won = session.execute(
+            update(StrategyExecution)
+            .where(
+                StrategyExecution.id == execution_id,
+                StrategyExecution.status == "exiting",
+                StrategyExecution.exit_retry_count == attempt,
+                StrategyExecution.filled_quantity > StrategyExecution.exited_quantity,
+            )
+            .values(exit_retry_count=attempt + 1)
+            .execution_options(synchronize_session=False)
         )
-        return int(attempt or 0)
+        return attempt + 1 if rowcount(won) == 1 else None
+
+
+def sync_run_status(session: Session, run_id: int) -> None:
+    """A run that is not over shows ``error`` while one of its executions is in ``error``, and goes
+    back to ``active`` when none is any more (PRODUCT §5.10)."""
+    run = session.get(StrategyRun, run_id, with_for_update=True)
+    if run is None or run.ended_at is not None or run.status == "entering":
+        return
+    session.flush()
+    errors = session.scalar(
+        select(StrategyExecution.id)
+        .where(StrategyExecution.run_id == run_id, StrategyExecution.status == "error")
+        .limit(1)
+    )
+    if errors is not None:
+        run.status = "error"
+    elif run.status == "error":
+        run.status = "active"
+
+
+def mark_error(database: Database, execution_id: int, attempt: int | None, why: str, now: datetime) -> bool:
+    """The exit of an ``exiting`` execution gave up: ``error`` with ``why`` (the broker's text), one
+    critical ``exit_failed`` alert naming the leg, the account and the text, and the run shows
+    ``error``. ``attempt`` (when given) must still be the execution's: False, nothing written, when
+    the execution has moved on (another caller finished it)."""
+    with database.session() as session:
+        row = session.get(StrategyExecution, execution_id, with_for_update=True)
+        if row is None or row.status != "exiting":
+            return False
+        if attempt is not None and row.exit_retry_count != attempt:
+            return False
+        row.status = "error"
+        row.error_message = why[:MAX_ERROR]
+        leg = session.get(StrategyLeg, row.leg_id)
+        account = session.get(TradingAccount, row.account_id)
+        strategy = session.get(Strategy, row.strategy_id)
+        assert strategy is not None  # a foreign key
+        leg_name = f"leg {leg.leg_number} ({leg.action}) " if leg is not None else ""
+        account_name = account.account_name if account is not None else f"account {row.account_id}"
+        raise_alert(
+            session,
+            user_id=strategy.user_id,
+            kind=EXIT_FAILED,
+            severity="critical",
+            title=f"Exit failed: {strategy.name} {leg_name}{row.symbol or ''} on {account_name}",
+            details=(
+                f"{why} The position may still be open at the broker: retry the exit, or confirm it "
+                "closed outside AlgoMirror with its price."
+            ),
+            account_id=row.account_id,
+            run_id=row.run_id,
+            execution_id=row.id,
+            now=now,
+        )
+        sync_run_status(session, row.run_id)
+        return True
+
+
+def confirm_closed_outside(
+    session: Session, *, user_id: int, execution_id: int, price: Decimal, now: datetime
+) -> StrategyExecution:
+    """A person confirms an ``error`` leg was closed outside AlgoMirror at ``price`` (₹ per unit):
+    ``exited`` with ``exit_reason = closed_externally``, the exit price averaged with any exit fills we
+    have, realised P&L from it, and the run closed when nothing else is open (the caller commits).
+
+    Raises LookupError for an execution that is not the user's, ValueError for a price that is not
+    positive or an execution that is not in ``error``."""
+    if not isinstance(price, Decimal) or not price.is_finite() or price <= 0:
+        raise ValueError("the price must be a positive amount")
+    found = session.execute(
+        select(StrategyExecution, StrategyLeg)
+        .join(Strategy, Strategy.id == StrategyExecution.strategy_id)
+        .join(StrategyLeg, StrategyLeg.id == StrategyExecution.leg_id)
+        .where(StrategyExecution.id == execution_id, Strategy.user_id == user_id)
+        .with_for_update(of=StrategyExecution)
+    ).first()
+    if found is None:
+        raise LookupError(f"execution {execution_id} not found")
+    row: StrategyExecution = found[0]
+    leg: StrategyLeg = found[1]
+    if row.status != "error":
+        raise ValueError(f"only a leg in error can be confirmed closed outside (this one is {row.status})")
+    ours = row.exited_quantity if row.exit_price is not None else 0
+    rest = max(row.filled_quantity - ours, 0)
+    total = ours + rest
+    if total:
+        value = (row.exit_price or Decimal(0)) * ours + price * rest
+        row.exit_price = (value / total).quantize(_AVERAGE, rounding=ROUND_HALF_UP)
+    else:
+        row.exit_price = price
+    row.exited_quantity = max(row.filled_quantity, row.exited_quantity)
+    if row.entry_price is not None and total:
+        sign = 1 if (leg.action or "").upper() == "BUY" else -1
+        row.realized_pnl = ((row.exit_price - row.entry_price) * total * sign).quantize(_PNL)
+    row.status = "exited"
+    row.exit_time = ensure_aware(now)
+    row.exit_reason = "closed_externally"
+    row.exit_reason_detail = f"confirmed closed outside AlgoMirror at {price} by the user"[:MAX_ERROR]
+    row.error_message = None
+    session.flush()
+    sync_run_status(session, row.run_id)
+    _close_run(session, row.run_id, "closed_externally", "legs closed outside AlgoMirror", now)
+    return row
 
 
 def exit_intents(database: Database, execution_id: int) -> list[IntentRow]:
@@ -126,6 +301,17 @@ def exit_intents(database: Database, execution_id: int) -> list[IntentRow]:
             .order_by(OrderIntent.id)
         ).all()
         return [IntentRow.of(r) for r in rows]
+
+
+def owned_order_ids(database: Database, account_id: int) -> set[str]:
+    """The account's broker order ids some intent (any purpose) already holds."""
+    with database.session_factory() as session:
+        ids = session.scalars(
+            select(OrderIntent.order_id).where(
+                OrderIntent.account_id == account_id, OrderIntent.order_id.is_not(None)
+            )
+        ).all()
+        return {i for i in ids if i}
 
 
 def attempt_prefix(execution_id: int, attempt: int) -> str:
@@ -142,15 +328,16 @@ def _average(rows: Sequence[IntentRow]) -> Decimal | None:
     return (total / units).quantize(_AVERAGE, rounding=ROUND_HALF_UP)
 
 
-ExitResult = Literal["exited", "active", "open", "other"]
+ExitResult = Literal["exited", "failed", "open", "other"]
 
 
 def finish_attempt(
     database: Database, execution_id: int, side: str, attempt: int, now: datetime
 ) -> ExitResult:
     """Write exit attempt ``attempt``'s outcome once all its slices are terminal (see the module
-    docstring). ``open``: a slice is still unresolved (nothing but a note written); ``other``: the
-    execution is no longer this attempt's (already finished by another caller)."""
+    docstring): ``exited``, or ``failed`` (left ``exiting`` for its owner's retry). ``open``: a slice is
+    still unresolved (nothing but a note written); ``other``: the execution is no longer this attempt's
+    (moved on or finished by another caller)."""
     every = exit_intents(database, execution_id)
     mine = [r for r in every if r.key.startswith(attempt_prefix(execution_id, attempt))]
     with database.session() as session:
@@ -180,14 +367,20 @@ def finish_attempt(
             row.status = "exited"
             row.error_message = None
             return "exited"
-        reasons = "; ".join(dict.fromkeys(r.rejection_reason for r in mine if r.rejection_reason))
-        done = sum(r.filled_quantity for r in mine)
-        row.status = "active"
-        row.error_message = (
-            f"exit attempt {attempt} filled {done} of {sum(r.quantity for r in mine)}: "
-            f"{reasons or 'not filled'}; the position is still open"
-        )[:MAX_ERROR]
-        return "active"
+        # Still this owner's: the execution stays ``exiting`` (no other cause can claim it) while the
+        # owner verifies at the broker and retries.
+        row.error_message = attempt_failure(mine, attempt)
+        return "failed"
+
+
+def attempt_failure(mine: Sequence[IntentRow], attempt: int) -> str:
+    """What a failed attempt says: its fills and the broker's reasons."""
+    reasons = "; ".join(dict.fromkeys(r.rejection_reason for r in mine if r.rejection_reason))
+    done = sum(r.filled_quantity for r in mine)
+    return (
+        f"exit attempt {attempt} filled {done} of {sum(r.quantity for r in mine)}: "
+        f"{reasons or 'not filled'}; the position is still open"
+    )[:MAX_ERROR]
 
 
 def note(database: Database, execution_ids: Sequence[int], message: str, status: str | None = None) -> None:
@@ -205,35 +398,45 @@ def close_runs(
 ) -> list[int]:
     """End every run of ``run_ids`` whose executions are all ``exited`` or ``failed`` (at least one
     exited) as ``closed``, with its realised P&L; returns the runs closed."""
-    closed: list[int] = []
     with database.session() as session:
-        for run_id in sorted(set(run_ids)):
-            run = session.get(StrategyRun, run_id, with_for_update=True)
-            if run is None or run.ended_at is not None or run.status == "entering":
-                continue
-            rows = session.scalars(select(StrategyExecution).where(StrategyExecution.run_id == run_id)).all()
-            statuses = {r.status for r in rows}
-            if not statuses <= {"exited", "failed"} or "exited" not in statuses:
-                continue
-            run.status = "closed"
-            run.ended_at = now
-            run.exit_reason = reason
-            run.exit_reason_detail = detail[:MAX_ERROR]
-            run.final_pnl = sum((r.realized_pnl or Decimal(0) for r in rows), Decimal(0))
-            closed.append(run_id)
-    return closed
+        return [r for r in sorted(set(run_ids)) if _close_run(session, r, reason, detail, now)]
+
+
+def _close_run(session: Session, run_id: int, reason: str, detail: str, now: datetime) -> bool:
+    run = session.get(StrategyRun, run_id, with_for_update=True)
+    if run is None or run.ended_at is not None or run.status == "entering":
+        return False
+    rows = session.scalars(select(StrategyExecution).where(StrategyExecution.run_id == run_id)).all()
+    statuses = {r.status for r in rows}
+    if not statuses <= {"exited", "failed"} or "exited" not in statuses:
+        return False
+    run.status = "closed"
+    run.ended_at = now
+    run.exit_reason = reason
+    run.exit_reason_detail = detail[:MAX_ERROR]
+    run.final_pnl = sum((r.realized_pnl or Decimal(0) for r in rows), Decimal(0))
+    return True
 
 
 __all__ = [
+    "EXIT_FAILED",
     "OPEN_STATUSES",
+    "ROUND",
     "ExitResult",
     "ExitState",
+    "attempt_failure",
     "attempt_prefix",
     "claim_exit",
     "close_runs",
+    "confirm_closed_outside",
     "exit_intents",
     "finish_attempt",
+    "mark_error",
+    "next_attempt",
     "note",
+    "owned_order_ids",
     "read_state",
+    "round_end",
+    "sync_run_status",
     "target_states",
 ]

@@ -13,16 +13,24 @@ retry with backoff, recovery after a crash) with its own command kind. For each 
    ``n`` (:func:`~algomirror.engine.exit_records.claim_exit`); an execution another caller claimed is
    left to it. An ``exiting`` execution found by a retry of the command (the engine died after the
    claim) is continued with its stored ``n``: its intents' keys are the same, so nothing is sent twice.
+   A person's exit (``retry_errors`` in the payload) also claims an ``error`` execution: "retry exit",
+   attempt ``n`` = the first of the next round.
 3. **Orders**: the opposite side for the open quantity (filled − exited), MARKET, the execution's
    product, in freeze slices, each recorded first as ``exec:{id}:exit:{n}:{slice}`` with the strategy's
    tag and driven by :class:`~algomirror.engine.order_driver.OrderDriver` at EXIT priority (unknown
    outcomes resolved from the orderbook, never re-sent).
 4. **Hedges last**: per account, the SELL legs (shorts) are bought back first; the BUY legs are sold only
    once every short of the scope on that account is flat, else they stay open and say why.
-5. **Outcome**: ``exited`` with exit price (weighted average of exit fills), quantity, order ids, time,
-   reason and realised P&L; a rejected or unfilled exit goes back to ``active`` with the broker's reason
-   (never ``exited``, never a reversed position). A run whose executions are all exited is ``closed``.
-   While an exit order's outcome is unknown the execution stays ``exiting`` and the command is retried.
+5. **Retry** (PRODUCT §6.7 step 6): a rejected, unfilled or unresolved attempt stays ``exiting``
+   under its owner. After a capped backoff (:class:`ExitRetry`, first wait 10 s) the owner re-follows
+   its own orders, then verifies at the broker (:mod:`~algomirror.engine.exit_verify`, EXIT priority):
+   a working order of ours → wait; a failed read → wait and read again; else attempt ``n + 1``
+   (:func:`~algomirror.engine.exit_records.next_attempt`, one winner) with new keys, for exactly what
+   both our fills and the broker's net say is open. The last attempt of a round (5) failing, or an
+   outcome that cannot be established in time → ``error`` + a critical ``exit_failed`` alert.
+6. **Outcome**: ``exited`` with exit price (weighted average of exit fills), quantity, order ids, time,
+   reason and realised P&L (never a reversed position). A run whose executions are all exited is
+   ``closed``; a run with an ``error`` execution shows ``error``.
 """
 
 from __future__ import annotations
@@ -30,21 +38,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import BrokerError
-from algomirror.broker.registry import Priority
+from algomirror.broker.registry import ClientRegistry, Priority
 from algomirror.db.models.enums import EXIT_REASONS
+from algomirror.db.session import Database
 from algomirror.domain import order_state
-from algomirror.domain.timeutil import to_ist
+from algomirror.domain.timeutil import Clock, to_ist
 from algomirror.engine.entry_records import EntryLeg, RunPlan, finish_entry, load_plan, slice_quantities
 from algomirror.engine.execution import (
     EntryExecutor,
     ExecuteOutcome,
+    ExecutionConfig,
     ExecutionError,
     intents_of,
     settled,
@@ -53,15 +63,21 @@ from algomirror.engine.exit_planning import EXIT_COMMAND, SCOPES
 from algomirror.engine.exit_records import (
     ExitResult,
     ExitState,
+    attempt_failure,
     attempt_prefix,
     claim_exit,
     close_runs,
     exit_intents,
     finish_attempt,
+    mark_error,
+    next_attempt,
     note,
+    owned_order_ids,
     read_state,
+    round_end,
     target_states,
 )
+from algomirror.engine.exit_verify import read_broker, still_open
 from algomirror.engine.journal import IntentExistsError, IntentSpec
 from algomirror.engine.order_driver import IntentRow, OrderDriver
 
@@ -71,12 +87,35 @@ _DETAIL = {"execution": "exit of one leg", "account": "exit of an account", "run
 
 
 @dataclass(frozen=True, slots=True)
+class ExitRetry:
+    """The retry of a failed exit attempt (PRODUCT §6.7 step 6), seconds unless noted.
+
+    ``attempts``: attempts per round before ``error`` (count); ``first_wait``: wait after a failed
+    attempt before verifying at the broker, doubled per attempt of the round up to ``max_wait``;
+    ``verify_interval``: between verification reads while an order of ours works or a read failed;
+    ``verify_timeout``: how long verification may wait before the outcome counts as not establishable
+    (``error`` + alert)."""
+
+    attempts: int = 5
+    first_wait: float = 10.0
+    max_wait: float = 60.0
+    verify_interval: float = 5.0
+    verify_timeout: float = 300.0
+
+    def wait_after(self, attempt: int) -> float:
+        """Seconds to wait after attempt ``attempt`` failed (capped backoff)."""
+        step = (max(attempt, 1) - 1) % max(self.attempts, 1)
+        return float(min(self.first_wait * 2**step, self.max_wait))
+
+
+@dataclass(frozen=True, slots=True)
 class _Scope:
     kind: str
     reason: str
     run_id: int | None = None
     account_id: int | None = None
     execution_id: int | None = None
+    retry_errors: bool = False
 
     @property
     def detail(self) -> str:
@@ -98,12 +137,17 @@ def parse_scope(payload: dict[str, Any]) -> _Scope:
     if kind not in SCOPES:
         raise ExecutionError(f"malformed exit payload (scope {kind!r})")
     reason = payload.get("reason")
+    if not isinstance(reason, str) or reason not in EXIT_REASONS:
+        reason = "exit_all" if kind == "all" else "manual"
+    elif kind == "all" and reason == "manual":
+        reason = "exit_all"  # commands queued before exit_all was a reason of its own
     scope = _Scope(
         kind=str(kind),
-        reason=reason if isinstance(reason, str) and reason in EXIT_REASONS else "manual",
+        reason=reason,
         run_id=_optional_id(payload, "run_id"),
         account_id=_optional_id(payload, "account_id"),
         execution_id=_optional_id(payload, "execution_id"),
+        retry_errors=payload.get("retry_errors") is True,
     )
     needs = {"execution": ("execution_id",), "account": ("run_id", "account_id"), "run": ("run_id",)}
     for name in needs.get(scope.kind, ()):
@@ -120,6 +164,20 @@ class ExitExecutor(EntryExecutor):
     name = "exits"
     kind = EXIT_COMMAND
     recover_note = "the engine stopped while exiting; it is resumed (nothing already sent is sent again)"
+
+    def __init__(
+        self,
+        database: Database,
+        registry: ClientRegistry,
+        decrypt: Callable[[str], str],
+        *,
+        epoch: int | Callable[[], int | None],
+        clock: Clock | None = None,
+        config: ExecutionConfig | None = None,
+        retry: ExitRetry | None = None,
+    ) -> None:
+        super().__init__(database, registry, decrypt, epoch=epoch, clock=clock, config=config)
+        self.retry = retry or ExitRetry()
 
     async def perform(self, user_id: int, payload: dict[str, Any]) -> ExecuteOutcome:
         """Run one claimed ``exit`` command."""
@@ -161,6 +219,7 @@ class ExitExecutor(EntryExecutor):
                 run_id=scope.run_id,
                 account_id=scope.account_id,
                 execution_id=scope.execution_id,
+                with_errors=scope.retry_errors,
             )
 
     def _plans(self, run_ids: Sequence[int], user_id: int) -> dict[int, RunPlan]:
@@ -188,7 +247,7 @@ class _ExitWork:
         return {
             "scope": self.scope.kind,
             "exited": values.count("exited"),
-            "failed": values.count("active"),
+            "failed": values.count("error"),
             "open": values.count("open"),
             "kept": values.count("kept"),
             "entering": self.entering,
@@ -242,34 +301,184 @@ class _ExitWork:
     async def _exit_leg(
         self, client: OpenAlgoClient, plan: RunPlan, state: ExitState, leg: EntryLeg
     ) -> ExitResult | str:
+        """Own the exit of one leg from its claim to ``exited`` or ``error``: attempt, wait, verify at
+        the broker, next attempt (see the module docstring). The execution stays ``exiting`` between
+        attempts, so no second cause can claim it meanwhile."""
+        x = self.x
+        rounds = max(x.retry.attempts, 1)
         attempt: int | None
-        if state.status == "active":
+        verify_first = False
+        if state.status in ("active", "error"):
+            if state.status == "error" and not self.scope.retry_errors:
+                return "other"  # only a person's retry takes a leg out of error
             attempt = await asyncio.to_thread(
-                claim_exit, self.x.database, leg.execution_id, self.scope.reason, self.scope.detail
+                claim_exit,
+                x.database,
+                leg.execution_id,
+                self.scope.reason,
+                self.scope.detail,
+                from_error=state.status == "error",
+                round_size=rounds,
             )
             if attempt is None:
                 return await self._await_owner(leg.execution_id)
         elif state.status == "exiting" and state.attempt >= 1:
             attempt = state.attempt  # this command's earlier attempt (or a concurrent one): same keys
+            # A retry attempt whose intents were never written (the engine died right after numbering
+            # it) is verified at the broker again before anything is recorded.
+            verify_first = (attempt - 1) % rounds != 0 and not await asyncio.to_thread(
+                self._intents_of_attempt, leg.execution_id, attempt
+            )
         else:
             return "other"  # an entry unwind owns it (attempt 0)
-        fresh = await asyncio.to_thread(read_state, self.x.database, leg.execution_id)
-        if fresh is None:
-            return "other"
-        try:
-            slices = slice_quantities(leg, self.today, quantity=fresh.open_quantity)
-        except ValueError as exc:
-            await asyncio.to_thread(note, self.x.database, [leg.execution_id], f"exit not possible: {exc}")
-            return await asyncio.to_thread(
-                finish_attempt, self.x.database, leg.execution_id, leg.side, attempt, self.x.clock.now()
+        verified: int | None = None
+        while True:
+            if verify_first:
+                decision = await self._verify(client, plan, leg, attempt)
+                if decision == "other":
+                    return await self._await_owner(leg.execution_id)
+                if isinstance(decision, str):
+                    return decision
+                verified = decision
+            result = await self._attempt(client, plan, leg, attempt, verified)
+            if result == "other":
+                return await self._await_owner(leg.execution_id)
+            if result in ("exited", "error"):
+                return result
+            # Rejected, part filled or unresolved: the owner waits, then verifies before anything else.
+            await asyncio.sleep(x.retry.wait_after(attempt))
+            decision = await self._verify(client, plan, leg, attempt)
+            if decision == "other":
+                return await self._await_owner(leg.execution_id)
+            if isinstance(decision, str):
+                return decision
+            following = await asyncio.to_thread(next_attempt, x.database, leg.execution_id, attempt)
+            if following is None:
+                return await self._await_owner(leg.execution_id)
+            log.info(
+                "exit of execution %s: attempt %s failed; attempt %s for %s unit(s)",
+                leg.execution_id,
+                attempt,
+                following,
+                decision,
             )
-        intents = await asyncio.to_thread(self._record, plan, leg, attempt, slices)
+            attempt, verified, verify_first = following, decision, False
+
+    def _intents_of_attempt(self, execution_id: int, attempt: int) -> list[IntentRow]:
+        prefix = attempt_prefix(execution_id, attempt)
+        return [r for r in exit_intents(self.x.database, execution_id) if r.key.startswith(prefix)]
+
+    async def _attempt(
+        self, client: OpenAlgoClient, plan: RunPlan, leg: EntryLeg, attempt: int, verified: int | None
+    ) -> ExitResult | str:
+        """Drive attempt ``attempt``: its intents (written now when there are none yet, for the open
+        quantity, capped by ``verified``), sent once each; then its outcome (``failed`` at the end of a
+        round is ``error``)."""
+        x = self.x
+        fresh = await asyncio.to_thread(read_state, x.database, leg.execution_id)
+        if fresh is None or fresh.status != "exiting" or fresh.attempt != attempt:
+            return "exited" if fresh is not None and fresh.status == "exited" else "other"
+        intents = await asyncio.to_thread(self._intents_of_attempt, leg.execution_id, attempt)
+        if not intents:
+            quantity = fresh.open_quantity if verified is None else min(verified, fresh.open_quantity)
+            try:
+                slices = slice_quantities(leg, self.today, quantity=quantity)
+            except ValueError as exc:  # nothing sendable: retrying cannot help
+                return await self._give_up(leg, attempt, f"exit not possible: {exc}")
+            intents = await asyncio.to_thread(self._record, plan, leg, attempt, slices)
         await settled(
             *(self.driver.drive(client, i, allow_send=True, priority=Priority.EXIT) for i in intents)
         )
-        return await asyncio.to_thread(
-            finish_attempt, self.x.database, leg.execution_id, leg.side, attempt, self.x.clock.now()
+        result = await asyncio.to_thread(
+            finish_attempt, x.database, leg.execution_id, leg.side, attempt, x.clock.now()
         )
+        if result == "failed" and attempt >= round_end(attempt, max(x.retry.attempts, 1)):
+            mine = await asyncio.to_thread(self._intents_of_attempt, leg.execution_id, attempt)
+            return await self._give_up(leg, attempt, self._last_words(mine, attempt))
+        return result
+
+    def _last_words(self, mine: list[IntentRow], attempt: int) -> str:
+        rounds = max(self.x.retry.attempts, 1)
+        return f"exit failed after {rounds} attempt(s); last: {attempt_failure(mine, attempt)}"
+
+    async def _verify(self, client: OpenAlgoClient, plan: RunPlan, leg: EntryLeg, attempt: int) -> int | str:
+        """Before attempt ``attempt + 1``: follow our own orders again (never sending), then read the
+        broker until it can say what is still open. Returns the units the next attempt may send, or
+        how the leg ended (``exited``, ``error``, ``other``: moved on by another caller)."""
+        x = self.x
+        retry = x.retry
+        deadline = time.monotonic() + retry.verify_timeout
+        exit_side = "BUY" if leg.side == "SELL" else "SELL"
+        while True:
+            rows = await asyncio.to_thread(exit_intents, x.database, leg.execution_id)
+            unsettled = [r for r in rows if not r.terminal and r.state != order_state.CREATED]
+            if unsettled:  # resolve unknown outcomes from the orderbook, follow working orders
+                await settled(
+                    *(
+                        self.driver.drive(client, r, allow_send=False, priority=Priority.EXIT)
+                        for r in unsettled
+                    )
+                )
+            ours_unsettled = False
+            mine = [r for r in rows if r.key.startswith(attempt_prefix(leg.execution_id, attempt))]
+            if mine:
+                result = await asyncio.to_thread(
+                    finish_attempt, x.database, leg.execution_id, leg.side, attempt, x.clock.now()
+                )
+                if result in ("exited", "other"):
+                    return result
+                if result == "failed" and attempt >= round_end(attempt, max(retry.attempts, 1)):
+                    latest = await asyncio.to_thread(self._intents_of_attempt, leg.execution_id, attempt)
+                    return await self._give_up(leg, attempt, self._last_words(latest, attempt))
+                ours_unsettled = result == "open"
+            owned = await asyncio.to_thread(owned_order_ids, x.database, leg.account_id)
+            try:
+                view = await read_broker(
+                    client,
+                    tag=plan.tag,
+                    symbol=leg.symbol,
+                    exchange=leg.exchange,
+                    product=leg.product,
+                    exit_side=exit_side,
+                    owned=owned,
+                )
+            except BrokerError as exc:
+                waiting = f"cannot verify at the broker ({exc.message}); nothing is sent until it can"
+            else:
+                if view.working or ours_unsettled:
+                    waiting = (
+                        f"an exit order of ours is still working or unresolved ({view.describe()}); "
+                        "nothing is sent until it ends"
+                    )
+                else:
+                    fresh = await asyncio.to_thread(read_state, x.database, leg.execution_id)
+                    if fresh is None or fresh.status != "exiting" or fresh.attempt != attempt:
+                        return "exited" if fresh is not None and fresh.status == "exited" else "other"
+                    quantity = still_open(view, leg_side=leg.side, ours_open=fresh.open_quantity)
+                    if quantity > 0:
+                        return quantity
+                    return await self._give_up(
+                        leg,
+                        attempt,
+                        f"exit not retried: the broker shows nothing of ours left to close "
+                        f"({view.describe()}) while our exit fills cover {fresh.exited_quantity} of "
+                        f"{fresh.filled_quantity}; check the position, then retry the exit or confirm it "
+                        "closed outside",
+                    )
+            if time.monotonic() >= deadline:
+                return await self._give_up(leg, attempt, f"exit outcome cannot be established: {waiting}")
+            log.info("exit of execution %s: %s", leg.execution_id, waiting)
+            await asyncio.to_thread(note, x.database, [leg.execution_id], waiting, "exiting")
+            await asyncio.sleep(retry.verify_interval)
+
+    async def _give_up(self, leg: EntryLeg, attempt: int, why: str) -> str:
+        """``error`` + alert, unless another caller finished the leg meanwhile."""
+        x = self.x
+        if await asyncio.to_thread(mark_error, x.database, leg.execution_id, attempt, why, x.clock.now()):
+            log.warning("exit of execution %s: error: %s", leg.execution_id, why)
+            return "error"
+        current = await asyncio.to_thread(read_state, x.database, leg.execution_id)
+        return "exited" if current is not None and current.status == "exited" else "other"
 
     async def _await_owner(self, execution_id: int) -> ExitResult | str:
         """Another caller owns this exit: wait (bounded) for its outcome, so that the hedges of this
@@ -328,4 +537,4 @@ class _ExitWork:
             await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.clock.now())
 
 
-__all__ = ["ExitExecutor", "parse_scope"]
+__all__ = ["ExitExecutor", "ExitRetry", "parse_scope"]
