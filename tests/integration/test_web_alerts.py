@@ -111,5 +111,9 @@ def test_a_halted_account_shows_why_and_resumes_after_confirmation(env: WebEnv) 
         assert account is not None and account.entries_halted_reason is None
     assert ACCOUNT_RESUMED_ACTION in env.actions("alice")
     assert 'id="entries-halted"' not in alice.get(f"/accounts/{account_id}").get_data(as_text=True)
-    # Not halted any more: the confirmation page just goes back.
-    assert alice.get(f"/accounts/{account_id}/resume-entries").status_code == 303
+    # Not halted any more: the page says so, a POST changes nothing and goes back.
+    again = alice.get(f"/accounts/{account_id}/resume-entries")
+    assert again.status_code == 200 and 'id="not-halted"' in again.get_data(as_text=True)
+    page = f"/accounts/{account_id}"
+    assert post_form(alice, f"/accounts/{account_id}/resume-entries", page=page).status_code == 303
+    assert env.actions("alice").count(ACCOUNT_RESUMED_ACTION) == 1

@@ -201,6 +201,8 @@ ACCOUNT_ROUTES = [
     ("POST", "accounts.make_primary"),
     ("POST", "accounts.activate"),
     ("POST", "accounts.deactivate"),
+    ("GET", "accounts.resume_entries"),
+    ("POST", "accounts.resume_entries"),
 ]
 
 

@@ -513,10 +513,10 @@ def resume_entries(account_id: int) -> ResponseReturnValue:
     """GET: confirm resuming new entries on an account whose entries are halted (reconciliation found a
     gap it could not explain, or an operator halted it), with the account's open alerts. POST
     (CSRF-checked): clear the halt (logged as ``account_entries_resumed``). Another user's account is a
-    404; an account that is not halted just goes back to its page."""
+    404; for an account that is not halted the page says so and a POST goes back to the account."""
     account = _own(account_id)
     session_db = db()
-    if account.entries_halted_reason is None:
+    if account.entries_halted_reason is None and request.method == "POST":
         return redirect_to(
             "accounts.detail", "New entries are not halted on this account.", account_id=account.id
         )
