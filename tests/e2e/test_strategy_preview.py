@@ -21,7 +21,9 @@ def _straddle(demo: Demo) -> int:
     with demo.database.session() as s:
         user = s.scalar(select(User).where(User.username == demo.settings.demo_username))
         assert user is not None
-        accounts = s.scalars(select(TradingAccount.id).where(TradingAccount.user_id == user.id)).all()
+        accounts = s.scalars(
+            select(TradingAccount.id).where(TradingAccount.user_id == user.id).order_by(TradingAccount.id)
+        ).all()
         strategy = Strategy(
             user_id=user.id,
             name="Browser straddle",
@@ -38,12 +40,8 @@ def _straddle(demo: Demo) -> int:
                     strike_offset=offset,
                 )
                 for n, (action, kind, selection, offset) in enumerate(
-                    (
-                        ("BUY", "CE", "OTM", 4),
-                        ("BUY", "PE", "OTM", 4),
-                        ("SELL", "CE", "ATM", 0),
-                        ("SELL", "PE", "ATM", 0),
-                    ),
+                    # No PE hedge: the SELL PE is a naked short (a warning, still placeable).
+                    (("BUY", "CE", "OTM", 4), ("SELL", "CE", "ATM", 0), ("SELL", "PE", "ATM", 0)),
                     start=1,
                 )
             ],
@@ -66,14 +64,18 @@ def test_preview_then_execute_in_the_browser(
     page.wait_for_url(lambda u: f"/strategies/{sid}/preview" in u)
 
     # Queued on load; the engine resolves; the region shows the tables without a reload.
-    page.locator("#pv-orders").wait_for(timeout=30_000)
+    page.locator("#pv-orders").wait_for(timeout=60_000)
     assert "?command=" in page.url  # the address names this preview (a reload shows it again)
     rows = page.locator("#pv-orders tbody tr")
-    assert rows.count() == 12
-    statuses = [rows.nth(i).get_attribute("data-status") for i in range(12)]
+    assert rows.count() == 9
+    statuses = [rows.nth(i).get_attribute("data-status") for i in range(9)]
     page.screenshot(path=str(artifacts_dir / "strategy-preview.png"), full_page=True)
-    assert statuses == ["ok"] * 12, page.locator("#pv-accounts").inner_text()
-    assert "NIFTY" in page.locator("#pv-legs").inner_text()
+    assert statuses == ["ok"] * 9, page.locator("#pv-accounts").inner_text()
+    legs = page.locator("#pv-legs tbody tr")
+    assert "naked short" in legs.nth(2).inner_text() and "row-warning" in (
+        legs.nth(2).get_attribute("class") or ""
+    )
+    assert "naked short" not in legs.nth(1).inner_text()
 
     page.get_by_label("I confirm: place these orders now").check()
     page.get_by_role("button", name="Execute").click()
