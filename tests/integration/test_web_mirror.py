@@ -318,6 +318,26 @@ def test_mirror_check_detects_drifts_and_acts_on_them(db_url: str, tmp_path: Pat
         "run_id": run_id,
         "reason": "mirror_check",
     }
+    # Until the correction shows in the synced positions it is not offered again (no double correction).
+    listed = s.client.get(f"/mirror/check/live?run={run_id}").get_data(as_text=True)
+    assert f'id="mc-correction-{command.id}"' in listed and listed.count(">Bring in line</a>") == 2
+    again = s.client.get(target).get_data(as_text=True)
+    assert "already requested" in again and "Yes, send" not in again
+    assert (
+        s.client.post(
+            f"/mirror/check/{run_id}/fix", data={**form, "command_token": "another-page"}
+        ).status_code
+        == 409
+    )
+    assert len(commands(s.env)) == 1
+    with s.env.database.session() as session:
+        done = session.get(EngineCommand, command.id)
+        assert done is not None
+        done.status, done.finished_at = "done", FRESH - timedelta(seconds=1)  # before the last sync
+    assert (
+        s.client.get(f"/mirror/check/live?run={run_id}").get_data(as_text=True).count(">Bring in line</a>")
+        == 3
+    )
     # The extra short is bought back: BUY 65.
     extra = f"/mirror/check/{run_id}/fix?account={a2}&symbol={CE}&exchange=NFO&product=NRML"
     assert "BUY</span> 65" in s.client.get(extra).get_data(as_text=True)

@@ -431,8 +431,11 @@ def fix(run_id: int) -> ResponseReturnValue:
     """GET: confirm the order that brings one drift in line (side, quantity = the difference).
     POST: queue it as a ``mirror_order`` for that one account (through the journal)."""
     run, row, account_name = _drift(run_id)
+    pending = run.corrections.get(row.key)
     stale = not row.is_drift or row.accepted
-    if request.method == "GET" or stale:
+    if request.method == "GET" or stale or pending is not None:
+        # A correction already requested (still running, or not yet in the synced positions) is not
+        # offered again: the same drift would otherwise be corrected twice.
         return render_template(
             "mirror/drift.html",
             action="fix",
@@ -440,8 +443,9 @@ def fix(run_id: int) -> ResponseReturnValue:
             row=row,
             account_name=account_name,
             stale=stale,
+            pending_command=pending,
             command_token=secrets.token_urlsafe(24),
-        ), (409 if stale and request.method == "POST" else 200)
+        ), (409 if request.method == "POST" else 200)
     if not _still_same(row):
         flash("The positions changed since you confirmed; check the order again.", "warning")
         return redirect(_drift_url("mirror.fix", run_id, row), code=303)

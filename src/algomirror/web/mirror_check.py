@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from algomirror.db.models import (
+    EngineCommand,
     MirrorAcceptance,
     Position,
     Strategy,
@@ -27,6 +28,7 @@ from algomirror.db.models import (
     TradingAccount,
 )
 from algomirror.domain.mirror import Key, MirrorRow, compare
+from algomirror.engine.mirror import MIRROR_ORDER
 
 OPEN_RUN_STATUSES = ("entering", "active", "exiting")
 _INTENDS_PLANNED = ("pending",)
@@ -55,6 +57,9 @@ class RunCheck:
     status: str
     snapshots: dict[int, Snapshot] = field(default_factory=dict)
     rows: list[MirrorRow] = field(default_factory=list)
+    # Rows with a "Bring in line" order still running, or finished after the account's snapshot (the
+    # positions do not show it yet): key → command id. No second correction is offered meanwhile.
+    corrections: dict[Key, int] = field(default_factory=dict)
 
     @property
     def drifts(self) -> list[MirrorRow]:
@@ -173,6 +178,7 @@ def check_runs(
     ):
         key: Key = (row.account_id, row.symbol, row.exchange, row.product)
         accepted[row.run_id].append((key, row.broker_quantity, row.intended_quantity))
+    corrections = _corrections(session, user_id, [r.run_id for r in runs])
     for run in runs:
         wanted = {k: v for k, v in intended.get(run.run_id, {}).items() if k[0] in snapshots}
         run_accounts = {k[0] for k in wanted}
@@ -183,7 +189,42 @@ def check_runs(
             run_symbols={(k[1], k[2]) for k in wanted},
             accepted=accepted.get(run.run_id, ()),
         )
+        for key, (command_id, finished) in corrections.get(run.run_id, {}).items():
+            snapshot = run.snapshots.get(key[0])
+            as_of = snapshot.as_of if snapshot is not None else None
+            if finished is None or as_of is None or finished > as_of:
+                run.corrections[key] = command_id
     return runs
+
+
+def _corrections(
+    session: Session, user_id: int, run_ids: list[int]
+) -> dict[int, dict[Key, tuple[int, datetime | None]]]:
+    """The newest mirror-check correction per run and key: (command id, finished at or None)."""
+    found: dict[int, dict[Key, tuple[int, datetime | None]]] = defaultdict(dict)
+    rows = session.execute(
+        select(EngineCommand.id, EngineCommand.payload, EngineCommand.finished_at)
+        .where(EngineCommand.user_id == user_id, EngineCommand.kind == MIRROR_ORDER)
+        .where(EngineCommand.status.in_(("pending", "running", "done")))
+        .order_by(EngineCommand.id)
+    ).all()
+    for command_id, payload, finished in rows:
+        if not isinstance(payload, dict) or payload.get("reason") != "mirror_check":
+            continue
+        run_id, accounts = payload.get("run_id"), payload.get("accounts")
+        if run_id not in run_ids or not isinstance(accounts, list) or len(accounts) != 1:
+            continue
+        account_id = accounts[0].get("account_id") if isinstance(accounts[0], dict) else None
+        if not isinstance(account_id, int):
+            continue
+        key: Key = (
+            account_id,
+            str(payload.get("symbol")),
+            str(payload.get("exchange")),
+            str(payload.get("product")),
+        )
+        found[run_id][key] = (command_id, finished)
+    return found
 
 
 def find_row(check: RunCheck, account_id: int, symbol: str, exchange: str, product: str) -> MirrorRow | None:
