@@ -271,6 +271,10 @@ async def test_a_leg_in_error_confirmed_closed_outside_is_exited_with_its_pnl(
         assert await exits.process_once() == 1
     hedge, short = world.executions(run_id)
     assert short.status == "error" and world.run(run_id).status == "error"
+    [alert] = alerts(world)
+    assert "hedge(s) on this account stay open" in (alert.details or "") and hedge.symbol in (
+        alert.details or ""
+    )
 
     with world.database.session() as session:
         other = make_user(session, "someone").id
@@ -364,3 +368,26 @@ async def test_two_causes_racing_during_a_retry_place_one_order_per_slice(
     assert short.exit_reason == "manual"  # the owner's cause; the others were no-ops
     assert position(world, 0, short.symbol or "") == 0
     assert world.run(run_id).status == "closed"
+
+
+async def test_a_leg_that_cannot_be_verified_in_time_is_in_error_and_nothing_is_guessed(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=SHORT)
+    run_id = await entered(world)
+    queue_exit(world, "run", "exit-run", run_id=run_id)
+    sim.control.reject_next(1, "RMS: exit refused", apikey=sim.api_keys[0])
+    sim.control.status_next(500, 1000, endpoint="positionbook", apikey=sim.api_keys[0])
+    impatient = ExitRetry(attempts=5, first_wait=0.01, verify_interval=0.05, verify_timeout=0.5)
+
+    async with exits_of(world, retry=impatient) as exits:
+        assert await exits.process_once() == 1
+
+    assert exit_orders(world, 1) == [("BUY", "rejected")]
+    [short] = world.executions(run_id)
+    message = short.error_message or ""
+    assert short.status == "error" and "cannot be established" in message and "RMS: exit refused" in message
+    [alert] = alerts(world)
+    assert alert.severity == "critical" and alert.execution_id == short.id
+    assert world.run(run_id).status == "error"

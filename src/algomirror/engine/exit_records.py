@@ -226,6 +226,21 @@ def mark_error(database: Database, execution_id: int, attempt: int | None, why: 
         assert strategy is not None  # a foreign key
         leg_name = f"leg {leg.leg_number} ({leg.action}) " if leg is not None else ""
         account_name = account.account_name if account is not None else f"account {row.account_id}"
+        kept = ""
+        if leg is not None and (leg.action or "").upper() == "SELL":
+            # PRODUCT §6.7 step 4: an unclosable short keeps its account's hedges open; say which.
+            hedges = session.scalars(
+                select(StrategyExecution.symbol)
+                .join(StrategyLeg, StrategyLeg.id == StrategyExecution.leg_id)
+                .where(
+                    StrategyExecution.run_id == row.run_id,
+                    StrategyExecution.account_id == row.account_id,
+                    StrategyExecution.status == "active",
+                    StrategyLeg.action == "BUY",
+                )
+            ).all()
+            if hedges:
+                kept = f" Its hedge(s) on this account stay open: {', '.join(h or '?' for h in hedges)}."
         raise_alert(
             session,
             user_id=strategy.user_id,
@@ -233,8 +248,8 @@ def mark_error(database: Database, execution_id: int, attempt: int | None, why: 
             severity="critical",
             title=f"Exit failed: {strategy.name} {leg_name}{row.symbol or ''} on {account_name}",
             details=(
-                f"{why} The position may still be open at the broker: retry the exit, or confirm it "
-                "closed outside AlgoMirror with its price."
+                f"{why}{kept} The position may still be open at the broker: retry the exit, or confirm "
+                "it closed outside AlgoMirror with its price."
             ),
             account_id=row.account_id,
             run_id=row.run_id,

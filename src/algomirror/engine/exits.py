@@ -466,7 +466,9 @@ class _ExitWork:
                         "closed outside",
                     )
             if time.monotonic() >= deadline:
-                return await self._give_up(leg, attempt, f"exit outcome cannot be established: {waiting}")
+                last = f"; last: {attempt_failure(mine, attempt)}" if mine else ""
+                why = f"exit outcome cannot be established: {waiting}{last}"
+                return await self._give_up(leg, attempt, why)
             log.info("exit of execution %s: %s", leg.execution_id, waiting)
             await asyncio.to_thread(note, x.database, [leg.execution_id], waiting, "exiting")
             await asyncio.sleep(retry.verify_interval)
