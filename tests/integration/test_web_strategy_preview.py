@@ -21,10 +21,11 @@ from algomirror.broker.client import RetryPolicy
 from algomirror.broker.registry import ClientRegistry
 from algomirror.db.models import EngineCommand, Strategy, StrategyLeg, StrategyRun
 from algomirror.domain.timeutil import FakeClock
+from algomirror.engine.planning import PlannedExecution, plan_run
 from algomirror.engine.resolution import EXECUTE_STRATEGY, PREVIEW_STRATEGY, StrategyResolver
 from algomirror.security import SecretBox
 from tests.factories import make_account
-from tests.integration.web_support import WebEnv, csrf_token, make_env, signed_in
+from tests.integration.web_support import START, WebEnv, csrf_token, make_env, signed_in
 from tests.sim_fixtures import SIM_START, SimHandle
 
 POLL = {"HX-Request": "true", "X-AlgoMirror-Poll": "1"}
@@ -353,3 +354,18 @@ async def test_a_real_preview_from_the_engine_renders_and_executes(
         run = s.get(StrategyRun, done.result["run_id"])
         assert run is not None and run.strategy_id == sid and run.status == "entering"
         assert len(run.executions) == 6
+
+
+def test_execute_while_a_run_is_open_queues_nothing(env: WebEnv) -> None:
+    alice = signed_in(env, "alice")
+    sid = make_strategy(env, "alice")
+    legs, account_id = _ids(env, sid)
+    with env.database.session() as s:
+        planned = [PlannedExecution(legs[0], account_id, "NIFTY01DEC2626000CE", "NFO", "MIS", 65, "NIFTY")]
+        run_id = plan_run(s, sid, planned, now=START).id
+    page = f"/strategies/{sid}/preview"
+    data = {"csrf_token": csrf_token(alice, page), "command_token": "exec-open", "confirm": "yes"}
+    response = alice.post(f"/strategies/{sid}/execute", data=data)
+    assert response.status_code == 303 and commands(env, EXECUTE_STRATEGY) == []
+    followed = alice.get(response.headers["Location"]).get_data(as_text=True)
+    assert f"Run #{run_id}" in followed and "still open" in followed

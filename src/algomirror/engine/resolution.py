@@ -254,6 +254,8 @@ def load_snapshot(database: Database, user_id: int, strategy_id: int) -> _Snapsh
         snap.product = strategy.product_order_type
         snap.market_condition = strategy.market_condition
         snap.square_off = strategy.square_off_time
+        if strategy.supertrend_exit_enabled and strategy.supertrend_exit_triggered:
+            snap.warnings.append("the Supertrend exit is already in its exit state (PRODUCT §6.5)")
         for leg in strategy.legs:
             snap.legs.append(
                 _Leg(

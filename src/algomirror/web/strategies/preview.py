@@ -33,9 +33,9 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from algomirror.db.models import EngineCommand, Strategy
+from algomirror.db.models import EngineCommand, Strategy, StrategyRun
 from algomirror.domain.timeutil import to_ist
-from algomirror.engine.resolution import EXECUTE_STRATEGY, PREVIEW_STRATEGY
+from algomirror.engine.resolution import EXECUTE_STRATEGY, OPEN_RUN_STATUSES, PREVIEW_STRATEGY
 from algomirror.web.context import db, log_activity, market_now, me, now
 from algomirror.web.dashboard import POLL_SECONDS
 from algomirror.web.forms import ConfirmForm
@@ -175,7 +175,17 @@ def _live_context(strategy: Strategy, command: EngineCommand) -> dict[str, Any]:
         "poll_seconds": POLL_SECONDS,
         "today": to_ist(market_now()).date(),
         "form": ConfirmForm(),
+        # The Execution page's routes (another module): linked only once they exist.
+        "url_rules": current_app.view_functions.keys(),
     }
+
+
+def _open_run(strategy: Strategy) -> int | None:
+    return db().scalar(
+        select(StrategyRun.id).where(
+            StrategyRun.strategy_id == strategy.id, StrategyRun.status.in_(OPEN_RUN_STATUSES)
+        )
+    )
 
 
 def _page(
@@ -254,6 +264,15 @@ def execute(strategy_id: int) -> ResponseReturnValue:
     if token is None:
         flash("This form is out of date; preview the strategy again.", "error")
         return redirect(preview_url, code=303)
+    used = db().scalar(select(EngineCommand.id).where(EngineCommand.token == token))
+    open_run = _open_run(strategy)
+    if open_run is not None and used is None:
+        # The engine refuses it too; saying so here spares a failed command.
+        flash(
+            f"Run #{open_run} of “{strategy.name}” is still open: it must close before a new Execute.",
+            "error",
+        )
+        return _to_run(strategy, preview_url)
     payload = {"strategy_id": strategy.id, "source": "manual", "scheduled_for": None}
     command = _queue(strategy, EXECUTE_STRATEGY, token, payload)
     if command is None:
@@ -264,9 +283,14 @@ def execute(strategy_id: int) -> ResponseReturnValue:
     )
     db().commit()
     flash(f"Execute of “{strategy.name}” requested: the engine resolves and places it now.", "success")
+    return _to_run(strategy, preview_url)
+
+
+def _to_run(strategy: Strategy, fallback: str) -> ResponseReturnValue:
+    """303 to the strategy's run page (another module's; the preview while it does not exist)."""
     if "strategies.run" in current_app.view_functions:
         return redirect(url_for("strategies.run", strategy_id=strategy.id), code=303)
-    return redirect(preview_url, code=303)
+    return redirect(fallback, code=303)
 
 
 __all__ = ["COMMAND_TOKEN_MAX", "PreviewView", "execute", "preview", "preview_live"]
