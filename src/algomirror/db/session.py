@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -98,20 +99,30 @@ class Database:
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         self.write_session_factory = sessionmaker(writer, expire_on_commit=False)
+        # SQLite has one writer at a time for the whole file. Threads of this process that wait for
+        # it in the driver's busy handler sleep in growing steps (up to 100 ms) and miss the moment
+        # it is free, so under a burst of short writes (the engine's journal) most of the time went
+        # to sleeping. Queueing them on a lock here hands the write lock over at once; other
+        # processes still meet the busy timeout. Re-entrant: a nested write in the same thread
+        # behaves as before (it waits for the database, not for this lock).
+        self._write_lock: AbstractContextManager[object] = (
+            threading.RLock() if url.startswith("sqlite") else nullcontext()
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A write unit of work: commits on success, rolls back on any exception. On SQLite it begins
         IMMEDIATE (read-modify-write cannot lose an update): keep it short and never across I/O."""
-        session = self.write_session_factory()
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        with self._write_lock:
+            session = self.write_session_factory()
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

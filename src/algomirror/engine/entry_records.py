@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from algomirror.db.models import (
@@ -236,6 +236,125 @@ def finish_entry(
         return "failed"
 
 
+_E = cast(Table, StrategyExecution.__table__)
+# finish_entries' statements, built once (the entry fan-out writes hundreds of executions at a time).
+_EXECUTIONS = (
+    select(_E.c.id, _E.c.status, _E.c.filled_quantity, _E.c.attempts)
+    .where(_E.c.id.in_(bindparam("ids", expanding=True)))
+    .with_for_update()
+)
+_ATTEMPTS = update(_E).where(_E.c.id == bindparam("b_id")).values(attempts=bindparam("b_attempts"))
+_WAITING = (
+    update(_E)
+    .where(_E.c.id == bindparam("b_id"))
+    .values(attempts=bindparam("b_attempts"), error_message=bindparam("b_error"))
+)
+_ENTERED = (
+    update(_E)
+    .where(_E.c.id == bindparam("b_id"), _E.c.status == "pending")
+    .values(
+        attempts=bindparam("b_attempts"),
+        status=bindparam("b_status"),
+        entry_order_ids=bindparam("b_order_ids"),
+        order_id=bindparam("b_order_id"),
+        filled_quantity=bindparam("b_filled"),
+        quantity=bindparam("b_quantity"),
+        entry_price=bindparam("b_price"),
+        entry_time=bindparam("b_time"),
+        broker_order_status=bindparam("b_broker_status"),
+        error_message=bindparam("b_error"),
+    )
+)
+_FAILED = (
+    update(_E)
+    .where(_E.c.id == bindparam("b_id"), _E.c.status == "pending")
+    .values(
+        attempts=bindparam("b_attempts"),
+        status="failed",
+        entry_order_ids=bindparam("b_order_ids"),
+        order_id=bindparam("b_order_id"),
+        broker_order_status=bindparam("b_broker_status"),
+        error_message=bindparam("b_error"),
+    )
+)
+
+
+def finish_entries(
+    database: Database, items: Sequence[tuple[EntryLeg, Sequence[IntentRow]]], now: datetime
+) -> list[Literal["filled", "failed", "open"]]:
+    """:func:`finish_entry` for several executions in ONE transaction (the rows read ``FOR UPDATE``,
+    each moved forward only, exactly as :func:`finish_entry` moves it); results in ``items`` order.
+    An execution that no longer exists is ``failed``."""
+    if not items:
+        return []
+    with database.session() as session:
+        conn = session.connection()
+        ids = [leg.execution_id for leg, _ in items]
+        current = {row.id: row for row in conn.execute(_EXECUTIONS, {"ids": ids})}
+        plain: list[dict[str, Any]] = []
+        waiting: list[dict[str, Any]] = []
+        entered: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        states: list[Literal["filled", "failed", "open"]] = []
+        for leg, rows in items:
+            row = current.get(leg.execution_id)
+            if row is None:
+                states.append("failed")
+                continue
+            base = {"b_id": row.id, "b_attempts": max(row.attempts, len(rows))}
+            open_rows = [r for r in rows if not r.terminal]
+            if open_rows:
+                states_text = ", ".join(sorted({r.state for r in open_rows}))
+                error = f"waiting for {len(open_rows)} order(s) ({states_text}) to be resolved"
+                waiting.append({**base, "b_error": error})
+                states.append("open")
+                continue
+            if row.status != "pending":
+                plain.append(base)
+                done = row.status == "active" and row.filled_quantity >= leg.planned_quantity
+                states.append("filled" if done else "failed")
+                continue
+            values, state = _entry_values(leg, rows, now)
+            (entered if "b_filled" in values else failed).append({**base, **values})
+            states.append(state)
+        writes = ((_ATTEMPTS, plain), (_WAITING, waiting), (_ENTERED, entered), (_FAILED, failed))
+        for statement, params in writes:
+            if params:
+                conn.execute(statement, params)
+        return states
+
+
+def _entry_values(
+    leg: EntryLeg, rows: Sequence[IntentRow], now: datetime
+) -> tuple[dict[str, Any], Literal["filled", "failed"]]:
+    """The ``_ENTERED`` (something filled) or ``_FAILED`` parameters of a pending execution whose
+    slices are all terminal (the values :func:`finish_entry` writes) and the leg's state."""
+    order_ids = [r.order_id for r in rows if r.order_id]
+    filled = sum(r.filled_quantity for r in rows)
+    reasons = _reasons(rows)
+    values: dict[str, Any] = {
+        "b_order_ids": order_ids or None,
+        "b_order_id": order_ids[0] if order_ids else None,
+    }
+    if filled:
+        short = filled < leg.planned_quantity
+        values |= {
+            "b_status": "active",
+            "b_filled": filled,
+            "b_quantity": filled,
+            "b_price": _average(rows),
+            "b_time": now,
+            "b_broker_status": "partial" if short else "complete",
+            "b_error": f"filled {filled} of {leg.planned_quantity}: {reasons}" if short else None,
+        }
+        return values, "failed" if short else "filled"
+    values |= {
+        "b_broker_status": "rejected" if any(r.state == "rejected" for r in rows) else "cancelled",
+        "b_error": (reasons or "not filled")[:_MAX_ERROR],
+    }
+    return values, "failed"
+
+
 def finish_exit(
     database: Database, leg: EntryLeg, rows: Sequence[IntentRow], why: str, now: datetime
 ) -> bool:
@@ -356,6 +475,7 @@ __all__ = [
     "AccountInfo",
     "EntryLeg",
     "RunPlan",
+    "finish_entries",
     "finish_entry",
     "finish_exit",
     "finish_run",

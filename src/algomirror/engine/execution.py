@@ -38,13 +38,13 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, TypeVar, cast
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.registry import ClientRegistry, Priority
@@ -56,6 +56,7 @@ from algomirror.engine.entry_records import (
     AccountInfo,
     EntryLeg,
     RunPlan,
+    finish_entries,
     finish_entry,
     finish_exit,
     finish_run,
@@ -65,8 +66,8 @@ from algomirror.engine.entry_records import (
 )
 from algomirror.engine.fencing import FencedOutError
 from algomirror.engine.halts import entries_halted
-from algomirror.engine.journal import IntentExistsError, IntentSpec, Journal
-from algomirror.engine.order_driver import DriverConfig, IntentRow, OrderDriver
+from algomirror.engine.journal import ClaimedIntent, IntentExistsError, IntentSpec, Journal
+from algomirror.engine.order_driver import DriverConfig, IntentRow, OrderDriver, load_intent
 from algomirror.engine.planning import EXECUTE_RUN
 from algomirror.host_settings import load_host_policy
 
@@ -141,6 +142,9 @@ class EntryExecutor:
         self._not_before: dict[int, float] = {}
         self._in_flight = InFlight()
         self._fenced: FencedOutError | None = None
+        # Decrypted API keys by their stored ciphertext: a fan-out over 100 accounts would otherwise
+        # decrypt every key once per phase. The registry's clients hold the same keys in memory.
+        self._keys: dict[str, str] = {}
         self.ran = 0
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -334,10 +338,15 @@ class EntryExecutor:
         """The account's client, or None and the reason no order may go to it."""
         if not account.api_key_encrypted:
             return None, "the account has no API key"
-        try:
-            key = self._decrypt(account.api_key_encrypted)
-        except ValueError:
-            return None, "the account's stored API key cannot be read; save the key again"
+        key = self._keys.get(account.api_key_encrypted)
+        if key is None:
+            try:
+                key = self._decrypt(account.api_key_encrypted)
+            except ValueError:
+                return None, "the account's stored API key cannot be read; save the key again"
+            if len(self._keys) >= 10_000:
+                self._keys.clear()
+            self._keys[account.api_key_encrypted] = key
         try:
             client = self.registry.client(account.id, account.host_url, key, name=account.account_name)
         except ValueError as exc:
@@ -348,20 +357,25 @@ class EntryExecutor:
 
     def entry_block(self, account: AccountInfo) -> str | None:
         """Why no new entry may go to ``account`` now (entries halted, inactive, archived), else None."""
+        return self.entry_blocks([account.id])[account.id]
+
+    def entry_blocks(self, account_ids: list[int]) -> dict[int, str | None]:
+        """:meth:`entry_block` of several accounts, read in one go (the halt flag once)."""
         with self.database.session_factory() as session:
             halted = entries_halted(session)
-            current = session.get(TradingAccount, account.id)
-        if halted is not None:
-            return f"entries are halted: {halted}"
-        if current is not None and current.entries_halted_reason is not None:
-            return f"entries are halted on this account: {current.entries_halted_reason}"
-        if current is None or current.archived_at is not None:
-            return "the account is archived"
-        if not current.is_active:
-            return "the account is inactive"
-        if current.connection_status == "auth_failed":
-            return "the account's API key was refused by the broker; fix the key first"
-        return None
+            rows = {
+                r.id: r
+                for r in session.execute(
+                    select(
+                        TradingAccount.id,
+                        TradingAccount.entries_halted_reason,
+                        TradingAccount.archived_at,
+                        TradingAccount.is_active,
+                        TradingAccount.connection_status,
+                    ).where(TradingAccount.id.in_(account_ids))
+                )
+            }
+        return {a: _block_of(halted, rows.get(a)) for a in account_ids}
 
 
 class _RunEntry:
@@ -375,21 +389,136 @@ class _RunEntry:
 
     async def enter(self) -> None:
         accounts = sorted({leg.account_id for leg in self.plan.legs})
-        buys = await settled(*(self._phase(a, "BUY") for a in accounts))
-        await settled(*(self._after_buys(a, states) for a, states in zip(accounts, buys, strict=True)))
+        buys = await self._phase(accounts, "BUY")
+        # Accounts whose hedges all filled send their SELL legs together (one journal transaction
+        # records them all); each account's policy runs as soon as its own SELL legs have ended.
+        ready = [a for a, states in zip(accounts, buys, strict=True) if not {"open", "failed"} & set(states)]
+        others = [(a, states) for a, states in zip(accounts, buys, strict=True) if a not in set(ready)]
+        await settled(
+            self._phase(ready, "SELL", then=self._after_sells),
+            *(self._after_buys(a, states) for a, states in others),
+        )
 
     def _legs(self, account_id: int, side: str) -> list[EntryLeg]:
         return [leg for leg in self.plan.legs if leg.account_id == account_id and leg.side == side]
 
-    async def _phase(self, account_id: int, side: str) -> list[LegState]:
-        legs = self._legs(account_id, side)
-        if not legs:
-            return []
-        account = self.plan.accounts.get(account_id)
-        client, reason = (None, "account not found") if account is None else self.x.client_for(account)
-        if client is not None and account is not None:
-            reason = await asyncio.to_thread(self.x.entry_block, account)
-        return list(await settled(*(self._enter_leg(client, leg, reason) for leg in legs)))
+    async def _phase(
+        self,
+        account_ids: list[int],
+        side: str,
+        *,
+        then: Callable[[int, list[LegState]], Awaitable[None]] | None = None,
+    ) -> list[list[LegState]]:
+        """Enter the ``side`` legs of every account in ``account_ids`` (accounts in parallel); the
+        legs' states per account, in order; ``then(account, states)`` runs for each account as soon as
+        its own legs have ended.
+
+        The hot path: the intents of every sendable leg of every account are written and their sends
+        claimed in ONE journal transaction before any order leaves (:meth:`Journal.record_and_claim`);
+        each account then places its orders, follows them with one orderbook read per round and writes
+        their outcomes in one transaction per round, and its executions in one more. Legs that cannot
+        take that path (not pending, blocked, unsliceable) go one by one as before
+        (:meth:`_enter_leg`)."""
+        work: list[tuple[int, list[EntryLeg], OpenAlgoClient | None, str | None]] = []
+        for account_id in account_ids:
+            account = self.plan.accounts.get(account_id)
+            client, reason = (None, "account not found") if account is None else self.x.client_for(account)
+            work.append((account_id, self._legs(account_id, side), client, reason))
+        readable = [a for a, legs, client, _ in work if legs and client is not None]
+        blocks = await asyncio.to_thread(self.x.entry_blocks, readable) if readable else {}
+        fast: dict[int, list[tuple[EntryLeg, list[IntentSpec]]]] = defaultdict(list)
+        for account_id, legs, client, _ in work:
+            if client is None or blocks.get(account_id) is not None:
+                continue
+            for leg in legs:
+                if leg.status != "pending":
+                    continue
+                try:
+                    slices = slice_quantities(leg, self.today)
+                except ValueError:
+                    continue  # _enter_leg says why (or drives what an earlier attempt recorded)
+                fast[account_id].append((leg, self._specs(leg, slices, "entry", leg.side)))
+        specs = [spec for items in fast.values() for _, leg_specs in items for spec in leg_specs]
+        claimed: dict[str, ClaimedIntent] = {}
+        if specs:
+            try:
+                found = await asyncio.to_thread(self.driver.journal.record_and_claim, specs)
+            except IntegrityError:
+                fast.clear()  # another writer raced us to a key: every leg one by one, as before
+            else:
+                claimed = {c.view.key: c for c in found}
+
+        async def account_phase(
+            account_id: int, legs: list[EntryLeg], client: OpenAlgoClient | None, reason: str | None
+        ) -> list[LegState]:
+            if not legs:
+                return []
+            block = reason if client is None else blocks.get(account_id)
+            mine = fast.get(account_id, [])
+            fast_ids = {leg.execution_id for leg, _ in mine}
+            slow = [leg for leg in legs if leg.execution_id not in fast_ids]
+            states: dict[int, LegState] = {}
+            slow_states, fast_states = await settled(
+                self._enter_slow(client, slow, block),
+                self._enter_claimed(client, mine, claimed) if mine and client is not None else _none(),
+            )
+            states.update({leg.execution_id: st for leg, st in zip(slow, slow_states, strict=True)})
+            states.update({leg.execution_id: st for (leg, _), st in zip(mine, fast_states, strict=True)})
+            result = [states[leg.execution_id] for leg in legs]
+            if then is not None:
+                await then(account_id, result)
+            return result
+
+        return list(await settled(*(account_phase(*item) for item in work)))
+
+    async def _enter_slow(
+        self, client: OpenAlgoClient | None, legs: list[EntryLeg], block: str | None
+    ) -> list[LegState]:
+        return list(await settled(*(self._enter_leg(client, leg, block) for leg in legs)))
+
+    async def _enter_claimed(
+        self,
+        client: OpenAlgoClient,
+        items: list[tuple[EntryLeg, list[IntentSpec]]],
+        claimed: dict[str, ClaimedIntent],
+    ) -> list[LegState]:
+        """One account's legs whose intents :meth:`_phase` recorded and claimed: the won sends are
+        placed at once and followed together (:meth:`OrderDriver.follow_many`); an intent an earlier
+        attempt left (not won) is driven on from its stored state, never sent again."""
+        rows: dict[str, IntentRow] = {}
+        won: list[IntentRow] = []
+        others: list[IntentRow] = []
+        for _, specs in items:
+            for spec in specs:
+                c = claimed[spec.key]
+                row = _row_of(spec, c)
+                rows[spec.key] = row
+                (won if c.won else others).append(row)
+
+        async def drive_other(row: IntentRow) -> IntentRow:
+            stored = await asyncio.to_thread(load_intent, self.x.database, row.id)
+            return await self.driver.drive(client, stored, allow_send=True, priority=Priority.ENTRY)
+
+        async def place_and_follow() -> list[IntentRow]:
+            sent = await settled(*(self.driver.place(client, r, Priority.ENTRY) for r in won))
+            placed = [(r, order_id) for r, order_id in sent if order_id is not None]
+            done = [r for r, order_id in sent if order_id is None]
+            followed = await self.driver.follow_many(client, placed) if placed else []
+            # Not accepted (rejected, not sent, unknown): on from the written state, as drive() goes.
+            onward = await settled(
+                *(self.driver.drive(client, r, allow_send=True, priority=Priority.ENTRY) for r in done)
+            )
+            return [*followed, *onward]
+
+        placed_rows, other_rows = await settled(place_and_follow(), _all(drive_other(r) for r in others))
+        for row in [*placed_rows, *other_rows]:
+            rows[row.key] = row
+        finished = [(leg, [rows[spec.key] for spec in specs]) for leg, specs in items]
+        return list(await asyncio.to_thread(finish_entries, self.x.database, finished, self.x.clock.now()))
+
+    async def _after_sells(self, account_id: int, sells: list[LegState]) -> None:
+        if "failed" in sells:
+            await self._apply_policy(account_id)
 
     async def _after_buys(self, account_id: int, buys: list[LegState]) -> None:
         if "open" in buys:
@@ -400,7 +529,7 @@ class _RunEntry:
             await asyncio.to_thread(self._fail_unsent, self._legs(account_id, "SELL"), note)
             sells = ["failed"]
         else:
-            sells = await self._phase(account_id, "SELL")
+            sells = (await self._phase([account_id], "SELL"))[0]
         if "failed" in sells or "failed" in buys:
             await self._apply_policy(account_id)
 
@@ -438,13 +567,13 @@ class _RunEntry:
         state = await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.clock.now())
         return state
 
-    def _record(self, leg: EntryLeg, slices: list[int], purpose: str, side: str) -> list[IntentRow]:
-        """Write the intents of every slice (an existing key is kept as it is), return them as stored."""
-        journal = self.driver.journal
+    def _specs(self, leg: EntryLeg, slices: list[int], purpose: str, side: str) -> list[IntentSpec]:
+        """The intents of every slice of ``leg`` (``exec:{id}:entry:{n}``, or ``exec:{id}:exit:1:{n}``
+        MARKET for an unwind)."""
         prefix = "entry" if purpose == "entry" else "exit:1"
         market = purpose != "entry"
-        for n, quantity in enumerate(slices, start=1):
-            spec = IntentSpec(
+        return [
+            IntentSpec(
                 key=f"exec:{leg.execution_id}:{prefix}:{n}",
                 account_id=leg.account_id,
                 symbol=leg.symbol,
@@ -459,6 +588,13 @@ class _RunEntry:
                 execution_id=leg.execution_id,
                 purpose=purpose,
             )
+            for n, quantity in enumerate(slices, start=1)
+        ]
+
+    def _record(self, leg: EntryLeg, slices: list[int], purpose: str, side: str) -> list[IntentRow]:
+        """Write the intents of every slice (an existing key is kept as it is), return them as stored."""
+        journal = self.driver.journal
+        for spec in self._specs(leg, slices, purpose, side):
             try:
                 journal.record(spec)
             except IntentExistsError:
@@ -536,6 +672,54 @@ async def settled(*steps: Awaitable[T]) -> list[T]:
         if isinstance(result, BaseException):
             raise result
     return cast(list[T], results)
+
+
+def _block_of(halted: str | None, current: Any) -> str | None:
+    """Why no new entry may go to an account (its ``entry_blocks`` row, None when it is gone)."""
+    if halted is not None:
+        return f"entries are halted: {halted}"
+    if current is not None and current.entries_halted_reason is not None:
+        return f"entries are halted on this account: {current.entries_halted_reason}"
+    if current is None or current.archived_at is not None:
+        return "the account is archived"
+    if not current.is_active:
+        return "the account is inactive"
+    if current.connection_status == "auth_failed":
+        return "the account's API key was refused by the broker; fix the key first"
+    return None
+
+
+async def _none() -> list[LegState]:
+    return []
+
+
+async def _all(steps: Iterable[Awaitable[T]]) -> list[T]:
+    return await settled(*steps)
+
+
+def _row_of(spec: IntentSpec, claimed: ClaimedIntent) -> IntentRow:
+    """The driver's row of an intent :meth:`Journal.record_and_claim` returned (its terms are the
+    spec's: the key names the execution and slice, so an earlier attempt wrote the same terms)."""
+    view = claimed.view
+    return IntentRow(
+        id=view.id,
+        key=view.key,
+        account_id=spec.account_id,
+        symbol=spec.symbol,
+        exchange=spec.exchange,
+        product=spec.product,
+        side=spec.side,
+        quantity=spec.quantity,
+        order_type=spec.order_type,
+        price=spec.price,
+        trigger_price=spec.trigger_price,
+        strategy_tag=spec.strategy_tag or "",
+        state=view.state,
+        order_id=view.order_id,
+        filled_quantity=view.filled_quantity,
+        average_price=view.average_price,
+        rejection_reason=claimed.rejection_reason,
+    )
 
 
 def intents_of(database: Database, execution_id: int, purpose: str) -> list[IntentRow]:

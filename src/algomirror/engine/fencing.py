@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -78,6 +78,18 @@ def check_fence(session: Session, epoch: int) -> None:
         raise FencedOutError(f"engine epoch {epoch} is fenced out (the database holds epoch {stored})")
 
 
+# Built once: the journal's batch writes check the fence on a Core connection (no ORM overhead).
+_STORED_EPOCH = select(EngineFence.epoch).where(EngineFence.id == FENCE_ROW_ID).with_for_update(read=True)
+
+
+def check_fence_on(connection: Connection, epoch: int) -> None:
+    """:func:`check_fence` on the Core connection of a write transaction (same lock, same refusal:
+    raises :class:`FencedOutError`)."""
+    stored = connection.execute(_STORED_EPOCH).scalar()
+    if stored is None or int(stored) != epoch:
+        raise FencedOutError(f"engine epoch {epoch} is fenced out (the database holds epoch {stored})")
+
+
 def heartbeat(session: Session, epoch: int, now: datetime) -> None:
     """Record ``now`` (aware; stored UTC) as the fence's heartbeat, only if ``epoch`` is still the stored
     epoch. The caller commits. Raises :class:`FencedOutError` when a newer engine has taken over."""
@@ -91,4 +103,11 @@ def heartbeat(session: Session, epoch: int, now: datetime) -> None:
         raise FencedOutError(f"engine epoch {epoch} is fenced out (a newer engine has taken over)")
 
 
-__all__ = ["FenceMissingError", "FencedOutError", "check_fence", "heartbeat", "take_epoch"]
+__all__ = [
+    "FenceMissingError",
+    "FencedOutError",
+    "check_fence",
+    "check_fence_on",
+    "heartbeat",
+    "take_epoch",
+]

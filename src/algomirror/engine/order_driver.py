@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import (
@@ -41,7 +43,13 @@ from algomirror.db.models import OrderIntent
 from algomirror.db.session import Database
 from algomirror.domain import order_state
 from algomirror.domain.order_state import IllegalTransitionError
-from algomirror.engine.journal import IntentView, Journal, OrderAlreadyAdoptedError
+from algomirror.engine.journal import (
+    Advance,
+    ConflictingFactsError,
+    IntentView,
+    Journal,
+    OrderAlreadyAdoptedError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +218,20 @@ class OrderDriver:
         return row.with_view(view, reason)
 
     async def _send(self, client: OpenAlgoClient, row: IntentRow, priority: Priority) -> IntentRow:
+        row, order_id = await self.place(client, row, priority)
+        if order_id is None:
+            return row
+        return await self._advance(row, order_state.ACKNOWLEDGED, order_id=order_id)
+
+    async def place(
+        self, client: OpenAlgoClient, row: IntentRow, priority: Priority
+    ) -> tuple[IntentRow, str | None]:
+        """Send the order of an intent whose send this caller claimed (state ``sent``), once.
+
+        Accepted: returns ``(row, order id)`` with NOTHING written — the caller records the
+        acknowledgement (:meth:`follow_many` does, grouped with the outcome); until then a crash leaves
+        the intent ``sent``, which is resolved from the orderbook and never sent again. Every other
+        outcome (rejected, not sent, unknown) is written here and returned with ``None``."""
         request = OrderRequest(
             symbol=row.symbol,
             exchange=row.exchange,
@@ -228,21 +250,27 @@ class OrderDriver:
             except RetryableError as exc:
                 # For an order call this class means nothing reached the broker (429, no connection).
                 if attempt >= self.config.send_retries:
-                    return await self._advance(row, order_state.CANCELLED, reason=f"not sent: {exc.message}")
+                    reason = f"not sent: {exc.message}"
+                    return await self._advance(row, order_state.CANCELLED, reason=reason), None
                 await asyncio.sleep(max(self.config.send_retry_delay, exc.retry_after))
                 continue
             except RejectedError as exc:
-                return await self._advance(
+                rejected = await self._advance(
                     row, order_state.REJECTED, order_id=exc.orderid or None, reason=exc.message
                 )
+                return rejected, None
             except HaltError as exc:
-                return await self._advance(row, order_state.CANCELLED, reason=f"not sent: {exc.message}")
+                return await self._advance(
+                    row, order_state.CANCELLED, reason=f"not sent: {exc.message}"
+                ), None
             except UnknownOutcomeError as exc:
                 log.warning("intent %s (%s): send outcome unknown: %s", row.key, row.symbol, exc.message)
-                return await self._advance(row, order_state.UNKNOWN, reason=f"outcome unknown: {exc.message}")
+                reason = f"outcome unknown: {exc.message}"
+                return await self._advance(row, order_state.UNKNOWN, reason=reason), None
             except BrokerError as exc:  # unclassified: the order may exist, so treat it as unknown
-                return await self._advance(row, order_state.UNKNOWN, reason=f"outcome unknown: {exc.message}")
-            return await self._advance(row, order_state.ACKNOWLEDGED, order_id=ack.orderid)
+                reason = f"outcome unknown: {exc.message}"
+                return await self._advance(row, order_state.UNKNOWN, reason=reason), None
+            return row, ack.orderid
 
     async def _resolve(self, client: OpenAlgoClient, row: IntentRow) -> IntentRow:
         """Find the order of an intent whose send outcome is unknown in the orderbook and adopt it."""
@@ -291,14 +319,118 @@ class OrderDriver:
             await asyncio.sleep(self.config.status_interval)
 
     async def _record(self, row: IntentRow, order: BrokerOrder) -> IntentRow:
-        state = _TERMINAL[order.status]
-        filled = order.filled_quantity
-        if filled is None:
-            filled = row.quantity if state == order_state.COMPLETE else row.filled_quantity
-        filled = max(row.filled_quantity, min(filled, row.quantity))
-        price = order.average_price if order.average_price and filled else None
-        reason = order.rejection_reason or None
-        return await self._advance(row, state, filled=filled, price=price, reason=reason)
+        change = _outcome(row, order)
+        return await self._advance(
+            row,
+            change.state,
+            filled=change.filled_quantity,
+            price=change.average_price,
+            reason=change.rejection_reason,
+        )
+
+    async def follow_many(
+        self, client: OpenAlgoClient, placed: Sequence[tuple[IntentRow, str]]
+    ) -> list[IntentRow]:
+        """Record and follow orders of one account that :meth:`place` sent (``(row, order id)``; their
+        acknowledgements not yet written) until each is terminal or ``fill_timeout`` has passed; returns
+        them as stored after, in ``placed`` order.
+
+        PRODUCT §5.11: one ``orderbook`` read for all of them per round (the first right after the last
+        placement, then every ``status_interval``), ``orderstatus`` only for an order missing from the
+        book. Each round's facts are written in one journal transaction: an order already terminal goes
+        ``sent → complete | rejected | cancelled`` with its order id, fills and average price; one still
+        working is recorded ``acknowledged`` (then left so after ``fill_timeout``, as :meth:`drive`
+        leaves it). A batch the journal refuses is written one intent at a time (each as :meth:`drive`
+        would)."""
+        rows = [replace(row, order_id=order_id) for row, order_id in placed]
+        written = [False] * len(rows)
+        deadline = time.monotonic() + self.config.fill_timeout
+        while True:
+            late = time.monotonic() >= deadline
+            seen = await self._book_orders(client, [r for r in rows if not r.terminal])
+            changes: list[tuple[int, Advance]] = []
+            for n, row in enumerate(rows):
+                if row.terminal:
+                    continue
+                order = seen.get(row.order_id or "")
+                priced = order is not None and (order.average_price is not None or not order.filled_quantity)
+                if order is not None and order.status.is_terminal and (priced or late):
+                    changes.append((n, _outcome(row, order, order_id=row.order_id)))
+                elif not written[n]:
+                    changes.append((n, Advance(row.id, order_state.ACKNOWLEDGED, order_id=row.order_id)))
+            if changes:
+                for (n, _), stored in zip(changes, await self._write_many(rows, changes), strict=True):
+                    rows[n] = stored
+                    written[n] = True
+            if all(r.terminal for r in rows) or late:
+                return rows
+            await asyncio.sleep(self.config.status_interval)
+
+    async def _book_orders(self, client: OpenAlgoClient, rows: Sequence[IntentRow]) -> dict[str, BrokerOrder]:
+        """The broker's view of ``rows``' orders: one orderbook read, then ``orderstatus`` for any order
+        the book does not show yet (unreadable: left out, asked again next round)."""
+        wanted = {r.order_id for r in rows if r.order_id}
+        found: dict[str, BrokerOrder] = {}
+        if not wanted:
+            return found
+        try:
+            book = await client.orderbook()
+        except BrokerError as exc:
+            log.info("orderbook unreadable while following %d order(s): %s", len(wanted), exc.message)
+        else:
+            found = {o.orderid: o for o in book.orders if o.orderid in wanted}
+        missing = [r for r in rows if r.order_id and r.order_id not in found]
+        if missing:
+            replies = await asyncio.gather(
+                *(client.order_status(r.order_id or "", strategy=r.strategy_tag) for r in missing),
+                return_exceptions=True,
+            )
+            for row, reply in zip(missing, replies, strict=True):
+                if isinstance(reply, BrokerOrder):
+                    found[reply.orderid or row.order_id or ""] = reply
+                elif isinstance(reply, BrokerError):
+                    log.info("intent %s: orderstatus unreadable: %s", row.key, reply.message)
+                elif isinstance(reply, BaseException):
+                    raise reply
+        return found
+
+    async def _write_many(self, rows: list[IntentRow], changes: list[tuple[int, Advance]]) -> list[IntentRow]:
+        """Write ``changes`` in one journal transaction; refused as a batch, one by one."""
+        try:
+            views = await asyncio.to_thread(self.journal.advance_many, [c for _, c in changes])
+        except (IllegalTransitionError, ConflictingFactsError, OrderAlreadyAdoptedError, IntegrityError):
+            stored: list[IntentRow] = []
+            for n, change in changes:
+                stored.append(
+                    await self._advance(
+                        rows[n],
+                        change.state,
+                        order_id=change.order_id,
+                        filled=change.filled_quantity,
+                        price=change.average_price,
+                        reason=change.rejection_reason,
+                    )
+                )
+            return stored
+        return [
+            rows[n].with_view(view, change.rejection_reason)
+            for (n, change), view in zip(changes, views, strict=True)
+        ]
+
+
+def _outcome(row: IntentRow, order: BrokerOrder, *, order_id: str | None = None) -> Advance:
+    """The journal change a terminal broker order means for ``row`` (fills clamped to what the intent
+    asked and never below what it recorded; the average price only with a fill)."""
+    state = _TERMINAL[order.status]
+    filled = order.filled_quantity
+    if filled is None:
+        filled = row.quantity if state == order_state.COMPLETE else row.filled_quantity
+    filled = max(row.filled_quantity, min(filled, row.quantity))
+    price = order.average_price if order.average_price and filled else None
+    reason = order.rejection_reason or None
+    return Advance(
+        row.id, state, order_id=order_id, filled_quantity=filled, average_price=price, rejection_reason=reason
+    )
 
 
 def order_candidates(orders: tuple[BrokerOrder, ...], row: IntentRow, owned: set[str]) -> list[BrokerOrder]:
