@@ -174,9 +174,14 @@ async def test_a_failed_positionbook_read_is_unverified_never_flat(
         assert (await reconciler.reconcile_account(world.account_ids[0])).outcome == "unverified"
         assert len(alerts(world)) == 1
         assert (await reconciler.reconcile_account(world.account_ids[0])).outcome == "verified"
-    [marker] = alerts(world)
-    assert marker.acknowledged_at is not None and marker.acknowledged_by is None
+        [marker] = alerts(world)
+        assert marker.acknowledged_at is not None and marker.acknowledged_by is None
+        # A failed orderbook read is just as unknown.
+        sim.control.status_next(502, endpoint="orderbook")
+        result = await reconciler.reconcile_account(world.account_ids[0])
+        assert result.outcome == "unverified" and "orderbook" in (result.reason or "")
     assert snapshot(world, run_id) == before and halted(world, 0) is None
+    assert [a.severity for a in alerts(world)] == ["info", "info"]
 
 
 async def test_a_position_closed_outside_halts_the_account_and_alerts_critical(

@@ -316,14 +316,20 @@ class Reconciler:
             return self._done(AccountReconciliation(account_id, "skipped", "inactive, deleted or no key"))
         try:
             client = self._client(account)
-        except (ValueError, BrokerError) as exc:
-            return self._done(await self._unverified(account, f"no usable client: {exc}"))
+        except ValueError as exc:
+            return self._done(await self._unverified(account, str(exc)))
         for _ in range(2):
             before = await asyncio.to_thread(self._load_ours, account_id)
-            try:
-                positions, orders = await asyncio.gather(client.positionbook(), client.orderbook())
-            except BrokerError as exc:
-                return self._done(await self._unverified(account, f"{exc.endpoint or 'read'}: {exc.message}"))
+            # Both reads run to their end (neither is left behind when the other fails).
+            positions, orders = await asyncio.gather(
+                client.positionbook(), client.orderbook(), return_exceptions=True
+            )
+            for name, outcome in (("positionbook", positions), ("orderbook", orders)):
+                if isinstance(outcome, BrokerError):
+                    return self._done(await self._unverified(account, f"{name}: {outcome.message}"))
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            assert isinstance(positions, Positionbook) and isinstance(orders, Orderbook)
             after = await asyncio.to_thread(self._load_ours, account_id)
             if before.fingerprint == after.fingerprint:
                 break
@@ -366,9 +372,16 @@ class Reconciler:
         return dict(net), None
 
     def _client(self, account: _Account) -> OpenAlgoClient:
-        """The account's shared client. Raises ValueError for an unreadable key or host."""
-        key = self._decrypt(account.api_key_encrypted)
-        return self.registry.client(account.id, account.host_url, key, name=account.name)
+        """The account's shared client. Raises ValueError (a message safe to show) for a stored key
+        that cannot be decrypted or an invalid host URL."""
+        try:
+            key = self._decrypt(account.api_key_encrypted)
+        except ValueError:
+            raise ValueError("the stored API key cannot be read; save the key again") from None
+        try:
+            return self.registry.client(account.id, account.host_url, key, name=account.name)
+        except ValueError as exc:
+            raise ValueError(f"the account's host URL is invalid: {exc}") from None
 
     # ------------------------------------------------------------------------------ database
 
