@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from algomirror.engine.reconcile import Gap, _Intent, _Ours, compare_positions
+from algomirror.broker.wire import BrokerPosition, Positionbook
+from algomirror.engine.reconcile import Gap, Reconciler, _Intent, _Ours, compare_positions
 
 KEY = ("NIFTY01DEC2625800PE", "NFO", "NRML")
 
@@ -57,3 +58,16 @@ def test_matching_keys_are_no_gap_and_other_symbols_are_untracked() -> None:
     other = ("RELIANCE", "NSE", "CNC")
     gaps, untracked = compare_positions(_Ours({KEY: -65}, (), ()), {KEY: -65, other: 10})
     assert gaps == [] and untracked == {other: 10}
+
+
+def test_a_position_row_without_a_readable_quantity_makes_the_book_unknown() -> None:
+    book = Positionbook(
+        positions=(
+            BrokerPosition(KEY[0], "NFO", "NRML", quantity=-65, average_price=None, ltp=None, pnl=None),
+            BrokerPosition("NIFTY01DEC2625500PE", "NFO", "NRML", None, None, None, None),
+        )
+    )
+    net, malformed = Reconciler._net_positions(book)
+    assert net == {} and malformed is not None and "NIFTY01DEC2625500PE" in malformed
+    net, malformed = Reconciler._net_positions(Positionbook(positions=book.positions[:1]))
+    assert net == {KEY: -65} and malformed is None
