@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from algomirror.broker.registry import ClientRegistry
-from algomirror.db.models import EngineCommand, StrategyRun
+from algomirror.db.models import EngineCommand, Strategy, StrategyRun, TradingAccount
 from algomirror.domain.contract_specs import freeze_qty, lot_size
 from algomirror.domain.instruments import option_symbol
 from algomirror.domain.money import format_inr
@@ -330,3 +330,33 @@ async def test_the_resolver_loop_runs_both_kinds_and_build_engine_has_it(
     assert await resolution.run_command(waiting) is False
     assert world.command(waiting).status == "pending"
     await commands.registry.aclose()
+
+
+async def test_pre_checks_name_each_skipped_account_and_refuse_an_inactive_strategy(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE)
+    with world.database.session() as session:
+        inactive = session.get(TradingAccount, world.account_ids[1])
+        refused = session.get(TradingAccount, world.account_ids[2])
+        assert inactive is not None and refused is not None
+        inactive.is_active = False
+        refused.connection_status = "auth_failed"
+    result = await preview(world)
+    accounts = {a["account_id"]: a for a in result["accounts"]}
+    assert accounts[world.account_ids[0]]["status"] == "ok"
+    assert accounts[world.account_ids[1]]["reason"] == "the account is inactive"
+    assert "API key was refused" in accounts[world.account_ids[2]]["reason"]
+    assert result["plannable"] == 2 and result["errors"] == []
+
+    with world.database.session() as session:
+        strategy = session.get(Strategy, world.strategy_id)
+        assert strategy is not None
+        strategy.is_active = False
+    command_id = queue(world, EXECUTE_STRATEGY, "page-off")
+    async with resolver_of(world) as resolver:
+        assert await resolver.run_command(command_id)
+    command = world.command(command_id)
+    assert command.status == "failed" and "the strategy is inactive" in (command.error or "")
+    assert commands_of(world, "execute_run") == []
