@@ -39,7 +39,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,26 +188,31 @@ class ExitExecutor(EntryExecutor):
         if not states:
             return ExecuteOutcome("done", {"scope": scope.kind, "exited": 0, "note": "nothing open to exit"})
         run_ids = sorted({s.run_id for s in states})
-        async with AsyncExitStack() as stack:
-            for run_id in run_ids:  # in id order: two commands over the same runs cannot deadlock
-                await stack.enter_async_context(self._run_locks[run_id])
-            # Read again under the locks: a command that ran meanwhile has moved them on.
-            states = [
-                s for s in await asyncio.to_thread(self._targets, user_id, scope) if s.run_id in run_ids
-            ]
-            driver = OrderDriver(self.database, self._journal(), self.config.driver)
-            plans = await asyncio.to_thread(self._plans, run_ids, user_id)
-            work = _ExitWork(self, driver, scope, plans)
-            await work.run(states)
-            closed = await asyncio.to_thread(
-                close_runs, self.database, run_ids, scope.reason, scope.detail, self.clock.now()
-            )
+        driver = OrderDriver(self.database, self._journal(), self.config.driver)
+        work = _ExitWork(self, driver, scope, {})
+        # Each run under its own lock, runs in parallel: a run whose exit is waiting to retry (minutes at
+        # most) does not hold up an "exit all" of the user's other runs, and no task ever holds two
+        # locks (no deadlock).
+        ended = await settled(*(self._exit_run(user_id, scope, run_id, work) for run_id in run_ids))
+        closed = [run_id for run_id in ended if run_id is not None]
         result = work.summary(closed)
         if result["open"] or result["entering"]:
             return ExecuteOutcome(
                 "retry", result, error="exit orders of unknown outcome, or entries still running"
             )
         return ExecuteOutcome("done", result)
+
+    async def _exit_run(self, user_id: int, scope: _Scope, run_id: int, work: _ExitWork) -> int | None:
+        """The scope's part in one run, under the run's lock; the run id when the run closed."""
+        async with self._run_locks[run_id]:
+            # Read again under the lock: a command that ran meanwhile has moved them on.
+            states = [s for s in await asyncio.to_thread(self._targets, user_id, scope) if s.run_id == run_id]
+            work.plans.update(await asyncio.to_thread(self._plans, [run_id], user_id))
+            await work.run(states)
+            closed = await asyncio.to_thread(
+                close_runs, self.database, [run_id], scope.reason, scope.detail, self.clock.now()
+            )
+        return closed[0] if closed else None
 
     def _targets(self, user_id: int, scope: _Scope) -> list[ExitState]:
         with self.database.session_factory() as session:
