@@ -6,14 +6,14 @@ entered by the EntryExecutor; a double Execute gives one run and one set of orde
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from algomirror.broker.registry import ClientRegistry
-from algomirror.db.models import EngineCommand, Strategy, StrategyRun, TradingAccount
+from algomirror.db.models import EngineCommand, Strategy, StrategyLeg, StrategyRun, TradingAccount
 from algomirror.domain.contract_specs import freeze_qty, lot_size
 from algomirror.domain.instruments import option_symbol
 from algomirror.domain.money import format_inr
@@ -360,3 +360,38 @@ async def test_pre_checks_name_each_skipped_account_and_refuse_an_inactive_strat
     command = world.command(command_id)
     assert command.status == "failed" and "the strategy is inactive" in (command.error or "")
     assert commands_of(world, "execute_run") == []
+
+
+async def test_outside_the_session_every_leg_is_resolved_but_nothing_is_placed(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE, accounts=1)
+    world.clock.set(datetime(2026, 11, 25, 10, 45, tzinfo=UTC))  # 16:15 IST, after the close
+    result = await preview(world)
+    assert all(
+        leg["symbol"] and leg["blocked"] == "NFO is not in session now (16:15 IST)" for leg in result["legs"]
+    )
+    assert all(r["status"] == "skipped" for r in result["rows"]) and result["plannable"] == 0
+    command_id = queue(world, EXECUTE_STRATEGY, "page-late")
+    async with resolver_of(world) as resolver:
+        assert await resolver.run_command(command_id)
+    assert "not in session" in (world.command(command_id).error or "")
+
+
+async def test_a_futures_leg_trades_the_nearest_monthly_future(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, (LegDef("SELL", "CE"),), accounts=1)
+    with world.database.session() as session:
+        leg = session.get(StrategyLeg, world.leg_ids[0])
+        assert leg is not None
+        leg.product_type, leg.option_type, leg.expiry, leg.action = "futures", None, "current_month", "BUY"
+    result = await preview(world)
+    [leg_result] = result["legs"]
+    assert leg_result["error"] is None, leg_result
+    assert leg_result["symbol"] == f"NIFTY{date.fromisoformat(leg_result['expiry']):%d%b%y}FUT".upper()
+    assert leg_result["strike"] is None and Decimal(leg_result["ltp"]) > 0
+    [row] = result["rows"]
+    assert row["status"] == "ok" and Decimal(row["estimated_margin"]) == Decimal(215000)  # seed futures rate
