@@ -264,6 +264,7 @@ async def test_execute_with_nothing_plannable_fails_with_every_reason(
     assert command.status == "failed"
     assert command.error is not None and "leg 1: could not resolve expiry" in command.error
     assert command.result is not None and len(command.result["reasons"]) >= 2
+    assert command.result["error"] == command.error
     with world.database.session_factory() as session:
         assert session.scalar(select(func.count()).select_from(StrategyRun)) == 0
     assert commands_of(world, "execute_run") == []

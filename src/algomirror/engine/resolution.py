@@ -36,7 +36,8 @@ transaction plans the run (:func:`~algomirror.engine.planning.plan_run`, skipped
 spot and ATM on the run), queues its ``execute_run`` (token ``run-of:{command_id}``) and finishes its own
 command with ``{"run_id": …}`` — a crash before that commit leaves the command ``running``, recovered to
 ``pending`` and resolved again; after it nothing is left to repeat. Nothing plannable, or an open run:
-``failed`` with every reason. No exception escapes as the user's answer: a broker error is a reason.
+``failed`` with ``{"error": text, "reasons": […], "preview": …}``. No exception escapes as the user's
+answer: a broker error is a reason.
 """
 
 from __future__ import annotations
@@ -1061,7 +1062,8 @@ class StrategyResolver:
         if resolution.errors or not planned:
             reasons = resolution.reasons() or ["nothing could be planned"]
             error = "; ".join(reasons)[:MAX_ERROR]
-            return ExecuteOutcome("failed", {"reasons": reasons, "preview": preview}, error=error)
+            failure = {"error": error, "reasons": reasons, "preview": preview}
+            return ExecuteOutcome("failed", failure, error=error)
         now = self.clock.now()
         try:
             with self.database.session() as session:
@@ -1091,7 +1093,7 @@ class StrategyResolver:
         except IntegrityError:
             # The schema refuses a second open run of one strategy (another Execute won the race).
             reason = "the strategy already has an open run"
-            return ExecuteOutcome("failed", {"reasons": [reason]}, error=reason)
+            return ExecuteOutcome("failed", {"error": reason, "reasons": [reason]}, error=reason)
         return ExecuteOutcome("done", {**result, "run_id": run_id})
 
 
