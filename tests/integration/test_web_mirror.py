@@ -129,7 +129,8 @@ def order_form(s: Setup, **overrides: Any) -> dict[str, Any]:
 def test_mirror_order_review_send_once_and_result_page(db_url: str, tmp_path: Path) -> None:
     s = setup(db_url, tmp_path)
     page = s.client.get("/mirror").get_data(as_text=True)
-    assert 'href="/mirror"' in page and "Mirror order" in page  # in the navigation
+    positions = s.client.get("/positions").get_data(as_text=True)
+    assert 'id="mirror-order-link" href="/mirror"' in positions and 'href="/mirror/check"' in positions
     second = s.accounts[1]
     assert f'id="mult-{second}" name="mult-{second}" inputmode="decimal" size="6" value="2"' in page
     assert f"mult-{s.other_account}" not in page  # another user's account is never offered

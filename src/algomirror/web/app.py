@@ -79,7 +79,6 @@ NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
     ("books.holdings", "Holdings", "h"),
     ("books.funds", "Funds", "f"),
     ("strategies.index", "Strategies", "s"),
-    ("mirror.order_form", "Mirror", "m"),
     ("risk.index", "Risk", "r"),
     ("accounts.index", "Accounts", "a"),
     ("activity.index", "Activity", "l"),
