@@ -17,7 +17,7 @@ from sqlalchemy import select
 from algomirror.broker.client import RetryPolicy, Timeouts
 from algomirror.broker.registry import ClientRegistry
 from algomirror.broker.wire import Action, OrderRequest, PriceType, Product
-from algomirror.db.models import EngineAlert
+from algomirror.db.models import EngineAlert, StrategyExecution
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import FakeClock
 from algomirror.engine.alerts import acknowledge_alert, open_alerts
@@ -208,6 +208,24 @@ async def test_a_position_closed_outside_halts_the_account_and_alerts_critical(
     # Nothing of ours was changed; the other account is fine.
     assert snapshot(world, run_id) == before
     assert results[world.account_ids[1]].outcome == "verified" and halted(world, 1) is None
+
+
+async def test_an_error_leg_still_open_at_the_broker_is_ours_not_a_gap(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    # An exit that used up its attempts leaves the leg in error with its position open: that position
+    # is ours (a person retries or confirms it closed), not an unexplained broker quantity.
+    world = make_world(db_url, simulator_session, accounts=1, legs=TWO_LEGS)
+    run_id = await entered(world)
+    with world.database.session_factory() as session:
+        for execution in session.scalars(select(StrategyExecution).where(StrategyExecution.run_id == run_id)):
+            execution.status = "error"
+        session.commit()
+
+    async with reconciler_of(world) as reconciler:
+        [result] = await reconciler.reconcile_all_once()
+    assert result.outcome == "verified" and not result.halted
+    assert alerts(world) == [] and halted(world, 0) is None
 
 
 async def test_extra_manual_quantity_is_shown_and_halts_but_is_never_adopted(

@@ -4,20 +4,21 @@ with what our executions and journal believe.
 When it runs: once when the engine starts (alongside the executors, which resume their own commands),
 then every ``interval`` seconds while NSE/NFO is open on the injected market clock.
 
-Which accounts: every active account with a key that has ``active``/``exiting`` executions or intents
-still working (``sent``, ``acknowledged``, ``unknown``). For each, in this order: our state is read
-(one short transaction), the positionbook and the orderbook are read through the engine's
-:class:`~algomirror.broker.registry.ClientRegistry` at READ priority, and our state is read again. When
-the two reads of our state differ, an executor moved meanwhile: the pass is retried once, then left to
-the next one (``busy``), so a fill arriving during the comparison is never taken for a gap.
+Which accounts: every active account with a key that has ``active``/``exiting``/``error``
+executions or intents still working (``sent``, ``acknowledged``, ``unknown``). For each, in this order:
+our state is read (one short transaction), the positionbook and the orderbook are read through the
+engine's :class:`~algomirror.broker.registry.ClientRegistry` at READ priority, and our state is read
+again. When the two reads of our state differ, an executor moved meanwhile: the pass is retried once,
+then left to the next one (``busy``), so a fill arriving during the comparison is never taken for a gap.
 
 Per (symbol, exchange, product) the broker's net quantity is compared with *ours*: Σ signed open
-quantity (BUY +, SELL −; open = filled − exited) of our ``active``/``exiting`` executions on the account
-(every strategy). The journal gives the range of what could explain a difference: every intent of the
-account's ``pending``/``active``/``exiting`` executions, and every still-working intent, contributes its
-signed filled quantity, and a working one also anything up to its remaining quantity. Tagged working
-orders (strategy ``AM-S*``) are compared with our working intents (by order id, or, for an intent whose
-send outcome is not known yet, by symbol, side and tag).
+quantity (BUY +, SELL −; open = filled − exited) of our ``active``/``exiting``/``error`` executions on
+the account (every strategy; an ``error`` leg's position is still ours). The journal gives the range of
+what could explain a difference: every intent of the account's ``pending``/``active``/``exiting``/``error``
+executions, and every still-working intent, contributes its signed filled quantity, and a working one
+also anything up to its remaining quantity. Tagged working orders (strategy ``AM-S*``) are compared with
+our working intents (by order id, or, for an intent whose send outcome is not known yet, by symbol, side
+and tag).
 
 Outcomes (:class:`AccountReconciliation`):
 
@@ -75,9 +76,11 @@ log = logging.getLogger(__name__)
 
 ALERT_KIND = "reconciliation"
 TAG_PREFIX = "AM-S"
-OPEN_STATUSES = ("active", "exiting")
+# An ``error`` leg is one whose exit (or unwind) could not be completed: its position is ours and may
+# still be open, so it counts like an active one (a person retries it or confirms it closed outside).
+OPEN_STATUSES = ("active", "exiting", "error")
 # Executions whose intents can still move the broker's position (their journal is the evidence).
-LIVE_STATUSES = ("pending", "active", "exiting")
+LIVE_STATUSES = ("pending", "active", "exiting", "error")
 WORKING_INTENT_STATES = (order_state.SENT, order_state.ACKNOWLEDGED, order_state.UNKNOWN)
 MARKET_EXCHANGES = ("NFO", "NSE")
 
