@@ -68,6 +68,7 @@ def test_mirror_order_to_two_accounts_fills_live(
         page.locator(f"#acct-{account_id}").set_checked(account_id in (first, second))
     page.fill(f"#mult-{first}", "1")
     page.fill(f"#mult-{second}", "2")
+    page.screenshot(path=str(artifacts_dir / "mirror-form.png"), full_page=True)
     page.get_by_role("button", name="Review").click()
     rows = page.locator("#c-accounts tbody tr")
     assert rows.count() == 2
