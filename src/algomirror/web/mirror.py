@@ -22,6 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
 from sqlalchemy import select
@@ -531,6 +532,18 @@ def _drift_url(endpoint: str, run_id: int, row: MirrorRow) -> str:
 def mirror_drift_url(endpoint: str, run_id: int, row: MirrorRow) -> str:
     """The Bring-in-line / Accept link of one drift row."""
     return _drift_url(endpoint, run_id, row)
+
+
+@bp.record_once
+def _limit_orders(setup: BlueprintSetupState) -> None:
+    """The POSTs that queue orders reach brokers: give them the broker-touching rate limit."""
+    app = setup.app
+    settings = app.extensions["algomirror"].settings
+    for limiter in app.extensions.get("limiter", ()):
+        for endpoint in ("mirror.send", "mirror.fix"):
+            app.view_functions[endpoint] = limiter.limit(settings.ratelimit_broker, methods=["POST"])(
+                app.view_functions[endpoint]
+            )
 
 
 __all__ = ["bp", "read_form"]
