@@ -95,56 +95,78 @@ class RunPlan:
 
 def load_plan(session: Session, run_id: int, user_id: int) -> RunPlan | None:
     """The run if it belongs to ``user_id`` (else None). Accounts of another user are left out (their
-    legs then fail as "account not found")."""
+    legs then fail as "account not found"). Reads columns, not ORM objects: a run of 100 accounts has
+    hundreds of executions and this is read on every attempt."""
     found = session.execute(
-        select(StrategyRun, Strategy)
+        select(StrategyRun.id, StrategyRun.status, Strategy.id.label("strategy_id"), Strategy.on_leg_failure)
         .join(Strategy, Strategy.id == StrategyRun.strategy_id)
         .where(StrategyRun.id == run_id, Strategy.user_id == user_id)
     ).first()
     if found is None:
         return None
-    run, strategy = found
     pairs = session.execute(
-        select(StrategyExecution, StrategyLeg)
+        select(
+            StrategyExecution.id,
+            StrategyExecution.account_id,
+            StrategyExecution.symbol,
+            StrategyExecution.exchange,
+            StrategyExecution.product,
+            StrategyExecution.planned_quantity,
+            StrategyExecution.status,
+            StrategyExecution.filled_quantity,
+            StrategyExecution.entry_price,
+            StrategyExecution.error_message,
+            StrategyLeg.leg_number,
+            StrategyLeg.action,
+            StrategyLeg.order_type,
+            StrategyLeg.limit_price,
+            StrategyLeg.trigger_price,
+        )
         .join(StrategyLeg, StrategyLeg.id == StrategyExecution.leg_id)
         .where(StrategyExecution.run_id == run_id)
         .order_by(StrategyLeg.leg_number, StrategyExecution.account_id)
     ).all()
-    legs = [_entry_leg(execution, leg) for execution, leg in pairs]
+    legs = [_entry_leg(row) for row in pairs]
     ids = {leg.account_id for leg in legs}
-    accounts = session.scalars(
-        select(TradingAccount).where(TradingAccount.id.in_(ids), TradingAccount.user_id == user_id)
+    accounts = session.execute(
+        select(
+            TradingAccount.id,
+            TradingAccount.account_name,
+            TradingAccount.host_url,
+            TradingAccount.api_key_encrypted,
+        ).where(TradingAccount.id.in_(ids), TradingAccount.user_id == user_id)
     ).all()
     return RunPlan(
-        run_id=run.id,
-        strategy_id=strategy.id,
+        run_id=found.id,
+        strategy_id=found.strategy_id,
         user_id=user_id,
-        status=run.status,
-        tag=strategy_tag(strategy.id),
-        policy=strategy.on_leg_failure,
+        status=found.status,
+        tag=strategy_tag(found.strategy_id),
+        policy=found.on_leg_failure,
         accounts={a.id: AccountInfo(a.id, a.account_name, a.host_url, a.api_key_encrypted) for a in accounts},
         legs=legs,
     )
 
 
-def _entry_leg(execution: StrategyExecution, leg: StrategyLeg) -> EntryLeg:
-    order_type = _WIRE_ORDER_TYPES.get(leg.order_type or "MARKET", "MARKET")
+def _entry_leg(row: Any) -> EntryLeg:
+    """An :class:`EntryLeg` from one row of :func:`load_plan`'s execution × leg columns."""
+    order_type = _WIRE_ORDER_TYPES.get(row.order_type or "MARKET", "MARKET")
     return EntryLeg(
-        execution_id=execution.id,
-        leg_number=leg.leg_number,
-        account_id=execution.account_id,
-        side=(leg.action or "").upper(),
-        symbol=execution.symbol or "",
-        exchange=execution.exchange or "",
-        product=execution.product or "MIS",
-        planned_quantity=execution.planned_quantity or 0,
+        execution_id=row.id,
+        leg_number=row.leg_number,
+        account_id=row.account_id,
+        side=(row.action or "").upper(),
+        symbol=row.symbol or "",
+        exchange=row.exchange or "",
+        product=row.product or "MIS",
+        planned_quantity=row.planned_quantity or 0,
         order_type=order_type,
-        price=leg.limit_price if order_type in ("LIMIT", "SL") else None,
-        trigger_price=leg.trigger_price if order_type in ("SL", "SL-M") else None,
-        status=execution.status,
-        filled_quantity=execution.filled_quantity,
-        entry_price=execution.entry_price,
-        error=execution.error_message,
+        price=row.limit_price if order_type in ("LIMIT", "SL") else None,
+        trigger_price=row.trigger_price if order_type in ("SL", "SL-M") else None,
+        status=row.status,
+        filled_quantity=row.filled_quantity,
+        entry_price=row.entry_price,
+        error=row.error_message,
     )
 
 
@@ -399,7 +421,19 @@ def finish_run(database: Database, run_id: int, now: datetime) -> dict[str, Any]
     with database.session() as session:
         run = session.get(StrategyRun, run_id, with_for_update=True)
         assert run is not None
-        rows = session.scalars(select(StrategyExecution).where(StrategyExecution.run_id == run_id)).all()
+        # Columns, not ORM objects: hundreds of executions per run, read on every attempt.
+        rows = session.execute(
+            select(
+                StrategyExecution.id,
+                StrategyExecution.status,
+                StrategyExecution.leg_id,
+                StrategyExecution.account_id,
+                StrategyExecution.attempts,
+                StrategyExecution.error_message,
+                StrategyExecution.entry_price,
+                StrategyExecution.filled_quantity,
+            ).where(StrategyExecution.run_id == run_id)
+        ).all()
         counts: dict[str, int] = {}
         for r in rows:
             counts[r.status] = counts.get(r.status, 0) + 1
@@ -460,7 +494,7 @@ def finish_run(database: Database, run_id: int, now: datetime) -> dict[str, Any]
         return summary
 
 
-def _base_premium(held: Sequence[StrategyExecution], legs: dict[int, StrategyLeg]) -> Decimal:
+def _base_premium(held: Sequence[Any], legs: dict[int, StrategyLeg]) -> Decimal:
     """E (PRODUCT §6.4): |Σ entry × qty of BUY executions − Σ entry × qty of SELL executions|, ₹."""
     net = Decimal(0)
     for r in held:

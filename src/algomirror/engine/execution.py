@@ -38,7 +38,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, TypeVar, cast
@@ -65,8 +65,16 @@ from algomirror.engine.entry_records import (
     slice_quantities,
 )
 from algomirror.engine.fencing import FencedOutError
+from algomirror.engine.group_commit import GroupCommit
 from algomirror.engine.halts import entries_halted
-from algomirror.engine.journal import ClaimedIntent, IntentExistsError, IntentSpec, Journal
+from algomirror.engine.journal import (
+    Advance,
+    ClaimedIntent,
+    IntentExistsError,
+    IntentSpec,
+    IntentView,
+    Journal,
+)
 from algomirror.engine.order_driver import DriverConfig, IntentRow, OrderDriver, load_intent
 from algomirror.engine.planning import EXECUTE_RUN
 from algomirror.host_settings import load_host_policy
@@ -386,6 +394,22 @@ class _RunEntry:
         self.plan = plan
         self.driver = driver
         self.today = to_ist(executor.clock.now()).date()
+        # The accounts of a phase finish their rounds within moments of each other: their journal
+        # writes and execution writes go in shared transactions (group commit), not one per account.
+        self._advances: GroupCommit[list[Advance], list[IntentView]] = GroupCommit(self._advance_groups)
+        self._finishes: GroupCommit[list[tuple[EntryLeg, list[IntentRow]]], list[LegState]] = GroupCommit(
+            self._finish_groups
+        )
+
+    def _advance_groups(self, groups: Sequence[list[Advance]]) -> list[list[IntentView]]:
+        views = self.driver.journal.advance_many([change for group in groups for change in group])
+        return _split(views, groups)
+
+    def _finish_groups(
+        self, groups: Sequence[list[tuple[EntryLeg, list[IntentRow]]]]
+    ) -> list[list[LegState]]:
+        items = [item for group in groups for item in group]
+        return _split(finish_entries(self.x.database, items, self.x.clock.now()), groups)
 
     async def enter(self) -> None:
         accounts = sorted({leg.account_id for leg in self.plan.legs})
@@ -503,7 +527,9 @@ class _RunEntry:
             sent = await settled(*(self.driver.place(client, r, Priority.ENTRY) for r in won))
             placed = [(r, order_id) for r, order_id in sent if order_id is not None]
             done = [r for r, order_id in sent if order_id is None]
-            followed = await self.driver.follow_many(client, placed) if placed else []
+            followed = (
+                await self.driver.follow_many(client, placed, write=self._advances.submit) if placed else []
+            )
             # Not accepted (rejected, not sent, unknown): on from the written state, as drive() goes.
             onward = await settled(
                 *(self.driver.drive(client, r, allow_send=True, priority=Priority.ENTRY) for r in done)
@@ -513,8 +539,9 @@ class _RunEntry:
         placed_rows, other_rows = await settled(place_and_follow(), _all(drive_other(r) for r in others))
         for row in [*placed_rows, *other_rows]:
             rows[row.key] = row
-        finished = [(leg, [rows[spec.key] for spec in specs]) for leg, specs in items]
-        return list(await asyncio.to_thread(finish_entries, self.x.database, finished, self.x.clock.now()))
+        return await self._finishes.submit(
+            [(leg, [rows[spec.key] for spec in specs]) for leg, specs in items]
+        )
 
     async def _after_sells(self, account_id: int, sells: list[LegState]) -> None:
         if "failed" in sells:
@@ -687,6 +714,16 @@ def _block_of(halted: str | None, current: Any) -> str | None:
     if current.connection_status == "auth_failed":
         return "the account's API key was refused by the broker; fix the key first"
     return None
+
+
+def _split(flat: Sequence[T], groups: Sequence[Sized]) -> list[list[T]]:
+    """``flat`` cut back into the groups whose items it holds, in order."""
+    out: list[list[T]] = []
+    at = 0
+    for group in groups:
+        out.append(list(flat[at : at + len(group)]))
+        at += len(group)
+    return out
 
 
 async def _none() -> list[LegState]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -329,7 +329,11 @@ class OrderDriver:
         )
 
     async def follow_many(
-        self, client: OpenAlgoClient, placed: Sequence[tuple[IntentRow, str]]
+        self,
+        client: OpenAlgoClient,
+        placed: Sequence[tuple[IntentRow, str]],
+        *,
+        write: Callable[[list[Advance]], Awaitable[list[IntentView]]] | None = None,
     ) -> list[IntentRow]:
         """Record and follow orders of one account that :meth:`place` sent (``(row, order id)``; their
         acknowledgements not yet written) until each is terminal or ``fill_timeout`` has passed; returns
@@ -341,7 +345,9 @@ class OrderDriver:
         ``sent → complete | rejected | cancelled`` with its order id, fills and average price; one still
         working is recorded ``acknowledged`` (then left so after ``fill_timeout``, as :meth:`drive`
         leaves it). A batch the journal refuses is written one intent at a time (each as :meth:`drive`
-        would)."""
+        would). ``write`` replaces the journal call for a batch (e.g. a group commit shared by many
+        accounts: :class:`~algomirror.engine.group_commit.GroupCommit` of
+        :meth:`Journal.advance_many`)."""
         rows = [replace(row, order_id=order_id) for row, order_id in placed]
         written = [False] * len(rows)
         deadline = time.monotonic() + self.config.fill_timeout
@@ -359,7 +365,8 @@ class OrderDriver:
                 elif not written[n]:
                     changes.append((n, Advance(row.id, order_state.ACKNOWLEDGED, order_id=row.order_id)))
             if changes:
-                for (n, _), stored in zip(changes, await self._write_many(rows, changes), strict=True):
+                stored_rows = await self._write_many(rows, changes, write)
+                for (n, _), stored in zip(changes, stored_rows, strict=True):
                     rows[n] = stored
                     written[n] = True
             if all(r.terminal for r in rows) or late:
@@ -394,10 +401,19 @@ class OrderDriver:
                     raise reply
         return found
 
-    async def _write_many(self, rows: list[IntentRow], changes: list[tuple[int, Advance]]) -> list[IntentRow]:
+    async def _write_many(
+        self,
+        rows: list[IntentRow],
+        changes: list[tuple[int, Advance]],
+        write: Callable[[list[Advance]], Awaitable[list[IntentView]]] | None,
+    ) -> list[IntentRow]:
         """Write ``changes`` in one journal transaction; refused as a batch, one by one."""
+        batch = [c for _, c in changes]
         try:
-            views = await asyncio.to_thread(self.journal.advance_many, [c for _, c in changes])
+            if write is not None:
+                views = await write(batch)
+            else:
+                views = await asyncio.to_thread(self.journal.advance_many, batch)
         except (IllegalTransitionError, ConflictingFactsError, OrderAlreadyAdoptedError, IntegrityError):
             stored: list[IntentRow] = []
             for n, change in changes:
