@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,10 @@ def test_preview_queues_one_command_per_page_token_and_shows_the_result(env: Web
     live = f"/strategies/{sid}/preview/{command.id}/live"
     pending = alice.get(live, headers=POLL)
     assert pending.status_code == 200 and "Resolving…" in pending.get_data(as_text=True)
+    assert "Still waiting for the engine" not in pending.get_data(as_text=True)
+    env.clock.advance(timedelta(seconds=20))  # nobody claimed it: the page says the engine may be down
+    late = alice.get(live, headers=POLL).get_data(as_text=True)
+    assert "Resolving…" in late and "Still waiting for the engine" in late
 
     legs, account_id = _ids(env, sid)
     finish_preview(env, command.id, legs, account_id)

@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from algomirror.db.models import EngineCommand, Strategy, StrategyRun
-from algomirror.domain.timeutil import to_ist
+from algomirror.domain.timeutil import ensure_aware, to_ist
 from algomirror.engine.resolution import EXECUTE_STRATEGY, OPEN_RUN_STATUSES, PREVIEW_STRATEGY
 from algomirror.web.context import db, log_activity, market_now, me, now
 from algomirror.web.dashboard import POLL_SECONDS
@@ -45,6 +45,7 @@ from algomirror.web.strategies.views import bp
 COMMAND_TOKEN_MAX = 100  # engine_commands.token is VARCHAR(100)
 # A finished preview's fragment answers this: htmx stops polling the region.
 STOP_POLLING = 286
+ENGINE_LATE_SECONDS = 15.0
 
 
 def _strategy(strategy_id: int) -> Strategy:
@@ -166,9 +167,12 @@ class PreviewView:
 def _live_context(strategy: Strategy, command: EngineCommand) -> dict[str, Any]:
     result = command.result if isinstance(command.result, dict) else {}
     data = result.get("preview")
+    waited = (now() - ensure_aware(command.created_at)).total_seconds() if command.created_at else 0.0
     return {
         "strategy": strategy,
         "command": command,
+        # Still queued after this long: the engine is probably not running (say so, keep polling).
+        "engine_late": command.status == "pending" and waited > ENGINE_LATE_SECONDS,
         "preview": PreviewView.of(data) if isinstance(data, dict) and command.status == "done" else None,
         "execute_token": secrets.token_urlsafe(24),
         "generated_at": market_now(),
