@@ -17,6 +17,7 @@ from algomirror.domain import order_state
 from algomirror.engine.execution import ExecutionConfig
 from algomirror.engine.mirror import MirrorExecutor, mirror_tag, request_mirror
 from algomirror.engine.order_driver import DriverConfig
+from tests.factories import make_user
 from tests.integration.execution_support import World, make_world, nifty
 from tests.sim_fixtures import SimHandle, on_both_profiles
 
@@ -218,4 +219,24 @@ async def test_mirror_check_correction_sends_the_exact_difference(
     assert world.command(command_id).status == "done"
     [order] = world.exchange_orders(0)
     assert (order.action, order.quantity) == ("SELL", 130)
+    assert world.exchange_orders(1) == []
+
+
+async def test_another_users_account_gets_nothing(db_url: str, simulator_session: SimHandle) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=2, legs=(("BUY", "25500PE"),))
+    with world.database.session() as session:
+        stranger = make_user(session, "stranger").id
+        account = session.get(TradingAccount, world.account_ids[1])
+        assert account is not None
+        account.user_id = stranger  # the second paper account now belongs to someone else
+    command_id = queue(world, ["1", "1"], lots=1)
+
+    async with mirror_executor(world) as executor:
+        assert await executor.process_once() == 1
+
+    reports = by_account(world, command_id)
+    assert reports[world.account_ids[0]]["status"] == "filled"
+    assert reports[world.account_ids[1]]["status"] == "skipped"
+    assert reports[world.account_ids[1]]["errors"] == ["account not found"]
     assert world.exchange_orders(1) == []
