@@ -51,10 +51,11 @@ def resolution_world(
     accounts: int = 3,
     risk_profile: str = "fixed_lots",
     extra_keys: Sequence[str] = (),
+    on_leg_failure: str = "unwind",
 ) -> World:
     """A world whose strategy (MIS, ``risk_profile``) selects every account, with ``legs`` on NIFTY
     current week. ``extra_keys`` adds accounts on further paper API keys (``sim.control.add_account``)."""
-    world = make_world(db_url, sim, accounts=accounts, legs=())
+    world = make_world(db_url, sim, accounts=accounts, legs=(), on_leg_failure=on_leg_failure)
     with world.database.session() as session:
         user = session.get(User, world.user_id)
         assert user is not None

@@ -373,7 +373,7 @@ async def test_outside_the_session_every_leg_is_resolved_but_nothing_is_placed(
     assert all(
         leg["symbol"] and leg["blocked"] == "NFO is not in session now (16:15 IST)" for leg in result["legs"]
     )
-    assert all(r["status"] == "skipped" for r in result["rows"]) and result["plannable"] == 0
+    assert all(r["status"] == "failed" for r in result["rows"]) and result["plannable"] == 0
     command_id = queue(world, EXECUTE_STRATEGY, "page-late")
     async with resolver_of(world) as resolver:
         assert await resolver.run_command(command_id)
@@ -396,3 +396,32 @@ async def test_a_futures_leg_trades_the_nearest_monthly_future(
     assert leg_result["strike"] is None and Decimal(leg_result["ltp"]) > 0
     [row] = result["rows"]
     assert row["status"] == "ok" and Decimal(row["estimated_margin"]) == Decimal(215000)  # seed futures rate
+
+
+async def test_a_short_is_never_planned_without_its_hedge(db_url: str, simulator_session: SimHandle) -> None:
+    sim = simulator_session
+    unlisted = LegDef("BUY", "CE", "strike_price", strike=Decimal("26025"))  # not a listed strike
+    legs = (
+        unlisted,
+        LegDef("BUY", "PE", "OTM", 4),
+        LegDef("SELL", "CE", "OTM", 2),
+        LegDef("SELL", "PE", "OTM", 2),
+    )
+    # keep: the failed CE hedge fails alone, its short is not placed without it, the PE side goes ahead.
+    world = resolution_world(db_url, sim, legs, accounts=2, on_leg_failure="keep")
+    result = await preview(world)
+    rows = rows_of(result)
+    for account_id in world.account_ids:
+        assert rows[(1, account_id)]["status"] == "failed" and "not listed" in rows[(1, account_id)]["reason"]
+        assert rows[(3, account_id)]["status"] == "skipped"
+        assert rows[(3, account_id)]["reason"] == "its hedge (leg 1) is not placed on this account"
+        assert rows[(2, account_id)]["status"] == rows[(4, account_id)]["status"] == "ok"
+    assert {a["status"] for a in result["accounts"]} == {"ok"} and result["plannable"] == 4
+    # unwind (the default): the entry would unwind the account anyway, so nothing of it is planned.
+    with world.database.session() as session:
+        strategy = session.get(Strategy, world.strategy_id)
+        assert strategy is not None
+        strategy.on_leg_failure = "unwind"
+    result = await preview(world, token="pv-unwind")
+    assert result["plannable"] == 0
+    assert all("unwinds an account on a failed leg" in a["reason"] for a in result["accounts"])

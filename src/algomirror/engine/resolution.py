@@ -23,9 +23,10 @@ resolves the strategy on the engine's client registry:
 4. **Per account**: fresh funds from the account itself (a failed read skips it as "funds unavailable",
    it is never sized from 0); lots by fixed allocation or by grade (:mod:`algomirror.domain.sizing`);
    freeze slices; the estimated margin from the user's margin table against the seller base — more
-   than the account has skips it with both ₹ figures. An account is planned only with every leg: one
-   leg that cannot be placed there (not resolved, 0 lots, market closed) skips the whole account, so a
-   short is never planned without the hedge the strategy gives it.
+   than the account has skips it with both ₹ figures. A short is never planned without the BUY legs
+   that hedge it; a leg that cannot be placed (not resolved, market closed) skips the whole account
+   under ``on_leg_failure = unwind`` (the entry would unwind it anyway), only itself under ``keep``; a
+   leg sized to 0 lots is skipped on that account alone (PRODUCT §5.7).
 5. **Warnings**: naked short (a SELL option without a same-type BUY), premium far from its target,
    settings lot size differing from the contract's, a day that does not match the market condition, an
    open run (Execute refused until it closes).
@@ -193,6 +194,7 @@ class _Snapshot:
     product: str = "MIS"
     market_condition: str = "any"
     square_off: time | None = None
+    on_leg_failure: str = "unwind"
     legs: list[_Leg] = field(default_factory=list)
     # Selected accounts in the strategy's order; None = not the user's (or gone).
     selected: list[tuple[int, _Account | None, Decimal | None]] = field(default_factory=list)
@@ -255,6 +257,7 @@ def load_snapshot(database: Database, user_id: int, strategy_id: int) -> _Snapsh
         snap.product = strategy.product_order_type
         snap.market_condition = strategy.market_condition
         snap.square_off = strategy.square_off_time
+        snap.on_leg_failure = strategy.on_leg_failure
         if strategy.supertrend_exit_enabled and strategy.supertrend_exit_triggered:
             snap.warnings.append("the Supertrend exit is already in its exit state (PRODUCT §6.5)")
         for leg in strategy.legs:
@@ -892,10 +895,14 @@ class Resolver:
     def _cells(
         self, snap: _Snapshot, res: Resolution, sizes: dict[int, tuple[LegSize, ...]], today: date
     ) -> None:
+        """Every leg × account cell, then the account rules: a short is never planned without the BUY
+        legs that hedge it; under ``unwind`` a leg that cannot be placed skips the whole account (the
+        entry would unwind it anyway); the estimated margin must fit the seller base."""
+        numbers = {r.leg.id: r.leg.number for r in res.legs}
         for account in res.accounts:
             own = {s.index: s for s in sizes.get(account.account_id, ())}
             cells: list[Cell] = []
-            sized: list[SizedLeg] = []
+            sized: dict[int, SizedLeg] = {}
             for r in res.legs:
                 cell = Cell(r.leg.id, account.account_id)
                 cells.append(cell)
@@ -911,26 +918,28 @@ class Resolver:
                             if r.freeze
                             else [size.quantity]
                         )
-                    sized.append(
-                        SizedLeg(
-                            LegShape(r.leg.number, r.leg.instrument, r.leg.action, r.leg.kind),
-                            size.lots,
-                            r.lot_size,
-                            r.ltp,
-                            r.expiry == today,
-                        )
-                    )
-                if account.reason is not None:
-                    cell.status, cell.reason = "skipped", account.reason
-                elif r.blocked is not None:
-                    cell.status, cell.reason = "skipped", r.blocked
+                    shape = LegShape(r.leg.number, r.leg.instrument, r.leg.action, r.leg.kind)
+                    sized[r.leg.id] = SizedLeg(shape, size.lots, r.lot_size, r.ltp, r.expiry == today)
+                if r.blocked is not None:
+                    cell.status, cell.reason = "failed", r.blocked
                 elif size is None or size.lots == 0:
                     cell.status = "skipped"
                     cell.reason = (size.reason if size is not None else None) or "no lots for this account"
                 elif size.reason:
                     account.warnings.append(f"leg {r.leg.number}: {size.reason}")
-            margins = estimate_margins(sized, snap.margins)
-            numbers = {r.leg.id: r.leg.number for r in res.legs}
+            if account.reason is None:
+                self._unhedged(res, cells, numbers)
+                failed = [c for c in cells if c.status == "failed"]
+                if failed and snap.on_leg_failure == "unwind":
+                    first = failed[0]
+                    account.reason = (
+                        f"leg {numbers[first.leg_id]} cannot be placed ({first.reason}); "
+                        "the strategy unwinds an account on a failed leg"
+                    )
+            placed = [sized[c.leg_id] for c in cells if c.status == "ok" and c.leg_id in sized]
+            margins = estimate_margins(
+                placed if account.reason is None else list(sized.values()), snap.margins
+            )
             for cell in cells:
                 cell.margin = margins.get(numbers[cell.leg_id])
             known = [m for m in margins.values() if m is not None]
@@ -949,15 +958,34 @@ class Resolver:
                 )
             if account.reason is None:
                 bad = [c for c in cells if c.status != "ok"]
-                if bad:
-                    first = bad[0]
-                    number = numbers[first.leg_id]
-                    account.reason = f"leg {number} cannot be placed: {first.reason}"
+                if bad and len(bad) == len(cells):
+                    account.reason = f"nothing to place: leg {numbers[bad[0].leg_id]}: {bad[0].reason}"
+                for c in bad:
+                    account.warnings.append(f"leg {numbers[c.leg_id]} not placed: {c.reason}")
             if account.reason is not None:
                 for cell in cells:
                     if cell.status == "ok":
                         cell.status, cell.reason = "skipped", account.reason
             res.cells += cells
+
+    @staticmethod
+    def _unhedged(res: Resolution, cells: list[Cell], numbers: dict[int, int]) -> None:
+        """Skip the SELL option cells whose same-type BUY legs are not all placed on this account."""
+        by_leg = {c.leg_id: c for c in cells}
+        legs = {r.leg.id: r.leg for r in res.legs}
+        for cell in cells:
+            leg = legs[cell.leg_id]
+            if cell.status != "ok" or leg.action != "SELL" or leg.kind == "FUT":
+                continue
+            hedges = [
+                other
+                for other in legs.values()
+                if other.action == "BUY" and other.kind == leg.kind and other.instrument == leg.instrument
+            ]
+            missing = [h for h in hedges if by_leg[h.id].status != "ok"]
+            if missing:
+                cell.status = "skipped"
+                cell.reason = f"its hedge (leg {numbers[missing[0].id]}) is not placed on this account"
 
 
 # ----------------------------------------------------------------------------------------- the component
