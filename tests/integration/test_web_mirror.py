@@ -362,6 +362,16 @@ def test_mirror_check_detects_drifts_and_acts_on_them(db_url: str, tmp_path: Pat
     _set_quantity(s.env, a1, CE, -195)
     assert _kinds(rows())[(a1, CE)] == ("different", False, -130, -195)
 
+    # While a run is still entering, its drifts are shown but not acted on.
+    with s.env.database.session() as session:
+        entering = session.get(StrategyRun, run_id)
+        assert entering is not None
+        entering.status = "entering"
+    assert ">Bring in line</a>" not in s.client.get(f"/mirror/check/live?run={run_id}").get_data(as_text=True)
+    assert (
+        s.client.post(f"/mirror/check/{run_id}/fix", data={**form, "command_token": "p-3"}).status_code == 409
+    )
+    assert "still entering" in s.client.get(extra).get_data(as_text=True)
     # Another user's run, an account not in the row: 404; CSRF required.
     assert s.client.get(f"/mirror/check?run={s.other_run}").status_code == 404
     other = f"/mirror/check/{s.other_run}/fix?account={s.other_account}&symbol={PE}&exchange=NFO&product=NRML"

@@ -433,7 +433,8 @@ def fix(run_id: int) -> ResponseReturnValue:
     POST: queue it as a ``mirror_order`` for that one account (through the journal)."""
     run, row, account_name = _drift(run_id)
     pending = run.corrections.get(row.key)
-    stale = not row.is_drift or row.accepted
+    # While the run is still entering, its legs are on their way: nothing to correct yet.
+    stale = not row.is_drift or row.accepted or run.status == "entering"
     if request.method == "GET" or stale or pending is not None:
         # A correction already requested (still running, or not yet in the synced positions) is not
         # offered again: the same drift would otherwise be corrected twice.
@@ -478,7 +479,7 @@ def accept(run_id: int) -> ResponseReturnValue:
     """GET: confirm accepting one drift as it is. POST: record the acceptance for exactly these
     quantities (a later change of either shows the drift again)."""
     run, row, account_name = _drift(run_id)
-    stale = not row.is_drift or row.accepted
+    stale = not row.is_drift or row.accepted or run.status == "entering"
     if request.method == "GET" or stale:
         return render_template(
             "mirror/drift.html", action="accept", run=run, row=row, account_name=account_name, stale=stale
