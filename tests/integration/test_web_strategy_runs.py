@@ -2,7 +2,9 @@
 and PostgreSQL: runs are planned with plan_run and their executions set as the engine would leave them;
 the page and its live fragment show every status with its text, exact P&L, the run's commands; an exit
 POST queues exactly one ``exit`` command per page token with the right scope and ids; another user's ids
-are 404; CSRF is refused; "exit all" lists what it acts on; the strategy list shows state and today's P&L.
+are 404; CSRF is refused; "exit all" lists what it acts on; the strategy list shows state and today's P&L;
+a leg in error offers "Retry exit" (one command per token, which the engine's claim takes to ``exiting``)
+and "Closed outside…" (a checked price; the leg exited ``closed_externally`` with its P&L, the run closed).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from algomirror.db.models import EngineCommand, Strategy, StrategyExecution, StrategyLeg, StrategyRun
+from algomirror.engine.exit_records import claim_exit, target_states
+from algomirror.engine.exits import parse_scope
 from algomirror.engine.planning import PlannedExecution, plan_run, request_execute
 from tests.factories import make_account, make_position
 from tests.integration.web_support import START, WebEnv, add_user, csrf_token, make_env, signed_in
@@ -132,11 +136,6 @@ def exits(env: WebEnv) -> list[EngineCommand]:
         return list(
             s.scalars(select(EngineCommand).where(EngineCommand.kind == "exit").order_by(EngineCommand.id))
         )
-
-
-def core(payload: dict[str, Any] | None) -> dict[str, Any]:
-    """A command's payload without the engine's options (``retry_errors``): scope, reason and ids."""
-    return {k: v for k, v in (payload or {}).items() if k != "retry_errors"}
 
 
 def row_html(page: str, execution_id: int) -> str:
@@ -253,8 +252,16 @@ def test_page_and_fragment_show_every_status_with_its_text(env: WebEnv, alice: F
     # Subtotals: account 0 known, account 1 unknown (no mark for 50 open units), run unknown.
     sub0 = re.search(rf'<tr class="subtotal" id="acct-sub-{run.accounts[0]}".*?</tr>', page, re.S)
     assert sub0 and "₹1,593.75" in sub0.group(0) and "Exit account" in sub0.group(0)
+    # Account 1: its leg in error still has 50 units open, and a person's account exit retries it.
     sub1 = re.search(rf'<tr class="subtotal" id="acct-sub-{run.accounts[1]}".*?</tr>', page, re.S)
-    assert sub1 and 'title="unknown"' in sub1.group(0) and "Exit account" not in sub1.group(0)
+    assert sub1 and 'title="unknown"' in sub1.group(0) and "Exit account" in sub1.group(0)
+    # "Retry exit" and "Closed outside…" only on the row in error.
+    for key, execution_id in ex.items():
+        html = row_html(page, execution_id)
+        assert ("Retry exit" in html, "Closed outside…" in html) == ((key == (1, 1),) * 2), key
+    error_row = row_html(page, ex[(1, 1)])
+    assert f"/retry-exit?execution_id={ex[(1, 1)]}" in error_row
+    assert f"/closed-outside?execution_id={ex[(1, 1)]}" in error_row
     total = re.search(r'<tr class="run-total".*?</tr>', page, re.S)
     assert total and 'title="unknown"' in total.group(0) and "Exit strategy" in total.group(0)
     assert "P&amp;L unknown: 1 open leg(s) without a fresh price" in page
@@ -384,24 +391,31 @@ def test_exit_queues_one_command_per_token_with_scope_and_ids(env: WebEnv, alice
     assert again.status_code == 303
     [command] = exits(env)
     assert (command.user_id, command.status, command.token) == (uid, "pending", form["command_token"])
-    assert core(command.payload) == {"scope": "execution", "reason": "manual", "execution_id": ex[(0, 1)]}
+    # A person's exit (reason manual) also retries legs in error (exit_planning.request_exit).
+    assert command.payload == {
+        "scope": "execution",
+        "reason": "manual",
+        "retry_errors": True,
+        "execution_id": ex[(0, 1)],
+    }
     page = alice.get(run.page).get_data(as_text=True)
     assert "queued (1 open execution(s))" in page or "This exit is already requested." in page
     assert "Exit one leg" in page  # the command's progress on the page
 
     form = exit_form(alice, run, f"scope=account&account_id={run.accounts[1]}")
     assert alice.post(f"{run.page}/exit", data=form).status_code == 303
-    assert core(exits(env)[-1].payload) == {
+    assert exits(env)[-1].payload == {
         "scope": "account",
         "reason": "manual",
+        "retry_errors": True,
         "run_id": run.run_id,
         "account_id": run.accounts[1],
     }
     form = exit_form(alice, run, "scope=run")
     alice.post(f"{run.page}/exit", data=form)
     alice.post(f"{run.page}/exit", data=form)
-    assert [core(c.payload) for c in exits(env)][2:] == [
-        {"scope": "run", "reason": "manual", "run_id": run.run_id}
+    assert [c.payload for c in exits(env)][2:] == [
+        {"scope": "run", "reason": "manual", "retry_errors": True, "run_id": run.run_id}
     ]
     assert len({c.token for c in exits(env)}) == 3
     assert env.actions("alice").count("strategy_exit_requested") == 3
@@ -499,11 +513,7 @@ def test_exit_all_lists_what_it_exits_and_queues_one_command(env: WebEnv, alice:
     assert done.status_code == 303 and done.headers["Location"].endswith("/positions")
     alice.post("/strategies/exit-all", data=fields)
     [command] = exits(env)
-    # "manual" until migration 0007's "exit_all" reason, which request_exit then records for scope all.
-    assert core(command.payload) in (
-        {"scope": "all", "reason": "manual"},
-        {"scope": "all", "reason": "exit_all"},
-    )
+    assert command.payload == {"scope": "all", "reason": "exit_all", "retry_errors": True}
     assert command.user_id == env.user("alice").id
     assert "Exit all queued: 5 open execution(s)" in alice.get("/positions").get_data(as_text=True)
     assert "Exit all" in alice.get(first.page).get_data(as_text=True)  # shown among the run's commands
@@ -617,3 +627,234 @@ def test_bare_run_url_follows_the_execute_command_until_the_run_exists(
     page = alice.get(f"/strategies/{run.strategy_id}/run").get_data(as_text=True)
     assert 'id="run-planning"' not in page and "Plan and execute" in page
     assert f"run #{run.run_id}" in page
+
+
+# ------------------------------------------------------------------------------ out of error (§5.10)
+
+
+def in_error(env: WebEnv, execution_id: int, entry: str, quantity: int = 75, **more: Any) -> None:
+    """A leg whose exit used up its first round of attempts (5), as exit_records.mark_error leaves it."""
+    fields: dict[str, Any] = {
+        "status": "error",
+        "filled_quantity": quantity,
+        "quantity": quantity,
+        "entry_price": Decimal(entry),
+        "entry_time": START,
+        "exit_retry_count": 5,
+        "exit_reason": "manual",
+        "error_message": "exit attempt 5 filled 0 of 75: RMS: order rejected; the position is still open",
+    }
+    set_execution(env, execution_id, **{**fields, **more})
+
+
+def resolve_form(client: FlaskClient, path: str) -> dict[str, str]:
+    """The hidden fields of a retry / closed-outside page's form."""
+    page = client.get(path).get_data(as_text=True)
+    form = re.search(r'<form method="post".*?</form>', page, re.S)
+    assert form, page[:2000]
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(0)))
+
+
+def execution(env: WebEnv, execution_id: int) -> StrategyExecution:
+    with env.database.session_factory() as s:
+        row = s.get(StrategyExecution, execution_id)
+        assert row is not None
+        return row
+
+
+def test_retry_exit_queues_one_command_per_token_and_the_engine_takes_the_leg_to_exiting(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    run = make_run(env, "alice", "Stuck")
+    ex = run.executions
+    for execution_id in ex.values():
+        active(env, execution_id, "50.00")
+    in_error(env, ex[(0, 1)], "50.00")
+    set_run(env, run.run_id, status="error")
+    uid = env.user("alice").id
+    retry = f"{run.page}/retry-exit?execution_id={ex[(0, 1)]}"
+
+    page = alice.get(run.page).get_data(as_text=True)
+    assert 'data-action="retry-exit"' in row_html(page, ex[(0, 1)])
+    # The account exit counts the leg in error: a person's exit retries it.
+    sub0 = exit_form(alice, run, f"scope=account&account_id={run.accounts[0]}")
+    assert sub0["account_id"] == str(run.accounts[0])
+    confirm_page = alice.get(f"{run.page}/exit?scope=account&account_id={run.accounts[0]}")
+    assert '<dd id="exit-count">2</dd>' in confirm_page.get_data(as_text=True)
+    assert "4 open execution(s) in 1 strategy" in alice.get("/strategies/exit-all").get_data(as_text=True)
+
+    confirm = alice.get(retry).get_data(as_text=True)
+    assert "Yes, retry the exit" in confirm and "RMS: order rejected" in confirm
+    assert exits(env) == [], "the confirm page queues nothing"
+    form = resolve_form(alice, retry)
+    assert form["execution_id"] == str(ex[(0, 1)]) and form["command_token"]
+    first = alice.post(f"{run.page}/retry-exit", data=form)
+    assert first.status_code == 303 and first.headers["Location"].endswith(run.page)
+    again = alice.post(f"{run.page}/retry-exit", data=form)  # a double click: the same token
+    assert again.status_code == 303
+    [command] = exits(env)
+    assert (command.user_id, command.status, command.token) == (uid, "pending", form["command_token"])
+    assert command.payload == {
+        "scope": "execution",
+        "reason": "manual",
+        "retry_errors": True,
+        "execution_id": ex[(0, 1)],
+    }
+    page = alice.get(run.page).get_data(as_text=True)
+    assert "Retry of the exit of" in page or "This retry is already requested." in page
+    assert env.actions("alice").count("strategy_exit_retry_requested") == 1
+    assert execution(env, ex[(0, 1)]).status == "error", "the web changes no execution"
+
+    # The engine's side of that command (exits.parse_scope → target_states → claim_exit): the leg in
+    # error is taken to exiting with the first attempt of the next round, and the run is active again.
+    scope = parse_scope(command.payload)
+    with env.database.session_factory() as s:
+        states = target_states(
+            s, uid, scope=scope.kind, execution_id=scope.execution_id, with_errors=scope.retry_errors
+        )
+    assert [(st.execution_id, st.status) for st in states] == [(ex[(0, 1)], "error")]
+    assert claim_exit(env.database, ex[(0, 1)], scope.reason, scope.detail, from_error=True) == 6
+    row = execution(env, ex[(0, 1)])
+    assert (row.status, row.exit_retry_count, row.error_message) == ("exiting", 6, None)
+    with env.database.session_factory() as s:
+        reopened = s.get(StrategyRun, run.run_id)
+        assert reopened is not None and reopened.status == "active"
+    page = alice.get(run.page).get_data(as_text=True)
+    assert "Retry exit" not in row_html(page, ex[(0, 1)])
+
+    # A leg not in error: nothing queued, a warning; a missing token: the page again (400).
+    page = alice.get(f"{run.page}/retry-exit?execution_id={ex[(1, 1)]}").get_data(as_text=True)
+    assert "not in error" in page and "Yes, retry" not in page
+    token = {"csrf_token": csrf_token(alice, run.page), "command_token": "other-token"}
+    done = alice.post(f"{run.page}/retry-exit", data={**token, "execution_id": str(ex[(1, 1)])})
+    assert done.status_code == 303 and len(exits(env)) == 1
+    assert "Nothing to retry" in alice.get(run.page).get_data(as_text=True)
+    for stale in ("", "x" * 101):
+        bad = alice.post(
+            f"{run.page}/retry-exit", data={**token, "command_token": stale, "execution_id": str(ex[(1, 1)])}
+        )
+        assert bad.status_code == 400 and "out of date" in bad.get_data(as_text=True)
+    assert len(exits(env)) == 1
+
+
+def test_closed_outside_checks_the_price_then_records_the_leg_and_closes_the_run(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    run = make_run(env, "alice", "Orphan", accounts=1)
+    hedge, short = run.executions[(0, 0)], run.executions[(0, 1)]
+    active(env, hedge, "10.00")
+    # The short's exit gave up with 50 of 50 units open: SELL at 20.00.
+    in_error(env, short, "20.00", quantity=50)
+    set_run(env, run.run_id, status="error")
+    path = f"{run.page}/closed-outside"
+
+    page = alice.get(f"{path}?execution_id={short}").get_data(as_text=True)
+    assert "AlgoMirror will not send any order." in page and "closed at the price you enter" in page
+    assert 'name="price"' in page
+    fields = resolve_form(alice, f"{path}?execution_id={short}")
+    assert fields["execution_id"] == str(short) and fields["csrf_token"]
+    before = execution(env, short)
+    for bad, why in [
+        ("", "Enter the price the position was closed at."),
+        ("abc", "Enter the price as a number"),
+        ("NaN", "Enter the price as a number"),
+        ("Infinity", "Enter the price as a number"),
+        ("0", "The price must be more than 0."),
+        ("-5", "The price must be more than 0."),
+        ("1.23456", "Use at most 4 decimal places."),
+        ("99999999", "too large"),
+    ]:
+        reply = alice.post(path, data={**fields, "price": bad})
+        text = reply.get_data(as_text=True)
+        assert reply.status_code == 400, bad
+        assert 'id="closed-price-error"' in text and why in text, bad
+        assert f'value="{bad}"' in text, "the form keeps what was typed"
+        assert 'aria-invalid="true"' in text
+    after = execution(env, short)
+    assert (
+        (after.status, after.exit_price, after.exited_quantity, after.realized_pnl)
+        == (
+            before.status,
+            before.exit_price,
+            before.exited_quantity,
+            before.realized_pnl,
+        )
+        == ("error", None, 0, None)
+    )
+
+    # A good price: exited, closed externally, P&L (20.00 − 23.45) × 50 = −172.50; nothing queued.
+    done = alice.post(path, data={**fields, "price": " 23.45 "})
+    assert done.status_code == 303 and done.headers["Location"].endswith(run.page)
+    row = execution(env, short)
+    assert (row.status, row.exit_reason, row.exited_quantity) == ("exited", "closed_externally", 50)
+    assert row.exit_price == Decimal("23.45") and row.realized_pnl == Decimal("-172.50")
+    assert exits(env) == []
+    assert env.actions("alice").count("strategy_leg_closed_outside") == 1
+    with env.database.session_factory() as s:
+        open_run = s.get(StrategyRun, run.run_id)
+        assert open_run is not None and (open_run.status, open_run.ended_at) == ("active", None)
+    page = alice.get(run.page).get_data(as_text=True)
+    assert "closed outside AlgoMirror at ₹23.45" in page
+    assert "closed externally" in row_html(page, short) and "Closed outside…" not in row_html(page, short)
+    # A second submit of the same form: nothing written again, it says so.
+    alice.post(path, data={**fields, "price": "30"})
+    assert execution(env, short).exit_price == Decimal("23.45")
+    assert "Already recorded" in alice.get(run.page).get_data(as_text=True)
+    assert env.actions("alice").count("strategy_leg_closed_outside") == 1
+
+    # The hedge, the last open leg: 25 of 75 sold by AlgoMirror at 12.00, then it gave up; the other 50
+    # closed outside at 11.00. Exit average (25 × 12 + 50 × 11) / 75 = 11.3333; P&L
+    # (11.3333 − 10.00) × 75 = 99.9975 → 100.00. The run closes with −172.50 + 100.00 = −72.50.
+    in_error(env, hedge, "10.00", exited_quantity=25, exit_price=Decimal("12.00"))
+    set_run(env, run.run_id, status="error")
+    fields = resolve_form(alice, f"{path}?execution_id={hedge}")
+    assert alice.post(path, data={**fields, "price": "11"}).status_code == 303
+    row = execution(env, hedge)
+    assert (row.status, row.exit_reason, row.exited_quantity) == ("exited", "closed_externally", 75)
+    assert row.exit_price == Decimal("11.3333") and row.realized_pnl == Decimal("100.00")
+    with env.database.session_factory() as s:
+        closed = s.get(StrategyRun, run.run_id)
+        assert closed is not None and closed.status == "closed" and closed.ended_at is not None
+        assert closed.exit_reason == "closed_externally" and closed.final_pnl == Decimal("-72.50")
+    assert exits(env) == []
+
+
+def test_retry_and_closed_outside_refuse_another_users_leg_and_a_missing_csrf_token(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    mine = make_run(env, "alice", "Mine", accounts=1)
+    other = make_run(env, "alice", "Second of mine", accounts=1)
+    bob_client = signed_in(env, "bob")
+    bob = make_run(env, "bob", "Bobs", accounts=1)
+    for run in (mine, other, bob):
+        for execution_id in run.executions.values():
+            in_error(env, execution_id, "10.00")
+    assert bob_client.get(f"{bob.page}/retry-exit?execution_id={bob.executions[(0, 0)]}").status_code == 200
+    fields = resolve_form(alice, f"{mine.page}/retry-exit?execution_id={mine.executions[(0, 0)]}")
+    csrf = fields["csrf_token"]
+    strangers = [
+        (mine.page, bob.executions[(0, 0)]),  # bob's leg on my run's URL
+        (mine.page, other.executions[(0, 0)]),  # my leg, but of another run
+        (bob.page, bob.executions[(0, 0)]),  # bob's run
+        (mine.page, 99999999),
+    ]
+    for page, execution_id in strangers:
+        for action in ("retry-exit", "closed-outside"):
+            url = f"{page}/{action}"
+            assert alice.get(f"{url}?execution_id={execution_id}").status_code == 404, url
+            data = {"csrf_token": csrf, "command_token": f"t-{action}-{execution_id}", "price": "5"}
+            assert alice.post(url, data={**data, "execution_id": str(execution_id)}).status_code == 404
+    # CSRF: missing or forged, refused on both; nothing queued or written.
+    target = mine.executions[(0, 0)]
+    for action in ("retry-exit", "closed-outside"):
+        for token in (None, "forged"):
+            data = {"command_token": f"c-{action}-{token}", "execution_id": str(target), "price": "5"}
+            if token is not None:
+                data["csrf_token"] = token
+            assert alice.post(f"{mine.page}/{action}", data=data).status_code == 400
+    assert exits(env) == []
+    for run in (mine, other, bob):
+        for execution_id in run.executions.values():
+            row = execution(env, execution_id)
+            assert (row.status, row.exit_price, row.realized_pnl) == ("error", None, None)
+    assert env.actions("alice").count("strategy_leg_closed_outside") == 0

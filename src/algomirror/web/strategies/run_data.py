@@ -45,6 +45,9 @@ RUN_COMMAND_KINDS = (EXECUTE_RUN, EXECUTE_STRATEGY, EXIT_COMMAND)
 # Executions an exit can still act on: active ones are claimed, pending ones have their working entry
 # orders cancelled first (docs/execution.md, Exits 7).
 EXITABLE = ("pending", "active")
+# A person's exit (the page's reasons ``manual`` / ``exit_all``: ``retry_errors``) also takes a leg in
+# ``error`` with units still open back to ``exiting`` (exit_planning.request_exit, exit_records.claim_exit).
+RETRIED = "error"
 OPEN_RUN_STATUSES = ("entering", "active", "exiting")
 PAST_RUNS_SHOWN = 50
 COMMANDS_SHOWN = 50
@@ -77,6 +80,13 @@ class Mark:
         if self.at is None:
             return None
         return max(0, int((now - self.at).total_seconds()))
+
+
+def person_exit_takes(status: str, filled: int, exited: int) -> bool:
+    """Whether a person's exit (reason ``manual`` or ``exit_all``, which retries legs in error) acts on
+    an execution in ``status`` with ``filled`` / ``exited`` units: pending and active ones, and those in
+    error with units still open."""
+    return status in EXITABLE or (status == RETRIED and filled > exited)
 
 
 @dataclass
@@ -119,6 +129,17 @@ class ExecutionRow:
         return self.status == "active"
 
     @property
+    def in_error(self) -> bool:
+        """Its exit used up its attempts: the row offers "Retry exit" and "Closed outside…"."""
+        return self.status == RETRIED
+
+    @property
+    def retryable(self) -> bool:
+        """Whether "Retry exit" acts on it: in error with units open (the engine's claim needs
+        filled > exited)."""
+        return self.status == RETRIED and self.filled > self.exited
+
+    @property
     def pnl_kind(self) -> str:
         """ "realised" for a flat execution, "unrealised" while units are open, "" without fills."""
         if self.filled == 0:
@@ -148,7 +169,7 @@ class AccountGroup:
     @property
     def exitable(self) -> int:
         """How many of its executions an account exit acts on."""
-        return sum(1 for row in self.rows if row.status in EXITABLE)
+        return sum(1 for row in self.rows if person_exit_takes(row.status, row.filled, row.exited))
 
 
 @dataclass(frozen=True)
@@ -687,8 +708,9 @@ class OpenLine:
 
 
 def open_executions(session: Session, user_id: int) -> list[OpenLine]:
-    """The user's open executions an "exit all" acts on (pending or active in an open run), counted per
-    strategy and account, in strategy then account order."""
+    """The user's open executions an "exit all" acts on (pending or active in an open run, and those in
+    error with units open: exit all retries them), counted per strategy and account, in strategy then
+    account order."""
     counts: dict[tuple[int, int, int], int] = {}
     names: dict[tuple[int, int, int], tuple[str, str]] = {}
     query = (
@@ -697,7 +719,16 @@ def open_executions(session: Session, user_id: int) -> list[OpenLine]:
         .join(StrategyRun, StrategyRun.id == StrategyExecution.run_id)
         .join(Strategy, and_(Strategy.id == StrategyExecution.strategy_id, Strategy.user_id == user_id))
         .join(TradingAccount, TradingAccount.id == StrategyExecution.account_id)
-        .where(StrategyExecution.status.in_(EXITABLE), StrategyRun.ended_at.is_(None))
+        .where(
+            or_(
+                StrategyExecution.status.in_(EXITABLE),
+                and_(
+                    StrategyExecution.status == RETRIED,
+                    StrategyExecution.filled_quantity > StrategyExecution.exited_quantity,
+                ),
+            ),
+            StrategyRun.ended_at.is_(None),
+        )
         .order_by(Strategy.name, Strategy.id, TradingAccount.id)
     )
     for sid, sname, rid, aid, aname in session.execute(query).tuples():
@@ -713,6 +744,7 @@ def open_executions(session: Session, user_id: int) -> list[OpenLine]:
 __all__ = [
     "EXITABLE",
     "NO_RUN",
+    "RETRIED",
     "AccountGroup",
     "CommandRow",
     "ExecutionRow",
@@ -727,6 +759,7 @@ __all__ = [
     "open_executions",
     "owned_run",
     "past_runs",
+    "person_exit_takes",
     "run_commands",
     "run_view",
     "strategy_states",

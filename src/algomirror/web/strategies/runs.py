@@ -9,6 +9,11 @@ Routes on the ``strategies`` blueprint:
   POST (CSRF, the page's ``command_token``): queue one ``exit`` command through
   :func:`~algomirror.engine.exit_planning.request_exit`, flash what was queued, back to the run page.
 * ``strategies.exit_all`` — GET ``/strategies/exit-all``: what an "exit all" would act on; POST: queue it.
+* ``strategies.retry_exit`` / ``strategies.closed_outside`` — a leg in ``error``: see
+  :mod:`~algomirror.web.strategies.run_errors`.
+
+The counts on the buttons are what the engine will act on: a person's exit (reason ``manual``, or
+``exit_all``) also retries legs in ``error`` with units open, so those count too.
 
 No view talks to a broker or changes an execution: the engine's ExitExecutor does, and the page shows
 its progress. The token is unique in ``engine_commands``, so a double submit is one command. Another
@@ -38,9 +43,7 @@ from algomirror.web.strategies.views import bp
 
 PAGE_SCOPES = ("execution", "account", "run")
 COMMAND_TOKEN_MAX = 100  # engine_commands.token is VARCHAR(100)
-# Until migration 0007 adds "exit_all" to the exit reasons, "exit all" is a manual exit (the engine's
-# detail says "exit all").
-EXIT_ALL_REASON = "manual"
+EXIT_ALL_REASON = "exit_all"
 SCOPE_TEXT = {
     "execution": "one leg on one account",
     "account": "every leg of one account",
