@@ -417,6 +417,18 @@ async def test_a_short_is_never_planned_without_its_hedge(db_url: str, simulator
         assert rows[(3, account_id)]["reason"] == "its hedge (leg 1) is not placed on this account"
         assert rows[(2, account_id)]["status"] == rows[(4, account_id)]["status"] == "ok"
     assert {a["status"] for a in result["accounts"]} == {"ok"} and result["plannable"] == 4
+    command_id = queue(world, EXECUTE_STRATEGY, "page-keep")
+    async with resolver_of(world) as resolver:
+        assert await resolver.run_command(command_id)
+    run = world.run(world.command(command_id).result["run_id"])  # type: ignore[index]
+    assert len(world.executions(run.id)) == 4 and run.result is not None
+    assert any("leg 3 not placed: its hedge (leg 1)" in w for w in run.result["warnings"])
+    async with executor_of(world) as executor:  # the PE side is entered; close it before the next part
+        await executor.process_once()
+    with world.database.session() as session:
+        open_run = session.get(StrategyRun, run.id)
+        assert open_run is not None
+        open_run.status = "closed"
     # unwind (the default): the entry would unwind the account anyway, so nothing of it is planned.
     with world.database.session() as session:
         strategy = session.get(Strategy, world.strategy_id)

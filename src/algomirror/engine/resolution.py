@@ -1103,6 +1103,10 @@ class StrategyResolver:
                 warnings = resolution.warnings + [
                     f"leg {r.leg.number}: {w}" for r in resolution.legs for w in r.warnings
                 ]
+                # Legs skipped on one account (0 lots, an unplaced hedge) while the rest of it is planned.
+                warnings += [
+                    f"{a.name}: {w}" for a in resolution.accounts if a.reason is None for w in a.warnings
+                ]
                 if warnings:
                     run.result = {**(run.result or {}), "warnings": warnings}
                 request_execute(session, user_id=user_id, run_id=run.id, token=f"run-of:{command_id}")
