@@ -72,6 +72,9 @@ class ClientRegistry:
         self._host_policy = host_policy
         self._schedulers: dict[int, RateScheduler] = {}
         self._clients: dict[int, _Entry] = {}
+        # Host URLs as typed -> normalised: a fan-out asks for every account's client once per phase,
+        # and parsing the URL cost more than the rest of the lookup.
+        self._urls: dict[str, str] = {}
         self._closed = False
 
     def client(self, account_id: int, host_url: str, api_key: str, *, name: str = "") -> OpenAlgoClient:
@@ -85,7 +88,12 @@ class ClientRegistry:
         """
         if self._closed:
             raise RuntimeError("ClientRegistry is closed")
-        url = normalize_host_url(host_url.strip())
+        url = self._urls.get(host_url)
+        if url is None:
+            url = normalize_host_url(host_url.strip())
+            if len(self._urls) >= 10_000:
+                self._urls.clear()
+            self._urls[host_url] = url
         entry = self._clients.get(account_id)
         if entry is not None and entry.host_url == url and entry.client.uses_key(api_key):
             if name:
