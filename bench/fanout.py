@@ -8,7 +8,8 @@ on SQLite in a temp dir (or PostgreSQL with ``ALGOMIRROR_BENCH_PG``, see bench/d
 planned with :func:`plan_run`, its ``execute_run`` command queued with :func:`request_execute`, and the
 timer runs from the queued command to :meth:`EntryExecutor.run_command` returning with every leg of
 every account filled (the command is run directly, as the executor's poll loop would: its poll interval
-is not part of the figure).
+is not part of the figure). Like ``algomirror engine`` after start-up, the process freezes its start-up
+heap out of the garbage collector's full passes before the run (:mod:`algomirror.engine.gc_tuning`).
 
 The floor is computed from the scenario, not measured: the protocol forces four network rounds per
 account (place the BUY legs, learn they are filled, place the SELL legs, learn they are filled), each
@@ -49,6 +50,7 @@ from algomirror.db.session import Database
 from algomirror.domain.timeutil import FakeClock
 from algomirror.engine.execution import EntryExecutor
 from algomirror.engine.fencing import take_epoch
+from algomirror.engine.gc_tuning import freeze_startup_heap
 from algomirror.engine.planning import PlannedExecution, plan_run, request_execute
 from algomirror.security import SecretBox
 from algomirror.simulator.ratelimit import RateLimitConfig, RateLimiter
@@ -240,6 +242,7 @@ def main() -> int:
             timeout=10,
         ).raise_for_status()
         world = build(url, sim_url, keys)
+        freeze_startup_heap()  # as `algomirror engine` does once it has started (engine/gc_tuning.py)
         print(
             f"database: {url.split('://')[0]}; {args.accounts} accounts x {len(IRON_CONDOR)} legs; "
             f"{args.latency_ms:g} ms injected latency; exchange rate limits on",

@@ -414,6 +414,10 @@ def engine_command() -> None:
             loop.add_signal_handler(sig, service.request_stop)
         await service.run()
 
+    from algomirror.engine.gc_tuning import freeze_startup_heap
+
+    freeze_startup_heap()  # start-up's objects leave the collector's full passes (engine/gc_tuning.py)
+
     log = logging.getLogger("algomirror.engine")
     log.info("engine started (database %s)", database.engine.url.render_as_string())
     try:
