@@ -6,15 +6,18 @@ the leg-failure policy, and entries halted."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from algomirror.broker.client import RetryPolicy, Timeouts
 from algomirror.broker.registry import ClientRegistry
 from algomirror.db.models import EngineCommand, TradingAccount
 from algomirror.domain import order_state
+from algomirror.domain.timeutil import FakeClock
 from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.entry_records import strategy_tag
-from algomirror.engine.execution import EntryExecutor, ExecuteOutcome
+from algomirror.engine.execution import EntryExecutor, ExecuteOutcome, ExecutionConfig
 from algomirror.engine.factory import build_engine
 from algomirror.engine.halts import halt_entries, resume_entries
 from tests.helpers import eventually_async
@@ -404,3 +407,36 @@ async def test_policy_keep_leaves_the_filled_hedge_and_says_so(
     assert hedge.status == "active" and hedge.exit_reason is None
     assert (hedge.error_message or "").startswith("kept open: leg 2")
     assert world.run(run_id).status == "active"
+
+
+async def test_command_rows_keep_the_real_clock_and_trading_records_the_market_clock(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    # In the demo the market runs on the paper exchange's simulated clock while the web's requests are
+    # on the real one: each record must be stamped by the clock of its kind, or one page mixes both.
+    world = make_world(db_url, simulator_session, accounts=1, legs=(("BUY", "25500PE"),))
+    run_id, command_id = world.plan()
+    wall = FakeClock(datetime(2026, 12, 2, 5, 0, tzinfo=UTC))
+    market = FakeClock(datetime(2026, 12, 1, 4, 0, tzinfo=UTC))
+    registry = ClientRegistry(timeouts=Timeouts(connect=2.0, read=5.0), retry=RetryPolicy(attempts=1))
+    executor = EntryExecutor(
+        world.database,
+        registry,
+        world.box.decrypt,
+        epoch=world.epoch,
+        clock=wall,
+        market_clock=market,
+        config=ExecutionConfig(poll_seconds=0.05, retry_delay=0.0),
+    )
+    try:
+        assert await executor.process_once() == 1
+    finally:
+        await registry.aclose()
+    command = world.command(command_id)
+    assert command.status == "done"
+    assert command.started_at == wall.now() and command.finished_at == wall.now()
+    [execution] = world.executions(run_id)
+    assert execution.status == "active" and execution.entry_time == market.now()
+    assert world.run(run_id).entry_completed_at == market.now()
+    [intent] = world.intents()
+    assert intent.sent_at == market.now() and intent.finished_at == market.now()

@@ -139,11 +139,16 @@ class EntryExecutor:
         epoch: int | Callable[[], int | None],
         clock: Clock | None = None,
         config: ExecutionConfig | None = None,
+        market_clock: Clock | None = None,
     ) -> None:
         self.database = database
         self.registry = registry
         self.config = config or ExecutionConfig()
+        # Two clocks: ``clock`` stamps the command rows (the web's requests, on the real clock like
+        # every other command); ``market_clock`` stamps trading records (intents, fills, runs) and
+        # decides "today", so they agree with the books the sync stamps (the demo's simulated clock).
         self.clock = clock or SystemClock()
+        self.market_clock = market_clock or self.clock
         self._decrypt = decrypt
         self._epoch = epoch
         self._run_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -317,7 +322,7 @@ class EntryExecutor:
         epoch = self._current_epoch()
         if epoch is None:
             raise FencedOutError("the engine does not hold its lock: no order may be recorded")
-        return Journal(self.database, epoch=epoch, clock=self.clock)
+        return Journal(self.database, epoch=epoch, clock=self.market_clock)
 
     async def execute_run(self, run_id: int, *, user_id: int) -> ExecuteOutcome:
         """Enter run ``run_id`` of ``user_id`` (see the module docstring); safe to call any number of
@@ -329,7 +334,7 @@ class EntryExecutor:
             driver = OrderDriver(self.database, self._journal(), self.config.driver)
             entry = _RunEntry(self, plan, driver)
             await entry.enter()
-            summary = await asyncio.to_thread(finish_run, self.database, run_id, self.clock.now())
+            summary = await asyncio.to_thread(finish_run, self.database, run_id, self.market_clock.now())
             if summary.get("open"):
                 return ExecuteOutcome("retry", summary, error="orders of unknown or open outcome remain")
             return ExecuteOutcome("done", summary)
@@ -393,7 +398,7 @@ class _RunEntry:
         self.x = executor
         self.plan = plan
         self.driver = driver
-        self.today = to_ist(executor.clock.now()).date()
+        self.today = to_ist(executor.market_clock.now()).date()
         # The accounts of a phase finish their rounds within moments of each other: their journal
         # writes and execution writes go in shared transactions (group commit), not one per account.
         self._advances: GroupCommit[list[Advance], list[IntentView]] = GroupCommit(self._advance_groups)
@@ -409,7 +414,7 @@ class _RunEntry:
         self, groups: Sequence[list[tuple[EntryLeg, list[IntentRow]]]]
     ) -> list[list[LegState]]:
         items = [item for group in groups for item in group]
-        return _split(finish_entries(self.x.database, items, self.x.clock.now()), groups)
+        return _split(finish_entries(self.x.database, items, self.x.market_clock.now()), groups)
 
     async def enter(self) -> None:
         accounts = sorted({leg.account_id for leg in self.plan.legs})
@@ -591,7 +596,7 @@ class _RunEntry:
         rows = await settled(
             *(self.driver.drive(client, i, allow_send=send, priority=Priority.ENTRY) for i in intents)
         )
-        state = await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.clock.now())
+        state = await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.market_clock.now())
         return state
 
     def _specs(self, leg: EntryLeg, slices: list[int], purpose: str, side: str) -> list[IntentSpec]:
@@ -687,7 +692,9 @@ class _RunEntry:
         rows = await settled(
             *(self.driver.drive(client, i, allow_send=True, priority=Priority.EXIT) for i in intents)
         )
-        return await asyncio.to_thread(finish_exit, self.x.database, leg, rows, why, self.x.clock.now())
+        return await asyncio.to_thread(
+            finish_exit, self.x.database, leg, rows, why, self.x.market_clock.now()
+        )
 
 
 async def settled(*steps: Awaitable[T]) -> list[T]:

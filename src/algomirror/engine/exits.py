@@ -174,8 +174,11 @@ class ExitExecutor(EntryExecutor):
         clock: Clock | None = None,
         config: ExecutionConfig | None = None,
         retry: ExitRetry | None = None,
+        market_clock: Clock | None = None,
     ) -> None:
-        super().__init__(database, registry, decrypt, epoch=epoch, clock=clock, config=config)
+        super().__init__(
+            database, registry, decrypt, epoch=epoch, clock=clock, config=config, market_clock=market_clock
+        )
         self.retry = retry or ExitRetry()
 
     async def perform(self, user_id: int, payload: dict[str, Any]) -> ExecuteOutcome:
@@ -210,7 +213,7 @@ class ExitExecutor(EntryExecutor):
             work.plans.update(await asyncio.to_thread(self._plans, [run_id], user_id))
             await work.run(states)
             closed = await asyncio.to_thread(
-                close_runs, self.database, [run_id], scope.reason, scope.detail, self.clock.now()
+                close_runs, self.database, [run_id], scope.reason, scope.detail, self.market_clock.now()
             )
         return closed[0] if closed else None
 
@@ -242,7 +245,7 @@ class _ExitWork:
         self.driver = driver
         self.scope = scope
         self.plans = plans
-        self.today = to_ist(executor.clock.now()).date()
+        self.today = to_ist(executor.market_clock.now()).date()
         self.results: dict[int, ExitResult | str] = {}
         self.entering = 0
 
@@ -394,7 +397,7 @@ class _ExitWork:
             *(self.driver.drive(client, i, allow_send=True, priority=Priority.EXIT) for i in intents)
         )
         result = await asyncio.to_thread(
-            finish_attempt, x.database, leg.execution_id, leg.side, attempt, x.clock.now()
+            finish_attempt, x.database, leg.execution_id, leg.side, attempt, x.market_clock.now()
         )
         if result == "failed" and attempt >= round_end(attempt, max(x.retry.attempts, 1)):
             mine = await asyncio.to_thread(self._intents_of_attempt, leg.execution_id, attempt)
@@ -427,7 +430,7 @@ class _ExitWork:
             mine = [r for r in rows if r.key.startswith(attempt_prefix(leg.execution_id, attempt))]
             if mine:
                 result = await asyncio.to_thread(
-                    finish_attempt, x.database, leg.execution_id, leg.side, attempt, x.clock.now()
+                    finish_attempt, x.database, leg.execution_id, leg.side, attempt, x.market_clock.now()
                 )
                 if result in ("exited", "other"):
                     return result
@@ -480,7 +483,9 @@ class _ExitWork:
     async def _give_up(self, leg: EntryLeg, attempt: int, why: str) -> str:
         """``error`` + alert, unless another caller finished the leg meanwhile."""
         x = self.x
-        if await asyncio.to_thread(mark_error, x.database, leg.execution_id, attempt, why, x.clock.now()):
+        if await asyncio.to_thread(
+            mark_error, x.database, leg.execution_id, attempt, why, x.market_clock.now()
+        ):
             log.warning("exit of execution %s: error: %s", leg.execution_id, why)
             return "error"
         current = await asyncio.to_thread(read_state, x.database, leg.execution_id)
@@ -540,7 +545,7 @@ class _ExitWork:
         )
         rows = await asyncio.to_thread(intents_of, self.x.database, leg.execution_id, "entry")
         if rows and all(r.terminal for r in rows):
-            await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.clock.now())
+            await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.market_clock.now())
 
 
 __all__ = ["ExitExecutor", "ExitRetry", "parse_scope"]

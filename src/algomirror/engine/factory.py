@@ -99,12 +99,19 @@ def build_engine(
         ),
         build_command_processor(settings, database, registry),
         # Journal writes carry the epoch the lock took when the service acquired it.
-        EntryExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
-        ExitExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
+        # Command rows on the real clock; trading records (intents, fills, runs) on the market clock.
+        EntryExecutor(
+            database, registry, make_decryptor(settings), epoch=lambda: lock.epoch, market_clock=market_clock
+        ),
+        ExitExecutor(
+            database, registry, make_decryptor(settings), epoch=lambda: lock.epoch, market_clock=market_clock
+        ),
         # Broker books vs our executions at start and every minute in market hours (PRODUCT §6.8).
         Reconciler(database, registry, make_decryptor(settings), market_clock=market_clock),
         # Mirror orders (one order to chosen accounts, and the mirror check's corrections).
-        MirrorExecutor(database, registry, make_decryptor(settings), epoch=lambda: lock.epoch),
+        MirrorExecutor(
+            database, registry, make_decryptor(settings), epoch=lambda: lock.epoch, market_clock=market_clock
+        ),
         # Preview and Execute of saved strategies: resolution on the feed account, sessions and
         # square-off judged by the market clock (the demo's simulated one).
         StrategyResolver(

@@ -262,7 +262,7 @@ class MirrorExecutor(EntryExecutor):
             if block is not None:
                 report["errors"].append(f"not placed: {block}")
                 return report
-            today = to_ist(self.clock.now()).date()
+            today = to_ist(self.market_clock.now()).date()
             try:
                 slices = order_slices(request.symbol, units, today)
             except ValueError as exc:

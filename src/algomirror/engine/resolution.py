@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import BrokerError
@@ -1006,7 +1007,7 @@ class _KindRunner(EntryExecutor):
         if not isinstance(strategy_id, int) or isinstance(strategy_id, bool):
             raise ExecutionError(f"malformed {self.kind} payload (strategy_id)")
         self.registry.set_host_policy(await asyncio.to_thread(self._policy))
-        resolver = Resolver(self.database, self.client_for, self.clock, self._owner.calendar)
+        resolver = Resolver(self.database, self.client_for, self.market_clock, self._owner.calendar)
         resolution = await resolver.resolve(user_id, strategy_id)
         if self.kind == PREVIEW_STRATEGY:
             return ExecuteOutcome("done", {"preview": resolution.to_json()})
@@ -1053,12 +1054,14 @@ class StrategyResolver:
             "registry": registry,
             "decrypt": decrypt,
             "epoch": epoch,
-            "clock": clock,
+            # Command rows on the real clock (like every command); the run and its sessions on ``clock``.
+            "market_clock": clock,
             "config": config or ExecutionConfig(max_attempts=3),
         }
         self.preview = _KindRunner(self, PREVIEW_STRATEGY, **options)
         self.execute = _KindRunner(self, EXECUTE_STRATEGY, **options)
-        self.clock = self.preview.clock
+        self.clock = self.preview.market_clock
+        self.command_clock = self.preview.clock
 
     async def run(self, stop: asyncio.Event) -> None:
         """Both kinds' loops until ``stop`` (each recovers its ``running`` rows first)."""
@@ -1093,8 +1096,14 @@ class StrategyResolver:
             failure = {"error": error, "reasons": reasons, "preview": preview}
             return ExecuteOutcome("failed", failure, error=error)
         now = self.clock.now()
+        ended = self.command_clock.now()
         try:
             with self.database.session() as session:
+                # In the plan's transaction: the open-run index only covers an Execute whose run is
+                # still open; this covers one queued while an earlier Execute was still in flight.
+                earlier = execute_in_flight(session, command_id, user_id, resolution.strategy_id)
+                if earlier is not None:
+                    raise _Busy(earlier)
                 run = plan_run(
                     session, resolution.strategy_id, planned, now=now, skipped=resolution.skipped()
                 )
@@ -1114,7 +1123,7 @@ class StrategyResolver:
                 won = session.execute(
                     update(EngineCommand)
                     .where(EngineCommand.id == command_id, EngineCommand.status == "running")
-                    .values(status="done", result=result, error=None, finished_at=now, updated_at=now)
+                    .values(status="done", result=result, error=None, finished_at=ended, updated_at=ended)
                     .execution_options(synchronize_session=False)
                 )
                 if getattr(won, "rowcount", 0) != 1:
@@ -1122,6 +1131,12 @@ class StrategyResolver:
                 run_id = run.id
         except _Lost:
             return ExecuteOutcome("failed", error="the command was no longer running; nothing planned")
+        except _Busy as busy:
+            reason = (
+                f"another Execute of this strategy (command #{busy.command_id}) was still in progress "
+                "when this one was requested; nothing planned"
+            )
+            return ExecuteOutcome("failed", {"error": reason, "reasons": [reason]}, error=reason)
         except IntegrityError:
             # The schema refuses a second open run of one strategy (another Execute won the race).
             reason = "the strategy already has an open run"
@@ -1133,6 +1148,51 @@ class _Lost(Exception):
     """The command stopped being ``running`` before its plan committed (nothing is written)."""
 
 
+class _Busy(Exception):
+    """An earlier ``execute_strategy`` of the strategy was in flight: this one plans nothing."""
+
+    def __init__(self, command_id: int) -> None:
+        super().__init__(command_id)
+        self.command_id = command_id
+
+
+IN_FLIGHT_SCANNED = 200  # earlier execute_strategy commands of the user looked at (newest first)
+
+
+def execute_in_flight(session: Session, command_id: int, user_id: int, strategy_id: int) -> int | None:
+    """The id of an earlier ``execute_strategy`` of ``strategy_id`` (same user) that was still in flight
+    when command ``command_id`` was queued, else None: one ``pending`` or ``running`` now, or one ``done``
+    whose plan (its ``execute_run``, token ``run-of:<id>``) was queued after ``command_id`` (it planned
+    while this one waited). Ids grow with insertion, so no clock is compared. Such a command must not
+    plan: a second click while the first was resolving, whose first run may already be closed (all
+    rejected), would otherwise place a second set of orders."""
+    earlier = session.scalars(
+        select(EngineCommand)
+        .where(
+            EngineCommand.kind == EXECUTE_STRATEGY,
+            EngineCommand.user_id == user_id,
+            EngineCommand.id < command_id,
+            EngineCommand.status.in_(("pending", "running", "done")),
+        )
+        .order_by(EngineCommand.id.desc())
+        .limit(IN_FLIGHT_SCANNED)
+    ).all()
+    mine = [c for c in earlier if (c.payload or {}).get("strategy_id") == strategy_id]
+    for command in mine:
+        if command.status in ("pending", "running"):
+            return command.id
+    done = {f"run-of:{c.id}": c.id for c in mine if c.status == "done"}
+    if done:
+        later = session.scalar(
+            select(EngineCommand.token)
+            .where(EngineCommand.token.in_(list(done)), EngineCommand.id > command_id)
+            .limit(1)
+        )
+        if later is not None:
+            return done[later]
+    return None
+
+
 __all__ = [
     "EXECUTE_STRATEGY",
     "PREVIEW_STRATEGY",
@@ -1140,5 +1200,6 @@ __all__ = [
     "Resolution",
     "Resolver",
     "StrategyResolver",
+    "execute_in_flight",
     "load_snapshot",
 ]
