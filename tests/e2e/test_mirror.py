@@ -155,3 +155,33 @@ def _open_run(demo: Demo, user_id: int, account_id: int, symbol: str) -> int:
             )
         )
         return run.id
+
+
+def test_mirror_form_and_review_fit_a_phone(demo_server: Demo, chromium: Any, artifacts_dir: Path) -> None:
+    """At 390 px the accounts table of the form and the review's table are cards: no sideways scroll."""
+    context = chromium.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        sign_in_demo(page, demo_server)
+        _user, accounts, symbol = eventually(
+            lambda: (found := _demo_symbol(demo_server))[2] and found,
+            timeout=30,
+            what="a synced NIFTY position",
+        )
+        page.goto(demo_server.url + "/mirror")
+        width = "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        scroll, client = page.evaluate(width)
+        page.screenshot(path=str(artifacts_dir / "mirror-form-390.png"), full_page=True)
+        assert scroll == client, f"the form scrolls sideways at 390 px: {scroll} > {client}"
+        page.fill("#m-symbol", symbol)
+        for account_id in accounts:
+            page.locator(f"#acct-{account_id}").set_checked(True)
+        page.get_by_role("button", name="Review").click()
+        page.wait_for_url(lambda u: u.endswith("/mirror/review"))
+        assert page.locator("#c-accounts tbody tr").count() == len(accounts)
+        scroll, client = page.evaluate(width)
+        page.screenshot(path=str(artifacts_dir / "mirror-review-390.png"), full_page=True)
+        assert scroll == client, f"the review scrolls sideways at 390 px: {scroll} > {client}"
+    finally:
+        context.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from algomirror.broker.client import RetryPolicy, Timeouts
@@ -213,10 +214,14 @@ async def test_mirror_check_correction_sends_the_exact_difference(
     # What "Bring in line" queues: one account, the difference in units, the run and reason on record.
     command_id = queue(world, ["1"], lots=2, quantity=130, run_id=7, reason="mirror_check", side="SELL")
 
+    before = world.clock.now()
     async with mirror_executor(world) as executor:
         assert await executor.process_once() == 1
 
     assert world.command(command_id).status == "done"
+    # The finish time on the market clock (the one the sync stamps positions by), for the mirror check.
+    finished = datetime.fromisoformat((world.command(command_id).result or {})["market_finished_at"])
+    assert before <= finished <= world.clock.now()
     [order] = world.exchange_orders(0)
     assert (order.action, order.quantity) == ("SELL", 130)
     assert world.exchange_orders(1) == []

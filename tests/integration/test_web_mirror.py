@@ -139,8 +139,8 @@ def test_mirror_order_review_send_once_and_result_page(db_url: str, tmp_path: Pa
     html = review.get_data(as_text=True)
     assert review.status_code == 200, html[:3000]
     rows = re.findall(
-        r'id="c-acct-(\d+)">.*?<td class="num">([^<]*)</td>'
-        r'<td class="num">(\d+)</td><td class="num">(\d+)</td>',
+        r'id="c-acct-(\d+)">.*?<td class="num" data-label="Multiplier">([^<]*)</td>'
+        r'<td class="num" data-label="Lots">(\d+)</td><td class="num" data-label="Quantity">(\d+)</td>',
         html,
         re.S,
     )
@@ -334,7 +334,18 @@ def test_mirror_check_detects_drifts_and_acts_on_them(db_url: str, tmp_path: Pat
     with s.env.database.session() as session:
         done = session.get(EngineCommand, command.id)
         assert done is not None
-        done.status, done.finished_at = "done", FRESH - timedelta(seconds=1)  # before the last sync
+        # Finished on the wall clock 80 min "later" than the paper clock the positions are stamped by:
+        # only the result's market-clock stamp counts. 5 s before the last positions fetch: that read may
+        # have been in flight during the correction, so it is still shown as requested.
+        done.status, done.finished_at = "done", FRESH + timedelta(minutes=80)
+        done.result = {"accounts": [], "market_finished_at": (FRESH - timedelta(seconds=5)).isoformat()}
+    listed = s.client.get(f"/mirror/check/live?run={run_id}").get_data(as_text=True)
+    assert f'id="mc-correction-{command.id}"' in listed and listed.count(">Bring in line</a>") == 2
+    with s.env.database.session() as session:
+        done = session.get(EngineCommand, command.id)
+        assert done is not None
+        # Finished well before the newest positions fetch (more than a read's timeout): in the positions.
+        done.result = {"accounts": [], "market_finished_at": (FRESH - timedelta(seconds=30)).isoformat()}
     assert (
         s.client.get(f"/mirror/check/live?run={run_id}").get_data(as_text=True).count(">Bring in line</a>")
         == 3
@@ -397,3 +408,222 @@ def _set_quantity(env: WebEnv, account_id: int, symbol: str, quantity: int) -> N
         assert row is not None
         row.quantity = quantity
         row.updated_at = FRESH
+
+
+# ------------------------------------------------------------------ regressions (issue 11 review)
+
+
+def _rename(env: WebEnv, run_id: int, name: str) -> None:
+    with env.database.session() as session:
+        run = session.get(StrategyRun, run_id)
+        assert run is not None
+        strategy = session.get(Strategy, run.strategy_id)
+        assert strategy is not None
+        strategy.name = name
+
+
+def _fix_form(s: Setup, account: int, symbol: str, broker: int, intended: int) -> dict[str, str]:
+    return {
+        "csrf_token": csrf_token(s.client, "/mirror"),
+        "command_token": f"fix-{account}-{symbol}-{broker}",
+        "account": str(account),
+        "symbol": symbol,
+        "exchange": "NFO",
+        "product": "NRML",
+        "broker": str(broker),
+        "intended": str(intended),
+    }
+
+
+def _row_html(page: str, run_id: int, account: int, symbol: str) -> str:
+    match = re.search(rf'<tr id="mc-{run_id}-{account}-{symbol}-NRML".*?</tr>', page, re.S)
+    assert match, page[-3000:]
+    return match.group(0)
+
+
+def test_two_open_runs_on_one_account_share_the_position(db_url: str, tmp_path: Path) -> None:
+    s = setup(db_url, tmp_path)
+    a1 = s.accounts[0]
+    first = make_run(s.env, s.user_id, [(a1, "BUY", PE, "active", 65, 0)])
+    second = make_run(s.env, s.user_id, [(a1, "BUY", PE, "active", 65, 0), (a1, "SELL", CE, "active", 65, 0)])
+    _rename(s.env, first, "Hedge A")
+    _rename(s.env, second, "Hedge B")
+    with s.env.database.session() as session:
+        make_position(session, a1, PE, quantity=130, updated_at=FRESH)
+        make_position(session, a1, CE, quantity=-65, updated_at=FRESH)
+    page = s.client.get("/mirror/check").get_data(as_text=True)
+    # Each run's share: 130 − the other's 65 = 65, in line for both (not two "different" drifts).
+    for run_id in (first, second):
+        row = _row_html(page, run_id, a1, PE)
+        assert 'data-kind="ok"' in row and "shared with" in row
+    assert _row_html(page, second, a1, CE).count('data-kind="ok"') == 1
+    # One run's leg is closed at the broker: the drift shows, but Bring in line would touch the other
+    # strategy's position: not offered, refused on POST.
+    _set_quantity(s.env, a1, PE, 65)
+    page = s.client.get("/mirror/check").get_data(as_text=True)
+    for run_id, other in ((first, "Hedge B"), (second, "Hedge A")):
+        row = _row_html(page, run_id, a1, PE)
+        assert 'data-kind="missing"' in row and f"shared with {other}" in row
+        assert "Bring in line" not in row and "Accept" not in row
+    target = f"/mirror/check/{first}/fix?account={a1}&symbol={PE}&exchange=NFO&product=NRML"
+    confirm = s.client.get(target).get_data(as_text=True)
+    assert "shared with Hedge B" in confirm and "Yes, send" not in confirm
+    assert s.client.post(f"/mirror/check/{first}/fix", data=_fix_form(s, a1, PE, 0, 65)).status_code == 409
+    accept = {k: v for k, v in _fix_form(s, a1, PE, 0, 65).items() if k != "command_token"}
+    assert s.client.post(f"/mirror/check/{first}/accept", data=accept).status_code == 409
+    assert commands(s.env) == [] and _accepted(s.env) == []
+
+
+def test_no_correction_while_an_exit_or_orders_are_in_flight(db_url: str, tmp_path: Path) -> None:
+    s = setup(db_url, tmp_path)
+    a1, a2 = s.accounts[0], s.accounts[1]
+    run_id = make_run(
+        s.env, s.user_id, [(a1, "BUY", PE, "exiting", 65, 0), (a2, "BUY", PE, "pending", 65, 0)]
+    )
+    with s.env.database.session() as session:
+        # The positionbooks already show the exit's fill (flat) and not yet the entry: both "missing".
+        make_position(session, a1, PE, quantity=0, updated_at=FRESH)
+        make_position(session, a2, PE, quantity=0, updated_at=FRESH)
+    page = s.client.get(f"/mirror/check?run={run_id}").get_data(as_text=True)
+    row1, row2 = _row_html(page, run_id, a1, PE), _row_html(page, run_id, a2, PE)
+    assert 'data-kind="missing"' in row1 and "exit in progress" in row1
+    assert 'data-kind="missing"' in row2 and "orders in flight" in row2
+    assert ">Bring in line</a>" not in page and ">Accept</a>" not in page
+    for account in (a1, a2):
+        form = _fix_form(s, account, PE, 0, 65)
+        assert s.client.post(f"/mirror/check/{run_id}/fix", data=form).status_code == 409
+    # The whole run exiting: nothing is offered on any of its rows either.
+    with s.env.database.session() as session:
+        run = session.get(StrategyRun, run_id)
+        assert run is not None
+        run.status = "exiting"
+        for execution in session.scalars(select(StrategyExecution).where(StrategyExecution.run_id == run_id)):
+            execution.status, execution.filled_quantity = "active", 65
+    page = s.client.get(f"/mirror/check?run={run_id}").get_data(as_text=True)
+    assert page.count("exit in progress") == 2 and ">Bring in line</a>" not in page
+    assert s.client.post(f"/mirror/check/{run_id}/fix", data=_fix_form(s, a2, PE, 0, 65)).status_code == 409
+    assert commands(s.env) == []
+
+
+def test_leg_in_error_is_held_and_points_to_the_run_page(db_url: str, tmp_path: Path) -> None:
+    s = setup(db_url, tmp_path)
+    a1 = s.accounts[0]
+    run_id = make_run(s.env, s.user_id, [(a1, "BUY", PE, "error", 65, 0), (a1, "SELL", CE, "active", 65, 0)])
+    with s.env.database.session() as session:
+        run = session.get(StrategyRun, run_id)
+        assert run is not None
+        run.status = "error"
+        strategy_id = run.strategy_id
+        make_position(session, a1, PE, quantity=65, updated_at=FRESH)
+        make_position(session, a1, CE, quantity=-130, updated_at=FRESH)
+        execution_id = session.scalar(
+            select(StrategyExecution.id).where(
+                StrategyExecution.run_id == run_id, StrategyExecution.status == "error"
+            )
+        )
+    page = s.client.get("/mirror/check").get_data(as_text=True)
+    # The run in error is checked; its failed exit still holds 65 (in line, not an "extra").
+    row = _row_html(page, run_id, a1, PE)
+    assert 'data-kind="ok"' in row and "Bring in line" not in row
+    retry = f"/strategies/{strategy_id}/run/{run_id}/retry-exit?execution_id={execution_id}"
+    closed = f"/strategies/{strategy_id}/run/{run_id}/closed-outside?execution_id={execution_id}"
+    assert f'href="{retry}"' in row and f'href="{closed}"' in row
+    # The broker closed it meanwhile: a drift, still resolved on the run page, never with an order.
+    _set_quantity(s.env, a1, PE, 0)
+    row = _row_html(s.client.get("/mirror/check").get_data(as_text=True), run_id, a1, PE)
+    assert 'data-kind="missing"' in row and f'href="{retry}"' in row and "Bring in line" not in row
+    assert s.client.post(f"/mirror/check/{run_id}/fix", data=_fix_form(s, a1, PE, 0, 65)).status_code == 409
+    assert "Retry exit" in s.client.get(
+        f"/mirror/check/{run_id}/fix?account={a1}&symbol={PE}&exchange=NFO&product=NRML"
+    ).get_data(as_text=True)
+    assert commands(s.env) == []
+    # The CE leg of the same run (active, broker −130 for −65) is still corrected as usual.
+    assert ">Bring in line</a>" in _row_html(page, run_id, a1, CE)
+
+
+def test_freshness_is_the_positionbook_fetch_not_last_sync(db_url: str, tmp_path: Path) -> None:
+    s = setup(db_url, tmp_path)
+    a1, a2 = s.accounts[0], s.accounts[1]
+    run_id = make_run(s.env, s.user_id, [(a1, "BUY", PE, "active", 65, 0), (a2, "BUY", PE, "active", 65, 0)])
+    with s.env.database.session() as session:
+        # a1: last_sync_at is fresh (funds answered) but the positionbook was refused (429) for a day.
+        make_position(session, a1, PE, quantity=0, updated_at=START - timedelta(days=1))
+        # a2: last_sync_at fresh, no positionbook ever stored: nothing says it is flat.
+    page = s.client.get(f"/mirror/check?run={run_id}").get_data(as_text=True)
+    for account in (a1, a2):
+        row = _row_html(page, run_id, account, PE)
+        assert 'data-kind="unknown"' in row and "Bring in line" not in row
+    assert page.count("stale or missing: unknown, not compared") == 2
+
+
+def test_review_resubmitted_is_one_order_and_skips_halted_accounts(db_url: str, tmp_path: Path) -> None:
+    s = setup(db_url, tmp_path)
+    with s.env.database.session() as session:
+        off = make_account(session, s.user_id, "Off", is_active=False, last_sync_at=FRESH).id
+        halted = make_account(
+            session, s.user_id, "Halted", entries_halted_reason="funds gap", last_sync_at=FRESH
+        ).id
+    page = s.client.get("/mirror").get_data(as_text=True)
+    token = TOKEN_RE.search(page)
+    assert token, "the form carries the send token from GET /mirror"
+    form = order_form(s, command_token=token.group(1))
+    form.update({f"acct-{off}": "on", f"mult-{off}": "1", f"acct-{halted}": "on", f"mult-{halted}": "1"})
+    tokens = []
+    for _ in range(2):  # the browser's "resubmit the form?" on Back / reload of the review page
+        review = s.client.post("/mirror/review", data=form).get_data(as_text=True)
+        found = TOKEN_RE.search(review)
+        assert found
+        tokens.append(found.group(1))
+    assert tokens == [token.group(1)] * 2
+    off_row = re.search(rf'<tr id="c-acct-{off}">.*?</tr>', review, re.S)
+    halted_row = re.search(rf'<tr id="c-acct-{halted}">.*?</tr>', review, re.S)
+    assert off_row and "Skipped:" in off_row.group(0) and "inactive" in off_row.group(0)
+    assert (
+        halted_row
+        and "Skipped:" in halted_row.group(0)
+        and "entries halted: funds gap" in halted_row.group(0)
+    )
+    assert "Yes, send to 3 account(s)" in review
+    for sent in tokens:
+        assert s.client.post("/mirror/send", data={**form, "command_token": sent}).status_code == 303
+    assert len(commands(s.env)) == 1
+
+
+def test_correction_result_shows_its_quantity_and_old_corrections_are_not_read(
+    db_url: str, tmp_path: Path
+) -> None:
+    s = setup(db_url, tmp_path)
+    a1 = s.accounts[0]
+    run_id = make_run(s.env, s.user_id, [(a1, "BUY", PE, "active", 95, 0)])
+    with s.env.database.session() as session:
+        make_position(session, a1, PE, quantity=65, updated_at=FRESH)
+        payload = {
+            "symbol": PE,
+            "exchange": "NFO",
+            "product": "NRML",
+            "side": "BUY",
+            "lots": 1,
+            "quantity": 30,
+            "order_type": "MARKET",
+            "accounts": [{"account_id": a1, "multiplier": "1"}],
+            "run_id": run_id,
+            "reason": "mirror_check",
+        }
+        # A correction stuck "running" from two days ago (wall clock) is not this drift's correction.
+        old = EngineCommand(
+            user_id=s.user_id,
+            kind="mirror_order",
+            token="old-fix",
+            status="running",
+            payload=payload,
+            created_at=START - timedelta(days=2),
+            updated_at=START - timedelta(days=2),
+        )
+        session.add(old)
+        session.flush()
+        old_id = old.id
+    result = s.client.get(f"/mirror/orders/{old_id}").get_data(as_text=True)
+    assert "30 units of" in result and "lot(s)" not in result
+    page = s.client.get(f"/mirror/check?run={run_id}").get_data(as_text=True)
+    row = _row_html(page, run_id, a1, PE)
+    assert "correction requested" not in row and ">Bring in line</a>" in row

@@ -7,7 +7,14 @@ from decimal import Decimal
 
 import pytest
 
-from algomirror.domain.mirror import account_lots, classify, compare, order_slices, parse_multiplier
+from algomirror.domain.mirror import (
+    account_lots,
+    classify,
+    compare,
+    net_of_others,
+    order_slices,
+    parse_multiplier,
+)
 
 SYMBOL = "NIFTY01DEC2625500PE"  # lot 65, freeze 1800 in Nov 2026
 DAY = date(2026, 11, 25)
@@ -73,3 +80,19 @@ def test_compare_only_run_symbols_are_extras_and_acceptance_is_exact() -> None:
     assert [(r.kind, r.accepted, r.difference, r.correction_side) for r in again] == [
         ("different", False, 65, "BUY")
     ]
+
+
+def test_net_of_others_leaves_this_runs_share() -> None:
+    key = (SYMBOL, "NFO", "NRML")
+    broker = {1: {key: 130, ("X", "NFO", "NRML"): 5}, 2: None}
+    others = {
+        (1, SYMBOL, "NFO", "NRML"): 65,
+        (1, "OTHER", "NFO", "NRML"): -30,
+        (2, SYMBOL, "NFO", "NRML"): 65,
+    }
+    netted = net_of_others(broker, others)
+    assert netted == {1: {key: 65, ("X", "NFO", "NRML"): 5, ("OTHER", "NFO", "NRML"): 30}, 2: None}
+    assert broker[1] == {key: 130, ("X", "NFO", "NRML"): 5}, "the input is not changed"
+    # Only the other run holds the symbol: this run's share is 0, not an extra.
+    rows = compare({}, {1: {key: 0}}, run_symbols={(SYMBOL, "NFO")})
+    assert rows == []

@@ -156,6 +156,27 @@ def classify(intended: int, broker: int | None) -> DriftKind:
     return "different"
 
 
+def net_of_others(
+    broker: Mapping[int, Mapping[tuple[str, str, str], int] | None],
+    others: Mapping[Key, int],
+) -> dict[int, dict[tuple[str, str, str], int] | None]:
+    """The broker's positions less what the user's OTHER open runs intend on the same account ×
+    (symbol, exchange, product) (signed units): what is left is this run's share of the position.
+    Unknown accounts (None) stay unknown; a key only the others hold nets to 0 (not an extra)."""
+    result: dict[int, dict[tuple[str, str, str], int] | None] = {}
+    for account_id, positions in broker.items():
+        if positions is None:
+            result[account_id] = None
+            continue
+        netted = dict(positions)
+        for (other_account, symbol, exchange, product), units in others.items():
+            if other_account == account_id and units:
+                key = (symbol, exchange, product)
+                netted[key] = netted.get(key, 0) - units
+        result[account_id] = netted
+    return result
+
+
 def compare(
     intended: Mapping[Key, int],
     broker: Mapping[int, Mapping[tuple[str, str, str], int] | None],
@@ -201,6 +222,7 @@ __all__ = [
     "account_lots",
     "classify",
     "compare",
+    "net_of_others",
     "order_slices",
     "parse_multiplier",
     "symbol_lot_size",

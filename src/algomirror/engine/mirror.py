@@ -47,6 +47,9 @@ from algomirror.host_settings import load_host_policy
 log = logging.getLogger(__name__)
 
 MIRROR_ORDER = "mirror_order"
+# The result's finish time on the market clock (the clock the sync stamps positions by): the mirror
+# check compares it with the positionbook's fetch time (engine_commands.finished_at is the wall clock).
+MARKET_FINISHED_AT = "market_finished_at"
 PRODUCTS = ("MIS", "NRML")
 _AVERAGE = Decimal("0.0001")
 # Set on a claimed payload so perform() knows its command (keys and tag are named by it).
@@ -194,6 +197,7 @@ class MirrorExecutor(EntryExecutor):
             "lots": request.lots,
             "lot_size": lot,
             "accounts": results,
+            MARKET_FINISHED_AT: self.market_clock.now().isoformat(),
         }
         if any(r["status"] == "open" for r in results):
             return ExecuteOutcome("retry", result, error="orders of unknown or open outcome remain")
@@ -382,6 +386,7 @@ def command_of(session: Session, command_id: int, user_id: int) -> EngineCommand
 
 
 __all__ = [
+    "MARKET_FINISHED_AT",
     "MIRROR_ORDER",
     "MirrorExecutor",
     "MirrorRequest",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -39,10 +40,11 @@ from algomirror.domain.mirror import (
     parse_multiplier,
     symbol_lot_size,
 )
+from algomirror.domain.timeutil import clock_speed
 from algomirror.engine.execution import ExecutionError
 from algomirror.engine.mirror import MIRROR_ORDER, PRODUCTS, command_of, request_mirror
 from algomirror.web import mirror_check
-from algomirror.web.context import db, log_activity, market_now, me, now
+from algomirror.web.context import db, log_activity, market_now, me, now, state
 from algomirror.web.dashboard import POLL_SECONDS, signed_out_fragment, stale_after
 from algomirror.web.ids import parse_id
 
@@ -74,6 +76,8 @@ class AccountChoice:
     name: str
     default_multiplier: str
     max_lots: int
+    # Why the engine will not send to this account (inactive, entries halted); None: it will.
+    blocked: str | None = None
     chosen: bool = False
     multiplier: str = ""
     error: str | None = None
@@ -100,8 +104,20 @@ def _accounts() -> list[AccountChoice]:
         .order_by(TradingAccount.account_name, TradingAccount.id)
     )
     return [
-        AccountChoice(a.id, a.account_name, _plain(a.allocation_multiplier), a.max_lots_per_leg) for a in rows
+        AccountChoice(
+            a.id, a.account_name, _plain(a.allocation_multiplier), a.max_lots_per_leg, _account_block(a)
+        )
+        for a in rows
     ]
+
+
+def _account_block(account: TradingAccount) -> str | None:
+    """The engine's own pre-checks that skip an account (shown on the review, never "sending")."""
+    if not account.is_active:
+        return "the account is inactive"
+    if account.entries_halted_reason:
+        return f"entries halted: {account.entries_halted_reason}"
+    return None
 
 
 def _plain(value: Decimal) -> str:
@@ -207,6 +223,9 @@ def _sizing(form: OrderForm) -> list[dict[str, Any]]:
         if not account.chosen:
             continue
         sized = account_lots(lots, parse_multiplier(account.multiplier), account.max_lots)
+        if account.blocked is not None:
+            rows.append({"account": account, "lots": 0, "quantity": 0, "note": f"{account.blocked}."})
+            continue
         rows.append(
             {
                 "account": account,
@@ -227,7 +246,17 @@ def order_form() -> ResponseReturnValue:
     form = OrderForm(values, accounts)
     for account in accounts:
         account.multiplier = account.default_multiplier
-    return render_template("mirror/form.html", form=form)
+    # The send token is made once here and carried through the review: a review page posted again
+    # (the browser's "resubmit?") still sends under the same token, so it is one command.
+    return render_template("mirror/form.html", form=form, command_token=secrets.token_urlsafe(24))
+
+
+def _form_token() -> str:
+    """The command token the form carries (a fresh one when it has none, e.g. an old tab)."""
+    token = (request.form.get("command_token") or "").strip()
+    if not token or len(token) > COMMAND_TOKEN_MAX:
+        return secrets.token_urlsafe(24)
+    return token
 
 
 @bp.route("/review", methods=["POST"])
@@ -235,14 +264,10 @@ def review() -> ResponseReturnValue:
     """Validate the form: with errors, the form again (400, every error inline); else the
     confirmation with each account's lots and quantity and this page's command token."""
     form = read_form(request.form)
+    token = _form_token()
     if not form.valid:
-        return render_template("mirror/form.html", form=form), 400
-    return render_template(
-        "mirror/confirm.html",
-        form=form,
-        sizing=_sizing(form),
-        command_token=secrets.token_urlsafe(24),
-    )
+        return render_template("mirror/form.html", form=form, command_token=token), 400
+    return render_template("mirror/confirm.html", form=form, sizing=_sizing(form), command_token=token)
 
 
 @bp.route("/send", methods=["POST"])
@@ -251,11 +276,11 @@ def send() -> ResponseReturnValue:
     command) and open its result page."""
     form = read_form(request.form)
     if not form.valid:
-        return render_template("mirror/form.html", form=form), 400
+        return render_template("mirror/form.html", form=form, command_token=_form_token()), 400
     token = (request.form.get("command_token") or "").strip()
     if not token or len(token) > COMMAND_TOKEN_MAX:
         flash("This form is out of date; review the order again.", "warning")
-        return render_template("mirror/form.html", form=form), 400
+        return render_template("mirror/form.html", form=form, command_token=_form_token()), 400
     return _queue(
         _payload(form), token, f"{form.values['side']} {form.values['lots']} lot(s) {form.values['symbol']}"
     )
@@ -343,9 +368,25 @@ def order_live(command_id: int) -> ResponseReturnValue:
 # ------------------------------------------------------------------------------------------ check
 
 
+# Mirror-check corrections older than this (wall clock) are long in the positions: not read.
+CORRECTIONS_WINDOW = timedelta(days=1)
+
+
 def _checks(run_id: int | None = None) -> list[mirror_check.RunCheck]:
     at = market_now()
-    return mirror_check.check_runs(db(), me().id, now=at, stale_after=stale_after(at), run_id=run_id)
+    current = state()
+    # The longest one positionbook read may take, on the market clock the positions are stamped by.
+    read_seconds = current.settings.http_connect_timeout + current.settings.http_read_timeout
+    margin = timedelta(seconds=read_seconds * clock_speed(current.market_clock))
+    return mirror_check.check_runs(
+        db(),
+        me().id,
+        now=at,
+        stale_after=stale_after(at),
+        run_id=run_id,
+        read_margin=margin,
+        commands_since=now() - CORRECTIONS_WINDOW,
+    )
 
 
 def _check_context(run_id: int | None) -> dict[str, Any]:
@@ -433,8 +474,9 @@ def fix(run_id: int) -> ResponseReturnValue:
     POST: queue it as a ``mirror_order`` for that one account (through the journal)."""
     run, row, account_name = _drift(run_id)
     pending = run.corrections.get(row.key)
-    # While the run is still entering, its legs are on their way: nothing to correct yet.
-    stale = not row.is_drift or row.accepted or run.status == "entering"
+    # An entry or exit on its way, a leg in error or a position another run shares: not corrected.
+    blocked = run.blocked(row)
+    stale = not row.is_drift or row.accepted or (blocked is not None and pending is None)
     if request.method == "GET" or stale or pending is not None:
         # A correction already requested (still running, or not yet in the synced positions) is not
         # offered again: the same drift would otherwise be corrected twice.
@@ -445,6 +487,7 @@ def fix(run_id: int) -> ResponseReturnValue:
             row=row,
             account_name=account_name,
             stale=stale,
+            blocked=blocked,
             pending_command=pending,
             command_token=secrets.token_urlsafe(24),
         ), (409 if request.method == "POST" else 200)
@@ -479,10 +522,17 @@ def accept(run_id: int) -> ResponseReturnValue:
     """GET: confirm accepting one drift as it is. POST: record the acceptance for exactly these
     quantities (a later change of either shows the drift again)."""
     run, row, account_name = _drift(run_id)
-    stale = not row.is_drift or row.accepted or run.status == "entering"
+    blocked = run.blocked(row)
+    stale = not row.is_drift or row.accepted or blocked is not None
     if request.method == "GET" or stale:
         return render_template(
-            "mirror/drift.html", action="accept", run=run, row=row, account_name=account_name, stale=stale
+            "mirror/drift.html",
+            action="accept",
+            run=run,
+            row=row,
+            account_name=account_name,
+            stale=stale,
+            blocked=blocked,
         ), (409 if stale and request.method == "POST" else 200)
     if not _still_same(row):
         flash("The positions changed since you confirmed; check the drift again.", "warning")
