@@ -121,9 +121,9 @@ def test_mirror_order_to_two_accounts_fills_live(
     assert problems == []
 
 
-def _open_run(demo: Demo, user_id: int, account_id: int, symbol: str) -> int:
+def _open_run(demo: Demo, user_id: int, account_id: int, symbol: str, name: str = "Mirror check demo") -> int:
     with demo.database.session() as session:
-        strategy = Strategy(user_id=user_id, name="Mirror check demo")
+        strategy = Strategy(user_id=user_id, name=name)
         session.add(strategy)
         session.flush()
         leg = StrategyLeg(
@@ -183,5 +183,12 @@ def test_mirror_form_and_review_fit_a_phone(demo_server: Demo, chromium: Any, ar
         scroll, client = page.evaluate(width)
         page.screenshot(path=str(artifacts_dir / "mirror-review-390.png"), full_page=True)
         assert scroll == client, f"the review scrolls sideways at 390 px: {scroll} > {client}"
+        # The mirror check's rows are cards too.
+        run_id = _open_run(demo_server, _user, accounts[0], symbol, "Mirror check on a phone")
+        page.goto(demo_server.url + f"/mirror/check?run={run_id}")
+        assert page.locator(f"#mc-table-{run_id} tbody tr").count() >= 1
+        scroll, client = page.evaluate(width)
+        page.screenshot(path=str(artifacts_dir / "mirror-check-390.png"), full_page=True)
+        assert scroll == client, f"the mirror check scrolls sideways at 390 px: {scroll} > {client}"
     finally:
         context.close()
