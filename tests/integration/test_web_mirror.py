@@ -26,6 +26,7 @@ from algomirror.db.models import (
     TradingAccount,
 )
 from algomirror.domain.mirror import MirrorRow
+from algomirror.engine import book_mirror
 from algomirror.web.mirror_check import check_runs
 from tests.factories import make_account, make_position
 from tests.integration.web_support import START, WebEnv, csrf_token, login, make_env, signed_in
@@ -554,6 +555,20 @@ def test_freshness_is_the_positionbook_fetch_not_last_sync(db_url: str, tmp_path
         row = _row_html(page, run_id, account, PE)
         assert 'data-kind="unknown"' in row and "Bring in line" not in row
     assert page.count("stale or missing: unknown, not compared") == 2
+
+
+def test_an_empty_positionbook_read_just_now_shows_the_legs_missing(db_url: str, tmp_path: Path) -> None:
+    # A flat account stores no positions row: only the read's own time (positions_synced_at, 0008)
+    # tells "flat, read just now" (missing legs, correctable) from "never read" (unknown).
+    s = setup(db_url, tmp_path)
+    a1, a2 = s.accounts[0], s.accounts[1]
+    run_id = make_run(s.env, s.user_id, [(a1, "BUY", PE, "active", 65, 0), (a2, "BUY", PE, "active", 65, 0)])
+    with s.env.database.session() as session:
+        book_mirror.store_positions(session, a1, [], fetched_at=FRESH)
+        session.commit()
+    page = s.client.get(f"/mirror/check?run={run_id}").get_data(as_text=True)
+    assert 'data-kind="missing"' in _row_html(page, run_id, a1, PE)
+    assert 'data-kind="unknown"' in _row_html(page, run_id, a2, PE)
 
 
 def test_review_resubmitted_is_one_order_and_skips_halted_accounts(db_url: str, tmp_path: Path) -> None:

@@ -42,7 +42,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from algomirror.broker import wire
-from algomirror.db.models import AccountFunds, Holding, MarginTracker, Order, Position, Trade, make_trade_key
+from algomirror.db.models import (
+    AccountFunds,
+    Holding,
+    MarginTracker,
+    Order,
+    Position,
+    Trade,
+    TradingAccount,
+    make_trade_key,
+)
 from algomirror.db.models.enums import ACTIONS, PRODUCTS
 from algomirror.domain.timeutil import ist_combine, ist_today
 
@@ -415,7 +424,11 @@ def store_positions(
     session: Session, account_id: int, positions: Sequence[wire.BrokerPosition], *, fetched_at: datetime
 ) -> StoreCounts:
     """Mirror the positionbook: upsert by (symbol, exchange, product); delete rows the read no longer
-    lists. Rows with an unknown quantity keep their previous values."""
+    lists. Rows with an unknown quantity keep their previous values. The account's
+    ``positions_synced_at`` becomes ``fetched_at`` (the read succeeded, even if it listed nothing)."""
+    session.execute(
+        update(TradingAccount).where(TradingAccount.id == account_id).values(positions_synced_at=fetched_at)
+    )
     existing = {
         (p.symbol, p.exchange, p.product): p
         for p in session.scalars(select(Position).where(Position.account_id == account_id))

@@ -6,10 +6,11 @@ executions on that account, ``pending`` → planned quantity, ``active``/``exiti
 filled − exited (a leg in error still holds what it did not exit); other statuses intend nothing
 (their symbols still count as the run's). The broker side is the ``positions`` table the engine's sync
 writes, less what the user's OTHER open runs intend on the same key (two strategies on one account and
-symbol share the position). Freshness is the positionbook's own fetch time (the newest
-``positions.updated_at``, which :func:`~algomirror.engine.book_mirror.store_positions` stamps on every
-row it lists), never ``trading_accounts.last_sync_at`` (stamped even when the positionbook read was
-refused); an account with no stored positions, or older than ``stale_after``, is unknown, never 0.
+symbol share the position). Freshness is the positionbook's own fetch time
+(``trading_accounts.positions_synced_at``, set by
+:func:`~algomirror.engine.book_mirror.store_positions` on every good read, even an empty one; else the
+newest ``positions.updated_at``), never ``trading_accounts.last_sync_at`` (stamped even when the
+positionbook read was refused); an account never read, or older than ``stale_after``, is unknown, never 0.
 """
 
 from __future__ import annotations
@@ -155,14 +156,16 @@ def _snapshots(
         .all()
     )
     accounts = session.execute(
-        select(TradingAccount.id, TradingAccount.account_name).where(
+        select(TradingAccount.id, TradingAccount.account_name, TradingAccount.positions_synced_at).where(
             TradingAccount.id.in_(account_ids), TradingAccount.user_id == user_id
         )
     ).all()
     found = {}
-    for account_id, name in accounts:
-        # The positionbook's own fetch time; an empty positionbook stores no row and so no time: unknown.
-        as_of = newest.get(account_id)
+    for account_id, name, synced_at in accounts:
+        # The positionbook's own fetch time: the account's last good read (an empty book has no rows),
+        # else its newest row's stamp; neither: never read, unknown.
+        candidates = [t for t in (synced_at, newest.get(account_id)) if t is not None]
+        as_of = max(candidates) if candidates else None
         age = None if as_of is None else max(0, int((now - as_of).total_seconds()))
         stale = as_of is None or now - as_of > stale_after
         found[account_id] = Snapshot(account_id, name, as_of, age, stale)

@@ -75,6 +75,9 @@ class TradingAccount(TimestampMixin, Base):
     # entry on this account until a person clears it. Exits go on.
     entries_halted_reason: Mapped[str | None] = mapped_column(Text)
     entries_halted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The last good positionbook read (an empty book stores no positions row, so only this tells
+    # "flat, just read" from "never read").
+    positions_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(back_populates="trading_accounts")
 
