@@ -6,10 +6,13 @@ outcome resolved by tag, a rejected account reported while the others fill."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
+
+import pytest
 
 from algomirror.broker.client import RetryPolicy, Timeouts
 from algomirror.broker.registry import ClientRegistry
@@ -245,3 +248,37 @@ async def test_another_users_account_gets_nothing(db_url: str, simulator_session
     assert reports[world.account_ids[1]]["status"] == "skipped"
     assert reports[world.account_ids[1]]["errors"] == ["account not found"]
     assert world.exchange_orders(1) == []
+
+
+async def test_restart_after_only_some_slices_were_recorded_sends_the_rest(
+    db_url: str, simulator_session: SimHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review regression: an engine that died after recording slice 1 of 2 must, on restart, record
+    and send slice 2 as well, and report ``filled`` only for every requested unit."""
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
+    command_id = queue(world, ["1"], lots=30)  # 1950 units: 1755 + 195
+    original = MirrorExecutor._record
+
+    def dies_after_the_first(
+        self: MirrorExecutor, driver: Any, command: int, request: Any, account_id: int, slices: list[int]
+    ) -> Any:
+        original(self, driver, command, request, account_id, slices[:1])
+        raise RuntimeError("engine killed between two slices' intents")
+
+    monkeypatch.setattr(MirrorExecutor, "_record", dies_after_the_first)
+    async with mirror_executor(world) as executor:
+        with contextlib.suppress(RuntimeError):
+            await executor.process_once()
+    assert [i.quantity for i in world.intents()] == [1755]
+    monkeypatch.setattr(MirrorExecutor, "_record", original)
+    with world.database.session() as session:
+        row = session.get(EngineCommand, command_id)
+        assert row is not None
+        row.status, row.finished_at = "running", None
+    async with mirror_executor(world) as restarted:
+        restarted.recover()
+        await restarted.process_once()
+    assert sorted(o.quantity for o in world.exchange_orders(0)) == [195, 1755]
+    report = by_account(world, command_id)[world.account_ids[0]]
+    assert report["status"] == "filled" and report["filled"] == 1950 and report["quantity"] == 1950

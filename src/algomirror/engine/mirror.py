@@ -262,24 +262,29 @@ class MirrorExecutor(EntryExecutor):
             report["status"] = "open"  # orders may exist; the account cannot be read now
             report["errors"].append(f"not reachable: {block}")
             return report
-        if not intents:
-            if block is not None:
-                report["errors"].append(f"not placed: {block}")
-                return report
+        if not intents and block is not None:
+            report["errors"].append(f"not placed: {block}")
+            return report
+        if block is None and units > 0:
+            # Always the full slice list: the engine may have died after recording only some slices,
+            # and recording is idempotent by key (a stored slice is kept as it is).
             today = to_ist(self.market_clock.now()).date()
             try:
                 slices = order_slices(request.symbol, units, today)
             except ValueError as exc:
-                report["errors"].append(f"not placed: {exc}")
-                return report
-            intents = await asyncio.to_thread(
-                self._record, driver, command_id, request, target.account_id, slices
-            )
+                if not intents:
+                    report["errors"].append(f"not placed: {exc}")
+                    return report
+                report["errors"].append(f"not all placed: {exc}")
+            else:
+                intents = await asyncio.to_thread(
+                    self._record, driver, command_id, request, target.account_id, slices
+                )
         assert client is not None
         rows = await settled(
             *(driver.drive(client, i, allow_send=block is None, priority=Priority.ENTRY) for i in intents)
         )
-        outcome = _outcome(rows)
+        outcome = _outcome(rows, units)
         return {**report, **outcome, "errors": report["errors"] + outcome["errors"]}
 
     def _intents(self, command_id: int, account_id: int) -> list[IntentRow]:
@@ -320,12 +325,13 @@ class MirrorExecutor(EntryExecutor):
         return self._intents(command_id, account_id)
 
 
-def _outcome(rows: list[IntentRow]) -> dict[str, Any]:
-    """One account's status from its slices: filled (every slice complete), partial (some units
-    filled), rejected / cancelled (nothing filled), open (an order still working or of unknown
+def _outcome(rows: list[IntentRow], units: int) -> dict[str, Any]:
+    """One account's status from its slices, judged against the ``units`` requested (not only the
+    slices found: a slice never recorded is not filled): filled (every requested unit), partial (some
+    units filled), rejected / cancelled (nothing filled), open (an order still working or of unknown
     outcome: the command is retried)."""
     filled = sum(r.filled_quantity for r in rows)
-    wanted = sum(r.quantity for r in rows)
+    wanted = max(units, sum(r.quantity for r in rows))
     priced = [(r.average_price, r.filled_quantity) for r in rows if r.filled_quantity and r.average_price]
     units = sum(q for _, q in priced)
     average = None
