@@ -38,6 +38,7 @@ from algomirror.db.models import (
     TradingAccount,
 )
 from algomirror.db.session import Database
+from algomirror.domain import order_state
 from algomirror.domain.timeutil import ensure_aware
 from algomirror.engine.alerts import raise_alert
 from algomirror.engine.command_rows import MAX_ERROR, rowcount
@@ -260,6 +261,10 @@ def mark_error(database: Database, execution_id: int, attempt: int | None, why: 
         return True
 
 
+class ExitOrderWorkingError(ValueError):
+    """A leg cannot be confirmed closed outside while an exit order of ours may still fill."""
+
+
 def confirm_closed_outside(
     session: Session, *, user_id: int, execution_id: int, price: Decimal, now: datetime
 ) -> StrategyExecution:
@@ -268,7 +273,8 @@ def confirm_closed_outside(
     have, realised P&L from it, and the run closed when nothing else is open (the caller commits).
 
     Raises LookupError for an execution that is not the user's, ValueError for a price that is not
-    positive or an execution that is not in ``error``."""
+    positive or an execution that is not in ``error``, :class:`ExitOrderWorkingError` (a ValueError
+    naming the order ids) while an exit order of the execution may still be working at the broker."""
     if not isinstance(price, Decimal) or not price.is_finite() or price <= 0:
         raise ValueError("the price must be a positive amount")
     found = session.execute(
@@ -284,6 +290,21 @@ def confirm_closed_outside(
     leg: StrategyLeg = found[1]
     if row.status != "error":
         raise ValueError(f"only a leg in error can be confirmed closed outside (this one is {row.status})")
+    # An exit order of ours that reached the broker and is not finished may still fill and reverse the
+    # account with no record of it: refuse until it ends (a ``created`` intent never left).
+    working = session.scalars(
+        select(OrderIntent).where(
+            OrderIntent.execution_id == row.id,
+            OrderIntent.purpose == "exit",
+            OrderIntent.state.in_((order_state.SENT, order_state.ACKNOWLEDGED, order_state.UNKNOWN)),
+        )
+    ).all()
+    if working:
+        ids = ", ".join(w.order_id or f"intent {w.id} (no order id yet)" for w in working)
+        raise ExitOrderWorkingError(
+            f"an exit order of ours is still working or unresolved ({ids}): it may still fill; cancel it "
+            "at the broker or retry the exit, then confirm"
+        )
     ours = row.exited_quantity if row.exit_price is not None else 0
     rest = max(row.filled_quantity - ours, 0)
     total = ours + rest
@@ -349,9 +370,10 @@ ExitResult = Literal["exited", "failed", "open", "other"]
 def finish_attempt(
     database: Database, execution_id: int, side: str, attempt: int, now: datetime
 ) -> ExitResult:
-    """Write exit attempt ``attempt``'s outcome once all its slices are terminal (see the module
-    docstring): ``exited``, or ``failed`` (left ``exiting`` for its owner's retry). ``open``: a slice is
-    still unresolved (nothing but a note written); ``other``: the execution is no longer this attempt's
+    """Write exit attempt ``attempt``'s outcome once all its slices, and every other attempt's order
+    that reached the broker, are terminal (see the module docstring): ``exited``, or ``failed`` (left
+    ``exiting`` for its owner's retry). ``open``: such an order is still unresolved (nothing but a note
+    written); ``other``: the execution is no longer this attempt's
     (moved on or finished by another caller)."""
     every = exit_intents(database, execution_id)
     mine = [r for r in every if r.key.startswith(attempt_prefix(execution_id, attempt))]
@@ -359,7 +381,9 @@ def finish_attempt(
         row = session.get(StrategyExecution, execution_id, with_for_update=True)
         if row is None or row.status != "exiting" or row.exit_retry_count != attempt:
             return "exited" if row is not None and row.status == "exited" else "other"
-        waiting = [r for r in mine if not r.terminal]
+        # Any attempt's order that reached the broker and is unfinished may still fill (not only this
+        # attempt's): nothing is decided until it ends. A ``created`` intent of another attempt never left.
+        waiting = [r for r in every if not r.terminal and (r in mine or r.state != order_state.CREATED)]
         if waiting:
             states = ", ".join(sorted({r.state for r in waiting}))
             row.error_message = (
@@ -373,7 +397,7 @@ def finish_attempt(
         row.exit_order_id = order_ids[0] if order_ids else None
         row.exited_quantity = exited
         row.exit_price = price
-        if any(r.filled_quantity for r in mine):
+        if any(r.filled_quantity for r in mine) or (exited >= row.filled_quantity and row.exit_time is None):
             row.exit_time = now
         if price is not None and row.entry_price is not None and exited:
             sign = 1 if side == "BUY" else -1
@@ -437,6 +461,7 @@ __all__ = [
     "EXIT_FAILED",
     "OPEN_STATUSES",
     "ROUND",
+    "ExitOrderWorkingError",
     "ExitResult",
     "ExitState",
     "attempt_failure",

@@ -329,13 +329,18 @@ class _ExitWork:
             )
             if attempt is None:
                 return await self._await_owner(leg.execution_id)
+            # Every attempt after the first (a person's retry from ``error`` in particular) is verified
+            # at the broker before anything is sent: an earlier attempt's order may still be working,
+            # or our fills may already cover the leg (PRODUCT §6.7 step 6). So is a first attempt while
+            # an exit order of ours (an entry unwind's) is unfinished.
+            verify_first = attempt > 1 or bool(await asyncio.to_thread(self._unfinished, leg.execution_id))
         elif state.status == "exiting" and state.attempt >= 1:
             attempt = state.attempt  # this command's earlier attempt (or a concurrent one): same keys
-            # A retry attempt whose intents were never written (the engine died right after numbering
-            # it) is verified at the broker again before anything is recorded.
-            verify_first = (attempt - 1) % rounds != 0 and not await asyncio.to_thread(
+            # An attempt whose intents were never written (the engine died right after numbering it)
+            # is verified at the broker again before anything is recorded.
+            verify_first = not await asyncio.to_thread(
                 self._intents_of_attempt, leg.execution_id, attempt
-            )
+            ) and (attempt > 1 or bool(await asyncio.to_thread(self._unfinished, leg.execution_id)))
         else:
             return "other"  # an entry unwind owns it (attempt 0)
         verified: int | None = None
@@ -371,6 +376,21 @@ class _ExitWork:
             )
             attempt, verified, verify_first = following, decision, False
 
+    def _unfinished(self, execution_id: int) -> list[IntentRow]:
+        """The execution's exit intents of every attempt that reached the broker and are not finished
+        (an order that may still be working or fill); a ``created`` one never left."""
+        return [
+            r
+            for r in exit_intents(self.x.database, execution_id)
+            if not r.terminal and r.state != order_state.CREATED
+        ]
+
+    def _open_units(self, execution_id: int, fresh: ExitState) -> int:
+        """Units still open by our own records: filled − exited (terminal exit fills) − the fills of
+        exit orders not finished yet (they count too: those units are bought back already)."""
+        pending = sum(r.filled_quantity for r in self._unfinished(execution_id))
+        return max(fresh.open_quantity - pending, 0)
+
     def _intents_of_attempt(self, execution_id: int, attempt: int) -> list[IntentRow]:
         prefix = attempt_prefix(execution_id, attempt)
         return [r for r in exit_intents(self.x.database, execution_id) if r.key.startswith(prefix)]
@@ -387,7 +407,8 @@ class _ExitWork:
             return "exited" if fresh is not None and fresh.status == "exited" else "other"
         intents = await asyncio.to_thread(self._intents_of_attempt, leg.execution_id, attempt)
         if not intents:
-            quantity = fresh.open_quantity if verified is None else min(verified, fresh.open_quantity)
+            ours = await asyncio.to_thread(self._open_units, leg.execution_id, fresh)
+            quantity = ours if verified is None else min(verified, ours)
             try:
                 slices = slice_quantities(leg, self.today, quantity=quantity)
             except ValueError as exc:  # nothing sendable: retrying cannot help
@@ -426,18 +447,19 @@ class _ExitWork:
                         for r in unsettled
                     )
                 )
-            ours_unsettled = False
             mine = [r for r in rows if r.key.startswith(attempt_prefix(leg.execution_id, attempt))]
-            if mine:
-                result = await asyncio.to_thread(
-                    finish_attempt, x.database, leg.execution_id, leg.side, attempt, x.market_clock.now()
-                )
-                if result in ("exited", "other"):
-                    return result
-                if result == "failed" and attempt >= round_end(attempt, max(retry.attempts, 1)):
-                    latest = await asyncio.to_thread(self._intents_of_attempt, leg.execution_id, attempt)
-                    return await self._give_up(leg, attempt, self._last_words(latest, attempt))
-                ours_unsettled = result == "open"
+            # Also with no intent of this attempt yet (a retry verified first): every attempt's fills
+            # are totalled, so an earlier attempt's order that has since filled ends the exit here.
+            result = await asyncio.to_thread(
+                finish_attempt, x.database, leg.execution_id, leg.side, attempt, x.market_clock.now()
+            )
+            if result in ("exited", "other"):
+                return result
+            if result == "failed" and mine and attempt >= round_end(attempt, max(retry.attempts, 1)):
+                latest = await asyncio.to_thread(self._intents_of_attempt, leg.execution_id, attempt)
+                return await self._give_up(leg, attempt, self._last_words(latest, attempt))
+            # Any attempt's order still working or unresolved (not only this attempt's): wait.
+            ours_unsettled = bool(await asyncio.to_thread(self._unfinished, leg.execution_id))
             owned = await asyncio.to_thread(owned_order_ids, x.database, leg.account_id)
             try:
                 view = await read_broker(
@@ -461,7 +483,8 @@ class _ExitWork:
                     fresh = await asyncio.to_thread(read_state, x.database, leg.execution_id)
                     if fresh is None or fresh.status != "exiting" or fresh.attempt != attempt:
                         return "exited" if fresh is not None and fresh.status == "exited" else "other"
-                    quantity = still_open(view, leg_side=leg.side, ours_open=fresh.open_quantity)
+                    ours_open = await asyncio.to_thread(self._open_units, leg.execution_id, fresh)
+                    quantity = still_open(view, leg_side=leg.side, ours_open=ours_open)
                     if quantity > 0:
                         return quantity
                     return await self._give_up(

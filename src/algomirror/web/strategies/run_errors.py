@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from algomirror.db.models import Strategy, StrategyExecution, StrategyRun
 from algomirror.engine.exit_planning import retry_exit as queue_retry_exit
-from algomirror.engine.exit_records import ROUND, confirm_closed_outside
+from algomirror.engine.exit_records import ROUND, ExitOrderWorkingError, confirm_closed_outside
 from algomirror.web.context import db, log_activity, market_now, me
 from algomirror.web.dashboard import stale_after
 from algomirror.web.forms import ConfirmForm
@@ -202,6 +202,10 @@ def closed_outside(strategy_id: int, run_id: int) -> ResponseReturnValue:
     except LookupError:
         db().rollback()
         abort(404)
+    except ExitOrderWorkingError as exc:
+        # An exit order of ours may still fill: nothing written, the form says why (inline).
+        db().rollback()
+        return _page(strategy, found, row, "closed", price_text=price_text, error=str(exc), code=409)
     except ValueError:
         # The price was checked above, so the leg left ``error`` meanwhile (a second submit, or the
         # engine's retry claimed it): nothing written, say what it is now.
