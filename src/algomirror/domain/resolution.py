@@ -87,6 +87,20 @@ class ContractSize:
     warning: str | None = None
 
 
+def freeze_limit(base: str, today: date, lot: int, settings_freeze: int | None) -> int | None:
+    """The freeze limit (units per order) of ``base`` on ``today`` that both the preview and the orders
+    slice by (PRODUCT §5.8): the contract data's in force, else the user's instrument settings'
+    (``settings_freeze``); None = unknown (one order). A limit of one lot (``lot`` units) or less
+    means "unknown" (MARKET-FACTS §4)."""
+    try:
+        freeze: int | None = freeze_qty(base, today)
+    except NoRuleInForce:
+        freeze = settings_freeze
+    if freeze is not None and freeze <= lot:
+        return None
+    return freeze
+
+
 def contract_size(
     base: str,
     expiry: date,
@@ -115,12 +129,7 @@ def contract_size(
         lot, source = fallback, "your instrument settings"
     if lot is None:
         raise ValueError(f"lot size of {base} {expiry:%d %b %Y} is unknown (no contract data, no settings)")
-    try:
-        freeze: int | None = freeze_qty(base, today)
-    except NoRuleInForce:
-        freeze = settings_freeze
-    if freeze is not None and freeze <= lot:
-        freeze = None  # a freeze limit of one lot or less means "unknown" (MARKET-FACTS §4)
+    freeze = freeze_limit(base, today, lot, settings_freeze)
     warning = None
     if fallback and source != "your instrument settings" and fallback != lot:
         warning = f"your instrument settings say lot size {fallback}; the contract's is {lot}"
@@ -181,6 +190,7 @@ __all__ = [
     "atm_for",
     "contract_size",
     "estimate_margins",
+    "freeze_limit",
     "naked_shorts",
     "pick_strike",
 ]

@@ -24,11 +24,13 @@ from algomirror.db.models import (
     StrategyLeg,
     StrategyRun,
     TradingAccount,
+    TradingSetting,
 )
 from algomirror.db.session import Database
-from algomirror.domain.contract_specs import freeze_qty, freeze_slices, lot_size
+from algomirror.domain.contract_specs import freeze_slices, lot_size
 from algomirror.domain.errors import InvalidQuantity, NoRuleInForce
 from algomirror.domain.instruments import parse_symbol
+from algomirror.domain.resolution import freeze_limit
 from algomirror.engine.order_driver import IntentRow
 
 _MAX_ERROR = 2000
@@ -72,6 +74,9 @@ class EntryLeg:
     filled_quantity: int
     entry_price: Decimal | None
     error: str | None
+    # The user's instrument-settings freeze for the symbol's underlying: the fallback when no contract
+    # data covers it, as in the preview (domain.resolution.freeze_limit).
+    settings_freeze: int | None = None
 
     @property
     def filled_all(self) -> bool:
@@ -126,7 +131,15 @@ def load_plan(session: Session, run_id: int, user_id: int) -> RunPlan | None:
         .where(StrategyExecution.run_id == run_id)
         .order_by(StrategyLeg.leg_number, StrategyExecution.account_id)
     ).all()
-    legs = [_entry_leg(row) for row in pairs]
+    freezes = {
+        str(symbol).upper(): int(freeze)
+        for symbol, freeze in session.execute(
+            select(TradingSetting.symbol, TradingSetting.freeze_quantity).where(
+                TradingSetting.user_id == user_id, TradingSetting.is_active.is_(True)
+            )
+        ).all()
+    }
+    legs = [_entry_leg(row, freezes) for row in pairs]
     ids = {leg.account_id for leg in legs}
     accounts = session.execute(
         select(
@@ -148,9 +161,11 @@ def load_plan(session: Session, run_id: int, user_id: int) -> RunPlan | None:
     )
 
 
-def _entry_leg(row: Any) -> EntryLeg:
-    """An :class:`EntryLeg` from one row of :func:`load_plan`'s execution × leg columns."""
+def _entry_leg(row: Any, freezes: dict[str, int]) -> EntryLeg:
+    """An :class:`EntryLeg` from one row of :func:`load_plan`'s execution × leg columns; ``freezes``:
+    the user's instrument-settings freeze by underlying."""
     order_type = _WIRE_ORDER_TYPES.get(row.order_type or "MARKET", "MARKET")
+    parsed = parse_symbol(row.symbol) if row.symbol else None
     return EntryLeg(
         execution_id=row.id,
         leg_number=row.leg_number,
@@ -167,13 +182,16 @@ def _entry_leg(row: Any) -> EntryLeg:
         filled_quantity=row.filled_quantity,
         entry_price=row.entry_price,
         error=row.error_message,
+        settings_freeze=freezes.get(parsed.base.upper()) if parsed is not None else None,
     )
 
 
 def slice_quantities(leg: EntryLeg, today: date, *, quantity: int | None = None) -> list[int]:
     """The leg's quantity (or ``quantity``) as freeze slices (PRODUCT §5.8): lot size by the symbol's
-    contract, freeze quantity in force ``today``. One order when the symbol is not a known derivative
-    or no rule covers it. Raises ValueError for a leg that cannot be sent (no side, no symbol, a
+    contract, freeze limit in force ``today`` (contract data, else the user's instrument settings:
+    :func:`~algomirror.domain.resolution.freeze_limit`, as the preview). One order when the symbol is
+    not a known derivative, its lot size is not in the contract data, or no freeze is known.
+    Raises ValueError for a leg that cannot be sent (no side, no symbol, a
     quantity that is not a whole number of lots)."""
     units = leg.planned_quantity if quantity is None else quantity
     if leg.side not in ("BUY", "SELL"):
@@ -185,11 +203,12 @@ def slice_quantities(leg: EntryLeg, today: date, *, quantity: int | None = None)
         return [units]
     try:
         lot = lot_size(parsed.base, parsed.expiry)
-        freeze = freeze_qty(parsed.base, today)
     except NoRuleInForce:
         return [units]
-    if freeze <= lot:
-        return [units]  # OpenAlgo's freeze_qty ≤ lot size means "unknown" (MARKET-FACTS §4)
+    # The same freeze as the preview's (contract data, else the user's settings): what it shows is sent.
+    freeze = freeze_limit(parsed.base, today, lot, leg.settings_freeze)
+    if freeze is None:
+        return [units]
     try:
         return freeze_slices(units, freeze, lot)
     except InvalidQuantity as exc:
