@@ -24,7 +24,6 @@ from decimal import Decimal, InvalidOperation
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy.exc import IntegrityError
 
 from algomirror.db.models import Strategy, StrategyExecution, StrategyRun
 from algomirror.engine.exit_planning import retry_exit as queue_retry_exit
@@ -34,7 +33,7 @@ from algomirror.web.dashboard import stale_after
 from algomirror.web.forms import ConfirmForm
 from algomirror.web.ids import parse_id
 from algomirror.web.strategies import run_data
-from algomirror.web.strategies.runs import _run, _strategy, _token, _token_used
+from algomirror.web.strategies.runs import _run, _strategy, _token, _token_used, queue_once
 from algomirror.web.strategies.views import bp
 
 PRICE_TEXT_MAX = 20
@@ -135,26 +134,18 @@ def retry_exit_view(strategy_id: int, run_id: int) -> ResponseReturnValue:
         return redirect(back, code=303)
     # End the read transaction before writing (SQLite: see runs.exit_run).
     db().commit()
-    try:
-        command = queue_retry_exit(db(), user_id=me().id, execution_id=row.id, token=token)
-        log_activity(
-            db(),
-            "strategy_exit_retry_requested",
-            user_id=me().id,
-            account_id=row.account_id,
-            details=f"{strategy.name} (id {strategy.id}) run {found.id}: retry exit of {_describe(row)} "
-            f"(execution {row.id}, command {command.id})",
-        )
-        db().commit()
-    except LookupError:
-        db().rollback()
-        abort(404)
-    except IntegrityError:
-        # Two submits of one form raced past the check above: the token's unique index kept it to one.
-        db().rollback()
-        if not _token_used(token):
-            raise
-        flash("This retry is already requested.", "warning")
+    command = queue_once(
+        lambda: queue_retry_exit(db(), user_id=me().id, execution_id=row.id, token=token),
+        token=token,
+        action="strategy_exit_retry_requested",
+        account_id=row.account_id,
+        details=lambda c: (
+            f"{strategy.name} (id {strategy.id}) run {found.id}: retry exit of {_describe(row)} "
+            f"(execution {row.id}, command {c.id})"
+        ),
+        already="This retry is already requested.",
+    )
+    if command is None:
         return redirect(back, code=303)
     flash(
         f"Retry of the exit of {_describe(row)} queued: up to {ROUND} more attempts. "

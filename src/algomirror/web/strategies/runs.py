@@ -23,6 +23,7 @@ user's strategy, run, execution or account is a 404.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -212,6 +213,34 @@ def _token_used(token: str) -> bool:
     return db().scalar(select(EngineCommand.id).where(EngineCommand.token == token)) is not None
 
 
+def queue_once(
+    queue: Callable[[], EngineCommand],
+    *,
+    token: str,
+    action: str,
+    account_id: int | None,
+    details: Callable[[EngineCommand], str],
+    already: str,
+) -> EngineCommand | None:
+    """Queue one engine command under the page's ``token`` and log ``action``, in one commit. None when
+    a second submit of the same form won the race (the token's unique index kept it to one command;
+    ``already`` is flashed). An id ``queue`` cannot find for this user (LookupError) is a 404."""
+    try:
+        command = queue()
+        log_activity(db(), action, user_id=me().id, account_id=account_id, details=details(command))
+        db().commit()
+    except LookupError:
+        db().rollback()
+        abort(404)
+    except IntegrityError:
+        db().rollback()
+        if not _token_used(token):
+            raise
+        flash(already, "warning")
+        return None
+    return command
+
+
 @bp.route("/<id:strategy_id>/run/<id:run_id>/exit", methods=["GET", "POST"], endpoint="exit")
 def exit_run(strategy_id: int, run_id: int) -> ResponseReturnValue:
     """GET: confirm an exit of one execution, one account or the run (``scope`` and ids in the query).
@@ -239,8 +268,8 @@ def exit_run(strategy_id: int, run_id: int) -> ResponseReturnValue:
     # End the read transaction before writing (SQLite: a transaction that read cannot take the write lock
     # once another writer, e.g. a second submit, committed; a fresh one waits for it instead).
     db().commit()
-    try:
-        command = request_exit(
+    command = queue_once(
+        lambda: request_exit(
             db(),
             user_id=me().id,
             scope=target.scope,  # type: ignore[arg-type]  # one of PAGE_SCOPES, checked above
@@ -249,25 +278,17 @@ def exit_run(strategy_id: int, run_id: int) -> ResponseReturnValue:
             account_id=target.account_id,
             execution_id=target.execution.id if target.execution is not None else None,
             reason="manual",
-        )
-        log_activity(
-            db(),
-            "strategy_exit_requested",
-            user_id=me().id,
-            account_id=target.account_id,
-            details=f"{strategy.name} (id {strategy.id}) run {found.id}: exit of {target.description} "
-            f"(command {command.id})",
-        )
-        db().commit()
-    except LookupError:
-        db().rollback()
-        abort(404)
-    except IntegrityError:
-        # Two submits of one form raced past the check above: the token's unique index kept it to one.
-        db().rollback()
-        if not _token_used(token):
-            raise
-        flash("This exit is already requested.", "warning")
+        ),
+        token=token,
+        action="strategy_exit_requested",
+        account_id=target.account_id,
+        details=lambda c: (
+            f"{strategy.name} (id {strategy.id}) run {found.id}: exit of {target.description} "
+            f"(command {c.id})"
+        ),
+        already="This exit is already requested.",
+    )
+    if command is None:
         return redirect(back, code=303)
     flash(
         f"Exit of {target.description} queued ({target.exitable} open execution(s)). "
@@ -297,21 +318,18 @@ def exit_all() -> ResponseReturnValue:
         return _back_from_exit_all()
     db().commit()
     count = sum(line.count for line in lines)
-    try:
-        command = request_exit(db(), user_id=me().id, scope="all", token=token, reason=EXIT_ALL_REASON)
-        log_activity(
-            db(),
-            "strategy_exit_all_requested",
-            user_id=me().id,
-            details=f"exit all: {count} open execution(s) in {len({x.strategy_id for x in lines})} "
-            f"strateg(ies) (command {command.id})",
-        )
-        db().commit()
-    except IntegrityError:
-        db().rollback()
-        if not _token_used(token):
-            raise
-        flash("Exit all is already requested.", "warning")
+    strategies = len({x.strategy_id for x in lines})
+    command = queue_once(
+        lambda: request_exit(db(), user_id=me().id, scope="all", token=token, reason=EXIT_ALL_REASON),
+        token=token,
+        action="strategy_exit_all_requested",
+        account_id=None,
+        details=lambda c: (
+            f"exit all: {count} open execution(s) in {strategies} strateg(ies) (command {c.id})"
+        ),
+        already="Exit all is already requested.",
+    )
+    if command is None:
         return _back_from_exit_all()
     flash(f"Exit all queued: {count} open execution(s). Follow each run on its page.", "success")
     return _back_from_exit_all()
