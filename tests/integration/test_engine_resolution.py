@@ -239,7 +239,8 @@ async def test_double_execute_gives_one_run_and_one_set_of_orders(
     statuses = sorted([world.command(first).status, world.command(second).status])
     assert statuses == ["done", "failed"]
     loser = world.command(first if world.command(first).status == "failed" else second)
-    assert "open run" in (loser.error or ""), loser.error
+    # The second was queued while the first was in flight (refused as such), or lost on the open run.
+    assert "still in progress" in (loser.error or "") or "open run" in (loser.error or ""), loser.error
     with world.database.session_factory() as session:
         assert session.scalar(select(func.count()).select_from(StrategyRun)) == 1
     async with executor_of(world) as executor:
@@ -249,6 +250,46 @@ async def test_double_execute_gives_one_run_and_one_set_of_orders(
     result = await preview(world, token="pv-open")
     assert result["open_run"] is not None and any("open" in w for w in result["warnings"])
     assert PREVIEW_STRATEGY in {c.kind for c in commands_of(world, PREVIEW_STRATEGY)}
+
+
+async def test_an_execute_queued_while_another_was_in_flight_plans_nothing_even_after_its_run_closed(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    """Two Executes of one strategy queued before the first planned: the first's run closes fast (every
+    entry rejected), and the second must still not plan (the open-run index no longer stands in its
+    way). One queued later, after the first finished, plans as usual."""
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE, accounts=1)
+    first = queue(world, EXECUTE_STRATEGY, "page-1")
+    second = queue(world, EXECUTE_STRATEGY, "page-2")
+    async with resolver_of(world) as resolver:
+        # While the first is still pending, the second (claimed first) plans nothing.
+        assert await resolver.run_command(second)
+        refused = world.command(second)
+        assert refused.status == "failed" and f"command #{first}" in (refused.error or ""), refused.error
+        assert commands_of(world, "execute_run") == []
+
+        with world.database.session() as session:
+            row = session.get(EngineCommand, second)
+            assert row is not None
+            row.status, row.error, row.result = "pending", None, None  # as if still waiting
+        assert await resolver.run_command(first)
+        assert world.command(first).status == "done"
+        run_id = world.command(first).result["run_id"]  # type: ignore[index]
+        with world.database.session() as session:  # every entry rejected: the run closed at once
+            run = session.get(StrategyRun, run_id)
+            assert run is not None
+            run.status, run.ended_at = "failed", world.clock.now()
+        assert await resolver.run_command(second)
+        late = world.command(second)
+        assert late.status == "failed" and "still in progress" in (late.error or ""), late.error
+        assert [c.token for c in commands_of(world, "execute_run")] == [f"run-of:{first}"]
+
+        third = queue(world, EXECUTE_STRATEGY, "page-3")  # a new Execute after the first finished
+        assert await resolver.run_command(third)
+        assert world.command(third).status == "done", world.command(third).error
+    with world.database.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(StrategyRun)) == 2
 
 
 async def test_execute_with_nothing_plannable_fails_with_every_reason(

@@ -249,34 +249,135 @@ def test_a_signed_out_poll_gets_401_and_a_redirect(env: WebEnv) -> None:
     assert anonymous.get(f"/strategies/{sid}/preview").status_code in (302, 303)
 
 
-def test_execute_needs_the_confirmation_and_queues_one_command_per_token(env: WebEnv) -> None:
+def done_preview(env: WebEnv, client: FlaskClient, strategy_id: int) -> int:
+    """Queue a preview through the page and finish it as the engine would; its command id."""
+    before = {c.id for c in commands(env, PREVIEW_STRATEGY)}
+    queue_preview(client, strategy_id)
+    [command] = [c for c in commands(env, PREVIEW_STRATEGY) if c.id not in before]
+    legs, account_id = _ids(env, strategy_id)
+    finish_preview(env, command.id, legs, account_id)
+    return command.id
+
+
+def execute_form(client: FlaskClient, strategy_id: int, preview_id: int, **more: str) -> dict[str, Any]:
+    page = f"/strategies/{strategy_id}/preview?command={preview_id}"
+    return {"csrf_token": csrf_token(client, page), "preview_command": preview_id, **more}
+
+
+def test_execute_needs_the_confirmation_and_queues_one_command_per_preview(env: WebEnv) -> None:
     alice = signed_in(env, "alice")
     sid = make_strategy(env, "alice")
-    queue_preview(alice, sid)
-    [command] = commands(env, PREVIEW_STRATEGY)
-    legs, account_id = _ids(env, sid)
-    finish_preview(env, command.id, legs, account_id)
-    html = alice.get(f"/strategies/{sid}/preview?command={command.id}").get_data(as_text=True)
-    tokens = TOKEN_RE.findall(html)
-    execute_token = tokens[0]  # the Execute form's (the live region comes before "Resolve again")
-    page = f"/strategies/{sid}/preview?command={command.id}"
-    unconfirmed = {
-        "csrf_token": csrf_token(alice, page),
-        "command_token": execute_token,
-        "preview_command": command.id,
-    }
-    response = alice.post(f"/strategies/{sid}/execute", data=unconfirmed)
-    assert response.status_code == 303 and commands(env, EXECUTE_STRATEGY) == []
+    preview_id = done_preview(env, alice, sid)
+    html = alice.get(f"/strategies/{sid}/preview?command={preview_id}").get_data(as_text=True)
+    assert 'id="pv-execute-form"' in html and 'id="pv-confirm-error"' not in html
 
-    confirmed = {**unconfirmed, "confirm": "yes"}
+    # Without the tick: the preview again (400) with the error by the checkbox, nothing queued.
+    response = alice.post(f"/strategies/{sid}/execute", data=execute_form(alice, sid, preview_id))
+    text = response.get_data(as_text=True)
+    assert response.status_code == 400 and commands(env, EXECUTE_STRATEGY) == []
+    assert 'id="pv-execute-form"' in text and 'id="preview-error"' not in text
+    box = re.search(r'<input type="checkbox" id="pv-confirm"[^>]*>', text)
+    assert (
+        box
+        and 'aria-describedby="pv-confirm-error"' in box.group(0)
+        and 'aria-invalid="true"' in box.group(0)
+    )
+    assert re.search(r'<p class="error" id="pv-confirm-error"[^>]*>Tick the confirmation', text)
+    assert "Tick the confirmation" not in alice.get("/strategies/").get_data(as_text=True)  # no flash
+
+    confirmed = execute_form(alice, sid, preview_id, confirm="yes")
     first = alice.post(f"/strategies/{sid}/execute", data=confirmed)
     second = alice.post(f"/strategies/{sid}/execute", data=confirmed)  # a double submit
     [execute] = commands(env, EXECUTE_STRATEGY)
     assert execute.payload == {"strategy_id": sid, "source": "manual", "scheduled_for": None}
-    assert execute.token == execute_token and execute.status == "pending"
+    assert execute.token == f"execute:{preview_id}" and execute.status == "pending"
     assert first.status_code == second.status_code == 303
     target = first.headers["Location"]
     assert target.endswith(f"/strategies/{sid}/run") or f"/strategies/{sid}/preview" in target
+
+
+def test_one_execute_per_preview_and_none_while_an_execute_is_in_flight(env: WebEnv) -> None:
+    """Regression: a second Execute (another tab, or the page reloaded for a fresh token) was queued
+    while the first execute_strategy was still pending; when the first run closed fast (all rejected),
+    the second placed a new set of orders."""
+    alice = signed_in(env, "alice")
+    sid = make_strategy(env, "alice")
+    first_preview = done_preview(env, alice, sid)
+    second_preview = done_preview(env, alice, sid)  # another tab
+    page = f"/strategies/{sid}/preview?command={first_preview}"
+    assert alice.get(page).get_data(as_text=True).count("command_token") == 1  # "Resolve again" only
+    execute = f"/strategies/{sid}/execute"
+    assert alice.post(execute, data=execute_form(alice, sid, first_preview, confirm="yes")).status_code == 303
+    [queued] = commands(env, EXECUTE_STRATEGY)
+
+    # Still pending: the other tab's preview says so instead of offering Execute, and refuses it.
+    other = alice.get(f"/strategies/{sid}/preview?command={second_preview}").get_data(as_text=True)
+    assert 'id="pv-execute-form"' not in other and 'data-reason="in-flight"' in other
+    assert f"request #{queued.id}" in other and "still pending" in other
+    refused = alice.post(execute, data=execute_form(alice, sid, second_preview, confirm="yes"))
+    assert refused.status_code == 303 and [c.id for c in commands(env, EXECUTE_STRATEGY)] == [queued.id]
+    assert "still pending" in alice.get(refused.headers["Location"]).get_data(as_text=True)
+
+    # Reloading the executed preview offers no new Execute: it was executed once.
+    reloaded = alice.get(page).get_data(as_text=True)
+    assert 'id="pv-execute-form"' not in reloaded and 'data-reason="executed"' in reloaded
+
+    # The first planned a run that closed at once (every entry rejected): the executed preview still
+    # queues nothing, however it is posted again.
+    with env.database.session() as s:
+        row = s.get(EngineCommand, queued.id)
+        assert row is not None
+        row.status, row.result = "done", {"run_id": 0}
+    again = alice.post(execute, data=execute_form(alice, sid, first_preview, confirm="yes"))
+    assert again.status_code == 303 and len(commands(env, EXECUTE_STRATEGY)) == 1
+    assert 'data-reason="executed"' in alice.get(page).get_data(as_text=True)
+
+    # A preview resolved after that can be executed (once).
+    other = alice.get(f"/strategies/{sid}/preview?command={second_preview}").get_data(as_text=True)
+    assert 'id="pv-execute-form"' in other
+    assert (
+        alice.post(execute, data=execute_form(alice, sid, second_preview, confirm="yes")).status_code == 303
+    )
+    assert [c.token for c in commands(env, EXECUTE_STRATEGY)] == [
+        f"execute:{first_preview}",
+        f"execute:{second_preview}",
+    ]
+    # A made-up form (no preview named, or another's token) queues nothing.
+    bare = {"csrf_token": csrf_token(alice, "/strategies/"), "command_token": "t-two", "confirm": "yes"}
+    assert alice.post(execute, data=bare).status_code == 303
+    assert len(commands(env, EXECUTE_STRATEGY)) == 2
+
+
+def test_a_finished_preview_region_does_not_poll_or_issue_a_token(env: WebEnv) -> None:
+    """Regression: a finished preview's region kept its polling trigger, polled once more and swapped in
+    a new Execute token."""
+    alice = signed_in(env, "alice")
+    sid = make_strategy(env, "alice")
+    queue_preview(alice, sid)
+    [command] = commands(env, PREVIEW_STRATEGY)
+    page = f"/strategies/{sid}/preview?command={command.id}"
+    live = f"/strategies/{sid}/preview/{command.id}/live"
+    resolving = alice.get(page).get_data(as_text=True)
+    region = re.search(r'<div id="preview-live"[^>]*>', resolving)
+    assert region and f'hx-get="{live}"' in region.group(0) and "hx-trigger" in region.group(0)
+
+    legs, account_id = _ids(env, sid)
+    finish_preview(env, command.id, legs, account_id)
+    finished = alice.get(page).get_data(as_text=True)
+    region = re.search(r'<div id="preview-live"[^>]*>', finished)
+    assert region and "hx-get" not in region.group(0) and "hx-trigger" not in region.group(0)
+    assert 'data-finished="yes"' in region.group(0)
+    # The last poll of a page that was still resolving: 286, and the same form as a reload gives.
+    form = re.compile(r'<form method="post" action="[^"]*/execute".*?</form>', re.S)
+    polled = alice.get(live, headers=POLL)
+    assert polled.status_code == 286
+    shown = [
+        form.search(finished),
+        form.search(polled.get_data(as_text=True)),
+        form.search(alice.get(page).get_data(as_text=True)),
+    ]
+    assert all(shown) and len({m.group(0) for m in shown if m}) == 1
+    assert "command_token" not in shown[0].group(0)  # type: ignore[union-attr]
 
 
 def test_the_strategy_list_links_to_preview_for_active_strategies(env: WebEnv) -> None:
@@ -342,9 +443,7 @@ async def test_a_real_preview_from_the_engine_renders_and_executes(
     assert html.count("naked short") == 1  # the PE short has no PE hedge
     assert "NIFTY01DEC26" in html and "Paper 0" in html
 
-    page = f"/strategies/{sid}/preview?command={command.id}"
-    token = TOKEN_RE.findall(alice.get(page).get_data(as_text=True))[0]
-    data = {"csrf_token": csrf_token(alice, page), "command_token": token, "confirm": "yes"}
+    data = execute_form(alice, sid, command.id, confirm="yes")
     assert alice.post(f"/strategies/{sid}/execute", data=data).status_code == 303
     [execute] = commands(env, EXECUTE_STRATEGY)
     registry = ClientRegistry(retry=RetryPolicy(attempts=1))
@@ -368,9 +467,12 @@ def test_execute_while_a_run_is_open_queues_nothing(env: WebEnv) -> None:
     with env.database.session() as s:
         planned = [PlannedExecution(legs[0], account_id, "NIFTY01DEC2626000CE", "NFO", "MIS", 65, "NIFTY")]
         run_id = plan_run(s, sid, planned, now=START).id
-    page = f"/strategies/{sid}/preview"
-    data = {"csrf_token": csrf_token(alice, page), "command_token": "exec-open", "confirm": "yes"}
-    response = alice.post(f"/strategies/{sid}/execute", data=data)
+    preview_id = done_preview(env, alice, sid)  # resolved before the run opened (open_run: None)
+    shown = alice.get(f"/strategies/{sid}/preview?command={preview_id}").get_data(as_text=True)
+    assert 'id="pv-execute-form"' not in shown and 'data-reason="open-run"' in shown
+    response = alice.post(
+        f"/strategies/{sid}/execute", data=execute_form(alice, sid, preview_id, confirm="yes")
+    )
     assert response.status_code == 303 and commands(env, EXECUTE_STRATEGY) == []
     followed = alice.get(response.headers["Location"]).get_data(as_text=True)
     assert f"Run #{run_id}" in followed and "still open" in followed

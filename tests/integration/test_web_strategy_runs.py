@@ -559,8 +559,62 @@ def test_strategy_list_shows_state_and_todays_pnl(env: WebEnv, alice: FlaskClien
         last_price_updated=now - timedelta(hours=1),
     )
     set_run(env, unknown.run_id, status="active")
+    # Carried over from yesterday, still open: its hedge BUY 10 → 8 exited yesterday (−150.00, yesterday's),
+    # the short SELL 50 → mark 45 on 75 open (+375.00 unrealised, today's).
     active(env, yesterday.executions[(0, 1)], "50.00", last_price=Decimal(45), last_price_updated=now)
+    set_execution(
+        env,
+        yesterday.executions[(0, 0)],
+        status="exited",
+        filled_quantity=75,
+        entry_price=Decimal(10),
+        exited_quantity=75,
+        exit_price=Decimal(8),
+        exit_time=day - timedelta(days=1, hours=-4),
+    )
     set_run(env, yesterday.run_id, status="active")
+    # Started yesterday, exited today: the short's exit today (+750.00) counts, the hedge's yesterday not.
+    overnight = make_run(env, "alice", "Overnight", accounts=1, started=day - timedelta(days=1))
+    for key, (entry, out, when) in {
+        (0, 0): ("10", "8", day - timedelta(days=1, hours=-4)),
+        (0, 1): ("50", "40", now),
+    }.items():
+        set_execution(
+            env,
+            overnight.executions[key],
+            status="exited",
+            filled_quantity=75,
+            entry_price=Decimal(entry),
+            exited_quantity=75,
+            exit_price=Decimal(out),
+            exit_time=when,
+        )
+    set_run(env, overnight.run_id, status="closed", ended_at=now, final_pnl=Decimal("600.00"))
+    # Carried over with a mark too old to use: unknown, never 0.
+    stale = make_run(env, "alice", "Stale", accounts=1, started=day - timedelta(days=1))
+    active(
+        env,
+        stale.executions[(0, 1)],
+        "50.00",
+        last_price=Decimal(45),
+        last_price_updated=now - timedelta(hours=1),
+    )
+    set_run(env, stale.run_id, status="active")
+    # Started and closed yesterday: nothing of it is today's.
+    old = make_run(env, "alice", "Old", accounts=1, started=day - timedelta(days=1))
+    set_execution(
+        env,
+        old.executions[(0, 1)],
+        status="exited",
+        filled_quantity=75,
+        entry_price=Decimal(50),
+        exited_quantity=75,
+        exit_price=Decimal(40),
+        exit_time=day - timedelta(days=1, hours=-4),
+    )
+    for execution_id in (old.executions[(0, 0)],):
+        set_execution(env, execution_id, status="failed", error_message="rejected")
+    set_run(env, old.run_id, status="closed", ended_at=day - timedelta(days=1, hours=-5))
     with env.database.session() as s:
         s.add(Strategy(user_id=env.user("alice").id, name="Idle"))
         s.commit()
@@ -581,7 +635,12 @@ def test_strategy_list_shows_state_and_todays_pnl(env: WebEnv, alice: FlaskClien
     assert cells(closed.strategy_id) == ("closed", '<span class="positive">600.00</span>')
     assert cells(failed.strategy_id) == ("error", '<span class="zero">0.00</span>')
     assert cells(unknown.strategy_id) == ("active", '<span class="unknown" title="unknown">—</span>')
-    assert cells(yesterday.strategy_id) == ("active", "—")  # no run today: no P&L for today
+    # Regression: an open run carried over from an earlier day showed "—". Today's P&L = realised
+    # today + unrealised of open runs.
+    assert cells(yesterday.strategy_id) == ("active", '<span class="positive">375.00</span>')
+    assert cells(overnight.strategy_id) == ("closed", '<span class="positive">750.00</span>')
+    assert cells(stale.strategy_id) == ("active", '<span class="unknown" title="unknown">—</span>')
+    assert cells(old.strategy_id) == ("closed", "—")  # no run today: no P&L for today
     assert cells(idle) == ("no run", "—")
     assert f'href="/strategies/{live.strategy_id}/run/{live.run_id}"' in page
     assert csrf_token(alice, "/strategies/")
@@ -858,3 +917,68 @@ def test_retry_and_closed_outside_refuse_another_users_leg_and_a_missing_csrf_to
             row = execution(env, execution_id)
             assert (row.status, row.exit_price, row.realized_pnl) == ("error", None, None)
     assert env.actions("alice").count("strategy_leg_closed_outside") == 0
+
+
+def test_exit_strategy_sits_in_the_run_header(env: WebEnv, alice: FlaskClient) -> None:
+    """Regression: "Exit strategy" was only in the table's footer, inside the scroll box (off screen on a
+    long run). The header carries it (stable ids for the morph); the footer keeps its own."""
+    run = make_run(env, "alice", "Head", accounts=2)
+    header = re.compile(r'<section class="card run-head" id="run-header".*?</section>', re.S)
+    for key in run.executions:
+        active(env, run.executions[key], "10.00")
+    set_run(env, run.run_id, status="active")
+    for path in (run.page, f"{run.page}/live"):
+        html = alice.get(path).get_data(as_text=True)
+        head = header.search(html)
+        assert head, path
+        button = re.search(
+            r'<a class="button danger" id="run-exit" href="([^"]+)"[^>]*>Exit strategy', head.group(0)
+        )
+        assert button and button.group(1).replace("&amp;", "&") == f"{run.page}/exit?scope=run", path
+        assert "(4 open)" in head.group(0)
+        assert html.index('id="run-exit"') < html.index('id="run-table"')
+        assert 'id="run-total-exit"' in html
+    # The header's link is the confirmation page of the run's exit.
+    confirm = alice.get(f"{run.page}/exit?scope=run")
+    assert confirm.status_code == 200 and "the whole strategy run" in confirm.get_data(as_text=True)
+    # Nothing open: the header keeps its (empty) actions node for the morph, without the button.
+    for execution_id in run.executions.values():
+        set_execution(env, execution_id, status="failed", filled_quantity=0, error_message="rejected")
+    set_run(env, run.run_id, status="failed", ended_at=START)
+    for path in (run.page, f"{run.page}/live"):
+        head = header.search(alice.get(path).get_data(as_text=True))
+        assert head and '<p class="run-actions" id="run-actions"></p>' in head.group(0), path
+
+
+def test_closed_outside_pnl_comes_from_the_parts_not_the_rounded_average(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    """Regression: the P&L of a leg partly exited by AlgoMirror and the rest closed outside came from the
+    exit average rounded to 4 decimals. SELL 1,950 at 100.00; 650 bought back by AlgoMirror at 120.50,
+    1,300 outside at 110.07: exit value 78,325 + 1,43,091 = 2,21,416 → P&L −26,416.00 exactly. The
+    average 113.546666… is stored as 113.5467 (display), which would have given −26,416.065 → −26,416.06."""
+    run = make_run(env, "alice", "Parts", accounts=1)
+    hedge, short = run.executions[(0, 0)], run.executions[(0, 1)]
+    set_execution(
+        env,
+        hedge,
+        status="exited",
+        filled_quantity=75,
+        entry_price=Decimal(10),
+        exited_quantity=75,
+        exit_price=Decimal(11),
+        realized_pnl=Decimal("75.00"),
+    )
+    in_error(env, short, "100.00", quantity=1950, exited_quantity=650, exit_price=Decimal("120.50"))
+    set_run(env, run.run_id, status="error")
+    path = f"{run.page}/closed-outside"
+    fields = resolve_form(alice, f"{path}?execution_id={short}")
+    assert alice.post(path, data={**fields, "price": "110.07"}).status_code == 303
+    row = execution(env, short)
+    assert (row.status, row.exit_reason, row.exited_quantity) == ("exited", "closed_externally", 1950)
+    assert row.exit_price == Decimal("113.5467")  # the average, for display
+    assert row.realized_pnl == Decimal("-26416.00")
+    with env.database.session_factory() as s:
+        closed = s.get(StrategyRun, run.run_id)
+        assert closed is not None and closed.status == "closed"
+        assert closed.final_pnl == Decimal("-26341.00")  # −26,416.00 + 75.00

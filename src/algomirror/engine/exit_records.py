@@ -270,7 +270,8 @@ def confirm_closed_outside(
 ) -> StrategyExecution:
     """A person confirms an ``error`` leg was closed outside AlgoMirror at ``price`` (₹ per unit):
     ``exited`` with ``exit_reason = closed_externally``, the exit price averaged with any exit fills we
-    have, realised P&L from it, and the run closed when nothing else is open (the caller commits).
+    have (display only), realised P&L (₹, to the paisa, half up) from the parts — each part's price ×
+    quantity, never the rounded average — and the run closed when nothing else is open (the caller commits).
 
     Raises LookupError for an execution that is not the user's, ValueError for a price that is not
     positive or an execution that is not in ``error``, :class:`ExitOrderWorkingError` (a ValueError
@@ -308,15 +309,19 @@ def confirm_closed_outside(
     ours = row.exited_quantity if row.exit_price is not None else 0
     rest = max(row.filled_quantity - ours, 0)
     total = ours + rest
+    # The exit value from its parts (our exit fills at their stored average, the rest at ``price``):
+    # realised P&L comes from it, exactly; the 4-decimal average stored below is for display only
+    # (a P&L recomputed from it can be off by paise on a large quantity).
+    value = (row.exit_price or Decimal(0)) * ours + price * rest
     if total:
-        value = (row.exit_price or Decimal(0)) * ours + price * rest
         row.exit_price = (value / total).quantize(_AVERAGE, rounding=ROUND_HALF_UP)
     else:
         row.exit_price = price
     row.exited_quantity = max(row.filled_quantity, row.exited_quantity)
     if row.entry_price is not None and total:
         sign = 1 if (leg.action or "").upper() == "BUY" else -1
-        row.realized_pnl = ((row.exit_price - row.entry_price) * total * sign).quantize(_PNL)
+        exact = sign * (value - row.entry_price * total)
+        row.realized_pnl = exact.quantize(_PNL, rounding=ROUND_HALF_UP)
     row.status = "exited"
     row.exit_time = ensure_aware(now)
     row.exit_reason = "closed_externally"

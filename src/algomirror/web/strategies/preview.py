@@ -10,11 +10,18 @@ Routes on the ``strategies`` blueprint:
 * ``strategies.preview_live`` — GET ``/strategies/<id>/preview/<command_id>/live``: the polled live
   region — "Resolving…" while the engine works, then the table of legs × accounts (expiry, strike,
   symbol, LTP, lots, quantity, freeze slices, estimated margin, funds, status and reasons, warnings),
-  and the Execute form (confirmation, a fresh token). A finished preview answers 286, which stops
-  htmx's polling.
-* ``strategies.execute`` — POST ``/strategies/<id>/execute`` (CSRF, ``command_token``, the confirmation
-  box): queue one ``execute_strategy`` command and go to the run page (``strategies.run``), or back
-  to the preview while that page does not exist.
+  and the Execute form (confirmation). A finished preview answers 286, which stops htmx's polling, and
+  a finished preview's region is rendered without its polling trigger.
+* ``strategies.execute`` — POST ``/strategies/<id>/execute`` (CSRF, ``preview_command``, the
+  confirmation box): queue one ``execute_strategy`` command and go to the run page
+  (``strategies.run``), or back to the preview while that page does not exist. Without the tick the
+  preview comes back with the error by the checkbox.
+
+One preview is executed at most once: the command's token is :func:`execute_token` of the preview
+(``execute:<preview command id>``), so a double submit, a reload or a second tab is the same command.
+A new Execute is refused while an ``execute_strategy`` of the strategy is pending or running (its run
+is not planned yet) or while its run is open; the engine refuses the first case too
+(:func:`~algomirror.engine.resolution.execute_in_flight`), for a race past this check.
 
 No view talks to a broker: the engine's StrategyResolver resolves and plans; every lookup carries the
 signed-in user's id, so another user's strategy or command is a 404.
@@ -40,12 +47,20 @@ from algomirror.web.context import db, log_activity, market_now, me, now
 from algomirror.web.dashboard import POLL_SECONDS
 from algomirror.web.forms import ConfirmForm
 from algomirror.web.strategies import repo
+from algomirror.web.strategies.run_data import COMMANDS_SCANNED
 from algomirror.web.strategies.views import bp
 
 COMMAND_TOKEN_MAX = 100  # engine_commands.token is VARCHAR(100)
 # A finished preview's fragment answers this: htmx stops polling the region.
 STOP_POLLING = 286
 ENGINE_LATE_SECONDS = 15.0
+IN_FLIGHT = ("pending", "running")
+CONFIRM_ERROR = "Tick the confirmation to execute: orders go to every account shown."
+
+
+def execute_token(preview_command_id: int) -> str:
+    """The one ``execute_strategy`` token of a preview: the same preview is executed at most once."""
+    return f"execute:{preview_command_id}"
 
 
 def _strategy(strategy_id: int) -> Strategy:
@@ -164,17 +179,49 @@ class PreviewView:
         return datetime.fromisoformat(raw) if isinstance(raw, str) else None
 
 
-def _live_context(strategy: Strategy, command: EngineCommand) -> dict[str, Any]:
+def _execute_of(command: EngineCommand) -> EngineCommand | None:
+    """The ``execute_strategy`` queued from preview ``command`` (None while it was not executed)."""
+    return db().scalar(select(EngineCommand).where(EngineCommand.token == execute_token(command.id)))
+
+
+def _in_flight(strategy: Strategy) -> EngineCommand | None:
+    """The user's ``execute_strategy`` of ``strategy`` still pending or running (its run not planned
+    yet), among the latest :data:`COMMANDS_SCANNED` of that kind; None when there is none."""
+    for command in db().scalars(
+        select(EngineCommand)
+        .where(
+            EngineCommand.user_id == me().id,
+            EngineCommand.kind == EXECUTE_STRATEGY,
+            EngineCommand.status.in_(IN_FLIGHT),
+        )
+        .order_by(EngineCommand.id.desc())
+        .limit(COMMANDS_SCANNED)
+    ):
+        if (command.payload or {}).get("strategy_id") == strategy.id:
+            return command
+    return None
+
+
+def _live_context(
+    strategy: Strategy, command: EngineCommand, *, execute_error: str | None = None
+) -> dict[str, Any]:
     result = command.result if isinstance(command.result, dict) else {}
     data = result.get("preview")
     waited = (now() - ensure_aware(command.created_at)).total_seconds() if command.created_at else 0.0
+    finished = command.status in ("done", "failed")
     return {
         "strategy": strategy,
         "command": command,
         # Still queued after this long: the engine is probably not running (say so, keep polling).
         "engine_late": command.status == "pending" and waited > ENGINE_LATE_SECONDS,
         "preview": PreviewView.of(data) if isinstance(data, dict) and command.status == "done" else None,
-        "execute_token": secrets.token_urlsafe(24),
+        # Only a finished preview can be executed; what stands in the way is read then.
+        "executed": _execute_of(command) if command.status == "done" else None,
+        "in_flight": _in_flight(strategy) if command.status == "done" else None,
+        "open_run_now": _open_run(strategy) if command.status == "done" else None,
+        "execute_error": execute_error,
+        # A finished region is rendered without its polling trigger (nothing more can change).
+        "finished": finished,
         "generated_at": market_now(),
         "poll_seconds": POLL_SECONDS,
         "today": to_ist(market_now()).date(),
@@ -193,7 +240,12 @@ def _open_run(strategy: Strategy) -> int | None:
 
 
 def _page(
-    strategy: Strategy, command: EngineCommand | None, *, error: str | None = None, code: int = 200
+    strategy: Strategy,
+    command: EngineCommand | None,
+    *,
+    error: str | None = None,
+    execute_error: str | None = None,
+    code: int = 200,
 ) -> ResponseReturnValue:
     context: dict[str, Any] = {
         "strategy": strategy,
@@ -204,7 +256,7 @@ def _page(
         "command": command,
     }
     if command is not None:
-        context.update(_live_context(strategy, command))
+        context.update(_live_context(strategy, command, execute_error=execute_error))
     return render_template("strategies/preview.html", **context), code
 
 
@@ -248,29 +300,45 @@ def preview_live(strategy_id: int, command_id: int) -> ResponseReturnValue:
 
 @bp.route("/<id:strategy_id>/execute", methods=["POST"])
 def execute(strategy_id: int) -> ResponseReturnValue:
-    """Queue one ``execute_strategy`` command (CSRF, ``command_token``, the confirmation box ticked);
-    the same token twice is one command. Goes to the run page (or back to the preview)."""
+    """Queue one ``execute_strategy`` command from a finished preview (CSRF, ``preview_command``, the
+    confirmation box ticked); its token is :func:`execute_token` of the preview, so the same preview
+    twice is one command. Refused while an Execute of the strategy is pending or running or its run is
+    open. Goes to the run page (or back to the preview); without the tick, the preview page (400) with
+    the error by the checkbox."""
     strategy = _strategy(strategy_id)
-    back = request.form.get("preview_command", "")
-    preview_url = url_for("strategies.preview", strategy_id=strategy.id)
-    if back.isdigit():
-        preview_url = url_for("strategies.preview", strategy_id=strategy.id, command=int(back))
+    raw = request.form.get("preview_command", "")
+    if not raw.isdigit():
+        flash("This form is out of date; preview the strategy again.", "error")
+        return redirect(url_for("strategies.preview", strategy_id=strategy.id), code=303)
+    source = _own_command(strategy, int(raw), PREVIEW_STRATEGY)
+    preview_url = url_for("strategies.preview", strategy_id=strategy.id, command=source.id)
     if not ConfirmForm().validate_on_submit():
         flash("This form is out of date; preview the strategy again.", "error")
         return redirect(preview_url, code=303)
-    if request.form.get("confirm") != "yes":
-        flash("Tick the confirmation to execute: orders go to every account shown.", "error")
+    if source.status != "done":
+        flash("This preview is not resolved: wait for it, or resolve the preview again.", "error")
         return redirect(preview_url, code=303)
+    if request.form.get("confirm") != "yes":
+        return _page(strategy, source, execute_error=CONFIRM_ERROR, code=400)
     if not strategy.is_active:
         flash("The strategy is inactive: activate it to execute.", "error")
         return redirect(preview_url, code=303)
-    token = _token()
-    if token is None:
-        flash("This form is out of date; preview the strategy again.", "error")
-        return redirect(preview_url, code=303)
-    used = db().scalar(select(EngineCommand.id).where(EngineCommand.token == token))
+    token = execute_token(source.id)
+    used = db().scalar(select(EngineCommand).where(EngineCommand.token == token))
+    if used is not None:
+        # A double submit, a reload or another tab of this preview: the command it already queued.
+        flash("This preview was already executed: resolve the preview again for a new Execute.", "warning")
+        return _to_run(strategy, preview_url)
+    in_flight = _in_flight(strategy)
+    if in_flight is not None:
+        flash(
+            f"An Execute of “{strategy.name}” (request #{in_flight.id}) is still {in_flight.status}: "
+            "wait for its run before executing again.",
+            "error",
+        )
+        return _to_run(strategy, preview_url)
     open_run = _open_run(strategy)
-    if open_run is not None and used is None:
+    if open_run is not None:
         # The engine refuses it too; saying so here spares a failed command.
         flash(
             f"Run #{open_run} of “{strategy.name}” is still open: it must close before a new Execute.",
@@ -297,4 +365,4 @@ def _to_run(strategy: Strategy, fallback: str) -> ResponseReturnValue:
     return redirect(fallback, code=303)
 
 
-__all__ = ["COMMAND_TOKEN_MAX", "PreviewView", "execute", "preview", "preview_live"]
+__all__ = ["COMMAND_TOKEN_MAX", "PreviewView", "execute", "execute_token", "preview", "preview_live"]

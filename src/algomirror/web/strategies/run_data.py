@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -33,6 +33,7 @@ from algomirror.db.models import (
     StrategyRun,
     TradingAccount,
 )
+from algomirror.domain.money import PAISA
 from algomirror.domain.pnl import ExecutionFills, ExecutionPnl, Fill, PnlTotals, execution_pnl, run_pnl
 from algomirror.domain.timeutil import IST
 from algomirror.engine.exit_planning import EXIT_COMMAND
@@ -634,8 +635,13 @@ def run_view(
 def strategy_states(
     session: Session, user_id: int, strategy_ids: Sequence[int], now: datetime, stale_after: timedelta
 ) -> dict[int, StrategyRunState]:
-    """Per strategy: the state of its open (else latest) run and today's P&L (runs started on ``now``'s
-    IST day; realised + unrealised; None when any of them is unknown). Three queries."""
+    """Per strategy: the state of its open (else latest) run and today's P&L (₹, to the paisa; None when
+    any part of it is unknown — unknown is never 0). Three queries.
+
+    Today's P&L (on ``now``'s IST day) = realised today + unrealised of open runs: the whole P&L of runs
+    started today; for a run started on an earlier day that is still open (a carried-over position) or
+    ended today, the unrealised P&L of its open units plus the realised P&L of its legs whose last exit
+    is today (a leg exited on an earlier day counted then). ``has_today`` is False when no run counts."""
     if not strategy_ids:
         return {}
     day = now.astimezone(IST).date()
@@ -656,6 +662,7 @@ def strategy_states(
             or_(
                 StrategyRun.ended_at.is_(None),
                 StrategyRun.started_at >= midnight,
+                StrategyRun.ended_at >= midnight,
                 StrategyRun.id.in_(latest_ids),
             ),
         )
@@ -668,17 +675,24 @@ def strategy_states(
         # The open run wins; otherwise the latest (runs come oldest first).
         if current is None or current.ended_at is not None or run.ended_at is None:
             shown[run.strategy_id] = run
-        if _ist_day(run.started_at) == day:
+        ended_today = run.ended_at is not None and _ist_day(run.ended_at) == day
+        if _ist_day(run.started_at) == day or run.ended_at is None or ended_today:
             today.setdefault(run.strategy_id, []).append(run)
-    _, fills = _valued(session, [r.id for group in today.values() for r in group], now, stale_after)
+    rows, fills = _valued(session, [r.id for group in today.values() for r in group], now, stale_after)
+    exited_on = {(r.run_id, r.account_id, r.leg_id): r.exit_time for r in rows}
     states: dict[int, StrategyRunState] = {}
     for strategy_id in strategy_ids:
         latest = shown.get(strategy_id)
         todays = today.get(strategy_id, [])
         total: Decimal | None = Decimal(0)
         for item in todays:
-            value = run_pnl(fills.get(item.id, []), item.id).aggregate.total
+            if _ist_day(item.started_at) == day:
+                value = _exact_total(fills.get(item.id, []), item.id)
+            else:
+                value = _carried_today(fills.get(item.id, []), item.id, exited_on, day)
             total = None if value is None or total is None else total + value
+        if total is not None:
+            total = total.quantize(PAISA, rounding=ROUND_HALF_UP)
         states[strategy_id] = StrategyRunState(
             state=STATE_OF_RUN.get(latest.status, latest.status) if latest is not None else NO_RUN,
             run_id=latest.id if latest is not None else None,
@@ -690,6 +704,42 @@ def strategy_states(
 
 def _ist_day(at: datetime) -> date:
     return at.astimezone(IST).date()
+
+
+def _exact_total(items: list[ExecutionFills], run_id: int) -> Decimal | None:
+    """A run's whole P&L, exact (None when unknown)."""
+    parts = [execution_pnl(i) for i in items if i.run_id == run_id]
+    total = Decimal(0)
+    for part in parts:
+        if part.exact_realised is None or part.exact_unrealised is None:
+            return None
+        total += part.exact_realised + part.exact_unrealised
+    return total
+
+
+def _carried_today(
+    items: list[ExecutionFills],
+    run_id: int,
+    exited_on: dict[tuple[int, int, int], datetime | None],
+    day: date,
+) -> Decimal | None:
+    """Today's part of a run started on an earlier day, exact: the unrealised P&L of its open units and
+    the realised P&L of its legs last exited on ``day`` (None when a counted part is unknown)."""
+    total = Decimal(0)
+    for item in items:
+        if item.run_id != run_id:
+            continue
+        part = execution_pnl(item)
+        if part.open_quantity:
+            if part.exact_unrealised is None:
+                return None
+            total += part.exact_unrealised
+        exit_time = exited_on.get((item.run_id, item.account_id, item.leg_id))
+        if part.exit_quantity and exit_time is not None and _ist_day(exit_time) == day:
+            if part.exact_realised is None:
+                return None
+            total += part.exact_realised
+    return total
 
 
 # ----------------------------------------------------------------------------------------- exit all
