@@ -99,7 +99,7 @@ def test_template_preview_execute_watch_and_exit(
         assert all(e.filled_quantity > 0 and e.entry_price is not None for e in entered)
 
         # 4. Exit the strategy through its confirmation.
-        page.get_by_role("link", name="Exit strategy").click()
+        page.locator("#run-exit").click()  # the header's (the table footer has one too)
         page.get_by_role("button", name="Yes, exit").click()
         page.wait_for_url(lambda u: f"/strategies/{sid}/run" in u and "/exit" not in u)
         page.evaluate("window.__noReload = true")
