@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 from alembic.runtime.migration import MigrationContext
@@ -107,6 +108,18 @@ def demo_exposure_warning(settings: Settings) -> str | None:
     )
 
 
+# Stops of the in-process services, for the paths that leave before serving. Interpreter exit stops
+# the thread pools that asyncio.to_thread uses BEFORE atexit handlers run, so an engine still running
+# then would see its components crash on the way out: stop it first.
+_started: list[Callable[[], None]] = []
+
+
+def stop_embedded_services() -> None:
+    """Stop whatever :func:`start_embedded_services` started (idempotent)."""
+    while _started:
+        _started.pop()()
+
+
 def start_embedded_services(settings: Settings, database: Database) -> Clock | None:
     """Start the in-process services before the web server: the engine (account sync) where
     ``ALGOMIRROR_ENGINE_IN_PROCESS`` allows it ("auto": demo mode or SQLite; skipped with a warning when an
@@ -125,6 +138,7 @@ def start_embedded_services(settings: Settings, database: Database) -> Clock | N
         database.dispose()
         _fail(str(exc))
     atexit.register(services.stop)
+    _started.append(services.stop)
     if settings.demo:
         print(demo_banner(settings, services), flush=True)
     elif services.engine_refused:
@@ -161,10 +175,12 @@ def serve(settings: Settings) -> None:
         server = create_server(app, host=settings.host, port=settings.port, threads=8, ident="AlgoMirror")
     except OSError as exc:
         # Port taken or host not an address of this machine: one line, no traceback.
+        stop_embedded_services()
         database.dispose()
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     log.info("AlgoMirror listening on http://%s:%s", settings.host, settings.port)
     try:
         server.run()
     finally:
+        stop_embedded_services()
         database.dispose()
