@@ -51,6 +51,14 @@ class Quirks:
     ``short_option_premium_margin``: a short option (position or order) blocks only its premium,
     quantity × price, like a long one; no SPAN + exposure per lot, no hedge benefit. ``/margin`` still
     answers from the margin settings.
+
+    ``ws_openalgo_frames``: the market-data WebSocket of a real OpenAlgo server. No snapshot after a
+    ``subscribe`` (nothing until the next tick); each tick is sent at the highest mode anyone subscribes
+    the symbol at, to every subscriber at or below it (an LTP subscriber receives QUOTE frames, not a
+    relabelled copy); tick ``data`` repeats ``symbol``, ``exchange`` and ``mode``; (un)subscribe acks read
+    "Subscription processing complete" (unsubscribes too) and carry ``broker``;
+    ``unsubscribe_all`` lists every symbol it removed; ``order_update`` reports ``pending_quantity`` 0
+    for an order still open (a hint to re-read the orderbook, never a fill).
     """
 
     smart_noop_no_open_position: bool = False
@@ -59,6 +67,7 @@ class Quirks:
     modify_pricetype_change_ignored: bool = False
     smart_limit_at_market: bool = False
     short_option_premium_margin: bool = False
+    ws_openalgo_frames: bool = False
 
 
 _QUIRKS: Final[dict[Profile, Quirks]] = {
@@ -70,6 +79,7 @@ _QUIRKS: Final[dict[Profile, Quirks]] = {
         modify_pricetype_change_ignored=True,
         smart_limit_at_market=True,
         short_option_premium_margin=True,
+        ws_openalgo_frames=True,
     ),
 }
 

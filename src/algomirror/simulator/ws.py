@@ -103,11 +103,13 @@ class WsHub:
         zero = faults.take_zero_tick()
         stale = faults.take_stale_tick()
         cache: dict[int, str] = {}
+        # OpenAlgo sends the upstream tick (the highest subscribed mode) to every subscriber as it is.
+        upstream = self._upstream_mode(subscribers, key) if self.core.quirks.ws_openalgo_frames else None
         for client in list(subscribers):
             modes = client.subs.get(key)
             if not modes:
                 continue
-            mode = max(modes)
+            mode = upstream or max(modes)
             frame = cache.get(mode)
             if frame is None:
                 frame = cache[mode] = json.dumps(
@@ -117,6 +119,10 @@ class WsHub:
                 )
             client.send(frame)
             self.frames_sent += 1
+
+    @staticmethod
+    def _upstream_mode(subscribers: set[WsClient], key: Key) -> int:
+        return max((max(c.subs[key]) for c in subscribers if c.subs.get(key)), default=1)
 
     def tick(self, q: Quote, mode: int, *, zero: bool = False, stale_seconds: float = 0) -> dict[str, Any]:
         stamp = q.timestamp - timedelta(seconds=stale_seconds) if stale_seconds else q.timestamp
@@ -158,6 +164,8 @@ class WsHub:
                     ],
                 },
             )
+        if self.core.quirks.ws_openalgo_frames:
+            data.update(symbol=q.symbol, exchange=q.exchange, mode=mode)
         return {
             "type": "market_data",
             "symbol": q.symbol,
@@ -171,8 +179,18 @@ class WsHub:
         frame: str | None = None
         for client in self.clients:
             if client.orders and client.api_key == acct.api_key:
-                frame = frame or json.dumps(order_update(acct, order))
+                frame = frame or json.dumps(self._order_update(acct, order))
                 client.send(frame)
+
+    def _order_update(self, acct: Account, order: Order) -> dict[str, Any]:
+        update = order_update(acct, order)
+        if self.core.quirks.ws_openalgo_frames and order.status in ("open", "trigger pending"):
+            update["pending_quantity"] = 0
+        return update
+
+    def _ack_text(self, default: str) -> str:
+        # The real server's one text for every (un)subscribe ack, as observed side by side.
+        return "Subscription processing complete" if self.core.quirks.ws_openalgo_frames else default
 
     # -- subscriptions -----------------------------------------------------------------------------
 
@@ -301,19 +319,23 @@ class WsHub:
         elif action == "unsubscribe":
             self._unsubscribe(client, msg)
         elif action == "unsubscribe_all":
+            removed = [
+                {"symbol": sym, "exchange": exch, "mode": MODE_LABELS[max(modes)]}
+                for (sym, exch), modes in client.subs.items()
+                if modes
+            ]
             for key in list(client.subs):
                 self._remove(client, key, None)
-            client.send(
-                json.dumps(
-                    {
-                        "type": "unsubscribe",
-                        "status": "success",
-                        "message": "Unsubscribed from all",
-                        "successful": [],
-                        "failed": [],
-                    }
-                )
-            )
+            reply = {
+                "type": "unsubscribe",
+                "status": "success",
+                "message": self._ack_text("Unsubscribed from all"),
+                "successful": removed if self.core.quirks.ws_openalgo_frames else [],
+                "failed": [],
+            }
+            if self.core.quirks.ws_openalgo_frames:
+                reply["broker"] = self.core.config.broker
+            client.send(json.dumps(reply))
         elif action in ("subscribe_orders", "unsubscribe_orders"):
             client.orders = action == "subscribe_orders"
             client.send(json.dumps({"type": action, "status": "success", "message": f"{action} ok"}))
@@ -423,10 +445,12 @@ class WsHub:
             "type": "subscribe",
             "status": status,
             "subscriptions": results,
-            "message": f"Subscribed to {ok} of {len(results)} symbols",
+            "message": self._ack_text(f"Subscribed to {ok} of {len(results)} symbols"),
         }
+        if self.core.quirks.ws_openalgo_frames:
+            reply["broker"] = self.core.config.broker
         _send_reply(client, msg, reply)
-        if not self.core.faults.ws_silent:
+        if not self.core.faults.ws_silent and not self.core.quirks.ws_openalgo_frames:
             for quote in snapshots:
                 key = (quote.symbol, quote.exchange)
                 client.send(json.dumps(self.tick(quote, max(client.subs[key]))))
@@ -457,8 +481,10 @@ class WsHub:
             "status": "success" if not failed else "partial",
             "successful": successful,
             "failed": failed,
-            "message": f"Unsubscribed from {len(successful)} symbols",
+            "message": self._ack_text(f"Unsubscribed from {len(successful)} symbols"),
         }
+        if self.core.quirks.ws_openalgo_frames:
+            reply["broker"] = self.core.config.broker
         _send_reply(client, msg, reply)
 
 
