@@ -1,0 +1,1063 @@
+"""The risk engine: strategy and leg protection evaluated from ticks, in the engine (PRODUCT §6.1–§6.6,
+§6.9; DESIGN §3 "Risk from ticks", "One exit owner").
+
+**State in memory.** The open runs (``ended_at IS NULL``) with their executions of the current run only
+(never closed history), indexed by (symbol, exchange). They are loaded at start and reloaded every
+``reload_seconds`` — cheaply: one grouped query gives a signature per open run (status, execution count,
+newest execution and strategy ``updated_at``), and only runs whose signature changed are read again. A
+reload keeps what only memory knows (trailing peaks and leg bests that are ahead of the stored values,
+rules fired, executions claimed).
+
+**Evaluation.** :class:`RiskEngine` is a :class:`~algomirror.engine.marks.MarkBook` listener: every
+accepted mark re-evaluates only the runs holding that symbol, synchronously on the engine loop and
+without a database read. A sweep evaluates every run each ``strategy.risk_check_interval`` seconds as
+well. P&L is :func:`~algomirror.domain.pnl.run_pnl` over the current run's fills at *usable* marks
+(§6.1); while any open execution lacks one the run's P&L is unknown and no run rule fires (an alert
+after ``unknown_alert_seconds`` in market hours). Per view (the whole run, or each account when
+``risk_scope == 'per_account'``) the run rules are tried in order — max loss, max profit, trailing stop,
+then any added rule (Supertrend, :meth:`RiskEngine.add_rule`) — and the first that fires claims the
+view's open executions; leg rules (SL / target / trailing, §6.6) run per execution on every tick of its
+symbol and skip claimed executions.
+
+**Exactly once.** A breach is claimed in memory at once (a second tick or rule does nothing), then one
+transaction writes: the latch (a conditional UPDATE that only succeeds while the latch is NULL; a leg's
+``sl_hit_at`` / ``tp_hit_at`` likewise), the trailing state, one ``risk_events`` row per affected
+execution (``exit_initiated``; a single ``alert_only`` row when auto-exit is off), an activity entry,
+an alert, and the durable ``exit`` command (:func:`~algomirror.engine.exit_planning.request_exit`,
+token ``risk:{run}:{rule}`` / ``risk:{run}:{account}:{rule}`` / ``risk:exec:{execution}:{rule}``, unique).
+After the commit the command is dispatched at once to the :class:`~algomirror.engine.exits.ExitExecutor`
+(``run_command``, which claims ``pending → running`` once, so its own poll cannot run it twice). If the
+engine dies after the commit, the command is still pending (or ``running``, which the exit executor's
+recovery returns to pending) and runs on start; the executions' ``active → exiting`` claim keeps one
+exit per leg whatever else asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from algomirror.db.models import (
+    ActivityLog,
+    RiskEvent,
+    Strategy,
+    StrategyExecution,
+    StrategyLeg,
+    StrategyRun,
+)
+from algomirror.db.session import Database
+from algomirror.domain.calendar import TradingCalendar, default_calendar
+from algomirror.domain.pnl import ExecutionFills, Fill, RunPnl, run_pnl
+from algomirror.domain.risk import (
+    LegLevels,
+    TrailingState,
+    advance_leg_trailing,
+    advance_trailing,
+    initial_trailing_stop,
+    leg_hit,
+    leg_levels,
+    max_loss_fires,
+    max_profit_fires,
+    trailing_fires,
+)
+from algomirror.domain.timeutil import Clock, SystemClock
+from algomirror.engine.alerts import raise_alert
+from algomirror.engine.command_rows import pause, rowcount
+from algomirror.engine.exit_planning import request_exit
+from algomirror.engine.fencing import FencedOutError
+from algomirror.engine.marks import Mark, MarkBook
+
+log = logging.getLogger(__name__)
+
+# Executions whose units count in the run's P&L (open units at the mark, exited ones realised).
+_HELD = ("pending", "active", "exiting", "exited", "error")
+# Executions a rule may still claim (not yet owned by an exit).
+_CLAIMABLE = ("pending", "active")
+# Run latch columns per run rule: (triggered_at, value).
+_LATCHES: dict[str, tuple[str, str]] = {
+    "max_loss": ("max_loss_triggered_at", "max_loss_value"),
+    "max_profit": ("max_profit_triggered_at", "max_profit_value"),
+    "trailing_stop": ("trailing_triggered_at", "trailing_value"),
+    "supertrend_exit": ("supertrend_triggered_at", "supertrend_value"),
+}
+RISK_ALERT_KIND = "risk"
+
+
+class LiveBus(Protocol):
+    """The part of the live bus this component uses (``algomirror.live``)."""
+
+    def publish(self, topic: str, event: str, data: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RiskConfig:
+    """Seconds. ``tick``: the sweep loop's step (a run is swept every ``risk_check_interval`` of its
+    strategy, at least one step); ``reload_seconds``: how often open runs are re-read (changed ones
+    only); ``persist_seconds``: throttle of trailing-state and leg-level writes (a firing always writes
+    them first); ``unknown_alert_seconds``: P&L unknown this long in market hours → an alert."""
+
+    tick: float = 0.5
+    reload_seconds: float = 2.0
+    persist_seconds: float = 5.0
+    unknown_alert_seconds: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """A run rule that fired: ``code`` (risk event type = exit reason), the P&L (₹) it fired at, the
+    threshold (₹) and whether it exits (False: ``alert_only``)."""
+
+    code: str
+    pnl: Decimal
+    threshold: Decimal | None
+    detail: str
+    auto_exit: bool = True
+
+
+@dataclass(slots=True)
+class ExecutionState:
+    """One execution of an open run, as the risk engine holds it (prices ₹, quantities units)."""
+
+    id: int
+    run_id: int
+    account_id: int
+    leg_id: int
+    symbol: str
+    exchange: str
+    side: Literal["BUY", "SELL"]
+    status: str
+    filled: int
+    exited: int
+    entry_price: Decimal | None
+    exit_price: Decimal | None
+    monitored: bool
+    # Leg rule configuration (the strategy leg) and levels (stored on the execution).
+    sl_type: str | None = None
+    sl_value: Decimal | None = None
+    tp_type: str | None = None
+    tp_value: Decimal | None = None
+    trailing_kind: str | None = None
+    trailing_value: Decimal | None = None
+    stop_loss: Decimal | None = None
+    target: Decimal | None = None
+    best: Decimal | None = None
+    hit: bool = False
+    levels_dirty: bool = False
+
+    @property
+    def open_units(self) -> int:
+        return max(self.filled - self.exited, 0)
+
+
+@dataclass(slots=True)
+class RunState:
+    """One open run and its strategy's risk settings (₹; ``interval`` seconds)."""
+
+    id: int
+    strategy_id: int
+    user_id: int
+    name: str
+    status: str
+    signature: tuple[Any, ...]
+    monitoring: bool
+    scope: str
+    interval: float
+    max_loss: Decimal | None
+    max_profit: Decimal | None
+    auto_exit_loss: bool
+    auto_exit_profit: bool
+    trailing_kind: str
+    trailing_value: Decimal | None
+    entry_completed: bool
+    executions: dict[int, ExecutionState] = field(default_factory=dict)
+    trailing: TrailingState | None = None
+    trailing_stored: TrailingState | None = None
+    trailing_written: float = 0.0
+    # (rule code, account id or None) that fired in this run; execution ids claimed by a rule.
+    fired: set[tuple[str, int | None]] = field(default_factory=set)
+    claimed: set[int] = field(default_factory=set)
+    last_sweep: float = 0.0
+    unknown_since: datetime | None = None
+    unknown_alerted: bool = False
+    last_pnl: Decimal | None = None
+
+
+class RunRule(Protocol):
+    """A run rule (the hook for Supertrend): ``check`` is called on the engine loop with the view's
+    known P&L (₹; ``account_id`` None = the whole run) and must not do I/O; a Breach fires it. A rule
+    evaluated only at candle closes may instead call :meth:`RiskEngine.fire` itself."""
+
+    code: str
+
+    def check(self, run: RunState, pnl: Decimal, account_id: int | None) -> Breach | None: ...
+
+
+class MaxLossRule:
+    """PRODUCT §6.3: P&L ≤ −max_loss (inclusive)."""
+
+    code = "max_loss"
+
+    def check(self, run: RunState, pnl: Decimal, account_id: int | None) -> Breach | None:
+        if run.max_loss is None or not max_loss_fires(pnl, run.max_loss):
+            return None
+        return Breach(
+            self.code,
+            pnl,
+            run.max_loss,
+            f"max loss: P&L {pnl} <= -{run.max_loss}",
+            auto_exit=run.auto_exit_loss,
+        )
+
+
+class MaxProfitRule:
+    """PRODUCT §6.3: P&L ≥ max_profit (inclusive)."""
+
+    code = "max_profit"
+
+    def check(self, run: RunState, pnl: Decimal, account_id: int | None) -> Breach | None:
+        if run.max_profit is None or not max_profit_fires(pnl, run.max_profit):
+            return None
+        return Breach(
+            self.code,
+            pnl,
+            run.max_profit,
+            f"max profit: P&L {pnl} >= {run.max_profit}",
+            auto_exit=run.auto_exit_profit,
+        )
+
+
+class TrailingRule:
+    """PRODUCT §6.4 on the run's aggregate P&L (its state is one per run): advances the peak, fires at
+    P&L ≤ stop. Armed at entry completion (:attr:`RunState.trailing` set by the loader)."""
+
+    code = "trailing_stop"
+    whole_run = True
+
+    def check(self, run: RunState, pnl: Decimal, account_id: int | None) -> Breach | None:
+        if run.trailing is None or account_id is not None:
+            return None
+        run.trailing = advance_trailing(run.trailing, pnl)
+        if not trailing_fires(run.trailing, pnl):
+            return None
+        level = run.trailing.level
+        return Breach(
+            self.code, pnl, level, f"trailing stop: P&L {pnl} <= stop {level} (peak {run.trailing.peak})"
+        )
+
+
+class RiskEngine:
+    """The engine component ``risk``; see the module docstring.
+
+    ``marks`` is the engine's shared MarkBook; ``exits`` the ExitExecutor a breach's command is handed
+    to at once (None: its poll picks it up); ``bus`` the live bus (None: nothing is published);
+    ``clock`` the market clock (mark ages, latch times, market hours by ``calendar``).
+    Tests drive it with :meth:`load`, :meth:`on_mark` (through ``marks.update``) and :meth:`sweep`.
+    """
+
+    name = "risk"
+
+    def __init__(
+        self,
+        database: Database,
+        marks: MarkBook,
+        *,
+        exits: Any | None = None,
+        bus: LiveBus | None = None,
+        clock: Clock | None = None,
+        config: RiskConfig | None = None,
+        calendar: TradingCalendar | None = None,
+    ) -> None:
+        self.database = database
+        self.marks = marks
+        self.exits = exits
+        self.bus = bus
+        self.clock = clock or SystemClock()
+        self.config = config or RiskConfig()
+        self.calendar = calendar or default_calendar()
+        self.runs: dict[int, RunState] = {}
+        self._index: dict[tuple[str, str], set[tuple[int, int]]] = {}
+        self.rules: list[RunRule] = [MaxLossRule(), MaxProfitRule(), TrailingRule()]
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_reload = 0.0
+        self._last_persist = 0.0
+        self.fired = 0
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def add_rule(self, rule: RunRule) -> None:
+        """Add a run rule after the built-in ones (PRODUCT §6.2 order: Supertrend comes last)."""
+        self.rules.append(rule)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Load, listen to marks, sweep until ``stop``; then write the trailing state and leg levels
+        and wait for the firings in flight."""
+        self._loop = asyncio.get_running_loop()
+        await self.load()
+        self.marks.add_listener(self._listener)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.sweep()
+                except SQLAlchemyError as exc:
+                    log.warning("risk: database error: %s", str(exc).splitlines()[0])
+                await pause(stop, self.config.tick)
+        finally:
+            self.marks.remove_listener(self._listener)
+            try:
+                await asyncio.to_thread(self._persist, force=True)
+            except SQLAlchemyError as exc:
+                log.warning("risk: could not write the trailing state on stop: %s", str(exc).splitlines()[0])
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Wait for every firing and dispatched exit in flight."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def load(self) -> None:
+        """(Re)load the open runs whose signature changed; forget closed ones."""
+        self._loop = self._loop or asyncio.get_running_loop()
+        signatures = await asyncio.to_thread(self._signatures)
+        changed = [
+            rid for rid, sig in signatures.items() if rid not in self.runs or self.runs[rid].signature != sig
+        ]
+        loaded = await asyncio.to_thread(self._read_runs, changed, signatures) if changed else {}
+        for run_id in list(self.runs):
+            if run_id not in signatures:
+                self._drop(run_id)
+        for fresh in loaded.values():
+            self._merge(fresh)
+        self._last_reload = time.monotonic()
+
+    async def sweep(self) -> None:
+        """One step of the loop: reload when due, evaluate the runs whose interval has passed, alert on
+        long-unknown P&L, write throttled state."""
+        now_m = time.monotonic()
+        if now_m - self._last_reload >= self.config.reload_seconds:
+            await self.load()
+        for run in list(self.runs.values()):
+            if now_m - run.last_sweep >= max(run.interval, self.config.tick):
+                run.last_sweep = now_m
+                self.evaluate(run.id)
+        await self._unknown_alerts()
+        if now_m - self._last_persist >= self.config.persist_seconds:
+            self._last_persist = now_m
+            await asyncio.to_thread(self._persist)
+
+    # ----------------------------------------------------------------------------- tick path
+
+    def _listener(self, symbol: str, exchange: str, mark: Mark) -> None:
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            loop.call_soon_threadsafe(self.on_mark, symbol, exchange, mark)
+            return
+        self.on_mark(symbol, exchange, mark)
+
+    def on_mark(self, symbol: str, exchange: str, mark: Mark) -> None:
+        """An accepted mark: re-evaluate the runs holding (symbol, exchange). No database read."""
+        for run_id in sorted({run_id for run_id, _ in self._index.get((symbol, exchange), ())}):
+            self.evaluate(run_id)
+
+    def evaluate(self, run_id: int) -> None:
+        """Evaluate one run's rules now (engine loop, no I/O; a firing is written by a task)."""
+        run = self.runs.get(run_id)
+        if run is None or not run.monitoring:
+            return
+        now = self.clock.now()
+        marks = {e.id: self._mark(e, now) for e in run.executions.values()}
+        self._leg_rules(run, marks, now)
+        pnl = self.pnl_of(run, marks)
+        if pnl.unknown:
+            if run.unknown_since is None:
+                run.unknown_since = now
+            return
+        run.unknown_since, run.unknown_alerted = None, False
+        run.last_pnl = pnl.aggregate.total
+        per_account = run.scope == "per_account"
+        # Views: the whole run, or each account alone plus the whole run for the rules whose state is
+        # one per run (the trailing stop).
+        views: list[tuple[int | None, Decimal | None]] = [(None, pnl.aggregate.total)]
+        if per_account:
+            views = [(a, t.total) for a, t in pnl.per_account.items()] + views
+        for account_id, total in views:
+            targets = self._claimable(run, account_id)
+            if total is None or not targets:
+                continue  # nothing left here that is not already exiting under an owner
+            for rule in self.rules:
+                if per_account and (account_id is None) != bool(getattr(rule, "whole_run", False)):
+                    continue
+                if (rule.code, account_id) in run.fired:
+                    continue
+                breach = rule.check(run, total, account_id)
+                if breach is not None:
+                    self.fire(run, breach, targets, account_id=account_id)
+                    break
+
+    def _mark(self, execution: ExecutionState, now: datetime) -> Decimal | None:
+        mark = self.marks.usable(execution.symbol, execution.exchange, now)
+        return None if mark is None else mark.ltp
+
+    @staticmethod
+    def pnl_of(run: RunState, marks: dict[int, Decimal | None]) -> RunPnl:
+        """The run's P&L at ``marks`` (execution id → usable LTP or None)."""
+        fills = []
+        for e in run.executions.values():
+            if e.filled <= 0:
+                continue
+            exits = (Fill(min(e.exited, e.filled), e.exit_price),) if e.exited > 0 else ()
+            fills.append(
+                ExecutionFills(
+                    run_id=run.id,
+                    account_id=e.account_id,
+                    leg_id=e.leg_id,
+                    side=e.side,
+                    entries=(Fill(e.filled, e.entry_price),),
+                    exits=exits,
+                    mark=marks.get(e.id),
+                )
+            )
+        return run_pnl(fills, run.id)
+
+    def _claimable(self, run: RunState, account_id: int | None) -> list[int]:
+        return sorted(
+            e.id
+            for e in run.executions.values()
+            if e.status in _CLAIMABLE
+            and e.id not in run.claimed
+            and (e.status == "pending" or e.open_units > 0)
+            and (account_id is None or e.account_id == account_id)
+        )
+
+    def _leg_rules(self, run: RunState, marks: dict[int, Decimal | None], now: datetime) -> None:
+        for e in run.executions.values():
+            ltp = marks.get(e.id)
+            if (
+                ltp is None
+                or not e.monitored
+                or e.hit
+                or e.status != "active"
+                or e.id in run.claimed
+                or e.open_units <= 0
+                or e.entry_price is None
+            ):
+                continue
+            trailing = False
+            if e.trailing_kind is not None and e.trailing_value is not None:
+                best, stop = advance_leg_trailing(
+                    e.side,
+                    best=e.best,
+                    ltp=ltp,
+                    stop_loss=e.stop_loss,
+                    entry=e.entry_price,
+                    kind=e.trailing_kind,
+                    value=e.trailing_value,
+                )
+                if (best, stop) != (e.best, e.stop_loss):
+                    e.best, e.stop_loss, e.levels_dirty = best, stop, True
+                trailing = True
+            hit = leg_hit(e.side, ltp, LegLevels(stop_loss=e.stop_loss, target=e.target))
+            if hit is None:
+                continue
+            code = (
+                "take_profit" if hit == "take_profit" else ("leg_trailing_stop" if trailing else "stop_loss")
+            )
+            level = e.target if hit == "take_profit" else e.stop_loss
+            e.hit = True
+            breach = Breach(code, ltp, level, f"{code.replace('_', ' ')}: LTP {ltp} vs {level} ({e.symbol})")
+            self.fire(run, breach, [e.id], execution=e, price=ltp)
+
+    # --------------------------------------------------------------------------------- firing
+
+    def fire(
+        self,
+        run: RunState,
+        breach: Breach,
+        execution_ids: Sequence[int],
+        *,
+        account_id: int | None = None,
+        execution: ExecutionState | None = None,
+        price: Decimal | None = None,
+    ) -> None:
+        """Claim ``execution_ids`` for ``breach`` in memory now and write + dispatch it in a task (the
+        Supertrend rule, evaluated at candle closes, calls this too)."""
+        if execution is None:
+            run.fired.add((breach.code, account_id))
+        if breach.auto_exit:
+            run.claimed.update(execution_ids)
+        self.fired += 1
+        task = asyncio.get_running_loop().create_task(
+            self._fire(run, breach, list(execution_ids), account_id, execution, price)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fire(
+        self,
+        run: RunState,
+        breach: Breach,
+        execution_ids: list[int],
+        account_id: int | None,
+        execution: ExecutionState | None,
+        price: Decimal | None,
+    ) -> None:
+        trailing = run.trailing
+        levels = self._levels_of(run)
+        try:
+            written = await asyncio.to_thread(
+                self._write_breach, run, breach, execution_ids, account_id, execution, price, trailing, levels
+            )
+        except (SQLAlchemyError, ValueError) as exc:
+            # Nothing was committed: let a later evaluation try again.
+            log.warning(
+                "risk: could not record %s of run %s: %s", breach.code, run.id, str(exc).splitlines()[0]
+            )
+            run.fired.discard((breach.code, account_id))
+            run.claimed.difference_update(execution_ids)
+            if execution is not None:
+                execution.hit = False
+            return
+        if written is None:
+            log.info("risk: %s of run %s was already recorded (or nothing left to exit)", breach.code, run.id)
+            return
+        command_id, payload = written
+        if trailing is not None:
+            run.trailing_stored = trailing
+        for e in run.executions.values():
+            if e.id in levels:
+                e.levels_dirty = False
+        self._publish(f"run:{run.id}:risk", breach.code, payload)
+        self._publish(f"user:{run.user_id}:alerts", "risk", payload)
+        if command_id is not None and self.exits is not None:
+            dispatched = asyncio.get_running_loop().create_task(self._dispatch(command_id))
+            self._tasks.add(dispatched)
+            dispatched.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self, command_id: int) -> None:
+        """Run the breach's exit command now; the exit executor's claim (``pending → running``, one
+        winner) makes a concurrent poll of the same command a no-op. A failure here leaves the command
+        to that poll (pending) or to its recovery at start (running)."""
+        assert self.exits is not None
+        try:
+            await self.exits.run_command(command_id)
+        except (FencedOutError, SQLAlchemyError) as exc:
+            log.warning("risk: exit command %s not run here: %s", command_id, str(exc).splitlines()[0])
+
+    def _write_breach(
+        self,
+        run: RunState,
+        breach: Breach,
+        execution_ids: list[int],
+        account_id: int | None,
+        execution: ExecutionState | None,
+        price: Decimal | None,
+        trailing: TrailingState | None,
+        levels: dict[int, tuple[Decimal | None, Decimal | None]],
+    ) -> tuple[int | None, dict[str, Any]] | None:
+        """The breach's one transaction; None when it was already recorded or nothing is left to exit."""
+        now = self.clock.now()
+        try:
+            with self.database.session() as session:
+                self._write_trailing(session, run.id, trailing)
+                self._write_levels(session, levels)
+                targets = list(
+                    session.scalars(
+                        select(StrategyExecution.id)
+                        .where(
+                            StrategyExecution.id.in_(execution_ids),
+                            StrategyExecution.status.in_(_CLAIMABLE),
+                        )
+                        .order_by(StrategyExecution.id)
+                    )
+                )
+                if breach.auto_exit and not targets:
+                    return None
+                if not self._latch(session, run.id, breach, account_id, execution, execution_ids, price, now):
+                    return None
+                action = "exit_initiated" if breach.auto_exit else "alert_only"
+                recorded = targets if breach.auto_exit else (targets or execution_ids)[:1]
+                account = account_id if execution is None else execution.account_id
+                details: dict[str, Any] = {
+                    "run_id": run.id,
+                    "account_id": account,
+                    "pnl": str(breach.pnl),
+                    "detail": breach.detail,
+                    "executions": execution_ids,
+                }
+                for execution_id in recorded:
+                    session.add(
+                        RiskEvent(
+                            strategy_execution_id=execution_id,
+                            run_id=run.id,
+                            event_type=breach.code,
+                            trigger_value=breach.pnl if execution is None else None,
+                            threshold_value=breach.threshold,
+                            action_taken=action,
+                            details=json.dumps(details),
+                            created_at=now,
+                        )
+                    )
+                where = f"run {run.id} of {run.name}"
+                outcome = "exit requested" if breach.auto_exit else "alert only (auto-exit off)"
+                text = f"{breach.detail}; {outcome}"
+                session.add(
+                    ActivityLog(
+                        user_id=run.user_id,
+                        account_id=account,
+                        action=f"risk_{breach.code}",
+                        details=f"{where}: {text}"[:2000],
+                        timestamp=now,
+                    )
+                )
+                raise_alert(
+                    session,
+                    user_id=run.user_id,
+                    kind=RISK_ALERT_KIND,
+                    title=f"{run.name}: {breach.code.replace('_', ' ')}",
+                    details=text,
+                    now=now,
+                    severity="info" if breach.auto_exit else "warning",
+                    account_id=account,
+                    run_id=run.id,
+                    execution_id=execution.id if execution is not None else None,
+                )
+                command_id: int | None = None
+                if breach.auto_exit:
+                    command_id = self._request(session, run, breach, account_id, execution)
+                payload = {**details, "rule": breach.code, "action": action, "message": text}
+                return command_id, payload
+        except IntegrityError:
+            # The command's token exists: this breach was recorded before (the whole transaction is undone).
+            return None
+
+    def _latch(
+        self,
+        session: Session,
+        run_id: int,
+        breach: Breach,
+        account_id: int | None,
+        execution: ExecutionState | None,
+        execution_ids: list[int],
+        price: Decimal | None,
+        now: datetime,
+    ) -> bool:
+        """The conditional latch: True for the one caller that set it."""
+        if execution is not None:
+            at, value = (
+                ("tp_hit_at", "tp_hit_price")
+                if breach.code == "take_profit"
+                else ("sl_hit_at", "sl_hit_price")
+            )
+            won = session.execute(
+                update(StrategyExecution)
+                .where(StrategyExecution.id == execution.id, getattr(StrategyExecution, at).is_(None))
+                .values({at: now, value: price})
+                .execution_options(synchronize_session=False)
+            )
+            return rowcount(won) == 1
+        columns = _LATCHES.get(breach.code)
+        if account_id is not None:
+            # Per account: the run's latch records the first account; each account fires once (its
+            # events are the record; the command token guards the exit too).
+            seen = session.scalar(
+                select(func.count(RiskEvent.id)).where(
+                    RiskEvent.run_id == run_id,
+                    RiskEvent.event_type == breach.code,
+                    RiskEvent.strategy_execution_id.in_(execution_ids),
+                )
+            )
+            if seen:
+                return False
+            if columns is not None:
+                session.execute(
+                    update(StrategyRun)
+                    .where(StrategyRun.id == run_id, getattr(StrategyRun, columns[0]).is_(None))
+                    .values({columns[0]: now, columns[1]: breach.pnl})
+                    .execution_options(synchronize_session=False)
+                )
+            return True
+        if columns is None:
+            return True  # an added rule without a latch column: the command token is its guard
+        won = session.execute(
+            update(StrategyRun)
+            .where(StrategyRun.id == run_id, getattr(StrategyRun, columns[0]).is_(None))
+            .values({columns[0]: now, columns[1]: breach.pnl})
+            .execution_options(synchronize_session=False)
+        )
+        return rowcount(won) == 1
+
+    @staticmethod
+    def _request(
+        session: Session,
+        run: RunState,
+        breach: Breach,
+        account_id: int | None,
+        execution: ExecutionState | None,
+    ) -> int:
+        if execution is not None:
+            command = request_exit(
+                session,
+                user_id=run.user_id,
+                scope="execution",
+                token=f"risk:exec:{execution.id}:{breach.code}",
+                execution_id=execution.id,
+                reason=breach.code,
+            )
+        elif account_id is not None:
+            command = request_exit(
+                session,
+                user_id=run.user_id,
+                scope="account",
+                token=f"risk:{run.id}:{account_id}:{breach.code}",
+                run_id=run.id,
+                account_id=account_id,
+                reason=breach.code,
+            )
+        else:
+            command = request_exit(
+                session,
+                user_id=run.user_id,
+                scope="run",
+                token=f"risk:{run.id}:{breach.code}",
+                run_id=run.id,
+                reason=breach.code,
+            )
+        return command.id
+
+    def _publish(self, topic: str, event: str, data: dict[str, Any]) -> None:
+        if self.bus is None:
+            return
+        try:
+            self.bus.publish(topic, event, data)
+        except Exception:  # the bus is display only: a broken one must not stop protection
+            log.exception("risk: could not publish %s on %s", event, topic)
+
+    # ----------------------------------------------------------------------- persisted state
+
+    @staticmethod
+    def _write_trailing(session: Session, run_id: int, state: TrailingState | None) -> None:
+        if state is None:
+            return
+        session.execute(
+            update(StrategyRun)
+            .where(StrategyRun.id == run_id)
+            .values(
+                trailing_initial_stop=state.initial_stop,
+                peak_pnl=state.peak,
+                trailing_stop_level=state.level,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    @staticmethod
+    def _write_levels(session: Session, levels: dict[int, tuple[Decimal | None, Decimal | None]]) -> None:
+        for execution_id, (stop, best) in levels.items():
+            session.execute(
+                update(StrategyExecution)
+                .where(StrategyExecution.id == execution_id)
+                .values(stop_loss_price=stop, trailing_best_price=best)
+                .execution_options(synchronize_session=False)
+            )
+
+    @staticmethod
+    def _levels_of(run: RunState) -> dict[int, tuple[Decimal | None, Decimal | None]]:
+        return {e.id: (e.stop_loss, e.best) for e in run.executions.values() if e.levels_dirty}
+
+    def _persist(self, *, force: bool = False) -> None:
+        """Write trailing states that moved and leg levels that trailed (throttled by the caller)."""
+        trailing = {
+            r.id: r.trailing
+            for r in list(self.runs.values())
+            if r.trailing is not None and r.trailing != r.trailing_stored
+        }
+        levels: dict[int, tuple[Decimal | None, Decimal | None]] = {}
+        for r in list(self.runs.values()):
+            levels.update(self._levels_of(r))
+        if not trailing and not levels:
+            return
+        with self.database.session() as session:
+            for run_id, state in trailing.items():
+                self._write_trailing(session, run_id, state)
+            self._write_levels(session, levels)
+        for run_id, state in trailing.items():
+            if run_id in self.runs:
+                self.runs[run_id].trailing_stored = state
+        for r in list(self.runs.values()):
+            for e in list(r.executions.values()):
+                if e.id in levels and (e.stop_loss, e.best) == levels[e.id]:
+                    e.levels_dirty = False
+
+    async def _unknown_alerts(self) -> None:
+        now = self.clock.now()
+        limit = timedelta(seconds=self.config.unknown_alert_seconds)
+        due = [
+            r
+            for r in self.runs.values()
+            if r.unknown_since is not None and not r.unknown_alerted and now - r.unknown_since >= limit
+        ]
+        if not due or not self.calendar.is_open("NFO", now):
+            return
+        for run in due:
+            run.unknown_alerted = True
+            title = f"{run.name}: P&L unknown (no usable price)"
+            seconds = int(limit.total_seconds())
+            text = f"run {run.id}: an open leg has no usable price for {seconds} s; no risk rule can fire"
+            await asyncio.to_thread(self._alert, run, title, text, now)
+            self._publish(f"user:{run.user_id}:alerts", "risk_unknown", {"run_id": run.id, "message": text})
+
+    def _alert(self, run: RunState, title: str, text: str, now: datetime) -> None:
+        with self.database.session() as session:
+            raise_alert(
+                session,
+                user_id=run.user_id,
+                kind=RISK_ALERT_KIND,
+                title=title,
+                details=text,
+                now=now,
+                run_id=run.id,
+            )
+
+    # --------------------------------------------------------------------------------- loading
+
+    def _signatures(self) -> dict[int, tuple[Any, ...]]:
+        """Per open run: (status, strategy updated_at, executions, newest execution updated_at)."""
+        with self.database.session_factory() as session:
+            rows = session.execute(
+                select(
+                    StrategyRun.id,
+                    StrategyRun.status,
+                    Strategy.updated_at,
+                    func.count(StrategyExecution.id),
+                    func.max(StrategyExecution.updated_at),
+                )
+                .join(Strategy, Strategy.id == StrategyRun.strategy_id)
+                .outerjoin(StrategyExecution, StrategyExecution.run_id == StrategyRun.id)
+                .where(StrategyRun.ended_at.is_(None))
+                .group_by(StrategyRun.id, StrategyRun.status, Strategy.updated_at)
+            ).all()
+        return {int(r[0]): (r[1], r[2], int(r[3]), r[4]) for r in rows}
+
+    def _read_runs(
+        self, run_ids: Sequence[int], signatures: dict[int, tuple[Any, ...]]
+    ) -> dict[int, RunState]:
+        """Read ``run_ids`` with their executions; arm trailing stops and fix leg levels not yet stored."""
+        result: dict[int, RunState] = {}
+        with self.database.session() as session:
+            for run_id in run_ids:
+                loaded = self._read_run(session, run_id, signatures[run_id])
+                if loaded is not None:
+                    result[run_id] = loaded
+        return result
+
+    def _read_run(self, session: Session, run_id: int, signature: tuple[Any, ...]) -> RunState | None:
+        row = session.get(StrategyRun, run_id)
+        if row is None or row.ended_at is not None:
+            return None
+        strategy = session.get(Strategy, row.strategy_id)
+        if strategy is None:
+            return None
+        state = RunState(
+            id=row.id,
+            strategy_id=strategy.id,
+            user_id=strategy.user_id,
+            name=strategy.name,
+            status=row.status,
+            signature=signature,
+            monitoring=strategy.risk_monitoring_enabled,
+            scope=strategy.risk_scope,
+            interval=float(max(strategy.risk_check_interval, 1)),
+            max_loss=strategy.max_loss,
+            max_profit=strategy.max_profit,
+            auto_exit_loss=strategy.auto_exit_on_max_loss,
+            auto_exit_profit=strategy.auto_exit_on_max_profit,
+            trailing_kind=strategy.trailing_sl_type,
+            trailing_value=strategy.trailing_sl,
+            entry_completed=row.entry_completed_at is not None,
+        )
+        for code, (at, _) in _LATCHES.items():
+            if getattr(row, at) is not None and strategy.risk_scope != "per_account":
+                state.fired.add((code, None))
+        legs = {
+            leg.id: leg
+            for leg in session.scalars(select(StrategyLeg).where(StrategyLeg.strategy_id == strategy.id))
+        }
+        executions = session.scalars(
+            select(StrategyExecution).where(
+                StrategyExecution.run_id == run_id, StrategyExecution.status.in_(_HELD)
+            )
+        ).all()
+        if strategy.risk_scope == "per_account":
+            fired = session.execute(
+                select(RiskEvent.event_type, StrategyExecution.account_id)
+                .join(StrategyExecution, StrategyExecution.id == RiskEvent.strategy_execution_id)
+                .where(RiskEvent.run_id == run_id, RiskEvent.event_type.in_(list(_LATCHES)))
+                .distinct()
+            ).all()
+            state.fired.update((str(code), int(account)) for code, account in fired)
+            if row.trailing_triggered_at is not None:
+                state.fired.add(("trailing_stop", None))
+        for e in executions:
+            leg = legs.get(e.leg_id)
+            if leg is None or not e.symbol or not e.exchange:
+                continue
+            side: Literal["BUY", "SELL"] = "SELL" if (leg.action or "").upper() == "SELL" else "BUY"
+            held = ExecutionState(
+                id=e.id,
+                run_id=run_id,
+                account_id=e.account_id,
+                leg_id=e.leg_id,
+                symbol=e.symbol,
+                exchange=e.exchange,
+                side=side,
+                status=e.status,
+                filled=e.filled_quantity,
+                exited=e.exited_quantity,
+                entry_price=e.entry_price,
+                exit_price=e.exit_price,
+                monitored=e.risk_monitoring_enabled,
+                sl_type=leg.stop_loss_type,
+                sl_value=leg.stop_loss_value,
+                tp_type=leg.take_profit_type,
+                tp_value=leg.take_profit_value,
+                trailing_kind=leg.trailing_type if leg.enable_trailing else None,
+                trailing_value=leg.trailing_value if leg.enable_trailing else None,
+                stop_loss=e.stop_loss_price,
+                target=e.take_profit_price,
+                best=e.trailing_best_price,
+                hit=e.sl_hit_at is not None or e.tp_hit_at is not None,
+            )
+            if e.entry_price is not None and e.status in ("active", "exiting"):
+                self._fix_levels(e, held)
+            state.executions[e.id] = held
+        self._arm_trailing(row, state)
+        return state
+
+    @staticmethod
+    def _fix_levels(row: StrategyExecution, held: ExecutionState) -> None:
+        """Leg levels from the entry average, once (stored on the execution)."""
+        if row.stop_loss_price is not None or row.take_profit_price is not None or held.entry_price is None:
+            return
+        if held.sl_type is None and held.tp_type is None:
+            return
+        try:
+            levels = leg_levels(
+                held.side,
+                held.entry_price,
+                sl_type=held.sl_type,
+                sl_value=held.sl_value,
+                tp_type=held.tp_type,
+                tp_value=held.tp_value,
+            )
+        except ValueError as exc:
+            log.warning("risk: execution %s: leg levels not set: %s", held.id, exc)
+            return
+        row.stop_loss_price, row.take_profit_price = levels.stop_loss, levels.target
+        held.stop_loss, held.target = levels.stop_loss, levels.target
+
+    @staticmethod
+    def _arm_trailing(row: StrategyRun, state: RunState) -> None:
+        """The trailing state: stored, or armed now that the entry is complete (E and I fixed)."""
+        if state.trailing_value is None or not state.entry_completed:
+            return
+        if row.trailing_initial_stop is not None:
+            initial = row.trailing_initial_stop
+            peak = row.peak_pnl if row.peak_pnl is not None else Decimal(0)
+            level = row.trailing_stop_level if row.trailing_stop_level is not None else initial + peak
+            state.trailing = TrailingState(initial_stop=initial, peak=peak, level=level)
+            state.trailing_stored = state.trailing
+            return
+        if row.base_premium is None:
+            return
+        per_account: dict[int, int] = {}
+        for e in state.executions.values():
+            if e.filled > 0:
+                per_account[e.account_id] = min(per_account.get(e.account_id, e.filled), e.filled)
+        try:
+            initial = initial_trailing_stop(
+                state.trailing_kind,
+                state.trailing_value,
+                base_premium=row.base_premium,
+                unit_quantity=sum(per_account.values()),
+            )
+        except ValueError as exc:
+            log.warning("risk: run %s: trailing stop not armed: %s", state.id, exc)
+            return
+        state.trailing = TrailingState.armed(initial)
+        row.trailing_initial_stop, row.peak_pnl, row.trailing_stop_level = initial, Decimal(0), initial
+        state.trailing_stored = state.trailing
+
+    def _merge(self, fresh: RunState) -> None:
+        """Install a reloaded run, keeping what only memory knows."""
+        old = self.runs.get(fresh.id)
+        if old is not None:
+            fresh.fired |= old.fired
+            fresh.claimed |= old.claimed
+            fresh.last_sweep, fresh.unknown_since, fresh.unknown_alerted = (
+                old.last_sweep,
+                old.unknown_since,
+                old.unknown_alerted,
+            )
+            if (
+                old.trailing is not None
+                and fresh.trailing is not None
+                and old.trailing.peak >= fresh.trailing.peak
+            ):
+                fresh.trailing, fresh.trailing_stored = old.trailing, old.trailing_stored
+            for e in fresh.executions.values():
+                before = old.executions.get(e.id)
+                if before is None:
+                    continue
+                e.hit = e.hit or before.hit
+                if before.levels_dirty:
+                    e.stop_loss, e.best, e.levels_dirty = before.stop_loss, before.best, True
+            self._unindex(old)
+        self.runs[fresh.id] = fresh
+        for e in fresh.executions.values():
+            self._index.setdefault((e.symbol, e.exchange), set()).add((fresh.id, e.id))
+
+    def _unindex(self, run: RunState) -> None:
+        for e in run.executions.values():
+            key = (e.symbol, e.exchange)
+            entries = self._index.get(key)
+            if entries is not None:
+                entries.discard((run.id, e.id))
+                if not entries:
+                    del self._index[key]
+
+    def _drop(self, run_id: int) -> None:
+        run = self.runs.pop(run_id, None)
+        if run is not None:
+            self._unindex(run)
+
+    def symbols(self) -> set[tuple[str, str]]:
+        """Every (symbol, exchange) an open run holds (what the feed should subscribe)."""
+        return set(self._index)
+
+
+__all__ = [
+    "Breach",
+    "ExecutionState",
+    "LiveBus",
+    "MaxLossRule",
+    "MaxProfitRule",
+    "RiskConfig",
+    "RiskEngine",
+    "RunRule",
+    "RunState",
+    "TrailingRule",
+]
