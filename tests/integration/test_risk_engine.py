@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -164,7 +165,7 @@ async def test_max_loss_exits_every_leg_of_every_account_once(
         await all_exited(world, run_id)
         for _ in range(5):  # later ticks and sweeps of the closed run add nothing
             h.tick(ce, price[(0, 0)] + 40)
-            await asyncio.sleep(0.06)
+            await h.risk.sweep()
         await h.risk.drain()
 
     assert h.risk.fired == 1
@@ -382,7 +383,7 @@ async def test_auto_exit_off_records_one_alert_only_event_and_no_order(
         await eventually_async(recorded, timeout=10, what="one alert_only event")
         for step in range(5):  # more breaching ticks and sweeps: still one
             h.tick(ce, price[(0, 0)] + 21 + step)
-            await asyncio.sleep(0.06)
+            await h.risk.sweep()
         await h.risk.drain()
     [event] = events(world, run_id)
     assert (event.event_type, event.action_taken) == ("max_loss", "alert_only")
@@ -396,3 +397,36 @@ async def test_auto_exit_off_records_one_alert_only_event_and_no_order(
         )
     assert alerts == 1
     assert [e for t, e, _ in h.bus.messages if t == f"user:{world.user_id}:alerts"] == ["risk"]
+
+
+async def test_unknown_pnl_fires_nothing_and_alerts_after_15_seconds(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    run_id = await entered(world)
+    configure(world, max_loss=Decimal("1000"))
+    price = entries(world, run_id)
+    ce, _ = world.leg_symbols
+
+    async with risk_of(world) as h:
+        h.tick(ce, price[(0, 0)] + 100)  # −₹6,500 on the call, but the put has no price: unknown
+        world.clock.advance(timedelta(seconds=14))
+        await h.risk.sweep()  # still no alert before 15 s, and never a firing
+        assert risk_alerts(world, run_id) == 0
+        world.clock.advance(timedelta(seconds=2))
+
+        async def alerted() -> bool:
+            return risk_alerts(world, run_id) == 1
+
+        await eventually_async(alerted, timeout=10, what="the unknown-P&L alert")
+        await h.risk.drain()
+    assert h.risk.fired == 0 and events(world, run_id) == [] and exit_commands(world) == []
+    assert {e.status for e in world.executions(run_id)} == {"active"}
+
+
+def risk_alerts(world: World, run_id: int) -> int:
+    with world.database.session_factory() as session:
+        count = session.scalar(
+            select(func.count(EngineAlert.id)).where(EngineAlert.run_id == run_id, EngineAlert.kind == "risk")
+        )
+    return int(count or 0)
