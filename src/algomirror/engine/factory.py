@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from algomirror.broker.client import Timeouts
 from algomirror.broker.registry import ClientRegistry
@@ -17,7 +18,9 @@ from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.execution import EntryExecutor
 from algomirror.engine.exits import ExitExecutor
+from algomirror.engine.feeds import FeedManager
 from algomirror.engine.lock import EngineLock
+from algomirror.engine.marks import MarkBook
 from algomirror.engine.mirror import MirrorExecutor
 from algomirror.engine.reconcile import Reconciler
 from algomirror.engine.resolution import StrategyResolver
@@ -71,6 +74,27 @@ def build_command_processor(
     return CommandProcessor(database, registry, make_decryptor(settings), owns_registry=owns_registry)
 
 
+def build_feeds(
+    settings: Settings,
+    database: Database,
+    registry: ClientRegistry,
+    *,
+    market_clock: Clock | None = None,
+    bus: Any | None = None,
+    marks: MarkBook | None = None,
+) -> FeedManager:
+    """The feed manager (market data, PRODUCT §7) on the engine's ``registry``, writing ``marks`` (a new
+    book when None; read it back as ``.marks``) and publishing ``feed:status`` on ``bus`` when given."""
+    return FeedManager(
+        database, registry, make_decryptor(settings), marks=marks, market_clock=market_clock, bus=bus
+    )
+
+
+def find_component(service: EngineService, name: str) -> Component | None:
+    """The service's component called ``name`` (e.g. ``"feeds"``), or None."""
+    return next((c for c in service.components if c.name == name), None)
+
+
 def build_engine(
     settings: Settings,
     database: Database,
@@ -78,6 +102,7 @@ def build_engine(
     market_clock: Clock | None = None,
     sync_config: SyncConfig | None = None,
     on_lock_lost: Sequence[LockLostCallback] = (),
+    bus: Any | None = None,
 ) -> EngineService:
     """An :class:`EngineService` with every component built so far (account sync, web commands and
     strategy entries (``execute_run``) and exits (``exit``) on one engine-wide client registry whose
@@ -88,11 +113,14 @@ def build_engine(
     ``market_clock`` decides market hours and the sync's timestamps (the embedded demo passes the
     paper exchange's simulated clock); ``sync_config`` overrides the settings-derived intervals and
     timeouts (tests);
-    ``on_lock_lost`` callbacks run first when the lock is lost (the client registry's ``suspend_orders``).
+    ``on_lock_lost`` callbacks run first when the lock is lost (the client registry's ``suspend_orders``);
+    ``bus`` is the live bus the feed manager publishes on (None: no live status).
     The lock is taken by ``EngineService.run``/``acquire_lock``, not here.
     """
     registry = ClientRegistry(timeouts=Timeouts.from_settings(settings))
     lock = EngineLock(database.engine)
+    # Market data: one MarkBook shared by the feed manager (writer) and the risk engine (reader).
+    feeds = build_feeds(settings, database, registry, market_clock=market_clock, bus=bus)
     components: list[Component] = [
         build_account_sync(
             settings, database, market_clock=market_clock, config=sync_config, registry=registry
@@ -123,6 +151,7 @@ def build_engine(
             clock=market_clock,
             grace=timedelta(seconds=settings.schedule_entry_grace_seconds),
         ),
+        feeds,
     ]
     return EngineService(
         components,
@@ -146,6 +175,8 @@ __all__ = [
     "build_account_sync",
     "build_command_processor",
     "build_engine",
+    "build_feeds",
+    "find_component",
     "make_decryptor",
     "quiet_http_logs",
 ]
