@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from algomirror.broker.client import RetryPolicy, Timeouts
 from algomirror.broker.registry import ClientRegistry
 from algomirror.db.models import FailoverEvent, TradingAccount, WebSocketConnection
-from algomirror.engine.feeds import FeedConfig, FeedManager
+from algomirror.engine.feeds import FeedConfig, FeedManager, backoff_delay
 from algomirror.engine.marks import Mark, MarkBook
 from algomirror.live import InProcessBus
 from tests.helpers import eventually_async
@@ -137,11 +137,20 @@ async def _tick_forever(sim: SimHandle) -> None:
 
 
 @asynccontextmanager
-async def running_feeds(db_url: str, sim: SimHandle, *, proxy: Proxy | None = None) -> AsyncIterator[Feeds]:
-    """A user with two paper accounts (the first primary, through ``proxy`` when given), a planned run
-    holding one pending execution per account of a NIFTY put, and a running FeedManager."""
+async def running_feeds(
+    db_url: str, sim: SimHandle, *, proxy: Proxy | None = None, primary_key: str | None = None
+) -> AsyncIterator[Feeds]:
+    """A user with two paper accounts (the first primary, through ``proxy`` when given, with
+    ``primary_key`` as its API key when given), a planned run holding one pending execution per account
+    of a NIFTY put, and a running FeedManager."""
     world = make_world(db_url, sim, accounts=2, legs=(("SELL", "25800PE"),))
     with world.database.session() as session:
+        if primary_key is not None:
+            session.execute(
+                update(TradingAccount)
+                .where(TradingAccount.id == world.account_ids[0])
+                .values(api_key_encrypted=world.box.encrypt(primary_key))
+            )
         session.execute(update(TradingAccount).values(websocket_url=sim.ws_url))
         session.execute(
             update(TradingAccount)
@@ -320,6 +329,27 @@ async def test_a_primary_whose_feed_is_gone_fails_over_to_the_backup_and_comes_b
             assert feeds.manager.counters.failovers == 2
     finally:
         await proxy.stop()
+
+
+async def test_a_refused_primary_key_fails_over_at_once(db_url: str, simulator_session: SimHandle) -> None:
+    async with running_feeds(db_url, simulator_session, primary_key="revoked-key") as feeds:
+        mark = await until(lambda: feeds.ws_mark(feeds.backup), "ticks from the backup")
+        assert mark.ltp > 0
+        [event] = feeds.failovers()
+        assert (event.from_account_id, event.to_account_id, event.reason, event.success) == (
+            feeds.primary,
+            feeds.backup,
+            "auth failed (1 failure)",
+            True,
+        )
+        assert feeds.connections()[feeds.primary].status == "failed"
+
+
+def test_backoff_doubles_from_one_second_up_to_the_cap_with_jitter() -> None:
+    for failures, nominal in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (6, 30.0), (60, 30.0)):
+        delays = [backoff_delay(failures) for _ in range(50)]
+        assert all(nominal * 0.8 <= d <= min(30.0, nominal * 1.2) for d in delays), (failures, delays)
+    assert len({backoff_delay(2) for _ in range(20)}) > 1  # jittered
 
 
 async def test_silence_on_every_feed_brings_rest_marks_until_ticks_return(
