@@ -345,6 +345,29 @@ async def test_a_refused_primary_key_fails_over_at_once(db_url: str, simulator_s
         assert feeds.connections()[feeds.primary].status == "failed"
 
 
+async def test_the_sync_reporting_the_feed_account_down_moves_the_feed_to_the_backup(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    async with running_feeds(db_url, simulator_session) as feeds:
+        first = await until(lambda: feeds.ws_mark(feeds.primary), "ticks from the primary")
+        with feeds.world.database.session() as session:
+            session.execute(
+                update(TradingAccount)
+                .where(TradingAccount.id == feeds.primary)
+                .values(connection_status="error")
+            )
+        await until(lambda: feeds.ws_mark(feeds.backup, after=first), "ticks from the backup")
+        [event] = feeds.failovers()
+        assert (event.from_account_id, event.to_account_id, event.reason, event.success) == (
+            feeds.primary,
+            feeds.backup,
+            "account error",
+            True,
+        )
+        # Still down: the feed does not go back to it.
+        assert feeds.manager.status(feeds.world.user_id).account_id == feeds.backup
+
+
 def test_backoff_doubles_from_one_second_up_to_the_cap_with_jitter() -> None:
     for failures, nominal in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (6, 30.0), (60, 30.0)):
         delays = [backoff_delay(failures) for _ in range(50)]
