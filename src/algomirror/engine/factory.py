@@ -24,6 +24,7 @@ from algomirror.engine.marks import MarkBook
 from algomirror.engine.mirror import MirrorExecutor
 from algomirror.engine.reconcile import Reconciler
 from algomirror.engine.resolution import StrategyResolver
+from algomirror.engine.risk import RiskEngine
 from algomirror.engine.scheduler import Scheduler
 from algomirror.engine.service import Component, EngineService, LockLostCallback
 from algomirror.engine.sync import AccountSync, SyncConfig
@@ -119,6 +120,9 @@ def build_engine(
     """
     registry = ClientRegistry(timeouts=Timeouts.from_settings(settings))
     lock = EngineLock(database.engine)
+    exits = ExitExecutor(
+        database, registry, make_decryptor(settings), epoch=lambda: lock.epoch, market_clock=market_clock
+    )
     # Market data: one MarkBook shared by the feed manager (writer) and the risk engine (reader).
     feeds = build_feeds(settings, database, registry, market_clock=market_clock, bus=bus)
     components: list[Component] = [
@@ -131,9 +135,9 @@ def build_engine(
         EntryExecutor(
             database, registry, make_decryptor(settings), epoch=lambda: lock.epoch, market_clock=market_clock
         ),
-        ExitExecutor(
-            database, registry, make_decryptor(settings), epoch=lambda: lock.epoch, market_clock=market_clock
-        ),
+        exits,
+        # Risk rules from ticks (PRODUCT §6); a breach's exit command goes straight to ``exits``.
+        RiskEngine(database, feeds.marks, exits=exits, bus=bus, clock=market_clock),
         # Broker books vs our executions at start and every minute in market hours (PRODUCT §6.8).
         Reconciler(database, registry, make_decryptor(settings), market_clock=market_clock),
         # Mirror orders (one order to chosen accounts, and the mirror check's corrections).
