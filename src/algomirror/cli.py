@@ -392,6 +392,7 @@ def engine_command() -> None:
 
     from algomirror.engine.factory import build_engine, quiet_http_logs
     from algomirror.engine.lock import EngineAlreadyRunning, LockLost
+    from algomirror.live import build_bus
     from algomirror.runner import StartupError, configure_logging, open_database
 
     settings = settings_or_exit()
@@ -401,7 +402,10 @@ def engine_command() -> None:
         database = open_database(settings)
     except StartupError as exc:
         fail(str(exc))
-    service = build_engine(settings, database)
+    # Redis when configured (the web processes subscribe there); without it nobody outside this process
+    # could listen, and the in-process bus simply has no subscribers.
+    bus = build_bus(settings)
+    service = build_engine(settings, database, bus=bus)
     try:
         service.acquire_lock()
     except EngineAlreadyRunning as exc:
@@ -427,6 +431,7 @@ def engine_command() -> None:
         database.dispose()
         fail(f"engine stopped: its lock was lost ({exc})")
     finally:
+        bus.close()
         database.dispose()
     log.info("engine stopped")
 

@@ -43,6 +43,7 @@ from algomirror.engine.factory import build_engine, quiet_http_logs
 from algomirror.engine.lock import EngineAlreadyRunning
 from algomirror.engine.service import EngineThread
 from algomirror.engine.sync import SyncConfig
+from algomirror.live import LiveBus
 from algomirror.simulator.core import SimulatorCore
 from algomirror.simulator.server import RunningSimulator, SimulatorConfig, start_in_thread
 
@@ -168,8 +169,10 @@ def start_embedded(
     *,
     sync_config: SyncConfig | None = None,
     wrap_check_seconds: float = 15.0,
+    bus: LiveBus | None = None,
 ) -> EmbeddedServices:
-    """Start the embedded services (see the module docstring). Raises :class:`EmbeddedStartError`."""
+    """Start the embedded services (see the module docstring); the engine publishes live updates on
+    ``bus`` (the web app's: one instance for both). Raises :class:`EmbeddedStartError`."""
     services = EmbeddedServices()
     market_clock = None
     quiet_http_logs()
@@ -186,7 +189,7 @@ def start_embedded(
                 )
             )
         if settings.runs_engine_in_process:
-            _start_engine(settings, database, services, market_clock, sync_config)
+            _start_engine(settings, database, services, market_clock, sync_config, bus)
         else:
             services.engine_not_configured = (
                 f"ALGOMIRROR_ENGINE_IN_PROCESS={settings.engine_in_process} with "
@@ -206,8 +209,9 @@ def _start_engine(
     services: EmbeddedServices,
     market_clock: Clock | None,
     sync_config: SyncConfig | None,
+    bus: LiveBus | None,
 ) -> None:
-    service = build_engine(settings, database, market_clock=market_clock, sync_config=sync_config)
+    service = build_engine(settings, database, market_clock=market_clock, sync_config=sync_config, bus=bus)
     engine = EngineThread(service)
     try:
         engine.start()

@@ -20,9 +20,15 @@ from algomirror.db.migrate import alembic_config
 from algomirror.db.session import Database, DatabaseUnavailable, check_connection
 from algomirror.domain.timeutil import Clock
 from algomirror.fileperms import make_private_dir
+from algomirror.live import LiveBus, build_bus
 from algomirror.security import install_redaction
 
 log = logging.getLogger("algomirror.runner")
+
+# waitress worker threads. Every open live stream (Server-Sent Events, web/live.py) holds one, so the
+# app caps streams at SERVER_THREADS - PAGE_THREADS: that many threads always remain for pages and posts.
+SERVER_THREADS = 32
+PAGE_THREADS = 8
 
 
 class StartupError(Exception):
@@ -120,11 +126,14 @@ def stop_embedded_services() -> None:
         _started.pop()()
 
 
-def start_embedded_services(settings: Settings, database: Database) -> Clock | None:
+def start_embedded_services(
+    settings: Settings, database: Database, bus: LiveBus | None = None
+) -> Clock | None:
     """Start the in-process services before the web server: the engine (account sync) where
     ``ALGOMIRROR_ENGINE_IN_PROCESS`` allows it ("auto": demo mode or SQLite; skipped with a warning when an
     ``algomirror engine`` process already serves this database), and in demo mode
     the paper exchange, the demo user and accounts (into an empty database only) and the demo orders.
+    The engine publishes live updates on ``bus`` (pass the web app's).
 
     A port in use or another start-up problem stops with one line. Services stop at interpreter exit.
     """
@@ -133,7 +142,7 @@ def start_embedded_services(settings: Settings, database: Database) -> Clock | N
     from algomirror.embedded import EmbeddedStartError, demo_banner, start_embedded
 
     try:
-        services = start_embedded(settings, database)
+        services = start_embedded(settings, database, bus=bus)
     except EmbeddedStartError as exc:
         database.dispose()
         _fail(str(exc))
@@ -168,14 +177,28 @@ def serve(settings: Settings) -> None:
         database = open_database(settings)
     except StartupError as exc:
         _fail(str(exc))
-    market_clock = start_embedded_services(settings, database)
-    app = create_app(settings, database=database)
+    # One bus for the web app and an in-process engine (Redis when configured: then the engine may be
+    # another process).
+    bus = build_bus(settings)
+    market_clock = start_embedded_services(settings, database, bus)
+    app = create_app(settings, database=database, bus=bus)
     app.extensions["algomirror"].market_clock = market_clock
+    app.config["LIVE_MAX_STREAMS"] = SERVER_THREADS - PAGE_THREADS
     try:
-        server = create_server(app, host=settings.host, port=settings.port, threads=8, ident="AlgoMirror")
+        server = create_server(
+            app,
+            host=settings.host,
+            port=settings.port,
+            threads=SERVER_THREADS,
+            # Lets waitress read while a request runs, so it sees a closed connection at once and a live
+            # stream can end (``waitress.client_disconnected``) instead of waiting for its next write.
+            channel_request_lookahead=1,
+            ident="AlgoMirror",
+        )
     except OSError as exc:
         # Port taken or host not an address of this machine: one line, no traceback.
         stop_embedded_services()
+        bus.close()
         database.dispose()
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     log.info("AlgoMirror listening on http://%s:%s", settings.host, settings.port)
@@ -183,4 +206,6 @@ def serve(settings: Settings) -> None:
         server.run()
     finally:
         stop_embedded_services()
+        # After the engine (its last publishes), before the database: wakes any stream still waiting.
+        bus.close()
         database.dispose()

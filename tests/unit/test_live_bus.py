@@ -130,3 +130,41 @@ def test_build_bus_when_redis_url_set_is_redis_else_in_process(tmp_path: Path) -
     redis_bus = build_bus(Settings(instance_dir=tmp_path, redis_url="redis://127.0.0.1:6379/0"))
     assert isinstance(redis_bus, RedisBus)
     redis_bus.close()
+
+
+def test_publish_when_several_threads_publish_every_subscriber_gets_all_in_order() -> None:
+    bus = InProcessBus(queue_size=10_000)
+    subs = [bus.subscribe(["t"]) for _ in range(3)]
+    slow = InProcessBus(queue_size=10)
+    publishers, each = 4, 500
+    lagging = slow.subscribe(["t"])
+
+    def publish(worker: int) -> None:
+        for n in range(each):
+            bus.publish("t", "e", {"w": worker, "n": n})
+            slow.publish("t", "e", {"w": worker, "n": n})
+
+    threads = [threading.Thread(target=publish, args=(w,)) for w in range(publishers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10.0)
+        assert not thread.is_alive()
+    for sub in subs:
+        got = drain(sub)
+        assert len(got) == publishers * each and sub.dropped == 0
+        ids = [m.id for m in got]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        for worker in range(publishers):
+            assert [m.data["n"] for m in got if m.data["w"] == worker] == list(range(each))
+    # The bounded queue kept the newest 10 and counted every message it let go.
+    kept = drain(lagging)
+    assert len(kept) == 10 and lagging.dropped == slow.dropped == publishers * each - 10
+
+
+def drain(sub: Subscription) -> list[LiveMessage]:
+    """Every message queued for ``sub`` now."""
+    got: list[LiveMessage] = []
+    while (message := sub.get(timeout=0)) is not None:
+        got.append(message)
+    return got

@@ -20,6 +20,7 @@ from algomirror.config import Settings, load_settings
 from algomirror.db.session import Database
 from algomirror.domain.money import format_inr
 from algomirror.domain.timeutil import format_ist
+from algomirror.live import LiveBus, build_bus
 from algomirror.security import SecretBox, install_redaction, make_password_hasher, mask_key
 from algomirror.web.auth.signin import load_session_user
 from algomirror.web.context import (
@@ -118,9 +119,13 @@ def error_response(code: int, message: str | None = None) -> tuple[Response | st
     return render_template("errors/error.html", code=code, title=title, message=text), code
 
 
-def create_app(settings: Settings | None = None, *, database: Database | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, *, database: Database | None = None, bus: LiveBus | None = None
+) -> Flask:
     """Build the web app. Without ``settings`` they are loaded from the environment; without
-    ``database`` one is opened on ``settings.effective_database_url``."""
+    ``database`` one is opened on ``settings.effective_database_url``; without ``bus`` the live bus is
+    :func:`~algomirror.live.build_bus`'s (Redis when configured, else a new in-process bus: pass the
+    engine's bus when it runs in this process)."""
     settings = settings or load_settings()
     database = database or Database(settings.effective_database_url, settings)
     app = Flask(__name__)
@@ -142,6 +147,11 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         WTF_CSRF_TIME_LIMIT=None,
         WTF_CSRF_HEADERS=["X-CSRFToken", "X-CSRF-Token"],
         MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
+        # Server-Sent Events (web/live.py): every open stream holds a server thread, hence the caps.
+        LIVE_KEEPALIVE_SECONDS=15.0,
+        LIVE_MAX_STREAM_SECONDS=300.0,
+        LIVE_STREAMS_PER_USER=6,
+        LIVE_MAX_STREAMS=24,
     )
     app.extensions["algomirror"] = WebState(
         settings=settings,
@@ -149,6 +159,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         hasher=make_password_hasher(),
         box=SecretBox(settings.fernet_key_value()),
     )
+    app.extensions["live_bus"] = bus if bus is not None else build_bus(settings)
     install_redaction(settings.secret_values())
 
     CSRFProtect(app)
@@ -198,6 +209,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
     from algomirror.web.auth.views import bp as auth_bp
     from algomirror.web.books import bp as books_bp
     from algomirror.web.dashboard import bp as dashboard_bp
+    from algomirror.web.live import bp as live_bp
     from algomirror.web.market_strip import bp as market_bp
     from algomirror.web.mirror import bp as mirror_bp
     from algomirror.web.risk import bp as risk_bp
@@ -219,6 +231,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
         risk_bp,
         books_bp,
         market_bp,
+        live_bp,
     ):
         app.register_blueprint(blueprint)
     # Broker-touching routes share one tighter budget per IP.

@@ -138,7 +138,10 @@ POLL_HEADER = "X-AlgoMirror-Poll"
 
 def is_background_poll() -> bool:
     """Whether the current request is a live region's automatic refresh (see :data:`POLL_HEADER`)."""
-    return has_request_context() and request.headers.get(POLL_HEADER) == "1"
+    if not has_request_context():
+        return False
+    # An EventSource cannot send the header; its (re)connects every few minutes are not activity either.
+    return request.headers.get(POLL_HEADER) == "1" or request.endpoint == "live.stream"
 
 
 def client_ip() -> str | None:
