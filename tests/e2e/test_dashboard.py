@@ -94,7 +94,8 @@ def test_orders_and_account_overview_when_demo_runs_render_without_errors(
     assert cancel_links.count() >= 1  # the demo keeps resting orders open
     page.screenshot(path=str(artifacts_dir / "orders.png"), full_page=True)
     cancel_links.first.click()
-    assert page.get_by_role("button", name="Yes, cancel this order").is_visible()
+    # Waits (with Playwright's deadline) for the confirmation page rather than racing its navigation.
+    page.get_by_role("button", name="Yes, cancel this order").wait_for(state="visible", timeout=15_000)
     page.get_by_role("link", name="Keep it").click()
     page.wait_for_url(re.compile(r".*/orders$"))
 
