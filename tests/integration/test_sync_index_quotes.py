@@ -33,7 +33,8 @@ def config() -> SyncConfig:
         refresh_seconds=0.05,
         down_interval=RETRY,
         unsupported_retry=UNSUPPORTED_RETRY,
-        timeouts=Timeouts(connect=1.0, read=2.0),
+        # Generous: under a loaded CI machine a 2 s read timed out and turned a 403 into 'disconnected'.
+        timeouts=Timeouts(connect=5.0, read=10.0),
         retry=RetryPolicy(attempts=1),
     )
 
