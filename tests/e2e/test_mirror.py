@@ -71,6 +71,8 @@ def test_mirror_order_to_two_accounts_fills_live(
     page.screenshot(path=str(artifacts_dir / "mirror-form.png"), full_page=True)
     page.get_by_role("button", name="Review").click()
     rows = page.locator("#c-accounts tbody tr")
+    # Wait for the review page (Playwright's deadline) instead of counting during the navigation.
+    rows.first.wait_for(state="visible", timeout=15_000)
     assert rows.count() == 2
     assert [c.strip() for c in page.locator(f"#c-acct-{second} td").all_inner_texts()][1:4] == [
         "2",
@@ -179,6 +181,7 @@ def test_mirror_form_and_review_fit_a_phone(demo_server: Demo, chromium: Any, ar
             page.locator(f"#acct-{account_id}").set_checked(True)
         page.get_by_role("button", name="Review").click()
         page.wait_for_url(lambda u: u.endswith("/mirror/review"))
+        page.locator("#c-accounts tbody tr").first.wait_for(state="visible", timeout=15_000)
         assert page.locator("#c-accounts tbody tr").count() == len(accounts)
         scroll, client = page.evaluate(width)
         page.screenshot(path=str(artifacts_dir / "mirror-review-390.png"), full_page=True)
