@@ -53,6 +53,7 @@ OUR_TABLES = {
     "index_quotes",
     "engine_alerts",
     "mirror_acceptances",
+    "run_pnl_samples",
 }
 
 

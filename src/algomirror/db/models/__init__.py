@@ -32,6 +32,7 @@ from algomirror.db.models.sizing import MarginRequirement, TradeQuality, Trading
 from algomirror.db.models.strategies import (
     OrderIntent,
     RiskEvent,
+    RunPnlSample,
     Strategy,
     StrategyExecution,
     StrategyLeg,
@@ -60,6 +61,7 @@ __all__ = [
     "OrderIntent",
     "Position",
     "RiskEvent",
+    "RunPnlSample",
     "SpecialTradingSession",
     "Strategy",
     "StrategyExecution",

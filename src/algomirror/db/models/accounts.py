@@ -78,6 +78,13 @@ class TradingAccount(TimestampMixin, Base):
     # The last good positionbook read (an empty book stores no positions row, so only this tells
     # "flat, just read" from "never read").
     positions_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Kill switch (PRODUCT §6.10, issue 12): the day's loss (₹, realised + unrealised of AlgoMirror's
+    # executions on this account, IST day) at or beyond which the engine exits everything on the account
+    # and halts its entries. NULL = no limit. ``kill_switch_at``/``kill_switch_reason`` latch the trip (or a
+    # person's manual kill) until a person resets it; they survive restarts.
+    daily_loss_limit: Mapped[Decimal | None] = mapped_column(Money())
+    kill_switch_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    kill_switch_reason: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User] = relationship(back_populates="trading_accounts")
 
@@ -98,6 +105,9 @@ class TradingAccount(TimestampMixin, Base):
             name="check_connection_status",
         ),
         CheckConstraint("allocation_multiplier > 0", name="check_allocation_multiplier"),
+        CheckConstraint(
+            "daily_loss_limit IS NULL OR daily_loss_limit > 0", name="check_daily_loss_limit_positive"
+        ),
         CheckConstraint("max_lots_per_leg >= 1", name="check_max_lots_per_leg"),
         Index("idx_is_primary", "is_primary"),
         Index("idx_is_active", "is_active"),

@@ -24,6 +24,9 @@ class WebSocketSession(Base):
     account_id: Mapped[int | None] = mapped_column(ForeignKey("trading_accounts.id", ondelete="SET NULL"))
     session_type: Mapped[str | None] = mapped_column(String(50))
     instrument: Mapped[str | None] = mapped_column(String(50))
+    # Option chain: the expiry viewed (ISO date) and the strikes each side of ATM (issue 12).
+    expiry: Mapped[str | None] = mapped_column(String(20))
+    strike_count: Mapped[int | None] = mapped_column(Integer)
     symbol_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true(), nullable=False)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -499,3 +499,18 @@ class RiskEvent(CreatedAtMixin, Base):
         in_check("event_type", RISK_EVENT_TYPES),
         in_check("action_taken", RISK_EVENT_ACTIONS),
     )
+
+
+class RunPnlSample(Base):
+    """One point of a run's intraday MTM curve (the risk monitor's chart): the run's P&L (₹) at ``at``
+    (aware UTC). Written by the risk engine at most once per sampling interval per run; a derived,
+    append-only series, unique per (run, instant)."""
+
+    __tablename__ = "run_pnl_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("strategy_runs.id", ondelete="RESTRICT"), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    pnl: Mapped[Decimal] = mapped_column(Money(), nullable=False)
+
+    __table_args__ = (UniqueConstraint("run_id", "at", name="uq_run_pnl_samples_run_at"),)
