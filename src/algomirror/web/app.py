@@ -209,7 +209,9 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
     from algomirror.web.auth.views import bp as auth_bp
     from algomirror.web.books import bp as books_bp
     from algomirror.web.dashboard import bp as dashboard_bp
+    from algomirror.web.kill_switch import bp as kill_switch_bp
     from algomirror.web.live import bp as live_bp
+    from algomirror.web.market_data import bp as market_data_bp
     from algomirror.web.market_strip import bp as market_bp
     from algomirror.web.mirror import bp as mirror_bp
     from algomirror.web.risk import bp as risk_bp
@@ -229,6 +231,8 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
         strategies_bp,
         mirror_bp,
         risk_bp,
+        kill_switch_bp,
+        market_data_bp,
         books_bp,
         market_bp,
         live_bp,
