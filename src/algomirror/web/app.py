@@ -214,6 +214,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
     from algomirror.web.market_data import bp as market_data_bp
     from algomirror.web.market_strip import bp as market_bp
     from algomirror.web.mirror import bp as mirror_bp
+    from algomirror.web.premium_chart import bp as premium_chart_bp
     from algomirror.web.risk import bp as risk_bp
     from algomirror.web.settings_page import bp as settings_bp
     from algomirror.web.strategies import bp as strategies_bp
@@ -232,6 +233,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
         mirror_bp,
         risk_bp,
         kill_switch_bp,
+        premium_chart_bp,
         market_data_bp,
         books_bp,
         market_bp,
