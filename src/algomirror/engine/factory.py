@@ -15,6 +15,7 @@ from algomirror.broker.registry import ClientRegistry
 from algomirror.config import Settings
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock
+from algomirror.engine.chain import ChainEngine
 from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.execution import EntryExecutor
 from algomirror.engine.exits import ExitExecutor
@@ -156,6 +157,7 @@ def build_engine(
             grace=timedelta(seconds=settings.schedule_entry_grace_seconds),
         ),
         feeds,
+        ChainEngine(database, feeds, registry, make_decryptor(settings), bus=bus, clock=market_clock),
     ]
     return EngineService(
         components,
