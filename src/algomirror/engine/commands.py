@@ -64,7 +64,14 @@ log = logging.getLogger(__name__)
 CANCEL_ORDER = "cancel_order"
 # Kinds another component claims (entries: engine/execution.py, exits: engine/exits.py, preview and
 # execute of a strategy: engine/resolution.py); left be here.
-OTHER_COMPONENT_KINDS = ("execute_run", "exit", "preview_strategy", "execute_strategy", "mirror_order")
+OTHER_COMPONENT_KINDS = (
+    "execute_run",
+    "exit",
+    "preview_strategy",
+    "execute_strategy",
+    "mirror_order",
+    "kill_switch",  # engine/kill_switch.py
+)
 # The strategy tag sent with a cancel of an order that carries none (orders placed outside AlgoMirror).
 CANCEL_STRATEGY_TAG = "AlgoMirror"
 
