@@ -38,11 +38,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -51,6 +50,7 @@ from sqlalchemy.orm import Session
 from algomirror.db.models import (
     ActivityLog,
     RiskEvent,
+    RunPnlSample,
     Strategy,
     StrategyExecution,
     StrategyLeg,
@@ -58,6 +58,7 @@ from algomirror.db.models import (
 )
 from algomirror.db.session import Database
 from algomirror.domain.calendar import TradingCalendar, default_calendar
+from algomirror.domain.errors import InvalidFill
 from algomirror.domain.pnl import ExecutionFills, Fill, RunPnl, run_pnl
 from algomirror.domain.risk import (
     LegLevels,
@@ -77,130 +78,21 @@ from algomirror.engine.command_rows import pause, rowcount
 from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.fencing import FencedOutError
 from algomirror.engine.marks import Mark, MarkBook
+from algomirror.engine.risk_snapshot import SNAPSHOT_EVENT, build_snapshot, risk_topic
+from algomirror.engine.risk_state import (
+    CLAIMABLE,
+    HELD,
+    LATCHES,
+    RISK_ALERT_KIND,
+    Breach,
+    ExecutionState,
+    LiveBus,
+    RiskConfig,
+    RunRule,
+    RunState,
+)
 
 log = logging.getLogger(__name__)
-
-# Executions whose units count in the run's P&L (open units at the mark, exited ones realised).
-_HELD = ("pending", "active", "exiting", "exited", "error")
-# Executions a rule may still claim (not yet owned by an exit).
-_CLAIMABLE = ("pending", "active")
-# Run latch columns per run rule: (triggered_at, value).
-_LATCHES: dict[str, tuple[str, str]] = {
-    "max_loss": ("max_loss_triggered_at", "max_loss_value"),
-    "max_profit": ("max_profit_triggered_at", "max_profit_value"),
-    "trailing_stop": ("trailing_triggered_at", "trailing_value"),
-    "supertrend_exit": ("supertrend_triggered_at", "supertrend_value"),
-}
-RISK_ALERT_KIND = "risk"
-
-
-class LiveBus(Protocol):
-    """The part of the live bus this component uses (``algomirror.live``)."""
-
-    def publish(self, topic: str, event: str, data: dict[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RiskConfig:
-    """Seconds. ``tick``: the sweep loop's step (a run is swept every ``risk_check_interval`` of its
-    strategy, at least one step); ``reload_seconds``: how often open runs are re-read (changed ones
-    only); ``persist_seconds``: throttle of trailing-state and leg-level writes (a firing always writes
-    them first); ``unknown_alert_seconds``: P&L unknown this long in market hours → an alert."""
-
-    tick: float = 0.5
-    reload_seconds: float = 2.0
-    persist_seconds: float = 5.0
-    unknown_alert_seconds: float = 15.0
-
-
-@dataclass(frozen=True, slots=True)
-class Breach:
-    """A run rule that fired: ``code`` (risk event type = exit reason), the P&L (₹) it fired at, the
-    threshold (₹) and whether it exits (False: ``alert_only``)."""
-
-    code: str
-    pnl: Decimal
-    threshold: Decimal | None
-    detail: str
-    auto_exit: bool = True
-
-
-@dataclass(slots=True)
-class ExecutionState:
-    """One execution of an open run, as the risk engine holds it (prices ₹, quantities units)."""
-
-    id: int
-    run_id: int
-    account_id: int
-    leg_id: int
-    symbol: str
-    exchange: str
-    side: Literal["BUY", "SELL"]
-    status: str
-    filled: int
-    exited: int
-    entry_price: Decimal | None
-    exit_price: Decimal | None
-    monitored: bool
-    # Leg rule configuration (the strategy leg) and levels (stored on the execution).
-    sl_type: str | None = None
-    sl_value: Decimal | None = None
-    tp_type: str | None = None
-    tp_value: Decimal | None = None
-    trailing_kind: str | None = None
-    trailing_value: Decimal | None = None
-    stop_loss: Decimal | None = None
-    target: Decimal | None = None
-    best: Decimal | None = None
-    hit: bool = False
-    levels_dirty: bool = False
-
-    @property
-    def open_units(self) -> int:
-        return max(self.filled - self.exited, 0)
-
-
-@dataclass(slots=True)
-class RunState:
-    """One open run and its strategy's risk settings (₹; ``interval`` seconds)."""
-
-    id: int
-    strategy_id: int
-    user_id: int
-    name: str
-    status: str
-    signature: tuple[Any, ...]
-    monitoring: bool
-    scope: str
-    interval: float
-    max_loss: Decimal | None
-    max_profit: Decimal | None
-    auto_exit_loss: bool
-    auto_exit_profit: bool
-    trailing_kind: str
-    trailing_value: Decimal | None
-    entry_completed: bool
-    executions: dict[int, ExecutionState] = field(default_factory=dict)
-    trailing: TrailingState | None = None
-    trailing_stored: TrailingState | None = None
-    trailing_written: float = 0.0
-    # (rule code, account id or None) that fired in this run; execution ids claimed by a rule.
-    fired: set[tuple[str, int | None]] = field(default_factory=set)
-    claimed: set[int] = field(default_factory=set)
-    last_sweep: float = 0.0
-    unknown_since: datetime | None = None
-    unknown_alerted: bool = False
-    last_pnl: Decimal | None = None
-
-
-class RunRule(Protocol):
-    """A run rule (the hook for Supertrend): ``check`` is called on the engine loop with the view's
-    known P&L (₹; ``account_id`` None = the whole run) and must not do I/O; a Breach fires it. A rule
-    evaluated only at candle closes may instead call :meth:`RiskEngine.fire` itself."""
-
-    code: str
-
-    def check(self, run: RunState, pnl: Decimal, account_id: int | None) -> Breach | None: ...
 
 
 class MaxLossRule:
@@ -261,7 +153,8 @@ class RiskEngine:
 
     ``marks`` is the engine's shared MarkBook; ``exits`` the ExitExecutor a breach's command is handed
     to at once (None: its poll picks it up); ``bus`` the live bus (None: nothing is published);
-    ``clock`` the market clock (mark ages, latch times, market hours by ``calendar``).
+    ``clock`` the market clock (mark ages, latch times, P&L sample times, market hours by ``calendar``);
+    ``timer`` the monotonic seconds of the throttles (default :func:`time.monotonic`).
     Tests drive it with :meth:`load`, :meth:`on_mark` (through ``marks.update``) and :meth:`sweep`.
     """
 
@@ -277,6 +170,7 @@ class RiskEngine:
         clock: Clock | None = None,
         config: RiskConfig | None = None,
         calendar: TradingCalendar | None = None,
+        timer: Callable[[], float] | None = None,
     ) -> None:
         self.database = database
         self.marks = marks
@@ -285,6 +179,9 @@ class RiskEngine:
         self.clock = clock or SystemClock()
         self.config = config or RiskConfig()
         self.calendar = calendar or default_calendar()
+        # Monotonic seconds for throttles (reload, sweep, persist, live snapshots); tests inject a fake.
+        self._timer: Callable[[], float] = timer or time.monotonic
+        self._loaded = False
         self.runs: dict[int, RunState] = {}
         self._index: dict[tuple[str, str], set[tuple[int, int]]] = {}
         self.rules: list[RunRule] = [MaxLossRule(), MaxProfitRule(), TrailingRule()]
@@ -339,12 +236,13 @@ class RiskEngine:
                 self._drop(run_id)
         for fresh in loaded.values():
             self._merge(fresh)
-        self._last_reload = time.monotonic()
+        self._last_reload = self._timer()
+        self._loaded = True
 
     async def sweep(self) -> None:
         """One step of the loop: reload when due, evaluate the runs whose interval has passed, alert on
         long-unknown P&L, write throttled state."""
-        now_m = time.monotonic()
+        now_m = self._timer()
         if now_m - self._last_reload >= self.config.reload_seconds:
             await self.load()
         for run in list(self.runs.values()):
@@ -352,9 +250,10 @@ class RiskEngine:
                 run.last_sweep = now_m
                 self.evaluate(run.id)
         await self._unknown_alerts()
+        self.publish_snapshots()
         if now_m - self._last_persist >= self.config.persist_seconds:
             self._last_persist = now_m
-            await asyncio.to_thread(self._persist)
+            await asyncio.to_thread(self._persist, samples=self._due_samples())
 
     # ----------------------------------------------------------------------------- tick path
 
@@ -373,6 +272,76 @@ class RiskEngine:
         """An accepted mark: re-evaluate the runs holding (symbol, exchange). No database read."""
         for run_id in sorted({run_id for run_id, _ in self._index.get((symbol, exchange), ())}):
             self.evaluate(run_id)
+            run = self.runs.get(run_id)
+            if run is not None:
+                run.marks_changed = True
+                self._snapshot(run, self._timer())
+
+    # ---------------------------------------------------------------------- live snapshots (C1)
+
+    def publish_snapshots(self) -> int:
+        """Publish the due ``snapshot`` of every open run (marks changed and ``snapshot_seconds`` since
+        the last one, or a heartbeat after ``heartbeat_seconds``); returns how many were published."""
+        now_m = self._timer()
+        return sum(self._snapshot(run, now_m) for run in list(self.runs.values()))
+
+    def _snapshot(self, run: RunState, now_m: float) -> bool:
+        if self.bus is None:
+            return False
+        since = None if run.snapshot_at is None else now_m - run.snapshot_at
+        due = (
+            since is None
+            or since >= self.config.heartbeat_seconds
+            or (run.marks_changed and since >= self.config.snapshot_seconds)
+        )
+        if not due:
+            return False
+        run.snapshot_at, run.marks_changed = now_m, False
+        try:
+            payload = build_snapshot(run, self.marks, self.clock.now())
+        except (InvalidFill, ValueError):  # display only: logged with its trace, protection goes on
+            log.exception("risk: cannot build the snapshot of run %s", run.id)
+            return False
+        self._publish(risk_topic(run.id), SNAPSHOT_EVENT, payload)
+        return True
+
+    # ----------------------------------------------------------------- account P&L (C3), samples (C2)
+
+    def account_open_pnl(self, account_id: int) -> Decimal | None:
+        """Σ P&L (₹, realised + unrealised, at usable marks now) of ``account_id``'s executions in the open
+        runs held in memory; ``Decimal('0.00')`` when it has none; None when any of them has no usable
+        mark (or a fill price pending), and None before the open runs are first loaded. Engine loop only.
+        """
+        if not self._loaded:
+            return None
+        now = self.clock.now()
+        total = Decimal("0.00")
+        for run in list(self.runs.values()):
+            if not any(e.account_id == account_id for e in run.executions.values()):
+                continue
+            marks = {e.id: self._mark(e, now) for e in run.executions.values() if e.account_id == account_id}
+            totals = self.pnl_of(run, marks).per_account.get(account_id)
+            if totals is None:
+                continue  # nothing filled yet in this run
+            if totals.total is None:
+                return None
+            total += totals.total
+        return total
+
+    def _due_samples(self) -> dict[int, tuple[datetime, Decimal]]:
+        """Per open run with a known P&L whose last sample is ``sample_seconds`` old: (now, P&L ₹)."""
+        now = self.clock.now()
+        gap = timedelta(seconds=self.config.sample_seconds)
+        due: dict[int, tuple[datetime, Decimal]] = {}
+        for run in list(self.runs.values()):
+            if run.sample_at is not None and now - run.sample_at < gap:
+                continue
+            total = self.pnl_of(
+                run, {e.id: self._mark(e, now) for e in run.executions.values()}
+            ).aggregate.total
+            if total is not None:
+                due[run.id] = (now, total)
+        return due
 
     def evaluate(self, run_id: int) -> None:
         """Evaluate one run's rules now (engine loop, no I/O; a firing is written by a task)."""
@@ -438,7 +407,7 @@ class RiskEngine:
         return sorted(
             e.id
             for e in run.executions.values()
-            if e.status in _CLAIMABLE
+            if e.status in CLAIMABLE
             and e.id not in run.claimed
             and (e.status == "pending" or e.open_units > 0)
             and (account_id is None or e.account_id == account_id)
@@ -580,7 +549,7 @@ class RiskEngine:
                         select(StrategyExecution.id)
                         .where(
                             StrategyExecution.id.in_(execution_ids),
-                            StrategyExecution.status.in_(_CLAIMABLE),
+                            StrategyExecution.status.in_(CLAIMABLE),
                         )
                         .order_by(StrategyExecution.id)
                     )
@@ -670,7 +639,7 @@ class RiskEngine:
                 .execution_options(synchronize_session=False)
             )
             return rowcount(won) == 1
-        columns = _LATCHES.get(breach.code)
+        columns = LATCHES.get(breach.code)
         if account_id is not None:
             # Per account: the run's latch records the first account; each account fires once (its
             # events are the record; the command token guards the exit too).
@@ -778,8 +747,12 @@ class RiskEngine:
     def _levels_of(run: RunState) -> dict[int, tuple[Decimal | None, Decimal | None]]:
         return {e.id: (e.stop_loss, e.best) for e in run.executions.values() if e.levels_dirty}
 
-    def _persist(self, *, force: bool = False) -> None:
-        """Write trailing states that moved and leg levels that trailed (throttled by the caller)."""
+    def _persist(
+        self, *, force: bool = False, samples: dict[int, tuple[datetime, Decimal]] | None = None
+    ) -> None:
+        """Write trailing states that moved, leg levels that trailed and the due P&L ``samples`` (run id →
+        (market time, ₹)) in one transaction (throttled by the caller)."""
+        samples = samples or {}
         trailing = {
             r.id: r.trailing
             for r in list(self.runs.values())
@@ -788,12 +761,22 @@ class RiskEngine:
         levels: dict[int, tuple[Decimal | None, Decimal | None]] = {}
         for r in list(self.runs.values()):
             levels.update(self._levels_of(r))
-        if not trailing and not levels:
+        if not trailing and not levels and not samples:
             return
         with self.database.session() as session:
             for run_id, state in trailing.items():
                 self._write_trailing(session, run_id, state)
             self._write_levels(session, levels)
+            for run_id, (at, pnl) in samples.items():
+                # One writer per database (the engine lock); a row at this instant is a restart's own.
+                exists = session.scalar(
+                    select(RunPnlSample.id).where(RunPnlSample.run_id == run_id, RunPnlSample.at == at)
+                )
+                if exists is None:
+                    session.add(RunPnlSample(run_id=run_id, at=at, pnl=pnl))
+        for run_id, (at, _) in samples.items():
+            if run_id in self.runs:
+                self.runs[run_id].sample_at = at
         for run_id, state in trailing.items():
             if run_id in self.runs:
                 self.runs[run_id].trailing_stored = state
@@ -888,8 +871,9 @@ class RiskEngine:
             trailing_kind=strategy.trailing_sl_type,
             trailing_value=strategy.trailing_sl,
             entry_completed=row.entry_completed_at is not None,
+            sample_at=session.scalar(select(func.max(RunPnlSample.at)).where(RunPnlSample.run_id == run_id)),
         )
-        for code, (at, _) in _LATCHES.items():
+        for code, (at, _) in LATCHES.items():
             if getattr(row, at) is not None and strategy.risk_scope != "per_account":
                 state.fired.add((code, None))
         legs = {
@@ -898,14 +882,14 @@ class RiskEngine:
         }
         executions = session.scalars(
             select(StrategyExecution).where(
-                StrategyExecution.run_id == run_id, StrategyExecution.status.in_(_HELD)
+                StrategyExecution.run_id == run_id, StrategyExecution.status.in_(HELD)
             )
         ).all()
         if strategy.risk_scope == "per_account":
             fired = session.execute(
                 select(RiskEvent.event_type, StrategyExecution.account_id)
                 .join(StrategyExecution, StrategyExecution.id == RiskEvent.strategy_execution_id)
-                .where(RiskEvent.run_id == run_id, RiskEvent.event_type.in_(list(_LATCHES)))
+                .where(RiskEvent.run_id == run_id, RiskEvent.event_type.in_(list(LATCHES)))
                 .distinct()
             ).all()
             state.fired.update((str(code), int(account)) for code, account in fired)
@@ -1012,6 +996,9 @@ class RiskEngine:
                 old.unknown_since,
                 old.unknown_alerted,
             )
+            fresh.snapshot_at, fresh.marks_changed = old.snapshot_at, True
+            if old.sample_at is not None and (fresh.sample_at is None or old.sample_at > fresh.sample_at):
+                fresh.sample_at = old.sample_at
             if (
                 old.trailing is not None
                 and fresh.trailing is not None
