@@ -321,3 +321,10 @@ def test_another_users_run_is_404_everywhere(env: WebEnv, alice: FlaskClient) ->
     page = alice.get("/risk/").get_data(as_text=True)
     assert "Bob" not in page and 'id="risk-empty"' in page
     assert "No risk events yet" in page
+
+
+def test_run_page_links_to_its_risk_monitor(env: WebEnv, alice: FlaskClient) -> None:
+    run = make_run(env, "alice", "Condor L", accounts=1)
+    page = alice.get(f"/strategies/{run.strategy_id}/run/{run.run_id}").get_data(as_text=True)
+    assert f'id="run-risk-link" href="/risk/runs/{run.run_id}"' in page
+    assert alice.get(f"/risk/runs/{run.run_id}").status_code == 200
