@@ -28,6 +28,7 @@ from algomirror.engine.resolution import StrategyResolver
 from algomirror.engine.risk import RiskEngine
 from algomirror.engine.scheduler import Scheduler
 from algomirror.engine.service import Component, EngineService, LockLostCallback
+from algomirror.engine.supertrend_rule import supertrend_rule
 from algomirror.engine.sync import AccountSync, SyncConfig
 from algomirror.security import SecretBox
 
@@ -139,6 +140,7 @@ def build_engine(
         exits,
         # Risk rules from ticks (PRODUCT §6); a breach's exit command goes straight to ``exits``.
         RiskEngine(database, feeds.marks, exits=exits, bus=bus, clock=market_clock),
+        supertrend_rule(database, feeds, make_decryptor(settings), lambda: components, bus, market_clock),
         # Broker books vs our executions at start and every minute in market hours (PRODUCT §6.8).
         Reconciler(database, registry, make_decryptor(settings), market_clock=market_clock),
         # Mirror orders (one order to chosen accounts, and the mirror check's corrections).
