@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ("simulator.py", "client_pool.py", "dashboard.py", "sync_books.py", "fanout.py")
+BENCHES = ("simulator.py", "client_pool.py", "dashboard.py", "sync_books.py", "fanout.py", "risk_latency.py")
 
 
 def main() -> int:

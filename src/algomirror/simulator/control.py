@@ -22,6 +22,7 @@ from aiohttp import web
 from algomirror.domain.timeutil import ensure_aware
 from algomirror.simulator.core import SimulatorCore
 from algomirror.simulator.faults import CountedFault, Latency
+from algomirror.simulator.trace import Trace
 from algomirror.simulator.wire import money
 
 ControlFn = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -312,6 +313,20 @@ def add_control_routes(app: web.Application, core: SimulatorCore) -> None:
         core.faults.ws_stale_ticks = _int(data, "count", 1)
         core.faults.ws_stale_age_seconds = _float(data, "age_seconds", 120.0)
         return {}
+
+    @route("/sim/trace")
+    async def trace_switch(data: dict[str, Any]) -> dict[str, Any]:
+        enabled = data.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise BadControl("enabled must be true or false")
+        core.trace = Trace(_int(data, "limit", 200_000, 1)) if enabled else None
+        return {"enabled": enabled}
+
+    @route("/sim/trace", "GET")
+    async def trace_read(_: dict[str, Any]) -> dict[str, Any]:
+        if core.trace is None:
+            raise BadControl("the trace is off (POST /sim/trace {\"enabled\": true})")
+        return core.trace.drain()
 
     @route("/sim/ws/no_auth_reply")
     async def no_auth_reply(data: dict[str, Any]) -> dict[str, Any]:

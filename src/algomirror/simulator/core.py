@@ -26,6 +26,7 @@ from algomirror.simulator.profiles import DEFAULT_PROFILE, Profile, Quirks, quir
 from algomirror.simulator.ratelimit import RateLimitConfig, RateLimiter
 
 if TYPE_CHECKING:
+    from algomirror.simulator.trace import Trace
     from algomirror.simulator.ws import WsHub
 
 JUMP_STEPPED_SECONDS = 3600
@@ -108,6 +109,8 @@ class SimulatorCore:
         self.limiter = RateLimiter(config.rate_limits)
         self.calendar: TradingCalendar = default_calendar()
         self.ws_hub: WsHub | None = None
+        # Timing trace for benchmarks (``simulator/trace.py``); None = off, the default.
+        self.trace: Trace | None = None
         self.started_at = self.config.start_instant()
         self.market = self._build_market()
         self.exchange = Exchange(

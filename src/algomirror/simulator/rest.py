@@ -49,6 +49,8 @@ async def api_handler(request: web.Request) -> web.Response:
         return _json(
             500, {"status": "error", "message": "An unexpected error occurred: request body is not JSON"}
         )
+    if core.trace is not None:
+        core.trace.request(endpoint, body)
     apikey = body.get("apikey") if isinstance(body, dict) else None
     key = apikey if isinstance(apikey, str) else (request.remote or "?")
     limit = core.limiter.hit(key, endpoint)

@@ -279,6 +279,9 @@ class WsHub:
                 await client.ws.send_str(frame)
             except (ConnectionError, RuntimeError):
                 return
+            trace = self.core.trace
+            if trace is not None:
+                trace.frame_sent(frame)
 
     async def _auth_deadline(self, client: WsClient) -> None:
         await asyncio.sleep(self.core.config.ws_auth_timeout)
