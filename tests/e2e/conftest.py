@@ -20,6 +20,7 @@ from algomirror.config import Settings, load_settings
 from algomirror.db.migrate import upgrade_url
 from algomirror.db.session import Database
 from algomirror.embedded import start_embedded
+from algomirror.live import build_bus
 from algomirror.security import make_password_hasher
 from algomirror.web import create_app
 from tests.integration.web_support import unused_port
@@ -121,14 +122,20 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         ratelimit_auth="1000 per minute",
     )
     database = Database(url, settings)
+    # One live bus for the engine and the web app, as `make run`'s runner does: the engine's risk
+    # snapshots and alerts reach the pages' SSE streams.
+    bus = build_bus(settings)
     # No move to the next session while a module runs (at 30x a session lasts about 12 minutes).
-    services = start_embedded(settings, database, wrap_check_seconds=3600)
+    services = start_embedded(settings, database, wrap_check_seconds=3600, bus=bus)
     server: Any = None
     thread: threading.Thread | None = None
     try:
-        app = create_app(settings, database=database)
+        app = create_app(settings, database=database, bus=bus)
         app.extensions["algomirror"].market_clock = services.market_clock
-        server = create_server(app, host="127.0.0.1", port=0, threads=4)
+        # Each open SSE stream holds a server thread: keep some for the pages (as the runner does), and
+        # let waitress notice a closed tab at once (channel_request_lookahead) so its stream ends.
+        app.config["LIVE_MAX_STREAMS"] = 4
+        server = create_server(app, host="127.0.0.1", port=0, threads=8, channel_request_lookahead=1)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         yield Demo(f"http://127.0.0.1:{server.effective_port}", settings, database)
@@ -138,6 +145,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         if thread is not None:
             thread.join(timeout=10)
         services.stop()
+        bus.close()
         database.dispose()
 
 

@@ -224,6 +224,7 @@ def test_monitor_renders_legs_levels_latches_and_events(env: WebEnv, alice: Flas
     assert f'data-run-id="{run.run_id}"' in panel and 'data-open="true"' in panel
     assert 'data-stale-seconds="5"' in panel and 'data-max-loss="5000.00"' in panel
     assert text_of(element(page, "rm-pnl")).strip() == "3,000.00"
+    assert 'data-unknown="false"' in element(page, "rm-unknown")
     assert text_of(element(page, "rm-peak")).strip() == "1,800.00"
     assert text_of(element(page, "rm-trailing")).strip() == "600.00"
     assert text_of(element(page, "rm-trailing-initial")).strip() == "-1,200.00"
@@ -278,7 +279,8 @@ def test_unknown_mark_makes_the_pnl_unknown_and_the_age_shows(env: WebEnv, alice
     page = alice.get(f"/risk/runs/{run.run_id}").get_data(as_text=True)
     assert "unknown" in element(page, "rm-pnl")
     assert "3,000.00" not in element(page, "rm-pnl")
-    assert not re.search(r'id="rm-unknown"[^>]*hidden', page)
+    assert 'data-unknown="true"' in element(page, "rm-unknown")
+    assert "P&amp;L unknown: 1 open leg(s)" in element(page, "rm-unknown")
     assert "10 min ago" in text_of(element(page, "rm-data"))
     index = alice.get("/risk/").get_data(as_text=True)
     assert "unknown" in element(index, f"risk-run-{run.run_id}")

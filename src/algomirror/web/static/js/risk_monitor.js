@@ -403,10 +403,12 @@
       distance("to_max_profit", pnl !== null && limits.maxProfit !== null ? limits.maxProfit - pnl : null);
       var unknown = document.getElementById("rm-unknown");
       if (unknown) {
-        unknown.hidden = pnl !== null;
-        if (pnl === null) {
-          setText(unknown, "P&L unknown" + (data.unknown_reason ? ": " + data.unknown_reason : "") + "; no rule fires until every open leg has a fresh price.");
-        }
+        // Its line stays reserved either way (risk.css): the note coming and going moves nothing.
+        var note = pnl !== null ? "" : "P&L unknown" + (data.unknown_reason ? ": " + data.unknown_reason : "") +
+          "; no rule fires until every open leg has a fresh price.";
+        unknown.dataset.unknown = pnl === null ? "true" : "false";
+        unknown.title = note;
+        setText(unknown, note);
       }
       (data.accounts || []).forEach(function (a) {
         setNode(field(document.getElementById("rm-acct-" + a.account_id), "pnl"), moneyNode(a.pnl, true));
