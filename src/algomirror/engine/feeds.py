@@ -7,8 +7,8 @@
   :meth:`FeedManager.release` by owner, one upstream subscription per key and mode, unsubscribed in the
   mode used; after a reconnect or a failover the connection starts empty and everything wanted is
   subscribed once. The engine's own owners, refreshed from the database every ``refresh_seconds``: every
-  symbol of a ``pending``/``active``/``exiting`` execution, and the index spot (NSE_INDEX / BSE_INDEX) of
-  each instrument with an open run, both in quote mode.
+  symbol of a ``pending``/``active``/``exiting``/``error`` execution, and the index spot (NSE_INDEX /
+  BSE_INDEX) of each instrument with an open run, both in quote mode.
 * **Ticks** become :class:`~algomirror.engine.marks.Mark` s (source ``"ws"``). A zero or negative price,
   or a tick stamped more than ``stale_after`` seconds away from the market clock, is discarded and
   counted (:class:`FeedCounters`).
@@ -74,8 +74,9 @@ SubKey = tuple[str, str, int]  # (symbol, exchange, mode)
 MODE_LTP: Final = 1
 MODE_QUOTE: Final = 2
 MODE_DEPTH: Final = 3
-# Executions whose prices the risk engine needs (PRODUCT §7.1), and runs whose underlying spot it needs.
-WATCHED_EXECUTION_STATUSES: Final = ("pending", "active", "exiting")
+# Executions whose prices the risk engine needs (PRODUCT §7.1: pending/active/exiting, and ``error``: an
+# exit that gave up still holds open units, valued at the mark), and runs whose underlying spot it needs.
+WATCHED_EXECUTION_STATUSES: Final = ("pending", "active", "exiting", "error")
 OPEN_RUN_STATUSES: Final = ("entering", "active", "exiting")
 DOWN_STATUSES: Final = ("failed", "error", "auth_failed")
 # Market hours are those of the options segment (the product's business), as for the account sync.

@@ -38,7 +38,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -248,7 +248,7 @@ class RiskEngine:
         for run in list(self.runs.values()):
             if now_m - run.last_sweep >= max(run.interval, self.config.tick):
                 run.last_sweep = now_m
-                self.evaluate(run.id)
+                self._evaluate_isolated(run.id)
         await self._unknown_alerts()
         self.publish_snapshots()
         if now_m - self._last_persist >= self.config.persist_seconds:
@@ -271,7 +271,7 @@ class RiskEngine:
     def on_mark(self, symbol: str, exchange: str, mark: Mark) -> None:
         """An accepted mark: re-evaluate the runs holding (symbol, exchange). No database read."""
         for run_id in sorted({run_id for run_id, _ in self._index.get((symbol, exchange), ())}):
-            self.evaluate(run_id)
+            self._evaluate_isolated(run_id)
             run = self.runs.get(run_id)
             if run is not None:
                 run.marks_changed = True
@@ -342,6 +342,14 @@ class RiskEngine:
             if total is not None:
                 due[run.id] = (now, total)
         return due
+
+    def _evaluate_isolated(self, run_id: int) -> None:
+        """:meth:`evaluate`, so that one run's failure (logged with its trace) cannot stop the evaluation
+        of the other runs on this tick or sweep."""
+        try:
+            self.evaluate(run_id)
+        except Exception:
+            log.exception("risk: evaluating run %s failed", run_id)
 
     def evaluate(self, run_id: int) -> None:
         """Evaluate one run's rules now (engine loop, no I/O; a firing is written by a task)."""
@@ -427,20 +435,27 @@ class RiskEngine:
             ):
                 continue
             trailing = False
-            if e.trailing_kind is not None and e.trailing_value is not None:
-                best, stop = advance_leg_trailing(
-                    e.side,
-                    best=e.best,
-                    ltp=ltp,
-                    stop_loss=e.stop_loss,
-                    entry=e.entry_price,
-                    kind=e.trailing_kind,
-                    value=e.trailing_value,
-                )
-                if (best, stop) != (e.best, e.stop_loss):
-                    e.best, e.stop_loss, e.levels_dirty = best, stop, True
-                trailing = True
-            hit = leg_hit(e.side, ltp, LegLevels(stop_loss=e.stop_loss, target=e.target))
+            try:
+                if e.trailing_kind is not None and e.trailing_value is not None:
+                    best, stop = advance_leg_trailing(
+                        e.side,
+                        best=e.best,
+                        ltp=ltp,
+                        stop_loss=e.stop_loss,
+                        entry=e.entry_price,
+                        kind=e.trailing_kind,
+                        value=e.trailing_value,
+                    )
+                    if (best, stop) != (e.best, e.stop_loss):
+                        e.best, e.stop_loss, e.levels_dirty = best, stop, True
+                    trailing = True
+                hit = leg_hit(e.side, ltp, LegLevels(stop_loss=e.stop_loss, target=e.target))
+            except ValueError as exc:
+                # A leg whose settings cannot be evaluated loses its own rules only, not the run's.
+                if not e.leg_error:
+                    e.leg_error = True
+                    log.warning("risk: execution %s: leg rules not evaluated: %s", e.id, exc)
+                continue
             if hit is None:
                 continue
             code = (
@@ -464,17 +479,30 @@ class RiskEngine:
         price: Decimal | None = None,
     ) -> None:
         """Claim ``execution_ids`` for ``breach`` in memory now and write + dispatch it in a task (the
-        Supertrend rule, evaluated at candle closes, calls this too)."""
+        Supertrend rule, evaluated at candle closes, calls this too). An exiting breach skips the
+        executions another rule already claimed, and does nothing when none is left. Engine loop only."""
+        if breach.auto_exit:
+            execution_ids = [i for i in execution_ids if i not in run.claimed]
+            if not execution_ids:
+                log.info("risk: %s of run %s: every execution is already claimed", breach.code, run.id)
+                return
         if execution is None:
             run.fired.add((breach.code, account_id))
         if breach.auto_exit:
             run.claimed.update(execution_ids)
         self.fired += 1
-        task = asyncio.get_running_loop().create_task(
-            self._fire(run, breach, list(execution_ids), account_id, execution, price)
-        )
+        self._track(self._fire(run, breach, list(execution_ids), account_id, execution, price))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task drained on stop; an exception it lets out is logged with its trace."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("risk: task %s failed", task.get_name(), exc_info=exc)
 
     async def _fire(
         self,
@@ -491,11 +519,15 @@ class RiskEngine:
             written = await asyncio.to_thread(
                 self._write_breach, run, breach, execution_ids, account_id, execution, price, trailing, levels
             )
-        except (SQLAlchemyError, ValueError) as exc:
-            # Nothing was committed: let a later evaluation try again.
-            log.warning(
-                "risk: could not record %s of run %s: %s", breach.code, run.id, str(exc).splitlines()[0]
-            )
+        except Exception as exc:
+            # Nothing was committed (the transaction is undone): let a later evaluation try again. An
+            # error nobody expected is logged with its trace; the protection is retried, not dropped.
+            if isinstance(exc, SQLAlchemyError | ValueError):
+                log.warning(
+                    "risk: could not record %s of run %s: %s", breach.code, run.id, str(exc).splitlines()[0]
+                )
+            else:
+                log.exception("risk: could not record %s of run %s", breach.code, run.id)
             run.fired.discard((breach.code, account_id))
             run.claimed.difference_update(execution_ids)
             if execution is not None:
@@ -508,14 +540,13 @@ class RiskEngine:
         if trailing is not None:
             run.trailing_stored = trailing
         for e in run.executions.values():
-            if e.id in levels:
+            # Only what was written: a stop that trailed on during the write stays to be written.
+            if e.id in levels and (e.stop_loss, e.best) == levels[e.id]:
                 e.levels_dirty = False
         self._publish(f"run:{run.id}:risk", breach.code, payload)
         self._publish(f"user:{run.user_id}:alerts", "risk", payload)
         if command_id is not None and self.exits is not None:
-            dispatched = asyncio.get_running_loop().create_task(self._dispatch(command_id))
-            self._tasks.add(dispatched)
-            dispatched.add_done_callback(self._tasks.discard)
+            self._track(self._dispatch(command_id))
 
     async def _dispatch(self, command_id: int) -> None:
         """Run the breach's exit command now; the exit executor's claim (``pending → running``, one

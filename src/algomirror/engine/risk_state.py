@@ -93,6 +93,8 @@ class ExecutionState:
     best: Decimal | None = None
     hit: bool = False
     levels_dirty: bool = False
+    # The leg's rule settings could not be evaluated (logged once; its leg rules are off).
+    leg_error: bool = False
 
     @property
     def open_units(self) -> int:
