@@ -15,14 +15,15 @@ after the last one. Every ``interval`` (1 s) this component
   (contract C6, :func:`chain_payload`).
 
 Prices come from the feed's latest ticks (``FeedManager.last_ticks``: LTP, bid/ask and quantities,
-volume, OI; the MarkBook keeps only LTP). A side with no tick fresher than ``fresh_seconds`` on the
-market clock — the feed is down, has not delivered yet, or the market is closed — is filled from one
+volume, OI; the MarkBook keeps only LTP). A side with no tick received within ``fresh_seconds`` (wall
+clock) — the feed is down, has not delivered yet, or the market is closed — is filled from one
 batched REST ``multiquotes`` per group per ``rest_interval`` on the user's primary active account (the
 quote carries bid/ask/volume/OI but no bid/ask quantities); each side says its source (``ws``/``rest``).
 
 Every minute expired sessions are deleted (their subscriptions were already released by the cycle that
 stopped seeing them). Session times are on the real clock (the browser's heartbeat runs in real time);
-quote ages and the published time are on the market clock (the demo's simulated one).
+quote freshness on the wall clock (a tick's arrival); the published times on the market clock (the
+demo's simulated one).
 """
 
 from __future__ import annotations
@@ -240,8 +241,8 @@ def chain_payload(
 
 @dataclass(frozen=True, slots=True)
 class ChainConfig:
-    """Seconds. ``fresh_seconds``: how old (market clock) a tick may be before REST fills the side;
-    ``rest_grace``: how long a newly wanted symbol waits for the feed before REST is asked."""
+    """Seconds. ``fresh_seconds``: how long ago (wall clock) a tick or REST quote may have arrived and
+    still be shown; ``rest_grace``: how long a newly wanted symbol waits for the feed before REST is asked."""
 
     interval: float = 1.0
     cleanup_seconds: float = 60.0
@@ -277,6 +278,8 @@ class _Group:
     wanted_since: dict[Key, float] = field(default_factory=dict)
     # Latest REST quote per symbol (with its market-clock time).
     rest: dict[str, SideQuote] = field(default_factory=dict)
+    # Monotonic time each REST quote was received (its freshness, whatever the market clock's speed).
+    rest_seen: dict[str, float] = field(default_factory=dict)
     next_rest: float = 0.0
     rest_resting_until: float = 0.0
     # The latest depth-mode fields per symbol: a quote-mode tick of the same symbol (another owner
@@ -292,8 +295,9 @@ class ChainEngine:
     ``feeds`` is the engine's FeedManager (its ``want``/``release``, ``marks`` and ``last_ticks`` are
     used); ``registry`` and ``decrypt`` (stored key → API key, ValueError when unreadable) serve the
     REST fill; ``bus`` has ``publish(topic, event, data)`` (None: nothing published); ``clock`` is the
-    market clock (quote ages, published time, today's date); ``session_clock`` the real clock of the
-    browsers' heartbeats.
+    market clock (published and quote times, today's date); ``session_clock`` the real clock of the
+    browsers' heartbeats; ``wall_clock`` the clock the feed client stamps ``Tick.received_at`` with
+    (the system clock), by which tick freshness is judged.
     """
 
     name = "chain"
@@ -308,6 +312,7 @@ class ChainEngine:
         bus: Any | None = None,
         clock: Clock | None = None,
         session_clock: Clock | None = None,
+        wall_clock: Clock | None = None,
         config: ChainConfig | None = None,
     ) -> None:
         self.database = database
@@ -316,6 +321,7 @@ class ChainEngine:
         self.bus = bus
         self.clock: Clock = clock or SystemClock()
         self.session_clock: Clock = session_clock or SystemClock()
+        self.wall_clock: Clock = wall_clock or SystemClock()
         self.config = config or ChainConfig()
         self._decrypt = decrypt
         self._groups: dict[GroupKey, _Group] = {}
@@ -507,11 +513,13 @@ class ChainEngine:
         ]
 
     def _ws_quote(self, group: _Group, key: Key, now: datetime) -> SideQuote | None:
-        """The feed's latest tick of ``key`` when fresher than ``fresh_seconds`` (market clock)."""
+        """The feed's latest tick of ``key`` when it arrived within ``fresh_seconds`` (wall clock)."""
         tick = self.feeds.last_ticks.get(key)
         if tick is None or tick.ltp is None or tick.ltp <= 0:
             return None
-        if abs((now - tick.at).total_seconds()) > self.config.fresh_seconds:
+        # Judged by when the frame arrived, on the clock the feed client stamps it with: the market
+        # clock may run faster (the demo's 30x), which would age every tick between two cycles.
+        if abs((self.wall_clock.now() - tick.received_at).total_seconds()) > self.config.fresh_seconds:
             return None
         symbol = key[0]
         if tick.bid is not None or tick.ask is not None:
@@ -521,9 +529,9 @@ class ChainEngine:
 
     def _rest_fresh(self, group: _Group, symbol: str, now: datetime) -> SideQuote | None:
         quote = group.rest.get(symbol)
-        if quote is None or quote.at is None:
+        if quote is None:
             return None
-        if (now - quote.at).total_seconds() > self.config.fresh_seconds:
+        if time.monotonic() - group.rest_seen.get(symbol, 0.0) > self.config.fresh_seconds:
             return None
         return quote
 
@@ -551,11 +559,13 @@ class ChainEngine:
             return
         self.rest_calls += 1
         at = self.clock.now()
+        received = time.monotonic()
         for item in items:
             q = item.quote
             if q is None or q.ltp is None or q.ltp <= 0:
                 continue
             group.rest[item.symbol] = SideQuote(q.ltp, q.bid, q.ask, None, None, q.volume, q.oi, "rest", at)
+            group.rest_seen[item.symbol] = received
 
     def _publish(
         self, group: _Group, spot: SideQuote | None, quotes: Mapping[str, SideQuote], at: datetime
