@@ -13,11 +13,13 @@ global switch flattens every account and its reset clears them all.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -33,9 +35,13 @@ from algomirror.db.models import (
 )
 from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.exits import ExitExecutor
-from algomirror.engine.kill_switch import KillSwitch, queue_command
+from algomirror.engine.factory import build_engine, find_component
+from algomirror.engine.kill_switch import KillSwitch, KillSwitchConfig, pnl_source, queue_command
+from algomirror.engine.marks import Mark, MarkBook
+from algomirror.engine.risk import RiskConfig, RiskEngine
 from tests.helpers import eventually_async
 from tests.integration.execution_support import World, executor_of, make_world
+from tests.integration.web_support import make_env
 from tests.sim_fixtures import SimHandle
 
 STRANGLE = (("SELL", "26200CE"), ("SELL", "25800PE"))
@@ -377,3 +383,81 @@ async def test_a_command_for_another_users_account_fails_and_changes_nothing(
     with world.database.session_factory() as session:
         row = session.get(TradingAccount, theirs)
         assert row is not None and row.kill_switch_at is None
+
+
+async def test_with_the_real_risk_engine_a_losing_tick_trips_the_account(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    run_id = await entered(world)
+    set_limit(world, 0, "1000")
+    [first] = world.account_ids
+    prices = {e.symbol: e.entry_price for e in world.executions(run_id)}
+    ce, pe = world.leg_symbols
+    book = MarkBook()
+    entry, registry = world.executor()
+    exits = ExitExecutor(
+        world.database, registry, world.box.decrypt, epoch=world.epoch, clock=world.clock, config=entry.config
+    )
+    risk = RiskEngine(
+        world.database,
+        book,
+        exits=exits,
+        clock=world.clock,
+        config=RiskConfig(tick=0.05, reload_seconds=0.1, persist_seconds=0.1),
+    )
+    switch = KillSwitch(
+        world.database,
+        lambda: pnl_source([risk]),
+        exits=exits,
+        clock=world.clock,
+        config=KillSwitchConfig(check_seconds=0.05, poll_seconds=0.05),
+    )
+
+    def tick(symbol: str, price: Decimal) -> None:
+        assert book.update(
+            symbol, "NFO", Mark(ltp=price, at=world.clock.now(), source="rest", account_id=None)
+        )
+
+    async def day_pnl(expected: Decimal | None) -> bool:
+        value = switch.last.get(first)
+        return value is not None and value.total == expected
+
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(risk.run(stop)), asyncio.create_task(switch.run(stop))]
+    try:
+        await eventually_async(lambda: day_pnl(None), timeout=10, what="no marks yet: unknown")
+        assert switch.last[first].unknown_reason
+        entry_ce, entry_pe = prices[ce], prices[pe]
+        assert entry_ce is not None and entry_pe is not None
+        tick(ce, entry_ce)
+        tick(pe, entry_pe)
+        await eventually_async(lambda: day_pnl(Decimal("0.00")), timeout=10, what="flat at the entry prices")
+        assert account(world, 0).kill_switch_at is None
+        tick(ce, entry_ce + 20)  # −₹1,300 on the short call
+        await exited(world, run_id, 0)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await registry.aclose()
+    assert switch.tripped == 1 and account(world, 0).kill_switch_at is not None
+    [command] = rows_of(world, EngineCommand, EngineCommand.kind == "exit")
+    assert command.token.startswith("kill:a") and command.payload["reason"] == "kill_switch"
+    events = rows_of(world, RiskEvent, RiskEvent.run_id == run_id)
+    assert len(events) == 2 and {e.event_type for e in events} == {"kill_switch"}
+    assert all(e.trigger_value is not None and e.trigger_value <= Decimal("-1000") for e in events)
+    assert buys_at_exchange(world) == {0: sorted(world.leg_symbols)}
+
+
+def test_build_engine_runs_the_kill_switch_on_its_risk_engine(db_url: str, tmp_path: Path) -> None:
+    env = make_env(db_url, tmp_path)
+    try:
+        service = build_engine(env.state.settings, env.database)
+        switch = find_component(service, "kill_switch")
+        assert isinstance(switch, KillSwitch)
+        risk = find_component(service, "risk")
+        assert risk is not None and switch.source is risk
+        names = [c.name for c in service.components]
+        assert names.index("kill_switch") == names.index("risk") + 1
+    finally:
+        env.database.dispose()

@@ -20,6 +20,7 @@ from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.execution import EntryExecutor
 from algomirror.engine.exits import ExitExecutor
 from algomirror.engine.feeds import FeedManager
+from algomirror.engine.kill_switch import KillSwitch, pnl_source
 from algomirror.engine.lock import EngineLock
 from algomirror.engine.marks import MarkBook
 from algomirror.engine.mirror import MirrorExecutor
@@ -140,6 +141,7 @@ def build_engine(
         exits,
         # Risk rules from ticks (PRODUCT §6); a breach's exit command goes straight to ``exits``.
         RiskEngine(database, feeds.marks, exits=exits, bus=bus, clock=market_clock),
+        KillSwitch(database, lambda: pnl_source(components), exits=exits, bus=bus, clock=market_clock),
         supertrend_rule(database, feeds, make_decryptor(settings), lambda: components, bus, market_clock),
         # Broker books vs our executions at start and every minute in market hours (PRODUCT §6.8).
         Reconciler(database, registry, make_decryptor(settings), market_clock=market_clock),

@@ -42,11 +42,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -88,6 +88,7 @@ _OPEN = ("pending", "active", "exiting", "error")
 _MAX_REASON = 500
 
 
+@runtime_checkable
 class OpenPnlSource(Protocol):
     """What the kill switch reads of the risk engine (contract C3), on the engine loop."""
 
@@ -138,7 +139,9 @@ class KillSwitchError(Exception):
 class KillSwitch:
     """The engine component ``kill_switch``; see the module docstring.
 
-    ``source`` is the risk engine (its ``runs`` and ``account_open_pnl``, read on the engine loop; None:
+    ``source`` is the risk engine (its ``runs`` and ``account_open_pnl``, read on the engine loop), or a
+    callable returning it (looked up when first needed: the engine factory builds its components in one
+    list); None:
     every account with an open run is unknown); ``exits`` the ExitExecutor the exit commands are handed
     to at once (None: its own poll picks them up); ``bus`` the live bus (None: nothing published);
     ``clock`` the market clock (trading day, latch times). Tests drive it with :meth:`check`,
@@ -150,7 +153,7 @@ class KillSwitch:
     def __init__(
         self,
         database: Database,
-        source: OpenPnlSource | None,
+        source: OpenPnlSource | Callable[[], OpenPnlSource | None] | None,
         *,
         exits: Any | None = None,
         bus: LiveBus | None = None,
@@ -158,7 +161,7 @@ class KillSwitch:
         config: KillSwitchConfig | None = None,
     ) -> None:
         self.database = database
-        self.source = source
+        self._source = source
         self.exits = exits
         self.bus = bus
         self.clock = clock or SystemClock()
@@ -167,6 +170,16 @@ class KillSwitch:
         self.last: dict[int, DayPnl] = {}
         self._waiting: set[int] | None = None  # reset today, P&L not yet seen above −limit
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def source(self) -> OpenPnlSource | None:
+        """The risk engine (resolved from the callable given, once it answers)."""
+        if self._source is None or isinstance(self._source, OpenPnlSource):
+            return self._source
+        found = self._source()
+        if found is not None:
+            self._source = found
+        return found
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -214,7 +227,8 @@ class KillSwitch:
         armed = await asyncio.to_thread(self._armed)
         if not armed:
             return []
-        held = set(self.source.runs) if self.source is not None else None
+        source = self.source
+        held = set(source.runs) if source is not None else None
         realised = await asyncio.to_thread(self._realised, [a.account_id for a in armed], now, held)
         tripped: list[int] = []
         rearmed: list[_Armed] = []
@@ -257,8 +271,9 @@ class KillSwitch:
     def _day_pnl(self, account_id: int, realised: tuple[Decimal | None, str | None]) -> DayPnl:
         value, why = realised
         open_pnl: Decimal | None = Decimal(0)
-        if self.source is not None:
-            open_pnl = self.source.account_open_pnl(account_id)
+        source = self.source
+        if source is not None:
+            open_pnl = source.account_open_pnl(account_id)
             if open_pnl is None and why is None:
                 why = "an open position has no usable price"
         return DayPnl(account_id, value, open_pnl, why)
@@ -629,6 +644,14 @@ class KillSwitch:
         return result, {"action": action, "tripped": result.accounts, "exit_commands": result.command_ids}
 
 
+def pnl_source(components: Iterable[object]) -> OpenPnlSource | None:
+    """The engine's risk engine (the component named ``risk``) among ``components``, or None."""
+    for component in components:
+        if getattr(component, "name", None) == "risk" and isinstance(component, OpenPnlSource):
+            return component
+    return None
+
+
 def queue_command(
     session: Session, *, user_id: int, action: Action, token: str, account_id: int | None = None
 ) -> EngineCommand:
@@ -665,6 +688,7 @@ __all__ = [
     "KillSwitchConfig",
     "OpenPnlSource",
     "day_bounds",
+    "pnl_source",
     "queue_command",
     "realised_today",
     "tripped_at_ist",

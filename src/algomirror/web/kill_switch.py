@@ -206,11 +206,13 @@ def _lines(errors: dict[int, LimitForm] | None = None) -> list[AccountLine]:
 
 def _index_page(errors: dict[int, LimitForm] | None = None, code: int = 200) -> tuple[str, int]:
     lines = _lines(errors)
+    pending = _pending()
     page = render_template(
         "risk/kill.html",
         lines=lines,
         any_tripped=any(line.account.kill_switch_at is not None for line in lines),
-        pending_all=_pending().get(None, []),
+        pending_all=pending.get(None, []),
+        any_pending=bool(pending),
         generated_at=market_now(),
         user_id=me().id,
     )

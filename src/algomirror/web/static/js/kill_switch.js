@@ -4,7 +4,9 @@
 //   user:{uid}:kill_switch  pnl          {account_id, pnl|null, limit, unknown_reason, at}
 //   user:{uid}:alerts       kill_switch  {account_id|null, reason, at}: a trip or reset happened
 // A trip or reset changes the state column: the page says so and offers a reload (a reload by itself
-// would throw away a limit being typed).
+// would throw away a limit being typed). While a request of this page is queued for the engine
+// (data-pending), the page reloads itself every 2 s for at most 30 s to show its outcome: the engine may
+// well have done it before this page's stream was connected.
 (function () {
   "use strict";
 
@@ -48,9 +50,35 @@
     state.parentNode.insertBefore(note, state.nextSibling);
   }
 
+  var PENDING_RELOAD_MS = 2000;
+  var PENDING_FOR_MS = 30000;
+
+  function followPending(root) {
+    if (root.getAttribute("data-pending") !== "1") {
+      return;
+    }
+    var key = "kill-switch-pending-since";
+    var since = Number(window.sessionStorage.getItem(key) || "0");
+    var now = Date.now();
+    if (!since || now - since > PENDING_FOR_MS * 2) {
+      since = now;
+      window.sessionStorage.setItem(key, String(since));
+    }
+    if (now - since < PENDING_FOR_MS) {
+      window.setTimeout(function () { window.location.reload(); }, PENDING_RELOAD_MS);
+    }
+  }
+
   function start() {
     var root = document.querySelector("[data-kill-switch]");
-    if (!root || !window.AlgoLive) {
+    if (!root) {
+      return;
+    }
+    if (root.getAttribute("data-pending") !== "1") {
+      window.sessionStorage.removeItem("kill-switch-pending-since");
+    }
+    followPending(root);
+    if (!window.AlgoLive) {
       return;
     }
     var uid = root.getAttribute("data-user-id");
