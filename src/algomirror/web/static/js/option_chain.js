@@ -209,10 +209,17 @@
   ChainPage.prototype.centre = function () {
     var wrap = document.getElementById("chain-scroll");
     var atm = this.body.querySelector("tr.atm");
-    if (!wrap || !atm || wrap.scrollHeight <= wrap.clientHeight) {
+    if (!wrap || !atm) {
       return;
     }
-    wrap.scrollTop = Math.max(0, atm.offsetTop - wrap.clientHeight / 2);
+    if (wrap.scrollHeight > wrap.clientHeight) {
+      wrap.scrollTop = Math.max(0, atm.offsetTop - wrap.clientHeight / 2);
+    }
+    // On a narrow screen the strike column starts in the middle, calls to its left, puts to its right.
+    var strike = atm.querySelector(".strike");
+    if (strike && wrap.scrollWidth > wrap.clientWidth) {
+      wrap.scrollLeft = Math.max(0, strike.offsetLeft - (wrap.clientWidth - strike.offsetWidth) / 2);
+    }
   };
 
   ChainPage.prototype.render = function (data) {
