@@ -14,6 +14,7 @@ from algomirror.domain.risk_rules import (
     LegRiskSettings,
     OpenExecution,
     RunRiskSettings,
+    evaluate_rules,
     evaluate_run,
 )
 
@@ -191,3 +192,55 @@ def test_breach_execution_ids_disjoint(
     assert len(ids) == len(set(ids))
     exiting = {e.id for e in execs if e.status == "exiting"}
     assert not exiting & set(ids)
+
+
+# --- evaluate_rules: the risk engine's entry point (P&L computed by the caller) ----------------------------
+
+
+def test_evaluate_rules_uses_the_callers_pnl_and_claims_pending_executions() -> None:
+    s = RunRiskSettings(max_loss=D(1000))
+    execs = [ex(1), ex(2, status="pending", qty=0), ex(3, status="exiting")]
+    decision = evaluate_rules(s, execs, {1: D(100)}, pnl=D("-1000.00"), account_pnl={1: D("-1000.00")})
+    (b,) = decision.breaches
+    assert (b.rule, b.execution_ids, b.value) == ("max_loss", (1, 2), D("-1000.00"))
+    quiet = evaluate_rules(s, execs, {1: D(100)}, pnl=D("-999.99"), account_pnl={1: D("-999.99")})
+    assert quiet.breaches == ()
+
+
+def test_alert_only_claims_nothing_so_the_trailing_stop_still_exits() -> None:
+    s = RunRiskSettings(max_loss=D(1000), auto_exit_loss=False, trailing=TrailingState.armed(D(-500)))
+    decision = evaluate_run(s, [ex(1), ex(2)], {1: D(90), 2: D(90)})  # −2,000
+    assert [(b.rule, b.alert_only, b.execution_ids) for b in decision.breaches] == [
+        ("max_loss", True, (1, 2)),
+        ("trailing_stop", False, (1, 2)),
+    ]
+
+
+def test_per_rule_auto_exit_overrides() -> None:
+    s = RunRiskSettings(max_loss=D(10), max_profit=D(10), auto_exit=False, auto_exit_profit=True)
+    (loss,) = evaluate_run(s, [ex(1)], {1: D(99)}).breaches
+    (profit,) = evaluate_run(s, [ex(1)], {1: D(101)}).breaches
+    assert (loss.rule, loss.alert_only, profit.rule, profit.alert_only) == (
+        "max_loss",
+        True,
+        "max_profit",
+        False,
+    )
+
+
+def test_leg_rules_on_their_own_mark_while_the_run_pnl_is_unknown_when_asked() -> None:
+    leg = LegRiskSettings(sl_type="points", sl_value=D(5))
+    execs = [ex(1, leg=leg), ex(2)]
+    assert evaluate_run(RunRiskSettings(max_loss=D(1)), execs, {1: D(95), 2: None}).breaches == ()
+    decision = evaluate_run(
+        RunRiskSettings(max_loss=D(1)), execs, {1: D(95), 2: None}, leg_rules_when_unknown=True
+    )
+    assert decision.pnl is None
+    assert [(b.rule, b.execution_ids) for b in decision.breaches] == [("stop_loss", (1,))]
+
+
+def test_a_leg_whose_settings_cannot_apply_is_skipped_and_reported() -> None:
+    bad = LegRiskSettings(trailing_kind="points", trailing_value=D(-5))
+    decision = evaluate_run(RunRiskSettings(max_loss=D(1000)), [ex(1, leg=bad), ex(2)], {1: D(80), 2: D(80)})
+    assert [b.rule for b in decision.breaches] == ["max_loss"]
+    assert set(decision.leg_errors) == {1} and "-5" in decision.leg_errors[1]

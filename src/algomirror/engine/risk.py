@@ -61,16 +61,17 @@ from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.errors import InvalidFill
 from algomirror.domain.pnl import ExecutionFills, Fill, RunPnl, run_pnl
 from algomirror.domain.risk import (
-    LegLevels,
     TrailingState,
-    advance_leg_trailing,
-    advance_trailing,
     initial_trailing_stop,
-    leg_hit,
     leg_levels,
-    max_loss_fires,
-    max_profit_fires,
-    trailing_fires,
+)
+from algomirror.domain.risk_rules import Breach as RuleBreach
+from algomirror.domain.risk_rules import (
+    LegRiskSettings,
+    OpenExecution,
+    RunDecision,
+    RunRiskSettings,
+    evaluate_rules,
 )
 from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine.alerts import raise_alert
@@ -93,59 +94,6 @@ from algomirror.engine.risk_state import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class MaxLossRule:
-    """PRODUCT §6.3: P&L ≤ −max_loss (inclusive)."""
-
-    code = "max_loss"
-
-    def check(self, run: RunState, pnl: Decimal, account_id: int | None) -> Breach | None:
-        if run.max_loss is None or not max_loss_fires(pnl, run.max_loss):
-            return None
-        return Breach(
-            self.code,
-            pnl,
-            run.max_loss,
-            f"max loss: P&L {pnl} <= -{run.max_loss}",
-            auto_exit=run.auto_exit_loss,
-        )
-
-
-class MaxProfitRule:
-    """PRODUCT §6.3: P&L ≥ max_profit (inclusive)."""
-
-    code = "max_profit"
-
-    def check(self, run: RunState, pnl: Decimal, account_id: int | None) -> Breach | None:
-        if run.max_profit is None or not max_profit_fires(pnl, run.max_profit):
-            return None
-        return Breach(
-            self.code,
-            pnl,
-            run.max_profit,
-            f"max profit: P&L {pnl} >= {run.max_profit}",
-            auto_exit=run.auto_exit_profit,
-        )
-
-
-class TrailingRule:
-    """PRODUCT §6.4 on the run's aggregate P&L (its state is one per run): advances the peak, fires at
-    P&L ≤ stop. Armed at entry completion (:attr:`RunState.trailing` set by the loader)."""
-
-    code = "trailing_stop"
-    whole_run = True
-
-    def check(self, run: RunState, pnl: Decimal, account_id: int | None) -> Breach | None:
-        if run.trailing is None or account_id is not None:
-            return None
-        run.trailing = advance_trailing(run.trailing, pnl)
-        if not trailing_fires(run.trailing, pnl):
-            return None
-        level = run.trailing.level
-        return Breach(
-            self.code, pnl, level, f"trailing stop: P&L {pnl} <= stop {level} (peak {run.trailing.peak})"
-        )
 
 
 class RiskEngine:
@@ -184,7 +132,9 @@ class RiskEngine:
         self._loaded = False
         self.runs: dict[int, RunState] = {}
         self._index: dict[tuple[str, str], set[tuple[int, int]]] = {}
-        self.rules: list[RunRule] = [MaxLossRule(), MaxProfitRule(), TrailingRule()]
+        # Rules added after the built-in ones (max loss, max profit, trailing stop, leg rules: those are
+        # domain.risk_rules.evaluate_rules).
+        self.rules: list[RunRule] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_reload = 0.0
@@ -352,23 +302,132 @@ class RiskEngine:
             log.exception("risk: evaluating run %s failed", run_id)
 
     def evaluate(self, run_id: int) -> None:
-        """Evaluate one run's rules now (engine loop, no I/O; a firing is written by a task)."""
+        """Evaluate one run's rules now (engine loop, no I/O; a firing is written by a task): the built-in
+        rules by :func:`~algomirror.domain.risk_rules.evaluate_rules` on the run's exact P&L, then the
+        added rules (:meth:`add_rule`) on what is left unclaimed."""
         run = self.runs.get(run_id)
         if run is None or not run.monitoring:
             return
         now = self.clock.now()
         marks = {e.id: self._mark(e, now) for e in run.executions.values()}
-        self._leg_rules(run, marks, now)
         pnl = self.pnl_of(run, marks)
-        if pnl.unknown:
+        total = None if pnl.unknown else pnl.aggregate.total
+        decision = evaluate_rules(
+            self._settings(run),
+            [self._open_execution(run, e) for e in run.executions.values()],
+            marks,
+            pnl=total,
+            account_pnl={a: t.total for a, t in pnl.per_account.items()},
+            latched=frozenset(run.fired),
+            # A leg's own usable price decides its rules even while another leg has none.
+            leg_rules_when_unknown=True,
+        )
+        self._apply(run, decision)
+        for breach in decision.breaches:
+            self._fire_decided(run, breach)
+        if total is None:
             if run.unknown_since is None:
                 run.unknown_since = now
             return
         run.unknown_since, run.unknown_alerted = None, False
-        run.last_pnl = pnl.aggregate.total
+        run.last_pnl = total
+        if self.rules:
+            self._added_rules(run, pnl)
+
+    @staticmethod
+    def _settings(run: RunState) -> RunRiskSettings:
+        return RunRiskSettings(
+            max_loss=run.max_loss,
+            max_profit=run.max_profit,
+            scope="per_account" if run.scope == "per_account" else "aggregate",
+            trailing=run.trailing,
+            auto_exit_loss=run.auto_exit_loss,
+            auto_exit_profit=run.auto_exit_profit,
+        )
+
+    @staticmethod
+    def _open_execution(run: RunState, e: ExecutionState) -> OpenExecution:
+        """The execution as the rules see it: claimable (pending/active with something to exit) or owned by
+        an exit already (``exiting``: claimed by a rule here, or not claimable in its stored state)."""
+        claimable = (
+            e.status in CLAIMABLE and e.id not in run.claimed and (e.status == "pending" or e.open_units > 0)
+        )
+        status: Literal["pending", "active", "exiting"] = (
+            "exiting" if not claimable else ("pending" if e.status == "pending" else "active")
+        )
+        legs = (
+            status == "active"
+            and e.monitored
+            and not e.hit
+            and not e.leg_error
+            and e.entry_price is not None
+            and (e.sl_type is not None or e.tp_type is not None or e.trailing_kind is not None)
+        )
+        return OpenExecution(
+            id=e.id,
+            account_id=e.account_id,
+            action=e.side,
+            entry_average=e.entry_price if e.entry_price is not None else Decimal(0),
+            open_quantity=e.open_units,
+            status=status,
+            stop_loss=e.stop_loss,
+            target=e.target,
+            trailing_best=e.best,
+            leg=LegRiskSettings(
+                sl_type=e.sl_type,
+                sl_value=e.sl_value,
+                tp_type=e.tp_type,
+                tp_value=e.tp_value,
+                trailing_kind=e.trailing_kind,
+                trailing_value=e.trailing_value,
+            )
+            if legs
+            else None,
+        )
+
+    @staticmethod
+    def _apply(run: RunState, decision: RunDecision) -> None:
+        """Keep what the evaluation moved: the trailing state and the leg trailing levels."""
+        if run.trailing is not None and decision.trailing is not None:
+            run.trailing = decision.trailing
+        for execution_id, moved in decision.leg_updates.items():
+            e = run.executions[execution_id]
+            if (moved.trailing_best, moved.stop_loss) != (e.best, e.stop_loss):
+                e.best, e.stop_loss, e.levels_dirty = moved.trailing_best, moved.stop_loss, True
+        for execution_id, text in decision.leg_errors.items():
+            e = run.executions[execution_id]
+            if not e.leg_error:
+                # This leg's rules are off (logged once); the run's rules and the other legs go on.
+                e.leg_error = True
+                log.warning("risk: execution %s: leg rules not evaluated: %s", execution_id, text)
+
+    def _fire_decided(self, run: RunState, decided: RuleBreach) -> None:
+        """Fire a breach of the built-in rules with the engine's record of it (threshold, detail)."""
+        if decided.scope == "execution":
+            e = run.executions[decided.execution_ids[0]]
+            code, ltp, level = decided.rule, decided.value, decided.threshold
+            e.hit = True
+            detail = f"{code.replace('_', ' ')}: LTP {ltp} vs {level} ({e.symbol})"
+            self.fire(run, Breach(code, ltp, level, detail), [e.id], execution=e, price=ltp)
+            return
+        pnl = decided.value
+        if decided.rule == "max_loss":
+            threshold = run.max_loss
+            detail = f"max loss: P&L {pnl} <= -{run.max_loss}"
+        elif decided.rule == "max_profit":
+            threshold = run.max_profit
+            detail = f"max profit: P&L {pnl} >= {run.max_profit}"
+        else:
+            threshold = decided.threshold
+            peak = run.trailing.peak if run.trailing is not None else None
+            detail = f"trailing stop: P&L {pnl} <= stop {threshold} (peak {peak})"
+        breach = Breach(decided.rule, pnl, threshold, detail, auto_exit=not decided.alert_only)
+        self.fire(run, breach, decided.execution_ids, account_id=decided.account_id)
+
+    def _added_rules(self, run: RunState, pnl: RunPnl) -> None:
+        """The added rules, in order, per view (each account alone in ``per_account`` scope, except rules
+        marked ``whole_run``; the whole run otherwise) on what no rule claimed; the first firing wins."""
         per_account = run.scope == "per_account"
-        # Views: the whole run, or each account alone plus the whole run for the rules whose state is
-        # one per run (the trailing stop).
         views: list[tuple[int | None, Decimal | None]] = [(None, pnl.aggregate.total)]
         if per_account:
             views = [(a, t.total) for a, t in pnl.per_account.items()] + views
@@ -420,51 +479,6 @@ class RiskEngine:
             and (e.status == "pending" or e.open_units > 0)
             and (account_id is None or e.account_id == account_id)
         )
-
-    def _leg_rules(self, run: RunState, marks: dict[int, Decimal | None], now: datetime) -> None:
-        for e in run.executions.values():
-            ltp = marks.get(e.id)
-            if (
-                ltp is None
-                or not e.monitored
-                or e.hit
-                or e.status != "active"
-                or e.id in run.claimed
-                or e.open_units <= 0
-                or e.entry_price is None
-            ):
-                continue
-            trailing = False
-            try:
-                if e.trailing_kind is not None and e.trailing_value is not None:
-                    best, stop = advance_leg_trailing(
-                        e.side,
-                        best=e.best,
-                        ltp=ltp,
-                        stop_loss=e.stop_loss,
-                        entry=e.entry_price,
-                        kind=e.trailing_kind,
-                        value=e.trailing_value,
-                    )
-                    if (best, stop) != (e.best, e.stop_loss):
-                        e.best, e.stop_loss, e.levels_dirty = best, stop, True
-                    trailing = True
-                hit = leg_hit(e.side, ltp, LegLevels(stop_loss=e.stop_loss, target=e.target))
-            except ValueError as exc:
-                # A leg whose settings cannot be evaluated loses its own rules only, not the run's.
-                if not e.leg_error:
-                    e.leg_error = True
-                    log.warning("risk: execution %s: leg rules not evaluated: %s", e.id, exc)
-                continue
-            if hit is None:
-                continue
-            code = (
-                "take_profit" if hit == "take_profit" else ("leg_trailing_stop" if trailing else "stop_loss")
-            )
-            level = e.target if hit == "take_profit" else e.stop_loss
-            e.hit = True
-            breach = Breach(code, ltp, level, f"{code.replace('_', ' ')}: LTP {ltp} vs {level} ({e.symbol})")
-            self.fire(run, breach, [e.id], execution=e, price=ltp)
 
     # --------------------------------------------------------------------------------- firing
 
@@ -1071,11 +1085,8 @@ __all__ = [
     "Breach",
     "ExecutionState",
     "LiveBus",
-    "MaxLossRule",
-    "MaxProfitRule",
     "RiskConfig",
     "RiskEngine",
     "RunRule",
     "RunState",
-    "TrailingRule",
 ]
