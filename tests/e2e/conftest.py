@@ -20,7 +20,7 @@ from algomirror.config import Settings, load_settings
 from algomirror.db.migrate import upgrade_url
 from algomirror.db.session import Database
 from algomirror.embedded import start_embedded
-from algomirror.live import build_bus
+from algomirror.live import LiveBus, build_bus
 from algomirror.security import make_password_hasher
 from algomirror.web import create_app
 from tests.integration.web_support import unused_port
@@ -92,11 +92,13 @@ def artifacts_dir() -> Path:
 
 @dataclass
 class Demo:
-    """A running demo: the web app's base ``url``, its ``settings`` and ``database``."""
+    """A running demo: the web app's base ``url``, its ``settings``, ``database`` and the live ``bus`` the
+    engine and the web app share."""
 
     url: str
     settings: Settings
     database: Database
+    bus: LiveBus | None = None
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +140,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         server = create_server(app, host="127.0.0.1", port=0, threads=8, channel_request_lookahead=1)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
-        yield Demo(f"http://127.0.0.1:{server.effective_port}", settings, database)
+        yield Demo(f"http://127.0.0.1:{server.effective_port}", settings, database, bus)
     finally:
         if server is not None:
             server.close()

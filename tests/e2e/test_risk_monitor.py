@@ -105,6 +105,51 @@ def test_monitor_follows_live_snapshots_without_reload(
         age = page.locator("#rm-legs tr[data-execution-id]").first.locator("[data-field=age]")
         assert age.inner_text().strip().endswith(" s") or age.inner_text().strip().endswith(" min")
         page.locator("#mtm-chart canvas").first.wait_for(timeout=10_000)
+
+        # A breach and a Supertrend update in the engine's shapes (risk.py _fire payload, contract C4),
+        # published on the shared bus: the event is prepended, the latch shows it fired, the cells fill.
+        assert demo_server.bus is not None
+        topic = f"run:{run.id}:risk"
+        demo_server.bus.publish(
+            topic,
+            "max_loss",
+            {
+                "run_id": run.id,
+                "account_id": accounts[0],
+                "pnl": "-5000.00",
+                "detail": "P&L -5,000 at or below -5,000",
+                "executions": [],
+                "rule": "max_loss",
+                "action": "alert_only",
+                "message": "P&L -5,000 at or below -5,000; alert only (auto-exit off)",
+            },
+        )
+        first_event = page.locator("#risk-events li.risk-event").first
+        first_event.wait_for(timeout=10_000)
+        assert first_event.get_attribute("data-event-type") == "max_loss"
+        assert "alert only (auto-exit off)" in first_event.inner_text()
+        assert "Demo Alpha" in first_event.inner_text()
+        page.locator("#latch-max_loss[data-fired=true]").wait_for(timeout=5_000)
+        assert page.locator("#risk-events-empty").is_hidden()
+        demo_server.bus.publish(
+            topic,
+            "supertrend",
+            {
+                "run_id": run.id,
+                "timeframe": "5m",
+                "state": "ok",
+                "message": None,
+                "candle_at": "2026-11-23T04:00:00+00:00",
+                "close": "101.50",
+                "line": "98.25",
+                "direction": 1,
+                "exit_type": None,
+            },
+        )
+        page.locator("#rm-supertrend [data-field=st_direction].positive").wait_for(timeout=5_000)
+        assert page.locator("#rm-supertrend [data-field=st_line]").inner_text() == "98.25"
+        assert "close 101.50" in page.locator("#rm-supertrend").inner_text()
+        assert page.locator("#rm-legs").bounding_box() == legs_at, "an event moved the legs table"
         page.screenshot(path=str(artifacts_dir / "risk-monitor.png"), full_page=True)
 
         # The index lists the run, live too, and links back to its monitor.
@@ -123,6 +168,15 @@ def test_monitor_follows_live_snapshots_without_reload(
         page.locator("#run-exit").click()
         page.get_by_role("button", name="Yes, exit").click()
         page.locator("#run-status[data-status=closed]").wait_for(timeout=90_000)
+
+        # A closed run's monitor is not live; its last prices age on the page and turn stale after 5 s.
+        page.goto(demo_server.url + f"/risk/runs/{run.id}")
+        page.locator("#rm-live", has_text="run ended").wait_for()
+        page.locator("#rm-legs tr.is-stale [data-field=age].stale").first.wait_for(timeout=20_000)
+        # On a phone the page fits the width (the legs become cards).
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_function("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+        page.screenshot(path=str(artifacts_dir / "risk-monitor-phone.png"), full_page=True)
         assert problems == []
     finally:
         context.close()

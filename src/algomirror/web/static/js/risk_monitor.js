@@ -154,7 +154,8 @@
   function MtmChart(el, limits) {
     var LW = window.LightweightCharts;
     var empty = document.getElementById("mtm-empty");
-    var state = { series: null, last: null, loaded: false, pending: [] };
+    var state = { series: null, last: null, loaded: false, pending: [], count: 0 };
+    var FIT_UNTIL = 300; // below this many points the whole day fits; beyond, the chart scrolls with time
     if (!el || !LW || typeof LW.createChart !== "function") {
       return { add: function () {}, reload: function () {} };
     }
@@ -192,8 +193,14 @@
       if (state.last !== null && time < state.last) {
         return; // the chart only appends (or replaces the latest point)
       }
+      if (time !== state.last) {
+        state.count += 1;
+      }
       state.series.update({ time: time, value: value });
       state.last = time;
+      if (state.count < FIT_UNTIL) {
+        chart.timeScale().fitContent();
+      }
       showEmpty();
     }
 
@@ -211,7 +218,9 @@
           });
           var live = state.loaded ? [] : state.pending;
           state.series.setData(points);
+          state.count = points.length;
           state.last = points.length ? points[points.length - 1].time : null;
+          chart.timeScale().fitContent();
           state.loaded = true;
           state.pending = [];
           live.forEach(function (p) { put(p.time, p.value); });
@@ -447,8 +456,9 @@
         if (latch && latch.dataset.fired !== "true") {
           latch.dataset.fired = "true";
           var text = "fired " + istTime.format(new Date(clock.now()));
-          if (num(data.pnl) !== null) {
-            text += " at ₹" + grouping.format(num(data.pnl));
+          var value = num(data.pnl);
+          if (value !== null) {
+            text += " at " + (value < 0 ? "-" : "") + "₹" + grouping.format(Math.abs(value));
           }
           setText(field(latch, "latch"), text);
         }
