@@ -261,9 +261,13 @@ async def test_realised_loss_of_today_trips_at_the_limit_and_a_reset_waits_to_re
     world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
     run_id = await closed_with_loss(world)
     [first] = world.account_ids
-    set_limit(world, 0, "1300.01")
     source = FakeSource()
-    async with switch_of(world, source) as (switch, _):
+    async with switch_of(world, source) as (switch, bus):
+        # Without a limit the account is valued (for the page) and never trips.
+        assert await switch.check() == []
+        assert switch.last[first].total == Decimal("-1300.00")
+        assert bus.events("pnl")[-1]["limit"] is None and bus.events("pnl")[-1]["pnl"] == "-1300.00"
+        set_limit(world, 0, "1300.01")
         assert await switch.check() == []
         assert switch.last[first].realised == Decimal("-1300.00")
         # An exit on an earlier IST day does not count today.

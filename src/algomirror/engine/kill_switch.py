@@ -5,13 +5,15 @@
 entries halted (:func:`~algomirror.engine.halts.halt_account_entries`, which the entry path obeys). Both
 are rows, so they survive restarts; only a person clears them (a ``reset`` command from the web).
 
-**Daily loss limit.** Every ``check_seconds`` each active account with a ``daily_loss_limit`` and no
-latch is valued: day P&L (₹) = the realised P&L of its executions exited today (IST trading day) in runs
-the risk engine no longer holds, from their entry/exit averages and quantities (sign +1 BUY, −1 SELL),
-plus ``source.account_open_pnl(account)`` (the risk engine: realised + unrealised of the account's
-executions in the open runs it holds). Unknown is never 0: an open run the risk engine has not loaded
-yet, a price pending, or an open execution without a usable mark make the day P&L unknown and nothing
-trips. Day P&L ≤ −limit trips the account.
+**Daily loss limit.** Every ``check_seconds`` each active account is valued (published for the page;
+only an account with a ``daily_loss_limit`` and no latch can trip): day P&L (₹) = the realised P&L of
+its executions exited today (IST trading day) in runs the risk engine no longer holds, from their
+entry/exit averages and quantities (sign +1 BUY, −1 SELL; :mod:`~algomirror.engine.day_pnl`), plus
+``source.account_open_pnl(account)`` (the risk engine: realised + unrealised of the account's executions
+in the open runs it holds). Unknown is never 0: an open run the risk engine has not loaded yet, a price
+pending, or an open execution without a usable mark make the day P&L unknown and nothing trips. Day
+P&L ≤ −limit trips the account. (A run carried over from an earlier day counts whole: the risk engine
+values a run, not a day.)
 
 **One transaction per trip**: the conditional latch (``UPDATE … WHERE kill_switch_at IS NULL``: one
 winner), the account's entry halt, a ``risk_events`` row (``kill_switch``, ``exit_initiated``) per open
@@ -26,9 +28,9 @@ working (tagged) entry orders first, then buys back shorts before selling hedges
 
 **Reset.** Clears the latch and the part of the account's entry halt the kill switch set (another
 cause's halt stays). If today's P&L is still beyond the limit the account would trip again at once, so
-after a reset the automatic trip waits until the day P&L is seen above −limit again (``kill_switch_
-rearmed`` in the activity log) — or the next day; that waiting state is read back from the activity log
-at start.
+after a reset the automatic trip waits until the day P&L is seen above −limit again
+(``kill_switch_rearmed`` in the activity log) — or the next day; that waiting state is read back from
+the activity log at start.
 
 **Commands** (``engine_commands`` kind ``kill_switch``; payload ``action`` = ``trip`` | ``trip_all`` |
 ``reset`` | ``reset_all``, ``account_id`` for the one-account actions): claimed ``pending → running``
@@ -116,11 +118,12 @@ class KillSwitchConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class _Armed:
+class _Watched:
     account_id: int
     user_id: int
     name: str
-    limit: Decimal
+    limit: Decimal | None
+    latched: bool
 
 
 @dataclass(slots=True)
@@ -220,19 +223,20 @@ class KillSwitch:
     # --------------------------------------------------------------------------------- limits
 
     async def check(self) -> list[int]:
-        """Value every armed account with a limit and trip those at or beyond it; the tripped ids."""
+        """Value every active account (published for the page) and trip those with a limit and no latch
+        whose day P&L is at or beyond it; the tripped ids."""
         now = self.clock.now()
         if self._waiting is None:
             self._waiting = await asyncio.to_thread(self._load_waiting, now)
-        armed = await asyncio.to_thread(self._armed)
-        if not armed:
+        watched = await asyncio.to_thread(self._watched)
+        if not watched:
             return []
         source = self.source
         held = set(source.runs) if source is not None else None
-        realised = await asyncio.to_thread(self._realised, [a.account_id for a in armed], now, held)
+        realised = await asyncio.to_thread(self._realised, [a.account_id for a in watched], now, held)
         tripped: list[int] = []
-        rearmed: list[_Armed] = []
-        for account in armed:
+        rearmed: list[_Watched] = []
+        for account in watched:
             value = self._day_pnl(account.account_id, realised[account.account_id])
             self.last[account.account_id] = value
             total = value.total
@@ -242,12 +246,12 @@ class KillSwitch:
                 {
                     "account_id": account.account_id,
                     "pnl": None if total is None else str(total),
-                    "limit": str(account.limit),
+                    "limit": None if account.limit is None else str(account.limit),
                     "unknown_reason": value.unknown_reason,
                     "at": now.isoformat(),
                 },
             )
-            if total is None:
+            if total is None or account.limit is None or account.latched:
                 continue
             if account.account_id in self._waiting:
                 if total > -account.limit:
@@ -278,7 +282,7 @@ class KillSwitch:
                 why = "an open position has no usable price"
         return DayPnl(account_id, value, open_pnl, why)
 
-    def _armed(self) -> list[_Armed]:
+    def _watched(self) -> list[_Watched]:
         with self.database.session_factory() as session:
             rows = session.execute(
                 select(
@@ -286,15 +290,12 @@ class KillSwitch:
                     TradingAccount.user_id,
                     TradingAccount.account_name,
                     TradingAccount.daily_loss_limit,
-                ).where(
-                    TradingAccount.is_active.is_(True),
-                    TradingAccount.archived_at.is_(None),
-                    TradingAccount.daily_loss_limit.is_not(None),
-                    TradingAccount.kill_switch_at.is_(None),
-                )
+                    TradingAccount.kill_switch_at,
+                ).where(TradingAccount.is_active.is_(True), TradingAccount.archived_at.is_(None))
             ).all()
         return [
-            _Armed(r.id, r.user_id, r.account_name, r.daily_loss_limit) for r in rows if r.daily_loss_limit
+            _Watched(r.id, r.user_id, r.account_name, r.daily_loss_limit, r.kill_switch_at is not None)
+            for r in rows
         ]
 
     def _realised(
@@ -321,9 +322,10 @@ class KillSwitch:
             latest[int(account_id)] = action
         return {a for a, action in latest.items() if action == RESET_ACTION}
 
-    def _log_rearmed(self, accounts: list[_Armed], now: datetime) -> None:
+    def _log_rearmed(self, accounts: list[_Watched], now: datetime) -> None:
         with self.database.session() as session:
             for a in accounts:
+                assert a.limit is not None  # only armed accounts are re-armed
                 session.add(
                     ActivityLog(
                         user_id=a.user_id,
