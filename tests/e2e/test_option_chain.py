@@ -5,6 +5,7 @@ page shows the live feed state."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,10 @@ def test_a_refused_parameter_says_why_in_the_page(demo_server: Demo, browser_pag
     page.locator("#c-strikes").fill("3")
     page.get_by_role("button", name="Show").click()
     expect(page.locator("#chain-rows tr[data-strike]")).to_have_count(7, timeout=DEADLINE * 1000)
+    # Another underlying: its own first expiry is asked for, not the NIFTY one still selected.
+    page.locator("#c-instrument").select_option("SENSEX")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("#chain")).to_have_attribute("data-instrument", "SENSEX")
+    expect(page.locator("#chain-error")).to_have_count(0)
+    expect(page.locator("#chain-rows tr[data-strike]")).to_have_count(7, timeout=DEADLINE * 1000)
+    expect(page.locator("#chain-rows tr.atm .strike")).to_have_text(re.compile(r"^[0-9,]+00$"))  # step 100

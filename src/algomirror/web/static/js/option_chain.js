@@ -296,7 +296,22 @@
     }
   }
 
+  // The expiry list belongs to the underlying shown: after choosing another underlying the form asks
+  // for that one's first listed expiry instead of sending an expiry it does not list.
+  function setupForm() {
+    var instrument = document.getElementById("c-instrument");
+    var expiry = document.getElementById("c-expiry");
+    if (!instrument || !expiry) {
+      return;
+    }
+    var shown = instrument.value;
+    instrument.addEventListener("change", function () {
+      expiry.disabled = instrument.value !== shown || expiry.options.length === 0;
+    });
+  }
+
   ready(function () {
+    setupForm();
     var root = document.getElementById("chain");
     if (root && window.AlgoLive) {
       new ChainPage(root).start();
