@@ -1,0 +1,212 @@
+"""The engine killed with a real ``kill -9`` in the middle of a risk exit (issue 12, "Faults"), on SQLite
+and PostgreSQL: the restarted engine completes the exit, and the exchange holds exactly one exit order
+per execution.
+
+The engine is a real subprocess (``algomirror engine`` through ``risk_engine_proc.py``, on the exchange's
+simulated time) on the test's database; the paper exchange runs in this process with a ×1 clock, so the
+engine's own feed manager streams its ticks and its own risk engine sees the index ramp through max
+loss. The kill point is fixed by the exchange: it places the exit orders of two of the three accounts at
+once and holds their replies far beyond the engine's life, so the test waits — from the journal and the
+exchange's own books — until those four intents are ``sent`` and their orders exist, and kills the
+engine right there (the third account's exits have completed). Every wait is a poll with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import IO
+
+from cryptography.fernet import Fernet
+
+from algomirror.db.models import TradingAccount
+from algomirror.domain import order_state
+from algomirror.domain.timeutil import utcnow
+from algomirror.security import SecretBox
+from tests.integration.execution_support import World
+from tests.integration.risk_engine_proc import OFFSET_VARIABLE
+from tests.integration.risk_fault_support import (
+    QTY,
+    SPOT,
+    configure,
+    entered,
+    every_leg_once,
+    exit_commands,
+    exit_orders,
+    filled_exits,
+    risk_events,
+    straddle_world,
+    until,
+)
+from tests.sim_fixtures import SimHandle
+
+LAUNCHER = Path(__file__).with_name("risk_engine_proc.py")
+HUNG_SECONDS = 90.0  # far longer than the test: a held reply never reaches the killed engine
+MAX_LOSS = Decimal("3000")
+DEADLINE = 30.0
+
+
+def rekey(world: World) -> bytes:
+    """A Fernet key the engine subprocess is also given; the accounts' API keys re-encrypted with it."""
+    fernet = Fernet.generate_key()
+    world.box = SecretBox(fernet)
+    with world.database.session() as session:
+        for i, account_id in enumerate(world.account_ids):
+            account = session.get(TradingAccount, account_id)
+            assert account is not None
+            account.api_key_encrypted = world.box.encrypt(world.sim.api_keys[i])
+    return fernet
+
+
+class Engines:
+    """Starts engine subprocesses on one database; stops whatever is left at the end."""
+
+    def __init__(self, db_url: str, tmp_path: Path, fernet: bytes, offset: float) -> None:
+        self.env = {
+            **os.environ,
+            "ALGOMIRROR_DATABASE_URL": db_url,
+            "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance"),
+            "ALGOMIRROR_FERNET_KEY": fernet.decode(),
+            "ALGOMIRROR_SYNC_INTERVAL_MARKET": "5",
+            "ALGOMIRROR_SYNC_INTERVAL_CLOSED": "5",
+            OFFSET_VARIABLE: repr(offset),
+        }
+        self.tmp_path = tmp_path
+        self.started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        # The log goes to a file: a pipe nobody reads would block the engine once it filled.
+        log = (self.tmp_path / f"engine-{len(self.started) + 1}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, str(LAUNCHER)], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.started.append((proc, log))
+        return proc
+
+    def keep_running(self) -> None:
+        """Restart the last engine if it was refused the lock (exit 2): the killed one's database session
+        (PostgreSQL's advisory lock) may outlive it for a moment. Any other exit fails the test."""
+        proc, _ = self.started[-1]
+        if proc.poll() is None:
+            return
+        assert proc.returncode == 2, self.logs()
+        self.start()
+
+    def logs(self) -> str:
+        """The tail of every engine's log (for failure messages)."""
+        parts = []
+        for n in range(1, len(self.started) + 1):
+            text = (self.tmp_path / f"engine-{n}.log").read_bytes()[-2500:].decode(errors="replace")
+            parts.append(f"--- engine {n}\n{text}")
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        for proc, log in self.started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            log.close()
+
+
+@contextmanager
+def engines(db_url: str, tmp_path: Path, fernet: bytes, offset: float) -> Iterator[Engines]:
+    started = Engines(db_url, tmp_path, fernet, offset)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def kill_9(proc: subprocess.Popen[bytes]) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def exit_intents(world: World) -> list[tuple[int, str, str | None]]:
+    """(account id, state, order id) of every exit intent."""
+    return [(i.account_id, i.state, i.order_id) for i in world.intents() if i.purpose == "exit"]
+
+
+async def test_engine_killed_mid_risk_exit_is_restarted_and_completes_it_with_one_order_per_execution(
+    db_url: str, tmp_path: Path, make_simulator: Callable[..., SimHandle]
+) -> None:
+    sim = make_simulator(clock="accelerated", speed=1.0, tick_seconds=0.2)
+    world = straddle_world(db_url, sim, accounts=3)
+    fernet = rekey(world)
+    run_id = await entered(world)
+    configure(world, max_loss=MAX_LOSS)
+    entry_ids = {o.orderid for o in world.all_exchange_orders()}
+    assert len(entry_ids) == 6
+    held = world.account_ids[:2]
+    for key in sim.api_keys[:2]:  # both exits of the first two accounts: placed, replies held
+        sim.control.hang_next(2, seconds=HUNG_SECONDS, execute=True, endpoint="placeorder", apikey=key)
+    hub = sim.running.core.ws_hub
+    assert hub is not None
+    offset = (sim.running.core.market.now() - utcnow()).total_seconds()
+
+    with engines(db_url, tmp_path, fernet, offset) as started:
+        doomed = started.start()
+
+        def subscribed() -> bool:
+            assert doomed.poll() is None, started.logs()
+            return all(hub.ref_count(symbol, "NFO") >= 1 for symbol in world.leg_symbols)
+
+        await until(subscribed, "the engine's feed subscribed the legs", timeout=DEADLINE)
+        assert exit_commands(world) == []
+        sim.control.ramp(*SPOT, 26400, 4)
+
+        def caught_mid_exit() -> bool:
+            assert doomed.poll() is None, started.logs()
+            intents = exit_intents(world)
+            sent = [i for i in intents if i[0] in held and i[1] == order_state.SENT]
+            placed = [o for i in range(2) for o in exit_orders(world)[i]]
+            third = [e.status for e in world.executions(run_id) if e.account_id == world.account_ids[2]]
+            return len(sent) == 4 and len(placed) == 4 and third == ["exited", "exited"]
+
+        await until(caught_mid_exit, "four exits sent, their replies held", timeout=DEADLINE)
+        kill_9(doomed)
+        [command] = exit_commands(world)
+        assert (command.token, command.status) == (f"risk:{run_id}:max_loss", "running")
+        killed = world.executions(run_id)
+        assert {e.status for e in killed if e.account_id in held} == {"exiting"}
+
+        started.start()
+
+        def closed() -> bool:
+            started.keep_running()
+            return world.command(command.id).status == "done" and world.run(run_id).status == "closed"
+
+        await until(closed, "the restarted engine finished the exit", timeout=DEADLINE)
+        logs = started.logs()
+
+    # The exchange's own books: one exit order per execution, all filled; the held ones were found by
+    # tag after the restart, never sent again.
+    assert filled_exits(world) == every_leg_once(world), logs
+    orders = exit_orders(world)
+    assert all(len(orders[i]) == 2 for i in range(3)), logs
+    intents = exit_intents(world)
+    assert len(intents) == 6 and {state for _, state, _ in intents} == {order_state.COMPLETE}
+    exchange_exit_ids = {o.orderid for i in range(3) for o in orders[i]}
+    assert {order_id for _, _, order_id in intents} == exchange_exit_ids
+    for e in world.executions(run_id):
+        assert (e.status, e.exit_reason, e.exited_quantity) == ("exited", "max_loss", QTY), e.error_message
+        assert e.exit_order_ids is not None and len(e.exit_order_ids) == 1
+    # One breach, recorded once, not fired again by the restarted engine.
+    assert len(exit_commands(world)) == 1
+    rows = risk_events(world, run_id)
+    assert len(rows) == 6 and {r.event_type for r in rows} == {"max_loss"}
+    run = world.run(run_id)
+    assert run.exit_reason == "max_loss" and run.max_loss_triggered_at is not None
+    for i in range(3):
+        account = sim.running.core.exchange.accounts[sim.api_keys[i]]
+        assert all(p.quantity == 0 for p in account.positions.values())
