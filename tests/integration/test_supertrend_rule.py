@@ -63,10 +63,11 @@ class Harness:
     bus: RecordingBus
     run_id: int
 
-    async def at(self, when: datetime) -> None:
-        """Move the market clock to ``when``, give every leg a fresh mark, and step the component."""
+    async def at(self, when: datetime, *, marks: bool = True) -> None:
+        """Move the market clock to ``when``, give every leg a fresh mark (unless not ``marks``), and
+        step the component."""
         self.world.clock.set(when)
-        for e in self.world.executions(self.run_id):
+        for e in self.world.executions(self.run_id) if marks else ():
             assert e.symbol is not None and e.entry_price is not None
             self.book.update(e.symbol, "NFO", Mark(e.entry_price, when, "rest", None))
         await self.rule.step()
@@ -215,6 +216,27 @@ async def test_fires_once_on_the_closed_candle_never_on_the_forming_one(
         rows = list(session.scalars(select(RiskEvent).where(RiskEvent.run_id == run_id)))
     assert len(rows) == 4 and {r.event_type for r in rows} == {"supertrend_exit"}
     assert all(r.details is not None and "breakout: close 500.00 > ST" in r.details for r in rows)
+
+
+async def test_an_exit_state_waits_for_a_known_pnl(db_url: str, simulator_session: SimHandle) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    run_id = await entered(world)
+    configure(world)
+    ce, pe = world.leg_symbols
+    source = FakeHistory(
+        world.clock, {ce: breakout_at(_ist(10, 31), "100", "60"), pe: breakout_at(T0, "90", "0")}
+    )
+    async with harness(world, run_id, source) as h:
+        await h.at(_ist(10, 30, 0))  # marks at 10:30: 5 minutes old by the evaluation below, not usable
+        await h.at(_ist(10, 35, 3), marks=False)
+        [event] = h.bus.supertrend(run_id)
+        assert event["direction"] == -1 and event["message"] == "exit state"
+        await h.at(_ist(10, 35, 4), marks=False)
+        assert h.risk.fired == 0 and exit_commands(world) == []
+        await h.at(_ist(10, 35, 5))  # fresh marks: the run's P&L is known, the exit fires
+        assert h.risk.fired == 1
+        await all_exited(world, run_id)
+    assert [c.token for c in exit_commands(world)] == [f"risk:{run_id}:supertrend_exit"]
 
 
 async def test_a_restarted_component_reads_the_stored_latch(

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -106,7 +106,7 @@ class _Track:
     next_try: datetime | None = None
     # (candle start, close, line, kind) of an exit waiting for a known P&L.
     pending: tuple[datetime, float, float, ExitKind] | None = None
-    fired: bool = False
+    fired: bool = False  # this component asked the risk engine to fire (display; the latch is below)
     alerted: set[str] = field(default_factory=set)
 
 
@@ -186,7 +186,7 @@ def event_of(
         "state": state,
         "message": message,
         "candle_at": candle.start.isoformat() if candle is not None else None,
-        "close": str(candle.close.quantize(Decimal("0.01"))) if candle is not None else None,
+        "close": str(candle.close.quantize(Decimal("0.01"), ROUND_HALF_UP)) if candle is not None else None,
         "line": f"{line:.2f}" if line is not None else None,
         "direction": direction,
         "exit_type": kind if kind is not None else setting.kind,
@@ -453,7 +453,9 @@ class SupertrendRule:
             track.pending = None
 
     def _latched(self, run: RunState, track: _Track) -> bool:
-        return track.fired or track.setting.triggered_at is not None or (CODE, None) in run.fired
+        # In memory: the risk engine's claim (set by ``fire``, dropped again if its write failed, so a
+        # later close retries); stored: the run's latch, read back on every reload.
+        return track.setting.triggered_at is not None or (CODE, None) in run.fired
 
     def _try_fire(self, risk: RiskEngine, run: RunState, track: _Track) -> None:
         """Fire the pending exit through the risk engine once the run's P&L is known."""
