@@ -30,12 +30,17 @@ After the commit the command is dispatched at once to the :class:`~algomirror.en
 engine dies after the commit, the command is still pending (or ``running``, which the exit executor's
 recovery returns to pending) and runs on start; the executions' ``active → exiting`` claim keeps one
 exit per leg whatever else asks for it.
+
+**Modules.** This one is the component (loop, tick path, evaluation, firing tasks, live snapshots, P&L
+samples, account P&L); :mod:`~algomirror.engine.risk_state` holds the state and configuration (all
+re-exported here), :mod:`~algomirror.engine.risk_loading` reads the open runs,
+:mod:`~algomirror.engine.risk_records` writes breaches and state, :mod:`~algomirror.engine.risk_snapshot`
+builds the live snapshot; the rules themselves are :func:`algomirror.domain.risk_rules.evaluate_rules`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -43,28 +48,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import SQLAlchemyError
 
-from algomirror.db.models import (
-    ActivityLog,
-    RiskEvent,
-    RunPnlSample,
-    Strategy,
-    StrategyExecution,
-    StrategyLeg,
-    StrategyRun,
-)
 from algomirror.db.session import Database
 from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.errors import InvalidFill
-from algomirror.domain.pnl import ExecutionFills, Fill, RunPnl, run_pnl
-from algomirror.domain.risk import (
-    TrailingState,
-    initial_trailing_stop,
-    leg_levels,
-)
+from algomirror.domain.pnl import RunPnl
+from algomirror.domain.risk import TrailingState
 from algomirror.domain.risk_rules import Breach as RuleBreach
 from algomirror.domain.risk_rules import (
     LegRiskSettings,
@@ -74,17 +64,14 @@ from algomirror.domain.risk_rules import (
     evaluate_rules,
 )
 from algomirror.domain.timeutil import Clock, SystemClock
-from algomirror.engine.alerts import raise_alert
-from algomirror.engine.command_rows import pause, rowcount
-from algomirror.engine.exit_planning import request_exit
+from algomirror.engine.command_rows import pause
 from algomirror.engine.fencing import FencedOutError
 from algomirror.engine.marks import Mark, MarkBook
-from algomirror.engine.risk_snapshot import SNAPSHOT_EVENT, build_snapshot, risk_topic
+from algomirror.engine.risk_loading import merge_memory, read_runs, read_signatures
+from algomirror.engine.risk_records import levels_of, write_alert, write_breach, write_state
+from algomirror.engine.risk_snapshot import SNAPSHOT_EVENT, build_snapshot, risk_topic, run_pnl_at
 from algomirror.engine.risk_state import (
     CLAIMABLE,
-    HELD,
-    LATCHES,
-    RISK_ALERT_KIND,
     Breach,
     ExecutionState,
     LiveBus,
@@ -176,11 +163,11 @@ class RiskEngine:
     async def load(self) -> None:
         """(Re)load the open runs whose signature changed; forget closed ones."""
         self._loop = self._loop or asyncio.get_running_loop()
-        signatures = await asyncio.to_thread(self._signatures)
+        signatures = await asyncio.to_thread(read_signatures, self.database)
         changed = [
             rid for rid, sig in signatures.items() if rid not in self.runs or self.runs[rid].signature != sig
         ]
-        loaded = await asyncio.to_thread(self._read_runs, changed, signatures) if changed else {}
+        loaded = await asyncio.to_thread(read_runs, self.database, changed, signatures) if changed else {}
         for run_id in list(self.runs):
             if run_id not in signatures:
                 self._drop(run_id)
@@ -451,24 +438,8 @@ class RiskEngine:
 
     @staticmethod
     def pnl_of(run: RunState, marks: dict[int, Decimal | None]) -> RunPnl:
-        """The run's P&L at ``marks`` (execution id → usable LTP or None)."""
-        fills = []
-        for e in run.executions.values():
-            if e.filled <= 0:
-                continue
-            exits = (Fill(min(e.exited, e.filled), e.exit_price),) if e.exited > 0 else ()
-            fills.append(
-                ExecutionFills(
-                    run_id=run.id,
-                    account_id=e.account_id,
-                    leg_id=e.leg_id,
-                    side=e.side,
-                    entries=(Fill(e.filled, e.entry_price),),
-                    exits=exits,
-                    mark=marks.get(e.id),
-                )
-            )
-        return run_pnl(fills, run.id)
+        """The run's P&L (₹) at ``marks`` (execution id → usable LTP or None); current run only."""
+        return run_pnl_at(run, marks)
 
     def _claimable(self, run: RunState, account_id: int | None) -> list[int]:
         return sorted(
@@ -528,7 +499,7 @@ class RiskEngine:
         price: Decimal | None,
     ) -> None:
         trailing = run.trailing
-        levels = self._levels_of(run)
+        levels = levels_of(run)
         try:
             written = await asyncio.to_thread(
                 self._write_breach, run, breach, execution_ids, account_id, execution, price, trailing, levels
@@ -583,175 +554,11 @@ class RiskEngine:
         trailing: TrailingState | None,
         levels: dict[int, tuple[Decimal | None, Decimal | None]],
     ) -> tuple[int | None, dict[str, Any]] | None:
-        """The breach's one transaction; None when it was already recorded or nothing is left to exit."""
+        """:func:`~algomirror.engine.risk_records.write_breach` now (worker thread)."""
         now = self.clock.now()
-        try:
-            with self.database.session() as session:
-                self._write_trailing(session, run.id, trailing)
-                self._write_levels(session, levels)
-                targets = list(
-                    session.scalars(
-                        select(StrategyExecution.id)
-                        .where(
-                            StrategyExecution.id.in_(execution_ids),
-                            StrategyExecution.status.in_(CLAIMABLE),
-                        )
-                        .order_by(StrategyExecution.id)
-                    )
-                )
-                if breach.auto_exit and not targets:
-                    return None
-                if not self._latch(session, run.id, breach, account_id, execution, execution_ids, price, now):
-                    return None
-                action = "exit_initiated" if breach.auto_exit else "alert_only"
-                recorded = targets if breach.auto_exit else (targets or execution_ids)[:1]
-                account = account_id if execution is None else execution.account_id
-                details: dict[str, Any] = {
-                    "run_id": run.id,
-                    "account_id": account,
-                    "pnl": str(breach.pnl),
-                    "detail": breach.detail,
-                    "executions": execution_ids,
-                }
-                for execution_id in recorded:
-                    session.add(
-                        RiskEvent(
-                            strategy_execution_id=execution_id,
-                            run_id=run.id,
-                            event_type=breach.code,
-                            trigger_value=breach.pnl if execution is None else None,
-                            threshold_value=breach.threshold,
-                            action_taken=action,
-                            details=json.dumps(details),
-                            created_at=now,
-                        )
-                    )
-                where = f"run {run.id} of {run.name}"
-                outcome = "exit requested" if breach.auto_exit else "alert only (auto-exit off)"
-                text = f"{breach.detail}; {outcome}"
-                session.add(
-                    ActivityLog(
-                        user_id=run.user_id,
-                        account_id=account,
-                        action=f"risk_{breach.code}",
-                        details=f"{where}: {text}"[:2000],
-                        timestamp=now,
-                    )
-                )
-                raise_alert(
-                    session,
-                    user_id=run.user_id,
-                    kind=RISK_ALERT_KIND,
-                    title=f"{run.name}: {breach.code.replace('_', ' ')}",
-                    details=text,
-                    now=now,
-                    severity="info" if breach.auto_exit else "warning",
-                    account_id=account,
-                    run_id=run.id,
-                    execution_id=execution.id if execution is not None else None,
-                )
-                command_id: int | None = None
-                if breach.auto_exit:
-                    command_id = self._request(session, run, breach, account_id, execution)
-                payload = {**details, "rule": breach.code, "action": action, "message": text}
-                return command_id, payload
-        except IntegrityError:
-            # The command's token exists: this breach was recorded before (the whole transaction is undone).
-            return None
-
-    def _latch(
-        self,
-        session: Session,
-        run_id: int,
-        breach: Breach,
-        account_id: int | None,
-        execution: ExecutionState | None,
-        execution_ids: list[int],
-        price: Decimal | None,
-        now: datetime,
-    ) -> bool:
-        """The conditional latch: True for the one caller that set it."""
-        if execution is not None:
-            at, value = (
-                ("tp_hit_at", "tp_hit_price")
-                if breach.code == "take_profit"
-                else ("sl_hit_at", "sl_hit_price")
-            )
-            won = session.execute(
-                update(StrategyExecution)
-                .where(StrategyExecution.id == execution.id, getattr(StrategyExecution, at).is_(None))
-                .values({at: now, value: price})
-                .execution_options(synchronize_session=False)
-            )
-            return rowcount(won) == 1
-        columns = LATCHES.get(breach.code)
-        if account_id is not None:
-            # Per account: the run's latch records the first account; each account fires once (its
-            # events are the record; the command token guards the exit too).
-            seen = session.scalar(
-                select(func.count(RiskEvent.id)).where(
-                    RiskEvent.run_id == run_id,
-                    RiskEvent.event_type == breach.code,
-                    RiskEvent.strategy_execution_id.in_(execution_ids),
-                )
-            )
-            if seen:
-                return False
-            if columns is not None:
-                session.execute(
-                    update(StrategyRun)
-                    .where(StrategyRun.id == run_id, getattr(StrategyRun, columns[0]).is_(None))
-                    .values({columns[0]: now, columns[1]: breach.pnl})
-                    .execution_options(synchronize_session=False)
-                )
-            return True
-        if columns is None:
-            return True  # an added rule without a latch column: the command token is its guard
-        won = session.execute(
-            update(StrategyRun)
-            .where(StrategyRun.id == run_id, getattr(StrategyRun, columns[0]).is_(None))
-            .values({columns[0]: now, columns[1]: breach.pnl})
-            .execution_options(synchronize_session=False)
+        return write_breach(
+            self.database, now, run, breach, execution_ids, account_id, execution, price, trailing, levels
         )
-        return rowcount(won) == 1
-
-    @staticmethod
-    def _request(
-        session: Session,
-        run: RunState,
-        breach: Breach,
-        account_id: int | None,
-        execution: ExecutionState | None,
-    ) -> int:
-        if execution is not None:
-            command = request_exit(
-                session,
-                user_id=run.user_id,
-                scope="execution",
-                token=f"risk:exec:{execution.id}:{breach.code}",
-                execution_id=execution.id,
-                reason=breach.code,
-            )
-        elif account_id is not None:
-            command = request_exit(
-                session,
-                user_id=run.user_id,
-                scope="account",
-                token=f"risk:{run.id}:{account_id}:{breach.code}",
-                run_id=run.id,
-                account_id=account_id,
-                reason=breach.code,
-            )
-        else:
-            command = request_exit(
-                session,
-                user_id=run.user_id,
-                scope="run",
-                token=f"risk:{run.id}:{breach.code}",
-                run_id=run.id,
-                reason=breach.code,
-            )
-        return command.id
 
     def _publish(self, topic: str, event: str, data: dict[str, Any]) -> None:
         if self.bus is None:
@@ -760,37 +567,6 @@ class RiskEngine:
             self.bus.publish(topic, event, data)
         except Exception:  # the bus is display only: a broken one must not stop protection
             log.exception("risk: could not publish %s on %s", event, topic)
-
-    # ----------------------------------------------------------------------- persisted state
-
-    @staticmethod
-    def _write_trailing(session: Session, run_id: int, state: TrailingState | None) -> None:
-        if state is None:
-            return
-        session.execute(
-            update(StrategyRun)
-            .where(StrategyRun.id == run_id)
-            .values(
-                trailing_initial_stop=state.initial_stop,
-                peak_pnl=state.peak,
-                trailing_stop_level=state.level,
-            )
-            .execution_options(synchronize_session=False)
-        )
-
-    @staticmethod
-    def _write_levels(session: Session, levels: dict[int, tuple[Decimal | None, Decimal | None]]) -> None:
-        for execution_id, (stop, best) in levels.items():
-            session.execute(
-                update(StrategyExecution)
-                .where(StrategyExecution.id == execution_id)
-                .values(stop_loss_price=stop, trailing_best_price=best)
-                .execution_options(synchronize_session=False)
-            )
-
-    @staticmethod
-    def _levels_of(run: RunState) -> dict[int, tuple[Decimal | None, Decimal | None]]:
-        return {e.id: (e.stop_loss, e.best) for e in run.executions.values() if e.levels_dirty}
 
     def _persist(
         self, *, force: bool = False, samples: dict[int, tuple[datetime, Decimal]] | None = None
@@ -805,20 +581,10 @@ class RiskEngine:
         }
         levels: dict[int, tuple[Decimal | None, Decimal | None]] = {}
         for r in list(self.runs.values()):
-            levels.update(self._levels_of(r))
+            levels.update(levels_of(r))
         if not trailing and not levels and not samples:
             return
-        with self.database.session() as session:
-            for run_id, state in trailing.items():
-                self._write_trailing(session, run_id, state)
-            self._write_levels(session, levels)
-            for run_id, (at, pnl) in samples.items():
-                # One writer per database (the engine lock); a row at this instant is a restart's own.
-                exists = session.scalar(
-                    select(RunPnlSample.id).where(RunPnlSample.run_id == run_id, RunPnlSample.at == at)
-                )
-                if exists is None:
-                    session.add(RunPnlSample(run_id=run_id, at=at, pnl=pnl))
+        write_state(self.database, trailing, levels, samples)
         for run_id, (at, _) in samples.items():
             if run_id in self.runs:
                 self.runs[run_id].sample_at = at
@@ -845,218 +611,14 @@ class RiskEngine:
             title = f"{run.name}: P&L unknown (no usable price)"
             seconds = int(limit.total_seconds())
             text = f"run {run.id}: an open leg has no usable price for {seconds} s; no risk rule can fire"
-            await asyncio.to_thread(self._alert, run, title, text, now)
+            await asyncio.to_thread(write_alert, self.database, run, title, text, now)
             self._publish(f"user:{run.user_id}:alerts", "risk_unknown", {"run_id": run.id, "message": text})
-
-    def _alert(self, run: RunState, title: str, text: str, now: datetime) -> None:
-        with self.database.session() as session:
-            raise_alert(
-                session,
-                user_id=run.user_id,
-                kind=RISK_ALERT_KIND,
-                title=title,
-                details=text,
-                now=now,
-                run_id=run.id,
-            )
-
-    # --------------------------------------------------------------------------------- loading
-
-    def _signatures(self) -> dict[int, tuple[Any, ...]]:
-        """Per open run: (status, strategy updated_at, executions, newest execution updated_at)."""
-        with self.database.session_factory() as session:
-            rows = session.execute(
-                select(
-                    StrategyRun.id,
-                    StrategyRun.status,
-                    Strategy.updated_at,
-                    func.count(StrategyExecution.id),
-                    func.max(StrategyExecution.updated_at),
-                )
-                .join(Strategy, Strategy.id == StrategyRun.strategy_id)
-                .outerjoin(StrategyExecution, StrategyExecution.run_id == StrategyRun.id)
-                .where(StrategyRun.ended_at.is_(None))
-                .group_by(StrategyRun.id, StrategyRun.status, Strategy.updated_at)
-            ).all()
-        return {int(r[0]): (r[1], r[2], int(r[3]), r[4]) for r in rows}
-
-    def _read_runs(
-        self, run_ids: Sequence[int], signatures: dict[int, tuple[Any, ...]]
-    ) -> dict[int, RunState]:
-        """Read ``run_ids`` with their executions; arm trailing stops and fix leg levels not yet stored."""
-        result: dict[int, RunState] = {}
-        with self.database.session() as session:
-            for run_id in run_ids:
-                loaded = self._read_run(session, run_id, signatures[run_id])
-                if loaded is not None:
-                    result[run_id] = loaded
-        return result
-
-    def _read_run(self, session: Session, run_id: int, signature: tuple[Any, ...]) -> RunState | None:
-        row = session.get(StrategyRun, run_id)
-        if row is None or row.ended_at is not None:
-            return None
-        strategy = session.get(Strategy, row.strategy_id)
-        if strategy is None:
-            return None
-        state = RunState(
-            id=row.id,
-            strategy_id=strategy.id,
-            user_id=strategy.user_id,
-            name=strategy.name,
-            status=row.status,
-            signature=signature,
-            monitoring=strategy.risk_monitoring_enabled,
-            scope=strategy.risk_scope,
-            interval=float(max(strategy.risk_check_interval, 1)),
-            max_loss=strategy.max_loss,
-            max_profit=strategy.max_profit,
-            auto_exit_loss=strategy.auto_exit_on_max_loss,
-            auto_exit_profit=strategy.auto_exit_on_max_profit,
-            trailing_kind=strategy.trailing_sl_type,
-            trailing_value=strategy.trailing_sl,
-            entry_completed=row.entry_completed_at is not None,
-            sample_at=session.scalar(select(func.max(RunPnlSample.at)).where(RunPnlSample.run_id == run_id)),
-        )
-        for code, (at, _) in LATCHES.items():
-            if getattr(row, at) is not None and strategy.risk_scope != "per_account":
-                state.fired.add((code, None))
-        legs = {
-            leg.id: leg
-            for leg in session.scalars(select(StrategyLeg).where(StrategyLeg.strategy_id == strategy.id))
-        }
-        executions = session.scalars(
-            select(StrategyExecution).where(
-                StrategyExecution.run_id == run_id, StrategyExecution.status.in_(HELD)
-            )
-        ).all()
-        if strategy.risk_scope == "per_account":
-            fired = session.execute(
-                select(RiskEvent.event_type, StrategyExecution.account_id)
-                .join(StrategyExecution, StrategyExecution.id == RiskEvent.strategy_execution_id)
-                .where(RiskEvent.run_id == run_id, RiskEvent.event_type.in_(list(LATCHES)))
-                .distinct()
-            ).all()
-            state.fired.update((str(code), int(account)) for code, account in fired)
-            if row.trailing_triggered_at is not None:
-                state.fired.add(("trailing_stop", None))
-        for e in executions:
-            leg = legs.get(e.leg_id)
-            if leg is None or not e.symbol or not e.exchange:
-                continue
-            side: Literal["BUY", "SELL"] = "SELL" if (leg.action or "").upper() == "SELL" else "BUY"
-            held = ExecutionState(
-                id=e.id,
-                run_id=run_id,
-                account_id=e.account_id,
-                leg_id=e.leg_id,
-                symbol=e.symbol,
-                exchange=e.exchange,
-                side=side,
-                status=e.status,
-                filled=e.filled_quantity,
-                exited=e.exited_quantity,
-                entry_price=e.entry_price,
-                exit_price=e.exit_price,
-                monitored=e.risk_monitoring_enabled,
-                sl_type=leg.stop_loss_type,
-                sl_value=leg.stop_loss_value,
-                tp_type=leg.take_profit_type,
-                tp_value=leg.take_profit_value,
-                trailing_kind=leg.trailing_type if leg.enable_trailing else None,
-                trailing_value=leg.trailing_value if leg.enable_trailing else None,
-                stop_loss=e.stop_loss_price,
-                target=e.take_profit_price,
-                best=e.trailing_best_price,
-                hit=e.sl_hit_at is not None or e.tp_hit_at is not None,
-            )
-            if e.entry_price is not None and e.status in ("active", "exiting"):
-                self._fix_levels(e, held)
-            state.executions[e.id] = held
-        self._arm_trailing(row, state)
-        return state
-
-    @staticmethod
-    def _fix_levels(row: StrategyExecution, held: ExecutionState) -> None:
-        """Leg levels from the entry average, once (stored on the execution)."""
-        if row.stop_loss_price is not None or row.take_profit_price is not None or held.entry_price is None:
-            return
-        if held.sl_type is None and held.tp_type is None:
-            return
-        try:
-            levels = leg_levels(
-                held.side,
-                held.entry_price,
-                sl_type=held.sl_type,
-                sl_value=held.sl_value,
-                tp_type=held.tp_type,
-                tp_value=held.tp_value,
-            )
-        except ValueError as exc:
-            log.warning("risk: execution %s: leg levels not set: %s", held.id, exc)
-            return
-        row.stop_loss_price, row.take_profit_price = levels.stop_loss, levels.target
-        held.stop_loss, held.target = levels.stop_loss, levels.target
-
-    @staticmethod
-    def _arm_trailing(row: StrategyRun, state: RunState) -> None:
-        """The trailing state: stored, or armed now that the entry is complete (E and I fixed)."""
-        if state.trailing_value is None or not state.entry_completed:
-            return
-        if row.trailing_initial_stop is not None:
-            initial = row.trailing_initial_stop
-            peak = row.peak_pnl if row.peak_pnl is not None else Decimal(0)
-            level = row.trailing_stop_level if row.trailing_stop_level is not None else initial + peak
-            state.trailing = TrailingState(initial_stop=initial, peak=peak, level=level)
-            state.trailing_stored = state.trailing
-            return
-        if row.base_premium is None:
-            return
-        per_account: dict[int, int] = {}
-        for e in state.executions.values():
-            if e.filled > 0:
-                per_account[e.account_id] = min(per_account.get(e.account_id, e.filled), e.filled)
-        try:
-            initial = initial_trailing_stop(
-                state.trailing_kind,
-                state.trailing_value,
-                base_premium=row.base_premium,
-                unit_quantity=sum(per_account.values()),
-            )
-        except ValueError as exc:
-            log.warning("risk: run %s: trailing stop not armed: %s", state.id, exc)
-            return
-        state.trailing = TrailingState.armed(initial)
-        row.trailing_initial_stop, row.peak_pnl, row.trailing_stop_level = initial, Decimal(0), initial
-        state.trailing_stored = state.trailing
 
     def _merge(self, fresh: RunState) -> None:
         """Install a reloaded run, keeping what only memory knows."""
         old = self.runs.get(fresh.id)
         if old is not None:
-            fresh.fired |= old.fired
-            fresh.claimed |= old.claimed
-            fresh.last_sweep, fresh.unknown_since, fresh.unknown_alerted = (
-                old.last_sweep,
-                old.unknown_since,
-                old.unknown_alerted,
-            )
-            fresh.snapshot_at, fresh.marks_changed = old.snapshot_at, True
-            if old.sample_at is not None and (fresh.sample_at is None or old.sample_at > fresh.sample_at):
-                fresh.sample_at = old.sample_at
-            if (
-                old.trailing is not None
-                and fresh.trailing is not None
-                and old.trailing.peak >= fresh.trailing.peak
-            ):
-                fresh.trailing, fresh.trailing_stored = old.trailing, old.trailing_stored
-            for e in fresh.executions.values():
-                before = old.executions.get(e.id)
-                if before is None:
-                    continue
-                e.hit = e.hit or before.hit
-                if before.levels_dirty:
-                    e.stop_loss, e.best, e.levels_dirty = before.stop_loss, before.best, True
+            merge_memory(old, fresh)
             self._unindex(old)
         self.runs[fresh.id] = fresh
         for e in fresh.executions.values():
