@@ -17,7 +17,8 @@ from sqlalchemy import select, update
 
 from algomirror.db.models import EngineCommand, TradingAccount
 from tests.factories import make_account
-from tests.integration.web_support import WebEnv, make_env, signed_in
+from tests.integration.test_web_strategy_runs import make_run, set_execution, set_run
+from tests.integration.web_support import START, WebEnv, make_env, signed_in
 
 BASE = "/risk/kill"
 
@@ -224,3 +225,33 @@ def test_another_users_account_is_a_404(env: WebEnv, alice: FlaskClient) -> None
 def test_signed_out_goes_to_sign_in(env: WebEnv) -> None:
     reply = env.client().get(f"{BASE}/")
     assert reply.status_code in (302, 303) and "/login" in reply.headers["Location"]
+
+
+def test_todays_pnl_from_closed_runs_and_waiting_for_the_engine_with_open_ones(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    closed = make_run(env, "alice", "Closed", accounts=1)
+    # BUY PE 100 → 90 and SELL CE 50 → 60, 75 units each: −₹750 twice, exited today.
+    for leg, (entry, exit_) in enumerate((("100", "90"), ("50", "60"))):
+        set_execution(
+            env,
+            closed.executions[(0, leg)],
+            status="exited",
+            filled_quantity=75,
+            exited_quantity=75,
+            entry_price=Decimal(entry),
+            exit_price=Decimal(exit_),
+            exit_time=START,
+        )
+    set_run(env, closed.run_id, status="closed", ended_at=START)
+    opened = make_run(env, "alice", "Open", accounts=1)
+    set_execution(
+        env, opened.executions[(0, 1)], status="active", filled_quantity=75, entry_price=Decimal("50")
+    )
+    text = alice.get(f"{BASE}/").get_data(as_text=True)
+    cell = re.search(rf'data-ks-pnl="{closed.accounts[0]}">(.*?)</td>', text, re.S)
+    assert cell and '<span class="negative">-1,500.00</span>' in cell.group(1)
+    cell = re.search(rf'data-ks-pnl="{opened.accounts[0]}">(.*?)</td>', text, re.S)
+    assert cell and "waiting for the engine" in cell.group(1)
+    # The page subscribes to the engine's figures for this user.
+    assert f'data-user-id="{env.user("alice").id}"' in text and "js/kill_switch.js" in text

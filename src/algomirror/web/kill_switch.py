@@ -36,7 +36,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms import BooleanField, StringField
 from wtforms.validators import ValidationError
 
-from algomirror.db.models import EngineCommand, StrategyExecution, StrategyRun, TradingAccount
+from algomirror.db.models import EngineCommand, Strategy, StrategyExecution, StrategyRun, TradingAccount
 from algomirror.domain.money import format_inr
 from algomirror.engine.day_pnl import realised_today
 from algomirror.engine.kill_switch import KILL_SWITCH_COMMAND, Action, queue_command
@@ -166,7 +166,14 @@ def _lines(errors: dict[int, LimitForm] | None = None) -> list[AccountLine]:
     accounts = _accounts()
     ids = [a.id for a in accounts]
     at = market_now()
-    open_runs = set(db().scalars(select(StrategyRun.id).where(StrategyRun.ended_at.is_(None))))
+    # The open runs' part is the engine's (live): the page counts only what closed runs realised today.
+    open_runs = set(
+        db().scalars(
+            select(StrategyRun.id)
+            .join(Strategy, Strategy.id == StrategyRun.strategy_id)
+            .where(Strategy.user_id == me().id, StrategyRun.ended_at.is_(None))
+        )
+    )
     realised = realised_today(db(), ids, at, open_runs)
     counts = dict(
         db()
