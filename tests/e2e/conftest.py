@@ -136,8 +136,8 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         app.extensions["algomirror"].market_clock = services.market_clock
         # Each open SSE stream holds a server thread: keep some for the pages (as the runner does), and
         # let waitress notice a closed tab at once (channel_request_lookahead) so its stream ends.
-        app.config["LIVE_MAX_STREAMS"] = 4
-        server = create_server(app, host="127.0.0.1", port=0, threads=8, channel_request_lookahead=1)
+        app.config["LIVE_MAX_STREAMS"] = 8
+        server = create_server(app, host="127.0.0.1", port=0, threads=12, channel_request_lookahead=1)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         yield Demo(f"http://127.0.0.1:{server.effective_port}", settings, database, bus)

@@ -142,11 +142,13 @@ def test_monitor_follows_live_snapshots_without_reload(
                 "candle_at": "2026-11-23T04:00:00+00:00",
                 "close": "101.50",
                 "line": "98.25",
-                "direction": 1,
+                "direction": -1,  # up (TradingView's convention, domain/supertrend.py)
                 "exit_type": None,
             },
         )
-        page.locator("#rm-supertrend [data-field=st_direction].positive").wait_for(timeout=5_000)
+        page.locator("#rm-supertrend [data-field=st_direction].positive", has_text="up").wait_for(
+            timeout=5_000
+        )
         assert page.locator("#rm-supertrend [data-field=st_line]").inner_text() == "98.25"
         assert "close 101.50" in page.locator("#rm-supertrend").inner_text()
         assert page.locator("#rm-legs").bounding_box() == legs_at, "an event moved the legs table"

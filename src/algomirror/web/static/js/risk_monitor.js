@@ -474,9 +474,10 @@
       setNode(field(root, "st_line"), moneyNode(data.line, false));
       var direction = field(root, "st_direction");
       if (direction) {
+        // TradingView's convention (domain/supertrend.py): −1 up (premium above the line), +1 down.
         var d = data.direction;
-        direction.className = d === 1 ? "positive" : (d === -1 ? "negative" : "unknown");
-        setText(direction, d === 1 ? "up ▲" : (d === -1 ? "down ▼" : "—"));
+        direction.className = d === -1 ? "positive" : (d === 1 ? "negative" : "unknown");
+        setText(direction, d === -1 ? "up ▲" : (d === 1 ? "down ▼" : "—"));
       }
       var close = num(data.close);
       setText(field(root, "st_close"), close === null ? "" : "close " + grouping.format(close) +
