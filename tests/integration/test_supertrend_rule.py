@@ -366,3 +366,28 @@ def test_the_engine_runs_it_after_the_risk_engine_on_the_feeds_registry(db_url: 
     feeds = find_component(service, "feeds")
     assert isinstance(rule, SupertrendRule) and isinstance(feeds, FeedManager)
     assert rule._risk() is risk and rule.registry is feeds.registry and rule.marks is feeds.marks
+
+
+async def test_its_own_loop_evaluates_at_the_close(db_url: str, simulator_session: SimHandle) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    run_id = await entered(world)
+    configure(world)
+    ce, pe = world.leg_symbols
+    source = FakeHistory(world.clock, {ce: breakout_at(T0, "100", "0"), pe: breakout_at(T0, "90", "0")})
+    async with harness(world, run_id, source, tick=0.02) as h:
+        h.rule.detach()  # run() attaches it again
+        world.clock.set(_ist(10, 35, 3))
+        stop = asyncio.Event()
+        task = asyncio.create_task(h.rule.run(stop))
+        try:
+
+            async def evaluated() -> bool:
+                return bool(h.bus.supertrend(run_id))
+
+            await eventually_async(evaluated, timeout=10, what="the 10:30 candle evaluated")
+        finally:
+            stop.set()
+            await task
+        [event] = h.bus.supertrend(run_id)
+        assert event["state"] == "ok" and event["candle_at"] == _ist(10, 30).isoformat()
+        assert event["direction"] == 1 and h.risk.fired == 0

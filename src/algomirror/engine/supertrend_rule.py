@@ -44,7 +44,7 @@ from algomirror.db.session import Database
 from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.candles import Candle, candle_end, candle_start
 from algomirror.domain.supertrend import supertrend, supertrend_fires
-from algomirror.domain.timeutil import Clock, SystemClock, to_ist
+from algomirror.domain.timeutil import Clock, SystemClock, clock_speed, to_ist
 from algomirror.engine.alerts import raise_alert
 from algomirror.engine.command_rows import pause
 from algomirror.engine.marks import Mark, MarkBook
@@ -252,7 +252,8 @@ class SupertrendRule:
                     await self.step()
                 except SQLAlchemyError as exc:
                     log.warning("supertrend: database error: %s", str(exc).splitlines()[0])
-                await pause(stop, self.config.tick)
+                # A faster market clock (the demo's) is stepped as often in market seconds.
+                await pause(stop, max(self.config.tick / clock_speed(self.clock), 0.05))
         finally:
             self.detach()
 
