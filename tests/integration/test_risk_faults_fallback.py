@@ -5,7 +5,8 @@ Covered: every feed silent (and the first account's REST quotes failing) → RES
 account drive the risk engine and the exit; every feed silent and every REST quote failing → P&L
 unknown, no exit, a visible alert; once prices return the breach exits exactly once; the first exit
 order rejected → retried by the exit policy and filled once; every attempt rejected → the legs end in
-``error`` with a critical alert, never a second fill.
+``error`` with a critical alert, never a second fill; zero-price ticks fire nothing (not even the max
+profit they would fake) and the real breach after them exits once.
 """
 
 from __future__ import annotations
@@ -197,3 +198,38 @@ async def test_exit_orders_rejected_every_time_end_in_error_with_an_alert_and_no
     assert world.run(run_id).status == "error"
     assert len(exit_commands(world)) == 1
     assert len(risk_events(world, run_id)) == 4
+
+
+@SQLITE
+async def test_zero_price_ticks_fire_nothing_and_the_real_breach_after_them_exits_once(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = straddle_world(db_url, sim, accounts=2)
+    run_id = await entered(world)
+    # Taken as a price, a zero tick of a short leg would read as its whole premium gained (₹12,000 and
+    # more an account), far past this max profit.
+    configure(world, max_loss=Decimal("2000"), max_profit=Decimal("5000"))
+
+    async with running_engine(world) as engine:
+        await until(lambda: engine.leg_marks_from("ws") and engine.pnl_known(run_id), "feed up")
+        counters = engine.feeds.counters
+        await asyncio.to_thread(sim.control.ws_zero_ticks, 30)
+        await until(lambda: counters.zero_price >= 30, "the zero prices discarded and counted")
+        await until(lambda: engine.pnl_known(run_id), "good ticks again")
+        await engine.risk.sweep()
+        await engine.risk.drain()
+        assert engine.risk.fired == 0 and exit_commands(world) == []
+        assert all(m.ltp > 0 for _, m in engine.seen)
+        await ramp(sim, 26400, 20)
+        await settled_statuses(world, run_id, {"exited"})
+        await engine.risk.drain()
+        fired = engine.risk.fired
+
+    assert fired == 1
+    assert [c.token for c in exit_commands(world)] == [f"risk:{run_id}:max_loss"]
+    assert filled_exits(world) == every_leg_once(world)
+    assert all(len(orders) == 2 for orders in exit_orders(world).values())
+    assert {r.event_type for r in risk_events(world, run_id)} == {"max_loss"}
+    run = world.run(run_id)
+    assert run.max_profit_triggered_at is None and run.exit_reason == "max_loss"
