@@ -26,8 +26,8 @@ from sqlalchemy import update
 from algomirror.broker.registry import ClientRegistry
 from algomirror.db.models import StrategyExecution
 from algomirror.engine.exits import ExitExecutor
-from algomirror.engine.feeds import MODE_QUOTE, FeedManager
-from algomirror.engine.marks import MarkBook
+from algomirror.engine.feeds import MODE_QUOTE, FeedManager, _UserFeed
+from algomirror.engine.marks import Mark, MarkBook
 from algomirror.engine.risk import Breach, RiskConfig, RiskEngine
 from tests.helpers import eventually_async
 from tests.integration.execution_support import World, make_world
@@ -228,3 +228,31 @@ async def test_an_execution_in_error_keeps_its_symbol_subscribed(
         (pe, "NFO"),
     }
     assert QTY == 65
+
+
+async def test_a_healthy_feed_that_leaves_a_leg_unpriced_gets_rest_marks_for_that_leg(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    run_id = await entered(world)
+    ce, pe = world.leg_symbols
+    book = MarkBook()
+    registry = ClientRegistry()
+    manager = FeedManager(world.database, registry, world.box.decrypt, marks=book, market_clock=world.clock)
+    try:
+        await manager.refresh_once()
+        account = world.account_ids[0]
+        # The user's feed is up and prices the call; the put is quiet (or its subscription was refused).
+        # Without a price for the put the run's P&L is unknown and no rule can fire. (The feed's state is
+        # set directly: the paper exchange ticks every symbol, so a quiet one cannot be staged there.)
+        manager._feeds[world.user_id] = _UserFeed(world.user_id, state="connected", healthy=True)
+        book.set_feed_health(account, True)
+        assert book.update(ce, "NFO", Mark(Decimal("100"), world.clock.now(), "ws", account))
+        assert await manager.rest_once(world.user_id) == 1
+        put, call = book.get(pe, "NFO"), book.get(ce, "NFO")
+        assert put is not None and put.source == "rest" and put.ltp > 0
+        assert call is not None and call.source == "ws" and call.ltp == Decimal("100")
+        assert manager.status(world.user_id).rest
+        assert {e.status for e in world.executions(run_id)} == {"active"}
+    finally:
+        await registry.aclose()

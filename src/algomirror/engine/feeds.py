@@ -22,9 +22,10 @@
   ``websocket_connections`` keeps one row per feed account (``feed:<account id>``) with its status,
   connect/disconnect times, messages of the current connection and the last message time.
 * **REST fallback.** While a user has no healthy feed, the symbols of that user's open executions are
-  quoted with one ``multiquotes`` call per ``rest_interval`` on the first usable account (the last good
-  one first; a failing account rests ``account_rest_seconds``; at most ``rest_tries`` accounts per cycle),
-  as marks with source ``"rest"`` (usable for 5 s), in any session.
+  quoted (with a healthy feed, only those it leaves without a usable mark) with one ``multiquotes`` call
+  per ``rest_interval`` on the first usable account (the last good one first; a failing account rests
+  ``account_rest_seconds``; at most ``rest_tries`` accounts per cycle), as marks with source ``"rest"``
+  (usable for 5 s), in any session.
 * **Status** is published on the live bus as topic ``feed:status``, event ``status`` (per user: state,
   feed account, last message age, subscriptions, counters) on every change and every
   ``status_seconds``.
@@ -805,11 +806,22 @@ class FeedManager:
             await self._wait(stop, self.config.rest_interval - (time.monotonic() - started))
 
     async def rest_once(self, user_id: int) -> int:
-        """One REST fallback cycle for ``user_id``: when its feed is not healthy, quote the symbols of its
-        open executions on the first usable account. Returns the marks written (0 when not needed)."""
+        """One REST fallback cycle for ``user_id``: quote the symbols of its open executions that have no
+        usable WebSocket mark — all of them when its feed is not healthy; while it is healthy, those the
+        feed does not price (a refused subscription, or a quiet symbol whose last tick is too old to act
+        on) — on the first usable account. Returns the marks written (0 when not needed)."""
         feed = self._feeds.get(user_id)
         symbols = sorted(self._at_risk.get(user_id, ()))
-        needed = bool(symbols) and (feed is None or not feed.healthy)
+        if feed is not None and feed.healthy:
+            # A healthy feed can still leave a leg without a usable price, which makes the whole run's P&L
+            # unknown and stops every rule: fill those in (a REST mark counts as not priced by the feed).
+            now_market = self.clock.now()
+            symbols = [
+                key
+                for key in symbols
+                if (mark := self.marks.usable(key[0], key[1], now_market)) is None or mark.source != "ws"
+            ]
+        needed = bool(symbols)
         if feed is not None and feed.rest_active != needed:
             feed.rest_active = needed
             log.info("feed of user %s: REST fallback %s", user_id, "on" if needed else "off")
