@@ -109,6 +109,7 @@ def make_run(env: WebEnv, username: str, name: str, *, accounts: int = 2, **stra
         run.peak_pnl = Decimal("1800.00")
         run.trailing_initial_stop = Decimal("-1200.00")
         run.trailing_stop_level = Decimal("600.00")
+        run.base_premium = Decimal("7500.00")
         s.commit()
         return Run(strategy.id, run.id, account_ids, [r.id for r in rows])
 
@@ -228,6 +229,7 @@ def test_monitor_renders_legs_levels_latches_and_events(env: WebEnv, alice: Flas
     assert text_of(element(page, "rm-peak")).strip() == "1,800.00"
     assert text_of(element(page, "rm-trailing")).strip() == "600.00"
     assert text_of(element(page, "rm-trailing-initial")).strip() == "-1,200.00"
+    assert text_of(element(page, "rm-base-premium")).strip() == "7,500.00"
     assert "fired" in text_of(element(page, "latch-max_loss"))
     assert "not fired" in text_of(element(page, "latch-trailing_stop"))
 
