@@ -150,13 +150,6 @@ async def test_a_leg_stop_and_max_loss_breached_by_one_tick_exit_each_execution_
 
 
 @SQLITE
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/risk.py RiskEngine.evaluate runs _leg_rules before the run rules, against PRODUCT §6.2 "
-    "and its own docstring (max loss first, leg rules skip claimed executions): the calls' stops fire "
-    "too, and the max-loss command (scope 'run') races their commands for the calls, so a call's "
-    "exit_reason is max_loss or stop_loss by chance while its risk event says stop_loss",
-)
 async def test_a_tick_breaching_max_loss_and_a_leg_stop_is_owned_by_max_loss_first_in_order(
     db_url: str, simulator_session: SimHandle
 ) -> None:
