@@ -26,7 +26,7 @@ from sqlalchemy import update
 from algomirror.broker.registry import ClientRegistry
 from algomirror.db.models import StrategyExecution
 from algomirror.engine.exits import ExitExecutor
-from algomirror.engine.feeds import MODE_QUOTE, FeedManager, _UserFeed
+from algomirror.engine.feeds import MODE_QUOTE, FeedManager, UserFeed
 from algomirror.engine.marks import Mark, MarkBook
 from algomirror.engine.risk import Breach, RiskConfig, RiskEngine
 from tests.helpers import eventually_async
@@ -245,7 +245,7 @@ async def test_a_healthy_feed_that_leaves_a_leg_unpriced_gets_rest_marks_for_tha
         # The user's feed is up and prices the call; the put is quiet (or its subscription was refused).
         # Without a price for the put the run's P&L is unknown and no rule can fire. (The feed's state is
         # set directly: the paper exchange ticks every symbol, so a quiet one cannot be staged there.)
-        manager._feeds[world.user_id] = _UserFeed(world.user_id, state="connected", healthy=True)
+        manager._feeds[world.user_id] = UserFeed(world.user_id, state="connected", healthy=True)
         book.set_feed_health(account, True)
         assert book.update(ce, "NFO", Mark(Decimal("100"), world.clock.now(), "ws", account))
         assert await manager.rest_once(world.user_id) == 1

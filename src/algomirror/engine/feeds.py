@@ -30,6 +30,11 @@
   feed account, last message age, subscriptions, counters) on every change and every
   ``status_seconds``.
 
+Modules: this one is the component (subscriptions, feed loop, failover, status);
+:mod:`~algomirror.engine.feed_types` its vocabulary and configuration,
+:mod:`~algomirror.engine.feed_rest` the REST fallback, :mod:`~algomirror.engine.feed_records` its database
+reads and writes (all re-exported here where they were public).
+
 Stored timestamps come from the market clock (the demo's simulated one); waits and ages use the
 monotonic clock. API keys are decrypted per stored key, never logged.
 """
@@ -39,169 +44,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from algomirror.broker.errors import BrokerError
 from algomirror.broker.registry import ClientRegistry
-from algomirror.db.models import (
-    FailoverEvent,
-    Strategy,
-    StrategyExecution,
-    StrategyLeg,
-    StrategyRun,
-    TradingAccount,
-    WebSocketConnection,
-)
 from algomirror.db.session import Database
 from algomirror.domain.calendar import TradingCalendar, default_calendar
-from algomirror.domain.instruments import UNDERLYINGS
 from algomirror.domain.timeutil import Clock, SystemClock
+from algomirror.engine.feed_records import load_feed_inputs, write_connection_row, write_failover_row
+from algomirror.engine.feed_rest import RestFallback
+from algomirror.engine.feed_types import (
+    DOWN_STATUSES,
+    FEED_TOPIC,
+    MARKET_EXCHANGES,
+    MODE_DEPTH,
+    MODE_LTP,
+    MODE_QUOTE,
+    OPEN_RUN_STATUSES,
+    WATCHED_EXECUTION_STATUSES,
+    Connect,
+    FeedAccount,
+    FeedConfig,
+    FeedConn,
+    FeedCounters,
+    FeedStatus,
+    Key,
+    SubKey,
+    UserFeed,
+    backoff_delay,
+)
 from algomirror.engine.marks import Mark, MarkBook
-from algomirror.host_settings import load_host_policy
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # (symbol, exchange)
-SubKey = tuple[str, str, int]  # (symbol, exchange, mode)
 
-MODE_LTP: Final = 1
-MODE_QUOTE: Final = 2
-MODE_DEPTH: Final = 3
-# Executions whose prices the risk engine needs (PRODUCT §7.1: pending/active/exiting, and ``error``: an
-# exit that gave up still holds open units, valued at the mark), and runs whose underlying spot it needs.
-WATCHED_EXECUTION_STATUSES: Final = ("pending", "active", "exiting", "error")
-OPEN_RUN_STATUSES: Final = ("entering", "active", "exiting")
-DOWN_STATUSES: Final = ("failed", "error", "auth_failed")
-# Market hours are those of the options segment (the product's business), as for the account sync.
-MARKET_EXCHANGES: Final = ("NFO", "NSE")
-FEED_TOPIC: Final = "feed:status"
-
-
-class FeedConn(Protocol):
-    """What the manager needs of a connection (:class:`algomirror.broker.feed_client.FeedConnection`)."""
-
-    async def subscribe(self, symbols: Sequence[Key], mode: int) -> dict[Key, str | None]: ...
-
-    async def unsubscribe(self, symbols: Sequence[Key], mode: int) -> None: ...
-
-    def ticks(self) -> AsyncIterator[Any]: ...
-
-    async def close(self) -> None: ...
-
-
-Connect = Callable[[str, str], Awaitable[FeedConn]]
-
-
-@dataclass(frozen=True, slots=True)
-class FeedConfig:
-    """Seconds unless noted (defaults: PRODUCT §7.3/§7.4)."""
-
-    silent_after: float = 5.0
-    stale_after: float = 10.0
-    refresh_seconds: float = 3.0
-    backoff_base: float = 1.0
-    backoff_cap: float = 30.0
-    failures_before_failover: int = 3
-    account_rest_seconds: float = 60.0
-    primary_check_seconds: float = 30.0
-    rest_interval: float = 1.0
-    rest_tries: int = 3
-    connect_timeout: float = 10.0
-    # How often a connected feed checks its watchdog, wanted subscriptions and the primary.
-    check_interval: float = 0.25
-    heartbeat_seconds: float = 5.0
-    status_seconds: float = 2.0
-
-
-@dataclass
-class FeedCounters:
-    """Counts since the manager started (all users). ``stale`` = stamped more than ``stale_after`` from
-    the market clock (either way); ``out_of_order`` = older than the stored mark (MarkBook refused)."""
-
-    received: int = 0
-    accepted: int = 0
-    zero_price: int = 0
-    stale: int = 0
-    out_of_order: int = 0
-    reconnects: int = 0
-    failovers: int = 0
-    rest_quotes: int = 0
-    rest_marks: int = 0
-    rest_failures: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class FeedStatus:
-    """One user's feed. ``state``: ``idle`` (nothing wanted yet), ``connecting``, ``connected``
-    (healthy), ``waiting`` (connected, no tick yet), ``silent``, ``reconnecting`` or ``down`` (no account
-    to use); ``rest`` says the REST fallback is quoting; ``last_message_age`` in seconds (None before
-    any message); ``counters`` are the manager's (all users)."""
-
-    user_id: int
-    state: str
-    account_id: int | None
-    last_message_age: float | None
-    subscriptions: int
-    rest: bool
-    counters: dict[str, int]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class _Account:
-    id: int
-    user_id: int
-    name: str
-    host_url: str
-    ws_url: str
-    api_key_encrypted: str
-    is_primary: bool
-    status: str
-
-
-@dataclass
-class _UserFeed:
-    """Per-user state, touched only on the engine loop except ``wanted`` (under the manager's lock)."""
-
-    user_id: int
-    task: asyncio.Task[None] | None = None
-    account: _Account | None = None
-    state: str = "idle"
-    healthy: bool = False
-    failures: int = 0
-    # Monotonic time of the last message on the current connection.
-    last_message: float | None = None
-    # account id -> monotonic time until which it is not chosen when another account is available.
-    resting: dict[int, float] = field(default_factory=dict)
-    subscribed: set[SubKey] = field(default_factory=set)
-    # (symbol, exchange, mode) -> monotonic time before which a refused subscription is not retried.
-    refused: dict[SubKey, float] = field(default_factory=dict)
-    outage_recorded: bool = False
-    rest_active: bool = False
-    last_rest_account: int | None = None
-    rest_resting: dict[int, float] = field(default_factory=dict)
-    # A connection already opened on ``account`` by a switch, served next instead of connecting.
-    handover: FeedConn | None = None
-
-
-def backoff_delay(failures: int, *, base: float = 1.0, cap: float = 30.0, jitter: float = 0.2) -> float:
-    """Seconds before reconnect attempt ``failures`` (1 → ~1 s, 2 → ~2 s, 3 → ~4 s …), capped at
-    ``cap``, spread by ±``jitter`` (a fraction) so many feeds do not reconnect in step."""
-    raw = min(cap, base * (1 << min(max(0, failures - 1), 30)))
-    return min(cap, raw * random.uniform(1 - jitter, 1 + jitter))
-
-
-class FeedManager:
+class FeedManager(RestFallback):
     """The engine component ``feeds`` (see the module docstring).
 
     ``decrypt`` turns a stored key into the API key (raises ValueError when it cannot). ``marks`` is the
@@ -244,9 +126,9 @@ class FeedManager:
         self._lock = threading.Lock()
         # owner -> user id (None = the default user) -> wanted keys per mode
         self._owners: dict[str, tuple[int | None, dict[int, frozenset[Key]]]] = {}
-        self._accounts: dict[int, list[_Account]] = {}
+        self._accounts: dict[int, list[FeedAccount]] = {}
         self._at_risk: dict[int, frozenset[Key]] = {}
-        self._feeds: dict[int, _UserFeed] = {}
+        self._feeds: dict[int, UserFeed] = {}
         self._last_status: dict[int, tuple[Any, ...]] = {}
         self._last_status_at: dict[int, float] = {}
         # The latest tick per key (bid/ask/volume for pages such as the option chain).
@@ -333,7 +215,7 @@ class FeedManager:
         feed = self._feeds.get(user_id)
         return feed is not None and feed.healthy
 
-    def _publish(self, feed: _UserFeed, *, force: bool = False) -> None:
+    def _publish(self, feed: UserFeed, *, force: bool = False) -> None:
         if self.bus is None:
             return
         status = self.status(feed.user_id)
@@ -349,7 +231,7 @@ class FeedManager:
         except Exception:  # live data is a view: a bus failure must not stop the feed (logged)
             log.exception("feed: publishing the status failed")
 
-    def _set_state(self, feed: _UserFeed, state: str, *, healthy: bool) -> None:
+    def _set_state(self, feed: UserFeed, state: str, *, healthy: bool) -> None:
         changed = feed.state != state or feed.healthy != healthy
         feed.state = state
         if feed.healthy != healthy or changed:
@@ -390,7 +272,7 @@ class FeedManager:
         for user_id, accounts in self._accounts.items():
             if not accounts or not self.wanted(user_id):
                 continue
-            feed = self._feeds.setdefault(user_id, _UserFeed(user_id))
+            feed = self._feeds.setdefault(user_id, UserFeed(user_id))
             if feed.task is not None and feed.task.done():
                 if not feed.task.cancelled() and feed.task.exception() is not None:
                     log.error("feed of user %s crashed; restarting", user_id, exc_info=feed.task.exception())
@@ -402,7 +284,7 @@ class FeedManager:
         """Re-read the accounts and the engine's own wants from the database (logged, not raised, when
         the database fails)."""
         try:
-            accounts, at_risk, spots = await asyncio.to_thread(self._load)
+            accounts, at_risk, spots = await asyncio.to_thread(load_feed_inputs, self.database, self.registry)
         except SQLAlchemyError as exc:
             log.warning("feeds: cannot read accounts and executions: %s", str(exc).splitlines()[0])
             return
@@ -421,59 +303,6 @@ class FeedManager:
         for owner in stale_owners:
             self.release(owner)
 
-    def _load(self) -> tuple[dict[int, list[_Account]], dict[int, set[Key]], dict[int, set[Key]]]:
-        with self.database.session_factory() as session:
-            # Clients are built from these rows: hand the registry the host allow-list first.
-            self.registry.set_host_policy(load_host_policy(session))
-            rows = session.scalars(
-                select(TradingAccount)
-                .where(TradingAccount.is_active.is_(True), TradingAccount.api_key_encrypted.is_not(None))
-                .order_by(
-                    TradingAccount.user_id,
-                    TradingAccount.is_primary.desc(),
-                    TradingAccount.created_at,
-                    TradingAccount.id,
-                )
-            ).all()
-            accounts: dict[int, list[_Account]] = {}
-            for r in rows:
-                accounts.setdefault(r.user_id, []).append(
-                    _Account(
-                        r.id,
-                        r.user_id,
-                        r.account_name,
-                        r.host_url,
-                        r.websocket_url,
-                        r.api_key_encrypted or "",
-                        r.is_primary,
-                        r.connection_status,
-                    )
-                )
-            at_risk: dict[int, set[Key]] = {}
-            for user_id, symbol, exchange in session.execute(
-                select(TradingAccount.user_id, StrategyExecution.symbol, StrategyExecution.exchange)
-                .join(TradingAccount, TradingAccount.id == StrategyExecution.account_id)
-                .where(
-                    StrategyExecution.status.in_(WATCHED_EXECUTION_STATUSES),
-                    StrategyExecution.symbol.is_not(None),
-                    StrategyExecution.exchange.is_not(None),
-                )
-                .distinct()
-            ):
-                at_risk.setdefault(user_id, set()).add((symbol, exchange))
-            spots: dict[int, set[Key]] = {}
-            for user_id, instrument in session.execute(
-                select(Strategy.user_id, StrategyLeg.instrument)
-                .join(StrategyRun, StrategyRun.strategy_id == Strategy.id)
-                .join(StrategyLeg, StrategyLeg.strategy_id == Strategy.id)
-                .where(StrategyRun.status.in_(OPEN_RUN_STATUSES))
-                .distinct()
-            ):
-                spec = UNDERLYINGS.get(str(instrument).upper()) if instrument else None
-                if spec is not None:
-                    spots.setdefault(user_id, set()).add((spec.name, spec.spot_exchange))
-            return accounts, at_risk, spots
-
     async def _open_feed(self, url: str, api_key: str) -> FeedConn:
         # Imported lazily: the WebSocket client pulls in the websockets library, only the engine needs it.
         from algomirror.broker.feed_client import open_feed
@@ -482,7 +311,7 @@ class FeedManager:
 
     # ------------------------------------------------------------------------------ accounts
 
-    def _api_key(self, account: _Account) -> str:
+    def _api_key(self, account: FeedAccount) -> str:
         """Raises ValueError for a stored key that cannot be decrypted."""
         cached = self._keys.get(account.id)
         if cached is not None and cached[0] == account.api_key_encrypted:
@@ -491,18 +320,18 @@ class FeedManager:
         self._keys[account.id] = (account.api_key_encrypted, key)
         return key
 
-    def _candidates(self, user_id: int) -> list[_Account]:
+    def _candidates(self, user_id: int) -> list[FeedAccount]:
         """Primary first, then by creation; accounts the sync reports down last."""
         accounts = self._accounts.get(user_id, [])
         return [a for a in accounts if a.status not in DOWN_STATUSES] + [
             a for a in accounts if a.status in DOWN_STATUSES
         ]
 
-    def _current(self, account: _Account) -> _Account | None:
+    def _current(self, account: FeedAccount) -> FeedAccount | None:
         """The freshly loaded row of ``account`` (None when deactivated or deleted)."""
         return next((a for a in self._accounts.get(account.user_id, []) if a.id == account.id), None)
 
-    def _choose(self, feed: _UserFeed, *, exclude: int | None = None) -> _Account | None:
+    def _choose(self, feed: UserFeed, *, exclude: int | None = None) -> FeedAccount | None:
         """The first candidate not resting (other than ``exclude``), else the one whose rest ends first."""
         now = time.monotonic()
         candidates = [a for a in self._candidates(feed.user_id) if a.id != exclude]
@@ -515,7 +344,7 @@ class FeedManager:
 
     # ------------------------------------------------------------------------------ the feed loop
 
-    async def _feed_loop(self, feed: _UserFeed, stop: asyncio.Event) -> None:
+    async def _feed_loop(self, feed: UserFeed, stop: asyncio.Event) -> None:
         while not stop.is_set():
             fresh = self._current(feed.account) if feed.account is not None else None
             if fresh is not None:
@@ -563,7 +392,7 @@ class FeedManager:
             await self._wait(stop, delay)
 
     async def _attempt(
-        self, feed: _UserFeed, account: _Account, stop: asyncio.Event
+        self, feed: UserFeed, account: FeedAccount, stop: asyncio.Event
     ) -> tuple[str | None, bool]:
         """Connect to ``account`` and serve until the connection ends. Returns (failure reason, whether it
         was an authentication error), or (None, False) when the session ended by switching accounts."""
@@ -595,7 +424,7 @@ class FeedManager:
         return await self._serve(feed, account, conn, stop)
 
     async def _serve(
-        self, feed: _UserFeed, account: _Account, conn: FeedConn, stop: asyncio.Event
+        self, feed: UserFeed, account: FeedAccount, conn: FeedConn, stop: asyncio.Event
     ) -> tuple[str | None, bool]:
         from algomirror.broker.feed_client import FeedError
 
@@ -699,7 +528,7 @@ class FeedManager:
                 await self._write_connection(account, status=status, messages=messages, disconnected=True)
         return outcome
 
-    def _prefer(self, candidate: _Account, current: _Account) -> bool:
+    def _prefer(self, candidate: FeedAccount, current: FeedAccount) -> bool:
         """Whether ``candidate`` comes before ``current`` in the feed order."""
         order = [a.id for a in self._candidates(current.user_id)]
         return candidate.id in order and (
@@ -707,7 +536,7 @@ class FeedManager:
         )
 
     async def _switch(
-        self, feed: _UserFeed, old: _Account, new: _Account, old_conn: FeedConn, reason: str
+        self, feed: UserFeed, old: FeedAccount, new: FeedAccount, old_conn: FeedConn, reason: str
     ) -> bool:
         """Open ``new`` and only then close ``old_conn`` (the old feed keeps marking while the new account
         is tried); the feed loop serves the new connection next, subscribing everything wanted on it.
@@ -733,7 +562,7 @@ class FeedManager:
         feed.handover = conn
         return True
 
-    async def _sync_subscriptions(self, feed: _UserFeed, conn: FeedConn) -> None:
+    async def _sync_subscriptions(self, feed: UserFeed, conn: FeedConn) -> None:
         """Bring the connection's subscriptions to what is wanted: subscribe what is missing, unsubscribe
         (in the mode used) what nobody wants. Raises FeedClosed when the socket is gone."""
         from algomirror.broker.feed_client import FeedClosed, FeedError
@@ -789,88 +618,11 @@ class FeedManager:
         now = self.clock.now()
         return any(self.calendar.is_open(exchange, now) for exchange in MARKET_EXCHANGES)
 
-    @staticmethod
-    async def _wait(stop: asyncio.Event, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
-        except TimeoutError:
-            pass
-
-    # ------------------------------------------------------------------------------ REST fallback
-
-    async def _rest_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            for user_id in list(self._accounts):
-                await self.rest_once(user_id)
-            await self._wait(stop, self.config.rest_interval - (time.monotonic() - started))
-
-    async def rest_once(self, user_id: int) -> int:
-        """One REST fallback cycle for ``user_id``: quote the symbols of its open executions that have no
-        usable WebSocket mark — all of them when its feed is not healthy; while it is healthy, those the
-        feed does not price (a refused subscription, or a quiet symbol whose last tick is too old to act
-        on) — on the first usable account. Returns the marks written (0 when not needed)."""
-        feed = self._feeds.get(user_id)
-        symbols = sorted(self._at_risk.get(user_id, ()))
-        if feed is not None and feed.healthy:
-            # A healthy feed can still leave a leg without a usable price, which makes the whole run's P&L
-            # unknown and stops every rule: fill those in (a REST mark counts as not priced by the feed).
-            now_market = self.clock.now()
-            symbols = [
-                key
-                for key in symbols
-                if (mark := self.marks.usable(key[0], key[1], now_market)) is None or mark.source != "ws"
-            ]
-        needed = bool(symbols)
-        if feed is not None and feed.rest_active != needed:
-            feed.rest_active = needed
-            log.info("feed of user %s: REST fallback %s", user_id, "on" if needed else "off")
-            self._publish(feed, force=True)
-        if not needed:
-            return 0
-        state = feed if feed is not None else self._feeds.setdefault(user_id, _UserFeed(user_id))
-        now = time.monotonic()
-        accounts = self._candidates(user_id)
-        if state.last_rest_account is not None:
-            accounts.sort(key=lambda a: a.id != state.last_rest_account)
-        tries = 0
-        for account in accounts:
-            if tries >= self.config.rest_tries:
-                break
-            if state.rest_resting.get(account.id, 0.0) > now:
-                continue
-            tries += 1
-            try:
-                client = self.registry.client(
-                    account.id, account.host_url, self._api_key(account), name=account.name
-                )
-                items = await client.multiquotes(symbols)
-            except (BrokerError, ValueError) as exc:
-                self.counters.rest_failures += 1
-                state.rest_resting[account.id] = time.monotonic() + self.config.account_rest_seconds
-                text = exc.message if isinstance(exc, BrokerError) else "stored API key unreadable"
-                log.info("feed REST fallback: account %s (%s) failed: %s", account.id, account.name, text)
-                continue
-            self.counters.rest_quotes += 1
-            state.last_rest_account = account.id
-            at = self.clock.now()
-            written = 0
-            for item in items:
-                quote = item.quote
-                if quote is None or quote.ltp is None or quote.ltp <= 0:
-                    continue
-                exchange = item.exchange or dict(symbols).get(item.symbol, "")
-                if self.marks.update(item.symbol, exchange, Mark(quote.ltp, at, "rest", account.id)):
-                    written += 1
-            self.counters.rest_marks += written
-            return written
-        return 0
-
     # ------------------------------------------------------------------------------ records
 
     async def _write_connection(
         self,
-        account: _Account,
+        account: FeedAccount,
         *,
         status: str,
         connected: bool = False,
@@ -879,37 +631,22 @@ class FeedManager:
     ) -> None:
         now = self.clock.now()
 
-        def write() -> None:
-            with self.database.session() as session:
-                connection_id = f"feed:{account.id}"
-                row = session.scalars(
-                    select(WebSocketConnection).where(WebSocketConnection.connection_id == connection_id)
-                ).one_or_none()
-                if row is None:
-                    if session.get(TradingAccount, account.id) is None:
-                        return  # deleted meanwhile
-                    row = WebSocketConnection(account_id=account.id, connection_id=connection_id)
-                    session.add(row)
-                row.status = status
-                if connected:
-                    row.connected_at = now
-                    row.disconnected_at = None
-                    row.messages_received = 0
-                    row.last_heartbeat = now
-                if disconnected:
-                    row.disconnected_at = now
-                if messages is not None:
-                    if messages != row.messages_received:
-                        row.last_heartbeat = now
-                    row.messages_received = messages
-
         try:
-            await asyncio.to_thread(write)
+            await asyncio.to_thread(
+                write_connection_row,
+                self.database,
+                account.id,
+                now,
+                status,
+                connected,
+                disconnected,
+                messages,
+            )
         except SQLAlchemyError as exc:
             log.warning("feed %s: cannot record the connection: %s", account.id, str(exc).splitlines()[0])
 
     async def _record_failover(
-        self, old: _Account | None, new: _Account | None, reason: str, success: bool, error: str | None
+        self, old: FeedAccount | None, new: FeedAccount | None, reason: str, success: bool, error: str | None
     ) -> None:
         now = self.clock.now()
         if success:
@@ -923,21 +660,17 @@ class FeedManager:
             "" if success else f": failed: {error}",
         )
 
-        def write() -> None:
-            with self.database.session() as session:
-                session.add(
-                    FailoverEvent(
-                        from_account_id=old.id if old else None,
-                        to_account_id=new.id if new else None,
-                        reason=reason[:100],
-                        timestamp=now,
-                        success=success,
-                        error_message=error,
-                    )
-                )
-
         try:
-            await asyncio.to_thread(write)
+            await asyncio.to_thread(
+                write_failover_row,
+                self.database,
+                old.id if old else None,
+                new.id if new else None,
+                reason,
+                success,
+                error,
+                now,
+            )
         except SQLAlchemyError as exc:
             log.warning("feed: cannot record the failover: %s", str(exc).splitlines()[0])
 
@@ -947,9 +680,13 @@ __all__ = [
     "MODE_DEPTH",
     "MODE_LTP",
     "MODE_QUOTE",
+    "OPEN_RUN_STATUSES",
+    "WATCHED_EXECUTION_STATUSES",
+    "FeedAccount",
     "FeedConfig",
     "FeedCounters",
     "FeedManager",
     "FeedStatus",
+    "UserFeed",
     "backoff_delay",
 ]
