@@ -13,11 +13,14 @@ accepted mark re-evaluates only the runs holding that symbol, synchronously on t
 without a database read. A sweep evaluates every run each ``strategy.risk_check_interval`` seconds as
 well. P&L is :func:`~algomirror.domain.pnl.run_pnl` over the current run's fills at *usable* marks
 (§6.1); while any open execution lacks one the run's P&L is unknown and no run rule fires (an alert
-after ``unknown_alert_seconds`` in market hours). Per view (the whole run, or each account when
-``risk_scope == 'per_account'``) the run rules are tried in order — max loss, max profit, trailing stop,
-then any added rule (Supertrend, :meth:`RiskEngine.add_rule`) — and the first that fires claims the
-view's open executions; leg rules (SL / target / trailing, §6.6) run per execution on every tick of its
-symbol and skip claimed executions.
+after ``unknown_alert_seconds`` in market hours); a leg's own rules still run on its own usable mark. The
+rules are :func:`~algomirror.domain.risk_rules.evaluate_rules`: per view (the whole run, or each account
+when ``risk_scope == 'per_account'``) max loss, max profit, then the trailing stop (whole run), then the
+leg rules (SL / target / trailing, §6.6) per execution; a rule that exits claims its executions and later
+rules skip them. Added rules (Supertrend, :meth:`RiskEngine.add_rule`) come last, on what is unclaimed.
+One run's failure is logged and does not stop the others; a leg whose settings cannot apply loses only its
+own rules. Live ``snapshot`` events (contract C1), P&L samples (C2) and :meth:`RiskEngine.account_open_pnl`
+(C3) are computed from the same state and marks.
 
 **Exactly once.** A breach is claimed in memory at once (a second tick or rule does nothing), then one
 transaction writes: the latch (a conditional UPDATE that only succeeds while the latch is NULL; a leg's

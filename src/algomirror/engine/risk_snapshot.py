@@ -99,7 +99,8 @@ def _execution(
         "ltp": _price(latest.ltp) if latest is not None else None,
         "source": latest.source if latest is not None else None,
         "mark_at": latest.at.isoformat() if latest is not None else None,
-        "age_ms": int((now - latest.at).total_seconds() * 1000) if latest is not None else None,
+        # A tick stamped a little ahead of our clock is 0 ms old, not negative.
+        "age_ms": max(0, int((now - latest.at).total_seconds() * 1000)) if latest is not None else None,
         "pnl": _money(pnl),
         "stop_loss": _price(execution.stop_loss),
         "target": _price(execution.target),
