@@ -7,7 +7,9 @@ SQLite and PostgreSQL against the paper exchange over loopback:
 * a leg trailing stop that moves while a breach is being written is still persisted afterwards (it must
   not come back lower after a restart);
 * an unexpected error while recording a breach is logged and the breach is tried again (not lost);
-* an execution in ``error`` (its exit failed, units still open) keeps its symbol subscribed.
+* an execution in ``error`` (its exit failed, units still open) keeps its symbol subscribed, and a
+  healthy feed that leaves a leg unpriced gets REST quotes for it;
+* a failed reload of the open runs does not skip the sweep's evaluation of what memory holds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 
 from algomirror.broker.registry import ClientRegistry
 from algomirror.db.models import StrategyExecution
@@ -256,3 +259,35 @@ async def test_a_healthy_feed_that_leaves_a_leg_unpriced_gets_rest_marks_for_tha
         assert {e.status for e in world.executions(run_id)} == {"active"}
     finally:
         await registry.aclose()
+
+
+class ReloadFails(RiskEngine):
+    """Reloading the open runs fails (a locked or unreachable database) once they are loaded."""
+
+    broken = False
+
+    async def load(self) -> None:
+        if self.broken:
+            raise OperationalError("SELECT 1", {}, Exception("database is locked"))
+        await super().load()
+
+
+async def test_a_failed_reload_does_not_skip_the_sweeps_evaluation(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    run_id = await entered(world)
+    configure(world, max_loss=Decimal("1000"))
+    price = entries(world, run_id)
+    ce, pe = world.leg_symbols
+    book = MarkBook()
+    risk = ReloadFails(world.database, book, clock=world.clock, config=RiskConfig(reload_seconds=0))
+    await risk.load()
+    # No listener: only the sweep evaluates these marks (as for a run whose symbols stopped ticking).
+    book.update(pe, "NFO", Mark(price[(1, 0)], world.clock.now(), "rest", None))
+    book.update(ce, "NFO", Mark(price[(0, 0)] + 20, world.clock.now(), "rest", None))
+    risk.broken = True
+    await risk.sweep()
+    await risk.drain()
+    assert risk.fired == 1
+    assert [r.event_type for r in events(world, run_id)] == ["max_loss", "max_loss"]  # one per leg

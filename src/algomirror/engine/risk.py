@@ -184,7 +184,13 @@ class RiskEngine:
         long-unknown P&L, write throttled state."""
         now_m = self._timer()
         if now_m - self._last_reload >= self.config.reload_seconds:
-            await self.load()
+            try:
+                await self.load()
+            except SQLAlchemyError as exc:
+                # Evaluate what memory holds anyway (a breach is written when the database answers); the
+                # reload is tried again after reload_seconds.
+                self._last_reload = now_m
+                log.warning("risk: cannot reload the open runs: %s", str(exc).splitlines()[0])
         for run in list(self.runs.values()):
             if now_m - run.last_sweep >= max(run.interval, self.config.tick):
                 run.last_sweep = now_m
