@@ -20,6 +20,7 @@ from algomirror.db.models import RunPnlSample
 from algomirror.engine.marks import Mark, MarkBook
 from algomirror.engine.risk import RiskConfig, RiskEngine
 from algomirror.live import InProcessBus, Subscription
+from tests.helpers import eventually_async
 from tests.integration.execution_support import World, executor_of, make_world
 from tests.sim_fixtures import SimHandle
 
@@ -255,3 +256,36 @@ def samples(world: World, run_id: int) -> list[tuple[Any, Decimal]]:
                 select(RunPnlSample).where(RunPnlSample.run_id == run_id).order_by(RunPnlSample.at)
             )
         ]
+
+
+async def test_a_throttled_change_is_published_once_its_throttle_passed_without_a_sweep(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    run_id = await entered(world)
+    ce, pe = world.leg_symbols
+    price = entry_prices(world, run_id)
+    bus = InProcessBus()
+    sub = bus.subscribe([f"run:{run_id}:risk"])
+    book = MarkBook()
+    risk = RiskEngine(world.database, book, bus=bus, clock=world.clock)  # the real monotonic timer
+    book.add_listener(risk.on_mark)
+    await risk.load()
+    assert risk.publish_snapshots() == 1
+    first_at = risk.runs[run_id].snapshot_at
+    assert first_at is not None and snapshots(sub)[0]["pnl"] is None
+    tick(book, world, pe, price[(1, 0)])
+    tick(book, world, ce, price[(0, 0)] + 1)  # within 0.25 s of the first: held back, then flushed
+
+    seen: list[dict[str, Any]] = []
+
+    async def flushed() -> bool:
+        seen.extend(snapshots(sub))
+        return any(x["pnl"] == "-65.00" for x in seen)
+
+    await eventually_async(flushed, timeout=5, what="the held-back snapshot")
+    # No sweep ran: the timer flushed it. (On a slow machine the first tick may have published at once.)
+    assert len(seen) <= 2 and seen[-1]["pnl"] == "-65.00"
+    at = risk.runs[run_id].snapshot_at
+    assert at is not None and at - first_at >= 0.25
+    bus.close()

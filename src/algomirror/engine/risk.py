@@ -241,6 +241,11 @@ class RiskEngine:
             or (run.marks_changed and since >= self.config.snapshot_seconds)
         )
         if not due:
+            if run.marks_changed and not run.flush_pending and self._loop is not None and since is not None:
+                # Publish the change once its throttle has passed, not only at the next sweep step.
+                run.flush_pending = True
+                delay = max(self.config.snapshot_seconds - since, 0.0)
+                self._loop.call_later(delay, self._flush_snapshot, run.id)
             return False
         run.snapshot_at, run.marks_changed = now_m, False
         try:
@@ -250,6 +255,12 @@ class RiskEngine:
             return False
         self._publish(risk_topic(run.id), SNAPSHOT_EVENT, payload)
         return True
+
+    def _flush_snapshot(self, run_id: int) -> None:
+        run = self.runs.get(run_id)
+        if run is not None:
+            run.flush_pending = False
+            self._snapshot(run, self._timer())
 
     # ----------------------------------------------------------------- account P&L (C3), samples (C2)
 

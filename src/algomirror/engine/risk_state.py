@@ -38,14 +38,15 @@ class RiskConfig:
     """Seconds. ``tick``: the sweep loop's step (a run is swept every ``risk_check_interval`` of its
     strategy, at least one step); ``reload_seconds``: how often open runs are re-read (changed ones
     only); ``persist_seconds``: throttle of trailing-state and leg-level writes (a firing always writes
-    them first); ``unknown_alert_seconds``: P&L unknown this long in market hours → an alert;
+    them first; short, because a crash loses the peak progress since the last write);
+    ``unknown_alert_seconds``: P&L unknown this long in market hours → an alert;
     ``snapshot_seconds``: the least gap between two live snapshots of a run whose marks changed, and
     ``heartbeat_seconds`` the most (monotonic); ``sample_seconds``: the least gap between two stored P&L
     samples of a run (market clock)."""
 
     tick: float = 0.5
     reload_seconds: float = 2.0
-    persist_seconds: float = 5.0
+    persist_seconds: float = 1.0
     unknown_alert_seconds: float = 15.0
     snapshot_seconds: float = 0.25
     heartbeat_seconds: float = 2.0
@@ -136,6 +137,7 @@ class RunState:
     # time of the run's newest stored P&L sample.
     snapshot_at: float | None = None
     marks_changed: bool = True
+    flush_pending: bool = False
     sample_at: datetime | None = None
 
 
