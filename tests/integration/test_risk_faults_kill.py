@@ -13,6 +13,7 @@ engine right there (the third account's exits have completed). Every wait is a p
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,17 +24,25 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO
 
+import pytest
 from cryptography.fernet import Fernet
 
+from algomirror.broker.registry import ClientRegistry
 from algomirror.db.models import TradingAccount
 from algomirror.domain import order_state
 from algomirror.domain.timeutil import utcnow
+from algomirror.engine.entry_records import strategy_tag
+from algomirror.engine.exit_planning import request_exit, retry_exit
+from algomirror.engine.exit_records import claim_exit
+from algomirror.engine.exits import ExitExecutor, ExitRetry
 from algomirror.security import SecretBox
+from tests.integration.command_support import place
 from tests.integration.execution_support import World
-from tests.integration.risk_engine_proc import OFFSET_VARIABLE
+from tests.integration.risk_engine_proc import EXITS_VARIABLE, OFFSET_VARIABLE
 from tests.integration.risk_fault_support import (
     QTY,
     SPOT,
+    alerts,
     configure,
     entered,
     every_leg_once,
@@ -210,3 +219,177 @@ async def test_engine_killed_mid_risk_exit_is_restarted_and_completes_it_with_on
     for i in range(3):
         account = sim.running.core.exchange.accounts[sim.api_keys[i]]
         assert all(p.quantity == 0 for p in account.positions.values())
+
+
+# ------------------------------------------------------------------ killed before the order arrived
+
+# The exit policy and the orderbook lookup of the engine subprocess, scaled down (10 s first wait, 300 s
+# verification, 5 s lookup in production).
+SCALED_EXITS = {
+    "retry": {"first_wait": 0.2, "max_wait": 0.5, "verify_interval": 0.2, "verify_timeout": 2.0},
+    "driver": {"resolve_seconds": 1.0, "resolve_interval": 0.2},
+}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_engine_killed_before_its_exit_orders_reached_the_exchange_shows_error_then_a_retry_exits_once(
+    db_url: str, tmp_path: Path, make_simulator: Callable[..., SimHandle]
+) -> None:
+    sim = make_simulator(clock="accelerated", speed=1.0, tick_seconds=0.2)
+    world = straddle_world(db_url, sim, accounts=3)
+    fernet = rekey(world)
+    run_id = await entered(world)
+    configure(world, max_loss=MAX_LOSS)
+    first = world.account_ids[0]
+    # The first account's two exits are claimed and sent, and the exchange never acts on them.
+    sim.control.hang_next(
+        2, seconds=HUNG_SECONDS, execute=False, endpoint="placeorder", apikey=sim.api_keys[0]
+    )
+    hub = sim.running.core.ws_hub
+    assert hub is not None
+    offset = (sim.running.core.market.now() - utcnow()).total_seconds()
+
+    with engines(db_url, tmp_path, fernet, offset) as started:
+        started.env[EXITS_VARIABLE] = json.dumps(SCALED_EXITS)
+        doomed = started.start()
+
+        def subscribed() -> bool:
+            assert doomed.poll() is None, started.logs()
+            return all(hub.ref_count(symbol, "NFO") >= 1 for symbol in world.leg_symbols)
+
+        await until(subscribed, "the engine's feed subscribed the legs", timeout=DEADLINE)
+        sim.control.ramp(*SPOT, 26400, 4)
+
+        def caught_mid_send() -> bool:
+            assert doomed.poll() is None, started.logs()
+            sent = [i for i in exit_intents(world) if i[0] == first and i[1] == order_state.SENT]
+            others = [e.status for e in world.executions(run_id) if e.account_id != first]
+            return len(sent) == 2 and others == ["exited"] * 4
+
+        await until(caught_mid_send, "the first account's exits sent, the others done", timeout=DEADLINE)
+        assert exit_orders(world)[0] == []
+        kill_9(doomed)
+        started.start()
+
+        def ended() -> bool:
+            started.keep_running()
+            return {e.status for e in world.executions(run_id) if e.account_id == first} == {"error"}
+
+        await until(ended, "the restarted engine gave the unverifiable exits up", timeout=DEADLINE)
+        # Never sent twice on a guess: the exchange never saw an exit of the first account; it is
+        # visibly in error with one critical alert per leg, and the other accounts exited once.
+        assert exit_orders(world)[0] == [], started.logs()
+        assert filled_exits(world) == {0: [], 1: sorted(world.leg_symbols), 2: sorted(world.leg_symbols)}
+        failed = alerts(world, "exit_failed")
+        assert len(failed) == 2 and {a.severity for a in failed} == {"critical"}
+        errors = [e for e in world.executions(run_id) if e.account_id == first]
+        assert all("cannot be established" in (e.error_message or "") for e in errors)
+        assert world.run(run_id).status == "error"
+
+        # A person retries both legs from the page: the running engine buys each back once.
+        with world.database.session() as session:
+            for n, e in enumerate(errors):
+                retry_exit(session, user_id=world.user_id, execution_id=e.id, token=f"retry-{n}")
+
+        def closed() -> bool:
+            started.keep_running()
+            return world.run(run_id).status == "closed"
+
+        await until(closed, "the retried legs exited", timeout=DEADLINE)
+        logs = started.logs()
+
+    assert filled_exits(world) == every_leg_once(world), logs
+    assert all(len(orders) == 2 for orders in exit_orders(world).values())
+    assert {e.status for e in world.executions(run_id)} == {"exited"}
+    assert len(risk_events(world, run_id)) == 6
+    assert exit_commands(world)[0].token == f"risk:{run_id}:max_loss"
+
+
+async def unplaced_exit_in_error(world: World) -> tuple[int, int, ExitExecutor, ClientRegistry]:
+    """The short call's exit as a killed engine leaves it when the order never reached the broker
+    (claimed, its intent ``sent``, nothing at the exchange), resumed by the exit command until it is
+    in ``error`` (the outcome cannot be established). Returns (run id, execution id, the executor and
+    its registry, to close)."""
+    run_id = await entered(world)
+    short = world.executions(run_id)[0]
+    assert claim_exit(world.database, short.id, "max_loss", "exit of the run") == 1
+    intent = world.record_intent(
+        f"exec:{short.id}:exit:1:1", short.id, side="BUY", quantity=QTY, purpose="exit"
+    )
+    assert world.journal().claim_send(intent.id)
+    with world.database.session() as session:
+        request_exit(
+            session, user_id=world.user_id, scope="run", token="risk", run_id=run_id, reason="max_loss"
+        )
+    entry, registry = world.executor(resolve_seconds=0.3)
+    exits = ExitExecutor(
+        world.database,
+        registry,
+        world.box.decrypt,
+        epoch=world.epoch,
+        clock=world.clock,
+        config=entry.config,
+        retry=ExitRetry(attempts=5, first_wait=0.01, verify_interval=0.05, verify_timeout=0.5),
+    )
+    assert await exits.process_once() == 1
+    rows = {e.id: e for e in world.executions(run_id)}
+    assert rows[short.id].status == "error"  # visibly, as the kill test above shows
+    assert "cannot be established" in (rows[short.id].error_message or "")
+    assert [o.symbol for o in exit_orders(world)[0]] == [world.leg_symbols[1]]  # the put's, not the call's
+    return run_id, short.id, exits, registry
+
+
+async def persons_retry(world: World, exits: ExitExecutor, execution_id: int) -> None:
+    with world.database.session() as session:
+        retry_exit(session, user_id=world.user_id, execution_id=execution_id, token="retry-1")
+    assert await exits.process_once() == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_leg_whose_exit_order_never_reached_the_broker_is_exited_once_by_a_persons_retry(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = straddle_world(db_url, simulator_session, accounts=1)
+    run_id, short, exits, registry = await unplaced_exit_in_error(world)
+    try:
+        await persons_retry(world, exits, short)
+    finally:
+        await registry.aclose()
+    # The broker showed the short open and nothing of ours: the dead intent is closed as not placed
+    # and the retry buys the call back, once.
+    rows = {e.id: e for e in world.executions(run_id)}
+    assert rows[short].status == "exited", rows[short].error_message
+    assert filled_exits(world) == {0: sorted(world.leg_symbols)}
+    assert len(exit_orders(world)[0]) == 2
+    dead = next(i for i in world.intents() if i.key == f"exec:{short}:exit:1:1")
+    assert dead.state == order_state.CANCELLED and "not placed" in (dead.rejection_reason or "")
+    assert world.run(run_id).status == "closed"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_persons_retry_adopts_an_exit_order_that_reached_the_broker_late_and_sends_nothing(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = straddle_world(db_url, sim, accounts=1)
+    run_id, short, exits, registry = await unplaced_exit_in_error(world)
+    # The dead engine's order turns up at the broker after all (tagged, as the engine sends it).
+    late = place(
+        sim,
+        0,
+        symbol=world.leg_symbols[0],
+        action="BUY",
+        quantity=str(QTY),
+        pricetype="MARKET",
+        strategy=strategy_tag(world.strategy_id),
+    )
+    try:
+        await persons_retry(world, exits, short)
+    finally:
+        await registry.aclose()
+    rows = {e.id: e for e in world.executions(run_id)}
+    assert rows[short].status == "exited", rows[short].error_message
+    assert rows[short].exit_order_ids == [late]
+    # Never twice: the call's only buy-back is the late order.
+    assert [o.orderid for o in exit_orders(world)[0] if o.symbol == world.leg_symbols[0]] == [late]
+    assert filled_exits(world) == {0: sorted(world.leg_symbols)}

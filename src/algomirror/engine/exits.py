@@ -385,6 +385,19 @@ class _ExitWork:
             if not r.terminal and r.state != order_state.CREATED
         ]
 
+    def _close_unplaced(self, execution_id: int, broker: str) -> int:
+        """Cancel the execution's ``unknown`` exit intents that have no order id (see the caller); how
+        many. Only on a person's retry, after the orderbook lookup and a clean broker read."""
+        closed = 0
+        for row in self._unfinished(execution_id):
+            if row.state != order_state.UNKNOWN or row.order_id is not None:
+                continue
+            reason = f"not placed: no order of ours at the broker when the exit was retried ({broker})"
+            self.driver.journal.advance(row.id, order_state.CANCELLED, rejection_reason=reason)
+            log.warning("exit intent %s of execution %s: %s", row.key, execution_id, reason)
+            closed += 1
+        return closed
+
     def _open_units(self, execution_id: int, fresh: ExitState) -> int:
         """Units still open by our own records: filled − exited (terminal exit fills) − the fills of
         exit orders not finished yet (they count too: those units are bought back already)."""
@@ -474,6 +487,18 @@ class _ExitWork:
             except BrokerError as exc:
                 waiting = f"cannot verify at the broker ({exc.message}); nothing is sent until it can"
             else:
+                # A person's retry of a leg in error: an exit of ours left ``unknown`` without an order id
+                # (the engine died mid-send) that no orderbook read ever showed, while the broker has
+                # nothing of ours working or filled on the symbol, never reached the broker. Closed as not
+                # placed, or it would block this retry (and "closed outside") for ever.
+                clean = not view.working and not view.untracked_fills
+                if (
+                    ours_unsettled
+                    and self.scope.retry_errors
+                    and clean
+                    and await asyncio.to_thread(self._close_unplaced, leg.execution_id, view.describe()) > 0
+                ):
+                    ours_unsettled = bool(await asyncio.to_thread(self._unfinished, leg.execution_id))
                 if view.working or ours_unsettled:
                     waiting = (
                         f"an exit order of ours is still working or unresolved ({view.describe()}); "
