@@ -9,6 +9,11 @@ loss. The kill point is fixed by the exchange: it places the exit orders of two 
 once and holds their replies far beyond the engine's life, so the test waits — from the journal and the
 exchange's own books — until those four intents are ``sent`` and their orders exist, and kills the
 engine right there (the third account's exits have completed). Every wait is a poll with a deadline.
+
+Killed before the order reached the exchange (it never acts on the held calls): the restarted engine
+cannot establish the outcome, so those legs end visibly in ``error`` with a critical alert and nothing is
+sent on a guess; a person's retry then exits each once (on SQLite; in-process twins of that retry check
+an order that turns up late at the broker is adopted, never doubled).
 """
 
 from __future__ import annotations
