@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -101,6 +102,7 @@ class Exchange:
         return data
 
     def ltp(self, symbol: str) -> Decimal:
+        """The NFO symbol's LTP (₹) from the exchange's ``quotes``."""
         reply = httpx.post(
             f"{self.url}/api/v1/quotes",
             json={"apikey": self.keys[0], "symbol": symbol, "exchange": "NFO"},
@@ -166,7 +168,8 @@ def clock_offset(ex: Exchange) -> float:
 
 @dataclass
 class Book:
-    """The seeded world: accounts, one (strategy, leg, symbol, threshold ₹) per strategy."""
+    """The seeded world: the accounts, (strategy id, leg id, symbol) per strategy, and the max loss per
+    unit (₹) every strategy's threshold is made of."""
 
     database: Database
     user_id: int
@@ -187,6 +190,8 @@ def strikes(count: int) -> list[str]:
 
 
 def seed_world(database: Database, ex: Exchange, box: SecretBox, strategies: int, loss: Decimal) -> Book:
+    """The user, one account per exchange key (the first primary) and ``strategies`` one-leg short
+    strategies with max loss ``loss`` ₹ × lot × accounts (no runs yet)."""
     with database.session() as s:
         user = User(username="bench", email="bench@example.com", password_hash="x")
         s.add(user)
@@ -242,6 +247,7 @@ def open_runs(book: Book, ex: Exchange, now: datetime) -> dict[int, tuple[int, D
 
 
 def run_ended(database: Database, run_id: int) -> bool:
+    """Whether the run is closed (``ended_at`` set)."""
     with database.session_factory() as s:
         return s.scalar(select(StrategyRun.ended_at).where(StrategyRun.id == run_id)) is not None
 
@@ -350,6 +356,14 @@ PROBES = (
     ("claim_send", "journal", "claim_send", "Journal.claim_send, per order (write)"),
     ("send", "client", "place_order", "order handed to the client (OpenAlgoClient.place_order)"),
 )
+#: The engine's periodic work, timed by ``--breakdown`` to see what the slowest breaches met.
+PERIODIC = (
+    ("risk_sweep", "risk", "sweep", "RiskEngine.sweep (every 0.5 s; reloads every 2 s)"),
+    ("risk_load", "risk", "load", "RiskEngine.load"),
+    ("feed_refresh", "feeds", "refresh_once", "FeedManager.refresh_once (every 3 s)"),
+    ("feed_row", "feeds", "_write_connection", "FeedManager._write_connection (heartbeat, 5 s)"),
+    ("exit_poll", "exits", "process_once", "ExitExecutor.process_once (its command poll)"),
+)
 
 
 def install_stage_probes(stages: list[tuple[int, int, str]], feeds: Any, risk: Any, exits: Any) -> None:
@@ -387,14 +401,37 @@ def install_stage_probes(stages: list[tuple[int, int, str]], feeds: Any, risk: A
 
         setattr(owner, name, wrapped)
 
-    for stage, where, name, _ in PROBES:
+    for stage, where, name, _ in (*PROBES, *PERIODIC):
         probe(owners[where], name, stage)
 
-    def statement(*_args: Any) -> None:
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
         now = time.monotonic_ns()
-        stages.append((now, now, "sql"))
+        stages.append((now, now, "sql:" + statement_kind(sql)))
 
     event.listen(feeds.database.engine, "before_cursor_execute", statement)
+
+    collecting: list[int] = []
+
+    def collection(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            collecting.append(time.monotonic_ns())
+        elif collecting:
+            stages.append((collecting.pop(), time.monotonic_ns(), f"gc{info.get('generation', '?')}"))
+
+    gc.callbacks.append(collection)
+
+
+def statement_kind(sql: str) -> str:
+    """``SELECT strategy_executions``: a statement's verb and first table (for ``--breakdown``)."""
+    words = sql.replace("(", " ").replace('"', "").split()
+    verb = words[0].upper() if words else "?"
+    marker = {"SELECT": "FROM", "INSERT": "INTO", "DELETE": "FROM", "UPDATE": "UPDATE"}.get(verb)
+    upper = [w.upper() for w in words]
+    if marker is not None and marker in upper:
+        index = upper.index(marker) + 1
+        if index < len(words):
+            return f"{verb} {words[index]}"
+    return verb
 
 
 @dataclass
@@ -552,12 +589,15 @@ def spread(values: list[float]) -> str:
 
 def print_breakdown(path: Path, breaches: list[Breach]) -> None:
     """Per engine stage, over the breaches (medians): when its first call started and ended after the
-    breaching tick left the exchange, its calls and their summed time (``--breakdown``)."""
+    breaching tick left the exchange, its calls and their summed time, and when it started in the
+    slowest breach (``--breakdown``)."""
     stages = [(int(a), int(b), str(c)) for a, b, c in json.loads(path.read_text())]
     print("breakdown, ms after the breaching tick left the exchange (medians over the breaches):")
-    print(f"  {'first starts':>12} {'first ends':>10} {'calls':>6} {'summed':>8}  stage")
+    print(f"  {'first starts':>12} {'first ends':>10} {'calls':>6} {'summed':>8} {'slowest':>8}  stage")
+    worst = max(breaches, key=lambda b: b.first_ms)
     for stage, _, _, text in PROBES:
         starts, ends, calls, summed = [], [], [], []
+        slowest = float("nan")
         for b in breaches:
             # A frame can be read before the exchange stamps it (send_str returned): allow 5 ms before.
             window = [s for s in stages if s[2] == stage and b.tick_ns - 5_000_000 <= s[0] <= b.last_ns]
@@ -567,25 +607,47 @@ def print_breakdown(path: Path, breaches: list[Breach]) -> None:
             ends.append((window[0][1] - b.tick_ns) / 1e6)
             calls.append(len(window) if stage != "feed" else 1)
             summed.append(sum(e - s for s, e, _ in window) / 1e6)
+            if b is worst:
+                slowest = starts[-1]
         if starts:
             print(
                 f"  {statistics.median(starts):12.2f} {statistics.median(ends):10.2f} "
-                f"{statistics.median(calls):6.0f} {statistics.median(summed):8.2f}  {text}"
+                f"{statistics.median(calls):6.0f} {statistics.median(summed):8.2f} {slowest:8.2f}  {text}"
             )
     print(
-        f"  {statistics.median(b.first_ms for b in breaches):12.2f} {'':>10} {'':>6} {'':>8}  "
+        f"  {statistics.median(b.first_ms for b in breaches):12.2f} {'':>10} {'':>6} {'':>8} "
+        f"{worst.first_ms:8.2f}  "
         "first exit order arrived at the exchange"
     )
-    before_first = [
-        sum(1 for s in stages if s[2] == "sql" and b.tick_ns <= s[0] <= b.first_ns) for b in breaches
-    ]
-    before_last = [
-        sum(1 for s in stages if s[2] == "sql" and b.tick_ns <= s[0] <= b.last_ns) for b in breaches
-    ]
+
+    print("  periodic work and collections (gcN) overlapping tick -> first exit order, 5 slowest breaches:")
+    periodic = {name for name, *_ in PERIODIC}
+    for b in sorted(breaches, key=lambda b: b.first_ms)[-5:]:
+        met = sorted(
+            {
+                f"{stage} ({(e - s) / 1e6:.1f} ms)"
+                for s, e, stage in stages
+                if (stage in periodic or stage.startswith("gc")) and s <= b.first_ns and e >= b.tick_ns
+            }
+        )
+        print(f"    {b.first_ms:7.1f} ms  {b.symbol}: {', '.join(met) or 'none'}")
+
+    def sql_between(b: Breach, end: int) -> list[str]:
+        return [s[2][4:] for s in stages if s[2].startswith("sql:") and b.tick_ns <= s[0] <= end]
+
+    before_first = [len(sql_between(b, b.first_ns)) for b in breaches]
+    before_last = [len(sql_between(b, b.last_ns)) for b in breaches]
     print(
         "  SQL statements from the tick to the first / last exit order: "
-        f"{statistics.median(before_first):.0f} / {statistics.median(before_last):.0f} (medians)"
+        f"{statistics.median(before_first):.0f} / {statistics.median(before_last):.0f} (medians); "
+        "before the first, per breach:"
     )
+    kinds: dict[str, int] = {}
+    for b in breaches:
+        for kind in sql_between(b, b.first_ns):
+            kinds[kind] = kinds.get(kind, 0) + 1
+    for kind, count in sorted(kinds.items(), key=lambda item: -item[1])[:12]:
+        print(f"    {count / len(breaches):7.1f}  {kind}")
 
 
 def main() -> int:
@@ -668,6 +730,8 @@ def main() -> int:
     print(f"breaches measured      {len(outcome.breaches)} ({args.accounts} exit orders each)")
     print(f"tick -> first exit order: {spread(first)}")
     print(f"tick -> last exit order:  {spread(last)} (the strategy's {args.accounts} accounts)")
+    slowest = ", ".join(f"{v:.1f}" for v in sorted(first)[-5:])
+    print(f"slowest tick -> first exit order: {slowest} ms")
     rss, peak = memory.get("VmRSS", 0) // 1024, memory.get("VmHWM", 0) // 1024
     print(f"engine rss {rss} MB (peak {peak} MB); engine cpu {cpu:.2f} s during the moves")
     if args.profile:

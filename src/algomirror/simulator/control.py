@@ -325,7 +325,7 @@ def add_control_routes(app: web.Application, core: SimulatorCore) -> None:
     @route("/sim/trace", "GET")
     async def trace_read(_: dict[str, Any]) -> dict[str, Any]:
         if core.trace is None:
-            raise BadControl("the trace is off (POST /sim/trace {\"enabled\": true})")
+            raise BadControl('the trace is off (POST /sim/trace {"enabled": true})')
         return core.trace.drain()
 
     @route("/sim/ws/no_auth_reply")
