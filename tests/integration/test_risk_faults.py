@@ -5,7 +5,9 @@ executor, orders counted in the exchange's own books. See ``risk_fault_support``
 Covered here: an index ramp through max loss on a 3-account short straddle → exactly one exit order per
 leg per account and one risk event each (both exchange profiles, SQLite and PostgreSQL); a leg stop and
 max loss breached by one tick → one exit per execution; the primary's feed dropped → a failover event,
-ticks from the backup, and a breach on those ticks still exits exactly once (both profiles).
+ticks from the backup, and a breach on those ticks still exits exactly once (both profiles); the
+exchange closing the feed's socket → a reconnect on the same account (no failover), resubscribed once,
+and a breach after it exits once.
 """
 
 from __future__ import annotations
@@ -207,3 +209,48 @@ async def test_a_dropped_primary_feed_fails_over_and_a_breach_on_the_backups_tic
     # The breach was acted on from the backup's ticks, and the primary stayed out.
     assert {(m.source, m.account_id) for _, m in engine.seen[since:]} == {("ws", backup)}
     assert len(failovers(world)) == 1
+
+
+@SQLITE
+async def test_the_exchange_dropping_the_feed_reconnects_it_and_a_breach_after_exits_once(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = straddle_world(db_url, sim, accounts=2)
+    run_id = await entered(world)
+    configure(world, max_loss=Decimal("2000"))
+    primary = world.account_ids[0]
+
+    async with running_engine(world) as engine:
+        await until(lambda: engine.leg_marks_from("ws", primary) and engine.pnl_known(run_id), "feed up")
+        before = engine.leg_mark(0)
+        assert await asyncio.to_thread(sim.control.ws_drop) == 1  # the exchange closes the feed's socket
+
+        def resumed() -> bool:
+            mark = engine.leg_mark(0)
+            return (
+                engine.feeds.counters.reconnects >= 1
+                and mark is not None
+                and before is not None
+                and mark.source == "ws"
+                and mark.at > before.at
+            )
+
+        await until(resumed, "ticks again after the reconnect")
+        hub = sim.running.core.ws_hub
+        assert hub is not None
+        # Resubscribed once: one upstream subscription per leg, on one connection.
+        assert [hub.ref_count(s, "NFO") for s in world.leg_symbols] == [1, 1]
+        await until(lambda: engine.pnl_known(run_id), "P&L known again")
+        assert engine.risk.fired == 0
+        await ramp(sim, 26400, 20)
+        await settled_statuses(world, run_id, {"exited"})
+        await engine.risk.drain()
+        fired = engine.risk.fired
+
+    assert fired == 1
+    assert [c.token for c in exit_commands(world)] == [f"risk:{run_id}:max_loss"]
+    assert filled_exits(world) == every_leg_once(world)
+    assert all(len(orders) == 2 for orders in exit_orders(world).values())
+    assert len(risk_events(world, run_id)) == 4
+    assert failovers(world) == []  # back on the same account: a reconnect, not a failover
