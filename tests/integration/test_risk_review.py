@@ -9,7 +9,8 @@ SQLite and PostgreSQL against the paper exchange over loopback:
 * an unexpected error while recording a breach is logged and the breach is tried again (not lost);
 * an execution in ``error`` (its exit failed, units still open) keeps its symbol subscribed, and a
   healthy feed that leaves a leg unpriced gets REST quotes for it;
-* a failed reload of the open runs does not skip the sweep's evaluation of what memory holds.
+* a failed reload of the open runs does not skip the sweep's evaluation of what memory holds;
+* a REST quote's age counts from its request (a slow reply does not make an old price look fresh).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -291,3 +294,39 @@ async def test_a_failed_reload_does_not_skip_the_sweeps_evaluation(
     await risk.drain()
     assert risk.fired == 1
     assert [r.event_type for r in events(world, run_id)] == ["max_loss", "max_loss"]  # one per leg
+
+
+class WallClock:
+    """The market clock at T0, moving with the wall clock (so time passes while a call is in flight)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start, self.started = start, time.monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self.started)
+
+
+async def test_a_rest_quote_is_as_old_as_its_request_not_its_slow_reply(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    await entered(world)
+    ce, _ = world.leg_symbols
+    book = MarkBook()
+    registry = ClientRegistry()
+    clock = WallClock(world.clock.now())
+    manager = FeedManager(world.database, registry, world.box.decrypt, marks=book, market_clock=clock)
+    simulator_session.control.latency(1500, endpoint="multiquotes")
+    try:
+        await manager.refresh_once()
+        asked = clock.now()
+        assert await manager.rest_once(world.user_id) == 2  # no feed at all: every leg is quoted
+        answered = clock.now()
+        mark = book.get(ce, "NFO")
+        assert mark is not None and mark.source == "rest"
+        # Its 5 s of use count from the request: a price that took 1.5 s to come is 1.5 s old already.
+        assert answered - asked >= timedelta(seconds=1.5)
+        assert mark.at - asked < timedelta(seconds=0.5)
+    finally:
+        simulator_session.control.latency(0, endpoint="multiquotes")
+        await registry.aclose()

@@ -91,6 +91,8 @@ class RestFallback:
                 client = self.registry.client(
                     account.id, account.host_url, self._api_key(account), name=account.name
                 )
+                # The quote is as old as the request: a slow reply must not stretch its 5 s of use.
+                at = self.clock.now()
                 items = await client.multiquotes(symbols)
             except (BrokerError, ValueError) as exc:
                 self.counters.rest_failures += 1
@@ -100,7 +102,6 @@ class RestFallback:
                 continue
             self.counters.rest_quotes += 1
             state.last_rest_account = account.id
-            at = self.clock.now()
             written = 0
             for item in items:
                 quote = item.quote
