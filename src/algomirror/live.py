@@ -1,6 +1,6 @@
 """Engine → web live bus (DESIGN §1, contract C of issue 12).
 
-The engine publishes small JSON-able events on topics (``run:{id}:risk``, ``feed:status`` …); web
+The engine publishes small JSON-able events on topics (``run:{id}:risk``, ``user:{id}:feed`` …); web
 threads subscribe and block on :meth:`Subscription.get` to stream them as Server-Sent Events.
 
 - :class:`InProcessBus`: embedded mode, one instance shared by web and engine in one process.

@@ -211,7 +211,7 @@ async def test_ticks_of_an_open_execution_reach_the_markbook_as_ws_marks(
 ) -> None:
     subscription = None
     async with running_feeds(db_url, simulator_session) as feeds:
-        subscription = feeds.bus.subscribe(["feed:status"])
+        subscription = feeds.bus.subscribe([f"user:{feeds.world.user_id}:feed"])
         mark = await until(lambda: feeds.ws_mark(feeds.primary), "a ws mark")
         assert mark.ltp > 0 and mark.at.tzinfo is not None
         now = simulator_session.running.core.market.now()

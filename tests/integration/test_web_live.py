@@ -146,7 +146,7 @@ def test_stream_when_signed_in_frames_the_published_events_of_its_topics_only(se
     alice = sign_in(served, "alice")
     uid = served.env.user("alice").id
     run_id = make_run(served, "alice")
-    topics = (f"user:{uid}:alerts", f"run:{run_id}:risk", "feed:status")
+    topics = (f"user:{uid}:alerts", f"run:{run_id}:risk", f"user:{uid}:feed")
     with open_stream(alice, *topics) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -161,7 +161,7 @@ def test_stream_when_signed_in_frames_the_published_events_of_its_topics_only(se
         served.bus.publish(f"run:{run_id + 1}:risk", "pnl", {"pnl": Decimal("1")})
         served.bus.publish(f"user:{uid + 1}:alerts", "alert", {"text": "not yours"})
         served.bus.publish(f"run:{run_id}:risk", "pnl", {"pnl": Decimal("-1250.50")})
-        served.bus.publish("feed:status", "status", {"healthy": True, "note": "line\nbreak"})
+        served.bus.publish(f"user:{uid}:feed", "status", {"healthy": True, "note": "line\nbreak"})
 
         first = frames.next_event()
         assert first[0].startswith("id: ") and first[1:] == [
@@ -171,7 +171,7 @@ def test_stream_when_signed_in_frames_the_published_events_of_its_topics_only(se
         second = frames.next_event()
         assert second[1] == "event: status"
         assert json.loads(second[2].removeprefix("data: ")) == {
-            "topic": "feed:status",
+            "topic": f"user:{uid}:feed",
             "data": {"healthy": True, "note": "line\nbreak"},
         }
         assert int(second[0].removeprefix("id: ")) > int(first[0].removeprefix("id: "))
@@ -194,7 +194,8 @@ def test_stream_when_client_disconnects_frees_its_subscription_and_slot(served: 
 def test_stream_when_its_lifetime_is_over_ends_and_frees_its_slot(served: Served) -> None:
     served.env.app.config["LIVE_MAX_STREAM_SECONDS"] = 0.5
     alice = sign_in(served, "alice")
-    with open_stream(alice, "feed:status") as response:
+    uid = served.env.user("alice").id
+    with open_stream(alice, f"user:{uid}:feed") as response:
         frames = Frames(response)
         assert frames.next() == ["retry: 3000"]
         with pytest.raises(EOFError):
@@ -212,7 +213,8 @@ def test_stream_when_topic_is_not_the_users_is_404_and_unknown_is_400(served: Se
     uid = served.env.user("alice").id
     not_hers: list[tuple[str, ...]] = [
         (f"run:{bobs_run}:risk",),
-        ("feed:status", f"run:{bobs_run}:status"),
+        (f"user:{uid}:feed", f"run:{bobs_run}:status"),
+        (f"user:{bob_id}:feed",),
         (f"run:{bobs_run + 1000}:risk",),
         (f"user:{bob_id}:alerts",),
         (f"chain:{bob_id}:NIFTY:2026-12-31",),
@@ -226,6 +228,7 @@ def test_stream_when_topic_is_not_the_users_is_404_and_unknown_is_400(served: Se
         (),
         ("run:x:risk",),
         ("feed:other",),
+        ("feed:status",),
         (f"user:{uid}",),
         ("run:1:risk\n",),
         too_many,
@@ -242,7 +245,7 @@ def test_stream_when_topic_is_not_the_users_is_404_and_unknown_is_400(served: Se
 
 def test_stream_when_signed_out_is_401(served: Served) -> None:
     anonymous = served.client()
-    answer = anonymous.get("/live/stream", params=query("feed:status"))
+    answer = anonymous.get("/live/stream", params=query("user:1:feed"))
     assert answer.status_code == 401
     assert served.bus.subscriber_count == 0
 
@@ -250,18 +253,20 @@ def test_stream_when_signed_out_is_401(served: Served) -> None:
 def test_stream_when_user_has_too_many_open_is_429_until_one_closes(served: Served) -> None:
     alice = sign_in(served, "alice")
     bob = sign_in(served, "bob")
-    with open_stream(alice, "feed:status") as one, open_stream(alice, "feed:status") as two:
+    alices = f"user:{served.env.user('alice').id}:feed"
+    bobs_topic = f"user:{served.env.user('bob').id}:feed"
+    with open_stream(alice, alices) as one, open_stream(alice, alices) as two:
         assert [Frames(one).next(), Frames(two).next()] == [["retry: 3000"]] * 2
-        third = alice.get("/live/stream", params=query("feed:status"))
+        third = alice.get("/live/stream", params=query(alices))
         assert third.status_code == 429
         # The cap is per user: bob still gets his stream.
-        with open_stream(bob, "feed:status") as bobs:
+        with open_stream(bob, bobs_topic) as bobs:
             assert bobs.status_code == 200
             assert Frames(bobs).next() == ["retry: 3000"]
     alice.close()
     eventually(lambda: served.slots.open_streams() == 0, timeout=DEADLINE, what="slots freed")
     again = sign_in(served, "alice", create=False)
-    with open_stream(again, "feed:status") as response:
+    with open_stream(again, alices) as response:
         assert response.status_code == 200
 
 
@@ -274,7 +279,9 @@ def test_stream_when_opened_is_not_activity_for_the_idle_timeout(db_url: str, tm
         with client.session_transaction() as session:
             seen = session["seen"]
         env.clock.advance(timedelta(minutes=10))
-        response = client.get("/live/stream", query_string=query("feed:status"), buffered=False)
+        response = client.get(
+            "/live/stream", query_string=query(f"user:{env.user('alice').id}:feed"), buffered=False
+        )
         assert response.status_code == 200
         response.close()
         with client.session_transaction() as session:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -19,10 +20,11 @@ from algomirror.engine.chain import ChainEngine
 from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.execution import EntryExecutor
 from algomirror.engine.exits import ExitExecutor
+from algomirror.engine.feed_types import FeedConfig
 from algomirror.engine.feeds import FeedManager
 from algomirror.engine.kill_switch import KillSwitch, pnl_source
 from algomirror.engine.lock import EngineLock
-from algomirror.engine.marks import MarkBook
+from algomirror.engine.marks import DEFAULT_REST_MAX_AGE, DEFAULT_WS_MAX_AGE, MarkBook
 from algomirror.engine.mirror import MirrorExecutor
 from algomirror.engine.reconcile import Reconciler
 from algomirror.engine.resolution import StrategyResolver
@@ -88,10 +90,33 @@ def build_feeds(
     marks: MarkBook | None = None,
 ) -> FeedManager:
     """The feed manager (market data, PRODUCT §7) on the engine's ``registry``, writing ``marks`` (a new
-    book when None; read it back as ``.marks``) and publishing ``feed:status`` on ``bus`` when given."""
+    book when None; read it back as ``.marks``) and publishing ``user:{id}:feed`` status on ``bus``.
+
+    Mark ages and tick staleness are judged on the market clock; an accelerated clock (the demo's,
+    with a ``speed`` attribute) stretches those limits by its speed, so "5 s old" still means five
+    seconds of the user's time (see :func:`clock_speed`)."""
+    speed = clock_speed(market_clock)
+    if marks is None:
+        marks = MarkBook(ws_max_age=DEFAULT_WS_MAX_AGE * speed, rest_max_age=DEFAULT_REST_MAX_AGE * speed)
+    config = replace(FeedConfig(), stale_after=FeedConfig().stale_after * speed)
     return FeedManager(
-        database, registry, make_decryptor(settings), marks=marks, market_clock=market_clock, bus=bus
+        database,
+        registry,
+        make_decryptor(settings),
+        marks=marks,
+        market_clock=market_clock,
+        bus=bus,
+        config=config,
     )
+
+
+def clock_speed(clock: Clock | None) -> float:
+    """How many market-clock seconds pass per wall-clock second (1.0 for a real clock or none; the
+    demo's simulated clock says its own ``speed``). Never below 1: a slowed clock keeps real limits."""
+    speed = getattr(clock, "speed", 1.0)
+    if not isinstance(speed, (int, float)) or isinstance(speed, bool):
+        return 1.0
+    return max(float(speed), 1.0)
 
 
 def find_component(service: EngineService, name: str) -> Component | None:

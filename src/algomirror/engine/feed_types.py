@@ -24,7 +24,12 @@ OPEN_RUN_STATUSES: Final = ("entering", "active", "exiting")
 DOWN_STATUSES: Final = ("failed", "error", "auth_failed")
 # Market hours are those of the options segment (the product's business), as for the account sync.
 MARKET_EXCHANGES: Final = ("NFO", "NSE")
-FEED_TOPIC: Final = "feed:status"
+
+
+def feed_topic(user_id: int) -> str:
+    """The live-bus topic of one user's feed status (``user:{id}:feed``, event ``status``): only that
+    user's pages may follow it, since it names their accounts."""
+    return f"user:{user_id}:feed"
 
 
 class FeedConn(Protocol):
@@ -147,7 +152,6 @@ def backoff_delay(failures: int, *, base: float = 1.0, cap: float = 30.0, jitter
 
 __all__ = [
     "DOWN_STATUSES",
-    "FEED_TOPIC",
     "MARKET_EXCHANGES",
     "MODE_DEPTH",
     "MODE_LTP",
@@ -164,4 +168,5 @@ __all__ = [
     "SubKey",
     "UserFeed",
     "backoff_delay",
+    "feed_topic",
 ]

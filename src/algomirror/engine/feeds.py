@@ -26,7 +26,7 @@
   per ``rest_interval`` on the first usable account (the last good one first; a failing account rests
   ``account_rest_seconds``; at most ``rest_tries`` accounts per cycle), as marks with source ``"rest"``
   (usable for 5 s), in any session.
-* **Status** is published on the live bus as topic ``feed:status``, event ``status`` (per user: state,
+* **Status** is published on the live bus as topic ``user:{id}:feed``, event ``status`` (per user: state,
   feed account, last message age, subscriptions, counters) on every change and every
   ``status_seconds``.
 
@@ -60,7 +60,6 @@ from algomirror.engine.feed_records import load_feed_inputs, write_connection_ro
 from algomirror.engine.feed_rest import RestFallback
 from algomirror.engine.feed_types import (
     DOWN_STATUSES,
-    FEED_TOPIC,
     MARKET_EXCHANGES,
     MODE_DEPTH,
     MODE_LTP,
@@ -77,6 +76,7 @@ from algomirror.engine.feed_types import (
     SubKey,
     UserFeed,
     backoff_delay,
+    feed_topic,
 )
 from algomirror.engine.marks import Mark, MarkBook
 
@@ -227,7 +227,7 @@ class FeedManager(RestFallback):
         self._last_status[feed.user_id] = signature
         self._last_status_at[feed.user_id] = now
         try:
-            self.bus.publish(FEED_TOPIC, "status", status.as_dict())
+            self.bus.publish(feed_topic(feed.user_id), "status", status.as_dict())
         except Exception:  # live data is a view: a bus failure must not stop the feed (logged)
             log.exception("feed: publishing the status failed")
 
@@ -676,7 +676,6 @@ class FeedManager(RestFallback):
 
 
 __all__ = [
-    "FEED_TOPIC",
     "MODE_DEPTH",
     "MODE_LTP",
     "MODE_QUOTE",
@@ -689,4 +688,5 @@ __all__ = [
     "FeedStatus",
     "UserFeed",
     "backoff_delay",
+    "feed_topic",
 ]

@@ -10,9 +10,11 @@ The view authorizes every requested topic for the signed-in user, subscribes on 
 
 and a ``: keepalive`` comment every ``LIVE_KEEPALIVE_SECONDS`` (15). Topics:
 
-* ``user:{user_id}:{name}`` and ``chain:{user_id}:{instrument}:{expiry}`` — the signed-in user's own only;
-* ``run:{run_id}:{name}`` — only when the run's strategy is the user's;
-* ``feed:status`` — any signed-in user.
+* ``user:{user_id}:{name}`` (alerts, ``feed`` status, kill switch …) and
+  ``chain:{user_id}:{instrument}:{expiry}`` — the signed-in user's own only;
+* ``run:{run_id}:{name}`` — only when the run's strategy is the user's.
+
+There is no topic every user may follow: even the feed's status names the user's accounts.
 
 Anything else is a 400; someone else's user, chain or run topic is a 404 (as other people's pages are).
 
@@ -60,7 +62,6 @@ DISCONNECT_CHECK_SECONDS = 1.0
 _USER_TOPIC = re.compile(r"user:([0-9]{1,20}):([a-z_]{1,32})")
 _RUN_TOPIC = re.compile(r"run:([0-9]{1,20}):([a-z_]{1,32})")
 _CHAIN_TOPIC = re.compile(r"chain:([0-9]{1,20}):([A-Z0-9&_\-]{1,40}):([A-Za-z0-9_\-]{1,20})")
-_PUBLIC_TOPICS = frozenset({"feed:status"})
 
 
 class StreamSlots:
@@ -184,8 +185,6 @@ def authorize_topics(topics: Sequence[str], user_id: int) -> list[str]:
         abort(400)
     runs: set[int] = set()
     for topic in wanted:
-        if topic in _PUBLIC_TOPICS:
-            continue
         owner = _USER_TOPIC.fullmatch(topic) or _CHAIN_TOPIC.fullmatch(topic)
         if owner is not None:
             if int(owner.group(1)) != user_id:

@@ -17,7 +17,7 @@ Routes (blueprint ``market_data`` at ``/market``, sign-in required):
 * ``POST /market/chain/sessions/<session_id>/end`` — ends it (the page's ``pagehide`` beacon, which
   sends the CSRF token as a form field); 204, or 404 as above.
 * ``GET /market/feeds`` — per feed of the user: feed account, state, last message age, subscriptions,
-  REST fallback (live from the ``feed:status`` topic through ``static/js/feed_status.js``), the
+  REST fallback (live from the ``user:{id}:feed`` topic through ``static/js/feed_status.js``), the
   ``websocket_connections`` rows of the user's accounts and the latest :data:`FAILOVERS_SHOWN`
   ``failover_events`` touching them.
 

@@ -1,4 +1,4 @@
-// The feed status page (/market/feeds, web/market_data.py): the engine's `feed:status` events
+// The feed status page (/market/feeds, web/market_data.py): the engine's `user:{id}:feed` status events
 // (engine/feeds.py FeedStatus: user_id, state, account_id, last_message_age, subscriptions, rest,
 // counters) for the signed-in user's feed fill the "Your feed" card. Loaded as a file (CSP).
 (function () {
@@ -58,7 +58,7 @@
 
     function render(data) {
       if (!data || Number(data.user_id) !== userId) {
-        return; // another user's feed (the topic carries every user's status)
+        return; // not this user's (the topic is the user's own; kept as a guard)
       }
       live.textContent = "live";
       live.setAttribute("data-live", "on");
@@ -84,7 +84,7 @@
       }
     }
 
-    window.AlgoLive.subscribe(["feed:status"], {
+    window.AlgoLive.subscribe(["user:" + userId + ":feed"], {
       status: render,
       open: function () {
         if (live.getAttribute("data-live") !== "on") {
