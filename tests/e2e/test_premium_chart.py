@@ -1,4 +1,4 @@
-"""The premium / Supertrend chart (contract C4, static/js/premium_chart.js) in a real browser on the
+"""The premium / Supertrend chart (static/js/premium_chart.js) in a real browser on the
 embedded demo: execute a short strangle template on one demo account, open its risk monitor, and see the
 chart drawn by the vendored Lightweight Charts from premium.json (candles + the Supertrend line), its
 state line, and a live ``supertrend`` event (published on the shared bus) update that state — with no

@@ -106,8 +106,9 @@ def test_monitor_follows_live_snapshots_without_reload(
         assert age.inner_text().strip().endswith(" s") or age.inner_text().strip().endswith(" min")
         page.locator("#mtm-chart canvas").first.wait_for(timeout=10_000)
 
-        # A breach and a Supertrend update in the engine's shapes (risk.py _fire payload, contract C4),
-        # published on the shared bus: the event is prepended, the latch shows it fired, the cells fill.
+        # A breach and a Supertrend update in the engine's shapes (risk.py _fire payload,
+        # supertrend_rule.event_of), published on the shared bus: the event is prepended, the latch shows it
+        # fired, the cells fill.
         assert demo_server.bus is not None
         topic = f"run:{run.id}:risk"
         demo_server.bus.publish(

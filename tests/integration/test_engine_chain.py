@@ -1,6 +1,6 @@
 """The chain component (engine.chain) with a real FeedManager against the paper exchange over loopback,
 on SQLite and PostgreSQL: a viewing session makes it subscribe the window around ATM (depth) and the
-spot, publish C6 ``chain`` events with live quotes, re-centre (releasing the strikes that left) when the
+spot, publish ``chain`` events with live quotes, re-centre (releasing the strikes that left) when the
 spot moves, release everything when the session expires, and delete expired sessions; with no feed the
 sides are filled by REST quotes, labelled so.
 

@@ -1,5 +1,5 @@
 """The kill switch against the paper exchange over loopback, on SQLite and PostgreSQL: the risk engine's
-part of the day P&L comes from a fake source (its ``runs`` and ``account_open_pnl``, contract C3), exits
+part of the day P&L comes from a fake source (its ``runs`` and ``account_open_pnl``), exits
 go through the real ExitExecutor, and orders are counted at the exchange.
 
 Covered: a breached daily loss limit → one exit order per open execution of that account only, one

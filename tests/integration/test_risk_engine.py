@@ -183,7 +183,7 @@ async def test_max_loss_exits_every_leg_of_every_account_once(
     assert run.max_loss_value <= Decimal("-1000")
     assert run.status == "closed" and run.exit_reason == "max_loss"
     assert {e.exit_reason for e in world.executions(run_id)} == {"max_loss"}
-    # Besides the live snapshots (contract C1, tested in test_risk_live.py), one breach event.
+    # Besides the live ``snapshot`` events (tested in test_risk_live.py), one breach event.
     assert [(t, e) for t, e, _ in h.bus.messages if t == f"run:{run_id}:risk" and e != "snapshot"] == [
         (f"run:{run_id}:risk", "max_loss")
     ]

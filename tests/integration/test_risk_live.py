@@ -1,8 +1,8 @@
-"""The risk engine's outputs for pages and other components (issue 12 contracts), on SQLite and
-PostgreSQL with a run entered on the paper exchange over loopback: C1 live ``snapshot`` events on an
-in-process bus (payload and throttle, driven by an injected monotonic timer — no sleeps), C2
+"""The risk engine's outputs for pages and other components, on SQLite and
+PostgreSQL with a run entered on the paper exchange over loopback: live ``snapshot`` events on an
+in-process bus (payload and throttle, driven by an injected monotonic timer — no sleeps),
 ``run_pnl_samples`` rows written by the persist path at most every ``sample_seconds`` of the market clock
-(and not again after a restart), C3 ``account_open_pnl``.
+(and not again after a restart), ``RiskEngine.account_open_pnl``.
 
 The engine's loop is not started: the tests call ``load``, ``marks.update`` (the tick path) and
 ``sweep``/``publish_snapshots`` themselves, so every step is deterministic.

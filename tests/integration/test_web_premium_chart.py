@@ -1,4 +1,4 @@
-"""``GET /risk/runs/<id>/premium.json`` (contract C4) through the Flask client against the paper exchange's
+"""``GET /risk/runs/<id>/premium.json`` through the Flask client against the paper exchange's
 history, on SQLite and PostgreSQL: the owner gets the run's combined-premium candles (closed ones only,
 the shown session) and the Supertrend line; another user's run and a missing one are 404; signed out is
 a redirect to sign-in; a leg without history is ``unknown`` with a message and no candles; bad

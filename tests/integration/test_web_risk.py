@@ -246,7 +246,7 @@ def test_monitor_renders_legs_levels_latches_and_events(env: WebEnv, alice: Flas
 
     events = re.findall(r'id="risk-event-(\d+)"', page)
     assert [int(e) for e in events] == list(reversed(ids))[: risk.EVENTS_SHOWN]
-    # The charts: MTM from this blueprint, premium's container per contract C4.
+    # The charts: MTM from this blueprint, the premium chart's container (web/premium_chart.py).
     assert f'data-url="/risk/runs/{run.run_id}/mtm.json"' in page
     premium = f'data-url="/risk/runs/{run.run_id}/premium.json" data-run-id="{run.run_id}"'
     assert f'<div class="premium-chart" {premium}>' in page

@@ -1,5 +1,5 @@
 """The option chain's math (engine.chain): the window around ATM and its re-centring, ATM/ITM k/OTM k
-tags from each side's view, PCR by OI and volume (unknown never 0), and the C6 payload."""
+tags from each side's view, PCR by OI and volume (unknown never 0), and the ``chain`` event's payload."""
 
 from __future__ import annotations
 

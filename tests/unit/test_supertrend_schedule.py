@@ -1,5 +1,5 @@
 """When the Supertrend exit evaluates (PRODUCT §6.5 "When"): the newest candle closed at least the delay
-ago, in today's session only; and the C4 event's shape."""
+ago, in today's session only; and the ``supertrend`` event's shape."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ after the last one. Every ``interval`` (1 s) this component
   when the ATM strike moves the window re-centres (the owner's wanted set is replaced, so strikes that
   left the window are released) and when no session of the group is left the owner is released;
 * publishes the chain on the live bus, topic ``chain:{uid}:{INSTRUMENT}:{expiry}``, event ``chain``
-  (contract C6, :func:`chain_payload`).
+  (:func:`chain_payload`).
 
 Prices come from the feed's latest ticks (``FeedManager.last_ticks``: LTP, bid/ask and quantities,
 volume, OI; the MarkBook keeps only LTP). A side with no tick received within ``fresh_seconds`` (wall
@@ -167,7 +167,7 @@ def _text(value: Decimal | None) -> str | None:
 
 
 def side_payload(symbol: str, tag: str, quote: SideQuote | None) -> dict[str, Any]:
-    """One side of a row in the C6 event (Decimals as strings, None as null)."""
+    """One side of a row in the ``chain`` event (Decimals as strings, None as null)."""
     q = quote or SideQuote()
     return {
         "symbol": symbol,
@@ -196,7 +196,7 @@ def chain_payload(
     window: Window | None,
     quotes: Mapping[str, SideQuote],
 ) -> dict[str, Any]:
-    """The C6 ``chain`` event: {user_id, instrument, expiry (ISO), at (ISO, market clock), spot,
+    """The ``chain`` event: {user_id, instrument, expiry (ISO), at (ISO, market clock), spot,
     spot_source, atm, step, strike_count, pcr_oi, pcr_volume, rows: [{strike, atm, ce, pe}]} where each
     side is :func:`side_payload`. Without a spot the window is unknown: ``rows`` is empty."""
     spec = underlying_spec(instrument)

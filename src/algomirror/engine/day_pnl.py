@@ -1,6 +1,6 @@
 """An account's day P&L for the kill switch (PRODUCT §6.10): the realised P&L of its executions exited
 on the IST trading day, read from ``strategy_executions`` (entry/exit averages and quantities, sign +1
-BUY, −1 SELL), and the open part the risk engine values (contract C3). Unknown is never 0.
+BUY, −1 SELL), and the open part the risk engine values (``RiskEngine.account_open_pnl``). Unknown is never 0.
 """
 
 from __future__ import annotations

@@ -92,7 +92,8 @@ _MAX_REASON = 500
 
 @runtime_checkable
 class OpenPnlSource(Protocol):
-    """What the kill switch reads of the risk engine (contract C3), on the engine loop."""
+    """What the kill switch reads of the risk engine (its ``runs`` and ``account_open_pnl``), on the
+    engine loop."""
 
     @property
     def runs(self) -> Mapping[int, object]: ...

@@ -19,8 +19,8 @@ when ``risk_scope == 'per_account'``) max loss, max profit, then the trailing st
 leg rules (SL / target / trailing, §6.6) per execution; a rule that exits claims its executions and later
 rules skip them. Added rules (Supertrend, :meth:`RiskEngine.add_rule`) come last, on what is unclaimed.
 One run's failure is logged and does not stop the others; a leg whose settings cannot apply loses only its
-own rules. Live ``snapshot`` events (contract C1), P&L samples (C2) and :meth:`RiskEngine.account_open_pnl`
-(C3) are computed from the same state and marks.
+own rules. Live ``snapshot`` events, ``run_pnl_samples`` rows and :meth:`RiskEngine.account_open_pnl` are
+computed from the same state and marks.
 
 **Exactly once.** A breach is claimed in memory at once (a second tick or rule does nothing), then one
 transaction writes: the latch (a conditional UPDATE that only succeeds while the latch is NULL; a leg's
@@ -223,7 +223,7 @@ class RiskEngine:
                 run.marks_changed = True
                 self._snapshot(run, self._timer())
 
-    # ---------------------------------------------------------------------- live snapshots (C1)
+    # ---------------------------------------------------------------------- live snapshots
 
     def publish_snapshots(self) -> int:
         """Publish the due ``snapshot`` of every open run (marks changed and ``snapshot_seconds`` since
@@ -262,7 +262,7 @@ class RiskEngine:
             run.flush_pending = False
             self._snapshot(run, self._timer())
 
-    # ----------------------------------------------------------------- account P&L (C3), samples (C2)
+    # --------------------------------------------------- account P&L (account_open_pnl), P&L samples
 
     def account_open_pnl(self, account_id: int) -> Decimal | None:
         """Σ P&L (₹, realised + unrealised, at usable marks now) of ``account_id``'s executions in the open

@@ -1,4 +1,4 @@
-"""The risk engine's live snapshot of one open run (contract C1 of issue 12): what the risk monitor page
+"""The risk engine's live snapshot of one open run: what the risk monitor page
 shows, published on ``run:{run_id}:risk`` as event ``snapshot``.
 
 Pure over the engine's in-memory state and the mark book: no database read, no I/O. Money and prices are
@@ -109,7 +109,7 @@ def _execution(
 
 
 def build_snapshot(run: RunState, book: MarkBook, now: datetime) -> dict[str, Any]:
-    """The C1 ``snapshot`` payload of ``run`` at ``now`` (aware UTC), from usable marks in ``book``."""
+    """The ``snapshot`` event's payload of ``run`` at ``now`` (aware UTC), from usable marks in ``book``."""
     executions = sorted(run.executions.values(), key=lambda e: e.id)
     usable: dict[int, Decimal | None] = {}
     latest: dict[int, Mark | None] = {}

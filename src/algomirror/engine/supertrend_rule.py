@@ -22,7 +22,7 @@ once fired (in memory, or the stored latch), never again for that run. Like ever
 run's P&L (recorded with the latch): while that is unknown the firing waits (the state holds until the
 next close is evaluated).
 
-**Published.** After each evaluation, contract C4: ``run:{run_id}:risk`` event ``supertrend``.
+**Published.** After each evaluation: ``run:{run_id}:risk`` event ``supertrend`` (:func:`event_of`).
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def event_of(
     direction: int | None = None,
     kind: ExitKind | None = None,
 ) -> dict[str, Any]:
-    """The C4 ``supertrend`` event (JSON-able: prices as strings, times ISO-8601 UTC)."""
+    """The ``supertrend`` event (JSON-able: prices as strings, times ISO-8601 UTC)."""
     return {
         "run_id": setting.run_id,
         "timeframe": setting.timeframe,

@@ -1,4 +1,4 @@
-"""The kill switch page (PRODUCT §6.10, issue 12 contract C5): per account a daily loss limit, today's P&L
+"""The kill switch page (PRODUCT §6.10): per account a daily loss limit, today's P&L
 and the switch's state, with Trip and Reset; and the user's global "Flatten everything and stop new
 entries" switch with its Reset.
 

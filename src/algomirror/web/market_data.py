@@ -7,7 +7,7 @@ Routes (blueprint ``market_data`` at ``/market``, sign-in required):
   user's primary active account, cached :data:`EXPIRY_CACHE_SECONDS`); ``strikes`` each side of ATM
   (1–50, default 20 → 41 rows). A bad parameter is a 400 with the reason on the page; a gateway that
   cannot list expiries a 502. The rows are drawn and kept live by ``static/js/option_chain.js`` from the
-  engine's ``chain:{uid}:{INSTRUMENT}:{expiry}`` events (:mod:`algomirror.engine.chain`, contract C6).
+  engine's ``chain:{uid}:{INSTRUMENT}:{expiry}`` events (:func:`algomirror.engine.chain.chain_payload`).
 * ``POST /market/chain/sessions`` (JSON {instrument, expiry, strikes}; CSRF header) — the page's viewing
   session: a ``websocket_sessions`` row (type ``option_chain``) expiring 5 minutes later. 201 with
   {session_id, expires_at, heartbeat_url, end_url, heartbeat_seconds}. The same validation as the page

@@ -1,4 +1,4 @@
-"""The premium/Supertrend chart's data (issue 12, contract C4): ``GET /risk/runs/<run_id>/premium.json``.
+"""The premium/Supertrend chart's data: ``GET /risk/runs/<run_id>/premium.json``.
 
 The series is the engine's (:class:`~algomirror.engine.premium_series.PremiumSeriesBuilder`, PRODUCT §6.5:
 the same legs, weights, gap rule, closed candles only), computed here in the web process from the

@@ -9,9 +9,9 @@ Routes (blueprint ``risk``, login required):
 * ``risk.monitor`` — GET ``/risk/runs/<run_id>``: one run rendered from the database (executions legs ×
   accounts with their levels, per-account and run P&L, the run's latches, its last risk events), then
   kept live in the browser by ``static/js/risk_monitor.js`` from the risk engine's ``run:{id}:risk``
-  events (contract C1 ``snapshot``, breach events named by rule code, C4 ``supertrend``).
+  events (``snapshot``, breach events named by rule code, ``supertrend``).
 * ``risk.mtm`` — GET ``/risk/runs/<run_id>/mtm.json``: the run's intraday MTM curve from
-  ``run_pnl_samples`` (contract C2) for the chart.
+  ``run_pnl_samples`` (written by the risk engine) for the chart.
 
 Pages only read: the engine does all protection (PRODUCT §6). Another user's run is a 404, like a run
 that does not exist. Every query is bounded by the signed-in user's id.

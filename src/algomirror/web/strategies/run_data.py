@@ -40,7 +40,8 @@ from algomirror.engine.exit_planning import EXIT_COMMAND
 from algomirror.engine.planning import EXECUTE_RUN
 from algomirror.web.strategy_groups import leg_label
 
-# The resolution helper's command that plans a run and names it in its result (contracts.md).
+# The engine command (engine.resolution) that plans a strategy's run and names it in its result
+# (docs/execution.md).
 EXECUTE_STRATEGY = "execute_strategy"
 RUN_COMMAND_KINDS = (EXECUTE_RUN, EXECUTE_STRATEGY, EXIT_COMMAND)
 # Executions an exit can still act on: active ones are claimed, pending ones have their working entry

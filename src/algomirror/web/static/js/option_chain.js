@@ -1,5 +1,5 @@
 // The live option chain (/market/chain, web/market_data.py): opens a viewing session, renews it every
-// 30 s, ends it on pagehide, and draws the engine's `chain` events (engine/chain.py, contract C6) into
+// 30 s, ends it on pagehide, and draws the engine's `chain` events (engine/chain.py, chain_payload) into
 // #chain-rows. Loaded as a file (the Content-Security-Policy forbids inline script).
 (function () {
   "use strict";

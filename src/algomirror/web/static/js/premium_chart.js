@@ -1,4 +1,4 @@
-// The combined-premium / Supertrend chart (contract C4). Draws into every
+// The combined-premium / Supertrend chart (web/premium_chart.py). Draws into every
 //   <div class="premium-chart" data-url="/risk/runs/<id>/premium.json" data-run-id="<id>"></div>
 // the run's closed combined-premium candles and the Supertrend line, coloured by direction (−1: premium
 // above the line, "up", green; +1: below, "down", red), with TradingView Lightweight Charts v5
@@ -160,7 +160,7 @@
         });
     }
 
-    // A C4 `supertrend` event for this run.
+    // The engine's `supertrend` event (engine/supertrend_rule.py) for this run.
     function supertrend(data) {
       if (!data || String(data.run_id) !== String(el.dataset.runId)) {
         return;

@@ -1,9 +1,9 @@
 // The Risk pages live (templates/risk/index.html and monitor.html, web/risk.py). The pages render from
 // the database; this file keeps them current from the risk engine's events on `run:{id}:risk`
 // (AlgoLive, static/js/live.js):
-//   snapshot     (contract C1) P&L per execution, account and run, peak, trailing stop, marks and ages
+//   snapshot     (engine/risk_snapshot.py) P&L per execution, account and run, peak, trailing stop, marks and ages
 //   <rule code>  a breach (max_loss, trailing_stop, stop_loss, …): prepended to the events list
-//   supertrend   (contract C4) the Supertrend state, line and direction
+//   supertrend   (engine/supertrend_rule.py) the Supertrend state, line and direction
 // Every value has a fixed slot ([data-field]) in fixed-width columns: an update never moves the layout,
 // and the page never reloads. Mark ages tick every second here, on the market clock: the page's
 // data-server-now, resynchronised by each snapshot's `at`, advancing data-clock-speed times the wall
