@@ -109,7 +109,7 @@ def test_the_chart_draws_the_series_and_follows_supertrend_events(
             "exit_type": "breakout",
         }
         exit_state = page.locator(f"#premium-state-{run_id}[data-state=exit]")
-        for _ in range(15):  # the chart's own stream may still be connecting: publish until it is heard
+        for _ in range(15):  # the page's stream may still be connecting: publish until it is heard
             demo_server.bus.publish(f"run:{run_id}:risk", "supertrend", event)
             try:
                 exit_state.wait_for(timeout=2_000)

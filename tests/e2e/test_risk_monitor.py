@@ -61,6 +61,9 @@ def test_monitor_follows_live_snapshots_without_reload(
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(str(exc)))
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    # Every Server-Sent Events stream the page asks for (a user has 6 in all, so each tab should use one).
+    streams: list[str] = []
+    page.on("request", lambda req: streams.append(req.url) if "/live/stream" in req.url else None)
     try:
         sign_in_demo(page, demo_server)
 
@@ -85,6 +88,7 @@ def test_monitor_follows_live_snapshots_without_reload(
         assert run is not None
 
         # The Execution page links to the monitor.
+        streams.clear()
         page.locator("#run-risk-link").click()
         page.wait_for_url(lambda u: u.endswith(f"/risk/runs/{run.id}"))
         page.evaluate("window.__noReload = true")
@@ -140,7 +144,7 @@ def test_monitor_follows_live_snapshots_without_reload(
                 "timeframe": "5m",
                 "state": "ok",
                 "message": None,
-                "candle_at": "2026-11-23T04:00:00+00:00",
+                "candle_at": "2020-01-01T04:00:00+00:00",  # older than the premium chart's: no re-read
                 "close": "101.50",
                 "line": "98.25",
                 "direction": -1,  # up (TradingView's convention, domain/supertrend.py)
@@ -153,6 +157,10 @@ def test_monitor_follows_live_snapshots_without_reload(
         assert page.locator("#rm-supertrend [data-field=st_line]").inner_text() == "98.25"
         assert "close 101.50" in page.locator("#rm-supertrend").inner_text()
         assert page.locator("#rm-legs").bounding_box() == legs_at, "an event moved the legs table"
+        # The premium chart drew from that same event: the monitor's one stream feeds it, it has none.
+        page.locator(f"#premium-state-{run.id}", has_text="up ▲ · ST 98.25").wait_for(timeout=5_000)
+        assert len(streams) == 1, streams
+        assert streams[0].endswith(f"/live/stream?topic=run%3A{run.id}%3Arisk"), streams
         page.screenshot(path=str(artifacts_dir / "risk-monitor.png"), full_page=True)
 
         # The index lists the run, live too, and links back to its monitor.

@@ -249,26 +249,18 @@ def test_monitor_renders_legs_levels_latches_and_events(env: WebEnv, alice: Flas
     # The charts: MTM from this blueprint, the premium chart's container (web/premium_chart.py).
     assert f'data-url="/risk/runs/{run.run_id}/mtm.json"' in page
     premium = f'data-url="/risk/runs/{run.run_id}/premium.json" data-run-id="{run.run_id}"'
-    assert f'<div class="premium-chart" {premium}>' in page
+    assert f'<div class="premium-chart" {premium} data-live="off">' in page
     assert "vendor/lightweight-charts.standalone.production.js" in page
     assert "js/live.js" in page and "js/risk_monitor.js" in page
     assert "https://www.tradingview.com/" in page  # the chart library's attribution (its licence)
 
 
-def test_premium_chart_script_only_when_the_file_exists(
-    env: WebEnv, alice: FlaskClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_premium_chart_script_is_included_and_opens_no_stream(env: WebEnv, alice: FlaskClient) -> None:
     run = make_run(env, "alice", "Condor P", accounts=1)
-    static = tmp_path / "static"
-    (static / "js").mkdir(parents=True)
-    monkeypatch.setattr(env.app, "static_folder", str(static))
-    page = alice.get(f"/risk/runs/{run.run_id}").get_data(as_text=True)
-    assert "js/premium_chart.js" not in page
-    assert 'id="premium-pending"' in page
-    (static / "js" / "premium_chart.js").write_text("// stand-in\n")
     page = alice.get(f"/risk/runs/{run.run_id}").get_data(as_text=True)
     assert '<script src="/static/js/premium_chart.js" defer></script>' in page
-    assert 'id="premium-pending"' not in page
+    # The monitor's one stream feeds the chart (risk_monitor.js): the chart must not open its own.
+    assert re.search(r'<div class="premium-chart" [^>]*data-live="off"', page)
 
 
 def test_unknown_mark_makes_the_pnl_unknown_and_the_age_shows(env: WebEnv, alice: FlaskClient) -> None:

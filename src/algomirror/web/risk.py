@@ -23,10 +23,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, abort, current_app, jsonify, render_template
+from flask import Blueprint, abort, jsonify, render_template
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
 from sqlalchemy import select
@@ -57,9 +56,6 @@ LIVE_RUNS = 15
 STALE_SECONDS = 5
 # The MTM chart's history is bounded: a whole session at the default 10 s sampling is ~2,300 points.
 MTM_POINTS_MAX = 5000
-# The premium / Supertrend chart's script (contract C4, another helper's file): included only once it
-# exists, so the monitor works before it lands.
-PREMIUM_CHART_JS = "js/premium_chart.js"
 # Run latches (PRODUCT §6.3–6.5): (rule code, label, triggered-at attribute, value attribute).
 LATCHES: tuple[tuple[str, str, str, str], ...] = (
     ("max_loss", "Max loss", "max_loss_triggered_at", "max_loss_value"),
@@ -252,11 +248,6 @@ def mtm_points(session: Session, run_id: int) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------ views
 
 
-def _premium_chart_available() -> bool:
-    folder = current_app.static_folder
-    return folder is not None and (Path(folder) / PREMIUM_CHART_JS).is_file()
-
-
 def _live_clock() -> dict[str, Any]:
     """What the page's script needs to age marks between snapshots: the market clock now and its speed
     (the demo's clock can run faster than the wall clock; ages are judged in wall-clock seconds)."""
@@ -307,7 +298,6 @@ def monitor(run_id: int) -> ResponseReturnValue:
         events=risk_events(db(), me().id, run_id=run.id),
         oldest_mark=oldest_mark_seconds(view, at),
         rule_codes=RULE_CODES,
-        premium_chart=_premium_chart_available(),
         **clock,
     )
 

@@ -7,7 +7,11 @@
 // it evaluated; a candle newer than the last one drawn makes the chart read premium.json again (the event
 // carries the close only, the OHLC comes from the server's series), and the state line below the chart
 // follows the event. A reconnect reads premium.json again too (nothing is replayed).
-// Optional data attributes: data-timeframe, data-days (query of premium.json); data-live="off" (no stream).
+// Optional data attributes: data-timeframe, data-days (query of premium.json); data-live="off": no stream
+// of its own — a page that already streams the run's topic feeds the chart itself (a user has 6 streams):
+//   window.AlgoPremiumCharts.get(runId)  → {supertrend(data), refresh()} or null (every chart of the run)
+//   .supertrend(data)  pass on a `supertrend` event;  .refresh()  read premium.json again (on a reconnect)
+// (risk_monitor.js does so on the risk monitor page).
 // Loaded as a file (the page's CSP forbids inline script).
 (function () {
   "use strict";
@@ -68,7 +72,7 @@
     var drawn = false;
     if (!LW || typeof LW.createChart !== "function" || !LW.CandlestickSeries || !LW.LineSeries) {
       status.textContent = "The chart library is not loaded.";
-      return { reload: function () {}, supertrend: function () {} };
+      return { refresh: function () {}, supertrend: function () {} };
     }
     el.setAttribute("role", "img");
     if (!el.getAttribute("aria-label")) {
@@ -182,19 +186,35 @@
     }
 
     reload();
-    return { reload: reload, supertrend: supertrend };
+    return { refresh: reload, supertrend: supertrend };
   }
 
+  // Charts by run id; a page may draw one run twice (each chart keeps its own timeframe filter).
+  var byRun = {};
+  window.AlgoPremiumCharts = {
+    get: function (runId) {
+      var charts = byRun[String(runId)];
+      if (!charts || !charts.length) {
+        return null;
+      }
+      return {
+        supertrend: function (data) { charts.forEach(function (c) { c.supertrend(data); }); },
+        refresh: function () { charts.forEach(function (c) { c.refresh(); }); }
+      };
+    }
+  };
+
   function start() {
-    var charts = [];
     document.querySelectorAll(".premium-chart[data-url]").forEach(function (el) {
       if (el.dataset.chartReady === "true") {
         return;
       }
       el.dataset.chartReady = "true";
       var chart = PremiumChart(el);
-      charts.push(chart);
       var runId = el.dataset.runId;
+      if (runId) {
+        (byRun[runId] = byRun[runId] || []).push(chart);
+      }
       if (runId && el.dataset.live !== "off" && window.AlgoLive) {
         var opens = 0;
         window.AlgoLive.subscribe(["run:" + runId + ":risk"], {
@@ -202,13 +222,12 @@
           open: function () {
             opens += 1;
             if (opens > 1) {
-              chart.reload();
+              chart.refresh(); // nothing is replayed on reconnect
             }
           }
         });
       }
     });
-    window.AlgoPremiumCharts = charts;
   }
 
   if (document.readyState === "loading") {

@@ -3,7 +3,9 @@
 // (AlgoLive, static/js/live.js):
 //   snapshot     (engine/risk_snapshot.py) P&L per execution, account and run, peak, trailing stop, marks and ages
 //   <rule code>  a breach (max_loss, trailing_stop, stop_loss, …): prepended to the events list
-//   supertrend   (engine/supertrend_rule.py) the Supertrend state, line and direction
+//   supertrend   (engine/supertrend_rule.py) the Supertrend state, line and direction; on the monitor
+//                also passed on to the premium chart (premium_chart.js, window.AlgoPremiumCharts), which
+//                opens no stream of its own there (data-live="off"): one stream per tab, not two
 // Every value has a fixed slot ([data-field]) in fixed-width columns: an update never moves the layout,
 // and the page never reloads. Mark ages tick every second here, on the market clock: the page's
 // data-server-now, resynchronised by each snapshot's `at`, advancing data-clock-speed times the wall
@@ -465,7 +467,17 @@
       };
     }
 
+    // The premium chart of this run, when premium_chart.js has drawn one (looked up at each event: the
+    // scripts load in either order).
+    function premiumChart() {
+      return window.AlgoPremiumCharts ? window.AlgoPremiumCharts.get(runId) : null;
+    }
+
     function supertrend(data) {
+      var premium = premiumChart();
+      if (premium) {
+        premium.supertrend(data);
+      }
       var state = field(root, "st_state");
       setText(state, String(data.state || "unknown"));
       if (state) {
@@ -491,7 +503,12 @@
         opens += 1;
         live.opened();
         if (opens > 1) {
-          chart.reload(); // nothing is replayed on reconnect: fill the chart's gap from the database
+          // Nothing is replayed on reconnect: fill the charts' gaps from the database.
+          chart.reload();
+          var premium = premiumChart();
+          if (premium) {
+            premium.refresh();
+          }
         }
       },
       error: function () { live.failed(); }
