@@ -1,7 +1,8 @@
 """The kill switch page in a real browser on the embedded demo (issue 12 deliverable 5): a daily loss limit
 typed wrong is refused inline, then saved; the page's P&L cell fills in from the engine's live events;
-Trip asks for confirmation, the engine latches the account and the page (following its queued request)
-shows it tripped with its reason; Reset asks again and re-arms it."""
+Trip asks for confirmation, the engine latches the account and the page shows it tripped with its reason
+without reloading (its state fragment swapped in); Reset, from a second tab, asks again and re-arms it,
+and the first tab shows that without a reload too."""
 
 from __future__ import annotations
 
@@ -79,16 +80,40 @@ def test_limit_trip_with_confirmation_and_reset(
         page.screenshot(path=str(artifacts_dir / "kill-switch-confirm.png"), full_page=True)
         page.get_by_role("button", name="Yes, trip it").click()
         expect(page.locator(".flash-success")).to_contain_text("queued")
-        # The engine runs the request; the page follows its queued request until it is done.
+        # From here on the page must not navigate: a marker set now survives only without a reload.
+        page.evaluate("window.__ksMarker = 'no reload'")
+        # The engine runs the request; the page swaps its state in (the queued request's follow-up, the
+        # kill_switch event, or the stream's open).
         row = page.locator(f"#kill-a{account_id}")
         expect(row).to_have_attribute("data-state", "tripped")
         expect(row).to_contain_text(f"because tripped by {demo_server.settings.demo_username}")
+        expect(page.locator(f"#kill-reset-{account_id}")).to_be_visible()
+        expect(page.locator(f"#kill-pending-{account_id}")).to_have_count(0)
+        assert page.evaluate("window.__ksMarker") == "no reload"
         page.screenshot(path=str(artifacts_dir / "kill-switch-tripped.png"), full_page=True)
 
-        page.locator(f"#kill-reset-{account_id}").click()
-        expect(page.locator("#kill-reason")).to_contain_text("tripped by")
-        page.get_by_role("button", name="Yes, reset").click()
-        expect(page.locator(f"#kill-a{account_id}")).to_have_attribute("data-state", "armed")
+        # Reset from a second tab: this one, untouched, shows it re-armed from the engine's kill_switch
+        # event alone.
+        other = context.new_page()
+        other.set_default_timeout(20_000)
+        other.goto(demo_server.url + "/risk/kill/")
+        other.locator(f"#kill-reset-{account_id}").click()
+        expect(other.locator("#kill-reason")).to_contain_text("tripped by")
+        other.get_by_role("button", name="Yes, reset").click()
+        expect(other.locator(".flash-success")).to_contain_text("queued")
+        row = page.locator(f"#kill-a{account_id}")
+        expect(row).to_have_attribute("data-state", "armed")
+        expect(row).to_contain_text("Armed: trips at −₹50,00,000.00")
+        expect(page.locator(f"#kill-trip-{account_id}")).to_be_visible()
+        assert page.evaluate("window.__ksMarker") == "no reload"
+        expect(other.locator(f"#kill-a{account_id}")).to_have_attribute("data-state", "armed")
+        # The live P&L figure is still there after the swaps (the fragment leaves that cell alone).
+        expect(
+            page.locator(
+                f'[data-ks-pnl="{account_id}"] .ks-why, [data-ks-pnl="{account_id}"] .positive, '
+                f'[data-ks-pnl="{account_id}"] .negative, [data-ks-pnl="{account_id}"] .zero'
+            )
+        ).not_to_have_count(0)
         assert not problems, problems
     finally:
         context.close()

@@ -359,11 +359,14 @@ async def test_the_global_switch_flattens_every_account_and_its_reset_clears_the
 
     with world.database.session() as session:
         queue_command(session, user_id=world.user_id, action="reset_all", token="all-reset")
-    async with switch_of(world, source) as (switch, _):
+    async with switch_of(world, source) as (switch, reset_bus):
         assert await switch.process_commands() == 1
     for i in range(2):
         row = account(world, i)
         assert row.kill_switch_at is None and row.entries_halted_reason is None
+    # The page refreshes its state on the reset too: one event per account reset.
+    resets = reset_bus.events("kill_switch")
+    assert [(d["account_id"], d["reason"]) for d in resets] == [(a, "reset") for a in world.account_ids]
     runs = rows_of(world, StrategyRun, StrategyRun.id == run_id)
     assert runs[0].ended_at is not None
 

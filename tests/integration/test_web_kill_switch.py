@@ -255,3 +255,77 @@ def test_todays_pnl_from_closed_runs_and_waiting_for_the_engine_with_open_ones(
     assert cell and "waiting for the engine" in cell.group(1)
     # The page subscribes to the engine's figures for this user.
     assert f'data-user-id="{env.user("alice").id}"' in text and "js/kill_switch.js" in text
+
+
+def test_the_state_fragment_shows_only_my_accounts_and_their_state(env: WebEnv, alice: FlaskClient) -> None:
+    signed_in(env, "bob")
+    armed = add_account(env, "alice", "Alice armed", daily_loss_limit=Decimal("2500"))
+    tripped = add_account(env, "alice", "Alice tripped")
+    theirs = add_account(env, "bob", "Bob secret")
+    with env.database.session() as s:
+        s.execute(
+            update(TradingAccount)
+            .where(TradingAccount.id.in_((tripped, theirs)))
+            .values(kill_switch_at=env.clock.now(), kill_switch_reason="daily loss limit ₹1,000.00 reached")
+        )
+    reply = alice.get(f"{BASE}/state", headers={"X-AlgoMirror-Poll": "1", "HX-Request": "true"})
+    text = reply.get_data(as_text=True)
+    assert reply.status_code == 200 and reply.headers["Cache-Control"] == "no-store"
+    assert '<div id="kill-state" data-pending="0">' in text
+    assert "Bob secret" not in text and f'id="kill-a{theirs}"' not in text
+    assert f'id="kill-state-{theirs}"' not in text
+    row = re.search(rf'<tr id="kill-a{tripped}"[^>]*data-state="tripped">.*?</tr>', text, re.S)
+    assert row and "Tripped" in row.group(0) and "because daily loss limit ₹1,000.00 reached" in row.group(0)
+    assert f'id="kill-reset-{tripped}"' in row.group(0) and f'id="kill-trip-{tripped}"' not in row.group(0)
+    row = re.search(rf'<tr id="kill-a{armed}"[^>]*data-state="armed">.*?</tr>', text, re.S)
+    assert row and "Armed: trips at −₹2,500.00" in row.group(0) and f'id="kill-trip-{armed}"' in row.group(0)
+    assert 'id="kill-reset-all"' in text and 'id="as-of"' in text
+    # Neither the live P&L nor the limit form is in it: the page keeps those as they are.
+    assert "data-ks-pnl" not in text and "<form" not in text
+    # The page's parts carry the same ids, so the script can swap them in.
+    page = alice.get(f"{BASE}/").get_data(as_text=True)
+    for part in (f"kill-state-{tripped}", f"kill-act-{tripped}", "kill-global-live", "as-of"):
+        assert f'id="{part}"' in page
+    assert f'data-state-url="{BASE}/state"' in page
+
+
+def test_the_state_fragment_follows_a_queued_command_until_the_engine_ran_it(
+    env: WebEnv, alice: FlaskClient
+) -> None:
+    account = add_account(env, "alice", "Main")
+    action = f"{BASE}/{account}/trip"
+    assert alice.post(action, data=form_fields(alice, action, action)).status_code == 303
+    text = alice.get(f"{BASE}/state").get_data(as_text=True)
+    assert '<div id="kill-state" data-pending="1">' in text
+    assert f'id="kill-pending-{account}"' in text and "Queued: trip" in text
+    row = re.search(rf'<tr id="kill-a{account}"[^>]*data-state="off">', text)
+    assert row
+    # What the engine does when it runs the command: the fragment shows it tripped, nothing pending.
+    with env.database.session() as s:
+        s.execute(
+            update(TradingAccount)
+            .where(TradingAccount.id == account)
+            .values(kill_switch_at=env.clock.now(), kill_switch_reason="tripped by alice")
+        )
+        s.execute(update(EngineCommand).where(EngineCommand.kind == "kill_switch").values(status="done"))
+    text = alice.get(f"{BASE}/state").get_data(as_text=True)
+    assert '<div id="kill-state" data-pending="0">' in text and "Queued:" not in text
+    assert re.search(rf'<tr id="kill-a{account}"[^>]*data-state="tripped">', text)
+    assert "because tripped by alice" in text
+
+
+def test_the_state_fragment_needs_a_sign_in(env: WebEnv) -> None:
+    client = env.client()
+    reply = client.get(f"{BASE}/state")
+    assert reply.status_code in (302, 303) and "/login" in reply.headers["Location"]
+    # The page's script asks as htmx does: 401 and where to sign in, never the login page as the state.
+    reply = client.get(
+        f"{BASE}/state",
+        headers={
+            "HX-Request": "true",
+            "X-AlgoMirror-Poll": "1",
+            "HX-Current-URL": f"http://localhost{BASE}/",
+        },
+    )
+    assert reply.status_code == 401 and reply.headers["HX-Redirect"].startswith("/login")
+    assert "kill-state" not in reply.get_data(as_text=True)

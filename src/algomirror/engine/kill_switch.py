@@ -23,7 +23,8 @@ the web command (by hand), so a restart never requests it twice. After the commi
 handed to the :class:`~algomirror.engine.exits.ExitExecutor` at once; the exit path cancels the run's
 working (tagged) entry orders first, then buys back shorts before selling hedges.
 ``user:{uid}:alerts`` gets event ``kill_switch`` {"account_id" (null for the global switch), "reason",
-"at"}; ``user:{uid}:kill_switch`` gets event ``pnl`` {"account_id", "pnl", "limit", "unknown_reason",
+"at"} on a trip, and one per account on a reset (reason ``reset``): the page refreshes its state on
+either; ``user:{uid}:kill_switch`` gets event ``pnl`` {"account_id", "pnl", "limit", "unknown_reason",
 "at"} on every check (the page's live figure).
 
 **Reset.** Clears the latch and the part of the account's entry halt the kill switch set (another

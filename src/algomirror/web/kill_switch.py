@@ -9,6 +9,11 @@ Routes (blueprint ``kill_switch`` at ``/risk/kill``, login required):
   switch. The P&L column is rendered from the database (realised P&L of today's exits in closed runs;
   accounts with open positions wait for the engine) and kept live by ``static/js/kill_switch.js`` from
   the engine's ``user:{uid}:kill_switch`` ``pnl`` events (unknown says why).
+* ``kill_switch.state`` — GET ``/state``: the page's state parts as a fragment (each account's state and
+  Trip / Reset cells, the global switch's queued note and links, the "as of" time; ``data-pending``: a
+  kill switch command still waits for the engine). ``kill_switch.js`` swaps it in on a ``kill_switch``
+  alert, on every (re)connect of the stream and while a queued command is pending: no page reload. Only
+  the user's own accounts; a poll after sign-out is a 401 with ``HX-Redirect``.
 * ``kill_switch.limit`` — POST ``/<id>/limit``: save the daily loss limit (₹ > 0, at most 2 decimals;
   blank = none); an invalid value re-renders the page with the error inline (400).
 * ``kill_switch.trip`` / ``kill_switch.reset`` — GET ``/<id>/trip`` | ``/<id>/reset``: the confirmation
@@ -41,6 +46,7 @@ from algomirror.domain.money import format_inr
 from algomirror.engine.day_pnl import realised_today
 from algomirror.engine.kill_switch import KILL_SWITCH_COMMAND, Action, queue_command
 from algomirror.web.context import db, log_activity, market_now, me
+from algomirror.web.dashboard import signed_out_fragment
 from algomirror.web.forms import ConfirmForm
 from algomirror.web.strategies.forms import NumberText
 from algomirror.web.strategies.runs import queue_once
@@ -91,6 +97,25 @@ class FlattenForm(FlaskForm):
             raise ValidationError(f"Type {CONFIRM_WORD} (the word, in capitals) to confirm.")
 
 
+def _state_of(account: TradingAccount) -> str:
+    if account.kill_switch_at is not None:
+        return "tripped"
+    return "armed" if account.daily_loss_limit is not None else "off"
+
+
+@dataclass
+class StateLine:
+    """One row of the state fragment: the account and its queued kill switch requests."""
+
+    account: TradingAccount
+    pending: list[str]
+
+    @property
+    def state(self) -> str:
+        """``tripped`` | ``armed`` (a limit, no latch) | ``off``."""
+        return _state_of(self.account)
+
+
 @dataclass
 class AccountLine:
     """One row of the page."""
@@ -108,14 +133,18 @@ class AccountLine:
 
     @property
     def state(self) -> str:
-        if self.account.kill_switch_at is not None:
-            return "tripped"
-        return "armed" if self.account.daily_loss_limit is not None else "off"
+        """``tripped`` | ``armed`` (a limit, no latch) | ``off``."""
+        return _state_of(self.account)
 
 
 @bp.before_request
+def _signed_in() -> ResponseReturnValue | None:
+    # The state fragment polled after sign-out gets 401 + HX-Redirect, never the login page swapped in.
+    return signed_out_fragment() or _require_login()
+
+
 @login_required
-def _signed_in() -> None:
+def _require_login() -> None:
     return None
 
 
@@ -230,6 +259,23 @@ def _index_page(errors: dict[int, LimitForm] | None = None, code: int = 200) -> 
 def index() -> ResponseReturnValue:
     """The kill switch page (see the module docstring)."""
     return _index_page()
+
+
+@bp.route("/state")
+def state() -> ResponseReturnValue:
+    """The page's state parts (see the module docstring): ``risk/_kill_state.html``, never cached."""
+    accounts = _accounts()
+    pending = _pending()
+    lines = [StateLine(account=a, pending=pending.get(a.id, [])) for a in accounts]
+    page = render_template(
+        "risk/_kill_state.html",
+        lines=lines,
+        any_tripped=any(a.kill_switch_at is not None for a in accounts),
+        pending_all=pending.get(None, []),
+        any_pending=bool(pending),
+        generated_at=market_now(),
+    )
+    return page, 200, {"Cache-Control": "no-store"}
 
 
 @bp.route("/<id:account_id>/limit", methods=["POST"])
