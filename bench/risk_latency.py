@@ -8,7 +8,8 @@ running the engine's real ``exits``, ``risk`` and ``feeds`` components (:class:`
 with its lock, as ``build_engine`` wires them; its start-up heap frozen as ``algomirror engine`` does).
 And this script, which seeds the database and drives prices.
 
-Seeding (directly in the database, SQLite in a temp dir or PostgreSQL with ``--database``): one user with
+Seeding (directly in the database: SQLite in a temp dir, or a private database on the PostgreSQL server
+of ``--database`` or ``ALGOMIRROR_BENCH_PG``, see bench/dashboard.py): one user with
 ``--accounts`` accounts (the first primary: its WebSocket is the feed), ``--strategies`` strategies of one
 short out-of-the-money NIFTY option each (calls above the spot, puts below; a different strike per
 strategy), and one open run per strategy with an ``active`` execution on every account (one lot, entered
@@ -25,13 +26,16 @@ and none for any other; a breach before its move is reported (drift) and left ou
 
 Printed: p50/p99/max of tick → first exit order and tick → last exit order; the engine process's RSS
 (``/proc/<pid>/status`` VmRSS after the last move, VmHWM its peak) and its CPU time during the moves.
-``--breakdown`` also times the engine's stages of each breach (tick read by the feed, rule fired,
-breach transaction, exit command started, first order handed to the client), from wrappers installed
-in the engine process (the clocks agree: ``time.monotonic_ns`` is system-wide on Linux); ``--profile``
-writes a cProfile of the engine's event-loop thread and prints its top entries. Never fails on timing.
+``--breakdown`` also times the engine's stages of each breach (:data:`PROBES`: tick read by the feed,
+rule fired, breach transaction, exit command, the exit's per-leg database calls, first order handed to
+the client), from wrappers installed in the engine process (the clocks agree: ``time.monotonic_ns`` is
+system-wide on Linux), counts its SQL statements by kind and lists the periodic work and garbage
+collections the slowest breaches met; the wrappers slow the path by about a fifth. ``--profile``
+writes a cProfile of all the engine's threads (event loop and worker pool) and prints its top
+entries; ``--threads N`` sizes the engine's worker pool. Never fails on timing.
 The last line is ``risk p99 X.X ms, rss N MB`` (targets: p99 < 10 ms, RSS < 300 MB).
 Usage: ``python bench/risk_latency.py [--quick] [--accounts 50] [--strategies 20] [--rounds 2]
-[--database postgresql://…] [--breakdown] [--profile]``
+[--database postgresql+psycopg://…] [--breakdown] [--profile FILE] [--threads N]``
 """
 
 from __future__ import annotations
@@ -221,10 +225,40 @@ def seed_world(database: Database, ex: Exchange, box: SecretBox, strategies: int
     return book
 
 
+async def sell_at_exchange(ex: Exchange, symbols: list[str]) -> None:
+    """One SELL MARKET lot of every symbol on every account at the exchange, so that the broker's books
+    hold what the seeded executions say (the reconciler of ``--full`` compares them). Paced under the
+    exchange's 10 orders/s per key. Raises RuntimeError for a refused order."""
+
+    async def account(client: httpx.AsyncClient, key: str) -> None:
+        for symbol in symbols:
+            reply = await client.post(
+                f"{ex.url}/api/v1/placeorder",
+                json={
+                    "apikey": key,
+                    "strategy": "bench-entry",
+                    "symbol": symbol,
+                    "action": "SELL",
+                    "exchange": "NFO",
+                    "pricetype": "MARKET",
+                    "product": "NRML",
+                    "quantity": str(LOT),
+                },
+            )
+            if reply.json().get("status") != "success":
+                raise RuntimeError(f"entry order refused: {reply.text[:200]}")
+            await asyncio.sleep(0.125)
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        await asyncio.gather(*(account(client, key) for key in ex.keys))
+
+
 def open_runs(book: Book, ex: Exchange, now: datetime) -> dict[int, tuple[int, Decimal]]:
-    """A new open run per strategy, entered on every account at the symbol's LTP now; strategy id →
-    (run id, entry price)."""
+    """A new open run per strategy, entered on every account (at the exchange too, then forgotten by
+    the trace) at the symbol's LTP now; strategy id → (run id, entry price)."""
     result: dict[int, tuple[int, Decimal]] = {}
+    asyncio.run(sell_at_exchange(ex, [symbol for _, _, symbol in book.strategies]))
+    ex.control("GET", "trace")  # the entries are not exits
     entries = {symbol: ex.ltp(symbol) for _, _, symbol in book.strategies}
     with book.database.session() as s:
         for strategy_id, leg_id, symbol in book.strategies:
@@ -256,39 +290,61 @@ def run_ended(database: Database, run_id: int) -> bool:
 
 
 def engine_main(
-    url: str, offset: float, breakdown: str | None, profile: str | None, threads: int | None
+    url: str,
+    offset: float,
+    breakdown: str | None,
+    profile: str | None,
+    threads: int | None,
+    full: bool,
 ) -> int:
-    """The engine process: exits + risk + feeds under an EngineService until SIGTERM. Prints
+    """The engine process until SIGTERM: exits + risk + feeds under an EngineService, or with ``full``
+    every component :func:`build_engine` builds (account sync, reconciler, kill switch, Supertrend, …).
+    Both publish on an in-process live bus, as ``algomirror engine`` does without Redis. Prints
     ``runs N known K`` whenever the risk engine's open runs (N) or those with a known P&L (K) change."""
     import logging
+    import tempfile
 
     from algomirror.broker.registry import ClientRegistry
+    from algomirror.config import load_settings
     from algomirror.engine.exits import ExitExecutor
+    from algomirror.engine.factory import build_engine, find_component
     from algomirror.engine.feeds import FeedManager
     from algomirror.engine.gc_tuning import freeze_startup_heap
     from algomirror.engine.lock import EngineLock
     from algomirror.engine.risk import RiskEngine
     from algomirror.engine.service import EngineService
+    from algomirror.live import InProcessBus
 
     logging.basicConfig(level=logging.WARNING, format="engine: %(levelname)s %(name)s: %(message)s")
-    box = SecretBox(os.environ[FERNET_ENV].encode())
+    key = os.environ[FERNET_ENV]
+    box = SecretBox(key.encode())
     clock = OffsetClock(offset)
     database = Database(url)
-    registry = ClientRegistry()
-    lock = EngineLock(database.engine)
-    exits = ExitExecutor(database, registry, box.decrypt, epoch=lambda: lock.epoch, market_clock=clock)
-    feeds = FeedManager(database, registry, box.decrypt, market_clock=clock)
-    risk = RiskEngine(database, feeds.marks, exits=exits, clock=clock)
-    service = EngineService(
-        [exits, risk, feeds],
-        lock=lock,
-        database=database,
-        on_lock_lost=(registry.suspend_orders,),
-        on_stopped=(registry.aclose,),
-    )
+    bus = InProcessBus()
+    service: EngineService
+    if full:
+        instance = tempfile.mkdtemp(prefix="risk-latency-engine-")
+        settings = load_settings(instance_dir=Path(instance), database_url=url, demo=False, fernet_key=key)
+        service = build_engine(settings, database, market_clock=clock, bus=bus)
+        exits, risk, feeds = (find_component(service, name) for name in ("exits", "risk", "feeds"))
+        if not isinstance(risk, RiskEngine) or not isinstance(feeds, FeedManager):
+            raise RuntimeError("build_engine has no risk or feeds component")
+    else:
+        registry = ClientRegistry()
+        lock = EngineLock(database.engine)
+        exits = ExitExecutor(database, registry, box.decrypt, epoch=lambda: lock.epoch, market_clock=clock)
+        feeds = FeedManager(database, registry, box.decrypt, market_clock=clock, bus=bus)
+        risk = RiskEngine(database, feeds.marks, exits=exits, bus=bus, clock=clock)
+        service = EngineService(
+            [exits, risk, feeds],
+            lock=lock,
+            database=database,
+            on_lock_lost=(registry.suspend_orders,),
+            on_stopped=(registry.aclose,),
+        )
     stages: list[tuple[int, int, str]] = []
     if breakdown:
-        install_stage_probes(stages, feeds, risk, exits)
+        install_stage_probes(stages, {c.name: c for c in service.components})
 
     profilers: list[Any] = []
 
@@ -363,19 +419,26 @@ PERIODIC = (
     ("feed_refresh", "feeds", "refresh_once", "FeedManager.refresh_once (every 3 s)"),
     ("feed_row", "feeds", "_write_connection", "FeedManager._write_connection (heartbeat, 5 s)"),
     ("exit_poll", "exits", "process_once", "ExitExecutor.process_once (its command poll)"),
+    # --full only (the components build_engine adds):
+    ("sync", "account-sync", "_cycle", "AccountSync._cycle (one account's books, every 5 s)"),
+    ("reconcile", "reconciliation", "reconcile_account", "Reconciler.reconcile_account"),
+    ("kill_switch", "kill_switch", "check", "KillSwitch.check"),
+    ("supertrend", "supertrend", "step", "Supertrend rule step"),
+    ("chain", "chain", "cycle", "ChainEngine.cycle"),
 )
 
 
-def install_stage_probes(stages: list[tuple[int, int, str]], feeds: Any, risk: Any, exits: Any) -> None:
-    """Wrap the engine's steps of a breach (:data:`PROBES`) to record ``(start ns, end ns, stage)``
-    (``--breakdown``); the feed's ticks only for the options (the index ticks every second)."""
+def install_stage_probes(stages: list[tuple[int, int, str]], components: dict[str, Any]) -> None:
+    """Wrap the engine's steps of a breach (:data:`PROBES`) and its periodic work (:data:`PERIODIC`, of
+    the ``components`` by name that exist) to record ``(start ns, end ns, stage)`` (``--breakdown``);
+    the feed's ticks only for the options (the index ticks every second)."""
     from algomirror.broker.client import OpenAlgoClient
     from algomirror.engine import exits as exits_module
     from algomirror.engine.exits import _ExitWork
     from algomirror.engine.journal import Journal
 
-    owners = {"feeds": feeds, "risk": risk, "exits": exits, "exits_module": exits_module,
-              "work": _ExitWork, "journal": Journal, "client": OpenAlgoClient}  # fmt: skip
+    owners = {**components, "exits_module": exits_module, "work": _ExitWork, "journal": Journal,
+              "client": OpenAlgoClient}  # fmt: skip
 
     def probe(owner: Any, name: str, stage: str) -> None:
         original = getattr(owner, name)
@@ -402,13 +465,14 @@ def install_stage_probes(stages: list[tuple[int, int, str]], feeds: Any, risk: A
         setattr(owner, name, wrapped)
 
     for stage, where, name, _ in (*PROBES, *PERIODIC):
-        probe(owners[where], name, stage)
+        if where in owners:
+            probe(owners[where], name, stage)
 
     def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
         now = time.monotonic_ns()
         stages.append((now, now, "sql:" + statement_kind(sql)))
 
-    event.listen(feeds.database.engine, "before_cursor_execute", statement)
+    event.listen(components["feeds"].database.engine, "before_cursor_execute", statement)
 
     collecting: list[int] = []
 
@@ -623,14 +687,12 @@ def print_breakdown(path: Path, breaches: list[Breach]) -> None:
     print("  periodic work and collections (gcN) overlapping tick -> first exit order, 5 slowest breaches:")
     periodic = {name for name, *_ in PERIODIC}
     for b in sorted(breaches, key=lambda b: b.first_ms)[-5:]:
-        met = sorted(
-            {
-                f"{stage} ({(e - s) / 1e6:.1f} ms)"
-                for s, e, stage in stages
-                if (stage in periodic or stage.startswith("gc")) and s <= b.first_ns and e >= b.tick_ns
-            }
-        )
-        print(f"    {b.first_ms:7.1f} ms  {b.symbol}: {', '.join(met) or 'none'}")
+        met: dict[str, list[float]] = {}
+        for s, e, stage in stages:
+            if (stage in periodic or stage.startswith("gc")) and s <= b.first_ns and e >= b.tick_ns:
+                met.setdefault(stage, []).append((e - s) / 1e6)
+        text = ", ".join(f"{k} x{len(v)} (longest {max(v):.1f} ms)" for k, v in sorted(met.items()))
+        print(f"    {b.first_ms:7.1f} ms  {b.symbol}: {text or 'none'}")
 
     def sql_between(b: Breach, end: int) -> list[str]:
         return [s[2][4:] for s in stages if s[2].startswith("sql:") and b.tick_ns <= s[0] <= end]
@@ -663,13 +725,18 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, help="the engine's default thread pool (asyncio's: min(32, cores + 4))"
     )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="run every engine component build_engine builds, not only exits/risk/feeds",
+    )
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     parser.add_argument("--offset", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--stages", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine:
         profile = str(args.profile) if args.profile else None
-        return engine_main(args.engine, args.offset, args.stages, profile, args.threads)
+        return engine_main(args.engine, args.offset, args.stages, profile, args.threads, args.full)
     if args.quick:
         args.accounts, args.strategies, args.rounds = 10, 10, 1
     if args.database:
@@ -694,11 +761,14 @@ def main() -> int:
                 extra += ["--profile", str(args.profile)]
             if args.threads:
                 extra += ["--threads", str(args.threads)]
+            if args.full:
+                extra.append("--full")
             executions = args.accounts * args.strategies
             print(
                 f"database: {url.split('://')[0]}; {executions} open executions ({args.strategies} strategies"
                 f" x {args.accounts} accounts x 1 leg); {args.rounds} round(s) of {args.strategies} moves; "
-                f"exchange rate limits on",
+                f"exchange rate limits on; engine: "
+                f"{'every build_engine component' if args.full else 'exits + risk + feeds'}",
                 flush=True,
             )
             with engine_process(url, key, offset, extra) as engine:
