@@ -180,6 +180,7 @@ PERIODIC = (
     ("kill_switch", "kill_switch", "check", "KillSwitch.check"),
     ("supertrend", "supertrend", "step", "Supertrend rule step"),
     ("chain", "chain", "cycle", "ChainEngine.cycle"),
+    ("lock_check", "lock", "check", "EngineLock.check (the service's watchdog: every 0.25 s, 2 s deadline)"),
 )
 
 
@@ -191,9 +192,10 @@ def install_stage_probes(stages: list[tuple[int, int, str]], components: dict[st
     from algomirror.engine import exits as exits_module
     from algomirror.engine.exits import _ExitWork
     from algomirror.engine.journal import Journal
+    from algomirror.engine.lock import EngineLock
 
     owners = {**components, "exits_module": exits_module, "work": _ExitWork, "journal": Journal,
-              "client": OpenAlgoClient}  # fmt: skip
+              "lock": EngineLock, "client": OpenAlgoClient}  # fmt: skip
 
     def probe(owner: Any, name: str, stage: str) -> None:
         original = getattr(owner, name)

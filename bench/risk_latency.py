@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -464,6 +465,14 @@ def print_breakdown(path: Path, breaches: list[Breach]) -> None:
                 met.setdefault(stage, []).append((e - s) / 1e6)
         text = ", ".join(f"{k} x{len(v)} (longest {max(v):.1f} ms)" for k, v in sorted(met.items()))
         print(f"    {b.first_ms:7.1f} ms  {b.symbol}: {text or 'none'}")
+
+    checks = sorted(s for s, _, stage in stages if stage == "lock_check")
+    gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(checks)]
+    if gaps:
+        print(
+            f"  lock watchdog: {len(checks)} checks, longest gap between two {max(gaps):.0f} ms "
+            f"(median {statistics.median(gaps):.0f} ms; the service gives up after 2,000 ms)"
+        )
 
     def sql_between(b: Breach, end: int) -> list[str]:
         return [s[2][4:] for s in stages if s[2].startswith("sql:") and b.tick_ns <= s[0] <= end]
