@@ -500,3 +500,42 @@ async def test_engine_when_fenced_out_inside_a_task_group_treats_it_as_lock_loss
     with pytest.raises(LockLost, match="grouped"):
         await asyncio.wait_for(service.run(), timeout=10)
     assert gate.suspended_at is not None
+
+
+class _ExecutorHog:
+    """A component that keeps the loop's default executor busy, as fifty exits' database calls do."""
+
+    name = "hog"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.busy = threading.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        # More blocked calls than the default executor has threads: everything queued behind them waits.
+        jobs = [loop.run_in_executor(None, self.release.wait, 30.0) for _ in range(64)]
+        self.busy.set()
+        await stop.wait()
+        self.release.set()
+        await asyncio.gather(*jobs)
+
+
+def test_engine_when_its_default_executor_is_saturated_still_verifies_its_lock(database: Database) -> None:
+    hog = _ExecutorHog()
+    service = EngineService([hog], lock=EngineLock(database.engine))
+    service.lock_check_timeout = 0.5
+    service.heartbeat_interval = 0.05
+    thread = EngineThread(service)
+    thread.start()
+    try:
+        assert hog.busy.wait(5)
+        # Several check deadlines pass while every default-executor thread is blocked.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert service.lock_lost is None and thread.running
+            hog.release.wait(0.1)
+    finally:
+        hog.release.set()
+        thread.stop()
+    assert thread.error is None and service.lock_lost is None

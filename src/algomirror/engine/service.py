@@ -30,6 +30,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -181,8 +182,12 @@ class EngineService:
         last_ok = loop.time()
         next_beat = last_ok
         # The heartbeat is a write (it may wait for another writer): it runs beside the liveness checks,
-        # never inside their deadline.
-        beat: asyncio.Task[None] | None = None
+        # never inside their deadline. Both have a thread of their own: in the loop's shared executor a
+        # busy engine (fifty exits' database calls) queued the check past its deadline, and the engine
+        # stopped itself mid-exit for a lock it still held.
+        checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-lock-check")
+        beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-heartbeat")
+        beat: asyncio.Future[None] | None = None
         try:
             while not stop.is_set():
                 if beat is not None and beat.done():
@@ -193,11 +198,13 @@ class EngineService:
                         return
                 now = loop.time()
                 if beat is None and now >= next_beat:
-                    beat = asyncio.create_task(asyncio.to_thread(lock.beat), name="engine:heartbeat")
+                    beat = loop.run_in_executor(beater, lock.beat)
                     next_beat = now + self.heartbeat_interval
                 remaining = last_ok + self.lock_check_timeout - now
                 try:
-                    await asyncio.wait_for(asyncio.to_thread(lock.check), timeout=max(remaining, 0.001))
+                    await asyncio.wait_for(
+                        loop.run_in_executor(checker, lock.check), timeout=max(remaining, 0.001)
+                    )
                 except LockLost as exc:
                     self._lose_lock(str(exc))
                     return
@@ -220,9 +227,11 @@ class EngineService:
         finally:
             if beat is not None:
                 beat.cancel()
+            checker.shutdown(wait=False, cancel_futures=True)
+            beater.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
-    def _beat_result(beat: asyncio.Task[None]) -> str | None:
+    def _beat_result(beat: asyncio.Future[None]) -> str | None:
         """The loss reason from a finished heartbeat, or None (a failed write is only logged)."""
         if beat.cancelled():
             return None
