@@ -9,7 +9,7 @@ from pathlib import Path
 from algomirror.broker.registry import ClientRegistry
 from algomirror.config import load_settings
 from algomirror.db.session import Database
-from algomirror.engine.factory import build_feeds, clock_speed
+from algomirror.engine.factory import build_feeds
 from algomirror.engine.marks import Mark
 
 T0 = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
@@ -23,15 +23,6 @@ class _FastClock:
         return T0
 
 
-def test_clock_speed_is_the_clocks_own_speed_and_never_below_one() -> None:
-    assert clock_speed(None) == 1.0
-    assert clock_speed(_FastClock(30.0)) == 30.0
-    assert clock_speed(_FastClock(30)) == 30.0
-    assert clock_speed(_FastClock(0.5)) == 1.0
-    assert clock_speed(_FastClock("fast")) == 1.0
-    assert clock_speed(_FastClock(True)) == 1.0
-
-
 def test_a_feed_on_a_30x_clock_keeps_a_tick_usable_for_five_wall_seconds(tmp_path: Path) -> None:
     settings = load_settings(
         instance_dir=tmp_path / "instance", database_url=f"sqlite:///{tmp_path / 'a.db'}"
@@ -41,6 +32,8 @@ def test_a_feed_on_a_30x_clock_keeps_a_tick_usable_for_five_wall_seconds(tmp_pat
     try:
         fast = build_feeds(settings, database, registry, market_clock=_FastClock(30.0))
         real = build_feeds(settings, database, registry)
+        slowed = build_feeds(settings, database, registry, market_clock=_FastClock(0.5))
+        assert slowed.config.stale_after == 10.0
         for feeds in (fast, real):
             feeds.marks.set_feed_health(7, True)
             feeds.marks.update("NIFTY", "NSE_INDEX", Mark(Decimal("24000"), T0, "ws", 7))

@@ -15,7 +15,7 @@ from algomirror.broker.client import Timeouts
 from algomirror.broker.registry import ClientRegistry
 from algomirror.config import Settings
 from algomirror.db.session import Database
-from algomirror.domain.timeutil import Clock, SystemClock
+from algomirror.domain.timeutil import Clock, SystemClock, clock_speed
 from algomirror.engine.chain import ChainEngine
 from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.execution import EntryExecutor
@@ -94,8 +94,9 @@ def build_feeds(
 
     Mark ages and tick staleness are judged on the market clock; an accelerated clock (the demo's,
     with a ``speed`` attribute) stretches those limits by its speed, so "5 s old" still means five
-    seconds of the user's time (see :func:`clock_speed`)."""
-    speed = clock_speed(market_clock)
+    seconds of the user's time."""
+    # A slowed clock keeps the real limits.
+    speed = max(clock_speed(market_clock), 1.0)
     if marks is None:
         marks = MarkBook(ws_max_age=DEFAULT_WS_MAX_AGE * speed, rest_max_age=DEFAULT_REST_MAX_AGE * speed)
     config = replace(FeedConfig(), stale_after=FeedConfig().stale_after * speed)
@@ -108,15 +109,6 @@ def build_feeds(
         bus=bus,
         config=config,
     )
-
-
-def clock_speed(clock: Clock | None) -> float:
-    """How many market-clock seconds pass per wall-clock second (1.0 for a real clock or none; the
-    demo's simulated clock says its own ``speed``). Never below 1: a slowed clock keeps real limits."""
-    speed = getattr(clock, "speed", 1.0)
-    if not isinstance(speed, (int, float)) or isinstance(speed, bool):
-        return 1.0
-    return max(float(speed), 1.0)
 
 
 def find_component(service: EngineService, name: str) -> Component | None:

@@ -23,7 +23,6 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
-from flask_login import login_required
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import MultiDict
@@ -41,7 +40,12 @@ from algomirror.web.context import (
     now,
     redirect_to,
 )
-from algomirror.web.dashboard import POLL_SECONDS, market_status, signed_out_fragment, stale_after
+from algomirror.web.dashboard import (
+    POLL_SECONDS,
+    market_status,
+    require_sign_in,
+    stale_after,
+)
 from algomirror.web.ids import parse_id
 
 bp = Blueprint("books", __name__)
@@ -56,14 +60,7 @@ COMMAND_TOKEN_MAX = 100  # engine_commands.token is VARCHAR(100)
 CSV_INJECTION_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
-@bp.before_request
-def _signed_in() -> ResponseReturnValue | None:
-    return signed_out_fragment() or _require_login()
-
-
-@login_required
-def _require_login() -> None:
-    return None
+require_sign_in(bp)
 
 
 # ----------------------------------------------------------------------------------------- params

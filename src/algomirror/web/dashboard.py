@@ -139,6 +139,21 @@ def signed_out_fragment() -> Response | None:
     return response
 
 
+def require_sign_in(blueprint: Blueprint) -> None:
+    """Make every view of ``blueprint`` need a signed-in user: a page answers with the sign-in redirect,
+    an htmx poll after the session ended with :func:`signed_out_fragment` (never the login form swapped
+    into the fragment)."""
+
+    @blueprint.before_request
+    def _signed_in() -> ResponseReturnValue | None:
+        return signed_out_fragment() or _login_redirect()
+
+
+@login_required
+def _login_redirect() -> None:
+    return None
+
+
 @bp.app_context_processor
 def _header_poll() -> dict[str, Any]:
     return {"header_poll_seconds": POLL_SECONDS}

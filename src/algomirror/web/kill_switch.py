@@ -34,7 +34,6 @@ from decimal import Decimal
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from flask_login import login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -46,7 +45,7 @@ from algomirror.domain.money import format_inr
 from algomirror.engine.day_pnl import realised_today
 from algomirror.engine.kill_switch import KILL_SWITCH_COMMAND, Action, queue_command
 from algomirror.web.context import db, log_activity, market_now, me
-from algomirror.web.dashboard import signed_out_fragment
+from algomirror.web.dashboard import require_sign_in
 from algomirror.web.forms import ConfirmForm
 from algomirror.web.strategies.forms import NumberText
 from algomirror.web.strategies.runs import queue_once
@@ -137,15 +136,7 @@ class AccountLine:
         return _state_of(self.account)
 
 
-@bp.before_request
-def _signed_in() -> ResponseReturnValue | None:
-    # The state fragment polled after sign-out gets 401 + HX-Redirect, never the login page swapped in.
-    return signed_out_fragment() or _require_login()
-
-
-@login_required
-def _require_login() -> None:
-    return None
+require_sign_in(bp)
 
 
 def _own(account_id: int) -> TradingAccount:

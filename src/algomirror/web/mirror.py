@@ -25,7 +25,6 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
-from flask_login import login_required
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -45,7 +44,7 @@ from algomirror.engine.execution import ExecutionError
 from algomirror.engine.mirror import MIRROR_ORDER, PRODUCTS, command_of, request_mirror
 from algomirror.web import mirror_check
 from algomirror.web.context import db, log_activity, market_now, me, now, state
-from algomirror.web.dashboard import POLL_SECONDS, signed_out_fragment, stale_after
+from algomirror.web.dashboard import POLL_SECONDS, require_sign_in, stale_after
 from algomirror.web.ids import parse_id
 
 bp = Blueprint("mirror", __name__, url_prefix="/mirror")
@@ -55,14 +54,7 @@ MAX_LOTS = 10_000
 ACTIVE = ("pending", "running")
 
 
-@bp.before_request
-def _signed_in() -> ResponseReturnValue | None:
-    return signed_out_fragment() or _require_login()
-
-
-@login_required
-def _require_login() -> None:
-    return None
+require_sign_in(bp)
 
 
 # ------------------------------------------------------------------------------------------- form

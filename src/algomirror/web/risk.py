@@ -39,6 +39,7 @@ from algomirror.db.models import (
     StrategyRun,
     TradingAccount,
 )
+from algomirror.db.models.enums import RISK_EVENT_TYPES
 from algomirror.domain.timeutil import clock_speed, to_ist
 from algomirror.web.context import db, market_now, me, state
 from algomirror.web.dashboard import stale_after
@@ -64,18 +65,7 @@ LATCHES: tuple[tuple[str, str, str, str], ...] = (
     ("supertrend_exit", "Supertrend", "supertrend_triggered_at", "supertrend_value"),
 )
 # The breach events the monitor listens for (RISK_EVENT_TYPES, the event name on ``run:{id}:risk``).
-RULE_CODES = (
-    "max_loss",
-    "max_profit",
-    "trailing_stop",
-    "supertrend_exit",
-    "stop_loss",
-    "take_profit",
-    "leg_trailing_stop",
-    "time_exit",
-    "square_off",
-    "kill_switch",
-)
+RULE_CODES = RISK_EVENT_TYPES
 
 
 @dataclass(frozen=True)

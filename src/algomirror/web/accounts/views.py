@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, render_template, request
 from flask.typing import ResponseReturnValue
-from flask_login import login_required
 from sqlalchemy.exc import IntegrityError
 from wtforms.fields.choices import SelectChoice
 
@@ -31,21 +30,13 @@ from algomirror.host_settings import load_host_policy
 from algomirror.security import last4
 from algomirror.web.accounts import repo
 from algomirror.web.context import db, log_activity, market_now, me, now, redirect_to, release_db, state
-from algomirror.web.dashboard import POLL_SECONDS, signed_out_fragment
+from algomirror.web.dashboard import POLL_SECONDS, require_sign_in
 from algomirror.web.forms import AccountForm, ConfirmForm, require_confirmation
 
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
 
 
-@bp.before_request
-def _signed_in() -> ResponseReturnValue | None:
-    # An htmx poll of the list after the session ended navigates to sign-in instead of swapping it in.
-    return signed_out_fragment() or _require_login()
-
-
-@login_required
-def _require_login() -> None:
-    return None
+require_sign_in(bp)
 
 
 def _own(account_id: int) -> TradingAccount:

@@ -11,7 +11,6 @@ from typing import Any
 
 from flask import Blueprint, abort, render_template, request
 from flask.typing import ResponseReturnValue
-from flask_login import login_required
 from sqlalchemy.exc import IntegrityError
 
 from algomirror.db.models import Strategy, StrategyLeg
@@ -25,7 +24,7 @@ from algomirror.db.retirement import (
 )
 from algomirror.domain.timeutil import to_ist
 from algomirror.web.context import db, log_activity, market_now, me, now, redirect_to
-from algomirror.web.dashboard import signed_out_fragment, stale_after
+from algomirror.web.dashboard import require_sign_in, stale_after
 from algomirror.web.forms import ConfirmForm, require_confirmation
 from algomirror.web.ids import parse_id
 from algomirror.web.strategies import repo, run_data
@@ -37,15 +36,7 @@ bp = Blueprint("strategies", __name__, url_prefix="/strategies")
 NAME_TAKEN = "You already have a strategy with this name."
 
 
-@bp.before_request
-def _signed_in() -> ResponseReturnValue | None:
-    # A live fragment polled after sign-out gets 401 + HX-Redirect, never the login page swapped in.
-    return signed_out_fragment() or _require_login()
-
-
-@login_required
-def _require_login() -> None:
-    return None
+require_sign_in(bp)
 
 
 def _own(strategy_id: int) -> Strategy:
