@@ -6,7 +6,8 @@ Routes (blueprint ``market_data`` at ``/market``, sign-in required):
   is NIFTY, BANKNIFTY or SENSEX; the expiries come from the gateway (OpenAlgo ``expiry``, options, on the
   user's primary active account, cached :data:`EXPIRY_CACHE_SECONDS`); ``strikes`` each side of ATM
   (1–50, default 20 → 41 rows). A bad parameter is a 400 with the reason on the page; a gateway that
-  cannot list expiries a 502. The rows are drawn and kept live by ``static/js/option_chain.js`` from the
+  cannot list expiries is said on the page (200: the page works, the gateway failed). The rows are
+  drawn and kept live by ``static/js/option_chain.js`` from the
   engine's ``chain:{uid}:{INSTRUMENT}:{expiry}`` events (:func:`algomirror.engine.chain.chain_payload`).
 * ``POST /market/chain/sessions`` (JSON {instrument, expiry, strikes}; CSRF header) — the page's viewing
   session: a ``websocket_sessions`` row (type ``option_chain``) expiring 5 minutes later. 201 with
@@ -236,9 +237,11 @@ def chain() -> ResponseReturnValue:
         context["error"] = str(exc)
         status = 400
     except ExpiryLookupError as exc:
+        # The page itself is fine: it says the gateway failed and offers the form again (a 5xx would
+        # read as our failure). The JSON session endpoint still answers 502.
         context["error"] = str(exc)
-        status = 502
-    if context["expiry"] is not None and status == 200:
+        context["gateway_failed"] = True
+    if context["expiry"] is not None and status == 200 and not context.get("gateway_failed"):
         spec = underlying_spec(args.instrument)
         iso = context["expiry"].isoformat()
         context.update(
@@ -246,7 +249,7 @@ def chain() -> ResponseReturnValue:
             step=spec.strike_step,
             clock_speed=clock_speed(state().market_clock),
         )
-    if status != 200 and context["account"] is None:
+    if (status != 200 or context.get("gateway_failed")) and context["account"] is None:
         context["account"] = primary_account(db(), me().id)
     return render_template("market/chain.html", **context), status
 

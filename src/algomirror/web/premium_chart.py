@@ -74,7 +74,7 @@ def _multiplier_arg(default: Decimal) -> float:
     return float(value)
 
 
-@bp.get("/<int:run_id>/premium.json")
+@bp.get("/<id:run_id>/premium.json")
 @login_required
 def premium_json(run_id: int) -> ResponseReturnValue:
     """The run's combined-premium candles and Supertrend line (module docstring); 404 unless it is the
