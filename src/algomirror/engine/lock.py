@@ -104,6 +104,19 @@ class EngineLock:
     def held(self) -> bool:
         return self.epoch is not None
 
+    @property
+    def check_tolerance(self) -> float:
+        """Seconds the engine tolerates not being able to verify this lock before it treats it as lost.
+
+        PostgreSQL: 2 s — the advisory lock dies with its connection and another engine may take it at
+        once, so sending must stop quickly. SQLite: 10 s — the ``flock`` lives as long as this process
+        holds the file open, so no other engine can take it meanwhile (a removed or replaced file is
+        proof of loss, raised at once by :meth:`check`), and every journal write is fenced by the epoch
+        anyway; a slow check there means a busy machine (a starved thread), not a lost lock, and stopping
+        the engine mid-exit for it did harm.
+        """
+        return 2.0 if self.dialect == "postgresql" else 10.0
+
     def acquire(self) -> None:
         """Take the lock, then a new fencing epoch (``self.epoch``).
 

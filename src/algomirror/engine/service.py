@@ -102,7 +102,7 @@ class EngineService:
         self.restart_delay = 2.0
         self.escalated_restart_delay = 300.0
         self.watch_interval = 0.25
-        self.lock_check_timeout = 2.0
+        self.lock_check_timeout = lock.check_tolerance if lock is not None else 2.0
         self.heartbeat_interval = 5.0
         # How long components get to return after stop before they are cancelled.
         self.stop_grace = 10.0
