@@ -10,6 +10,12 @@ the one-owner claim, and what an exit attempt's outcome writes.
   of the execution (every attempt, also an entry unwind's), ``exited`` when they cover the filled
   quantity, else ``failed``: the execution **stays** ``exiting`` (still owned) with the broker's reason,
   for the owner to verify and retry.
+* :func:`claim_first_exits` — a command's first attempt at many executions in ONE fenced transaction:
+  every ``active`` execution that never had an exit intent is claimed ``active → exiting`` (attempt 1)
+  by one conditional UPDATE (the rows it counted are the caller's, and no one else's), and the
+  attempt-1 intents of every claimed execution are written and their sends claimed (``created →
+  sent``) with :meth:`~algomirror.engine.journal.Journal.record_and_claim_on`, committed before any
+  order leaves.
 * :func:`next_attempt` — ``exiting`` attempt ``n`` → ``n + 1``, one winner (the owner's retry).
 * :func:`mark_error` — the last attempt of a round failed, or the outcome cannot be established:
   ``error``, a critical ``exit_failed`` alert, the run shows ``error``.
@@ -20,13 +26,13 @@ the one-owner claim, and what an exit attempt's outcome writes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from algomirror.db.models import (
@@ -42,6 +48,8 @@ from algomirror.domain import order_state
 from algomirror.domain.timeutil import ensure_aware
 from algomirror.engine.alerts import raise_alert
 from algomirror.engine.command_rows import MAX_ERROR, rowcount
+from algomirror.engine.fencing import check_fence_on
+from algomirror.engine.journal import ClaimedIntent, IntentSpec, Journal
 from algomirror.engine.order_driver import IntentRow
 
 _AVERAGE = Decimal("0.0001")
@@ -172,6 +180,86 @@ def claim_exit(
         return attempt
 
 
+_E = StrategyExecution
+# The batched first claim's statements, built once (as the journal's hot path builds its own).
+_FIRST_ROWS = (
+    select(_E.id, _E.status, _E.exit_retry_count, _E.filled_quantity, _E.exited_quantity)
+    .where(_E.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_E.id)
+    .with_for_update()  # PostgreSQL: rows locked in id order (no deadlock between two batch claims)
+)
+_WITH_EXIT_INTENTS = (
+    select(OrderIntent.execution_id)
+    .where(OrderIntent.execution_id.in_(bindparam("ids", expanding=True)), OrderIntent.purpose == "exit")
+    .distinct()
+)
+_CLAIM_FIRST = (
+    update(_E)
+    .where(
+        _E.id.in_(bindparam("ids", expanding=True)),
+        _E.status == "active",
+        _E.exit_retry_count == 0,
+        _E.filled_quantity > _E.exited_quantity,
+    )
+    .values(
+        status="exiting",
+        exit_retry_count=1,
+        exit_reason=bindparam("reason"),
+        exit_reason_detail=bindparam("detail"),
+        error_message=None,
+    )
+    .returning(_E.id)
+)
+
+
+def claim_first_exits(
+    journal: Journal,
+    plans: Mapping[int, Callable[[int], list[IntentSpec]]],
+    reason: str,
+    detail: str,
+) -> dict[int, list[ClaimedIntent]]:
+    """The first exit attempt of many executions in ONE fenced write transaction (see the module
+    docstring). ``plans`` maps an execution id to the specs of its attempt-1 slices for a given open
+    quantity (units; the callable raises ValueError when nothing is sendable: that execution is not
+    claimed here, the one-by-one path says why).
+
+    Only an execution that is ``active`` with attempt count 0, has units open and has no exit intent
+    at all (nothing of ours ever sent to close it, not even by an entry unwind) is claimed; every other
+    one is left as it is for the one-by-one path. Returns, for each execution this caller claimed, its
+    intents in slice order (all ``won``: created and claimed now, so this caller and only it sends
+    them); a second caller finds those executions ``exiting`` and claims none of them.
+
+    Raises :class:`~algomirror.engine.fencing.FencedOutError` once fenced out and IntegrityError when
+    a concurrent writer inserted one of the keys first (PostgreSQL); nothing is written then."""
+    if not plans:
+        return {}
+    ids = sorted(plans)
+    with journal.database.session() as session:
+        conn = session.connection()
+        check_fence_on(conn, journal.epoch)
+        rows = conn.execute(_FIRST_ROWS, {"ids": ids}).all()
+        touched = set(conn.execute(_WITH_EXIT_INTENTS, {"ids": ids}).scalars())
+        specs: dict[int, list[IntentSpec]] = {}
+        for row in rows:
+            units = int(row.filled_quantity) - int(row.exited_quantity)
+            if row.id in touched or row.status != "active" or row.exit_retry_count != 0 or units <= 0:
+                continue
+            try:
+                found = plans[row.id](units)
+            except ValueError:
+                continue
+            if found:
+                specs[row.id] = found
+        if not specs:
+            return {}
+        params = {"ids": sorted(specs), "reason": reason, "detail": detail[:MAX_ERROR]}
+        won = set(conn.execute(_CLAIM_FIRST, params).scalars())
+        ordered = [spec for execution_id in sorted(won) for spec in specs[execution_id]]
+        claimed = journal.record_and_claim_on(conn, ordered)
+    by_key = {c.view.key: c for c in claimed}
+    return {execution_id: [by_key[s.key] for s in specs[execution_id]] for execution_id in sorted(won)}
+
+
 def next_attempt(database: Database, execution_id: int, attempt: int) -> int | None:
     """The owner's retry: ``exiting`` at attempt ``attempt`` → ``attempt + 1`` (one winner: None for
     every other caller, and when the execution has moved on)."""
@@ -219,6 +307,10 @@ def mark_error(database: Database, execution_id: int, attempt: int | None, why: 
             return False
         if attempt is not None and row.exit_retry_count != attempt:
             return False
+        # The run's row lock before the alert's insert: its foreign key takes a KEY SHARE lock on the run,
+        # and two legs giving up at once (PostgreSQL) would each hold that and wait for the other's
+        # FOR UPDATE in sync_run_status — a deadlock. Locked first, the second simply waits.
+        session.get(StrategyRun, row.run_id, with_for_update=True)
         row.status = "error"
         row.error_message = why[:MAX_ERROR]
         leg = session.get(StrategyLeg, row.leg_id)
@@ -472,6 +564,7 @@ __all__ = [
     "attempt_failure",
     "attempt_prefix",
     "claim_exit",
+    "claim_first_exits",
     "close_runs",
     "confirm_closed_outside",
     "exit_intents",

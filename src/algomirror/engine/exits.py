@@ -15,6 +15,8 @@ retry with backoff, recovery after a crash) with its own command kind. For each 
    claim) is continued with its stored ``n``: its intents' keys are the same, so nothing is sent twice.
    A person's exit (``retry_errors`` in the payload) also claims an ``error`` execution: "retry exit",
    attempt ``n`` = the first of the next round.
+   The first attempt of the legs a command can send at once is claimed, recorded and sent for all of
+   them together (:mod:`~algomirror.engine.exit_first`); the legs it leaves out go one by one.
 3. **Orders**: the opposite side for the open quantity (filled − exited), MARKET, the execution's
    product, in freeze slices, each recorded first as ``exec:{id}:exit:{n}:{slice}`` with the strategy's
    tag and driven by :class:`~algomirror.engine.order_driver.OrderDriver` at EXIT priority (unknown
@@ -58,6 +60,7 @@ from algomirror.engine.execution import (
     intents_of,
     settled,
 )
+from algomirror.engine.exit_first import FirstWave, _all, exit_specs
 from algomirror.engine.exit_planning import EXIT_COMMAND, SCOPES
 from algomirror.engine.exit_records import (
     ExitResult,
@@ -65,6 +68,7 @@ from algomirror.engine.exit_records import (
     attempt_failure,
     attempt_prefix,
     claim_exit,
+    claim_first_exits,
     close_runs,
     exit_intents,
     finish_attempt,
@@ -77,7 +81,7 @@ from algomirror.engine.exit_records import (
     target_states,
 )
 from algomirror.engine.exit_verify import read_broker, still_open
-from algomirror.engine.journal import IntentExistsError, IntentSpec
+from algomirror.engine.journal import ClaimedIntent, IntentExistsError, IntentSpec, Journal
 from algomirror.engine.order_driver import IntentRow, OrderDriver
 
 log = logging.getLogger(__name__)
@@ -209,13 +213,24 @@ class ExitExecutor(EntryExecutor):
         """The scope's part in one run, under the run's lock; the run id when the run closed."""
         async with self._run_locks[run_id]:
             # Read again under the lock: a command that ran meanwhile has moved them on.
-            states = [s for s in await asyncio.to_thread(self._targets, user_id, scope) if s.run_id == run_id]
-            work.plans.update(await asyncio.to_thread(self._plans, [run_id], user_id))
+            states, plans = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
+            work.plans.update(plans)
             await work.run(states)
             closed = await asyncio.to_thread(
                 close_runs, self.database, [run_id], scope.reason, scope.detail, self.market_clock.now()
             )
         return closed[0] if closed else None
+
+    def claim_first_exits(
+        self,
+        journal: Journal,
+        plans: dict[int, Callable[[int], list[IntentSpec]]],
+        reason: str,
+        detail: str,
+    ) -> dict[int, list[ClaimedIntent]]:
+        """The fast first attempt's one transaction (:func:`~algomirror.engine.exit_records.
+        claim_first_exits`); runs in a worker thread. Raises what that raises."""
+        return claim_first_exits(journal, plans, reason, detail)
 
     def _targets(self, user_id: int, scope: _Scope) -> list[ExitState]:
         with self.database.session_factory() as session:
@@ -228,6 +243,13 @@ class ExitExecutor(EntryExecutor):
                 execution_id=scope.execution_id,
                 with_errors=scope.retry_errors,
             )
+
+    def _run_now(
+        self, user_id: int, scope: _Scope, run_id: int
+    ) -> tuple[list[ExitState], dict[int, RunPlan]]:
+        """The scope's executions of ``run_id`` and the run's plan, as stored now (one worker hop)."""
+        states = [s for s in self._targets(user_id, scope) if s.run_id == run_id]
+        return states, self._plans([run_id], user_id)
 
     def _plans(self, run_ids: Sequence[int], user_id: int) -> dict[int, RunPlan]:
         with self.database.session_factory() as session:
@@ -248,6 +270,14 @@ class _ExitWork:
         self.today = to_ist(executor.market_clock.now()).date()
         self.results: dict[int, ExitResult | str] = {}
         self.entering = 0
+        self.first = FirstWave(
+            executor.database,
+            driver,
+            executor.claim_first_exits,
+            reason=scope.reason,
+            detail=scope.detail,
+            today=self.today,
+        )
 
     def summary(self, closed: list[int]) -> dict[str, Any]:
         values = list(self.results.values())
@@ -269,12 +299,40 @@ class _ExitWork:
                 continue
             plan, leg = legs[state.execution_id]
             by_account.setdefault((plan.run_id, leg.account_id), []).append((state, leg))
-        await settled(*(self._account(run_id, items) for (run_id, _), items in sorted(by_account.items())))
+        accounts = sorted(by_account.items())
+        clients = [self._client(run_id, items) for (run_id, _), items in accounts]
+        # The first wave of every account (its shorts; its hedges when it has no short here) in one
+        # transaction, before any account sends.
+        wave: list[tuple[RunPlan, EntryLeg]] = []
+        for ((run_id, _), items), (client, _) in zip(accounts, clients, strict=True):
+            plan = self.plans[run_id]
+            if client is None or plan.status == "entering" or any(s.status == "pending" for s, _ in items):
+                continue
+            shorts = [(s, leg) for s, leg in items if leg.side == "SELL"]
+            wave.extend((plan, leg) for s, leg in (shorts or items) if s.status == "active")
+        first = await self.first.claim(wave)
+        await settled(
+            *(
+                self._account(run_id, items, client, reason, first)
+                for ((run_id, _), items), (client, reason) in zip(accounts, clients, strict=True)
+            )
+        )
 
-    async def _account(self, run_id: int, items: list[tuple[ExitState, EntryLeg]]) -> None:
+    def _client(
+        self, run_id: int, items: list[tuple[ExitState, EntryLeg]]
+    ) -> tuple[OpenAlgoClient | None, str | None]:
+        account = self.plans[run_id].accounts.get(items[0][1].account_id)
+        return (None, "account not found") if account is None else self.x.client_for(account)
+
+    async def _account(
+        self,
+        run_id: int,
+        items: list[tuple[ExitState, EntryLeg]],
+        client: OpenAlgoClient | None,
+        reason: str | None,
+        first: dict[int, list[IntentRow]],
+    ) -> None:
         plan = self.plans[run_id]
-        account = plan.accounts.get(items[0][1].account_id)
-        client, reason = (None, "account not found") if account is None else self.x.client_for(account)
         if client is None:
             ids = [leg.execution_id for _, leg in items]
             await asyncio.to_thread(note, self.x.database, ids, f"exit not possible: {reason}")
@@ -289,14 +347,53 @@ class _ExitWork:
             return
         shorts = [(s, leg) for s, leg in items if leg.side == "SELL"]
         longs = [(s, leg) for s, leg in items if leg.side == "BUY"]
-        done = await settled(*(self._exit(client, plan, s, leg) for s, leg in shorts))
+        done = await self._exit_all(client, plan, shorts, first)
         if all(r == "exited" for r in done):
-            await settled(*(self._exit(client, plan, s, leg) for s, leg in longs))
+            if shorts:  # the hedges' own first wave, now that every short of the account is flat
+                first = {
+                    **first,
+                    **await self.first.claim([(plan, leg) for s, leg in longs if s.status == "active"]),
+                }
+            await self._exit_all(client, plan, longs, first)
             return
         why = "hedge kept open: a short leg of this account is not yet bought back"
         kept = [leg.execution_id for s, leg in longs if s.status == "active"]
         await asyncio.to_thread(note, self.x.database, kept, why, "active")
         self.results.update(dict.fromkeys(kept, "kept"))
+
+    async def _exit_all(
+        self,
+        client: OpenAlgoClient,
+        plan: RunPlan,
+        items: list[tuple[ExitState, EntryLeg]],
+        first: dict[int, list[IntentRow]],
+    ) -> list[ExitResult | str]:
+        """Exit ``items`` of one account together: the legs whose first attempt ``first`` holds are
+        sent at once and followed together, every other leg one by one; their results in order."""
+        fast = [leg for _, leg in items if leg.execution_id in first]
+        slow = [(s, leg) for s, leg in items if leg.execution_id not in first]
+        fast_results, slow_results = await settled(
+            self._exit_claimed(client, plan, fast, first),
+            _all(self._exit(client, plan, s, leg) for s, leg in slow),
+        )
+        results = {leg.execution_id: r for leg, r in zip(fast, fast_results, strict=True)}
+        results.update({leg.execution_id: r for (_, leg), r in zip(slow, slow_results, strict=True)})
+        return [results[leg.execution_id] for _, leg in items]
+
+    async def _exit_claimed(
+        self, client: OpenAlgoClient, plan: RunPlan, legs: list[EntryLeg], first: dict[int, list[IntentRow]]
+    ) -> list[ExitResult | str]:
+        """The fast first attempt of one account's ``legs`` (claimed by :meth:`FirstWave.claim`): sent
+        at once and followed together; each leg then goes on as :meth:`_exit_leg` would after it."""
+        if not legs:
+            return []
+        await self.first.send(client, [row for leg in legs for row in first[leg.execution_id]])
+        return list(await settled(*(self._after_first(client, plan, leg) for leg in legs)))
+
+    async def _after_first(self, client: OpenAlgoClient, plan: RunPlan, leg: EntryLeg) -> ExitResult | str:
+        result = await self._own(client, plan, leg, 1, verify_first=False, done=await self._conclude(leg, 1))
+        self.results[leg.execution_id] = result
+        return result
 
     async def _exit(
         self, client: OpenAlgoClient, plan: RunPlan, state: ExitState, leg: EntryLeg
@@ -343,16 +440,34 @@ class _ExitWork:
             ) and (attempt > 1 or bool(await asyncio.to_thread(self._unfinished, leg.execution_id)))
         else:
             return "other"  # an entry unwind owns it (attempt 0)
+        return await self._own(client, plan, leg, attempt, verify_first=verify_first)
+
+    async def _own(
+        self,
+        client: OpenAlgoClient,
+        plan: RunPlan,
+        leg: EntryLeg,
+        attempt: int,
+        *,
+        verify_first: bool,
+        done: ExitResult | str | None = None,
+    ) -> ExitResult | str:
+        """The owner's loop from attempt ``attempt`` on: attempt, wait, verify, next attempt.
+        ``done``: the outcome of attempt ``attempt``, already driven (the fast first attempt)."""
+        x = self.x
         verified: int | None = None
         while True:
-            if verify_first:
-                decision = await self._verify(client, plan, leg, attempt)
-                if decision == "other":
-                    return await self._await_owner(leg.execution_id)
-                if isinstance(decision, str):
-                    return decision
-                verified = decision
-            result = await self._attempt(client, plan, leg, attempt, verified)
+            if done is not None:
+                result, done = done, None
+            else:
+                if verify_first:
+                    decision = await self._verify(client, plan, leg, attempt)
+                    if decision == "other":
+                        return await self._await_owner(leg.execution_id)
+                    if isinstance(decision, str):
+                        return decision
+                    verified = decision
+                result = await self._attempt(client, plan, leg, attempt, verified)
             if result == "other":
                 return await self._await_owner(leg.execution_id)
             if result in ("exited", "error"):
@@ -430,6 +545,12 @@ class _ExitWork:
         await settled(
             *(self.driver.drive(client, i, allow_send=True, priority=Priority.EXIT) for i in intents)
         )
+        return await self._conclude(leg, attempt)
+
+    async def _conclude(self, leg: EntryLeg, attempt: int) -> ExitResult | str:
+        """Attempt ``attempt``'s outcome once its orders were driven (``failed`` at the end of a
+        round is ``error``)."""
+        x = self.x
         result = await asyncio.to_thread(
             finish_attempt, x.database, leg.execution_id, leg.side, attempt, x.market_clock.now()
         )
@@ -556,21 +677,7 @@ class _ExitWork:
     def _record(self, plan: RunPlan, leg: EntryLeg, attempt: int, slices: list[int]) -> list[IntentRow]:
         """Write every slice's intent of this attempt (existing keys kept as stored), return them."""
         prefix = attempt_prefix(leg.execution_id, attempt)
-        opposite = "BUY" if leg.side == "SELL" else "SELL"
-        for n, quantity in enumerate(slices, start=1):
-            spec = IntentSpec(
-                key=f"{prefix}{n}",
-                account_id=leg.account_id,
-                symbol=leg.symbol,
-                exchange=leg.exchange,
-                product=leg.product,
-                side=opposite,
-                quantity=quantity,
-                order_type="MARKET",
-                strategy_tag=plan.tag,
-                execution_id=leg.execution_id,
-                purpose="exit",
-            )
+        for spec in exit_specs(plan, leg, attempt, slices):
             try:
                 self.driver.journal.record(spec)
             except IntentExistsError:

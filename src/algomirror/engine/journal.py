@@ -22,7 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from algomirror.db.models import OrderIntent
@@ -264,20 +264,31 @@ class Journal:
         record them one by one). Keys must be distinct."""
         if not specs:
             return []
-        now = self.clock.now()
-        keys = [spec.key for spec in specs]
         with self.database.session() as session:
             conn = session.connection()
             check_fence_on(conn, self.epoch)
-            stored = {row.key: row for row in conn.execute(_BY_KEYS, {"keys": keys})}
-            new = [_insert_values(spec) for spec in specs if spec.key not in stored]
-            if new:
-                conn.execute(_INSERT, new)
-            open_keys = [k for k in keys if k not in stored or stored[k].state == order_state.CREATED]
-            won = {row.key: row.id for row in conn.execute(_CLAIM, {"keys": open_keys, "now": now})}
-            if len(won) < len(new):
-                # Cannot happen inside one transaction that holds the write lock; never send blind.
-                raise RuntimeError("record_and_claim: a new intent was not claimed")
+            return self.record_and_claim_on(conn, specs)
+
+    def record_and_claim_on(self, conn: Connection, specs: Sequence[IntentSpec]) -> list[ClaimedIntent]:
+        """:meth:`record_and_claim` inside the caller's own write transaction on ``conn``, for a caller
+        that writes rows of its own in the same transaction (an exit claims its executions there). The
+        caller has checked the fence on ``conn`` in this transaction before any write
+        (:func:`~algomirror.engine.fencing.check_fence_on`), and commits before it sends any order of
+        the returned intents. Raises what :meth:`record_and_claim` raises (after which the caller must
+        roll back: nothing of the batch may stand)."""
+        if not specs:
+            return []
+        now = self.clock.now()
+        keys = [spec.key for spec in specs]
+        stored = {row.key: row for row in conn.execute(_BY_KEYS, {"keys": keys})}
+        new = [_insert_values(spec) for spec in specs if spec.key not in stored]
+        if new:
+            conn.execute(_INSERT, new)
+        open_keys = [k for k in keys if k not in stored or stored[k].state == order_state.CREATED]
+        won = {row.key: row.id for row in conn.execute(_CLAIM, {"keys": open_keys, "now": now})}
+        if len(won) < len(new):
+            # Cannot happen inside one transaction that holds the write lock; never send blind.
+            raise RuntimeError("record_and_claim: a new intent was not claimed")
         claimed: list[ClaimedIntent] = []
         for key in keys:
             if key in won:

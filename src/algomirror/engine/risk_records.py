@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -73,18 +73,24 @@ def write_breach(
                 "detail": breach.detail,
                 "executions": execution_ids,
             }
-            for execution_id in recorded:
-                session.add(
-                    RiskEvent(
-                        strategy_execution_id=execution_id,
-                        run_id=run.id,
-                        event_type=breach.code,
-                        trigger_value=breach.pnl if execution is None else None,
-                        threshold_value=breach.threshold,
-                        action_taken=action,
-                        details=json.dumps(details),
-                        created_at=now,
-                    )
+            # One executemany for every affected execution (fifty of them on a breach of fifty accounts).
+            text_details = json.dumps(details)
+            if recorded:
+                session.execute(
+                    insert(RiskEvent),
+                    [
+                        {
+                            "strategy_execution_id": execution_id,
+                            "run_id": run.id,
+                            "event_type": breach.code,
+                            "trigger_value": breach.pnl if execution is None else None,
+                            "threshold_value": breach.threshold,
+                            "action_taken": action,
+                            "details": text_details,
+                            "created_at": now,
+                        }
+                        for execution_id in recorded
+                    ],
                 )
             where = f"run {run.id} of {run.name}"
             outcome = "exit requested" if breach.auto_exit else "alert only (auto-exit off)"
