@@ -239,6 +239,26 @@ async def test_an_exit_state_waits_for_a_known_pnl(db_url: str, simulator_sessio
     assert [c.token for c in exit_commands(world)] == [f"risk:{run_id}:supertrend_exit"]
 
 
+async def test_no_exit_while_the_strategys_risk_monitoring_is_off(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    run_id = await entered(world)
+    configure(world, risk_monitoring_enabled=False)
+    ce, pe = world.leg_symbols
+    source = FakeHistory(
+        world.clock, {ce: breakout_at(_ist(10, 31), "100", "60"), pe: breakout_at(T0, "90", "0")}
+    )
+    async with harness(world, run_id, source) as h:
+        await h.at(_ist(10, 35, 3))
+        [event] = h.bus.supertrend(run_id)
+        assert event["direction"] == -1 and event["message"] == "exit state"
+        await h.at(_ist(10, 35, 5))
+        await h.risk.drain()
+        assert h.risk.fired == 0 and exit_commands(world) == []
+    assert world.run(run_id).supertrend_triggered_at is None
+
+
 async def test_a_restarted_component_reads_the_stored_latch(
     db_url: str, simulator_session: SimHandle
 ) -> None:

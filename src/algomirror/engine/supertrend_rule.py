@@ -461,7 +461,9 @@ class SupertrendRule:
     def _try_fire(self, risk: RiskEngine, run: RunState, track: _Track) -> None:
         """Fire the pending exit through the risk engine once the run's P&L is known."""
         assert track.pending is not None
-        if self._latched(run, track):
+        if self._latched(run, track) or not run.monitoring:
+            # Risk monitoring switched off on the strategy: no rule exits, Supertrend included (the
+            # state is still published). A later close re-arms the exit if the state still holds.
             track.pending = None
             return
         targets = sorted(
