@@ -1,7 +1,8 @@
 """What every engine component that runs web commands (``engine_commands``) writes back on a row:
-the attempt count kept in ``result``, and the values a finished attempt leaves (retry later, failed
-after the last attempt, or the final outcome); plus the in-flight task table and the poll pause their
-loops share. Used by the command processor and the entry and exit executors.
+the exactly-once claim, the attempt count kept in ``result``, and the values a finished attempt leaves
+(retry later, failed after the last attempt, or the final outcome); plus the in-flight task table and
+the poll pause their loops share. Used by the command processor, the entry and exit executors and the
+kill switch.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ import asyncio
 from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from algomirror.db.models import EngineCommand
 
 # engine_commands.error is TEXT; a broker's message is cut here so one reply cannot bloat the row.
 MAX_ERROR = 2000
@@ -25,6 +31,22 @@ def rowcount(result: Any) -> int:
     """Rows an UPDATE matched (0 when the driver does not say)."""
     count = getattr(result, "rowcount", 0)
     return count if isinstance(count, int) else 0
+
+
+def claim_command(session: Session, command_id: int, now: datetime, *, kind: str | None = None) -> bool:
+    """Move command ``command_id`` ``pending → running`` (started at ``now``) in ``session``; True only
+    for the one caller whose conditional UPDATE matched (exactly-once claim). ``kind`` also requires the
+    command's kind. The caller commits."""
+    conditions = [EngineCommand.id == command_id, EngineCommand.status == "pending"]
+    if kind is not None:
+        conditions.append(EngineCommand.kind == kind)
+    won = session.execute(
+        update(EngineCommand)
+        .where(*conditions)
+        .values(status="running", started_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(won) == 1
 
 
 def end_values(

@@ -56,7 +56,15 @@ from algomirror.db.models import ActivityLog, EngineCommand, Order, TradingAccou
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine.book_mirror import forward_fields
-from algomirror.engine.command_rows import MAX_ERROR, InFlight, attempts_of, end_values, pause, rowcount
+from algomirror.engine.command_rows import (
+    MAX_ERROR,
+    InFlight,
+    attempts_of,
+    claim_command,
+    end_values,
+    pause,
+    rowcount,
+)
 from algomirror.host_settings import load_host_policy
 
 log = logging.getLogger(__name__)
@@ -289,13 +297,7 @@ class CommandProcessor:
     def _claim(self, command_id: int) -> Claimed | None:
         now = self.clock.now()
         with self.database.session() as session:
-            won = session.execute(
-                update(EngineCommand)
-                .where(EngineCommand.id == command_id, EngineCommand.status == "pending")
-                .values(status="running", started_at=now, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if rowcount(won) != 1:
+            if not claim_command(session, command_id, now):
                 return None
             row = session.execute(
                 select(

@@ -51,7 +51,7 @@ from algomirror.broker.registry import ClientRegistry, Priority
 from algomirror.db.models import EngineCommand, OrderIntent, StrategyExecution, TradingAccount
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock, to_ist
-from algomirror.engine.command_rows import MAX_ERROR, InFlight, attempts_of, end_values, pause
+from algomirror.engine.command_rows import MAX_ERROR, InFlight, attempts_of, claim_command, end_values, pause
 from algomirror.engine.entry_records import (
     AccountInfo,
     EntryLeg,
@@ -270,17 +270,7 @@ class EntryExecutor:
     def _claim(self, command_id: int) -> tuple[int, dict[str, Any], int] | None:
         now = self.clock.now()
         with self.database.session() as session:
-            won = session.execute(
-                update(EngineCommand)
-                .where(
-                    EngineCommand.id == command_id,
-                    EngineCommand.status == "pending",
-                    EngineCommand.kind == self.kind,
-                )
-                .values(status="running", started_at=now, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if getattr(won, "rowcount", 0) != 1:
+            if not claim_command(session, command_id, now, kind=self.kind):
                 return None
             row = session.execute(
                 select(EngineCommand.user_id, EngineCommand.payload, EngineCommand.result).where(

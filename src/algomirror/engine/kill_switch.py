@@ -68,7 +68,7 @@ from algomirror.db.session import Database
 from algomirror.domain.money import format_inr
 from algomirror.domain.timeutil import IST, Clock, SystemClock, ensure_aware
 from algomirror.engine.alerts import raise_alert
-from algomirror.engine.command_rows import MAX_ERROR, pause, rowcount
+from algomirror.engine.command_rows import MAX_ERROR, claim_command, pause, rowcount
 from algomirror.engine.day_pnl import DayPnl, day_bounds, realised_today
 from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.fencing import FencedOutError
@@ -587,13 +587,7 @@ class KillSwitch:
     def _claim(self, command_id: int) -> tuple[int, dict[str, Any]] | None:
         now = self.clock.now()
         with self.database.session() as session:
-            won = session.execute(
-                update(EngineCommand)
-                .where(EngineCommand.id == command_id, EngineCommand.status == "pending")
-                .values(status="running", started_at=now, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if rowcount(won) != 1:
+            if not claim_command(session, command_id, now):
                 return None
             row = session.execute(
                 select(EngineCommand.user_id, EngineCommand.payload).where(EngineCommand.id == command_id)
