@@ -1,14 +1,13 @@
-"""Review of the exit's fast first attempt (commit cfbc49d): PRODUCT §6.7 step 4 — an account's hedge
-(BUY leg) is sold only once that account's shorts are flat; an unclosable short keeps its hedge open.
+"""PRODUCT §6.7 step 4 — an account's hedge (BUY leg) is sold only once that account's shorts are flat;
+an unclosable short keeps its hedge open.
 
 A short whose exit gave up (``error``: the position may still be open at the broker, and the
 ``exit_failed`` alert says its hedges stay open) is not among an automatic exit's targets (only a
-person's retry takes a leg out of ``error``). The account then looks hedge-only to the exit path, and
-the hedge goes on the first wave: the account is left naked short."""
+person's retry takes a leg out of ``error``). The account looked hedge-only to the exit path, and the
+hedge went on the first wave, leaving the account naked short (found in review; fixed by
+``exit_records.stuck_shorts``)."""
 
 from __future__ import annotations
-
-import pytest
 
 from algomirror.engine.exit_planning import request_exit
 from tests.integration.execution_support import make_world
@@ -16,11 +15,6 @@ from tests.integration.test_engine_exit_batch import HEDGED, entered, exits_of
 from tests.sim_fixtures import SimHandle
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding: exits.py _ExitWork.run/_account look only at the command's targets, so a "
-    "short in error (excluded) lets an automatic exit sell its account's hedge (§6.7 step 4)",
-)
 async def test_a_short_in_error_keeps_its_hedge_open_on_an_automatic_exit(
     db_url: str, simulator_session: SimHandle
 ) -> None:
@@ -55,3 +49,38 @@ async def test_a_short_in_error_keeps_its_hedge_open_on_an_automatic_exit(
     assert by_id[short.id].status == "error"
     assert sold == [], "the hedge was sold while its account's short is still open (naked short)"
     assert by_id[hedge.id].status == "active"
+
+
+async def test_a_persons_exit_of_that_hedge_leg_alone_still_sells_it(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=HEDGED)
+    run_id = await entered(world)
+    rows = world.executions(run_id)
+    [short] = [e for e in rows if e.symbol == world.leg_symbols[1]]
+    [hedge] = [e for e in rows if e.symbol == world.leg_symbols[0]]
+    before = len(world.exchange_orders(0))
+    with world.database.session() as session:
+        row = session.get(type(short), short.id)
+        assert row is not None
+        row.status, row.exit_retry_count = "error", 5
+    # The person chose this one leg on the run page: their explicit order, not an automatic cause.
+    with world.database.session() as session:
+        request_exit(
+            session,
+            user_id=world.user_id,
+            scope="execution",
+            token="leg1",
+            execution_id=hedge.id,
+            reason="manual",
+        )
+    async with exits_of(world) as exits:
+        assert await exits.process_once() == 1
+    sold = [
+        o
+        for o in world.exchange_orders(0)[before:]
+        if o.symbol == world.leg_symbols[0] and o.action == "SELL"
+    ]
+    assert len(sold) == 1
+    by_id = {e.id: e for e in world.executions(run_id)}
+    assert by_id[hedge.id].status == "exited" and by_id[short.id].status == "error"

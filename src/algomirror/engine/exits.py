@@ -78,6 +78,7 @@ from algomirror.engine.exit_records import (
     owned_order_ids,
     read_state,
     round_end,
+    stuck_shorts,
     target_states,
 )
 from algomirror.engine.exit_verify import read_broker, still_open
@@ -270,6 +271,7 @@ class _ExitWork:
         self.today = to_ist(executor.market_clock.now()).date()
         self.results: dict[int, ExitResult | str] = {}
         self.entering = 0
+        self.stuck: set[tuple[int, int]] = set()
         self.first = FirstWave(
             executor.database,
             driver,
@@ -300,6 +302,17 @@ class _ExitWork:
             plan, leg = legs[state.execution_id]
             by_account.setdefault((plan.run_id, leg.account_id), []).append((state, leg))
         accounts = sorted(by_account.items())
+        # An account whose short gave up earlier (``error``, not this command's target) keeps its hedges:
+        # only a person's explicit exit of that one leg may sell them (PRODUCT §6.7 step 4).
+        if self.scope.kind == "execution" and self.scope.reason == "manual":
+            self.stuck = set()
+        else:
+            self.stuck = await asyncio.to_thread(
+                stuck_shorts,
+                self.x.database,
+                sorted({run_id for run_id, _ in by_account}),
+                [s.execution_id for s in states],
+            )
         clients = [self._client(run_id, items) for (run_id, _), items in accounts]
         # The first wave of every account (its shorts; its hedges when it has no short here) in one
         # transaction, before any account sends.
@@ -309,6 +322,8 @@ class _ExitWork:
             if client is None or plan.status == "entering" or any(s.status == "pending" for s, _ in items):
                 continue
             shorts = [(s, leg) for s, leg in items if leg.side == "SELL"]
+            if not shorts and (run_id, items[0][1].account_id) in self.stuck:
+                continue  # hedges only, and the account's short is stuck: they stay (see _account)
             wave.extend((plan, leg) for s, leg in (shorts or items) if s.status == "active")
         first = await self.first.claim(wave)
         await settled(
@@ -348,6 +363,13 @@ class _ExitWork:
         shorts = [(s, leg) for s, leg in items if leg.side == "SELL"]
         longs = [(s, leg) for s, leg in items if leg.side == "BUY"]
         done = await self._exit_all(client, plan, shorts, first)
+        stuck = (run_id, items[0][1].account_id) in self.stuck
+        if stuck:
+            why = "hedge kept open: a short leg of this account could not be bought back (in error)"
+            kept = [leg.execution_id for s, leg in longs if s.status == "active"]
+            await asyncio.to_thread(note, self.x.database, kept, why, "active")
+            self.results.update(dict.fromkeys(kept, "kept"))
+            return
         if all(r == "exited" for r in done):
             if shorts:  # the hedges' own first wave, now that every short of the account is flat
                 first = {
