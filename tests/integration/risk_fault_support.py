@@ -6,18 +6,19 @@ paper exchange, whose orders are counted in its own books.
 
 The exchange runs a manual clock; a background task advances it one simulated second every 0.1 s, so
 ticks flow and the index can be ramped through a threshold. The engine's market clock is the
-exchange's, as in the demo.
+exchange's, as in the demo. The feed pieces shared with the feed manager's tests live in
+``feed_support``; ``DEADLINE`` and ``until`` are re-exported from here for the fault tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import func, select, update
 
@@ -37,16 +38,16 @@ from algomirror.engine.risk import RiskConfig, RiskEngine
 from algomirror.simulator.exchange import Order as SimOrder
 from tests.helpers import eventually_async
 from tests.integration.execution_support import World, executor_of, make_world
+from tests.integration.feed_support import DEADLINE as DEADLINE
+from tests.integration.feed_support import tick_forever
+from tests.integration.feed_support import until as until
 from tests.sim_fixtures import SimHandle
-
-T = TypeVar("T")
 
 # A short ATM straddle (spot starts at 26,000): a rising index loses on the call more than the put gains.
 STRADDLE = (("SELL", "26000CE"), ("SELL", "26000PE"))
 QTY = 65
 SPOT = ("NIFTY", "NSE_INDEX")
 START_SPOT = Decimal("26000")
-DEADLINE = 15.0
 
 FEED = FeedConfig(
     silent_after=1.5,
@@ -114,17 +115,6 @@ class Engine:
         return run is not None and run.last_pnl is not None and run.unknown_since is None
 
 
-async def until(check: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
-    """Poll ``check`` until it returns something truthy (returned), failing after ``timeout`` seconds."""
-
-    async def probe() -> T | None:
-        return check()
-
-    result = await eventually_async(probe, timeout=timeout, what=what)
-    assert result is not None
-    return result
-
-
 def straddle_world(db_url: str, sim: SimHandle, *, accounts: int = 3, primary_ws: str | None = None) -> World:
     """A user with ``accounts`` paper accounts (the first primary, its feed through ``primary_ws`` when
     given) and a short straddle strategy."""
@@ -156,12 +146,6 @@ def configure(world: World, **values: Any) -> None:
 def configure_leg(world: World, index: int, **values: Any) -> None:
     with world.database.session() as session:
         session.execute(update(StrategyLeg).where(StrategyLeg.id == world.leg_ids[index]).values(**values))
-
-
-async def _tick_forever(sim: SimHandle) -> None:
-    while True:
-        await asyncio.to_thread(sim.control.advance, 1)
-        await asyncio.sleep(0.1)  # pacing of the simulated market, not a wait for a result
 
 
 @asynccontextmanager
@@ -196,7 +180,7 @@ async def running_engine(world: World, *, retry: ExitRetry = FAST_RETRY) -> Asyn
 
     marks.add_listener(watch)
     stop = asyncio.Event()
-    ticker = asyncio.create_task(_tick_forever(sim))
+    ticker = asyncio.create_task(tick_forever(sim))
     tasks = [asyncio.create_task(c.run(stop)) for c in (feeds, exits, risk)]
     try:
         await until(lambda: bool(risk.runs), "the risk engine holds the open run")
@@ -284,45 +268,3 @@ async def settled_statuses(world: World, run_id: int, wanted: set[str], timeout:
         return {e.status for e in world.executions(run_id)} <= wanted
 
     await eventually_async(done, timeout=timeout, what=f"every execution in {sorted(wanted)}")
-
-
-class Proxy:
-    """A loopback TCP forwarder to the exchange's WebSocket port, for the primary account's feed: the
-    test closes it (what a broker host going away looks like to the feed) while the other accounts keep
-    their own connections."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers.update((writer, up_writer))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers.difference_update((writer, up_writer))

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
@@ -30,10 +29,9 @@ from algomirror.engine.marks import Mark, MarkBook
 from algomirror.live import InProcessBus
 from tests.helpers import eventually_async
 from tests.integration.execution_support import World, make_world
+from tests.integration.feed_support import DEADLINE, Proxy, tick_forever, until
 from tests.sim_fixtures import SimHandle, on_both_profiles
 
-T = TypeVar("T")
-DEADLINE = 15.0
 SPOT = ("NIFTY", "NSE_INDEX")
 CONFIG = FeedConfig(
     silent_after=2.0,
@@ -48,47 +46,6 @@ CONFIG = FeedConfig(
     heartbeat_seconds=0.2,
     status_seconds=0.5,
 )
-
-
-class Proxy:
-    """A loopback TCP forwarder to the exchange's WebSocket port that the test can take down and bring
-    back on the same port (what a broker host going away looks like to the feed)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers.update((writer, up_writer))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers.difference_update((writer, up_writer))
 
 
 @dataclass
@@ -130,12 +87,6 @@ class Feeds:
             return list(session.scalars(select(FailoverEvent).order_by(FailoverEvent.id)))
 
 
-async def _tick_forever(sim: SimHandle) -> None:
-    while True:
-        await asyncio.to_thread(sim.control.advance, 1)
-        await asyncio.sleep(0.1)  # pacing of the simulated market, not a wait for a result
-
-
 @asynccontextmanager
 async def running_feeds(
     db_url: str, sim: SimHandle, *, proxy: Proxy | None = None, primary_key: str | None = None
@@ -171,7 +122,7 @@ async def running_feeds(
         config=CONFIG,
     )
     stop = asyncio.Event()
-    ticker = asyncio.create_task(_tick_forever(sim))
+    ticker = asyncio.create_task(tick_forever(sim))
     task = asyncio.create_task(manager.run(stop))
     try:
         yield Feeds(world, manager, marks, bus, world.leg_symbols[0])
@@ -183,17 +134,6 @@ async def running_feeds(
             await ticker
         await registry.aclose()
         world.database.dispose()
-
-
-async def until(check: Callable[[], T | None], what: str) -> T:
-    """Poll ``check`` until it returns something (returned), failing after DEADLINE seconds."""
-
-    async def probe() -> T | None:
-        return check()
-
-    result = await eventually_async(probe, timeout=DEADLINE, what=what)
-    assert result is not None
-    return result
 
 
 def ref_count(feeds: Feeds, symbol: str, exchange: str) -> int:

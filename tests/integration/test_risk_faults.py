@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.integration.execution_support import World
+from tests.integration.feed_support import Proxy
 from tests.integration.risk_fault_support import (
     QTY,
     SPOT,
-    Proxy,
     configure,
     configure_leg,
     entered,
