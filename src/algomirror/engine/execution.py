@@ -38,10 +38,10 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence, Sized
+from collections.abc import Awaitable, Callable, Sequence, Sized
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -52,6 +52,7 @@ from algomirror.db.models import EngineCommand, OrderIntent, StrategyExecution, 
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock, to_ist
 from algomirror.engine.command_rows import MAX_ERROR, InFlight, attempts_of, claim_command, end_values, pause
+from algomirror.engine.concurrency import settled
 from algomirror.engine.entry_records import (
     AccountInfo,
     EntryLeg,
@@ -75,7 +76,7 @@ from algomirror.engine.journal import (
     IntentView,
     Journal,
 )
-from algomirror.engine.order_driver import DriverConfig, IntentRow, OrderDriver, load_intent
+from algomirror.engine.order_driver import DriverConfig, IntentRow, OrderDriver
 from algomirror.engine.planning import EXECUTE_RUN
 from algomirror.host_settings import load_host_policy
 
@@ -514,25 +515,10 @@ class _RunEntry:
                 rows[spec.key] = row
                 (won if c.won else others).append(row)
 
-        async def drive_other(row: IntentRow) -> IntentRow:
-            stored = await asyncio.to_thread(load_intent, self.x.database, row.id)
-            return await self.driver.drive(client, stored, allow_send=True, priority=Priority.ENTRY)
-
-        async def place_and_follow() -> list[IntentRow]:
-            sent = await settled(*(self.driver.place(client, r, Priority.ENTRY) for r in won))
-            placed = [(r, order_id) for r, order_id in sent if order_id is not None]
-            done = [r for r, order_id in sent if order_id is None]
-            followed = (
-                await self.driver.follow_many(client, placed, write=self._advances.submit) if placed else []
-            )
-            # Not accepted (rejected, not sent, unknown): on from the written state, as drive() goes.
-            onward = await settled(
-                *(self.driver.drive(client, r, allow_send=True, priority=Priority.ENTRY) for r in done)
-            )
-            return [*followed, *onward]
-
-        placed_rows, other_rows = await settled(place_and_follow(), _all(drive_other(r) for r in others))
-        for row in [*placed_rows, *other_rows]:
+        driven = await self.driver.send_claimed(
+            client, won, others, priority=Priority.ENTRY, write=self._advances.submit
+        )
+        for row in driven:
             rows[row.key] = row
         return await self._finishes.submit(
             [(leg, [rows[spec.key] for spec in specs]) for leg, specs in items]
@@ -687,17 +673,6 @@ class _RunEntry:
         )
 
 
-async def settled(*steps: Awaitable[T]) -> list[T]:
-    """Run ``steps`` concurrently and let every one finish before the first failure is raised: an
-    account's orders are never left half-driven because another account's step failed (whatever is
-    left open is resolved by the next attempt, never re-sent)."""
-    results = await asyncio.gather(*steps, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return cast(list[T], results)
-
-
 def _block_of(halted: str | None, current: Any) -> str | None:
     """Why no new entry may go to an account (its ``entry_blocks`` row, None when it is gone)."""
     if halted is not None:
@@ -725,10 +700,6 @@ def _split(flat: Sequence[T], groups: Sequence[Sized]) -> list[list[T]]:
 
 async def _none() -> list[LegState]:
     return []
-
-
-async def _all(steps: Iterable[Awaitable[T]]) -> list[T]:
-    return await settled(*steps)
 
 
 def _row_of(spec: IntentSpec, claimed: ClaimedIntent) -> IntentRow:

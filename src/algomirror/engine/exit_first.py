@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import TypeVar
 
@@ -33,11 +33,11 @@ from algomirror.broker.registry import Priority
 from algomirror.db.session import Database
 from algomirror.domain import order_state
 from algomirror.engine.entry_records import EntryLeg, RunPlan, slice_quantities
-from algomirror.engine.execution import _row_of, _split, settled
+from algomirror.engine.execution import _row_of, _split
 from algomirror.engine.exit_records import attempt_prefix
 from algomirror.engine.group_commit import GroupCommit
 from algomirror.engine.journal import Advance, ClaimedIntent, IntentSpec, IntentView, Journal
-from algomirror.engine.order_driver import IntentRow, OrderDriver, load_intent
+from algomirror.engine.order_driver import IntentRow, OrderDriver
 
 log = logging.getLogger(__name__)
 
@@ -135,30 +135,10 @@ class FirstWave:
         An order not accepted (rejected, not sent, unknown) goes on from its written state as
         :meth:`OrderDriver.drive` takes it (unknown: resolved from the orderbook, never re-sent)."""
         won = [r for r in rows if r.state == order_state.SENT]
-        others = [r for r in rows if r.state != order_state.SENT]
-
-        async def drive_other(row: IntentRow) -> IntentRow:  # not expected: the claim wrote them all
-            stored = await asyncio.to_thread(load_intent, self.database, row.id)
-            return await self.driver.drive(client, stored, allow_send=True, priority=Priority.EXIT)
-
-        async def place_and_follow() -> list[IntentRow]:
-            sent = await settled(*(self.driver.place(client, r, Priority.EXIT) for r in won))
-            placed = [(r, order_id) for r, order_id in sent if order_id is not None]
-            done = [r for r, order_id in sent if order_id is None]
-            followed = (
-                await self.driver.follow_many(client, placed, write=self._advances.submit) if placed else []
-            )
-            onward = await settled(
-                *(self.driver.drive(client, r, allow_send=True, priority=Priority.EXIT) for r in done)
-            )
-            return [*followed, *onward]
-
-        driven, other_rows = await settled(place_and_follow(), _all(drive_other(r) for r in others))
-        return [*driven, *other_rows]
-
-
-async def _all(steps: Iterable[Awaitable[T]]) -> list[T]:
-    return await settled(*steps)
+        others = [r for r in rows if r.state != order_state.SENT]  # not expected: the claim wrote them all
+        return await self.driver.send_claimed(
+            client, won, others, priority=Priority.EXIT, write=self._advances.submit
+        )
 
 
 __all__ = ["ClaimFirst", "FirstWave", "exit_specs"]

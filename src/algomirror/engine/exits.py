@@ -51,6 +51,7 @@ from algomirror.db.models.enums import EXIT_REASONS
 from algomirror.db.session import Database
 from algomirror.domain import order_state
 from algomirror.domain.timeutil import Clock, to_ist
+from algomirror.engine.concurrency import all_of as _all
 from algomirror.engine.entry_records import EntryLeg, RunPlan, finish_entry, load_plan, slice_quantities
 from algomirror.engine.execution import (
     EntryExecutor,
@@ -60,7 +61,7 @@ from algomirror.engine.execution import (
     intents_of,
     settled,
 )
-from algomirror.engine.exit_first import FirstWave, _all, exit_specs
+from algomirror.engine.exit_first import FirstWave, exit_specs
 from algomirror.engine.exit_planning import EXIT_COMMAND, SCOPES
 from algomirror.engine.exit_records import (
     ExitResult,

@@ -43,6 +43,7 @@ from algomirror.db.models import OrderIntent
 from algomirror.db.session import Database
 from algomirror.domain import order_state
 from algomirror.domain.order_state import IllegalTransitionError
+from algomirror.engine.concurrency import all_of, settled
 from algomirror.engine.journal import (
     Advance,
     ConflictingFactsError,
@@ -327,6 +328,37 @@ class OrderDriver:
             price=change.average_price,
             reason=change.rejection_reason,
         )
+
+    async def send_claimed(
+        self,
+        client: OpenAlgoClient,
+        won: Sequence[IntentRow],
+        others: Sequence[IntentRow],
+        *,
+        priority: Priority,
+        write: Callable[[list[Advance]], Awaitable[list[IntentView]]] | None = None,
+    ) -> list[IntentRow]:
+        """Send one account's batch: place every intent of ``won`` (this caller claimed their sends,
+        state ``sent``) at once and follow the accepted ones with :meth:`follow_many` (acknowledgements
+        written with the outcome, through ``write`` when given); an order not accepted (rejected, not
+        sent, unknown) goes on from its written state as :meth:`drive` takes it. ``others`` (intents
+        another caller owns, or already past ``sent``) are only driven from what is stored, never sent
+        by this caller. Returns every row as stored after (won first)."""
+
+        async def drive_other(row: IntentRow) -> IntentRow:
+            stored = await asyncio.to_thread(load_intent, self.database, row.id)
+            return await self.drive(client, stored, allow_send=True, priority=priority)
+
+        async def place_and_follow() -> list[IntentRow]:
+            sent = await settled(*(self.place(client, r, priority) for r in won))
+            placed = [(r, order_id) for r, order_id in sent if order_id is not None]
+            done = [r for r, order_id in sent if order_id is None]
+            followed = await self.follow_many(client, placed, write=write) if placed else []
+            onward = await settled(*(self.drive(client, r, allow_send=True, priority=priority) for r in done))
+            return [*followed, *onward]
+
+        driven, other_rows = await settled(place_and_follow(), all_of(drive_other(r) for r in others))
+        return [*driven, *other_rows]
 
     async def follow_many(
         self,
