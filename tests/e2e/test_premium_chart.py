@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from algomirror.db.models import Strategy, StrategyRun, TradingAccount, User
 from tests.e2e.conftest import Demo, sign_in_demo
-from tests.helpers import eventually
+from tests.e2e.demo_support import save_iron_condor
 
 pytestmark = pytest.mark.e2e
 
@@ -35,11 +35,6 @@ def _first_account(demo: Demo) -> int:
         return int(account)
 
 
-def _strategy_id(demo: Demo) -> int | None:
-    with demo.database.session() as s:
-        return s.scalar(select(Strategy.id).where(Strategy.name == NAME))
-
-
 def _run_id(demo: Demo, strategy_id: int) -> int | None:
     with demo.database.session() as s:
         return s.scalar(select(StrategyRun.id).where(StrategyRun.strategy_id == strategy_id))
@@ -57,14 +52,7 @@ def test_the_chart_draws_the_series_and_follows_supertrend_events(
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     try:
         sign_in_demo(page, demo_server)
-        page.goto(demo_server.url + "/strategies/")
-        page.locator("#tpl-iron_condor").get_by_role("link", name="Use template").click()
-        page.get_by_label("Name").fill(NAME)
-        page.locator(f"#acct-choice-{account} input[type=checkbox]").check()
-        page.get_by_role("button", name="Save").click()
-        eventually(lambda: _strategy_id(demo_server) is not None, timeout=10, what="strategy saved")
-        sid = _strategy_id(demo_server)
-        assert sid is not None
+        sid = save_iron_condor(page, demo_server, NAME, [account])
         # The exit stays off (the engine must not close the run under the test); the chart draws anyway.
         with demo_server.database.session() as s:
             s.execute(

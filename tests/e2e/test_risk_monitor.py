@@ -10,38 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from algomirror.db.models import Strategy, StrategyRun, TradingAccount, User
 from tests.e2e.conftest import Demo, sign_in_demo
-from tests.helpers import eventually
+from tests.e2e.demo_support import demo_accounts, save_iron_condor, strategy_run
 
 pytestmark = pytest.mark.e2e
 
 NAME = "Risk monitor condor"
-
-
-def _accounts(demo: Demo) -> list[int]:
-    with demo.database.session() as s:
-        user = s.scalar(select(User).where(User.username == demo.settings.demo_username))
-        assert user is not None
-        return list(
-            s.scalars(
-                select(TradingAccount.id)
-                .where(TradingAccount.user_id == user.id, TradingAccount.is_active.is_(True))
-                .order_by(TradingAccount.id)
-            )
-        )
-
-
-def _strategy_id(demo: Demo) -> int | None:
-    with demo.database.session() as s:
-        return s.scalar(select(Strategy.id).where(Strategy.name == NAME))
-
-
-def _run(demo: Demo, strategy_id: int) -> StrategyRun | None:
-    with demo.database.session() as s:
-        return s.scalar(select(StrategyRun).where(StrategyRun.strategy_id == strategy_id))
 
 
 # The monitor's LTP and P&L cells as one text (what a trader watches change).
@@ -53,7 +28,7 @@ FIGURES_JS = """() => Array.from(document.querySelectorAll(
 def test_monitor_follows_live_snapshots_without_reload(
     demo_server: Demo, chromium: Any, artifacts_dir: Path
 ) -> None:
-    accounts = _accounts(demo_server)
+    accounts = demo_accounts(demo_server)
     assert len(accounts) == 3
     context = chromium.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
@@ -68,15 +43,7 @@ def test_monitor_follows_live_snapshots_without_reload(
         sign_in_demo(page, demo_server)
 
         # Build from the template on the three accounts, preview, execute (as test_strategy_flow does).
-        page.goto(demo_server.url + "/strategies/")
-        page.locator("#tpl-iron_condor").get_by_role("link", name="Use template").click()
-        page.get_by_label("Name").fill(NAME)
-        for account_id in accounts:
-            page.locator(f"#acct-choice-{account_id} input[type=checkbox]").check()
-        page.get_by_role("button", name="Save").click()
-        eventually(lambda: _strategy_id(demo_server) is not None, timeout=10, what="strategy saved")
-        sid = _strategy_id(demo_server)
-        assert sid is not None
+        sid = save_iron_condor(page, demo_server, NAME, accounts)
         page.goto(demo_server.url + "/strategies/")
         page.locator(f"#strat-{sid}").get_by_role("link", name="Preview & execute").click()
         page.locator("#pv-orders").wait_for(timeout=60_000)
@@ -84,7 +51,7 @@ def test_monitor_follows_live_snapshots_without_reload(
         page.get_by_role("button", name="Execute").click()
         page.wait_for_url(lambda u: f"/strategies/{sid}/run" in u, timeout=30_000)
         page.locator("#run-status[data-status=active]").wait_for(timeout=90_000)
-        run = _run(demo_server, sid)
+        run = strategy_run(demo_server, sid)
         assert run is not None
 
         # The Execution page links to the monitor.

@@ -12,31 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from algomirror.db.models import OrderIntent, Strategy, StrategyExecution, StrategyRun, TradingAccount, User
+from algomirror.db.models import OrderIntent, StrategyExecution
 from tests.e2e.conftest import Demo, sign_in_demo
-from tests.helpers import eventually
+from tests.e2e.demo_support import demo_accounts, save_iron_condor, strategy_run
 
 pytestmark = pytest.mark.e2e
 
 NAME = "Newcomer condor"
-
-
-def _accounts(demo: Demo) -> list[int]:
-    with demo.database.session() as s:
-        user = s.scalar(select(User).where(User.username == demo.settings.demo_username))
-        assert user is not None
-        return list(
-            s.scalars(
-                select(TradingAccount.id)
-                .where(TradingAccount.user_id == user.id, TradingAccount.is_active.is_(True))
-                .order_by(TradingAccount.id)
-            )
-        )
-
-
-def _strategy_id(demo: Demo) -> int | None:
-    with demo.database.session() as s:
-        return s.scalar(select(Strategy.id).where(Strategy.name == NAME))
 
 
 def _executions(demo: Demo, strategy_id: int) -> list[StrategyExecution]:
@@ -44,15 +26,10 @@ def _executions(demo: Demo, strategy_id: int) -> list[StrategyExecution]:
         return list(s.scalars(select(StrategyExecution).where(StrategyExecution.strategy_id == strategy_id)))
 
 
-def _run(demo: Demo, strategy_id: int) -> StrategyRun | None:
-    with demo.database.session() as s:
-        return s.scalar(select(StrategyRun).where(StrategyRun.strategy_id == strategy_id))
-
-
 def test_template_preview_execute_watch_and_exit(
     demo_server: Demo, chromium: Any, artifacts_dir: Path
 ) -> None:
-    accounts = _accounts(demo_server)
+    accounts = demo_accounts(demo_server)
     assert len(accounts) == 3
     context = chromium.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
@@ -63,15 +40,7 @@ def test_template_preview_execute_watch_and_exit(
         sign_in_demo(page, demo_server)
 
         # 1. Build from the template.
-        page.goto(demo_server.url + "/strategies/")
-        page.locator("#tpl-iron_condor").get_by_role("link", name="Use template").click()
-        page.get_by_label("Name").fill(NAME)
-        for account_id in accounts:
-            page.locator(f"#acct-choice-{account_id} input[type=checkbox]").check()
-        page.get_by_role("button", name="Save").click()
-        eventually(lambda: _strategy_id(demo_server) is not None, timeout=10, what="strategy saved")
-        sid = _strategy_id(demo_server)
-        assert sid is not None
+        sid = save_iron_condor(page, demo_server, NAME, accounts)
 
         # 2. Preview: 4 legs x 3 accounts, all placeable.
         page.goto(demo_server.url + "/strategies/")
@@ -110,7 +79,7 @@ def test_template_preview_execute_watch_and_exit(
         exited = _executions(demo_server, sid)
         assert {e.status for e in exited} == {"exited"}
         assert all(e.exited_quantity == e.filled_quantity and e.realized_pnl is not None for e in exited)
-        run = _run(demo_server, sid)
+        run = strategy_run(demo_server, sid)
         assert run is not None and run.status == "closed" and run.final_pnl is not None
         assert run.final_pnl == sum(e.realized_pnl for e in exited if e.realized_pnl is not None)
         with demo_server.database.session() as s:
