@@ -10,7 +10,6 @@ ramps the index through the run's max loss. Every wait is a poll with a deadline
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 from decimal import Decimal
@@ -21,6 +20,7 @@ import pytest
 from algomirror.domain import order_state
 from algomirror.domain.timeutil import utcnow
 from algomirror.engine.exit_planning import retry_exit
+from tests.integration.engine_proc_support import rekey, risk_engines
 from tests.integration.risk_engine_proc import EXITS_VARIABLE
 from tests.integration.risk_fault_support import (
     SPOT,
@@ -34,22 +34,13 @@ from tests.integration.risk_fault_support import (
     straddle_world,
     until,
 )
-from tests.integration.test_risk_faults_kill import SCALED_EXITS, Engines, engines, rekey
+from tests.integration.test_risk_faults_kill import SCALED_EXITS
 from tests.sim_fixtures import SimHandle
 
-KILLING = Path(__file__).with_name("exit_kill_proc.py")
+# ``algomirror engine`` that SIGKILLs itself right after the fast path's commit.
+KILLING_COMMAND = (sys.executable, str(Path(__file__).with_name("exit_kill_proc.py")))
 MAX_LOSS = Decimal("3000")
 DEADLINE = 30.0
-
-
-def start_killing(started: Engines) -> subprocess.Popen[bytes]:
-    """Start the engine that dies right after the fast path's commit (its log with the others)."""
-    log = (started.tmp_path / f"engine-{len(started.started) + 1}.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, str(KILLING)], env=started.env, stdout=log, stderr=subprocess.STDOUT
-    )
-    started.started.append((proc, log))
-    return proc
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -65,9 +56,9 @@ async def test_engine_killed_between_the_exit_batch_commit_and_its_sends_never_s
     assert hub is not None
     offset = (sim.running.core.market.now() - utcnow()).total_seconds()
 
-    with engines(db_url, tmp_path, fernet, offset) as started:
+    with risk_engines(db_url, tmp_path, fernet, offset) as started:
         started.env[EXITS_VARIABLE] = json.dumps(SCALED_EXITS)
-        doomed = start_killing(started)
+        doomed = started.start(KILLING_COMMAND)
 
         def subscribed() -> bool:
             assert doomed.poll() is None, started.logs()

@@ -11,101 +11,17 @@ the engine right there. Every wait is a poll with a deadline.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
-from cryptography.fernet import Fernet
-
-from algomirror.db.models import TradingAccount
 from algomirror.domain import order_state
 from algomirror.engine.exit_planning import request_exit
-from algomirror.security import SecretBox
 from tests.helpers import eventually
+from tests.integration.engine_proc_support import engines, kill_9, rekey
 from tests.integration.execution_support import IRON_CONDOR, World, executor_of, make_world
 from tests.sim_fixtures import SimHandle
 
-ENGINE = Path(sys.executable).parent / "algomirror"
 HUNG_SECONDS = 90.0  # far longer than the test: a held reply never reaches the killed engine
 POLL = 0.05
-
-
-def rekey(world: World) -> bytes:
-    """Give the world a Fernet key the engine subprocess is also given; re-encrypt the accounts' keys."""
-    fernet = Fernet.generate_key()
-    world.box = SecretBox(fernet)
-    with world.database.session() as session:
-        for i, account_id in enumerate(world.account_ids):
-            account = session.get(TradingAccount, account_id)
-            assert account is not None
-            account.api_key_encrypted = world.box.encrypt(world.sim.api_keys[i])
-    return fernet
-
-
-class Engines:
-    """Starts ``algomirror engine`` subprocesses on one database; kills whatever is left at the end."""
-
-    def __init__(self, db_url: str, tmp_path: Path, fernet: bytes) -> None:
-        self.env = {
-            **os.environ,
-            "ALGOMIRROR_DATABASE_URL": db_url,
-            "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance"),
-            "ALGOMIRROR_FERNET_KEY": fernet.decode(),
-            "ALGOMIRROR_SYNC_INTERVAL_MARKET": "5",
-            "ALGOMIRROR_SYNC_INTERVAL_CLOSED": "5",
-        }
-        self.tmp_path = tmp_path
-        self.started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        # The log goes to a file: a pipe nobody reads would block the engine once it filled.
-        log = (self.tmp_path / f"engine-{len(self.started) + 1}.log").open("wb")
-        proc = subprocess.Popen([str(ENGINE), "engine"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        self.started.append((proc, log))
-        return proc
-
-    def keep_running(self) -> None:
-        """Restart the last engine if it was refused the lock (exit 2): the killed one's database session
-        (PostgreSQL's advisory lock) may outlive it for a moment. Any other exit fails the test."""
-        proc, _ = self.started[-1]
-        if proc.poll() is None:
-            return
-        assert proc.returncode == 2, self.log_of(proc)[-3000:].decode(errors="replace")
-        self.start()
-
-    def log_of(self, proc: subprocess.Popen[bytes]) -> bytes:
-        index = next(i for i, (p, _) in enumerate(self.started) if p is proc)
-        return (self.tmp_path / f"engine-{index + 1}.log").read_bytes()
-
-    def close(self) -> None:
-        for proc, log in self.started:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-            log.close()
-
-
-@contextmanager
-def engines(db_url: str, tmp_path: Path, fernet: bytes) -> Iterator[Engines]:
-    started = Engines(db_url, tmp_path, fernet)
-    try:
-        yield started
-    finally:
-        started.close()
-
-
-def kill_9(proc: subprocess.Popen[bytes]) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=10) == -signal.SIGKILL
 
 
 def one_order_per_intent(world: World, purpose: str) -> None:

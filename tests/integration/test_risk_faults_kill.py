@@ -19,31 +19,23 @@ an order that turns up late at the broker is adopted, never doubled).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import IO
 
 import pytest
-from cryptography.fernet import Fernet
 
 from algomirror.broker.registry import ClientRegistry
-from algomirror.db.models import TradingAccount
 from algomirror.domain import order_state
 from algomirror.domain.timeutil import utcnow
 from algomirror.engine.entry_records import strategy_tag
 from algomirror.engine.exit_planning import request_exit, retry_exit
 from algomirror.engine.exit_records import claim_exit
 from algomirror.engine.exits import ExitExecutor, ExitRetry
-from algomirror.security import SecretBox
 from tests.integration.command_support import place
+from tests.integration.engine_proc_support import kill_9, rekey, risk_engines
 from tests.integration.execution_support import World
-from tests.integration.risk_engine_proc import EXITS_VARIABLE, OFFSET_VARIABLE
+from tests.integration.risk_engine_proc import EXITS_VARIABLE
 from tests.integration.risk_fault_support import (
     QTY,
     SPOT,
@@ -60,90 +52,9 @@ from tests.integration.risk_fault_support import (
 )
 from tests.sim_fixtures import SimHandle
 
-LAUNCHER = Path(__file__).with_name("risk_engine_proc.py")
 HUNG_SECONDS = 90.0  # far longer than the test: a held reply never reaches the killed engine
 MAX_LOSS = Decimal("3000")
 DEADLINE = 30.0
-
-
-def rekey(world: World) -> bytes:
-    """A Fernet key the engine subprocess is also given; the accounts' API keys re-encrypted with it."""
-    fernet = Fernet.generate_key()
-    world.box = SecretBox(fernet)
-    with world.database.session() as session:
-        for i, account_id in enumerate(world.account_ids):
-            account = session.get(TradingAccount, account_id)
-            assert account is not None
-            account.api_key_encrypted = world.box.encrypt(world.sim.api_keys[i])
-    return fernet
-
-
-class Engines:
-    """Starts engine subprocesses on one database; stops whatever is left at the end."""
-
-    def __init__(self, db_url: str, tmp_path: Path, fernet: bytes, offset: float) -> None:
-        self.env = {
-            **os.environ,
-            "ALGOMIRROR_DATABASE_URL": db_url,
-            "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance"),
-            "ALGOMIRROR_FERNET_KEY": fernet.decode(),
-            "ALGOMIRROR_SYNC_INTERVAL_MARKET": "5",
-            "ALGOMIRROR_SYNC_INTERVAL_CLOSED": "5",
-            OFFSET_VARIABLE: repr(offset),
-        }
-        self.tmp_path = tmp_path
-        self.started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        # The log goes to a file: a pipe nobody reads would block the engine once it filled.
-        log = (self.tmp_path / f"engine-{len(self.started) + 1}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, str(LAUNCHER)], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        self.started.append((proc, log))
-        return proc
-
-    def keep_running(self) -> None:
-        """Restart the last engine if it was refused the lock (exit 2): the killed one's database session
-        (PostgreSQL's advisory lock) may outlive it for a moment. Any other exit fails the test."""
-        proc, _ = self.started[-1]
-        if proc.poll() is None:
-            return
-        assert proc.returncode == 2, self.logs()
-        self.start()
-
-    def logs(self) -> str:
-        """The tail of every engine's log (for failure messages)."""
-        parts = []
-        for n in range(1, len(self.started) + 1):
-            text = (self.tmp_path / f"engine-{n}.log").read_bytes()[-2500:].decode(errors="replace")
-            parts.append(f"--- engine {n}\n{text}")
-        return "\n".join(parts)
-
-    def close(self) -> None:
-        for proc, log in self.started:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-            log.close()
-
-
-@contextmanager
-def engines(db_url: str, tmp_path: Path, fernet: bytes, offset: float) -> Iterator[Engines]:
-    started = Engines(db_url, tmp_path, fernet, offset)
-    try:
-        yield started
-    finally:
-        started.close()
-
-
-def kill_9(proc: subprocess.Popen[bytes]) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=10) == -signal.SIGKILL
 
 
 def exit_intents(world: World) -> list[tuple[int, str, str | None]]:
@@ -168,7 +79,7 @@ async def test_engine_killed_mid_risk_exit_is_restarted_and_completes_it_with_on
     assert hub is not None
     offset = (sim.running.core.market.now() - utcnow()).total_seconds()
 
-    with engines(db_url, tmp_path, fernet, offset) as started:
+    with risk_engines(db_url, tmp_path, fernet, offset) as started:
         doomed = started.start()
 
         def subscribed() -> bool:
@@ -254,7 +165,7 @@ async def test_engine_killed_before_its_exit_orders_reached_the_exchange_shows_e
     assert hub is not None
     offset = (sim.running.core.market.now() - utcnow()).total_seconds()
 
-    with engines(db_url, tmp_path, fernet, offset) as started:
+    with risk_engines(db_url, tmp_path, fernet, offset) as started:
         started.env[EXITS_VARIABLE] = json.dumps(SCALED_EXITS)
         doomed = started.start()
 
