@@ -55,21 +55,28 @@ class Harness:
 
 
 @asynccontextmanager
-async def risk_of(world: World, *, dispatch: bool = True) -> AsyncIterator[Harness]:
-    """A running RiskEngine (its real loop) with an ExitExecutor to hand breaches to."""
+async def risk_of(
+    world: World,
+    *,
+    engine: type[RiskEngine] = RiskEngine,
+    dispatch: bool = True,
+    persist_seconds: float = 0.1,
+) -> AsyncIterator[Harness]:
+    """A running ``engine`` (its real loop) with an ExitExecutor to hand breaches to (none when not
+    ``dispatch``), persisting its state every ``persist_seconds``."""
     entry, registry = world.executor()
     exits = ExitExecutor(
         world.database, registry, world.box.decrypt, epoch=world.epoch, clock=world.clock, config=entry.config
     )
     book = MarkBook()
     bus = RecordingBus()
-    risk = RiskEngine(
+    risk = engine(
         world.database,
         book,
         exits=exits if dispatch else None,
         bus=bus,
         clock=world.clock,
-        config=RiskConfig(tick=0.05, reload_seconds=0.1, persist_seconds=0.1),
+        config=RiskConfig(tick=0.05, reload_seconds=0.1, persist_seconds=persist_seconds),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(risk.run(stop))

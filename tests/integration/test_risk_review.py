@@ -15,12 +15,9 @@ SQLite and PostgreSQL against the paper exchange over loopback:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -31,17 +28,14 @@ from sqlalchemy.exc import OperationalError
 
 from algomirror.broker.registry import ClientRegistry
 from algomirror.db.models import StrategyExecution
-from algomirror.engine.exits import ExitExecutor
 from algomirror.engine.feeds import MODE_QUOTE, FeedManager, UserFeed
 from algomirror.engine.marks import Mark, MarkBook
 from algomirror.engine.risk import Breach, RiskConfig, RiskEngine
 from tests.helpers import eventually_async
-from tests.integration.execution_support import World, make_world
+from tests.integration.execution_support import make_world
 from tests.integration.test_risk_engine import (
     QTY,
     STRANGLE,
-    Harness,
-    RecordingBus,
     all_exited,
     configure,
     configure_leg,
@@ -50,45 +44,9 @@ from tests.integration.test_risk_engine import (
     events,
     exit_commands,
     exits_at_exchange,
+    risk_of,
 )
 from tests.sim_fixtures import SimHandle
-
-
-@asynccontextmanager
-async def running(
-    world: World,
-    *,
-    engine: type[RiskEngine] = RiskEngine,
-    dispatch: bool = True,
-    persist_seconds: float = 0.1,
-) -> AsyncIterator[Harness]:
-    entry, registry = world.executor()
-    exits = ExitExecutor(
-        world.database, registry, world.box.decrypt, epoch=world.epoch, clock=world.clock, config=entry.config
-    )
-    book = MarkBook()
-    bus = RecordingBus()
-    risk = engine(
-        world.database,
-        book,
-        exits=exits if dispatch else None,
-        bus=bus,
-        clock=world.clock,
-        config=RiskConfig(tick=0.05, reload_seconds=0.1, persist_seconds=persist_seconds),
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(risk.run(stop))
-    try:
-
-        async def loaded() -> bool:
-            return bool(risk.runs)
-
-        await eventually_async(loaded, timeout=10, what="open runs loaded")
-        yield Harness(risk, book, bus, world)
-    finally:
-        stop.set()
-        await task
-        await registry.aclose()
 
 
 async def test_a_leg_that_cannot_be_evaluated_does_not_switch_off_max_loss(
@@ -102,7 +60,7 @@ async def test_a_leg_that_cannot_be_evaluated_does_not_switch_off_max_loss(
     price = entries(world, run_id)
     ce, pe = world.leg_symbols
 
-    async with running(world) as h:
+    async with risk_of(world) as h:
         h.tick(pe, price[(1, 0)])
         h.tick(ce, price[(0, 0)] + 20)  # −₹1,300
         await all_exited(world, run_id)
@@ -119,7 +77,7 @@ async def test_fire_skips_executions_another_rule_claimed(db_url: str, simulator
     ce, pe = world.leg_symbols
     call, put = (next(e.id for e in world.executions(run_id) if e.symbol == s) for s in (ce, pe))
 
-    async with running(world, dispatch=False) as h:  # exits stay pending: the rows stay active
+    async with risk_of(world, dispatch=False) as h:  # exits stay pending: the rows stay active
         h.tick(pe, price[(1, 0)])
         h.tick(ce, price[(0, 0)] + 10)  # the call's SL claims it
 
@@ -164,7 +122,7 @@ async def test_a_leg_stop_that_trails_during_a_breach_write_is_still_persisted(
     GatedRisk.waiting.clear()
 
     # No periodic write meanwhile: what the breach leaves dirty is written when the component stops.
-    async with running(world, engine=GatedRisk, dispatch=False, persist_seconds=3600) as h:
+    async with risk_of(world, engine=GatedRisk, dispatch=False, persist_seconds=3600) as h:
         h.tick(pe, price[(1, 0)])
         h.tick(ce, price[(0, 0)] - 4)  # SELL: best = e − 4 → stop e + 6
         h.tick(pe, price[(1, 0)] + 5)  # the put's SL: its write waits at the gate with the call at e + 6
@@ -207,7 +165,7 @@ async def test_an_unexpected_error_recording_a_breach_is_logged_and_retried(
     FlakyRisk.failed = 0
 
     with caplog.at_level(logging.ERROR, logger="algomirror.engine"):
-        async with running(world, engine=FlakyRisk) as h:
+        async with risk_of(world, engine=FlakyRisk) as h:
             h.tick(pe, price[(1, 0)])
             h.tick(ce, price[(0, 0)] + 20)
             await all_exited(world, run_id)  # the sweep tries again after the failure
