@@ -268,3 +268,26 @@ async def settled_statuses(world: World, run_id: int, wanted: set[str], timeout:
         return {e.status for e in world.executions(run_id)} <= wanted
 
     await eventually_async(done, timeout=timeout, what=f"every execution in {sorted(wanted)}")
+
+
+async def exit_on_ramp(
+    engine: Engine, run_id: int, target: Decimal | int = 26400, seconds: float = 20
+) -> int:
+    """Ramp the index to ``target`` over ``seconds`` simulated seconds, wait until every execution of the
+    run is exited and the risk engine's work is drained; how many rules fired."""
+    await ramp(engine.sim, target, seconds)
+    await settled_statuses(engine.world, run_id, {"exited"})
+    await engine.risk.drain()
+    return engine.risk.fired
+
+
+def assert_max_loss_exited_once(world: World, run_id: int, fired: int) -> None:
+    """One rule fired, the run's one exit command is max loss's, and the exchange's books hold one
+    filled buy-back per leg per account and nothing else (AssertionError, with what was found)."""
+    assert fired == 1, fired
+    tokens = [c.token for c in exit_commands(world)]
+    assert tokens == [f"risk:{run_id}:max_loss"], tokens
+    filled = filled_exits(world)
+    assert filled == every_leg_once(world), filled
+    orders = exit_orders(world)
+    assert all(len(placed) == 2 for placed in orders.values()), orders

@@ -24,11 +24,13 @@ from tests.integration.feed_support import Proxy
 from tests.integration.risk_fault_support import (
     QTY,
     SPOT,
+    assert_max_loss_exited_once,
     configure,
     configure_leg,
     entered,
     every_leg_once,
     exit_commands,
+    exit_on_ramp,
     exit_orders,
     failovers,
     filled_exits,
@@ -191,10 +193,7 @@ async def test_a_dropped_primary_feed_fails_over_and_a_breach_on_the_backups_tic
             await until(lambda: engine.pnl_known(run_id), "P&L known on the backup's ticks")
             assert engine.risk.fired == 0 and exit_commands(world) == []
             since = len(engine.seen)
-            await ramp(sim, 26400, 20)
-            await settled_statuses(world, run_id, {"exited"})
-            await engine.risk.drain()
-            fired = engine.risk.fired
+            fired = await exit_on_ramp(engine, run_id)
             status = engine.feeds.status(uid)
     finally:
         await proxy.stop()
@@ -243,14 +242,8 @@ async def test_the_exchange_dropping_the_feed_reconnects_it_and_a_breach_after_e
         assert [hub.ref_count(s, "NFO") for s in world.leg_symbols] == [1, 1]
         await until(lambda: engine.pnl_known(run_id), "P&L known again")
         assert engine.risk.fired == 0
-        await ramp(sim, 26400, 20)
-        await settled_statuses(world, run_id, {"exited"})
-        await engine.risk.drain()
-        fired = engine.risk.fired
+        fired = await exit_on_ramp(engine, run_id)
 
-    assert fired == 1
-    assert [c.token for c in exit_commands(world)] == [f"risk:{run_id}:max_loss"]
-    assert filled_exits(world) == every_leg_once(world)
-    assert all(len(orders) == 2 for orders in exit_orders(world).values())
+    assert_max_loss_exited_once(world, run_id, fired)
     assert len(risk_events(world, run_id)) == 4
     assert failovers(world) == []  # back on the same account: a reconnect, not a failover

@@ -21,10 +21,12 @@ from tests.integration.execution_support import World
 from tests.integration.risk_fault_support import (
     QTY,
     alerts,
+    assert_max_loss_exited_once,
     configure,
     entered,
     every_leg_once,
     exit_commands,
+    exit_on_ramp,
     exit_orders,
     filled_exits,
     ramp,
@@ -70,16 +72,10 @@ async def test_silence_on_every_feed_lets_rest_quotes_drive_the_exit(
         assert status.rest
         assert engine.risk.fired == 0 and exit_commands(world) == []
         since = len(engine.seen)
-        await ramp(sim, 26400, 20)
-        await settled_statuses(world, run_id, {"exited"})
-        await engine.risk.drain()
-        fired = engine.risk.fired
+        fired = await exit_on_ramp(engine, run_id)
         counters = engine.feeds.counters
 
-    assert fired == 1
-    assert [c.token for c in exit_commands(world)] == [f"risk:{run_id}:max_loss"]
-    assert filled_exits(world) == every_leg_once(world)
-    assert all(len(orders) == 2 for orders in exit_orders(world).values())
+    assert_max_loss_exited_once(world, run_id, fired)
     rows = risk_events(world, run_id)
     assert len(rows) == 6 and {(r.event_type, r.action_taken) for r in rows} == {
         ("max_loss", "exit_initiated")
@@ -125,10 +121,7 @@ async def test_no_price_anywhere_exits_nothing_and_alerts_then_the_breach_exits_
         await engine.risk.drain()
         fired = engine.risk.fired
 
-    assert fired == 1
-    assert [c.token for c in exit_commands(world)] == [f"risk:{run_id}:max_loss"]
-    assert filled_exits(world) == every_leg_once(world)
-    assert all(len(orders) == 2 for orders in exit_orders(world).values())
+    assert_max_loss_exited_once(world, run_id, fired)
     assert len(risk_events(world, run_id)) == 4
     assert len([a for a in alerts(world, "risk") if "unknown" in a.title]) == 1
 
@@ -145,10 +138,7 @@ async def test_a_rejected_exit_order_is_retried_by_the_exit_policy_and_fills_onc
 
     async with running_engine(world) as engine:
         await until(lambda: engine.leg_marks_from("ws") and engine.pnl_known(run_id), "feed up")
-        await ramp(sim, 26400, 20)
-        await settled_statuses(world, run_id, {"exited"})
-        await engine.risk.drain()
-        fired = engine.risk.fired
+        fired = await exit_on_ramp(engine, run_id)
 
     assert fired == 1
     [command] = exit_commands(world)
@@ -225,15 +215,9 @@ async def test_zero_price_ticks_fire_nothing_and_the_real_breach_after_them_exit
         await engine.risk.drain()
         assert engine.risk.fired == 0 and exit_commands(world) == []
         assert all(m.ltp > 0 for _, m in engine.seen)
-        await ramp(sim, 26400, 20)
-        await settled_statuses(world, run_id, {"exited"})
-        await engine.risk.drain()
-        fired = engine.risk.fired
+        fired = await exit_on_ramp(engine, run_id)
 
-    assert fired == 1
-    assert [c.token for c in exit_commands(world)] == [f"risk:{run_id}:max_loss"]
-    assert filled_exits(world) == every_leg_once(world)
-    assert all(len(orders) == 2 for orders in exit_orders(world).values())
+    assert_max_loss_exited_once(world, run_id, fired)
     assert {r.event_type for r in risk_events(world, run_id)} == {"max_loss"}
     run = world.run(run_id)
     assert run.max_profit_triggered_at is None and run.exit_reason == "max_loss"
