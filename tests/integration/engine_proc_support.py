@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO
@@ -17,14 +17,18 @@ from typing import IO
 from cryptography.fernet import Fernet
 
 from algomirror.db.models import TradingAccount
+from algomirror.engine.exit_planning import retry_exit
 from algomirror.security import SecretBox
 from tests.integration.execution_support import World
+from tests.integration.feed_support import until
 from tests.integration.risk_engine_proc import OFFSET_VARIABLE
 
 # ``algomirror engine`` as installed in the venv.
 ENGINE_COMMAND = (str(Path(sys.executable).parent / "algomirror"), "engine")
 # ``algomirror engine`` on the exchange's simulated time (``risk_engine_proc.py``).
 RISK_ENGINE_COMMAND = (sys.executable, str(Path(__file__).with_name("risk_engine_proc.py")))
+# How long a restarted engine may take to finish the work the killed one left.
+DEADLINE = 30.0
 
 
 def rekey(world: World) -> bytes:
@@ -134,3 +138,19 @@ def kill_9(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL ``proc`` and wait for it (AssertionError if it died otherwise)."""
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
+
+
+async def retried_until_closed(started: Engines, world: World, run_id: int, errors: Iterable[int]) -> str:
+    """A person retries the exit of each execution id in ``errors`` (as the run page does); then wait,
+    restarting an engine that was refused the lock, until the run is closed (AssertionError after
+    DEADLINE seconds). The engines' log tails, for the caller's failure messages."""
+    with world.database.session() as session:
+        for n, execution_id in enumerate(errors):
+            retry_exit(session, user_id=world.user_id, execution_id=execution_id, token=f"retry-{n}")
+
+    def closed() -> bool:
+        started.keep_running()
+        return world.run(run_id).status == "closed"
+
+    await until(closed, "the retried legs exited", timeout=DEADLINE)
+    return started.logs()

@@ -19,8 +19,7 @@ import pytest
 
 from algomirror.domain import order_state
 from algomirror.domain.timeutil import utcnow
-from algomirror.engine.exit_planning import retry_exit
-from tests.integration.engine_proc_support import rekey, risk_engines
+from tests.integration.engine_proc_support import DEADLINE, rekey, retried_until_closed, risk_engines
 from tests.integration.risk_engine_proc import EXITS_VARIABLE
 from tests.integration.risk_fault_support import (
     SPOT,
@@ -40,7 +39,6 @@ from tests.sim_fixtures import SimHandle
 # ``algomirror engine`` that SIGKILLs itself right after the fast path's commit.
 KILLING_COMMAND = (sys.executable, str(Path(__file__).with_name("exit_kill_proc.py")))
 MAX_LOSS = Decimal("3000")
-DEADLINE = 30.0
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -91,16 +89,8 @@ async def test_engine_killed_between_the_exit_batch_commit_and_its_sends_never_s
         assert len(alerts(world, "exit_failed")) == 6
         assert {i.state for i in world.intents() if i.purpose == "exit"} == {order_state.UNKNOWN}
 
-        with world.database.session() as session:
-            for n, e in enumerate(world.executions(run_id)):
-                retry_exit(session, user_id=world.user_id, execution_id=e.id, token=f"retry-{n}")
-
-        def closed() -> bool:
-            started.keep_running()
-            return world.run(run_id).status == "closed"
-
-        await until(closed, "the retried legs exited", timeout=DEADLINE)
-        logs = started.logs()
+        errors = [e.id for e in world.executions(run_id)]
+        logs = await retried_until_closed(started, world, run_id, errors)
 
     assert filled_exits(world) == every_leg_once(world), logs
     assert all(len(orders) == 2 for orders in exit_orders(world).values()), logs

@@ -33,7 +33,7 @@ from algomirror.engine.exit_planning import request_exit, retry_exit
 from algomirror.engine.exit_records import claim_exit
 from algomirror.engine.exits import ExitExecutor, ExitRetry
 from tests.integration.command_support import place
-from tests.integration.engine_proc_support import kill_9, rekey, risk_engines
+from tests.integration.engine_proc_support import DEADLINE, kill_9, rekey, retried_until_closed, risk_engines
 from tests.integration.execution_support import World
 from tests.integration.risk_engine_proc import EXITS_VARIABLE
 from tests.integration.risk_fault_support import (
@@ -54,7 +54,6 @@ from tests.sim_fixtures import SimHandle
 
 HUNG_SECONDS = 90.0  # far longer than the test: a held reply never reaches the killed engine
 MAX_LOSS = Decimal("3000")
-DEADLINE = 30.0
 
 
 def exit_intents(world: World) -> list[tuple[int, str, str | None]]:
@@ -203,16 +202,7 @@ async def test_engine_killed_before_its_exit_orders_reached_the_exchange_shows_e
         assert world.run(run_id).status == "error"
 
         # A person retries both legs from the page: the running engine buys each back once.
-        with world.database.session() as session:
-            for n, e in enumerate(errors):
-                retry_exit(session, user_id=world.user_id, execution_id=e.id, token=f"retry-{n}")
-
-        def closed() -> bool:
-            started.keep_running()
-            return world.run(run_id).status == "closed"
-
-        await until(closed, "the retried legs exited", timeout=DEADLINE)
-        logs = started.logs()
+        logs = await retried_until_closed(started, world, run_id, [e.id for e in errors])
 
     assert filled_exits(world) == every_leg_once(world), logs
     assert all(len(orders) == 2 for orders in exit_orders(world).values())
