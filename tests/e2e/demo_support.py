@@ -52,3 +52,15 @@ def save_iron_condor(page: Any, demo: Demo, name: str, accounts: list[int]) -> i
     sid = strategy_id(demo, name)
     assert sid is not None
     return sid
+
+
+def execute_until_active(page: Any, demo: Demo, sid: int) -> None:
+    """Open the strategy's preview from the Strategies page, confirm and execute it, and wait on its run
+    page until the run is active (Playwright's TimeoutError past the waits' limits)."""
+    page.goto(demo.url + "/strategies/")
+    page.locator(f"#strat-{sid}").get_by_role("link", name="Preview & execute").click()
+    page.locator("#pv-orders").wait_for(timeout=60_000)
+    page.get_by_label("I confirm: place these orders now").check()
+    page.get_by_role("button", name="Execute").click()
+    page.wait_for_url(lambda u: f"/strategies/{sid}/run" in u, timeout=30_000)
+    page.locator("#run-status[data-status=active]").wait_for(timeout=90_000)

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from algomirror.db.models import Strategy, StrategyRun, TradingAccount, User
 from tests.e2e.conftest import Demo, sign_in_demo
-from tests.e2e.demo_support import save_iron_condor
+from tests.e2e.demo_support import execute_until_active, save_iron_condor
 
 pytestmark = pytest.mark.e2e
 
@@ -60,13 +60,7 @@ def test_the_chart_draws_the_series_and_follows_supertrend_events(
                 .where(Strategy.id == sid)
                 .values(supertrend_exit_enabled=False, supertrend_period=3, supertrend_timeframe="5m")
             )
-        page.goto(demo_server.url + "/strategies/")
-        page.locator(f"#strat-{sid}").get_by_role("link", name="Preview & execute").click()
-        page.locator("#pv-orders").wait_for(timeout=60_000)
-        page.get_by_label("I confirm: place these orders now").check()
-        page.get_by_role("button", name="Execute").click()
-        page.wait_for_url(lambda u: f"/strategies/{sid}/run" in u, timeout=30_000)
-        page.locator("#run-status[data-status=active]").wait_for(timeout=90_000)
+        execute_until_active(page, demo_server, sid)
         run_id = _run_id(demo_server, sid)
         assert run_id is not None
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Demo, sign_in_demo
-from tests.e2e.demo_support import demo_accounts, save_iron_condor, strategy_run
+from tests.e2e.demo_support import demo_accounts, execute_until_active, save_iron_condor, strategy_run
 
 pytestmark = pytest.mark.e2e
 
@@ -44,13 +44,7 @@ def test_monitor_follows_live_snapshots_without_reload(
 
         # Build from the template on the three accounts, preview, execute (as test_strategy_flow does).
         sid = save_iron_condor(page, demo_server, NAME, accounts)
-        page.goto(demo_server.url + "/strategies/")
-        page.locator(f"#strat-{sid}").get_by_role("link", name="Preview & execute").click()
-        page.locator("#pv-orders").wait_for(timeout=60_000)
-        page.get_by_label("I confirm: place these orders now").check()
-        page.get_by_role("button", name="Execute").click()
-        page.wait_for_url(lambda u: f"/strategies/{sid}/run" in u, timeout=30_000)
-        page.locator("#run-status[data-status=active]").wait_for(timeout=90_000)
+        execute_until_active(page, demo_server, sid)
         run = strategy_run(demo_server, sid)
         assert run is not None
 
