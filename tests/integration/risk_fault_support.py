@@ -129,9 +129,10 @@ def straddle_world(db_url: str, sim: SimHandle, *, accounts: int = 3, primary_ws
     return world
 
 
-async def entered(world: World) -> int:
-    """Plan and enter the straddle on every account; the run id."""
-    run_id, _ = world.plan(quantity=QTY)
+async def entered(world: World, **plan: Any) -> int:
+    """Plan (``plan``: more of ``World.plan``'s options) and enter the world's legs on every account,
+    QTY each; the run id."""
+    run_id, _ = world.plan(quantity=QTY, **plan)
     async with executor_of(world) as executor:
         assert await executor.process_once() == 1
     assert {e.status for e in world.executions(run_id)} == {"active"}

@@ -19,18 +19,21 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
-from algomirror.db.models import EngineAlert, EngineCommand, RiskEvent, Strategy, StrategyLeg
+from algomirror.db.models import EngineAlert, EngineCommand, RiskEvent
 from algomirror.engine.exits import ExitExecutor
 from algomirror.engine.marks import Mark, MarkBook
 from algomirror.engine.risk import RiskConfig, RiskEngine
 from tests.helpers import eventually_async
-from tests.integration.execution_support import World, executor_of, make_world
+from tests.integration.execution_support import World, make_world
+from tests.integration.risk_fault_support import QTY as QTY
+from tests.integration.risk_fault_support import configure as configure
+from tests.integration.risk_fault_support import configure_leg as configure_leg
+from tests.integration.risk_fault_support import entered as entered
 from tests.sim_fixtures import SimHandle
 
 STRANGLE = (("SELL", "26200CE"), ("SELL", "25800PE"))
-QTY = 65
 PAISA = Decimal("0.01")
 
 
@@ -91,24 +94,6 @@ async def risk_of(
 
 async def _true(value: bool) -> bool:
     return value
-
-
-async def entered(world: World, **plan: Any) -> int:
-    run_id, _ = world.plan(quantity=QTY, **plan)
-    async with executor_of(world) as executor:
-        assert await executor.process_once() == 1
-    assert {e.status for e in world.executions(run_id)} == {"active"}
-    return run_id
-
-
-def configure(world: World, **values: Any) -> None:
-    with world.database.session() as session:
-        session.execute(update(Strategy).where(Strategy.id == world.strategy_id).values(**values))
-
-
-def configure_leg(world: World, index: int, **values: Any) -> None:
-    with world.database.session() as session:
-        session.execute(update(StrategyLeg).where(StrategyLeg.id == world.leg_ids[index]).values(**values))
 
 
 def events(world: World, run_id: int) -> list[RiskEvent]:
