@@ -8,7 +8,9 @@ component) neither trips nor requests again; unknown P&L (no mark, a run the ris
 loaded, no risk engine) never trips; realised P&L of today's closed executions (sign per side, other
 days excluded) trips at exactly −limit; a reset clears the latch and only the kill switch's part of
 the halt, then waits until the P&L is above −limit before arming again (also across a restart); the
-global switch flattens every account and its reset clears them all.
+global switch flattens every account and its reset clears them all. A run carried over from yesterday
+counts only its change since its last sample before today's session (open, or ended today with a leg
+exited on either day); without that sample, or on two accounts, it is unknown and nothing trips.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from algomirror.db.models import (
     ActivityLog,
     EngineAlert,
     EngineCommand,
     RiskEvent,
+    RunPnlSample,
     StrategyExecution,
     StrategyRun,
     TradingAccount,
@@ -468,3 +471,101 @@ def test_build_engine_runs_the_kill_switch_on_its_risk_engine(db_url: str, tmp_p
         assert names.index("kill_switch") == names.index("risk") + 1
     finally:
         env.database.dispose()
+
+
+def carried_over(world: World, run_id: int, *samples: tuple[timedelta, str]) -> None:
+    """Make the run start yesterday and give it P&L samples at T0 + offset (₹)."""
+    now = world.clock.now()
+    with world.database.session() as session:
+        session.execute(
+            update(StrategyRun).where(StrategyRun.id == run_id).values(started_at=now - timedelta(days=1))
+        )
+        session.add_all(RunPnlSample(run_id=run_id, at=now + at, pnl=Decimal(pnl)) for at, pnl in samples)
+
+
+# T0 is 10:30 IST: yesterday's close (15:29 IST) is T0 − 19 h 01 min; today's session started at T0 − 75 min.
+CLOSE = -timedelta(hours=19, minutes=1)
+
+
+async def test_a_carried_over_run_counts_only_todays_change(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    run_id = await entered(world)
+    [first] = world.account_ids
+    set_limit(world, 0, "1000")
+    # Yesterday it lost ₹5,000 (the last sample before today's 09:15 is the baseline; an earlier one
+    # and today's are not).
+    carried_over(
+        world,
+        run_id,
+        (CLOSE - timedelta(hours=1), "-2000"),
+        (CLOSE, "-5000"),
+        (-timedelta(minutes=30), "-5400"),
+    )
+    source = FakeSource(runs={run_id: object()}, open_pnl={first: Decimal("-5999.99")})
+    async with switch_of(world, source) as (switch, bus):
+        assert await switch.check() == []  # yesterday's loss does not count today
+        assert switch.last[first].total == Decimal("-999.99")
+        assert bus.events("pnl")[-1]["pnl"] == "-999.99"
+        source.open_pnl[first] = Decimal("-6000")  # today's move reaches the limit
+        assert await switch.check() == [first]
+        await switch.drain()
+        await exited(world, run_id, 0)
+    [event, _] = rows_of(world, RiskEvent, RiskEvent.run_id == run_id)
+    assert event.trigger_value == Decimal("-1000.00")
+
+
+async def test_a_carried_over_run_without_a_closing_sample_is_unknown(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=2, legs=STRANGLE)
+    run_id = await entered(world)
+    first, second = world.account_ids
+    set_limit(world, 0, "1")
+    set_limit(world, 1, "1")
+    carried_over(world, run_id, (-timedelta(minutes=30), "-5000"))  # today's only: no baseline
+    source = FakeSource(runs={run_id: object()}, open_pnl={first: Decimal("-5000"), second: Decimal("-5000")})
+    async with switch_of(world, source) as (switch, _):
+        assert await switch.check() == []
+        for account_id in (first, second):
+            assert switch.last[account_id].total is None
+            assert switch.last[account_id].unknown_reason == (
+                f"no closing P&L for run {run_id} from the previous session"
+            )
+        # With a baseline, a run on two accounts is still unknown: the sample is the run's total.
+        carried_over(world, run_id, (CLOSE, "-4000"))
+        assert await switch.check() == []
+        assert "spans several accounts" in (switch.last[first].unknown_reason or "")
+        assert switch.last[second].total is None
+    assert account(world, 0).kill_switch_at is None and account(world, 1).kill_switch_at is None
+    assert rows_of(world, EngineCommand, EngineCommand.kind == "exit") == []
+
+
+async def test_a_carried_over_run_ended_today_counts_its_change_since_the_baseline(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    run_id = await closed_with_loss(world)  # −₹1,300 realised since entry, both legs exited today
+    [first] = world.account_ids
+    set_limit(world, 0, "300")
+    carried_over(world, run_id, (CLOSE, "-1000.01"))
+    async with switch_of(world, FakeSource()) as (switch, _):
+        assert await switch.check() == []
+        assert switch.last[first].realised == Decimal("-299.99")
+        # A leg exited yesterday is in the baseline and in the run's realised: neither lost nor doubled.
+        with world.database.session() as session:
+            session.execute(
+                update(StrategyExecution)
+                .where(StrategyExecution.run_id == run_id, StrategyExecution.leg_id == world.leg_ids[0])
+                .values(exit_time=world.clock.now() - timedelta(days=1))
+            )
+        assert await switch.check() == []
+        assert switch.last[first].realised == Decimal("-299.99")
+        with world.database.session() as session:
+            session.execute(delete(RunPnlSample).where(RunPnlSample.run_id == run_id))
+        assert await switch.check() == []
+        assert switch.last[first].total is None
+        assert f"no closing P&L for run {run_id}" in (switch.last[first].unknown_reason or "")
+        carried_over(world, run_id, (CLOSE, "-1000"))
+        assert await switch.check() == [first]  # −300 ≤ −300

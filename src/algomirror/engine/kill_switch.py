@@ -12,8 +12,10 @@ entry/exit averages and quantities (sign +1 BUY, −1 SELL; :mod:`~algomirror.en
 ``source.account_open_pnl(account)`` (the risk engine: realised + unrealised of the account's executions
 in the open runs it holds). Unknown is never 0: an open run the risk engine has not loaded yet, a price
 pending, or an open execution without a usable mark make the day P&L unknown and nothing trips. Day
-P&L ≤ −limit trips the account. (A run carried over from an earlier day counts whole: the risk engine
-values a run, not a day.)
+P&L ≤ −limit trips the account. A run carried over from an earlier day (NRML) counts only today's
+change, its P&L now − its last ``run_pnl_samples`` row before today's 09:15 IST (open or ended today;
+:mod:`~algomirror.engine.day_pnl`); without such a sample, or when it spans several accounts (the
+sample is the run's total), the day P&L of its accounts is unknown.
 
 **One transaction per trip**: the conditional latch (``UPDATE … WHERE kill_switch_at IS NULL``: one
 winner), the account's entry halt, a ``risk_events`` row (``kill_switch``, ``exit_initiated``) per open
@@ -69,7 +71,14 @@ from algomirror.domain.money import format_inr
 from algomirror.domain.timeutil import IST, Clock, SystemClock, ensure_aware
 from algomirror.engine.alerts import raise_alert
 from algomirror.engine.command_rows import MAX_ERROR, claim_command, pause, rowcount
-from algomirror.engine.day_pnl import DayPnl, day_bounds, realised_today
+from algomirror.engine.day_pnl import (
+    Baseline,
+    DayPnl,
+    carried_baselines,
+    day_bounds,
+    open_today,
+    realised_today,
+)
 from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.fencing import FencedOutError
 from algomirror.engine.halts import halt_account_entries, resume_account_entries
@@ -235,11 +244,13 @@ class KillSwitch:
             return []
         source = self.source
         held = set(source.runs) if source is not None else None
-        realised = await asyncio.to_thread(self._realised, [a.account_id for a in watched], now, held)
+        realised, baselines = await asyncio.to_thread(
+            self._realised, [a.account_id for a in watched], now, held
+        )
         tripped: list[int] = []
         rearmed: list[_Watched] = []
         for account in watched:
-            value = self._day_pnl(account.account_id, realised[account.account_id])
+            value = self._day_pnl(account.account_id, realised[account.account_id], baselines)
             self.last[account.account_id] = value
             total = value.total
             self._publish(
@@ -274,12 +285,19 @@ class KillSwitch:
             await asyncio.to_thread(self._log_rearmed, rearmed, now)
         return tripped
 
-    def _day_pnl(self, account_id: int, realised: tuple[Decimal | None, str | None]) -> DayPnl:
+    def _day_pnl(
+        self, account_id: int, realised: tuple[Decimal | None, str | None], baselines: list[Baseline]
+    ) -> DayPnl:
+        """The account's day P&L: ``realised`` (value, reason) plus today's part of the open P&L (the
+        risk engine's, minus the ``baselines`` of the carried-over runs it holds)."""
         value, why = realised
         open_pnl: Decimal | None = Decimal(0)
         source = self.source
         if source is not None:
-            open_pnl = source.account_open_pnl(account_id)
+            whole = source.account_open_pnl(account_id)
+            open_pnl, carried_why = open_today(account_id, whole, baselines)
+            if why is None:
+                why = carried_why
             if open_pnl is None and why is None:
                 why = "an open position has no usable price"
         return DayPnl(account_id, value, open_pnl, why)
@@ -302,9 +320,12 @@ class KillSwitch:
 
     def _realised(
         self, account_ids: list[int], now: datetime, held: set[int] | None
-    ) -> dict[int, tuple[Decimal | None, str | None]]:
+    ) -> tuple[dict[int, tuple[Decimal | None, str | None]], list[Baseline]]:
+        """Per account the realised part (value, reason), and the baselines of the held carried-over runs."""
         with self.database.session_factory() as session:
-            return realised_today(session, account_ids, now, held)
+            realised = realised_today(session, account_ids, now, held)
+            baselines = carried_baselines(session, held or (), now)
+        return realised, list(baselines.values())
 
     def _load_waiting(self, now: datetime) -> set[int]:
         """Accounts reset today whose P&L has not been seen above the limit since (from the log)."""
