@@ -71,14 +71,14 @@ def _free_port() -> int:
 
 
 @contextmanager
-def exchange(accounts: int) -> Iterator[tuple[str, list[str], str]]:
-    """Start ``algomirror simulator`` with ``accounts`` keys (manual clock, rate limits on, control API);
-    yield its base URL, the API keys and the control token."""
+def paper_exchange(accounts: int, clock: list[str]) -> Iterator[tuple[int, int, list[str], str]]:
+    """Start ``algomirror simulator`` with ``accounts`` keys, the ``clock`` options (e.g. ``["--clock",
+    "manual"]``), rate limits and the control API on; yield its REST and WebSocket ports, the API keys
+    and the control token. Stopped (SIGTERM, then kill) on exit."""
     port, ws_port = _free_port(), _free_port()
     command = [
         sys.executable, "-c", "from algomirror.cli import main; main()", "simulator",
-        "--port", str(port), "--ws-port", str(ws_port), "--accounts", str(accounts),
-        "--clock", "manual", "--control",
+        "--port", str(port), "--ws-port", str(ws_port), "--accounts", str(accounts), *clock, "--control",
     ]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
@@ -96,13 +96,21 @@ def exchange(accounts: int) -> Iterator[tuple[str, list[str], str]]:
                 keys.append(text.split("apikey", 1)[1].strip())
         if len(keys) < accounts:
             raise RuntimeError("paper exchange did not start within 60 s")
-        yield f"http://127.0.0.1:{port}", keys, token
+        yield port, ws_port, keys, token
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextmanager
+def exchange(accounts: int) -> Iterator[tuple[str, list[str], str]]:
+    """Start ``algomirror simulator`` with ``accounts`` keys (manual clock, rate limits on, control API);
+    yield its base URL, the API keys and the control token."""
+    with paper_exchange(accounts, ["--clock", "manual"]) as (port, _ws_port, keys, token):
+        yield f"http://127.0.0.1:{port}", keys, token
 
 
 def floor_seconds(latency: float) -> tuple[float, float]:

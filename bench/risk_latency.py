@@ -49,7 +49,6 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -67,6 +66,7 @@ from typing import IO, Any
 import httpx
 from cryptography.fernet import Fernet
 from dashboard import database_url
+from fanout import paper_exchange
 from risk_engine_child import FERNET_ENV, PERIODIC, PROBES, OffsetClock
 from sqlalchemy import select, update
 
@@ -79,12 +79,6 @@ START = "2026-11-25T10:30:00+05:30"  # a normal trading day, market open
 EXPIRY = "01DEC26"
 LOT = 65
 SPOT = 26000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -121,35 +115,9 @@ class Exchange:
 @contextmanager
 def exchange(accounts: int) -> Iterator[Exchange]:
     """``algomirror simulator`` with ``accounts`` keys, accelerated ×1 from :data:`START`, control on."""
-    port, ws_port = _free_port(), _free_port()
-    command = [
-        sys.executable, "-c", "from algomirror.cli import main; main()", "simulator",
-        "--port", str(port), "--ws-port", str(ws_port), "--accounts", str(accounts),
-        "--clock", "accelerated", "--speed", "1", "--start", START, "--control",
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        keys: list[str] = []
-        token = ""
-        deadline = time.monotonic() + 60
-        while len(keys) < accounts and time.monotonic() < deadline:
-            text = proc.stdout.readline()
-            if not text:
-                raise RuntimeError("paper exchange exited before printing its API keys")
-            if text.startswith("control token"):
-                token = text.split()[-1]
-            if "apikey" in text:
-                keys.append(text.split("apikey", 1)[1].strip())
-        if len(keys) < accounts:
-            raise RuntimeError("paper exchange did not start within 60 s")
+    clock = ["--clock", "accelerated", "--speed", "1", "--start", START]
+    with paper_exchange(accounts, clock) as (port, ws_port, keys, token):
         yield Exchange(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{ws_port}", keys, token)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def clock_offset(ex: Exchange) -> float:
