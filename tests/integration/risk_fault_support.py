@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -62,6 +62,9 @@ FEED = FeedConfig(
     heartbeat_seconds=0.2,
     status_seconds=0.5,
 )
+# For tests about something other than silence: a loaded CI machine can starve the ticker for more than
+# 1.5 s, and the REST fallback would then (rightly) take over the prices those tests pin to one feed.
+STEADY_FEED = replace(FEED, silent_after=30.0)
 RISK = RiskConfig(tick=0.05, reload_seconds=0.1, persist_seconds=0.1, unknown_alert_seconds=15.0)
 # The exit policy's backoff (first wait 10 s), scaled down; the same number of attempts.
 FAST_RETRY = ExitRetry(attempts=5, first_wait=0.05, max_wait=0.2, verify_interval=0.05, verify_timeout=10.0)
@@ -150,7 +153,9 @@ def configure_leg(world: World, index: int, **values: Any) -> None:
 
 
 @asynccontextmanager
-async def running_engine(world: World, *, retry: ExitRetry = FAST_RETRY) -> AsyncIterator[Engine]:
+async def running_engine(
+    world: World, *, retry: ExitRetry = FAST_RETRY, feed: FeedConfig = FEED
+) -> AsyncIterator[Engine]:
     """The feed manager, risk engine and exit executor on one client registry (as ``build_engine``),
     with the exchange's clock as their market clock and its ticks flowing; stopped afterwards."""
     sim = world.sim
@@ -159,7 +164,7 @@ async def running_engine(world: World, *, retry: ExitRetry = FAST_RETRY) -> Asyn
     marks = MarkBook()
     bus = RecordingBus()
     feeds = FeedManager(
-        world.database, registry, world.box.decrypt, marks=marks, market_clock=market, config=FEED
+        world.database, registry, world.box.decrypt, marks=marks, market_clock=market, config=feed
     )
     exits = ExitExecutor(
         world.database,

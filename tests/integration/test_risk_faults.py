@@ -24,6 +24,7 @@ from tests.integration.feed_support import Proxy
 from tests.integration.risk_fault_support import (
     QTY,
     SPOT,
+    STEADY_FEED,
     assert_max_loss_exited_once,
     configure,
     configure_leg,
@@ -58,7 +59,7 @@ async def test_an_index_ramp_through_max_loss_exits_each_leg_of_each_account_onc
     primary = world.account_ids[0]
     assert filled_exits(world) == {0: [], 1: [], 2: []}
 
-    async with running_engine(world) as engine:
+    async with running_engine(world, feed=STEADY_FEED) as engine:
         await until(
             lambda: engine.leg_marks_from("ws", primary) and engine.pnl_known(run_id),
             "ticks from the primary's feed, the run's P&L known",
@@ -179,7 +180,7 @@ async def test_a_dropped_primary_feed_fails_over_and_a_breach_on_the_backups_tic
         run_id = await entered(world)
         configure(world, max_loss=MAX_LOSS)
         primary, backup = world.account_ids[:2]
-        async with running_engine(world) as engine:
+        async with running_engine(world, feed=STEADY_FEED) as engine:
             await until(
                 lambda: engine.leg_marks_from("ws", primary) and engine.pnl_known(run_id), "primary up"
             )
