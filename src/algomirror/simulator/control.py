@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -21,6 +21,7 @@ from aiohttp import web
 
 from algomirror.domain.timeutil import ensure_aware
 from algomirror.simulator.core import SimulatorCore
+from algomirror.simulator.exchange import Order, Trade
 from algomirror.simulator.faults import CountedFault, Latency
 from algomirror.simulator.trace import Trace
 from algomirror.simulator.wire import money
@@ -89,6 +90,44 @@ def _decimal(data: dict[str, Any], name: str) -> Decimal:
     if not number.is_finite() or number < 0:
         raise BadControl(f"{name} must be a non-negative number")
     return number
+
+
+def _utc(value: datetime) -> str:
+    return ensure_aware(value).astimezone(UTC).isoformat()
+
+
+def ledger_order(order: Order) -> dict[str, Any]:
+    """One order of ``GET /sim/ledger``: Decimal as strings (exact), ``created`` ISO 8601 UTC."""
+    return {
+        "account_key": order.account_key,
+        "orderid": order.orderid,
+        "strategy": order.strategy,
+        "symbol": order.symbol,
+        "exchange": order.exchange,
+        "product": order.product,
+        "action": order.action,
+        "quantity": order.quantity,
+        "filled_quantity": order.filled_quantity,
+        "average_price": str(order.average_price) if order.filled_quantity else None,
+        "status": order.status,
+        "created": _utc(order.created),
+    }
+
+
+def ledger_trade(account_key: str, trade: Trade) -> dict[str, Any]:
+    """One trade of ``GET /sim/ledger``: ``price`` a string (exact), ``timestamp`` ISO 8601 UTC."""
+    return {
+        "account_key": account_key,
+        "tradeid": trade.tradeid,
+        "orderid": trade.orderid,
+        "symbol": trade.contract.symbol,
+        "exchange": trade.contract.exchange,
+        "product": trade.product,
+        "action": trade.action,
+        "quantity": trade.quantity,
+        "price": str(trade.price),
+        "timestamp": _utc(trade.timestamp),
+    }
 
 
 def _key(data: dict[str, Any]) -> str | None:
@@ -169,6 +208,21 @@ def add_control_routes(app: web.Application, core: SimulatorCore) -> None:
     @route("/sim/state", "GET")
     async def state(_: dict[str, Any]) -> dict[str, Any]:
         return _state()
+
+    @route("/sim/ledger", "GET")
+    async def ledger(_: dict[str, Any]) -> dict[str, Any]:
+        # Every account's orders and trades of the current session (the exchange forgets them at its
+        # 03:00 IST reset), read under the exchange's lock so a fill cannot land between the two lists.
+        exchange = core.exchange
+        with exchange._lock:
+            orders = [
+                ledger_order(o)
+                for acct in exchange.accounts.values()
+                for o in sorted(acct.orders.values(), key=lambda o: (o.created, o.orderid))
+            ]
+            accounts = list(exchange.accounts.values())
+            trades = [ledger_trade(acct.api_key, t) for acct in accounts for t in acct.trades]
+        return {"orders": orders, "trades": trades}
 
     @route("/sim/reset")
     async def reset(data: dict[str, Any]) -> dict[str, Any]:
