@@ -41,7 +41,7 @@ import os
 import random
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,79 @@ class Crasher:
             return True
 
 
+def install(crasher: Crasher) -> None:
+    """Wrap the engine's functions at whose return the crash points lie (see the module docstring), so
+    that each one calls ``crasher.reach`` with its point once it has returned what opens the window,
+    and otherwise returns exactly what the original returned (raising what it raised). Call once, at
+    start-up, before the engine is built. Patches classes and the module globals the engine looks up
+    when it calls them; nothing else changes."""
+    # Imported here: the plain engine process (no AM_CHAOS_CRASH) never loads this wiring.
+    from algomirror.engine import execution, exits
+    from algomirror.engine.journal import ClaimedIntent, IntentSpec, Journal
+    from algomirror.engine.order_driver import IntentRow, OrderDriver
+
+    record_and_claim = Journal.record_and_claim
+    claim_send = Journal.claim_send
+    place = OrderDriver.place
+    claim_first_exits = exits.ExitExecutor.claim_first_exits
+    claim_exit: Callable[..., int | None] = vars(exits)["claim_exit"]
+    unwind_claim: Callable[[Any, int], bool] = vars(execution)["_claim_exit"]
+
+    def record_and_claim_then_reach(self: Journal, specs: Sequence[IntentSpec]) -> list[ClaimedIntent]:
+        claimed = record_and_claim(self, specs)  # committed when it returns
+        if any(c.won for c in claimed):
+            crasher.reach(AFTER_INTENT)
+        return claimed
+
+    def claim_send_then_reach(self: Journal, intent_id: int) -> bool:
+        won = claim_send(self, intent_id)
+        if won:
+            crasher.reach(AFTER_INTENT)
+        return won
+
+    async def place_then_reach(
+        self: OrderDriver, client: Any, row: IntentRow, priority: Any
+    ) -> tuple[IntentRow, str | None]:
+        placed, order_id = await place(self, client, row, priority)
+        if order_id is not None:  # accepted; the acknowledgement is the caller's to write
+            crasher.reach(AFTER_SEND)
+        return placed, order_id
+
+    def claim_first_exits_then_reach(
+        self: exits.ExitExecutor,
+        journal: Journal,
+        plans: dict[int, Callable[[int], list[IntentSpec]]],
+        reason: str,
+        detail: str,
+    ) -> dict[int, list[ClaimedIntent]]:
+        claimed = claim_first_exits(self, journal, plans, reason, detail)
+        if claimed:
+            # One transaction claimed the executions and committed their intents ``sent``: both windows.
+            crasher.reach(AFTER_EXIT_CLAIM)
+            crasher.reach(AFTER_INTENT)
+        return claimed
+
+    def claim_exit_then_reach(*args: Any, **options: Any) -> int | None:
+        attempt = claim_exit(*args, **options)
+        if attempt is not None:
+            crasher.reach(AFTER_EXIT_CLAIM)
+        return attempt
+
+    def unwind_claim_then_reach(database: Any, execution_id: int) -> bool:
+        won = unwind_claim(database, execution_id)
+        if won:
+            crasher.reach(AFTER_EXIT_CLAIM)
+        return won
+
+    Journal.record_and_claim = record_and_claim_then_reach  # type: ignore[method-assign]
+    Journal.claim_send = claim_send_then_reach  # type: ignore[method-assign]
+    OrderDriver.place = place_then_reach  # type: ignore[method-assign]
+    exits.ExitExecutor.claim_first_exits = claim_first_exits_then_reach  # type: ignore[method-assign]
+    # The callers look these names up in their own modules' globals when they call them.
+    vars(exits)["claim_exit"] = claim_exit_then_reach
+    vars(execution)["_claim_exit"] = unwind_claim_then_reach
+
+
 __all__ = [
     "AFTER_EXIT_CLAIM",
     "AFTER_INTENT",
@@ -182,5 +255,6 @@ __all__ = [
     "CrashPlan",
     "Crasher",
     "crash_from_environment",
+    "install",
     "parse_crash",
 ]
