@@ -210,6 +210,11 @@ def audit(database: Database, ledger: Ledger, *, account_keys: Mapping[int, str]
     ``final=True`` (engine idle, every cycle finished) checks everything. Raises only on database errors.
     """
     with database.session_factory() as session:
+        # One snapshot for every read: the engine may be writing meanwhile (final=False), and an intent
+        # read after its execution changed would tell another story. SQLite's deferred transaction is a
+        # snapshot from its first read already; PostgreSQL's default (READ COMMITTED) is per statement.
+        if database.engine.dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         intents = [
             _Intent(
                 r.id,
@@ -406,6 +411,24 @@ class _Audit:
         self.duplicates: list[str] = []
         self.owner: dict[tuple[str, str], _Intent] = {}
         self._own()
+        # Indexes for the checks (a long chaos run has thousands of executions and orders).
+        self.by_execution: dict[int, list[tuple[_Intent, LedgerOrder]]] = defaultdict(list)
+        for ref, intent in self.owner.items():
+            if intent.execution_id is not None:
+                self.by_execution[intent.execution_id].append((intent, self.order_by_id[ref]))
+        self._run_starts: defaultdict[tuple[str, str], dict[int, datetime]] | None = None
+        self.entry_side: dict[tuple[int, int, str, str, str], int] = {}
+        for intent in self.intents:
+            parent = self.executions.get(intent.execution_id or -1)
+            if parent is not None and intent.purpose == "entry":
+                instrument = (
+                    parent.run_id,
+                    intent.account_id,
+                    intent.symbol,
+                    intent.exchange,
+                    intent.product,
+                )
+                self.entry_side.setdefault(instrument, 1 if intent.side.upper() == "BUY" else -1)
 
     # -- ownership and duplicates ---------------------------------------------------------------------
 
@@ -463,9 +486,9 @@ class _Audit:
 
     def _orders_of(self, execution_id: int, purpose: str | None = None) -> list[LedgerOrder]:
         return [
-            self.order_by_id[ref]
-            for ref, intent in self.owner.items()
-            if intent.execution_id == execution_id and (purpose is None or intent.purpose == purpose)
+            order
+            for intent, order in self.by_execution.get(execution_id, ())
+            if purpose is None or intent.purpose == purpose
         ]
 
     def _execution_quantities(self) -> None:
@@ -502,14 +525,18 @@ class _Audit:
         run whose first owned order on that account came no later than it."""
         if not order.strategy.startswith("AM-S"):
             return None
-        starts: dict[int, datetime] = {}
-        for ref, intent in self.owner.items():
-            run_id = self._run_of(ref)
-            owned = self.order_by_id[ref]
-            if run_id is None or owned.account_key != order.account_key or intent.tag != order.strategy:
-                continue
-            starts[run_id] = min(starts.get(run_id, owned.created), owned.created)
-        before = [(at, run_id) for run_id, at in starts.items() if at <= order.created]
+        if self._run_starts is None:
+            # (account key, tag) -> {run id: its first owned order's creation}, built once.
+            self._run_starts = defaultdict(dict)
+            for ref, intent in self.owner.items():
+                run_id = self._run_of(ref)
+                if run_id is None:
+                    continue
+                owned = self.order_by_id[ref]
+                starts = self._run_starts[(owned.account_key, intent.tag)]
+                starts[run_id] = min(starts.get(run_id, owned.created), owned.created)
+        candidates = self._run_starts.get((order.account_key, order.strategy), {})
+        before = [(at, run_id) for run_id, at in candidates.items() if at <= order.created]
         return max(before)[1] if before else None
 
     def _reversals(self) -> list[str]:
@@ -546,17 +573,7 @@ class _Audit:
         if not owner.startswith("run "):
             return 0
         run_id = int(owner.removeprefix("run "))
-        for intent in self.intents:
-            execution = self.executions.get(intent.execution_id or -1)
-            if (
-                execution is not None
-                and execution.run_id == run_id
-                and intent.purpose == "entry"
-                and intent.account_id == account_id
-                and (intent.symbol, intent.exchange, intent.product) == (symbol, exchange, product)
-            ):
-                return 1 if intent.side.upper() == "BUY" else -1
-        return 0
+        return self.entry_side.get((run_id, account_id, symbol, exchange, product), 0)
 
     # -- BUY legs first ----------------------------------------------------------------------------------
 
