@@ -436,6 +436,88 @@ def engine_command() -> None:
     log.info("engine stopped")
 
 
+# --- chaos (the exactly-once harness, issue 13) -------------------------------------------------------
+
+
+@main.command("chaos")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of every random choice (replay).")
+@click.option(
+    "--cycles",
+    default=96,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Strategy-account cycles (entry to flat), rounded up to whole rounds.",
+)
+@click.option("--accounts", default=4, show_default=True, type=click.IntRange(1, 100), help="Paper accounts.")
+@click.option("--strategies", default=2, show_default=True, type=click.IntRange(1, 6), help="Strategies.")
+@click.option(
+    "--kill-rate",
+    default=0.3,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Probability of a kill -9 of the engine in each phase of a round.",
+)
+@click.option(
+    "--crash-rate",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Probability of the engine killing itself at each crash point it reaches.",
+)
+@click.option(
+    "--database",
+    "database_kind",
+    type=click.Choice(["sqlite", "postgresql"]),
+    default="sqlite",
+    show_default=True,
+    help="A fresh SQLite file, or a fresh database on the --postgres-url server (dropped afterwards).",
+)
+@click.option(
+    "--postgres-url",
+    default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    show_default=True,
+    help="A PostgreSQL server on which the run may create and drop its own database.",
+)
+@click.option("--keep", is_flag=True, help="Keep the work directory (logs, SQLite file) and the database.")
+@click.option(
+    "--max-seconds",
+    default=None,
+    type=click.FloatRange(min=10),
+    help="Wall-clock cap of the run (default: 120 s + 90 s per round).",
+)
+def chaos_command(
+    seed: int,
+    cycles: int,
+    accounts: int,
+    strategies: int,
+    kill_rate: float,
+    crash_rate: float,
+    database_kind: str,
+    postgres_url: str,
+    keep: bool,
+    max_seconds: float | None,
+) -> None:
+    """Drive the real engine against the paper exchange through faults and kill -9s, then audit the
+    exchange's ledger against AlgoMirror's records (docs/reliability.md). Exits 1 when anything was
+    found, printing the command that replays the run."""
+    from algomirror.chaos.run import ChaosConfig, run
+
+    config = ChaosConfig(
+        seed=seed,
+        cycles=cycles,
+        accounts=accounts,
+        strategies=strategies,
+        kill_rate=kill_rate,
+        crash_rate=crash_rate,
+        database=database_kind,
+        postgres_url=postgres_url,
+        keep=keep,
+        max_seconds=max_seconds,
+    )
+    result = run(config, sys.stdout)
+    sys.exit(0 if result.ok else 1)
+
+
 @main.command("resume-entries")
 def resume_entries_command() -> None:
     """Clear the engine's "entries halted" flag (set when a component kept crashing) once the cause is
