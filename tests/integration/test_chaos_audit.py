@@ -19,12 +19,17 @@ from tests.sim_fixtures import SimHandle
 HEDGED = (("BUY", "25500PE"), ("SELL", "25800PE"))
 
 
-async def enter_and_exit(world: World) -> int:
-    """Enter a run of both legs on every account, then exit the whole run; returns the run id."""
+async def enter(world: World) -> int:
+    """Enter a run of both legs on every account; returns the run id."""
     run_id, _ = world.plan()
     async with executor_of(world) as executor:
         assert await executor.process_once() == 1
     assert {e.status for e in world.executions(run_id)} == {"active"}
+    return run_id
+
+
+async def exit_run(world: World, run_id: int) -> None:
+    """Exit the whole run through the engine's exit path."""
     with world.database.session() as session:
         request_exit(session, user_id=world.user_id, scope="run", token="exit-run", run_id=run_id)
     entry, registry = world.executor()
@@ -37,7 +42,6 @@ async def enter_and_exit(world: World) -> int:
         await registry.aclose()
     assert {e.status for e in world.executions(run_id)} == {"exited"}
     assert world.run(run_id).status == "closed"
-    return run_id
 
 
 async def test_a_real_run_audits_clean_and_a_hand_placed_tagged_order_is_a_duplicate(
@@ -46,8 +50,20 @@ async def test_a_real_run_audits_clean_and_a_hand_placed_tagged_order_is_a_dupli
     sim = simulator_session
     world = make_world(db_url, sim, accounts=2, legs=HEDGED)
     try:
-        await enter_and_exit(world)
         keys = {account_id: sim.api_keys[i] for i, account_id in enumerate(world.account_ids)}
+        run_id = await enter(world)
+
+        # Entered, not exited: sound at this instant, but at the end every leg would be a missed exit.
+        ledger = await asyncio.to_thread(fetch_ledger, sim.rest_url, sim.control_token)
+        assert audit(world.database, ledger, account_keys=keys, final=False).ok
+        report = audit(world.database, ledger, account_keys=keys, final=True)
+        assert len(report.missed_exits) == 4, report
+        assert report.unexplained == [
+            f"run {run_id} (strategy {world.strategy_id}): left active with no alert"
+        ]
+        assert report.duplicates == report.reversed_positions == report.buy_first_violations == []
+
+        await exit_run(world, run_id)
 
         ledger = await asyncio.to_thread(fetch_ledger, sim.rest_url, sim.control_token)
         # Over HTTP: the exchange's own orders, every one of them (2 accounts × 2 legs × entry and exit).
