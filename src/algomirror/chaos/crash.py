@@ -171,12 +171,13 @@ class Crasher:
             return True
 
 
-def install(crasher: Crasher) -> None:
+def install(crasher: Crasher) -> Callable[[], None]:
     """Wrap the engine's functions at whose return the crash points lie (see the module docstring), so
     that each one calls ``crasher.reach`` with its point once it has returned what opens the window,
     and otherwise returns exactly what the original returned (raising what it raised). Call once, at
     start-up, before the engine is built. Patches classes and the module globals the engine looks up
-    when it calls them; nothing else changes."""
+    when it calls them; nothing else changes. Returns the function that puts the originals back (for
+    a test running the engine in its own process)."""
     # Imported here: the plain engine process (no AM_CHAOS_CRASH) never loads this wiring.
     from algomirror.engine import execution, exits
     from algomirror.engine.journal import ClaimedIntent, IntentSpec, Journal
@@ -242,6 +243,16 @@ def install(crasher: Crasher) -> None:
     # The callers look these names up in their own modules' globals when they call them.
     vars(exits)["claim_exit"] = claim_exit_then_reach
     vars(execution)["_claim_exit"] = unwind_claim_then_reach
+
+    def restore() -> None:
+        Journal.record_and_claim = record_and_claim  # type: ignore[method-assign]
+        Journal.claim_send = claim_send  # type: ignore[method-assign]
+        OrderDriver.place = place  # type: ignore[method-assign]
+        exits.ExitExecutor.claim_first_exits = claim_first_exits  # type: ignore[method-assign]
+        vars(exits)["claim_exit"] = claim_exit
+        vars(execution)["_claim_exit"] = unwind_claim
+
+    return restore
 
 
 __all__ = [
