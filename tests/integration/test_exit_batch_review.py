@@ -9,8 +9,9 @@ hedge went on the first wave, leaving the account naked short (found in review; 
 
 from __future__ import annotations
 
+from algomirror.db.models import Strategy, StrategyLeg
 from algomirror.engine.exit_planning import request_exit
-from tests.integration.execution_support import make_world
+from tests.integration.execution_support import executor_of, make_world
 from tests.integration.test_engine_exit_batch import HEDGED, entered, exits_of
 from tests.sim_fixtures import SimHandle
 
@@ -84,3 +85,64 @@ async def test_a_persons_exit_of_that_hedge_leg_alone_still_sells_it(
     assert len(sold) == 1
     by_id = {e.id: e for e in world.executions(run_id)}
     assert by_id[hedge.id].status == "exited" and by_id[short.id].status == "error"
+
+
+async def test_exit_all_keeps_the_hedge_of_one_runs_stuck_short_while_it_exits_another_run(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    # Found in review: the runs of one command go in parallel, and each wrote the pairs with a stuck short
+    # into one attribute shared by the whole command, so a second run's (empty) set could replace the
+    # first's before its hedge was looked at, and that hedge was sold: a naked short. The interleaving
+    # depended on timing (this test passed on that code too); the set is now passed to each run's own
+    # call, and this pins the behaviour of a two-run command.
+    world = make_world(db_url, simulator_session, accounts=1, legs=HEDGED)
+    stuck_run = await entered(world)
+    with world.database.session() as session:
+        twin = Strategy(user_id=world.user_id, name="Condor twin")
+        session.add(twin)
+        session.flush()
+        legs = []
+        for leg_id in world.leg_ids:
+            leg = session.get(StrategyLeg, leg_id)
+            assert leg is not None
+            copy = StrategyLeg(
+                strategy_id=twin.id,
+                leg_number=leg.leg_number,
+                instrument=leg.instrument,
+                product_type=leg.product_type,
+                expiry=leg.expiry,
+                action=leg.action,
+                option_type=leg.option_type,
+                order_type=leg.order_type,
+                lots=leg.lots,
+            )
+            session.add(copy)
+            legs.append(copy)
+        session.flush()
+        world.strategy_id, world.leg_ids = twin.id, [leg.id for leg in legs]
+    other_run, _ = world.plan(token="tok-2")
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+    [short] = [e for e in world.executions(stuck_run) if e.symbol == world.leg_symbols[1]]
+    with world.database.session() as session:
+        row = session.get(type(short), short.id)
+        assert row is not None
+        row.status, row.exit_retry_count = "error", 5
+    before = len(world.exchange_orders(0))
+    with world.database.session() as session:
+        # No production cause sends an automatic exit of everything today (the kill switch exits per run
+        # and account); the hazard was in the command's shape, so it is tested on that shape.
+        request_exit(session, user_id=world.user_id, scope="all", token="all1", reason="kill_switch")
+
+    async with exits_of(world) as exits:
+        assert await exits.process_once() == 1
+
+    hedge_sells = [
+        o
+        for o in world.exchange_orders(0)[before:]
+        if o.symbol == world.leg_symbols[0] and o.action == "SELL"
+    ]
+    assert len(hedge_sells) == 1, "only the other run's hedge may be sold"
+    stuck = {e.symbol: e.status for e in world.executions(stuck_run)}
+    assert stuck == {world.leg_symbols[0]: "active", world.leg_symbols[1]: "error"}
+    assert {e.status for e in world.executions(other_run)} == {"exited"}

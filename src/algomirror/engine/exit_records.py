@@ -112,27 +112,24 @@ def target_states(
     ]
 
 
-def stuck_shorts(
-    database: Database, run_ids: Sequence[int], excluding: Sequence[int]
-) -> set[tuple[int, int]]:
+def stuck_shorts(session: Session, run_ids: Sequence[int], excluding: Sequence[int]) -> set[tuple[int, int]]:
     """The (run, account) pairs of ``run_ids`` that hold a short (a SELL leg) whose exit gave up
     (``error``) with units still open, other than the executions in ``excluding`` (the command's own
     targets). PRODUCT §6.7 step 4: such an account keeps its hedges open — an automatic exit that sold
     them would leave it naked short."""
     if not run_ids:
         return set()
-    with database.session_factory() as session:
-        rows = session.execute(
-            select(StrategyExecution.run_id, StrategyExecution.account_id)
-            .join(StrategyLeg, StrategyLeg.id == StrategyExecution.leg_id)
-            .where(
-                StrategyExecution.run_id.in_(list(run_ids)),
-                StrategyExecution.status == "error",
-                StrategyExecution.filled_quantity > StrategyExecution.exited_quantity,
-                StrategyLeg.action == "SELL",
-                StrategyExecution.id.not_in(list(excluding)),
-            )
-        ).all()
+    rows = session.execute(
+        select(StrategyExecution.run_id, StrategyExecution.account_id)
+        .join(StrategyLeg, StrategyLeg.id == StrategyExecution.leg_id)
+        .where(
+            StrategyExecution.run_id.in_(list(run_ids)),
+            StrategyExecution.status == "error",
+            StrategyExecution.filled_quantity > StrategyExecution.exited_quantity,
+            StrategyLeg.action == "SELL",
+            StrategyExecution.id.not_in(list(excluding)),
+        )
+    ).all()
     return {(r.run_id, r.account_id) for r in rows}
 
 

@@ -40,9 +40,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import BrokerError
@@ -193,16 +195,23 @@ class ExitExecutor(EntryExecutor):
 
     async def exit_scope(self, user_id: int, scope: _Scope) -> ExecuteOutcome:
         """Exit everything ``scope`` covers of ``user_id``; safe to call any number of times."""
-        states = await asyncio.to_thread(self._targets, user_id, scope)
-        if not states:
-            return ExecuteOutcome("done", {"scope": scope.kind, "exited": 0, "note": "nothing open to exit"})
-        run_ids = sorted({s.run_id for s in states})
+        if scope.run_id is not None:
+            # One run (a run's or an account's exit: every risk breach): its lock's own read is the one
+            # that counts, so the targets are not read twice before the first order.
+            run_ids = [scope.run_id]
+        else:
+            states = await asyncio.to_thread(self._targets, user_id, scope)
+            if not states:
+                return _nothing_open(scope)
+            run_ids = sorted({s.run_id for s in states})
         driver = OrderDriver(self.database, self._journal(), self.config.driver)
         work = _ExitWork(self, driver, scope, {})
         # Each run under its own lock, runs in parallel: a run whose exit is waiting to retry (minutes at
         # most) does not hold up an "exit all" of the user's other runs, and no task ever holds two
         # locks (no deadlock).
         ended = await settled(*(self._exit_run(user_id, scope, run_id, work) for run_id in run_ids))
+        if not work.seen:
+            return _nothing_open(scope)
         closed = [run_id for run_id in ended if run_id is not None]
         result = work.summary(closed)
         if result["open"] or result["entering"]:
@@ -215,9 +224,12 @@ class ExitExecutor(EntryExecutor):
         """The scope's part in one run, under the run's lock; the run id when the run closed."""
         async with self._run_locks[run_id]:
             # Read again under the lock: a command that ran meanwhile has moved them on.
-            states, plans = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
-            work.plans.update(plans)
-            await work.run(states)
+            now = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
+            if not now.states:
+                return None
+            work.seen = True
+            work.plans.update(now.plans)
+            await work.run(now.states, now.stuck)
             closed = await asyncio.to_thread(
                 close_runs, self.database, [run_id], scope.reason, scope.detail, self.market_clock.now()
             )
@@ -236,27 +248,46 @@ class ExitExecutor(EntryExecutor):
 
     def _targets(self, user_id: int, scope: _Scope) -> list[ExitState]:
         with self.database.session_factory() as session:
-            return target_states(
-                session,
-                user_id,
-                scope=scope.kind,
-                run_id=scope.run_id,
-                account_id=scope.account_id,
-                execution_id=scope.execution_id,
-                with_errors=scope.retry_errors,
-            )
+            return self._targets_on(session, user_id, scope)
 
-    def _run_now(
-        self, user_id: int, scope: _Scope, run_id: int
-    ) -> tuple[list[ExitState], dict[int, RunPlan]]:
-        """The scope's executions of ``run_id`` and the run's plan, as stored now (one worker hop)."""
-        states = [s for s in self._targets(user_id, scope) if s.run_id == run_id]
-        return states, self._plans([run_id], user_id)
+    @staticmethod
+    def _targets_on(session: Session, user_id: int, scope: _Scope) -> list[ExitState]:
+        return target_states(
+            session,
+            user_id,
+            scope=scope.kind,
+            run_id=scope.run_id,
+            account_id=scope.account_id,
+            execution_id=scope.execution_id,
+            with_errors=scope.retry_errors,
+        )
 
-    def _plans(self, run_ids: Sequence[int], user_id: int) -> dict[int, RunPlan]:
+    def _run_now(self, user_id: int, scope: _Scope, run_id: int) -> _RunNow:
+        """The scope's executions of ``run_id``, the run's plan and its stuck shorts, as stored now (one
+        worker hop, one read transaction)."""
         with self.database.session_factory() as session:
-            plans = {run_id: load_plan(session, run_id, user_id) for run_id in run_ids}
-        return {run_id: plan for run_id, plan in plans.items() if plan is not None}
+            states = [s for s in self._targets_on(session, user_id, scope) if s.run_id == run_id]
+            if not states:
+                return _RunNow([], {}, set())
+            plan = load_plan(session, run_id, user_id)
+            # A person's exit of one leg may sell a hedge whatever else is stuck (PRODUCT §6.7 step 4).
+            personal = scope.kind == "execution" and scope.reason == "manual"
+            stuck = set() if personal else stuck_shorts(session, [run_id], [s.execution_id for s in states])
+        return _RunNow(states, {} if plan is None else {run_id: plan}, stuck)
+
+
+def _nothing_open(scope: _Scope) -> ExecuteOutcome:
+    return ExecuteOutcome("done", {"scope": scope.kind, "exited": 0, "note": "nothing open to exit"})
+
+
+@dataclass(frozen=True, slots=True)
+class _RunNow:
+    """One run's part of a scope as stored now: its target executions, its plan, and the (run,
+    account) pairs whose shorts are stuck in ``error`` (their hedges stay)."""
+
+    states: list[ExitState]
+    plans: dict[int, RunPlan]
+    stuck: set[tuple[int, int]]
 
 
 class _ExitWork:
@@ -272,7 +303,7 @@ class _ExitWork:
         self.today = to_ist(executor.market_clock.now()).date()
         self.results: dict[int, ExitResult | str] = {}
         self.entering = 0
-        self.stuck: set[tuple[int, int]] = set()
+        self.seen = False  # some run of the scope had an execution to exit
         self.first = FirstWave(
             executor.database,
             driver,
@@ -294,7 +325,10 @@ class _ExitWork:
             "closed_runs": closed,
         }
 
-    async def run(self, states: list[ExitState]) -> None:
+    async def run(self, states: list[ExitState], stuck: set[tuple[int, int]]) -> None:
+        """Exit ``states`` (executions of one run) per account; ``stuck``: the (run, account) pairs whose
+        short gave up earlier (``error``, not this command's target): they keep their hedges — only a
+        person's explicit exit of that one leg may sell them (PRODUCT §6.7 step 4)."""
         legs = {leg.execution_id: (plan, leg) for plan in self.plans.values() for leg in plan.legs}
         by_account: dict[tuple[int, int], list[tuple[ExitState, EntryLeg]]] = {}
         for state in states:
@@ -303,17 +337,6 @@ class _ExitWork:
             plan, leg = legs[state.execution_id]
             by_account.setdefault((plan.run_id, leg.account_id), []).append((state, leg))
         accounts = sorted(by_account.items())
-        # An account whose short gave up earlier (``error``, not this command's target) keeps its hedges:
-        # only a person's explicit exit of that one leg may sell them (PRODUCT §6.7 step 4).
-        if self.scope.kind == "execution" and self.scope.reason == "manual":
-            self.stuck = set()
-        else:
-            self.stuck = await asyncio.to_thread(
-                stuck_shorts,
-                self.x.database,
-                sorted({run_id for run_id, _ in by_account}),
-                [s.execution_id for s in states],
-            )
         clients = [self._client(run_id, items) for (run_id, _), items in accounts]
         # The first wave of every account (its shorts; its hedges when it has no short here) in one
         # transaction, before any account sends.
@@ -323,13 +346,13 @@ class _ExitWork:
             if client is None or plan.status == "entering" or any(s.status == "pending" for s, _ in items):
                 continue
             shorts = [(s, leg) for s, leg in items if leg.side == "SELL"]
-            if not shorts and (run_id, items[0][1].account_id) in self.stuck:
+            if not shorts and (run_id, items[0][1].account_id) in stuck:
                 continue  # hedges only, and the account's short is stuck: they stay (see _account)
             wave.extend((plan, leg) for s, leg in (shorts or items) if s.status == "active")
         first = await self.first.claim(wave)
         await settled(
             *(
-                self._account(run_id, items, client, reason, first)
+                self._account(run_id, items, client, reason, first, (run_id, items[0][1].account_id) in stuck)
                 for ((run_id, _), items), (client, reason) in zip(accounts, clients, strict=True)
             )
         )
@@ -347,6 +370,7 @@ class _ExitWork:
         client: OpenAlgoClient | None,
         reason: str | None,
         first: dict[int, list[IntentRow]],
+        stuck: bool,
     ) -> None:
         plan = self.plans[run_id]
         if client is None:
@@ -364,7 +388,6 @@ class _ExitWork:
         shorts = [(s, leg) for s, leg in items if leg.side == "SELL"]
         longs = [(s, leg) for s, leg in items if leg.side == "BUY"]
         done = await self._exit_all(client, plan, shorts, first)
-        stuck = (run_id, items[0][1].account_id) in self.stuck
         if stuck:
             why = "hedge kept open: a short leg of this account could not be bought back (in error)"
             kept = [leg.execution_id for s, leg in longs if s.status == "active"]
