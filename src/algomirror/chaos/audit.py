@@ -7,6 +7,14 @@ leg was sent, and (at the end, engine idle) that every opened position was close
 visibly in error with an alert, that AlgoMirror's realised P&L equals the exchange's to the paisa, and that
 nothing was left in an in-between state without an alert. :func:`render` prints the table and the one-line
 summary the chaos command ends with.
+
+Limits a driver must respect:
+
+* The exchange forgets its orders and trades at its 03:00 IST session reset: audit within one session.
+* Only AlgoMirror-tagged orders count. The exchange's own MIS square-off (``AUTO_SQUARE_OFF``) is no
+  exit of ours, so a leg it flattened shows as a missed exit: use NRML, or finish before 15:15 IST.
+* Times are the exchange clock's. Under a clock that moves in steps, a SELL created in the same instant
+  as the BUY's last fill counts as after it (the check is strict).
 """
 
 from __future__ import annotations
