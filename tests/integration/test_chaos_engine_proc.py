@@ -34,6 +34,7 @@ from algomirror.chaos.crash import (
     ChaosSettingsError,
     Crasher,
     CrashPlan,
+    install,
     parse_crash,
 )
 from algomirror.chaos.engine_proc import (
@@ -45,7 +46,12 @@ from algomirror.chaos.engine_proc import (
 )
 from algomirror.db.models import TradingAccount
 from algomirror.domain import order_state
+from algomirror.engine import exits as exits_module
 from algomirror.engine.exit_planning import request_exit
+from algomirror.engine.exit_records import claim_exit
+from algomirror.engine.exits import ExitExecutor, ExitRetry
+from algomirror.engine.journal import Journal
+from algomirror.engine.order_driver import OrderDriver
 from tests.integration.engine_proc_support import DEADLINE, Engines, engines, rekey
 from tests.integration.execution_support import World, make_world
 from tests.integration.risk_fault_support import QTY, entered, exit_orders, filled_exits, until
@@ -337,3 +343,126 @@ async def test_after_intent_kills_an_exit_whose_intents_are_sent_and_each_leg_is
     assert one_order_per_leg(world, "SELL") == dict.fromkeys(world.leg_symbols, 1)
     assert one_order_per_leg(world, "BUY") == dict.fromkeys(world.leg_symbols, 1)
     assert {e.status for e in world.executions(run_id)} == {"exited"}
+
+
+@SQLITE
+async def test_after_send_kills_an_exit_whose_order_the_broker_took_and_no_leg_is_bought_back_twice(
+    db_url: str, tmp_path: Path, make_simulator: Callable[..., SimHandle]
+) -> None:
+    sim = make_simulator(clock="accelerated", speed=1.0, tick_seconds=0.2)
+    world, fernet = chaos_world(db_url, sim, SHORT_STRADDLE)
+    run_id = await entered(world)
+    with chaos_engines(db_url, tmp_path, fernet, sim) as started:
+        log = arm(started, tmp_path, AFTER_SEND)
+        doomed = started.start()
+        with world.database.session() as session:
+            request_exit(session, user_id=world.user_id, scope="run", token="exit-1", run_id=run_id)
+        await died_at(started, doomed, log, AFTER_SEND)
+        # At least the accepted buy-back is at the exchange (the other leg's may be too: both were
+        # placed at once); the journal recorded no order id.
+        assert exit_orders(world)[0]
+        assert all(i.order_id is None for i in world.intents() if i.purpose == "exit")
+
+        disarm(started)
+        started.start()
+
+        def closed() -> bool:
+            started.keep_running()
+            return world.run(run_id).status == "closed"
+
+        await until(closed, "the restarted engine finished the exit", timeout=DEADLINE)
+        logs = started.logs()
+    # Whatever had reached the exchange was adopted from the orderbook, never sent again.
+    assert one_order_per_leg(world, "BUY") == dict.fromkeys(world.leg_symbols, 1), logs
+    assert filled_exits(world) == {0: sorted(world.leg_symbols)}
+    exchange_ids = {o.orderid for o in exit_orders(world)[0]}
+    recorded = {
+        i.order_id for i in world.intents() if i.purpose == "exit" and i.state == order_state.COMPLETE
+    }
+    assert recorded == exchange_ids
+    assert {(e.status, e.exited_quantity) for e in world.executions(run_id)} == {("exited", QTY)}
+
+
+@SQLITE
+async def test_after_intent_kills_an_entry_whose_send_was_claimed_and_the_restart_never_sends_it(
+    db_url: str, tmp_path: Path, make_simulator: Callable[..., SimHandle]
+) -> None:
+    sim = make_simulator(clock="accelerated", speed=1.0, tick_seconds=0.2)
+    world, fernet = chaos_world(db_url, sim, ONE_SHORT)
+    with chaos_engines(db_url, tmp_path, fernet, sim) as started:
+        log = arm(started, tmp_path, AFTER_INTENT)
+        doomed = started.start()
+        world.plan(quantity=QTY)
+        await died_at(started, doomed, log, AFTER_INTENT)
+        [intent] = world.intents()
+        assert intent.state == order_state.SENT
+        assert world.exchange_orders(0) == []
+
+        disarm(started)
+        started.start()
+
+        def looked_up() -> bool:
+            started.keep_running()
+            return [i.state for i in world.intents()] == [order_state.UNKNOWN]
+
+        # The restarted engine looks for the order in the orderbook and, not finding it, leaves the
+        # intent unknown: an order whose send was claimed is never sent a second time on a guess.
+        await until(looked_up, "the restarted engine looked the order up", timeout=DEADLINE)
+        assert world.exchange_orders(0) == [], started.logs()
+
+
+class Counting(Crasher):
+    """A crasher that records every point reached (and never kills: rate 0)."""
+
+    def __init__(self, crash: CrashPlan) -> None:
+        super().__init__(crash, kill=self._refuse)
+        self.reached: list[str] = []
+
+    def _refuse(self) -> None:
+        raise AssertionError("rate 0 must never kill")
+
+    def reach(self, point: str) -> bool:
+        self.reached.append(point)
+        return super().reach(point)
+
+
+@SQLITE
+async def test_the_wrapped_engine_reaches_each_point_on_entry_and_exit_and_behaves_as_the_plain_one(
+    db_url: str, tmp_path: Path, simulator_session: SimHandle
+) -> None:
+    crasher = Counting(plan(tmp_path, rate=0.0))
+    restore = install(crasher)
+    try:
+        world = make_world(db_url, simulator_session, accounts=1, legs=SHORT_STRADDLE)
+        run_id = await entered(world)
+        # The entry's batch claim (one draw for the batch), then each accepted order.
+        assert crasher.reached == [AFTER_INTENT, AFTER_SEND, AFTER_SEND]
+        crasher.reached.clear()
+        entry, registry = world.executor()
+        exits = ExitExecutor(
+            world.database,
+            registry,
+            world.box.decrypt,
+            epoch=world.epoch,
+            clock=world.clock,
+            config=entry.config,
+            retry=ExitRetry(attempts=5, first_wait=0.01, verify_interval=0.05, verify_timeout=0.5),
+        )
+        with world.database.session() as session:
+            request_exit(session, user_id=world.user_id, scope="run", token="exit-1", run_id=run_id)
+        try:
+            assert await exits.process_once() == 1
+        finally:
+            await registry.aclose()
+        # The exit's first claim opens both windows (executions claimed, intents sent), then each order.
+        assert crasher.reached == [AFTER_EXIT_CLAIM, AFTER_INTENT, AFTER_SEND, AFTER_SEND]
+    finally:
+        restore()
+    # Nothing drawn below rate 0 killed, nothing was logged, and the work is the plain engine's.
+    assert not (tmp_path / "crash.log").exists()
+    assert {(e.status, e.exited_quantity) for e in world.executions(run_id)} == {("exited", QTY)}
+    assert one_order_per_leg(world, "SELL") == dict.fromkeys(world.leg_symbols, 1)
+    assert one_order_per_leg(world, "BUY") == dict.fromkeys(world.leg_symbols, 1)
+    # The originals are back.
+    assert Journal.claim_send.__name__ == "claim_send" and OrderDriver.place.__name__ == "place"
+    assert vars(exits_module)["claim_exit"] is claim_exit
