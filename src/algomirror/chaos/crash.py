@@ -16,6 +16,10 @@ the order path, the windows in which an engine that dies must neither lose nor r
   (``exit_records.claim_exit`` as :mod:`algomirror.engine.exits` calls it) and an entry unwind's claim
   (``execution._claim_exit``).
 
+The exit's fast first attempt commits the executions' claim and their intents ``sent`` in one
+transaction, so its return reaches ``after_exit_claim`` and then ``after_intent`` (two draws when both
+are named; the second only if the first did not kill).
+
 The contract (environment variables, parsed strictly by :func:`crash_from_environment`):
 
 ``AM_CHAOS_CRASH``
