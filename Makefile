@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint typecheck unit install install-dev browser bench clean
+.PHONY: run test lint typecheck unit install install-dev browser bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ unit: install-dev
 
 bench: install-dev
 	$(BIN)/python bench/run_all.py
+
+# The chaos harness (docs/reliability.md): e.g. make chaos CHAOS_ARGS="--seed 7 --cycles 1000 --accounts 10
+# --strategies 4 --database postgresql". Exits 1, printing the replay command, when the audit finds anything.
+CHAOS_ARGS ?= --seed 1
+chaos: install
+	$(BIN)/algomirror chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -70,9 +70,10 @@ from algomirror.engine.kill_switch import queue_command
 from algomirror.engine.planning import PlannedExecution, plan_run, request_execute
 
 POLL = 0.2  # wall seconds between looks at the database
-ENTRY_BOUND = 60.0  # how long the runs of a round may take to enter (wall seconds)
-ENDING_BOUND = 45.0  # how long an ending may take to make its run flat before a person steps in
-FLAT_BOUND = 60.0  # and how much longer after that
+# A clean entry takes a second or two; hangs (5 s), 429 back-offs and an engine restart (~3 s) a few more.
+ENTRY_BOUND = 30.0  # how long the runs of a round may take to enter (wall seconds)
+ENDING_BOUND = 60.0  # how long an ending may take to make its run flat before a person steps in
+FLAT_BOUND = 30.0  # and how much longer after that
 RESET_BOUND = 30.0  # a kill-switch reset to be done
 IDLE_BOUND = 60.0  # the engine to finish its work at the end
 MAX_RETRIES = 5  # a person's retries of one leg in error
@@ -192,6 +193,7 @@ class Driver:
             "buy_first_violations": [],
         }
         self.completed_runs = 0
+        self.skipped = 0
         self.orders = 0
         self._lock_refusals = 0
         self.finishing = False
@@ -335,9 +337,23 @@ class Driver:
         status, executions = self.run_state(cycle.run_id)
         return status in _FLAT_RUNS and not any(s in _OPEN_EXECUTIONS for s in executions.values())
 
-    def plan_cycle(self, round_no: int, run: RunPlan) -> _Cycle:
-        """Plan the run of ``run.strategy`` on every account and queue its ``execute_run`` command."""
+    def plan_cycle(self, round_no: int, run: RunPlan) -> _Cycle | None:
+        """Plan the run of ``run.strategy`` on every account and queue its ``execute_run`` command; None
+        (the cycle skipped, a finding) while an earlier run of the strategy is still open."""
         strategy_id = self.seeded.strategy_ids[run.strategy]
+        with self.database.session_factory() as session:
+            stuck = session.execute(
+                select(StrategyRun.id, StrategyRun.status).where(
+                    StrategyRun.strategy_id == strategy_id, StrategyRun.status.not_in(_FLAT_RUNS)
+                )
+            ).first()
+        if stuck is not None:
+            self.skipped += 1
+            self.findings["unexplained"].append(
+                f"round {round_no + 1}: strategy {run.strategy + 1} cannot enter, its run {stuck[0]} is "
+                f"still {stuck[1]}; cycle skipped"
+            )
+            return None
         # The square-off only applies to intraday (MIS) positions; the others are NRML.
         product = "MIS" if run.ending == "square_off" else "NRML"
         with self.database.session() as session:
@@ -487,7 +503,7 @@ class Driver:
         # Entry.
         started = time.monotonic()
         self.arm(spec.entry.faults)
-        cycles = [self.plan_cycle(round_no, run) for run in spec.runs]
+        cycles = [c for c in (self.plan_cycle(round_no, run) for run in spec.runs) if c is not None]
 
         def entered() -> bool:
             return all(self.run_state(c.run_id)[0] != "entering" for c in cycles)
@@ -496,13 +512,16 @@ class Driver:
             for cycle in cycles:
                 if self.run_state(cycle.run_id)[0] == "entering":
                     self.escalate(cycle, f"still entering after {ENTRY_BOUND:.0f} s")
+        # A run stuck entering is a finding already; the round goes on without it.
+        stuck = [c for c in cycles if c.escalated]
+        cycles = [c for c in cycles if not c.escalated]
+        entry_seconds = time.monotonic() - started
         # Exit.
         self.clear_faults()
         started = time.monotonic()
         self.arm(spec.exit.faults)
         for cycle in cycles:
-            if not cycle.escalated:
-                self.apply_ending(cycle)
+            self.apply_ending(cycle)
 
         def step() -> None:
             for cycle in cycles:
@@ -522,8 +541,15 @@ class Driver:
                         self.findings["unexplained"].append(
                             f"run {cycle.run_id}: still not flat {FLAT_BOUND:.0f} s after a person's exit"
                         )
+        exit_seconds = time.monotonic() - started
         self.completed_runs += len(cycles)
-        self.clean_up(round_no, cycles)
+        self.clean_up(round_no, cycles + stuck)
+        self.say(
+            f"round {round_no + 1}/{len(self.plan.rounds)}: "
+            + ", ".join(f"{c.plan.ending}" for c in cycles)
+            + f"; entry {entry_seconds:.1f} s, exit {exit_seconds:.1f} s, "
+            f"{sum(self.kills.values())} kills, {time.monotonic() - self.began:.0f} s in all"
+        )
 
     def clean_up(self, round_no: int, cycles: list[_Cycle]) -> None:
         """Faults off, tripped kill switches reset, moved prices back, square-off times cleared."""
@@ -574,15 +600,12 @@ class Driver:
                         EngineCommand.status.in_(("pending", "running"))
                     )
                 )
-                open_runs = session.scalar(
-                    select(func.count(StrategyRun.id)).where(StrategyRun.status.not_in(_FLAT_RUNS))
-                )
-            return not busy and not open_runs
+            return not busy
 
         self.finishing = True  # the cap no longer applies: the run is over, the engine finishes
         if not self.wait(idle, IDLE_BOUND, Phase(), time.monotonic()):
             self.findings["unexplained"].append(
-                f"the engine was not idle {IDLE_BOUND:.0f} s after the last round (commands or runs open)"
+                f"the engine was not idle {IDLE_BOUND:.0f} s after the last round (commands left to do)"
             )
         code = self.engine.stop()
         if code not in (0, None):
@@ -679,10 +702,6 @@ def _drive(
         try:
             for round_no in range(config.rounds):
                 driver.play_round(round_no)
-                say(
-                    f"round {round_no + 1}/{config.rounds}: {driver.completed_runs} runs, "
-                    f"{sum(driver.kills.values())} kills, {time.monotonic() - began:.0f} s"
-                )
         except CapExceeded as exc:
             driver.findings["unexplained"].append(str(exc))
         driver.finish()
