@@ -70,8 +70,9 @@ from algomirror.engine.kill_switch import queue_command
 from algomirror.engine.planning import PlannedExecution, plan_run, request_execute
 
 POLL = 0.2  # wall seconds between looks at the database
-# A clean entry takes a second or two; hangs (5 s), 429 back-offs and an engine restart (~3 s) a few more.
-ENTRY_BOUND = 30.0  # how long the runs of a round may take to enter (wall seconds)
+# A clean entry takes a second or two; hangs (5 s), 429 back-offs and an engine restart (~3 s) a few more;
+# an order whose send got no answer and that is not in the orderbook is given up 30 s after it was sent.
+ENTRY_BOUND = 75.0  # how long the runs of a round may take to enter (wall seconds)
 ENDING_BOUND = 60.0  # how long an ending may take to make its run flat before a person steps in
 FLAT_BOUND = 30.0  # and how much longer after that
 RESET_BOUND = 30.0  # a kill-switch reset to be done
@@ -347,6 +348,20 @@ class Driver:
                     StrategyRun.strategy_id == strategy_id, StrategyRun.status.not_in(_FLAT_RUNS)
                 )
             ).first()
+        if stuck is not None and stuck[1] == "active":
+            # A run that entered after its round gave up on it: a person exits it before the next one.
+            with self.database.session() as session:
+                request_exit(
+                    session,
+                    user_id=self.seeded.user_id,
+                    scope="run",
+                    run_id=stuck[0],
+                    token=f"chaos:stale:{stuck[0]}:{round_no}",
+                )
+            previous = _Cycle(run, int(stuck[0]), strategy_id, "NRML", ended=True)
+            if self.wait(lambda: self.flat(previous), FLAT_BOUND, Phase(), time.monotonic(),
+                         lambda: self.retry_errors(previous)):  # fmt: skip
+                stuck = None
         if stuck is not None:
             self.skipped += 1
             self.findings["unexplained"].append(
