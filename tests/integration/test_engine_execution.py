@@ -6,18 +6,20 @@ the leg-failure policy, and entries halted."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from sqlalchemy import select
+
 from algomirror.broker.client import RetryPolicy, Timeouts
 from algomirror.broker.registry import ClientRegistry
-from algomirror.db.models import EngineCommand, TradingAccount
+from algomirror.db.models import EngineAlert, EngineCommand, TradingAccount
 from algomirror.domain import order_state
 from algomirror.domain.timeutil import FakeClock
 from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.entry_records import strategy_tag
-from algomirror.engine.execution import EntryExecutor, ExecuteOutcome, ExecutionConfig
+from algomirror.engine.execution import COMMAND_FAILED_ALERT, EntryExecutor, ExecuteOutcome, ExecutionConfig
 from algomirror.engine.factory import build_engine
 from algomirror.engine.halts import halt_entries, resume_entries
 from tests.helpers import eventually_async
@@ -200,6 +202,63 @@ async def test_a_send_that_never_reached_the_exchange_is_never_sent_again(
     assert world.run(run_id).status == "entering"
     command = world.command(command_id)
     assert command.status == "pending" and command.result is not None and command.result["attempts"] == 3
+
+
+async def test_an_entry_send_lost_in_a_crash_is_concluded_unplaced_once_the_orderbook_has_long_lacked_it(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    # Found by the chaos harness's kill point "after_intent": the restarted engine left the intent
+    # unknown for good, the leg pending and the run entering, with no alert once the command gave up.
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
+    run_id, command_id = world.plan()
+    [execution] = world.executions(run_id)
+    journal = world.journal()
+    intent = world.record_intent(f"exec:{execution.id}:entry:1", execution.id, side="BUY", quantity=65)
+    assert journal.claim_send(intent.id)
+    with world.database.session() as session:
+        command = session.get(EngineCommand, command_id)
+        assert command is not None
+        command.status = "running"
+
+    async with executor_of(world, resolve_seconds=0.3, entry_unplaced_after=30.0) as restarted:
+        assert restarted.recover() == 1
+        assert await restarted.process_once() == 1
+        # Moments after the send: it may still show up at the broker, so it stays unknown.
+        assert world.intents()[0].state == order_state.UNKNOWN
+        assert world.command(command_id).status == "pending"
+        world.clock.advance(timedelta(seconds=31))
+        assert await restarted.process_once() == 1
+
+    assert world.all_exchange_orders() == []  # concluded, never sent again
+    [stored] = world.intents()
+    assert stored.state == order_state.CANCELLED and stored.order_id is None
+    assert "not placed" in (stored.rejection_reason or "")
+    [execution] = world.executions(run_id)
+    assert execution.status == "failed"
+    assert world.run(run_id).status != "entering"
+    assert world.command(command_id).status == "done"
+
+
+async def test_a_command_that_gives_up_raises_a_critical_alert_naming_its_run(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
+    run_id, command_id = world.plan()
+    [execution] = world.executions(run_id)
+    intent = world.record_intent(f"exec:{execution.id}:entry:1", execution.id, side="BUY", quantity=65)
+    assert world.journal().claim_send(intent.id)
+
+    async with executor_of(world, resolve_seconds=0.1, entry_unplaced_after=None) as executor:
+        for _ in range(executor.config.max_attempts):
+            assert await executor.process_once() == 1
+
+    assert world.command(command_id).status == "failed"
+    with world.database.session_factory() as session:
+        alerts = list(session.scalars(select(EngineAlert).where(EngineAlert.run_id == run_id)))
+    assert [(a.kind, a.severity) for a in alerts] == [(COMMAND_FAILED_ALERT, "critical")]
+    assert f"run {run_id}" in alerts[0].title and alerts[0].acknowledged_at is None
 
 
 @on_both_profiles

@@ -40,18 +40,29 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence, Sized
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.registry import ClientRegistry, Priority
 from algomirror.db.models import EngineCommand, OrderIntent, StrategyExecution, TradingAccount
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock, to_ist
-from algomirror.engine.command_rows import MAX_ERROR, InFlight, attempts_of, claim_command, end_values, pause
+from algomirror.engine.alerts import raise_alert
+from algomirror.engine.command_rows import (
+    MAX_ERROR,
+    InFlight,
+    attempts_of,
+    claim_command,
+    end_values,
+    pause,
+    rowcount,
+)
 from algomirror.engine.concurrency import settled
 from algomirror.engine.entry_records import (
     AccountInfo,
@@ -85,6 +96,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PRICE = Decimal("0.01")
+# The alert of a command that gave up (an entry, exit or mirror order it could not finish).
+COMMAND_FAILED_ALERT = "command_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,12 +310,37 @@ class EntryExecutor:
             delay = self.config.retry_delay * 2 ** (attempts - 1)
             self._not_before[command_id] = time.monotonic() + min(delay, 30.0)
         with self.database.session() as session:
-            session.execute(
+            ended = session.execute(
                 update(EngineCommand)
                 .where(EngineCommand.id == command_id, EngineCommand.status == "running")
                 .values(updated_at=now, **values)
                 .execution_options(synchronize_session=False)
             )
+            if values["status"] == "failed" and rowcount(ended) == 1:
+                self._alert_failed(session, command_id, str(values.get("error") or "failed"), now)
+
+    def _alert_failed(self, session: Session, command_id: int, error: str, now: datetime) -> None:
+        """A command that ended ``failed`` may leave its run part-way (an entry with orders of unknown
+        outcome, an exit not done): that is never only a status on a page, it raises a critical alert
+        naming the run (when the payload has one) until a person acknowledges it."""
+        row = session.execute(
+            select(EngineCommand.user_id, EngineCommand.kind, EngineCommand.payload).where(
+                EngineCommand.id == command_id
+            )
+        ).one()
+        payload = row.payload if isinstance(row.payload, dict) else {}
+        run_id = payload.get("run_id") if isinstance(payload.get("run_id"), int) else None
+        what = f"run {run_id}" if run_id is not None else f"command {command_id}"
+        raise_alert(
+            session,
+            user_id=row.user_id,
+            kind=COMMAND_FAILED_ALERT,
+            title=f"{row.kind} of {what} gave up",
+            details=f"{error}; check the account(s) at the broker before acting",
+            now=now,
+            severity="critical",
+            run_id=run_id,
+        )
 
     # ------------------------------------------------------------------------------------ entry
 

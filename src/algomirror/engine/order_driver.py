@@ -66,7 +66,11 @@ class DriverConfig:
     """Seconds unless noted. ``fill_timeout``: how long an acknowledged order is followed;
     ``status_interval``: between its ``orderstatus`` reads; ``resolve_seconds``/``resolve_interval``:
     how long and how often the orderbook is searched for an order of unknown outcome;
-    ``send_retries``: sends of a call refused before it left (count), ``send_retry_delay`` between."""
+    ``send_retries``: sends of a call refused before it left (count), ``send_retry_delay`` between;
+    ``entry_unplaced_after``: how long after its send an ENTRY intent of unknown outcome, still without
+    an order in a cleanly read orderbook, is concluded never placed (``cancelled``, so its leg fails and
+    the strategy's failure policy applies); None = never (it stays ``unknown``). Exits never conclude
+    this on their own: only a person's retry does (``exits``), after the broker's net is read."""
 
     fill_timeout: float = 10.0
     status_interval: float = 0.25
@@ -74,6 +78,7 @@ class DriverConfig:
     resolve_interval: float = 0.5
     send_retries: int = 3
     send_retry_delay: float = 0.5
+    entry_unplaced_after: float | None = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,21 +286,44 @@ class OrderDriver:
             )
         deadline = time.monotonic() + self.config.resolve_seconds
         while True:
+            clean = False
             try:
                 book = await client.orderbook()
             except BrokerError as exc:
                 log.info("intent %s: orderbook unreadable while resolving: %s", row.key, exc.message)
             else:
+                clean = True
                 owned = await asyncio.to_thread(_owned_order_ids, self.database, row.account_id)
                 for order in order_candidates(book.orders, row, owned):
                     try:
                         return await self._adopt(row, order)
                     except OrderAlreadyAdoptedError:
-                        continue  # another intent took it between our read and our write
+                        clean = False  # another intent took it between our read and our write
+                        continue
             if time.monotonic() >= deadline:
+                if clean and await asyncio.to_thread(self._unplaced, row):
+                    reason = (
+                        "not placed: no order of ours in the orderbook "
+                        f"{self.config.entry_unplaced_after:g} s after it was sent"
+                    )
+                    log.warning("intent %s: %s", row.key, reason)
+                    return await self._advance(row, order_state.CANCELLED, reason=reason)
                 log.warning("intent %s: no order found in the orderbook; left unknown", row.key)
                 return row
             await asyncio.sleep(self.config.resolve_interval)
+
+    def _unplaced(self, row: IntentRow) -> bool:
+        """True for an entry intent sent at least ``entry_unplaced_after`` seconds ago (journal clock):
+        an order the broker took would be in its orderbook by then (after a crash the request died with
+        the process). Reconciliation still flags a position that appears later."""
+        wait = self.config.entry_unplaced_after
+        if wait is None or ":entry:" not in row.key:
+            return False
+        with self.database.session_factory() as session:
+            sent_at = session.scalar(select(OrderIntent.sent_at).where(OrderIntent.id == row.id))
+        if sent_at is None:
+            return False
+        return (self.journal.clock.now() - sent_at).total_seconds() >= wait
 
     async def _adopt(self, row: IntentRow, order: BrokerOrder) -> IntentRow:
         log.info("intent %s: adopted broker order %s from the orderbook", row.key, order.orderid)
