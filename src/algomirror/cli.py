@@ -385,7 +385,7 @@ def engine_command() -> None:
     type=click.IntRange(1),
     help="Strategy-account cycles (entry to flat), rounded up to whole rounds.",
 )
-@click.option("--accounts", default=4, show_default=True, type=click.IntRange(1, 100), help="Paper accounts.")
+@click.option("--accounts", default=8, show_default=True, type=click.IntRange(1, 100), help="Paper accounts.")
 @click.option("--strategies", default=2, show_default=True, type=click.IntRange(1, 6), help="Strategies.")
 @click.option(
     "--kill-rate",
@@ -396,7 +396,7 @@ def engine_command() -> None:
 )
 @click.option(
     "--crash-rate",
-    default=0.01,
+    default=0.005,
     show_default=True,
     type=click.FloatRange(0, 1),
     help="Probability of the engine killing itself at each crash point it reaches.",

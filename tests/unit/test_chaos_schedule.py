@@ -94,5 +94,5 @@ def test_replay_command_names_the_whole_shape() -> None:
     assert config.rounds == 17  # 100 cycles in rounds of 3 × 2, rounded up
     assert config.command_line() == (
         "algomirror chaos --seed 42 --cycles 100 --accounts 3 --strategies 2 --kill-rate 0.25 "
-        "--crash-rate 0.01 --database postgresql"
+        "--crash-rate 0.005 --database postgresql"
     )

@@ -98,10 +98,10 @@ class ChaosConfig:
 
     seed: int = 1
     cycles: int = 96
-    accounts: int = 4
+    accounts: int = 8
     strategies: int = 2
     kill_rate: float = 0.3
-    crash_rate: float = 0.01
+    crash_rate: float = 0.005
     database: str = "sqlite"
     postgres_url: str = DEFAULT_PG_URL
     keep: bool = False
