@@ -437,8 +437,12 @@ def chaos_command(
     """Drive the real engine against the paper exchange through faults and kill -9s, then audit the
     exchange's ledger against AlgoMirror's records (docs/reliability.md). Exits 1 when anything was
     found, printing the command that replays the run."""
+    import signal
+
     from algomirror.chaos.run import ChaosConfig, run
 
+    # A SIGTERM unwinds like Ctrl-C: the engine subprocess is stopped and the run's database dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     config = ChaosConfig(
         seed=seed,
         cycles=cycles,
