@@ -67,6 +67,7 @@ from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.timeutil import Clock, SystemClock
 from algomirror.engine import book_mirror
 from algomirror.engine.index_quotes import IndexQuoteReader
+from algomirror.engine.pnl_trueup import true_up_pnl
 from algomirror.host_settings import load_host_policy
 
 log = logging.getLogger(__name__)
@@ -529,6 +530,9 @@ class AccountSync:
                 book_mirror.store_orders(session, account.id, data.orders, fetched_at=fetched_at)
             elif endpoint == "tradebook":
                 book_mirror.store_trades(session, account.id, data, fetched_at=fetched_at)
+                session.flush()
+                # Exits' realised P&L from the fills just stored (exact, not from rounded averages).
+                true_up_pnl(session, account.id, fetched_at)
             elif endpoint == "positionbook":
                 book_mirror.store_positions(session, account.id, data.positions, fetched_at=fetched_at)
             elif endpoint == "holdings":
