@@ -2,14 +2,11 @@
 paper exchange with faults, the real engine as a subprocess killed and restarted, the auditor — once on
 SQLite and once on PostgreSQL, through :func:`algomirror.chaos.run.run` (the code path of the command).
 
-Each run is asserted twice. What the harness itself must deliver (kills happened, the audit saw the
-exchange's orders, the last line is the summary, a failed run prints its replay command) must hold
-always. What the engine must deliver — the summary's five figures 0 and every cycle asked for done — is
-asserted as well, except for one known engine defect (found by this harness, see
-docs/reliability.md "Findings"): an entry order that never reached the exchange (its send answered 5xx
-or timed out before the exchange acted, or the engine died between intent and send) stays ``unknown``
-for good, the run stays ``entering`` with no alert and its hedges stay open. A run whose only findings
-are that defect's is reported as xfail with the findings; any other finding fails the test.
+Each run is asserted twice: what the harness itself must deliver (kills happened, faults were armed, the
+audit saw the exchange's orders, the last line is the summary, a failed run prints its replay command),
+and what the engine must deliver: the summary's five figures 0 and every cycle asked for done. (The
+harness's first finding, an entry order that never reached the exchange left ``unknown`` for ever, was
+fixed in the engine by 70f5703; see docs/reliability.md "Findings".)
 """
 
 from __future__ import annotations
@@ -79,41 +76,8 @@ def test_the_harness_killed_faulted_and_audited(chaos_run: ChaosResult) -> None:
         assert f"--database {kind}" in replay[0], replay
 
 
-# The known defect's findings: the stuck run, its pending legs and unknown intents, its open hedges.
-_STUCK = re.compile(r"run (\d+) \(strategy \d+, ending \w+\): still entering")
-_DEFECT = (
-    re.compile(r"cannot enter, its run \d+ is still entering; cycle skipped"),
-    re.compile(r"intent exec:\d+:entry:\d+: left unknown \(order none\) with no alert"),
-    re.compile(r"run \d+ execution \d+: left pending with no alert"),
-    re.compile(r"run \d+ \(strategy \d+\): left entering with no alert"),
-)
-
-
-def known_defect_only(result: ChaosResult) -> list[str]:
-    """The findings, when every one of them is the known entry defect's (else an empty list)."""
-    report = result.report
-    lines = [*report.duplicates, *report.missed_exits, *report.reversed_positions, *report.pnl_mismatches,
-             *report.unexplained, *report.buy_first_violations]  # fmt: skip
-    stuck = {m.group(1) for line in report.unexplained if (m := _STUCK.search(line))}
-    if not stuck:
-        return []
-    for line in lines:
-        if _STUCK.search(line) or any(p.search(line) for p in _DEFECT):
-            continue
-        # A hedge left open at the exchange by a run that is stuck entering.
-        if line in report.missed_exits and any(f" run {run_id} " in line for run_id in stuck):
-            continue
-        return []
-    return lines
-
-
 def test_exactly_once_under_fire(chaos_run: ChaosResult) -> None:
     cycles, _kills, *figures = summary(chaos_run)
-    if not chaos_run.ok and (found := known_defect_only(chaos_run)):
-        pytest.xfail(
-            "known engine defect: an entry order that never reached the exchange stays unknown: "
-            + " | ".join(found[:6])
-        )
     assert figures == [0, 0, 0, 0, 0], chaos_run.text
     assert chaos_run.report.ok, chaos_run.text
     assert cycles == SHAPE["cycles"]
