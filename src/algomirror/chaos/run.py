@@ -47,6 +47,7 @@ from algomirror.chaos.world import (
     BREACH,
     DEFAULT_PG_URL,
     LOT,
+    SYNC_SECONDS,
     EngineProcess,
     Exchange,
     Seeded,
@@ -622,6 +623,9 @@ class Driver:
             self.findings["unexplained"].append(
                 f"the engine was not idle {IDLE_BOUND:.0f} s after the last round (commands left to do)"
             )
+        # Realised P&L is confirmed from the broker's fills by the account sync: let it pass a few times.
+        settle = time.monotonic() + 3 * SYNC_SECONDS
+        self.wait(lambda: time.monotonic() >= settle, 4 * SYNC_SECONDS, Phase(), time.monotonic())
         code = self.engine.stop()
         if code not in (0, None):
             self.findings["unexplained"].append(f"the engine's clean stop ended with status {code}")

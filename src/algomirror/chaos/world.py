@@ -44,6 +44,7 @@ LOT = 65  # NIFTY's lot size on the paper exchange
 # short leg up by BREACH per unit, well past it, while the market's own drift in a cycle is a few rupees.
 LOSS_PER_UNIT = Decimal(40)
 BREACH = Decimal(150)
+SYNC_SECONDS = 2  # the engine's account sync interval (s)
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 # The exit policy's waits scaled down for the engine (the same number of attempts as production).
@@ -299,8 +300,10 @@ class EngineProcess:
             "ALGOMIRROR_DATABASE_URL": db_url,
             "ALGOMIRROR_INSTANCE_DIR": str(workdir / "instance"),
             "ALGOMIRROR_FERNET_KEY": fernet.decode(),
-            "ALGOMIRROR_SYNC_INTERVAL_MARKET": "5",
-            "ALGOMIRROR_SYNC_INTERVAL_CLOSED": "5",
+            # The account sync also confirms realised P&L from the broker's fills: often, so the end of
+            # the run need not wait long for it.
+            "ALGOMIRROR_SYNC_INTERVAL_MARKET": str(SYNC_SECONDS),
+            "ALGOMIRROR_SYNC_INTERVAL_CLOSED": str(SYNC_SECONDS),
             # Shorter than the hangs the plan arms, so a hang is a timeout to the engine.
             "ALGOMIRROR_HTTP_CONNECT_TIMEOUT": "2",
             "ALGOMIRROR_HTTP_READ_TIMEOUT": "3",
@@ -403,6 +406,7 @@ __all__ = [
     "LOSS_PER_UNIT",
     "LOT",
     "SIM_START",
+    "SYNC_SECONDS",
     "Control",
     "Death",
     "EngineProcess",
