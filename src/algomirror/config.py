@@ -3,6 +3,10 @@
 Secrets (Flask secret key, Fernet key) are generated into ``instance/`` on first run when they are
 not given, with a warning to back the Fernet key up: losing it makes every stored API key unreadable.
 Secrets are held as :class:`pydantic.SecretStr`, so ``repr`` and logs never show them.
+
+Production mode (``ALGOMIRROR_ENV=production``) generates nothing and assumes nothing: it refuses to
+start without PostgreSQL (unless ``ALGOMIRROR_ALLOW_SQLITE``), Redis, and an explicit secret key and
+Fernet key; the demo is off and cookies are ``Secure`` unless set otherwise (:func:`production_problems`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,15 @@ class Settings(BaseSettings):
         # ``ALGOMIRROR_SECRET_KEY=`` (empty) means "not set": generate one, rather than run with "".
         env_ignore_empty=True,
     )
+
+    # "production": the checks of production_problems() at every start; JSON logs (log_format "auto").
+    env: Literal["development", "production"] = "development"
+    # Production on SQLite anyway (a single-machine install that accepts its limits).
+    allow_sqlite: bool = False
+    # "auto" = JSON lines in production, readable text in development.
+    log_format: Literal["auto", "text", "json"] = "auto"
+    # /readyz reports the engine down when its last heartbeat (written every 5 s) is older than this.
+    engine_heartbeat_stale_seconds: float = Field(default=30.0, ge=5, le=3600)
 
     # Where generated keys, the SQLite database and the engine lock live.
     instance_dir: Path = Field(default_factory=_default_instance_dir)
@@ -134,6 +147,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("env", "log_format", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("engine_in_process", mode="before")
     @classmethod
@@ -213,6 +231,18 @@ class Settings(BaseSettings):
         return self.effective_database_url.startswith("sqlite")
 
     @property
+    def is_production(self) -> bool:
+        """Whether ``ALGOMIRROR_ENV=production``."""
+        return self.env == "production"
+
+    @property
+    def log_json(self) -> bool:
+        """Whether log records are written as JSON lines (``log_format``; "auto" = in production)."""
+        if self.log_format == "auto":
+            return self.is_production
+        return self.log_format == "json"
+
+    @property
     def runs_engine_in_process(self) -> bool:
         """Whether `algomirror run` starts an engine thread (``engine_in_process``; "auto" = demo mode or
         SQLite)."""
@@ -252,10 +282,42 @@ def _read_or_create(path: Path, make: Any, *, warn: str | None) -> str:
     return value
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings, generating missing secrets into ``instance_dir``.
+def production_problems(settings: Settings) -> list[str]:
+    """What keeps ``settings`` from running in production, one short reason per variable (empty when
+    nothing does, and always outside production). Secrets must be given, never generated: a key that
+    exists only in one machine's ``instance/`` is lost with it."""
+    if not settings.is_production:
+        return []
+    problems: list[str] = []
+    if settings.is_sqlite and not settings.allow_sqlite:
+        problems.append(
+            "ALGOMIRROR_DATABASE_URL must be a PostgreSQL URL (postgresql+psycopg://user:pass@host:5432/db); "
+            "SQLite is refused unless ALGOMIRROR_ALLOW_SQLITE=1"
+        )
+    if not settings.redis_url:
+        problems.append(
+            "ALGOMIRROR_REDIS_URL is required (redis://host:6379/0: rate limits and live updates shared by "
+            "every process)"
+        )
+    if settings.secret_key is None:
+        problems.append(
+            "ALGOMIRROR_SECRET_KEY is required (at least 16 random characters; none is generated)"
+        )
+    if settings.fernet_key is None:
+        problems.append(
+            "ALGOMIRROR_FERNET_KEY is required (none is generated; an existing install's key is in "
+            "instance/fernet.key)"
+        )
+    if settings.demo and "demo" in settings.model_fields_set:
+        problems.append("ALGOMIRROR_DEMO=true is refused (the demo's password is public); set it to false")
+    return problems
 
-    Raises :class:`SettingsError` with a one-line message when a value is invalid.
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, generating missing secrets into ``instance_dir`` (never in production).
+
+    Raises :class:`SettingsError` with a one-line message when a value is invalid, or, in production
+    mode, naming every variable that is missing or refused (:func:`production_problems`).
     """
     try:
         base = Settings(**overrides)
@@ -264,7 +326,15 @@ def load_settings(**overrides: Any) -> Settings:
         loc = ".".join(str(p) for p in first["loc"]) or "settings"
         name = f"ALGOMIRROR_{loc.upper()}" if loc != "settings" else loc
         raise SettingsError(f"invalid setting {name}: {first['msg']}") from None
+    problems = production_problems(base)
+    if problems:
+        raise SettingsError("production mode (ALGOMIRROR_ENV=production): " + "; ".join(problems))
     updates: dict[str, Any] = {}
+    if base.is_production:
+        # Defaults that only suit a laptop: no public demo login; cookies only over HTTPS (the proxy).
+        for name, value in (("demo", False), ("secure_cookies", True)):
+            if name not in base.model_fields_set:
+                updates[name] = value
     if base.secret_key is None:
         updates["secret_key"] = SecretStr(
             _read_or_create(base.instance_dir / "secret_key", lambda: secrets.token_urlsafe(48), warn=None)
