@@ -209,6 +209,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
     from algomirror.web.auth.views import bp as auth_bp
     from algomirror.web.books import bp as books_bp
     from algomirror.web.dashboard import bp as dashboard_bp
+    from algomirror.web.health import bp as health_bp
     from algomirror.web.kill_switch import bp as kill_switch_bp
     from algomirror.web.live import bp as live_bp
     from algomirror.web.market_data import bp as market_data_bp
@@ -238,6 +239,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
         books_bp,
         market_bp,
         live_bp,
+        health_bp,
     ):
         app.register_blueprint(blueprint)
     # Broker-touching routes share one tighter budget per IP.
