@@ -31,6 +31,7 @@ from algomirror.db.models import (
     TradingAccount,
     User,
 )
+from algomirror.db.models.feed import WebSocketSession
 from algomirror.db.session import Database
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -146,14 +147,14 @@ def test_archive_orders_when_more_than_one_batch_moves_all(
 
 def test_archive_orders_when_rolled_back_leaves_orders_in_place(session: Session) -> None:
     account = _account(session)
-    session.add(_order(account, "old", NOW - timedelta(days=40)))
+    session.add_all([_order(account, "old", NOW - timedelta(days=40)), _order(account, "new", NOW)])
     session.commit()
 
-    archive_orders(session, NOW)
+    assert archive_orders(session, NOW).archived == 1
     session.rollback()
 
     assert session.scalar(select(func.count()).select_from(OrderArchive)) == 0
-    assert list(session.scalars(select(Order.order_id))) == ["old"]
+    assert sorted(session.scalars(select(Order.order_id))) == ["new", "old"]
 
 
 def test_archive_trades_when_older_than_window_moves_them_with_same_values(session: Session) -> None:
@@ -215,6 +216,7 @@ def test_archive_orders_and_trades_when_rolled_back_leave_both_in_place(session:
     session.add_all(
         [_order(account, "old", NOW - timedelta(days=40)), _trade(account, "old", NOW - timedelta(days=40))]
     )
+    session.add_all([_order(account, "new", NOW), _trade(account, "new", NOW)])
     session.commit()
 
     assert archive_orders(session, NOW).archived == 1 and archive_trades(session, NOW).archived == 1
@@ -222,8 +224,8 @@ def test_archive_orders_and_trades_when_rolled_back_leave_both_in_place(session:
 
     assert session.scalar(select(func.count()).select_from(OrderArchive)) == 0
     assert session.scalar(select(func.count()).select_from(TradeArchive)) == 0
-    assert list(session.scalars(select(Trade.order_id))) == ["old"]
-    assert list(session.scalars(select(Order.order_id))) == ["old"]
+    assert sorted(session.scalars(select(Trade.order_id))) == ["new", "old"]
+    assert sorted(session.scalars(select(Order.order_id))) == ["new", "old"]
 
 
 def test_archive_trades_when_now_naive_or_window_empty_raises_value_error(session: Session) -> None:
@@ -297,6 +299,9 @@ def test_cli_when_maintenance_and_backup_run_on_sqlite_print_counts_and_path(
             account = _account(session)
             session.add(_order(account, "ancient", datetime(2020, 1, 1, tzinfo=UTC)))
             session.add(_trade(account, "ancient", datetime(2020, 1, 1, tzinfo=UTC)))
+            # The newest order and trade always stay (see archive_orders): these are them.
+            session.add(_order(account, "recent", datetime.now(UTC)))
+            session.add(_trade(account, "recent", datetime.now(UTC)))
             session.add(ActivityLog(action="ancient", timestamp=datetime(2020, 1, 1, tzinfo=UTC)))
     finally:
         database.dispose()
@@ -346,3 +351,167 @@ def test_purge_user_sessions_when_expired_or_idle_deletes_only_those(session: Se
 
     assert purge_user_sessions(session, now, idle_hours=12) == 2
     assert sorted(r.key_hash[0] for r in session.scalars(select(UserSession))) == ["a", "c"]
+
+
+# --- the whole run: dry run versus run, expired websocket sessions, the database upkeep ------------------
+
+
+def _ws_session(
+    user_id: int, name: str, *, expires: datetime | None, created: datetime = NOW
+) -> WebSocketSession:
+
+    return WebSocketSession(
+        session_id=name, user_id=user_id, session_type="option_chain", created_at=created, expires_at=expires
+    )
+
+
+def _seed_everything(database: Database) -> None:
+    """2 old activity logs (+1 new), 3 old orders (+1 new), 2 old trades (+1 new), 1 dead sign-in session
+    (+1 live), 2 expired websocket sessions (+1 live)."""
+    from algomirror.db.models import UserSession
+
+    with database.session() as session:
+        account = _account(session)
+        user = User(username="ravi", email="r@example.com", password_hash="x")
+        session.add(user)
+        session.flush()
+        session.add_all(
+            ActivityLog(action=f"a{i}", timestamp=NOW - timedelta(days=d)) for i, d in enumerate((120, 91, 3))
+        )
+        session.add_all(_order(account, f"o{d}", NOW - timedelta(days=d)) for d in (60, 45, 31))
+        session.add(_order(account, "o-new", NOW))
+        session.add_all(_trade(account, f"t{d}", NOW - timedelta(days=d)) for d in (60, 31))
+        session.add(_trade(account, "t-new", NOW))
+        for key, expires in (("dead", NOW - timedelta(hours=1)), ("live", NOW + timedelta(hours=5))):
+            session.add(
+                UserSession(
+                    user_id=user.id,
+                    key_hash=key.ljust(64, "0"),
+                    remember=True,
+                    created_at=NOW - timedelta(days=1),
+                    last_seen_at=NOW,
+                    expires_at=expires,
+                )
+            )
+        session.add_all(
+            [
+                _ws_session(user.id, "ws-expired", expires=NOW - timedelta(minutes=1)),
+                _ws_session(user.id, "ws-never", expires=None, created=NOW - timedelta(days=2)),
+                _ws_session(user.id, "ws-live", expires=NOW + timedelta(minutes=4)),
+            ]
+        )
+
+
+def _counts(database: Database) -> tuple[int, ...]:
+    from algomirror.db.models import UserSession
+
+    with database.session_factory() as session:
+        return tuple(
+            int(session.scalar(select(func.count()).select_from(m)) or 0)
+            for m in (ActivityLog, Order, OrderArchive, Trade, TradeArchive, UserSession, WebSocketSession)
+        )
+
+
+def test_run_maintenance_when_dry_run_counts_without_change_then_run_does_the_same_counts(
+    database: Database,
+) -> None:
+    _seed_everything(database)
+    policy = maintenance.MaintenancePolicy(activity_days=90, archive_days=30, session_idle_hours=12)
+    before = _counts(database)
+
+    dry = maintenance.run_maintenance(database, NOW, policy, dry_run=True)
+
+    expected = (2, 3, 2, 1, 2)
+    got = (dry.activity_logs, dry.orders, dry.trades, dry.user_sessions, dry.websocket_sessions)
+    assert got == expected
+    assert _counts(database) == before
+    assert not dry.analyzed and not dry.vacuumed
+    assert "would be deleted: 2" in "\n".join(dry.lines(policy))
+
+    done = maintenance.run_maintenance(database, NOW, policy)
+
+    got = (done.activity_logs, done.orders, done.trades, done.user_sessions, done.websocket_sessions)
+    assert got == expected
+    assert _counts(database) == (1, 1, 3, 1, 2, 1, 1)
+    assert done.analyzed
+    again = maintenance.run_maintenance(database, NOW, policy)
+    assert (again.activity_logs, again.orders, again.trades, again.user_sessions) == (0, 0, 0, 0)
+    assert again.websocket_sessions == 0
+    assert _counts(database) == (1, 1, 3, 1, 2, 1, 1)
+
+
+def test_archive_when_every_order_is_old_keeps_the_newest_so_ids_are_never_reused(database: Database) -> None:
+    with database.session() as session:
+        account = _account(session)
+        session.add_all(_order(account, f"o{i}", NOW - timedelta(days=40 + i)) for i in range(3))
+    with database.session() as session:
+        assert archive_orders(session, NOW).archived == 2
+    # A new order after the archive: its id must not collide with an archived one on the next move.
+    with database.session() as session:
+        account_id = session.scalar(select(TradingAccount.id))
+        assert account_id is not None
+        session.add(_order(session.get(TradingAccount, account_id), "next", NOW))  # type: ignore[arg-type]
+    later = NOW + timedelta(days=60)
+    with database.session() as session:
+        assert archive_orders(session, later).archived == 1
+    with database.session_factory() as session:
+        assert list(session.scalars(select(Order.order_id))) == ["next"]
+        assert session.scalar(select(func.count()).select_from(OrderArchive)) == 3
+
+
+def test_run_maintenance_on_sqlite_vacuums_only_when_worthwhile(
+    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maintenance, "VACUUM_MIN_FREE_PAGES", 50)
+    path = tmp_path / "v.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    database = Database(f"sqlite:///{path}")
+    policy = maintenance.MaintenancePolicy()
+
+    def old_logs(n: int) -> None:
+        with database.session() as session:
+            session.add_all(
+                ActivityLog(action="old", details="x" * 400, timestamp=NOW - timedelta(days=200))
+                for _ in range(n)
+            )
+
+    try:
+        old_logs(20)  # a few pages freed: not worth rewriting the file
+        report = maintenance.run_maintenance(database, NOW, policy)
+        assert report.activity_logs == 20 and report.analyzed
+        assert not report.vacuumed, report.vacuum_note
+
+        old_logs(2000)  # most of the file freed
+        report = maintenance.run_maintenance(database, NOW, policy)
+        assert report.activity_logs == 2000
+        assert report.vacuumed, report.vacuum_note
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA freelist_count").fetchone() == (0,)
+        finally:
+            conn.close()
+    finally:
+        database.dispose()
+
+
+def test_cli_maintenance_when_dry_run_prints_counts_and_changes_nothing(
+    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db_file = tmp_path / "app.db"
+    db_file.write_bytes(sqlite_template.read_bytes())
+    url = f"sqlite:///{db_file}"
+    database = Database(url)
+    try:
+        _seed_everything(database)  # dated around NOW (March 2026): everything old is older still today
+        before = _counts(database)
+        monkeypatch.setenv("ALGOMIRROR_DATABASE_URL", url)
+        monkeypatch.setenv("ALGOMIRROR_INSTANCE_DIR", str(tmp_path / "instance"))
+
+        result = CliRunner().invoke(main, ["maintenance", "run", "--dry-run"])
+
+        assert result.exit_code == 0, result.output
+        assert "orders would be archived: 3, trades would be archived: 2" in result.output
+        assert "not run: dry run" in result.output
+        assert _counts(database) == before
+    finally:
+        database.dispose()
