@@ -205,3 +205,23 @@ def test_wsgi_build_app_when_database_not_migrated_refuses(
     monkeypatch.setenv("ALGOMIRROR_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
     with pytest.raises(StartupError, match="algomirror db upgrade"):
         build_app()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_rate_limits_when_redis_configured_are_shared_by_every_web_process(
+    db_url: str, tmp_path: Path
+) -> None:
+    import redis
+
+    url = "redis://127.0.0.1:6379/13"  # this test's own Redis database, emptied first
+    redis.Redis.from_url(url).flushdb()
+    first = make_env(db_url, tmp_path / "a", redis_url=url, ratelimit_global="3 per minute")
+    second = make_env(db_url, tmp_path / "b", redis_url=url, ratelimit_global="3 per minute")
+    try:
+        # Two apps = two gunicorn workers: what one counted, the other sees.
+        codes = [first.client().get("/login").status_code for _ in range(3)]
+        assert 429 not in codes
+        assert second.client().get("/login").status_code == 429
+    finally:
+        first.database.dispose()
+        second.database.dispose()
