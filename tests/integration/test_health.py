@@ -225,3 +225,52 @@ def test_rate_limits_when_redis_configured_are_shared_by_every_web_process(
     finally:
         first.database.dispose()
         second.database.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_gunicorn_with_the_deploy_config_serves_the_probes(db_url: str, tmp_path: Path) -> None:
+    """The production web server as docs/deploy.md runs it: gunicorn (pinned in requirements.lock)
+    with deploy/gunicorn.conf.py and algomirror.wsgi:app, its workers answering /healthz."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALGOMIRROR_")}
+    env.update(
+        ALGOMIRROR_DATABASE_URL=db_url,
+        ALGOMIRROR_INSTANCE_DIR=str(tmp_path / "instance"),
+        ALGOMIRROR_DEMO="false",
+        ALGOMIRROR_PORT=str(port),
+        GUNICORN_CMD_ARGS="--workers=1",
+    )
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    proc = subprocess.Popen(
+        [str(gunicorn), "-c", str(root / "deploy" / "gunicorn.conf.py"), "algomirror.wsgi:app"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)  # polling for the server to listen, bounded by the deadline
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert status == 200
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
+        assert ready["checks"]["database"] == {"ok": True}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
