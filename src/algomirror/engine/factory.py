@@ -24,6 +24,7 @@ from algomirror.engine.feed_types import FeedConfig
 from algomirror.engine.feeds import FeedManager
 from algomirror.engine.kill_switch import KillSwitch, pnl_source
 from algomirror.engine.lock import EngineLock
+from algomirror.engine.maintenance_job import build_maintenance_job
 from algomirror.engine.marks import DEFAULT_REST_MAX_AGE, DEFAULT_WS_MAX_AGE, MarkBook
 from algomirror.engine.mirror import MirrorExecutor
 from algomirror.engine.reconcile import Reconciler
@@ -179,6 +180,7 @@ def build_engine(
         ),
         feeds,
         ChainEngine(database, feeds, registry, make_decryptor(settings), bus=bus, clock=market_clock),
+        build_maintenance_job(settings, database, market_clock=market_clock),  # daily, after the close
     ]
     return EngineService(
         components,
