@@ -117,9 +117,15 @@ def test_backup_round_trip_when_restored_into_fresh_then_changed_database_data_e
     assert "--force" in refused.output
     assert _snapshot(fresh_target) == changed
 
+    engine = create_engine(fresh_target)
+    with engine.begin() as conn:  # engines ran on the target after the backup
+        conn.execute(text("UPDATE engine_fence SET epoch = 42"))
     forced = _cli(["backup", "restore", str(path), "--force", "--dest", str(folder)], fresh_target, tmp_path)
     assert forced.exit_code == 0, forced.output
     assert _snapshot(fresh_target) == expected
+    with engine.connect() as conn:  # the fencing epoch never goes back
+        assert conn.execute(text("SELECT epoch FROM engine_fence")).scalar() == 42
+    engine.dispose()
     assert "backed up first" in forced.output
     assert len(list(folder.iterdir())) == 2  # the original backup and the replaced database's
 

@@ -375,10 +375,12 @@ def restore_backup(
     with _engine_lock(url):
         if has_data and safety_dir is not None:
             safety = backup(url, safety_dir, now or datetime.now(UTC))
+        epoch = _fence_epoch(url)
         if target_kind == "sqlite":
             _restore_sqlite(_sqlite_path(url), path)
         else:
             _restore_pg(_pg_url(url), path)
+        _keep_fence_epoch(url, epoch)
     return RestoreResult(checked.revision, head, checked.revision != head, safety)
 
 
@@ -450,6 +452,42 @@ def _restore_pg(parsed: URL, source: Path) -> None:
         raise BackupError(
             f"restore failed (the database is unchanged): {_first_line(consumer.stderr, consumer.returncode)}"
         )
+
+
+def _fence_epoch(url: str) -> int | None:
+    """The target's fencing epoch (``engine_fence``), or None without one (a new database)."""
+    if url.startswith("sqlite") and not _sqlite_path(url).exists():
+        return None
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if "engine_fence" not in inspect(conn).get_table_names():
+                return None
+            value = conn.execute(text("SELECT MAX(epoch) FROM engine_fence")).scalar()
+            return int(value) if value is not None else None
+    except SQLAlchemyError as exc:
+        raise BackupError(f"cannot read the target database: {str(exc).splitlines()[0]}") from None
+    finally:
+        engine.dispose()
+
+
+def _keep_fence_epoch(url: str, epoch: int | None) -> None:
+    """The epoch only grows (algomirror.engine.fencing): a restored older value is raised back to the
+    replaced database's, so an engine fenced out before the restore stays fenced out after it."""
+    if epoch is None:
+        return
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            if "engine_fence" in inspect(conn).get_table_names():
+                conn.execute(text("UPDATE engine_fence SET epoch = :e WHERE epoch < :e"), {"e": epoch})
+    except SQLAlchemyError as exc:
+        raise BackupError(
+            f"restored, but the engine's fencing epoch could not be kept at {epoch}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 @contextmanager
