@@ -107,6 +107,7 @@ def test_engine_when_its_lock_connection_is_killed_exits_non_zero_for_the_superv
     database = Database(pg_database_url)
     lock_pid = text(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         " AND classid = CAST(:h AS oid) AND objid = CAST(:l AS oid)"
     )
     key = {"h": ADVISORY_LOCK_KEY >> 32, "l": ADVISORY_LOCK_KEY & 0xFFFFFFFF}

@@ -176,6 +176,7 @@ def _lock_backend_pid(database: Database) -> int:
         pid = conn.execute(
             text(
                 "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 " AND classid = CAST(:h AS oid) AND objid = CAST(:l AS oid)"
             ),
             {"h": ADVISORY_LOCK_KEY >> 32, "l": ADVISORY_LOCK_KEY & 0xFFFFFFFF},
