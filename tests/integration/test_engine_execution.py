@@ -296,6 +296,23 @@ async def test_rejected_sell_unwinds_that_accounts_buy_and_says_why(
     assert world.command(command_id).status == "done"
 
 
+async def test_a_run_closed_by_its_unwind_carries_the_unwound_legs_pnl_as_its_final_pnl(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    # Found by the chaos harness (docs/reliability.md, finding 4): closed by entry_unwind, final P&L NULL.
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"), ("SELL", "25800PE")))
+    run_id, _ = world.plan({(1, 0): nifty("25810PE")})  # the short is refused: the hedge is unwound
+
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+
+    run = world.run(run_id)
+    assert (run.status, run.exit_reason) == ("closed", "entry_unwind")
+    pnl = [e.realized_pnl for e in world.executions(run_id) if e.realized_pnl is not None]
+    assert len(pnl) == 1 and run.final_pnl == pnl[0]
+
+
 async def test_entries_halted_or_an_inactive_account_place_nothing_and_say_why(
     db_url: str, simulator_session: SimHandle
 ) -> None:

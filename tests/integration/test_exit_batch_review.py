@@ -9,9 +9,11 @@ hedge went on the first wave, leaving the account naked short (found in review; 
 
 from __future__ import annotations
 
-from algomirror.db.models import Strategy, StrategyLeg
+from sqlalchemy import select
+
+from algomirror.db.models import Strategy, StrategyLeg, StrategyRun
 from algomirror.engine.exit_planning import request_exit
-from tests.integration.execution_support import executor_of, make_world
+from tests.integration.execution_support import World, executor_of, make_world
 from tests.integration.test_engine_exit_batch import HEDGED, entered, exits_of
 from tests.sim_fixtures import SimHandle
 
@@ -146,3 +148,42 @@ async def test_exit_all_keeps_the_hedge_of_one_runs_stuck_short_while_it_exits_a
     stuck = {e.symbol: e.status for e in world.executions(stuck_run)}
     assert stuck == {world.leg_symbols[0]: "active", world.leg_symbols[1]: "error"}
     assert {e.status for e in world.executions(other_run)} == {"exited"}
+
+
+async def test_a_run_left_open_with_every_leg_exited_is_closed_by_the_next_exit_of_any_scope(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    # Found by the chaos harness (docs/reliability.md, finding 3): an engine killed between the legs'
+    # exit writes and the run's close left the run ``active`` with every leg ``exited``; each later exit
+    # said "nothing open to exit" and never closed it, so its strategy could not enter again.
+    world = make_world(db_url, simulator_session, accounts=1, legs=HEDGED)
+    for scope, token in (("run", "again"), ("all", "all-again")):
+        world.plan(token=f"tok-{scope}")
+        async with executor_of(world) as executor:
+            assert await executor.process_once() == 1
+        run_id = max(r.id for r in _runs(world))
+        with world.database.session() as session:
+            request_exit(session, user_id=world.user_id, scope="run", token=f"x-{token}", run_id=run_id)
+        async with exits_of(world) as exits:
+            assert await exits.process_once() == 1
+        assert world.run(run_id).status == "closed"
+        final = world.run(run_id).final_pnl
+        assert final is not None
+        # What the kill left: the legs exited, the run not closed.
+        with world.database.session() as session:
+            run = session.get(StrategyRun, run_id)
+            assert run is not None
+            run.status, run.ended_at, run.final_pnl, run.exit_reason = "active", None, None, None
+        with world.database.session() as session:
+            payload = {"run_id": run_id} if scope == "run" else {}
+            request_exit(session, user_id=world.user_id, scope=scope, token=token, **payload)
+        async with exits_of(world) as exits:
+            assert await exits.process_once() == 1
+        run = world.run(run_id)
+        assert (run.status, run.final_pnl) == ("closed", final), scope
+        assert run.ended_at is not None
+
+
+def _runs(world: World) -> list[StrategyRun]:
+    with world.database.session_factory() as session:
+        return list(session.scalars(select(StrategyRun).where(StrategyRun.strategy_id == world.strategy_id)))

@@ -451,6 +451,7 @@ def finish_run(database: Database, run_id: int, now: datetime) -> dict[str, Any]
                 StrategyExecution.error_message,
                 StrategyExecution.entry_price,
                 StrategyExecution.filled_quantity,
+                StrategyExecution.realized_pnl,
             ).where(StrategyExecution.run_id == run_id)
         ).all()
         counts: dict[str, int] = {}
@@ -487,6 +488,8 @@ def finish_run(database: Database, run_id: int, now: datetime) -> dict[str, Any]
             run.status = "active"
         elif counts.get("exited"):
             run.status, run.exit_reason, run.ended_at = "closed", "entry_unwind", now
+            # Closed like any exit's run: its final P&L is what the unwound legs realised.
+            run.final_pnl = sum((r.realized_pnl or Decimal(0) for r in rows), Decimal(0))
         else:
             run.status, run.ended_at = "failed", now
         if summary["placed"] == len(rows):

@@ -559,6 +559,21 @@ def close_runs(
         return [r for r in sorted(set(run_ids)) if _close_run(session, r, reason, detail, now)]
 
 
+def unclosed_runs(session: Session, user_id: int, *, execution_id: int | None = None) -> list[int]:
+    """The user's runs that have not ended and are not entering (only ``execution_id``'s run when
+    given): the candidates :func:`close_runs` may close."""
+    query = (
+        select(StrategyRun.id)
+        .join(Strategy, Strategy.id == StrategyRun.strategy_id)
+        .where(Strategy.user_id == user_id, StrategyRun.ended_at.is_(None), StrategyRun.status != "entering")
+    )
+    if execution_id is not None:
+        query = query.where(
+            StrategyRun.id.in_(select(StrategyExecution.run_id).where(StrategyExecution.id == execution_id))
+        )
+    return list(session.scalars(query.order_by(StrategyRun.id)))
+
+
 def _close_run(session: Session, run_id: int, reason: str, detail: str, now: datetime) -> bool:
     run = session.get(StrategyRun, run_id, with_for_update=True)
     if run is None or run.ended_at is not None or run.status == "entering":
@@ -599,4 +614,5 @@ __all__ = [
     "stuck_shorts",
     "sync_run_status",
     "target_states",
+    "unclosed_runs",
 ]

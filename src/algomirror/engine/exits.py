@@ -83,6 +83,7 @@ from algomirror.engine.exit_records import (
     round_end,
     stuck_shorts,
     target_states,
+    unclosed_runs,
 )
 from algomirror.engine.exit_verify import read_broker, still_open
 from algomirror.engine.journal import ClaimedIntent, IntentExistsError, IntentSpec, Journal
@@ -202,6 +203,7 @@ class ExitExecutor(EntryExecutor):
         else:
             states = await asyncio.to_thread(self._targets, user_id, scope)
             if not states:
+                await asyncio.to_thread(self._close_settled, user_id, scope)
                 return _nothing_open(scope)
             run_ids = sorted({s.run_id for s in states})
         driver = OrderDriver(self.database, self._journal(), self.config.driver)
@@ -226,7 +228,12 @@ class ExitExecutor(EntryExecutor):
             # Read again under the lock: a command that ran meanwhile has moved them on.
             now = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
             if not now.states:
-                return None
+                # Nothing left to exit; an engine that died between the legs' exit writes and the run's
+                # close left the run open with every leg exited: closing it is this command's to finish.
+                closed = await asyncio.to_thread(
+                    close_runs, self.database, [run_id], scope.reason, scope.detail, self.market_clock.now()
+                )
+                return closed[0] if closed else None
             work.seen = True
             work.plans.update(now.plans)
             await work.run(now.states, now.stuck)
@@ -245,6 +252,15 @@ class ExitExecutor(EntryExecutor):
         """The fast first attempt's one transaction (:func:`~algomirror.engine.exit_records.
         claim_first_exits`); runs in a worker thread. Raises what that raises."""
         return claim_first_exits(journal, plans, reason, detail)
+
+    def _close_settled(self, user_id: int, scope: _Scope) -> list[int]:
+        """Close the scope's open runs whose legs are all exited or failed (what a crash before the
+        run's close leaves); the runs closed."""
+        with self.database.session_factory() as session:
+            run_ids = unclosed_runs(session, user_id, execution_id=scope.execution_id)
+        if not run_ids:
+            return []
+        return close_runs(self.database, run_ids, scope.reason, scope.detail, self.market_clock.now())
 
     def _targets(self, user_id: int, scope: _Scope) -> list[ExitState]:
         with self.database.session_factory() as session:
