@@ -137,7 +137,9 @@ def test_query_string_ids_when_out_of_range_never_give_500(env: WebEnv, value: s
     failures = []
     for page in pages:
         response = admin.get(page, query_string={"account": value, "user": value, "page": value})
-        if response.status_code >= 500:
+        # /readyz answers 503 by design here (no engine heartbeat in this app): not a crash.
+        crashed = response.status_code >= 500 and not (page == "/readyz" and response.status_code == 503)
+        if crashed:
             failures.append(f"{page}: {response.status_code}")
     assert failures == []
     # A well-formed number no account can have is the same 404 as an account that is not the user's.
