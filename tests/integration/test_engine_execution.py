@@ -23,7 +23,7 @@ from algomirror.engine.execution import COMMAND_FAILED_ALERT, EntryExecutor, Exe
 from algomirror.engine.factory import build_engine
 from algomirror.engine.halts import halt_entries, resume_entries
 from tests.helpers import eventually_async
-from tests.integration.execution_support import executor_of, make_world, nifty
+from tests.integration.execution_support import World, executor_of, make_world, nifty
 from tests.integration.web_support import make_env
 from tests.sim_fixtures import SimHandle, on_both_profiles
 
@@ -172,21 +172,30 @@ async def test_engine_stopped_mid_send_is_resumed_by_a_new_executor_without_a_se
     assert world.command(command_id).status == "done"
 
 
-async def test_a_send_that_never_reached_the_exchange_is_never_sent_again(
-    db_url: str, simulator_session: SimHandle
-) -> None:
-    sim = simulator_session
+def _killed_after_claiming_the_send(
+    db_url: str, sim: SimHandle, *, running: bool = True
+) -> tuple[World, int, int]:
+    """A one-leg run whose entry intent is claimed ``sent`` with no order at the exchange: what an engine
+    killed between claiming the send and writing the request leaves (its command ``running`` unless
+    ``running`` is False); returns (world, run id, command id)."""
     world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
     run_id, command_id = world.plan()
     [execution] = world.executions(run_id)
-    # What an engine killed between claiming the send and writing the request leaves behind.
     journal = world.journal()
     intent = world.record_intent(f"exec:{execution.id}:entry:1", execution.id, side="BUY", quantity=65)
     assert journal.claim_send(intent.id) and not journal.claim_send(intent.id)
-    with world.database.session() as session:
-        command = session.get(EngineCommand, command_id)
-        assert command is not None
-        command.status = "running"
+    if running:
+        with world.database.session() as session:
+            command = session.get(EngineCommand, command_id)
+            assert command is not None
+            command.status = "running"
+    return world, run_id, command_id
+
+
+async def test_a_send_that_never_reached_the_exchange_is_never_sent_again(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world, run_id, command_id = _killed_after_claiming_the_send(db_url, simulator_session)
 
     async with executor_of(world, resolve_seconds=0.3) as restarted:
         assert restarted.recover() == 1
@@ -209,17 +218,7 @@ async def test_an_entry_send_lost_in_a_crash_is_concluded_unplaced_once_the_orde
 ) -> None:
     # Found by the chaos harness's kill point "after_intent": the restarted engine left the intent
     # unknown for good, the leg pending and the run entering, with no alert once the command gave up.
-    sim = simulator_session
-    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
-    run_id, command_id = world.plan()
-    [execution] = world.executions(run_id)
-    journal = world.journal()
-    intent = world.record_intent(f"exec:{execution.id}:entry:1", execution.id, side="BUY", quantity=65)
-    assert journal.claim_send(intent.id)
-    with world.database.session() as session:
-        command = session.get(EngineCommand, command_id)
-        assert command is not None
-        command.status = "running"
+    world, run_id, command_id = _killed_after_claiming_the_send(db_url, simulator_session)
 
     async with executor_of(world, resolve_seconds=0.3, entry_unplaced_after=30.0) as restarted:
         assert restarted.recover() == 1
@@ -243,12 +242,7 @@ async def test_an_entry_send_lost_in_a_crash_is_concluded_unplaced_once_the_orde
 async def test_a_command_that_gives_up_raises_a_critical_alert_naming_its_run(
     db_url: str, simulator_session: SimHandle
 ) -> None:
-    sim = simulator_session
-    world = make_world(db_url, sim, accounts=1, legs=(("BUY", "25500PE"),))
-    run_id, command_id = world.plan()
-    [execution] = world.executions(run_id)
-    intent = world.record_intent(f"exec:{execution.id}:entry:1", execution.id, side="BUY", quantity=65)
-    assert world.journal().claim_send(intent.id)
+    world, run_id, command_id = _killed_after_claiming_the_send(db_url, simulator_session, running=False)
 
     async with executor_of(world, resolve_seconds=0.1, entry_unplaced_after=None) as executor:
         for _ in range(executor.config.max_attempts):
