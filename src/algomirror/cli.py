@@ -485,3 +485,6 @@ from algomirror.cli_ops import backup_command, maintenance  # noqa: E402
 
 main.add_command(maintenance)
 main.add_command(backup_command)
+from algomirror.cli_ops import db_stats  # noqa: E402
+
+db.add_command(db_stats)

@@ -214,3 +214,36 @@ def _fernet_verdict(url: str, key: bytes) -> str:
             "key of the installation that made the backup"
         )
     return "the Fernet key configured now decrypts the restored API keys"
+
+
+# --- db stats -----------------------------------------------------------------------------------------
+
+
+@click.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead of tables.")
+def db_stats(as_json: bool) -> None:
+    """Table row counts and sizes, slowest statements (pg_stat_statements where available), connection
+    pool, engine heartbeat and each account's data age. Reads only; safe while the app runs."""
+    import json
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from algomirror.cli import _db_url_or_exit, fail, settings_or_exit
+    from algomirror.db.session import Database
+    from algomirror.db.stats import collect, text_report
+    from algomirror.domain.timeutil import utcnow
+
+    settings = settings_or_exit()
+    url = _db_url_or_exit()
+    database = Database(url, settings)
+    try:
+        stats = collect(database.engine, utcnow(), stale_after=settings.engine_heartbeat_stale_seconds)
+    except SQLAlchemyError as exc:
+        fail(f"could not read the database statistics: {str(exc).splitlines()[0]}")
+    finally:
+        database.dispose()
+    if as_json:
+        click.echo(json.dumps(stats.to_json(), indent=2))
+        return
+    for line in text_report(stats):
+        click.echo(line)

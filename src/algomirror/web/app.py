@@ -215,6 +215,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
     from algomirror.web.market_data import bp as market_data_bp
     from algomirror.web.market_strip import bp as market_bp
     from algomirror.web.mirror import bp as mirror_bp
+    from algomirror.web.monitoring import bp as monitoring_bp
     from algomirror.web.premium_chart import bp as premium_chart_bp
     from algomirror.web.risk import bp as risk_bp
     from algomirror.web.settings_page import bp as settings_bp
@@ -229,6 +230,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
         accounts_bp,
         activity_bp,
         admin_bp,
+        monitoring_bp,
         settings_bp,
         strategies_bp,
         mirror_bp,
