@@ -5,6 +5,7 @@ the slow-statement fallback when ``pg_stat_statements`` is absent, and the app's
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,3 +234,35 @@ def test_text_report_when_heartbeat_fresh_names_age_and_accounts(database: Datab
     assert "Engine heartbeat: 7 s ago (ok, stale after 30 s" in report
     assert "alice-main" in report and "1 min 37 s" in report
     assert "never" in report  # alice-spare was never synced
+
+
+def test_collect_when_pg_table_estimate_above_limit_shows_estimate_marked(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no row estimate: always counted")
+    _seed(database)
+    with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE orders"))
+    monkeypatch.setattr("algomirror.db.stats.EXACT_COUNT_MAX_ROWS", 2)
+    tables = _tables(collect(database.engine, NOW, stale_after=30.0))
+    # ANALYZE of a 5-row table gives the planner an estimate of 5 rows: above 2, shown as an estimate.
+    assert (tables["orders"].rows, tables["orders"].rows_exact) == (5, False)
+    report = "\n".join(text_report(collect(database.engine, NOW, stale_after=30.0)))
+    assert re.search(r"^orders +~5 ", report, re.MULTILINE), report
+
+
+def test_collect_when_sqlite_lacks_dbstat_sizes_unknown_and_said_so(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.engine.dialect.name != "sqlite":
+        pytest.skip("dbstat is SQLite's")
+    _seed(database)
+    # This SQLite has dbstat compiled in; stand in for a build without it.
+    monkeypatch.setattr("algomirror.db.stats.sqlite_dbstat_sizes", lambda _conn: None)
+    stats = collect(database.engine, NOW, stale_after=30.0)
+    assert all(t.total_bytes is None for t in stats.tables)
+    assert _tables(stats)["users"].rows == 3
+    assert stats.database_bytes is not None and stats.database_bytes > 0
+    assert "no dbstat" in stats.size_note
+    assert re.search(r"^users +3 +\?$", "\n".join(text_report(stats)), re.MULTILINE)
