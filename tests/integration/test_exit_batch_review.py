@@ -187,3 +187,38 @@ async def test_a_run_left_open_with_every_leg_exited_is_closed_by_the_next_exit_
 def _runs(world: World) -> list[StrategyRun]:
     with world.database.session_factory() as session:
         return list(session.scalars(select(StrategyRun).where(StrategyRun.strategy_id == world.strategy_id)))
+
+
+async def test_a_hedge_kept_for_a_stuck_short_is_sold_once_a_persons_retry_exits_that_short(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    # Found by the chaos harness (docs/reliability.md, finding 5): after a max-loss exit kept the hedge
+    # of a short in error, a person retried the short and it exited, but the hedge stayed active and the
+    # run open, with the rule already fired: the exit the rule asked for never completed.
+    world = make_world(db_url, simulator_session, accounts=1, legs=HEDGED)
+    run_id = await entered(world)
+    rows = world.executions(run_id)
+    [short] = [e for e in rows if e.symbol == world.leg_symbols[1]]
+    [hedge] = [e for e in rows if e.symbol == world.leg_symbols[0]]
+    with world.database.session() as session:
+        row = session.get(type(short), short.id)
+        assert row is not None
+        row.status, row.exit_retry_count = "error", 5
+    with world.database.session() as session:
+        request_exit(
+            session, user_id=world.user_id, scope="run", token="r1", run_id=run_id, reason="max_loss"
+        )
+    async with exits_of(world) as exits:
+        assert await exits.process_once() == 1
+    assert {e.id: e.status for e in world.executions(run_id)} == {short.id: "error", hedge.id: "active"}
+    before = len(world.exchange_orders(0))
+
+    with world.database.session() as session:  # the person's "retry exit" of the short
+        request_exit(session, user_id=world.user_id, scope="execution", token="retry", execution_id=short.id)
+    async with exits_of(world) as exits:
+        assert await exits.process_once() == 1
+
+    placed = [(o.symbol, o.action) for o in world.exchange_orders(0)[before:]]
+    assert placed == [(world.leg_symbols[1], "BUY"), (world.leg_symbols[0], "SELL")]  # short first
+    assert {e.status for e in world.executions(run_id)} == {"exited"}
+    assert world.run(run_id).status == "closed"

@@ -559,6 +559,35 @@ def close_runs(
         return [r for r in sorted(set(run_ids)) if _close_run(session, r, reason, detail, now)]
 
 
+# What an exit writes on a hedge (BUY leg) it leaves open because a short of its account is not flat.
+KEPT_HEDGE = "hedge kept open"
+
+
+def kept_hedges(session: Session, run_id: int, account_id: int) -> list[ExitState]:
+    """The ``active`` hedges of ``account_id`` in ``run_id`` that an earlier exit kept open for a short,
+    once every short (SELL leg) of that account in the run is flat (``exited``, or ``failed`` with
+    nothing open); empty while any short still holds units. PRODUCT §6.7 step 4: the exit that kept
+    them meant to close them, so the exit that flattens the last short sells them."""
+    legs = session.execute(
+        select(StrategyExecution, StrategyLeg.action)
+        .join(StrategyLeg, StrategyLeg.id == StrategyExecution.leg_id)
+        .where(StrategyExecution.run_id == run_id, StrategyExecution.account_id == account_id)
+        .order_by(StrategyExecution.id)
+    ).all()
+    shorts_flat = all(
+        e.status == "exited" or (e.status == "failed" and e.filled_quantity <= e.exited_quantity)
+        for e, action in legs
+        if (action or "").upper() == "SELL"
+    )
+    if not shorts_flat:
+        return []
+    return [
+        ExitState(e.id, e.run_id, e.status, e.filled_quantity, e.exited_quantity, e.exit_retry_count)
+        for e, action in legs
+        if (action or "").upper() == "BUY" and e.status == "active" and KEPT_HEDGE in (e.error_message or "")
+    ]
+
+
 def unclosed_runs(session: Session, user_id: int, *, execution_id: int | None = None) -> list[int]:
     """The user's runs that have not ended and are not entering (only ``execution_id``'s run when
     given): the candidates :func:`close_runs` may close."""
@@ -592,6 +621,7 @@ def _close_run(session: Session, run_id: int, reason: str, detail: str, now: dat
 
 __all__ = [
     "EXIT_FAILED",
+    "KEPT_HEDGE",
     "OPEN_STATUSES",
     "ROUND",
     "ExitOrderWorkingError",
@@ -605,6 +635,7 @@ __all__ = [
     "confirm_closed_outside",
     "exit_intents",
     "finish_attempt",
+    "kept_hedges",
     "mark_error",
     "next_attempt",
     "note",

@@ -66,6 +66,7 @@ from algomirror.engine.execution import (
 from algomirror.engine.exit_first import FirstWave, exit_specs
 from algomirror.engine.exit_planning import EXIT_COMMAND, SCOPES
 from algomirror.engine.exit_records import (
+    KEPT_HEDGE,
     ExitResult,
     ExitState,
     attempt_failure,
@@ -75,6 +76,7 @@ from algomirror.engine.exit_records import (
     close_runs,
     exit_intents,
     finish_attempt,
+    kept_hedges,
     mark_error,
     next_attempt,
     note,
@@ -405,23 +407,43 @@ class _ExitWork:
         longs = [(s, leg) for s, leg in items if leg.side == "BUY"]
         done = await self._exit_all(client, plan, shorts, first)
         if stuck:
-            why = "hedge kept open: a short leg of this account could not be bought back (in error)"
+            why = f"{KEPT_HEDGE}: a short leg of this account could not be bought back (in error)"
             kept = [leg.execution_id for s, leg in longs if s.status == "active"]
             await asyncio.to_thread(note, self.x.database, kept, why, "active")
             self.results.update(dict.fromkeys(kept, "kept"))
             return
         if all(r == "exited" for r in done):
             if shorts:  # the hedges' own first wave, now that every short of the account is flat
+                # Hedges an earlier exit kept open for these shorts go too: that exit meant to close
+                # them (a person's retry of a short that had given up, say).
+                longs += await self._kept_hedges(plan, items[0][1].account_id, longs)
                 first = {
                     **first,
                     **await self.first.claim([(plan, leg) for s, leg in longs if s.status == "active"]),
                 }
             await self._exit_all(client, plan, longs, first)
             return
-        why = "hedge kept open: a short leg of this account is not yet bought back"
+        why = f"{KEPT_HEDGE}: a short leg of this account is not yet bought back"
         kept = [leg.execution_id for s, leg in longs if s.status == "active"]
         await asyncio.to_thread(note, self.x.database, kept, why, "active")
         self.results.update(dict.fromkeys(kept, "kept"))
+
+    async def _kept_hedges(
+        self, plan: RunPlan, account_id: int, longs: list[tuple[ExitState, EntryLeg]]
+    ) -> list[tuple[ExitState, EntryLeg]]:
+        """The account's kept hedges (:func:`~algomirror.engine.exit_records.kept_hedges`) not already
+        among ``longs``, with their legs from the run's plan."""
+
+        def read() -> list[ExitState]:
+            with self.x.database.session_factory() as session:
+                return kept_hedges(session, plan.run_id, account_id)
+
+        have = {leg.execution_id for _, leg in longs}
+        legs = {leg.execution_id: leg for leg in plan.legs}
+        found = await asyncio.to_thread(read)
+        return [
+            (s, legs[s.execution_id]) for s in found if s.execution_id in legs and s.execution_id not in have
+        ]
 
     async def _exit_all(
         self,
