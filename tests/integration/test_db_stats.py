@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from algomirror.cli import main
 from algomirror.db import query_timing
@@ -170,6 +171,16 @@ def test_query_timer_when_installed_keeps_statement_text_never_parameters(databa
     slow = collect(database.engine, NOW, stale_after=30.0, timings=timings).slow
     assert slow.source == "app_timings"
     assert any("FROM users" in r.statement for r in slow.rows)
+
+
+def test_query_timer_when_a_statement_fails_lets_the_databases_own_error_through(database: Database) -> None:
+    # Found by CI: the failure hook read ``context.cursor``, which SQLAlchemy's context may lack, so every
+    # IntegrityError the web turns into an inline message became an AttributeError (a 500).
+    query_timing.install(database.engine, threshold_ms=0.0, keep=5)
+    with pytest.raises(IntegrityError), database.engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (id) VALUES (NULL)"))
+    with database.session_factory() as s:  # the connection and the timer still work afterwards
+        assert s.scalar(select(func.count(User.id))) is not None
 
 
 def test_query_timings_when_full_drop_the_fastest_and_skip_under_threshold() -> None:

@@ -129,10 +129,11 @@ def _listen(engine: Engine, timings: QueryTimings) -> None:
 
     def failed(context: ExceptionContext) -> None:
         # A failed statement never reaches "after": drop its start so the map does not grow.
-        conn, cursor = context.connection, context.cursor
-        if conn is not None and cursor is not None:
-            started: dict[int, float] = conn.info.get(_START_KEY) or {}
-            started.pop(id(cursor), None)
+        # The context carries no cursor for every kind of failure (SQLAlchemy's ExceptionContextImpl
+        # may lack the attribute): forget the connection's starts, an untimed statement is harmless.
+        conn = context.connection
+        if conn is not None:
+            conn.info.pop(_START_KEY, None)
 
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
