@@ -96,6 +96,10 @@ def test_backup_round_trip_when_restored_into_fresh_then_changed_database_data_e
     _seed(db_url)
     expected = _snapshot(db_url)
     folder = tmp_path / "bk"
+    source = create_engine(db_url)
+    with source.connect() as conn:  # a shared test server's database may carry earlier tests' epochs
+        backed_up_epoch = conn.execute(text("SELECT coalesce(max(epoch), 0) FROM engine_fence")).scalar()
+    source.dispose()
 
     created = _cli(["backup", "create", "--dest", str(folder)], db_url, tmp_path)
     assert created.exit_code == 0, created.output
@@ -118,13 +122,14 @@ def test_backup_round_trip_when_restored_into_fresh_then_changed_database_data_e
     assert _snapshot(fresh_target) == changed
 
     engine = create_engine(fresh_target)
+    replaced_epoch = int(backed_up_epoch or 0) + 42
     with engine.begin() as conn:  # engines ran on the target after the backup
-        conn.execute(text("UPDATE engine_fence SET epoch = 42"))
+        conn.execute(text("UPDATE engine_fence SET epoch = :e"), {"e": replaced_epoch})
     forced = _cli(["backup", "restore", str(path), "--force", "--dest", str(folder)], fresh_target, tmp_path)
     assert forced.exit_code == 0, forced.output
     assert _snapshot(fresh_target) == expected
     with engine.connect() as conn:  # the fencing epoch never goes back
-        assert conn.execute(text("SELECT epoch FROM engine_fence")).scalar() == 42
+        assert conn.execute(text("SELECT epoch FROM engine_fence")).scalar() == replaced_epoch
     engine.dispose()
     assert "backed up first" in forced.output
     assert len(list(folder.iterdir())) == 2  # the original backup and the replaced database's
