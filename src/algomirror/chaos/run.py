@@ -56,6 +56,7 @@ from algomirror.chaos.world import (
     new_box,
     seed_world,
 )
+from algomirror.config import Settings
 from algomirror.db.models import (
     EngineCommand,
     Strategy,
@@ -667,7 +668,9 @@ def run(config: ChaosConfig, out: TextIO) -> ChaosResult:
             exchange(config.seed, config.accounts) as ex,
             database_url(config.database, workdir, postgres_url=config.postgres_url, keep=config.keep) as url,
         ):
-            database = Database(url)
+            # The driver stands for a person clicking in another process: on SQLite each of its writes
+            # waits for the engine's writers up to 30 s (a person waits), not the engine's own 5 s.
+            database = Database(url, Settings.model_construct(sqlite_busy_timeout_ms=30_000))
             try:
                 driver, report = _drive(config, plan, ex, database, url, workdir, say, began)
             finally:
