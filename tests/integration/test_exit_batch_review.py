@@ -11,11 +11,20 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from algomirror.db.models import Strategy, StrategyLeg, StrategyRun
+from algomirror.db.models import Strategy, StrategyExecution, StrategyLeg, StrategyRun
 from algomirror.engine.exit_planning import request_exit
 from tests.integration.execution_support import World, executor_of, make_world
 from tests.integration.test_engine_exit_batch import HEDGED, entered, exits_of
 from tests.sim_fixtures import SimHandle
+
+
+def gave_up(world: World, execution_id: int) -> None:
+    """What an exit that used up its round leaves: the leg in ``error`` (5 attempts), still open."""
+    with world.database.session() as session:
+        row = session.get(StrategyExecution, execution_id)
+        assert row is not None
+        row.status, row.exit_retry_count = "error", 5
+        row.error_message = "exit failed after 5 attempt(s)"
 
 
 async def test_a_short_in_error_keeps_its_hedge_open_on_an_automatic_exit(
@@ -28,11 +37,7 @@ async def test_a_short_in_error_keeps_its_hedge_open_on_an_automatic_exit(
     [hedge] = [e for e in rows if e.symbol == world.leg_symbols[0]]
     before = len(world.exchange_orders(0))
     # An earlier exit of the short gave up (5 attempts rejected, say): still short at the broker.
-    with world.database.session() as session:
-        row = session.get(type(short), short.id)
-        assert row is not None
-        row.status, row.exit_retry_count = "error", 5
-        row.error_message = "exit failed after 5 attempt(s)"
+    gave_up(world, short.id)
     # Then an automatic cause exits the run (square-off, max loss, ...: no retry_errors).
     with world.database.session() as session:
         command_id = request_exit(
@@ -63,10 +68,7 @@ async def test_a_persons_exit_of_that_hedge_leg_alone_still_sells_it(
     [short] = [e for e in rows if e.symbol == world.leg_symbols[1]]
     [hedge] = [e for e in rows if e.symbol == world.leg_symbols[0]]
     before = len(world.exchange_orders(0))
-    with world.database.session() as session:
-        row = session.get(type(short), short.id)
-        assert row is not None
-        row.status, row.exit_retry_count = "error", 5
+    gave_up(world, short.id)
     # The person chose this one leg on the run page: their explicit order, not an automatic cause.
     with world.database.session() as session:
         request_exit(
@@ -126,10 +128,7 @@ async def test_exit_all_keeps_the_hedge_of_one_runs_stuck_short_while_it_exits_a
     async with executor_of(world) as executor:
         assert await executor.process_once() == 1
     [short] = [e for e in world.executions(stuck_run) if e.symbol == world.leg_symbols[1]]
-    with world.database.session() as session:
-        row = session.get(type(short), short.id)
-        assert row is not None
-        row.status, row.exit_retry_count = "error", 5
+    gave_up(world, short.id)
     before = len(world.exchange_orders(0))
     with world.database.session() as session:
         # No production cause sends an automatic exit of everything today (the kill switch exits per run
@@ -175,8 +174,10 @@ async def test_a_run_left_open_with_every_leg_exited_is_closed_by_the_next_exit_
             assert run is not None
             run.status, run.ended_at, run.final_pnl, run.exit_reason = "active", None, None, None
         with world.database.session() as session:
-            payload = {"run_id": run_id} if scope == "run" else {}
-            request_exit(session, user_id=world.user_id, scope=scope, token=token, **payload)
+            if scope == "run":
+                request_exit(session, user_id=world.user_id, scope="run", token=token, run_id=run_id)
+            else:
+                request_exit(session, user_id=world.user_id, scope="all", token=token)
         async with exits_of(world) as exits:
             assert await exits.process_once() == 1
         run = world.run(run_id)
@@ -200,10 +201,7 @@ async def test_a_hedge_kept_for_a_stuck_short_is_sold_once_a_persons_retry_exits
     rows = world.executions(run_id)
     [short] = [e for e in rows if e.symbol == world.leg_symbols[1]]
     [hedge] = [e for e in rows if e.symbol == world.leg_symbols[0]]
-    with world.database.session() as session:
-        row = session.get(type(short), short.id)
-        assert row is not None
-        row.status, row.exit_retry_count = "error", 5
+    gave_up(world, short.id)
     with world.database.session() as session:
         request_exit(
             session, user_id=world.user_id, scope="run", token="r1", run_id=run_id, reason="max_loss"
