@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -43,6 +44,7 @@ from algomirror.db.models import OrderIntent
 from algomirror.db.session import Database
 from algomirror.domain import order_state
 from algomirror.domain.order_state import IllegalTransitionError
+from algomirror.domain.timeutil import utcnow
 from algomirror.engine.concurrency import all_of, settled
 from algomirror.engine.journal import (
     Advance,
@@ -67,9 +69,10 @@ class DriverConfig:
     ``status_interval``: between its ``orderstatus`` reads; ``resolve_seconds``/``resolve_interval``:
     how long and how often the orderbook is searched for an order of unknown outcome;
     ``send_retries``: sends of a call refused before it left (count), ``send_retry_delay`` between;
-    ``entry_unplaced_after``: how long after its send an ENTRY intent of unknown outcome, still without
-    an order in a cleanly read orderbook, is concluded never placed (``cancelled``, so its leg fails and
-    the strategy's failure policy applies); None = never (it stays ``unknown``). Exits never conclude
+    ``entry_unplaced_after``: how long (real seconds) after its outcome became unknown an ENTRY intent,
+    still without an order in a cleanly read orderbook and with the broker's position in its symbol
+    unchanged by anything we did not record, is concluded never placed (``cancelled``, so its leg fails
+    and the strategy's failure policy applies); None = never (it stays ``unknown``). Exits never conclude
     this on their own: only a person's retry does (``exits``), after the broker's net is read."""
 
     fill_timeout: float = 10.0
@@ -78,7 +81,7 @@ class DriverConfig:
     resolve_interval: float = 0.5
     send_retries: int = 3
     send_retry_delay: float = 0.5
-    entry_unplaced_after: float | None = 30.0
+    entry_unplaced_after: float | None = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,10 +304,10 @@ class OrderDriver:
                         clean = False  # another intent took it between our read and our write
                         continue
             if time.monotonic() >= deadline:
-                if clean and await asyncio.to_thread(self._unplaced, row):
+                if clean and await self._unplaced(client, row):
                     reason = (
-                        "not placed: no order of ours in the orderbook "
-                        f"{self.config.entry_unplaced_after:g} s after it was sent"
+                        "not placed: no order of ours in the orderbook and the position unchanged "
+                        f"{self.config.entry_unplaced_after:g} s after its outcome became unknown"
                     )
                     log.warning("intent %s: %s", row.key, reason)
                     return await self._advance(row, order_state.CANCELLED, reason=reason)
@@ -312,18 +315,49 @@ class OrderDriver:
                 return row
             await asyncio.sleep(self.config.resolve_interval)
 
-    def _unplaced(self, row: IntentRow) -> bool:
-        """True for an entry intent sent at least ``entry_unplaced_after`` seconds ago (journal clock):
-        an order the broker took would be in its orderbook by then (after a crash the request died with
-        the process). Reconciliation still flags a position that appears later."""
+    async def _unplaced(self, client: OpenAlgoClient, row: IntentRow) -> bool:
+        """True for an ENTRY intent that became ``unknown`` at least ``entry_unplaced_after`` real seconds
+        ago (the clock starts when the send attempt ended, not at its claim: a slow call may reach the
+        broker until its own timeout) and whose position at the broker is still exactly what our own
+        recorded fills make it — an order the orderbook shows under another symbol spelling, sliced or
+        without our tag, would have moved it. A failed read is no proof (False). Reconciliation still
+        flags a position that appears later."""
         wait = self.config.entry_unplaced_after
         if wait is None or ":entry:" not in row.key:
             return False
-        with self.database.session_factory() as session:
-            sent_at = session.scalar(select(OrderIntent.sent_at).where(OrderIntent.id == row.id))
-        if sent_at is None:
+        since, ours = await asyncio.to_thread(self._unknown_since_and_net, row)
+        # updated_at is the row's wall-clock stamp of its last write (the move to unknown): real seconds,
+        # which is what the broker's own delays are measured in, whatever the market clock does.
+        if since is None or (utcnow() - since).total_seconds() < wait:
             return False
-        return (self.journal.clock.now() - sent_at).total_seconds() >= wait
+        try:
+            held = await client.open_position(
+                strategy=row.strategy_tag, symbol=row.symbol, exchange=row.exchange, product=row.product
+            )
+        except BrokerError as exc:
+            log.info("intent %s: position unreadable while resolving: %s", row.key, exc.message)
+            return False
+        return held == ours
+
+    def _unknown_since_and_net(self, row: IntentRow) -> tuple[datetime | None, int]:
+        """When the intent last changed (its move to ``unknown``) and the account's net quantity in the
+        intent's symbol and product by every fill our journal records (BUY +, SELL −)."""
+        with self.database.session_factory() as session:
+            since = session.scalar(
+                select(OrderIntent.updated_at).where(
+                    OrderIntent.id == row.id, OrderIntent.state == order_state.UNKNOWN
+                )
+            )
+            fills = session.execute(
+                select(OrderIntent.side, OrderIntent.filled_quantity).where(
+                    OrderIntent.account_id == row.account_id,
+                    OrderIntent.symbol == row.symbol,
+                    OrderIntent.exchange == row.exchange,
+                    OrderIntent.product == row.product,
+                )
+            ).all()
+        net = sum(q if side == "BUY" else -q for side, q in fills)
+        return since, net
 
     async def _adopt(self, row: IntentRow, order: BrokerOrder) -> IntentRow:
         log.info("intent %s: adopted broker order %s from the orderbook", row.key, order.orderid)
