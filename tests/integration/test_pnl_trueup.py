@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+from sqlalchemy import update
+
 from algomirror.chaos.audit import audit, fetch_ledger
+from algomirror.db.models import StrategyRun
 from algomirror.engine.sync import AccountSync
 from tests.helpers import eventually_async
 from tests.integration.execution_support import executor_of, make_world
@@ -59,3 +62,14 @@ async def test_an_entry_filled_at_two_prices_gets_its_exact_pnl_from_the_tradebo
     assert world.run(run_id).final_pnl == exchange_pnl
     report = audit(world.database, ledger, account_keys=keys, final=True)
     assert report.ok, report
+
+    # Review: a run closed (summing the old figure) while a true-up's transaction was open kept a stale
+    # total, since its execution no longer changed. Every pass now re-totals the runs it looks at.
+    with world.database.session() as session:
+        session.execute(update(StrategyRun).where(StrategyRun.id == run_id).values(final_pnl=Decimal("1.00")))
+    sync = AccountSync(world.database, world.box.decrypt, clock=world.clock)
+    try:
+        await sync.sync_account_once(world.account_ids[0])
+    finally:
+        await sync.aclose()
+    assert world.run(run_id).final_pnl == exchange_pnl

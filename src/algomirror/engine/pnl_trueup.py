@@ -65,7 +65,9 @@ def true_up_pnl(session: Session, account_id: int, now: datetime) -> int:
             execution.realized_pnl = exact
             runs.add(execution.run_id)
             count += 1
-    for run_id in sorted(runs):
+    # Every closed run looked at, not only those changed now: a run closed (summing the old figures)
+    # while an earlier true-up's transaction was still open would otherwise keep a stale total.
+    for run_id in sorted(runs | {e.run_id for e in executions}):
         _retotal(session, run_id)
     return count
 
@@ -95,7 +97,9 @@ def _retotal(session: Session, run_id: int) -> None:
         return
     session.flush()
     values = session.scalars(select(StrategyExecution.realized_pnl).where(StrategyExecution.run_id == run_id))
-    run.final_pnl = sum((v for v in values if v is not None), Decimal(0))
+    total = sum((v for v in values if v is not None), Decimal(0))
+    if run.final_pnl != total:
+        run.final_pnl = total
 
 
 __all__ = ["true_up_pnl"]
