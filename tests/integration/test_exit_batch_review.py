@@ -27,17 +27,24 @@ def gave_up(world: World, execution_id: int) -> None:
         row.error_message = "exit failed after 5 attempt(s)"
 
 
+async def hedged_with_stuck_short(db_url: str, sim: SimHandle) -> tuple[World, int, int, int]:
+    """One account entered in a hedge (BUY) and a short (SELL) whose exit then gave up; returns
+    (world, run id, the short's execution id, the hedge's)."""
+    world = make_world(db_url, sim, accounts=1, legs=HEDGED)
+    run_id = await entered(world)
+    rows = world.executions(run_id)
+    [short] = [e.id for e in rows if e.symbol == world.leg_symbols[1]]
+    [hedge] = [e.id for e in rows if e.symbol == world.leg_symbols[0]]
+    gave_up(world, short)
+    return world, run_id, short, hedge
+
+
 async def test_a_short_in_error_keeps_its_hedge_open_on_an_automatic_exit(
     db_url: str, simulator_session: SimHandle
 ) -> None:
-    world = make_world(db_url, simulator_session, accounts=1, legs=HEDGED)
-    run_id = await entered(world)
-    rows = world.executions(run_id)
-    [short] = [e for e in rows if e.symbol == world.leg_symbols[1]]
-    [hedge] = [e for e in rows if e.symbol == world.leg_symbols[0]]
-    before = len(world.exchange_orders(0))
     # An earlier exit of the short gave up (5 attempts rejected, say): still short at the broker.
-    gave_up(world, short.id)
+    world, run_id, short, hedge = await hedged_with_stuck_short(db_url, simulator_session)
+    before = len(world.exchange_orders(0))
     # Then an automatic cause exits the run (square-off, max loss, ...: no retry_errors).
     with world.database.session() as session:
         command_id = request_exit(
@@ -54,21 +61,16 @@ async def test_a_short_in_error_keeps_its_hedge_open_on_an_automatic_exit(
         if o.symbol == world.leg_symbols[0] and o.action == "SELL"
     ]
     by_id = {e.id: e for e in world.executions(run_id)}
-    assert by_id[short.id].status == "error"
+    assert by_id[short].status == "error"
     assert sold == [], "the hedge was sold while its account's short is still open (naked short)"
-    assert by_id[hedge.id].status == "active"
+    assert by_id[hedge].status == "active"
 
 
 async def test_a_persons_exit_of_that_hedge_leg_alone_still_sells_it(
     db_url: str, simulator_session: SimHandle
 ) -> None:
-    world = make_world(db_url, simulator_session, accounts=1, legs=HEDGED)
-    run_id = await entered(world)
-    rows = world.executions(run_id)
-    [short] = [e for e in rows if e.symbol == world.leg_symbols[1]]
-    [hedge] = [e for e in rows if e.symbol == world.leg_symbols[0]]
+    world, run_id, short, hedge = await hedged_with_stuck_short(db_url, simulator_session)
     before = len(world.exchange_orders(0))
-    gave_up(world, short.id)
     # The person chose this one leg on the run page: their explicit order, not an automatic cause.
     with world.database.session() as session:
         request_exit(
@@ -76,7 +78,7 @@ async def test_a_persons_exit_of_that_hedge_leg_alone_still_sells_it(
             user_id=world.user_id,
             scope="execution",
             token="leg1",
-            execution_id=hedge.id,
+            execution_id=hedge,
             reason="manual",
         )
     async with exits_of(world) as exits:
@@ -88,7 +90,7 @@ async def test_a_persons_exit_of_that_hedge_leg_alone_still_sells_it(
     ]
     assert len(sold) == 1
     by_id = {e.id: e for e in world.executions(run_id)}
-    assert by_id[hedge.id].status == "exited" and by_id[short.id].status == "error"
+    assert by_id[hedge].status == "exited" and by_id[short].status == "error"
 
 
 async def test_exit_all_keeps_the_hedge_of_one_runs_stuck_short_while_it_exits_another_run(
@@ -196,23 +198,18 @@ async def test_a_hedge_kept_for_a_stuck_short_is_sold_once_a_persons_retry_exits
     # Found by the chaos harness (docs/reliability.md, finding 5): after a max-loss exit kept the hedge
     # of a short in error, a person retried the short and it exited, but the hedge stayed active and the
     # run open, with the rule already fired: the exit the rule asked for never completed.
-    world = make_world(db_url, simulator_session, accounts=1, legs=HEDGED)
-    run_id = await entered(world)
-    rows = world.executions(run_id)
-    [short] = [e for e in rows if e.symbol == world.leg_symbols[1]]
-    [hedge] = [e for e in rows if e.symbol == world.leg_symbols[0]]
-    gave_up(world, short.id)
+    world, run_id, short, hedge = await hedged_with_stuck_short(db_url, simulator_session)
     with world.database.session() as session:
         request_exit(
             session, user_id=world.user_id, scope="run", token="r1", run_id=run_id, reason="max_loss"
         )
     async with exits_of(world) as exits:
         assert await exits.process_once() == 1
-    assert {e.id: e.status for e in world.executions(run_id)} == {short.id: "error", hedge.id: "active"}
+    assert {e.id: e.status for e in world.executions(run_id)} == {short: "error", hedge: "active"}
     before = len(world.exchange_orders(0))
 
     with world.database.session() as session:  # the person's "retry exit" of the short
-        request_exit(session, user_id=world.user_id, scope="execution", token="retry", execution_id=short.id)
+        request_exit(session, user_id=world.user_id, scope="execution", token="retry", execution_id=short)
     async with exits_of(world) as exits:
         assert await exits.process_once() == 1
 
