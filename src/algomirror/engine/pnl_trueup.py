@@ -58,23 +58,19 @@ def true_up_pnl(session: Session, account_id: int, now: datetime) -> int:
         if trade.average_price is not None:
             fills[trade.order_id].append((trade.action, trade.quantity, trade.average_price))
     count = 0
-    runs: set[int] = set()
     for execution in executions:
         exact = _from_fills(execution, fills)
         if exact is not None and exact != execution.realized_pnl:
             execution.realized_pnl = exact
-            runs.add(execution.run_id)
             count += 1
     # Every closed run looked at, not only those changed now: a run closed (summing the old figures)
     # while an earlier true-up's transaction was still open would otherwise keep a stale total.
-    for run_id in sorted(runs | {e.run_id for e in executions}):
+    for run_id in sorted({e.run_id for e in executions}):
         _retotal(session, run_id)
     return count
 
 
-def _from_fills(
-    execution: StrategyExecution, fills: dict[str, list[tuple[str, int, Decimal]]]
-) -> Decimal | None:
+def _from_fills(execution: StrategyExecution, fills: Fills) -> Decimal | None:
     """Σ sell value − Σ buy value of the execution's fills, or None unless the tradebook accounts for
     exactly the quantities the execution records (every fill of ours, nothing missing)."""
     entry_ids = execution.entry_order_ids or []
