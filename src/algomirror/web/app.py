@@ -81,6 +81,9 @@ NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
     ("books.funds", "Funds", "f"),
     ("strategies.index", "Strategies", "s"),
     ("risk.index", "Risk", "r"),
+    ("sizing.index", "Sizing", "z"),
+    ("margins.index", "Margins", "m"),
+    ("calendar.index", "Calendar", "c"),
     ("accounts.index", "Accounts", "a"),
     ("activity.index", "Activity", "l"),
     ("settings.index", "Settings", "e"),
@@ -208,10 +211,12 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
     from algomirror.web.admin import bp as admin_bp
     from algomirror.web.auth.views import bp as auth_bp
     from algomirror.web.books import bp as books_bp
+    from algomirror.web.calendar_pages import bp as calendar_bp
     from algomirror.web.dashboard import bp as dashboard_bp
     from algomirror.web.health import bp as health_bp
     from algomirror.web.kill_switch import bp as kill_switch_bp
     from algomirror.web.live import bp as live_bp
+    from algomirror.web.margin_pages import bp as margins_bp
     from algomirror.web.market_data import bp as market_data_bp
     from algomirror.web.market_strip import bp as market_bp
     from algomirror.web.mirror import bp as mirror_bp
@@ -219,6 +224,7 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
     from algomirror.web.premium_chart import bp as premium_chart_bp
     from algomirror.web.risk import bp as risk_bp
     from algomirror.web.settings_page import bp as settings_bp
+    from algomirror.web.sizing_pages import bp as sizing_bp
     from algomirror.web.strategies import bp as strategies_bp
 
     # ``<id:…>`` in a route: a row id in 1..2^31-1, anything else 404 before a query (web/ids.py).
@@ -232,6 +238,9 @@ def _register_blueprints(app: Flask, limiter: Limiter, settings: Settings) -> No
         admin_bp,
         monitoring_bp,
         settings_bp,
+        sizing_bp,
+        margins_bp,
+        calendar_bp,
         strategies_bp,
         mirror_bp,
         risk_bp,

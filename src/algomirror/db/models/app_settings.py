@@ -18,6 +18,10 @@ ACCOUNT_HOST_ALLOWLIST = "account_host_allowlist"
 # Set by the engine when a component keeps crashing (value: the reason); no entry may be placed while
 # it exists. Cleared by an operator (``algomirror.engine.halts.resume_entries``).
 ENGINE_ENTRIES_HALTED = "engine_entries_halted"
+# A counter bumped by every change to the trading calendar (templates, weekday sessions, holidays, special
+# sessions): a running engine and every web process reload the calendar when it moves
+# (algomirror.db.calendar_store).
+CALENDAR_REVISION = "calendar_revision"
 
 
 class AppSetting(TimestampMixin, Base):

@@ -1,0 +1,16 @@
+"""Sizing settings pages (being built)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+from flask.typing import ResponseReturnValue
+from flask_login import login_required
+
+bp = Blueprint("sizing", __name__, url_prefix="/sizing")
+
+
+@bp.route("/")
+@login_required
+def index() -> ResponseReturnValue:
+    """The Sizing settings overview."""
+    return render_template("placeholder.html", title="Sizing settings")
