@@ -31,6 +31,7 @@ from algomirror.domain.sizing import (
     SizingLeg,
     allocate_lots,
     buyer_base,
+    calculate_lots,
     margin_base,
     profile_grade_name,
     resolve_grade,
@@ -771,3 +772,38 @@ def test_custom_and_equal_when_any_multiplier_floor_and_cap(
         assert r.lots == (uncapped if cap is None else min(uncapped, cap))
         assert r.capped == (cap is not None and uncapped > cap)
     assert all(r.lots == (lots if cap is None else min(lots, cap)) for r in equal)
+
+
+# --- the margin calculator ---------------------------------------------------------------------------------
+
+_rupees = st.decimals(min_value=0, max_value=10**10, places=2, allow_nan=False, allow_infinity=False)
+
+
+@given(
+    base=_rupees,
+    percentage=st.decimals(min_value=0, max_value=100, places=2),
+    per_lot=st.decimals(min_value="0.01", max_value=10**7, places=2),
+)
+def test_calculator_lots_never_negative_and_used_never_above_the_base(
+    base: Decimal, percentage: Decimal, per_lot: Decimal
+) -> None:
+    calc = calculate_lots(base, percentage, per_lot)
+    assert calc.lots >= 0
+    assert calc.used == calc.lots * per_lot <= calc.deployable <= base
+    assert calc.remaining == base - calc.used >= 0
+    # One more lot would not fit in the deployable amount.
+    assert (calc.lots + 1) * per_lot > calc.deployable
+
+
+@pytest.mark.parametrize(
+    ("base", "pct", "per_lot", "lots"),
+    [("1000000", "95", "250000", 3), ("0", "95", "250000", 0), ("250000", "100", "250000", 1)],
+)
+def test_calculator_table(base: str, pct: str, per_lot: str, lots: int) -> None:
+    assert calculate_lots(Decimal(base), Decimal(pct), Decimal(per_lot)).lots == lots
+
+
+@pytest.mark.parametrize(("base", "pct", "per_lot"), [("-1", "50", "1"), ("1", "101", "1"), ("1", "50", "0")])
+def test_calculator_refuses_bad_input(base: str, pct: str, per_lot: str) -> None:
+    with pytest.raises(InvalidSizingInput):
+        calculate_lots(Decimal(base), Decimal(pct), Decimal(per_lot))

@@ -638,3 +638,42 @@ def size_fixed(
                 )
             )
     return {account_id: tuple(sizes) for account_id, sizes in per_account.items()}
+
+
+# --- the margin calculator (PRODUCT §9.4) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MarginCalculation:
+    """One calculator answer: deployable = base × p; lots = ⌊deployable / per_lot⌋; used = lots × per_lot;
+    remaining = base − used (₹; ``percentage`` in 0–100)."""
+
+    base: Decimal
+    percentage: Decimal
+    deployable: Decimal
+    per_lot: Decimal
+    lots: int
+    used: Decimal
+    remaining: Decimal
+
+
+def calculate_lots(base: Decimal, percentage: Decimal, per_lot: Decimal) -> MarginCalculation:
+    """Whole lots a ``base`` (₹) buys at ``percentage`` (0–100) of it and ``per_lot`` (₹ of margin, or of
+    premium for a buyer, per lot).
+
+    Exact Decimal arithmetic; lots never negative and used never above the base. Raises
+    :class:`InvalidSizingInput` for a negative or non-finite base, a percentage outside 0–100 or a
+    per-lot amount ≤ 0.
+    """
+    if _finite(base, "base") < 0:
+        raise InvalidSizingInput(f"base must be ≥ 0, got {base}")
+    if not _ZERO <= _finite(percentage, "percentage") <= _HUNDRED:
+        raise InvalidSizingInput(f"percentage must be 0–100, got {percentage}")
+    if _finite(per_lot, "amount per lot") <= 0:
+        raise InvalidSizingInput(f"amount per lot must be > 0, got {per_lot}")
+    with localcontext(_exact()):
+        deployable = base * percentage / _HUNDRED
+        lots = _whole_lots(deployable, per_lot)
+        used = per_lot * lots
+        remaining = base - used
+    return MarginCalculation(base, percentage, deployable, per_lot, lots, used, remaining)
