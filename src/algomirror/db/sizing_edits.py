@@ -1,0 +1,293 @@
+"""Validated edits of a user's sizing settings (PRODUCT §9.1, §9.2, §10): instrument settings, the margin
+table and grades. Framework-free: the pages hand in the submitted fields as a mapping of strings.
+
+Each edit either raises :class:`FieldErrors` (field name → message; nothing changed) or changes the rows
+in the caller's session and returns what changed as ``"field: old → new"`` lines for the activity log.
+The caller commits. A running engine reads these rows at its next command, so no restart is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from algomirror.db.defaults import (
+    DEFAULT_INSTRUMENTS,
+    DEFAULT_MARGINS,
+    margin_requirement_row,
+    trading_setting_row,
+)
+from algomirror.db.models import Strategy
+from algomirror.db.models.enums import GRADE_SOURCES, RISK_LEVELS
+from algomirror.db.models.sizing import MarginRequirement, TradeQuality, TradingSetting
+from algomirror.domain.sizing import GRADE_PREFIX, LEGACY_PROFILE_GRADES
+
+Form = Mapping[str, str]
+MAX_MARGIN_RUPEES = Decimal("100000000")  # ₹10 crore per lot: far above any real figure
+
+# (column, label) of the margin table's editable figures, in the page's order.
+MARGIN_FIELDS: tuple[tuple[str, str], ...] = (
+    ("ce_pe_sell_expiry", "One side sold, expiry day"),
+    ("ce_pe_sell_non_expiry", "One side sold, other day"),
+    ("ce_and_pe_sell_expiry", "CE and PE sold, expiry day"),
+    ("ce_and_pe_sell_non_expiry", "CE and PE sold, other day"),
+    ("futures_expiry", "Futures, expiry day"),
+    ("futures_non_expiry", "Futures, other day"),
+    ("buying_premium_per_lot", "Option-buying premium per lot"),
+)
+
+
+class FieldErrors(Exception):
+    """The submitted fields that are wrong (field name → message); nothing was changed."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+class GradeInUse(Exception):
+    """A grade cannot be deleted: it is a system grade, or strategies size by it."""
+
+
+def _int(form: Form, name: str, label: str, lo: int, hi: int, errors: dict[str, str]) -> int | None:
+    text = (form.get(name) or "").strip().replace(",", "")
+    if not text:
+        errors[name] = f"{label} is required."
+        return None
+    if not text.isdigit():
+        errors[name] = f"{label} must be a whole number from {lo:,} to {hi:,}."
+        return None
+    value = int(text)
+    if not lo <= value <= hi:
+        errors[name] = f"{label} must be from {lo:,} to {hi:,} (got {value:,})."
+        return None
+    return value
+
+
+def _decimal(
+    form: Form, name: str, label: str, errors: dict[str, str], *, hi: Decimal, places: int = 2
+) -> Decimal | None:
+    text = (form.get(name) or "").strip().replace(",", "").removeprefix("₹").strip()
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        errors[name] = f"{label} must be a number." if text else f"{label} is required."
+        return None
+    exponent = value.as_tuple().exponent
+    if not value.is_finite() or (isinstance(exponent, int) and exponent < -places):
+        errors[name] = f"{label} must be a number with at most {places} decimals."
+        return None
+    if value <= 0 or value > hi:
+        errors[name] = f"{label} must be above 0 and at most {hi:,}."
+        return None
+    return value
+
+
+def _checked(form: Form, name: str) -> bool:
+    return form.get(name) in {"y", "on", "1", "true"}
+
+
+def slice_of(lot: int, freeze: int) -> tuple[int, int]:
+    """(lots per order, units per order) for an exchange freeze limit: ⌊freeze/lot⌋ lots, at least 1."""
+    lots = max(1, freeze // lot)
+    return lots, lots * lot
+
+
+def _change(changes: list[str], label: str, old: object, new: object) -> None:
+    if old != new:
+        changes.append(f"{label}: {old} → {new}")
+
+
+def update_trading_setting(row: TradingSetting, form: Form) -> list[str]:
+    """Lot size (1–1000), next-month lot size (1–1000 or empty = same), freeze quantity (1–50,000, ≥ lot;
+    a freeze that is not a whole number of lots needs ``confirm_slice``) and active; max lots per order
+    is derived. Raises FieldErrors."""
+    errors: dict[str, str] = {}
+    lot = _int(form, "lot_size", "Lot size", 1, 1000, errors)
+    next_text = (form.get("next_month_lot_size") or "").strip()
+    next_lot = (
+        _int(form, "next_month_lot_size", "Next-month lot size", 1, 1000, errors) if next_text else None
+    )
+    freeze = _int(form, "freeze_quantity", "Freeze quantity", 1, 50000, errors)
+    if lot is not None and freeze is not None:
+        if freeze < lot:
+            errors["freeze_quantity"] = f"Freeze quantity {freeze:,} is below the lot size {lot:,}."
+        elif freeze % lot and not _checked(form, "confirm_slice"):
+            lots, units = slice_of(lot, freeze)
+            errors["freeze_quantity"] = (
+                f"{freeze:,} is not a multiple of lot {lot:,}:"
+                f" orders will be sliced at {units:,} ({lots} lots)."
+                f' Tick "I confirm slicing at {units:,}" to save it.'
+            )
+    if errors or lot is None or freeze is None:
+        raise FieldErrors(errors)
+    changes: list[str] = []
+    max_lots = slice_of(lot, freeze)[0]
+    active = _checked(form, "is_active")
+    _change(changes, "lot size", row.lot_size, lot)
+    _change(changes, "next-month lot size", row.next_month_lot_size, next_lot)
+    _change(changes, "freeze quantity", row.freeze_quantity, freeze)
+    _change(changes, "max lots per order", row.max_lots_per_order, max_lots)
+    _change(changes, "active", row.is_active, active)
+    row.lot_size, row.next_month_lot_size, row.freeze_quantity = lot, next_lot, freeze
+    row.max_lots_per_order, row.is_active = max_lots, active
+    return changes
+
+
+def update_margin_row(row: MarginRequirement, form: Form) -> list[str]:
+    """Every figure of :data:`MARGIN_FIELDS` (₹ > 0, at most 2 decimals) and active. Raises FieldErrors."""
+    errors: dict[str, str] = {}
+    values = {
+        name: _decimal(form, name, label, errors, hi=MAX_MARGIN_RUPEES) for name, label in MARGIN_FIELDS
+    }
+    if errors:
+        raise FieldErrors(errors)
+    changes: list[str] = []
+    for name, label in MARGIN_FIELDS:
+        new = values[name]
+        _change(changes, label.lower(), getattr(row, name), new)
+        setattr(row, name, new)
+    active = _checked(form, "is_active")
+    _change(changes, "active", row.is_active, active)
+    row.is_active = active
+    return changes
+
+
+def add_margin_row(session: Session, user_id: int, form: Form) -> MarginRequirement:
+    """A new instrument row (name 1–50 letters/digits, upper-cased; not already present) with the figures
+    given. Raises FieldErrors."""
+    name = (form.get("instrument") or "").strip().upper()
+    errors: dict[str, str] = {}
+    if not name or len(name) > 50 or not name.replace("_", "").isalnum():
+        errors["instrument"] = "Instrument must be 1–50 letters or digits, like MIDCPNIFTY."
+    elif session.scalar(
+        select(MarginRequirement.id).where(
+            MarginRequirement.user_id == user_id, func.upper(MarginRequirement.instrument) == name
+        )
+    ):
+        errors["instrument"] = f"{name} already has a margin row: edit it instead."
+    row = MarginRequirement(user_id=user_id, instrument=name)
+    try:
+        update_margin_row(row, {**form, "is_active": "y"})
+    except FieldErrors as exc:
+        errors.update(exc.errors)
+    if errors:
+        raise FieldErrors(errors)
+    session.add(row)
+    return row
+
+
+def _grade_fields(form: Form, errors: dict[str, str]) -> tuple[Decimal | None, str, str, str]:
+    pct = _decimal(form, "margin_percentage", "Margin %", errors, hi=Decimal(100))
+    if "margin_percentage" in errors and (form.get("margin_percentage") or "").strip():
+        try:
+            if Decimal((form.get("margin_percentage") or "").strip()) > 100:
+                errors["margin_percentage"] = "Margin % must not exceed 100 %."
+        except InvalidOperation:
+            pass
+    risk = (form.get("risk_level") or "").strip()
+    if risk not in RISK_LEVELS:
+        errors["risk_level"] = f"Risk level must be one of {', '.join(RISK_LEVELS)}."
+    source = (form.get("source") or "").strip()
+    if source not in GRADE_SOURCES:
+        errors["source"] = "Source must be available (seller base) or cash (buyer base)."
+    description = (form.get("description") or "").strip()
+    if len(description) > 500:
+        errors["description"] = "Description must be at most 500 characters."
+    return pct, risk, source, description
+
+
+def update_grade(row: TradeQuality, form: Form) -> list[str]:
+    """Margin % in (0, 100], risk level, source, description, active. Raises FieldErrors."""
+    errors: dict[str, str] = {}
+    pct, risk, source, description = _grade_fields(form, errors)
+    if errors or pct is None:
+        raise FieldErrors(errors)
+    active = _checked(form, "is_active")
+    changes: list[str] = []
+    _change(changes, "margin %", row.margin_percentage, pct)
+    _change(changes, "risk level", row.risk_level, risk)
+    _change(changes, "source", row.source, source)
+    _change(changes, "description", row.description or "", description)
+    _change(changes, "active", row.is_active, active)
+    row.margin_percentage, row.risk_level, row.source = pct, risk, source
+    row.description, row.is_active = description or None, active
+    return changes
+
+
+def add_grade(session: Session, user_id: int, form: Form) -> TradeQuality:
+    """A custom grade: name 1–20 letters, digits, '-' or '_', unique for the user. Raises FieldErrors."""
+    name = (form.get("quality_grade") or "").strip()
+    errors: dict[str, str] = {}
+    if not name or len(name) > 20 or not name.replace("-", "").replace("_", "").isalnum():
+        errors["quality_grade"] = "Grade name must be 1–20 letters, digits, '-' or '_'."
+    elif session.scalar(
+        select(TradeQuality.id).where(TradeQuality.user_id == user_id, TradeQuality.quality_grade == name)
+    ):
+        errors["quality_grade"] = f"Grade {name} exists already."
+    pct, risk, source, description = _grade_fields(form, errors)
+    if errors or pct is None:
+        raise FieldErrors(errors)
+    row = TradeQuality(
+        user_id=user_id,
+        quality_grade=name,
+        margin_percentage=pct,
+        risk_level=risk,
+        source=source,
+        description=description or None,
+        is_system=False,
+        is_active=True,
+    )
+    session.add(row)
+    return row
+
+
+def grade_users(session: Session, user_id: int, grade: str) -> list[str]:
+    """Names of the user's strategies that size by ``grade`` (``grade_X``, or a legacy profile naming it)."""
+    profiles = [f"{GRADE_PREFIX}{grade}", *(p for p, g in LEGACY_PROFILE_GRADES.items() if g == grade)]
+    return list(
+        session.scalars(
+            select(Strategy.name)
+            .where(Strategy.user_id == user_id, Strategy.risk_profile.in_(profiles))
+            .order_by(Strategy.name)
+        )
+    )
+
+
+def delete_grade(session: Session, row: TradeQuality) -> None:
+    """Delete a custom grade no strategy uses. Raises GradeInUse (system grade, or in use)."""
+    if row.is_system:
+        raise GradeInUse(f"Grade {row.quality_grade} is a system grade: edit it, it cannot be deleted.")
+    users = grade_users(session, row.user_id, row.quality_grade)
+    if users:
+        raise GradeInUse(
+            f"Grade {row.quality_grade} is used by {', '.join(users)}: change those strategies first."
+        )
+    session.delete(row)
+
+
+def reset_trading_settings(session: Session, user_id: int) -> int:
+    """Put the default instruments back to their defaults (other symbols untouched); returns the count."""
+    session.execute(
+        delete(TradingSetting).where(
+            TradingSetting.user_id == user_id, TradingSetting.symbol.in_(list(DEFAULT_INSTRUMENTS))
+        )
+    )
+    session.flush()
+    session.add_all(trading_setting_row(user_id, s) for s in DEFAULT_INSTRUMENTS)
+    return len(DEFAULT_INSTRUMENTS)
+
+
+def reset_margin_rows(session: Session, user_id: int) -> int:
+    """Put the default instruments' margin rows back to the defaults; returns the count."""
+    session.execute(
+        delete(MarginRequirement).where(
+            MarginRequirement.user_id == user_id, MarginRequirement.instrument.in_(list(DEFAULT_MARGINS))
+        )
+    )
+    session.flush()
+    session.add_all(margin_requirement_row(user_id, i) for i in DEFAULT_MARGINS)
+    return len(DEFAULT_MARGINS)

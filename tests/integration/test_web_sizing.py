@@ -1,0 +1,246 @@
+"""Sizing settings pages (PRODUCT §9.1, §9.2, §10): edits validated field by field (nothing changed on a
+bad one), another user's rows 404, activity rows, and a change used by the engine's next command."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from algomirror.db import sizing_edits as edits
+from algomirror.db.models import ActivityLog, Strategy
+from algomirror.db.models.sizing import MarginRequirement, TradeQuality, TradingSetting
+from tests.integration.resolution_support import STRADDLE, preview, resolution_world, rows_of
+from tests.integration.web_support import WebEnv, make_env, post_form, signed_in
+from tests.sim_fixtures import SimHandle
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> WebEnv:
+    return make_env(db_url, tmp_path)
+
+
+def _setting(env: WebEnv, user: str, symbol: str) -> TradingSetting:
+    with env.database.session_factory() as s:
+        row = s.scalar(
+            select(TradingSetting).where(
+                TradingSetting.user_id == env.user(user).id, TradingSetting.symbol == symbol
+            )
+        )
+        assert row is not None
+        s.expunge(row)
+        return row
+
+
+def _post(client: FlaskClient, path: str, data: dict[str, Any]) -> Any:
+    return post_form(client, path, data, page="/sizing/")
+
+
+def _actions(env: WebEnv, user: str) -> list[tuple[str, str | None]]:
+    with env.database.session_factory() as s:
+        return [
+            (a.action, a.details)
+            for a in s.scalars(
+                select(ActivityLog)
+                .where(ActivityLog.user_id == env.user(user).id, ActivityLog.action.like("sizing_%"))
+                .order_by(ActivityLog.id)
+            )
+        ]
+
+
+def test_page_renders_the_seeded_defaults(env: WebEnv) -> None:
+    client = signed_in(env, "alice")
+    html = client.get("/sizing/").get_data(as_text=True)
+    assert "NIFTY" in html and "BANKNIFTY" in html and "SENSEX" in html
+    # NIFTY lot 65 with freeze 1,800 slices at 27 lots = 1,755.
+    assert "27 lots · 1,755" in html
+    assert "(system)" in html
+
+
+def test_instrument_edit_saves_and_logs(env: WebEnv) -> None:
+    client = signed_in(env, "alice")
+    row = _setting(env, "alice", "BANKNIFTY")
+    response = _post(
+        client,
+        f"/sizing/instruments/{row.id}",
+        {"lot_size": "30", "next_month_lot_size": "35", "freeze_quantity": "900", "is_active": "y"},
+    )
+    assert response.status_code == 303
+    saved = _setting(env, "alice", "BANKNIFTY")
+    assert (saved.freeze_quantity, saved.next_month_lot_size, saved.max_lots_per_order) == (900, 35, 30)
+    assert _actions(env, "alice")[-1] == (
+        "sizing_setting_changed",
+        "Instrument BANKNIFTY: next-month lot size: 30 → 35; freeze quantity: 600 → 900;"
+        " max lots per order: 20 → 30",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"lot_size": "0"}, "lot_size", "Lot size must be from 1 to 1,000"),
+        ({"lot_size": "abc"}, "lot_size", "whole number"),
+        ({"freeze_quantity": "20"}, "freeze_quantity", "below the lot size"),
+        ({"freeze_quantity": "60000"}, "freeze_quantity", "from 1 to 50,000"),
+        ({"next_month_lot_size": "1001"}, "next_month_lot_size", "Next-month lot size must be from 1"),
+    ],
+)
+def test_bad_instrument_input_changes_nothing(
+    env: WebEnv, fields: dict[str, str], field: str, words: str
+) -> None:
+    client = signed_in(env, "alice")
+    row = _setting(env, "alice", "NIFTY")
+    data = {"lot_size": "65", "freeze_quantity": "1800", "confirm_slice": "y", "is_active": "y", **fields}
+    response = _post(client, f"/sizing/instruments/{row.id}", data)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert words in html and f'id="setting-{row.id}-{field}-error"' in html
+    after = _setting(env, "alice", "NIFTY")
+    assert (after.lot_size, after.freeze_quantity, after.next_month_lot_size) == (65, 1800, 65)
+    assert _actions(env, "alice") == []
+
+
+def test_freeze_not_a_multiple_of_the_lot_needs_confirmation(env: WebEnv) -> None:
+    client = signed_in(env, "alice")
+    row = _setting(env, "alice", "SENSEX")
+    data = {"lot_size": "20", "freeze_quantity": "1010", "is_active": "y"}
+    response = _post(client, f"/sizing/instruments/{row.id}", data)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "1,010 is not a multiple of lot 20: orders will be sliced at 1,000 (50 lots)" in html
+    assert 'name="confirm_slice"' in html
+    assert _setting(env, "alice", "SENSEX").freeze_quantity == 1000
+    response = _post(client, f"/sizing/instruments/{row.id}", {**data, "confirm_slice": "y"})
+    assert response.status_code == 303
+    assert _setting(env, "alice", "SENSEX").freeze_quantity == 1010
+
+
+def test_another_users_rows_are_404(env: WebEnv) -> None:
+    signed_in(env, "bob")
+    bob_row = _setting(env, "bob", "NIFTY")
+    with env.database.session_factory() as s:
+        bob_grade = s.scalar(select(TradeQuality.id).where(TradeQuality.user_id == env.user("bob").id))
+        bob_margin = s.scalar(
+            select(MarginRequirement.id).where(MarginRequirement.user_id == env.user("bob").id)
+        )
+    alice = signed_in(env, "alice")
+    data = {"lot_size": "1", "freeze_quantity": "1", "is_active": "y"}
+    assert _post(alice, f"/sizing/instruments/{bob_row.id}", data).status_code == 404
+    assert _post(alice, f"/sizing/margins/{bob_margin}", {}).status_code == 404
+    assert _post(alice, f"/sizing/grades/{bob_grade}", {}).status_code == 404
+    assert alice.get(f"/sizing/grades/{bob_grade}/delete").status_code == 404
+    assert _setting(env, "bob", "NIFTY").lot_size == 65
+
+
+def test_grades_add_edit_refuse_and_delete(env: WebEnv) -> None:
+    client = signed_in(env, "alice")
+    base = {"risk_level": "moderate", "source": "available", "description": "half"}
+    over = _post(client, "/sizing/grades/new", {**base, "quality_grade": "H", "margin_percentage": "101"})
+    assert over.status_code == 400 and "must not exceed 100 %" in over.get_data(as_text=True)
+    assert (
+        _post(
+            client, "/sizing/grades/new", {**base, "quality_grade": "H", "margin_percentage": "50"}
+        ).status_code
+        == 303
+    )
+    dup = _post(client, "/sizing/grades/new", {**base, "quality_grade": "H", "margin_percentage": "50"})
+    assert dup.status_code == 400 and "exists already" in dup.get_data(as_text=True)
+    uid = env.user("alice").id
+    with env.database.session_factory() as s:
+        grades = {
+            g.quality_grade: g.id for g in s.scalars(select(TradeQuality).where(TradeQuality.user_id == uid))
+        }
+    # A system grade is not deletable; a grade in use is not either.
+    assert "cannot be deleted" in client.get(f"/sizing/grades/{grades['A']}/delete").get_data(as_text=True)
+    refused = _post(client, f"/sizing/grades/{grades['A']}/delete", {})
+    assert refused.status_code == 303
+    with env.database.session() as s:
+        s.add(Strategy(user_id=uid, name="Iron H", risk_profile="grade_H"))
+    page = client.get(f"/sizing/grades/{grades['H']}/delete").get_data(as_text=True)
+    assert "Iron H" in page
+    _post(client, f"/sizing/grades/{grades['H']}/delete", {})
+    with env.database.session_factory() as s:
+        left = set(s.scalars(select(TradeQuality.quality_grade).where(TradeQuality.user_id == uid)))
+        assert {"A", "H"} <= left
+        s.query(Strategy).filter(Strategy.user_id == uid).delete()
+        s.commit()
+    assert _post(client, f"/sizing/grades/{grades['H']}/delete", {}).status_code == 303
+    with env.database.session_factory() as s:
+        assert "H" not in set(
+            s.scalars(select(TradeQuality.quality_grade).where(TradeQuality.user_id == uid))
+        )
+    assert [a for a, _ in _actions(env, "alice")] == ["sizing_grade_added", "sizing_grade_deleted"]
+
+
+def test_margin_edit_refuses_bad_figures_and_resets(env: WebEnv) -> None:
+    client = signed_in(env, "alice")
+    uid = env.user("alice").id
+    with env.database.session_factory() as s:
+        row = s.scalar(
+            select(MarginRequirement).where(
+                MarginRequirement.user_id == uid, MarginRequirement.instrument == "NIFTY"
+            )
+        )
+        assert row is not None
+        good = {
+            "ce_pe_sell_expiry": "210000",
+            "ce_pe_sell_non_expiry": "250000",
+            "ce_and_pe_sell_expiry": "250000",
+            "ce_and_pe_sell_non_expiry": "320000",
+            "futures_expiry": "215000",
+            "futures_non_expiry": "215000",
+            "buying_premium_per_lot": "20000",
+            "is_active": "y",
+        }
+        row_id = row.id
+    bad = _post(client, f"/sizing/margins/{row_id}", {**good, "futures_expiry": "-1"})
+    assert bad.status_code == 400 and "must be above 0" in bad.get_data(as_text=True)
+    assert _post(client, f"/sizing/margins/{row_id}", good).status_code == 303
+    with env.database.session_factory() as s:
+        assert s.get(MarginRequirement, row_id).ce_pe_sell_expiry == Decimal("210000")  # type: ignore[union-attr]
+    assert _post(client, "/sizing/margins/reset", {}).status_code == 303
+    with env.database.session_factory() as s:
+        nifty = s.scalar(
+            select(MarginRequirement).where(
+                MarginRequirement.user_id == uid, MarginRequirement.instrument == "NIFTY"
+            )
+        )
+        assert nifty is not None and nifty.ce_pe_sell_expiry == Decimal("205000")
+
+
+def test_csrf_is_required(env: WebEnv) -> None:
+    client = signed_in(env, "alice")
+    row = _setting(env, "alice", "NIFTY")
+    response = client.post(
+        f"/sizing/instruments/{row.id}", data={"lot_size": "75", "freeze_quantity": "1800"}
+    )
+    assert response.status_code == 400
+    assert _setting(env, "alice", "NIFTY").lot_size == 65
+
+
+async def test_a_grade_saved_through_the_edits_is_used_by_the_next_preview(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    """The resolver keeps running between the two previews: the change reaches it without a restart."""
+    world = resolution_world(db_url, simulator_session, STRADDLE, accounts=1, risk_profile="grade_B")
+    first = await preview(world, token="pv-before")
+    account = first["accounts"][0]
+    funds = Decimal(account["available_funds"])
+    assert rows_of(first)[(1, world.account_ids[0])]["lots"] == int(funds * Decimal("0.65") // 320000)
+    with world.database.session() as s:
+        grade = s.scalar(
+            select(TradeQuality).where(
+                TradeQuality.user_id == world.user_id, TradeQuality.quality_grade == "B"
+            )
+        )
+        assert grade is not None
+        edits.update_grade(
+            grade,
+            {"margin_percentage": "20", "risk_level": "moderate", "source": "available", "is_active": "y"},
+        )
+    second = await preview(world, token="pv-after")
+    assert rows_of(second)[(1, world.account_ids[0])]["lots"] == int(funds * Decimal("0.20") // 320000)
