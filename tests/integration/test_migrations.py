@@ -54,6 +54,7 @@ OUR_TABLES = {
     "engine_alerts",
     "mirror_acceptances",
     "run_pnl_samples",
+    "trading_setting_revisions",
 }
 
 

@@ -3,6 +3,7 @@ bad one), another user's rows 404, activity rows, and a change used by the engin
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from algomirror.db import sizing_edits as edits
+from algomirror.db.instrument_settings import effective_settings
 from algomirror.db.models import ActivityLog, Strategy
-from algomirror.db.models.sizing import MarginRequirement, TradeQuality, TradingSetting
+from algomirror.db.models.sizing import (
+    MarginRequirement,
+    TradeQuality,
+    TradingSetting,
+    TradingSettingRevision,
+)
 from tests.integration.resolution_support import STRADDLE, preview, resolution_world, rows_of
 from tests.integration.web_support import WebEnv, make_env, post_form, signed_in
 from tests.sim_fixtures import SimHandle
@@ -244,3 +251,44 @@ async def test_a_grade_saved_through_the_edits_is_used_by_the_next_preview(
         )
     second = await preview(world, token="pv-after")
     assert rows_of(second)[(1, world.account_ids[0])]["lots"] == int(funds * Decimal("0.20") // 320000)
+
+
+def test_revisions_take_effect_on_their_date(env: WebEnv) -> None:
+    client = signed_in(env, "alice")
+    row = _setting(env, "alice", "NIFTY")
+    uid = env.user("alice").id
+    bad = _post(
+        client, f"/sizing/instruments/{row.id}/revisions", {"effective_from": "1 Jan", "lot_size": "75"}
+    )
+    html = bad.get_data(as_text=True)
+    assert (
+        bad.status_code == 400
+        and "Effective date must be a date" in html
+        and "Freeze quantity is required" in html
+    )
+    data = {"effective_from": "2027-01-01", "lot_size": "75", "freeze_quantity": "1800"}
+    assert _post(client, f"/sizing/instruments/{row.id}/revisions", data).status_code == 303
+    later = {"effective_from": "2027-06-01", "lot_size": "50", "freeze_quantity": "1800"}
+    assert _post(client, f"/sizing/instruments/{row.id}/revisions", later).status_code == 303
+    dup = _post(client, f"/sizing/instruments/{row.id}/revisions", data)
+    assert dup.status_code == 400 and "already has a revision on 2027-01-01" in dup.get_data(as_text=True)
+    with env.database.session_factory() as s:
+        assert effective_settings(s, uid, date(2026, 12, 31))["NIFTY"].lot_size == 65
+        on = effective_settings(s, uid, date(2027, 1, 1))["NIFTY"]
+        assert (on.lot_size, on.max_lots_per_order, on.effective_from) == (75, 24, date(2027, 1, 1))
+        assert effective_settings(s, uid, date(2027, 7, 1))["NIFTY"].lot_size == 50
+        assert effective_settings(s, uid, date(2027, 7, 1))["BANKNIFTY"].effective_from is None
+        first = s.scalar(
+            select(TradingSettingRevision.id).where(TradingSettingRevision.effective_from == date(2027, 1, 1))
+        )
+    bob = signed_in(env, "bob")
+    assert _post(bob, f"/sizing/revisions/{first}/delete", {}).status_code == 404
+    assert _post(bob, f"/sizing/instruments/{row.id}/revisions", later).status_code == 404
+    assert _post(client, f"/sizing/revisions/{first}/delete", {}).status_code == 303
+    with env.database.session_factory() as s:
+        assert effective_settings(s, uid, date(2027, 2, 1))["NIFTY"].lot_size == 65
+    assert [a for a, _ in _actions(env, "alice")] == [
+        "sizing_revision_added",
+        "sizing_revision_added",
+        "sizing_revision_deleted",
+    ]

@@ -9,6 +9,7 @@ The caller commits. A running engine reads these rows at its next command, so no
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import delete, func, select
@@ -22,7 +23,12 @@ from algomirror.db.defaults import (
 )
 from algomirror.db.models import Strategy
 from algomirror.db.models.enums import GRADE_SOURCES, RISK_LEVELS
-from algomirror.db.models.sizing import MarginRequirement, TradeQuality, TradingSetting
+from algomirror.db.models.sizing import (
+    MarginRequirement,
+    TradeQuality,
+    TradingSetting,
+    TradingSettingRevision,
+)
 from algomirror.domain.sizing import GRADE_PREFIX, LEGACY_PROFILE_GRADES
 
 Form = Mapping[str, str]
@@ -291,3 +297,43 @@ def reset_margin_rows(session: Session, user_id: int) -> int:
     session.flush()
     session.add_all(margin_requirement_row(user_id, i) for i in DEFAULT_MARGINS)
     return len(DEFAULT_MARGINS)
+
+
+def add_revision(session: Session, setting: TradingSetting, form: Form) -> TradingSettingRevision:
+    """A dated exchange revision of ``setting``: effective date (YYYY-MM-DD, not already revised that day)
+    and the same fields and rules as :func:`update_trading_setting`. A past date is allowed (a late
+    entry) and applies at once. Raises FieldErrors."""
+    errors: dict[str, str] = {}
+    text = (form.get("effective_from") or "").strip()
+    day: date | None = None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        errors["effective_from"] = (
+            "Effective date must be a date like 2027-01-01." if text else ("Effective date is required.")
+        )
+    if day is not None and session.scalar(
+        select(TradingSettingRevision.id).where(
+            TradingSettingRevision.setting_id == setting.id, TradingSettingRevision.effective_from == day
+        )
+    ):
+        errors["effective_from"] = f"{setting.symbol} already has a revision on {day.isoformat()}."
+    probe = TradingSetting(
+        symbol=setting.symbol, lot_size=setting.lot_size, freeze_quantity=setting.freeze_quantity
+    )
+    try:
+        update_trading_setting(probe, {**form, "is_active": "y"})
+    except FieldErrors as exc:
+        errors.update(exc.errors)
+    if errors or day is None:
+        raise FieldErrors(errors)
+    row = TradingSettingRevision(
+        setting_id=setting.id,
+        effective_from=day,
+        lot_size=probe.lot_size,
+        next_month_lot_size=probe.next_month_lot_size,
+        freeze_quantity=probe.freeze_quantity,
+        max_lots_per_order=probe.max_lots_per_order,
+    )
+    session.add(row)
+    return row

@@ -18,19 +18,20 @@ from typing import Any, Literal, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from algomirror.db.instrument_settings import effective_settings
 from algomirror.db.models import (
     Strategy,
     StrategyExecution,
     StrategyLeg,
     StrategyRun,
     TradingAccount,
-    TradingSetting,
 )
 from algomirror.db.session import Database
 from algomirror.domain.contract_specs import freeze_slices, lot_size
 from algomirror.domain.errors import InvalidQuantity, NoRuleInForce
 from algomirror.domain.instruments import parse_symbol
 from algomirror.domain.resolution import freeze_limit
+from algomirror.domain.timeutil import to_ist
 from algomirror.engine.order_driver import IntentRow
 
 _MAX_ERROR = 2000
@@ -103,7 +104,13 @@ def load_plan(session: Session, run_id: int, user_id: int) -> RunPlan | None:
     legs then fail as "account not found"). Reads columns, not ORM objects: a run of 100 accounts has
     hundreds of executions and this is read on every attempt."""
     found = session.execute(
-        select(StrategyRun.id, StrategyRun.status, Strategy.id.label("strategy_id"), Strategy.on_leg_failure)
+        select(
+            StrategyRun.id,
+            StrategyRun.status,
+            StrategyRun.started_at,
+            Strategy.id.label("strategy_id"),
+            Strategy.on_leg_failure,
+        )
         .join(Strategy, Strategy.id == StrategyRun.strategy_id)
         .where(StrategyRun.id == run_id, Strategy.user_id == user_id)
     ).first()
@@ -131,13 +138,10 @@ def load_plan(session: Session, run_id: int, user_id: int) -> RunPlan | None:
         .where(StrategyExecution.run_id == run_id)
         .order_by(StrategyLeg.leg_number, StrategyExecution.account_id)
     ).all()
+    # The freeze limits in force on the run's day (IST): a revision dated later applies to later runs.
     freezes = {
-        str(symbol).upper(): int(freeze)
-        for symbol, freeze in session.execute(
-            select(TradingSetting.symbol, TradingSetting.freeze_quantity).where(
-                TradingSetting.user_id == user_id, TradingSetting.is_active.is_(True)
-            )
-        ).all()
+        symbol: setting.freeze_quantity
+        for symbol, setting in effective_settings(session, user_id, to_ist(found.started_at).date()).items()
     }
     legs = [_entry_leg(row, freezes) for row in pairs]
     ids = {leg.account_id for leg in legs}

@@ -60,6 +60,7 @@ from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import BrokerError
 from algomirror.broker.registry import ClientRegistry
 from algomirror.broker.wire.instruments import OptionChain
+from algomirror.db.instrument_settings import effective_settings
 from algomirror.db.models import (
     EngineCommand,
     MarginRequirement,
@@ -67,7 +68,6 @@ from algomirror.db.models import (
     StrategyRun,
     TradeQuality,
     TradingAccount,
-    TradingSetting,
 )
 from algomirror.db.session import Database
 from algomirror.domain.calendar import TradingCalendar, default_calendar
@@ -240,8 +240,9 @@ def _account(row: TradingAccount) -> _Account:
     )
 
 
-def load_snapshot(database: Database, user_id: int, strategy_id: int) -> _Snapshot:
-    """Everything resolution needs from the database, read in one short transaction."""
+def load_snapshot(database: Database, user_id: int, strategy_id: int, day: date | None = None) -> _Snapshot:
+    """Everything resolution needs from the database, read in one short transaction; instrument settings
+    as in force on IST date ``day`` (their base rows when None)."""
     snap = _Snapshot(strategy_id=strategy_id, user_id=user_id)
     with database.session_factory() as session:
         strategy = session.get(Strategy, strategy_id)
@@ -327,12 +328,8 @@ def load_snapshot(database: Database, user_id: int, strategy_id: int) -> _Snapsh
                 snap.grades[g.quality_grade] = Grade(g.quality_grade, g.margin_percentage, g.source)  # type: ignore[arg-type]
             except DomainError as exc:
                 snap.warnings.append(f"grade {g.quality_grade} is unusable: {_why(exc)}")
-        for s in session.scalars(
-            select(TradingSetting).where(
-                TradingSetting.user_id == user_id, TradingSetting.is_active.is_(True)
-            )
-        ):
-            snap.settings[s.symbol.upper()] = _Setting(s.lot_size, s.next_month_lot_size, s.freeze_quantity)
+        for symbol, s in effective_settings(session, user_id, day or date.min).items():
+            snap.settings[symbol] = _Setting(s.lot_size, s.next_month_lot_size, s.freeze_quantity)
     return snap
 
 
@@ -537,8 +534,8 @@ class Resolver:
     async def resolve(self, user_id: int, strategy_id: int) -> Resolution:
         """Resolve ``strategy_id`` of ``user_id`` now. Never raises for a market or account condition:
         every failure is a reason on the result (database errors propagate, the command is retried)."""
-        snap = await asyncio.to_thread(load_snapshot, self.database, user_id, strategy_id)
         now = self.clock.now()
+        snap = await asyncio.to_thread(load_snapshot, self.database, user_id, strategy_id, to_ist(now).date())
         res = Resolution(strategy_id, snap.name, now, snap.product, open_run=snap.open_run)
         res.errors += snap.errors
         res.warnings += snap.warnings

@@ -19,8 +19,14 @@ from sqlalchemy.orm import Session
 from algomirror.db import sizing_edits as edits
 from algomirror.db.base import Base
 from algomirror.db.models.enums import GRADE_SOURCES, RISK_LEVELS
-from algomirror.db.models.sizing import MarginRequirement, TradeQuality, TradingSetting
-from algomirror.web.context import db, log_activity, me, redirect_to
+from algomirror.db.models.sizing import (
+    MarginRequirement,
+    TradeQuality,
+    TradingSetting,
+    TradingSettingRevision,
+)
+from algomirror.domain.timeutil import to_ist
+from algomirror.web.context import db, log_activity, me, now, redirect_to
 from algomirror.web.forms import require_confirmation
 
 bp = Blueprint("sizing", __name__, url_prefix="/sizing")
@@ -50,6 +56,13 @@ def _page(failed: tuple[str, int | None] | None = None, errors: dict[str, str] |
         "grades": session.scalars(
             select(TradeQuality).where(TradeQuality.user_id == uid).order_by(TradeQuality.quality_grade)
         ).all(),
+        "revisions": session.execute(
+            select(TradingSettingRevision, TradingSetting.symbol)
+            .join(TradingSetting, TradingSetting.id == TradingSettingRevision.setting_id)
+            .where(TradingSetting.user_id == uid)
+            .order_by(TradingSetting.symbol, TradingSettingRevision.effective_from)
+        ).all(),
+        "today": to_ist(now()).date(),
         "margin_fields": edits.MARGIN_FIELDS,
         "risk_levels": RISK_LEVELS,
         "sources": GRADE_SOURCES,
@@ -104,6 +117,36 @@ def reset_settings() -> ResponseReturnValue:
     return _saved(
         "sizing_settings_reset", "Instrument settings", [f"{count} reset to defaults"], "instruments"
     )
+
+
+@bp.route("/instruments/<id:row_id>/revisions", methods=["POST"])
+@login_required
+def add_revision(row_id: int) -> ResponseReturnValue:
+    """Schedule an exchange revision of one instrument from an effective date."""
+    require_confirmation()
+    row = _owned(db(), TradingSetting, row_id)
+    try:
+        revision = edits.add_revision(db(), row, request.form)
+    except edits.FieldErrors as exc:
+        return _refused("revision", row_id, exc)
+    what = f"Instrument {row.symbol} from {revision.effective_from.isoformat()}"
+    change = f"lot {revision.lot_size}, freeze {revision.freeze_quantity}"
+    return _saved("sizing_revision_added", what, [change], "revisions")
+
+
+@bp.route("/revisions/<id:revision_id>/delete", methods=["POST"])
+@login_required
+def delete_revision(revision_id: int) -> ResponseReturnValue:
+    """Delete a scheduled revision (its button sits behind a disclosure: the confirmation step)."""
+    require_confirmation()
+    session = db()
+    revision = session.get(TradingSettingRevision, revision_id)
+    setting = session.get(TradingSetting, revision.setting_id) if revision else None
+    if revision is None or setting is None or setting.user_id != me().id:
+        abort(404)
+    what = f"Instrument {setting.symbol} from {revision.effective_from.isoformat()}"
+    session.delete(revision)
+    return _saved("sizing_revision_deleted", what, ["revision deleted"], "revisions")
 
 
 @bp.route("/margins/<id:row_id>", methods=["POST"])

@@ -28,7 +28,12 @@ from algomirror.db.models.commands import EngineCommand
 from algomirror.db.models.engine_fence import FENCE_ROW_ID, EngineFence
 from algomirror.db.models.feed import FailoverEvent, WebSocketConnection, WebSocketSession
 from algomirror.db.models.market import IndexQuote
-from algomirror.db.models.sizing import MarginRequirement, TradeQuality, TradingSetting
+from algomirror.db.models.sizing import (
+    MarginRequirement,
+    TradeQuality,
+    TradingSetting,
+    TradingSettingRevision,
+)
 from algomirror.db.models.strategies import (
     OrderIntent,
     RiskEvent,
@@ -74,6 +79,7 @@ __all__ = [
     "TradingHoursTemplate",
     "TradingSession",
     "TradingSetting",
+    "TradingSettingRevision",
     "User",
     "UserSession",
     "WebSocketConnection",

@@ -5,11 +5,13 @@ Rows are created for each new user by :func:`algomirror.db.defaults.seed_user_de
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     Integer,
     String,
@@ -22,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from algomirror.db.base import Base, TimestampMixin
+from algomirror.db.base import Base, CreatedAtMixin, TimestampMixin
 from algomirror.db.models.enums import GRADE_SOURCES, RISK_LEVELS, in_check
 from algomirror.db.types import Money, MoneyLiteral, money_default
 
@@ -136,4 +138,31 @@ class TradingSetting(TimestampMixin, Base):
         CheckConstraint("freeze_quantity BETWEEN 1 AND 50000", name="freeze_quantity_range"),
         CheckConstraint("freeze_quantity >= lot_size", name="freeze_not_below_lot"),
         CheckConstraint("max_lots_per_order >= 1", name="max_lots_per_order_positive"),
+    )
+
+
+class TradingSettingRevision(CreatedAtMixin, Base):
+    """An exchange revision of an instrument setting that takes effect on ``effective_from`` (IST date):
+    from that day the lot size, freeze quantity and max lots replace the base row's. The latest revision
+    whose date has come wins; earlier ones stay as history."""
+
+    __tablename__ = "trading_setting_revisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    setting_id: Mapped[int] = mapped_column(
+        ForeignKey("trading_settings.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    effective_from: Mapped[date] = mapped_column(Date, nullable=False)
+    lot_size: Mapped[int] = mapped_column(Integer, nullable=False)
+    next_month_lot_size: Mapped[int | None] = mapped_column(Integer)
+    freeze_quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_lots_per_order: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("setting_id", "effective_from"),
+        CheckConstraint("lot_size BETWEEN 1 AND 1000", name="revision_lot_size_range"),
+        CheckConstraint("next_month_lot_size BETWEEN 1 AND 1000", name="revision_next_month_lot_size_range"),
+        CheckConstraint("freeze_quantity BETWEEN 1 AND 50000", name="revision_freeze_quantity_range"),
+        CheckConstraint("freeze_quantity >= lot_size", name="revision_freeze_not_below_lot"),
+        CheckConstraint("max_lots_per_order >= 1", name="revision_max_lots_positive"),
     )
