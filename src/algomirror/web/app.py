@@ -81,13 +81,20 @@ NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
     ("books.funds", "Funds", "f"),
     ("strategies.index", "Strategies", "s"),
     ("risk.index", "Risk", "r"),
-    ("sizing.index", "Sizing", "z"),
-    ("margins.index", "Margins", "m"),
-    ("calendar.index", "Calendar", "c"),
     ("accounts.index", "Accounts", "a"),
     ("activity.index", "Activity", "l"),
     ("settings.index", "Settings", "e"),
 )
+
+# The configuration pages grouped under Settings (the header has room for eleven links at 1280 px): a tab
+# row on each of them, and "g" + key shortcuts listed (as links) in the shortcut dialog.
+SETTINGS_PAGES: tuple[tuple[str, str, str], ...] = (
+    ("settings.index", "Your account", "e"),
+    ("sizing.index", "Sizing", "z"),
+    ("margins.index", "Margins", "m"),
+    ("calendar.index", "Calendar", "c"),
+)
+SETTINGS_BLUEPRINTS = frozenset(endpoint.split(".")[0] for endpoint, _label, _key in SETTINGS_PAGES)
 
 
 def money_class(value: Decimal | int | float | None) -> str:
@@ -332,4 +339,9 @@ def _register_template_helpers(app: Flask) -> None:
 
     @app.context_processor
     def nav_items() -> dict[str, Any]:
-        return {"nav_items": NAV_ITEMS, "header_clock": header_clock}
+        return {
+            "nav_items": NAV_ITEMS,
+            "settings_pages": SETTINGS_PAGES,
+            "settings_blueprints": SETTINGS_BLUEPRINTS,
+            "header_clock": header_clock,
+        }
