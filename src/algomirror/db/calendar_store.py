@@ -73,17 +73,44 @@ def _template_week(template: TradingHoursTemplate) -> tuple[Week, Week]:
     if not template.sessions:
         for weekday in range(5):
             sessions[weekday] = (template.market_open, template.market_close)
-            if template_pre is not None:
+            if template_pre is not None and template_pre[0] < template_pre[1] <= template.market_open:
                 pre_open[weekday] = template_pre
+        if template.market_close <= template.market_open:
+            log.error("calendar: template %r closes before it opens; it has no sessions", template.name)
+            return {}, {}
         return sessions, pre_open
     for row in template.sessions:
         if not row.is_trading_day or row.market_open is None or row.market_close is None:
             continue
+        if not 0 <= row.day_of_week <= 6 or row.market_close <= row.market_open:
+            # One bad row must not stop every calendar update: that day is closed, loudly.
+            log.error(
+                "calendar: template %r day %s has session %s-%s; the day is treated as closed",
+                template.name,
+                row.day_of_week,
+                row.market_open,
+                row.market_close,
+            )
+            continue
         sessions[row.day_of_week] = (row.market_open, row.market_close)
-        if row.pre_market_start is not None and row.pre_market_end is not None:
-            pre_open[row.day_of_week] = (row.pre_market_start, row.pre_market_end)
-        elif template_pre is not None:
-            pre_open[row.day_of_week] = template_pre
+        window = (
+            (row.pre_market_start, row.pre_market_end)
+            if row.pre_market_start is not None and row.pre_market_end is not None
+            else template_pre
+        )
+        if window is None:
+            continue
+        if window[0] < window[1] <= row.market_open:
+            pre_open[row.day_of_week] = window
+        else:
+            log.error(
+                "calendar: template %r day %s has pre-open %s-%s, not ending by its open %s; ignored",
+                template.name,
+                row.day_of_week,
+                window[0],
+                window[1],
+                row.market_open,
+            )
     return sessions, pre_open
 
 
@@ -104,8 +131,9 @@ def load_calendar(session: Session) -> TradingCalendar:
     * Holidays per (date, market), with their names.
     * Special sessions with their markets (NULL or empty: NSE/BSE/NFO/BFO).
 
-    Raises SQLAlchemyError when the tables cannot be read and ValueError for rows the calendar cannot
-    hold (a pre-open after the open): callers keep the calendar they had.
+    A row the calendar cannot hold (a session closing before it opens, a pre-open not ending by the
+    open) is left out and logged as an error, so one bad row never stops every later update. Raises
+    SQLAlchemyError when the tables cannot be read (callers keep the calendar they had).
     """
     templates = session.scalars(
         select(TradingHoursTemplate)
@@ -146,6 +174,11 @@ def load_calendar(session: Session) -> TradingCalendar:
     specials: list[SpecialSession] = []
     for row in session.scalars(select(SpecialTradingSession).order_by(SpecialTradingSession.date)):
         markets = frozenset(_markets(row.markets)) or DEFAULT_EXCHANGES
+        if row.market_close <= row.market_open:
+            log.error(
+                "calendar: special session %r on %s closes before it opens; ignored", row.name, row.date
+            )
+            continue
         specials.append(SpecialSession(row.date, row.market_open, row.market_close, markets, row.name or ""))
 
     return TradingCalendar(

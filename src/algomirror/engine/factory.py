@@ -15,7 +15,10 @@ from algomirror.broker.client import Timeouts
 from algomirror.broker.registry import ClientRegistry
 from algomirror.config import Settings
 from algomirror.db.session import Database
+from algomirror.domain.calendar import TradingCalendar
 from algomirror.domain.timeutil import Clock, SystemClock, clock_speed
+from algomirror.engine.calendar_refresh import DEFAULT_INTERVAL as DEFAULT_CALENDAR_REFRESH
+from algomirror.engine.calendar_refresh import CalendarRefresh, initial_calendar
 from algomirror.engine.chain import ChainEngine
 from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.execution import EntryExecutor
@@ -59,9 +62,11 @@ def build_account_sync(
     market_clock: Clock | None = None,
     config: SyncConfig | None = None,
     registry: ClientRegistry | None = None,
+    calendar: TradingCalendar | None = None,
 ) -> AccountSync:
     """The account-sync component with intervals and timeouts from ``settings``, on the engine's
-    client ``registry`` (its own when None). With a ``market_clock`` (the demo's paper exchange) the
+    client ``registry`` (its own when None) and market hours from ``calendar`` (the built-in one when
+    None). With a ``market_clock`` (the demo's paper exchange) the
     sync also stamps its rows by it, so every time a page shows comes from that one clock."""
     return AccountSync(
         database,
@@ -71,6 +76,7 @@ def build_account_sync(
         market_clock=market_clock,
         activity_clock=SystemClock(),
         registry=registry,
+        calendar=calendar,
     )
 
 
@@ -89,9 +95,11 @@ def build_feeds(
     market_clock: Clock | None = None,
     bus: Any | None = None,
     marks: MarkBook | None = None,
+    calendar: TradingCalendar | None = None,
 ) -> FeedManager:
     """The feed manager (market data, PRODUCT §7) on the engine's ``registry``, writing ``marks`` (a new
-    book when None; read it back as ``.marks``) and publishing ``user:{id}:feed`` status on ``bus``.
+    book when None; read it back as ``.marks``) and publishing ``user:{id}:feed`` status on ``bus``;
+    market hours from ``calendar`` (the built-in one when None).
 
     Mark ages and tick staleness are judged on the market clock; an accelerated clock (the demo's,
     with a ``speed`` attribute) stretches those limits by its speed, so "5 s old" still means five
@@ -109,6 +117,7 @@ def build_feeds(
         market_clock=market_clock,
         bus=bus,
         config=config,
+        calendar=calendar,
     )
 
 
@@ -125,6 +134,7 @@ def build_engine(
     sync_config: SyncConfig | None = None,
     on_lock_lost: Sequence[LockLostCallback] = (),
     bus: Any | None = None,
+    calendar_refresh_interval: float = DEFAULT_CALENDAR_REFRESH,
 ) -> EngineService:
     """An :class:`EngineService` with every component built so far (account sync, web commands and
     strategy entries (``execute_run``) and exits (``exit``) on one engine-wide client registry whose
@@ -137,18 +147,27 @@ def build_engine(
     timeouts (tests);
     ``on_lock_lost`` callbacks run first when the lock is lost (the client registry's ``suspend_orders``);
     ``bus`` is the live bus the feed manager publishes on (None: no live status).
+    Every component that judges market hours shares ONE trading calendar, loaded from the database here
+    (the built-in one, logged, when that fails) and kept current by the ``calendar_refresh`` component,
+    which looks at the calendar revision every ``calendar_refresh_interval`` seconds.
     The lock is taken by ``EngineService.run``/``acquire_lock``, not here.
     """
     registry = ClientRegistry(timeouts=Timeouts.from_settings(settings))
+    revision, calendar = initial_calendar(database)
     lock = EngineLock(database.engine)
     exits = ExitExecutor(
         database, registry, make_decryptor(settings), epoch=lambda: lock.epoch, market_clock=market_clock
     )
     # Market data: one MarkBook shared by the feed manager (writer) and the risk engine (reader).
-    feeds = build_feeds(settings, database, registry, market_clock=market_clock, bus=bus)
+    feeds = build_feeds(settings, database, registry, market_clock=market_clock, bus=bus, calendar=calendar)
     components: list[Component] = [
         build_account_sync(
-            settings, database, market_clock=market_clock, config=sync_config, registry=registry
+            settings,
+            database,
+            market_clock=market_clock,
+            config=sync_config,
+            registry=registry,
+            calendar=calendar,
         ),
         build_command_processor(settings, database, registry),
         # Journal writes carry the epoch the lock took when the service acquired it.
@@ -158,11 +177,15 @@ def build_engine(
         ),
         exits,
         # Risk rules from ticks (PRODUCT §6); a breach's exit command goes straight to ``exits``.
-        RiskEngine(database, feeds.marks, exits=exits, bus=bus, clock=market_clock),
+        RiskEngine(database, feeds.marks, exits=exits, bus=bus, clock=market_clock, calendar=calendar),
         KillSwitch(database, lambda: pnl_source(components), exits=exits, bus=bus, clock=market_clock),
-        supertrend_rule(database, feeds, make_decryptor(settings), lambda: components, bus, market_clock),
+        supertrend_rule(
+            database, feeds, make_decryptor(settings), lambda: components, bus, market_clock, calendar
+        ),
         # Broker books vs our executions at start and every minute in market hours (PRODUCT §6.8).
-        Reconciler(database, registry, make_decryptor(settings), market_clock=market_clock),
+        Reconciler(
+            database, registry, make_decryptor(settings), market_clock=market_clock, calendar=calendar
+        ),
         # Mirror orders (one order to chosen accounts, and the mirror check's corrections).
         MirrorExecutor(
             database, registry, make_decryptor(settings), epoch=lambda: lock.epoch, market_clock=market_clock
@@ -170,17 +193,25 @@ def build_engine(
         # Preview and Execute of saved strategies: resolution on the feed account, sessions and
         # square-off judged by the market clock (the demo's simulated one).
         StrategyResolver(
-            database, registry, make_decryptor(settings), epoch=lambda: lock.epoch, clock=market_clock
+            database,
+            registry,
+            make_decryptor(settings),
+            epoch=lambda: lock.epoch,
+            clock=market_clock,
+            calendar=calendar,
         ),
         # Scheduled entries, exits and square-offs, timed by the market clock (the demo's simulated one).
         Scheduler(
             database,
             clock=market_clock,
             grace=timedelta(seconds=settings.schedule_entry_grace_seconds),
+            calendar=calendar,
         ),
         feeds,
         ChainEngine(database, feeds, registry, make_decryptor(settings), bus=bus, clock=market_clock),
         build_maintenance_job(settings, database, market_clock=market_clock),  # daily, after the close
+        # Calendar edits reach every component above through the shared instance (PRODUCT §8).
+        CalendarRefresh(database, calendar, revision=revision, interval=calendar_refresh_interval),
     ]
     return EngineService(
         components,

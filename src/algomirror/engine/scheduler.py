@@ -42,7 +42,7 @@ from algomirror.db.models import (
     User,
 )
 from algomirror.db.session import Database
-from algomirror.domain.calendar import TradingCalendar, default_calendar
+from algomirror.domain.calendar import CalendarSnapshot, TradingCalendar, default_calendar
 from algomirror.domain.contract_specs import ContractSpecs
 from algomirror.domain.errors import DomainError, UnknownUnderlying
 from algomirror.domain.instruments import underlying_spec
@@ -138,6 +138,7 @@ class Scheduler:
         self.activity_clock: Clock = activity_clock or SystemClock()
         self._expiry_cache: dict[tuple[LegContract, ...], bool] = {}
         self._expiry_cache_day: date | None = None
+        self._expiry_cache_snapshot: CalendarSnapshot | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set; a database error is logged and the next tick tries again."""
@@ -222,9 +223,11 @@ class Scheduler:
 
     def _expiry_day(self, legs: tuple[LegContract, ...], today: date) -> bool:
         """:func:`is_expiry_day`, remembered for the day (it predicts months of listings per leg)."""
-        if self._expiry_cache_day != today:
+        # A calendar edit (the shared instance adopted a new snapshot) can shift today's expiries too.
+        if self._expiry_cache_day != today or self._expiry_cache_snapshot is not self.calendar.snapshot:
             self._expiry_cache.clear()
             self._expiry_cache_day = today
+            self._expiry_cache_snapshot = self.calendar.snapshot
         found = self._expiry_cache.get(legs)
         if found is None:
             found = self._expiry_cache[legs] = is_expiry_day(legs, today, self.calendar, self.specs)

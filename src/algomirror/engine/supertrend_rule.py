@@ -130,10 +130,11 @@ def supertrend_rule(
     components: Callable[[], Sequence[object]],
     bus: LiveBus | None,
     clock: Clock | None,
+    calendar: TradingCalendar | None = None,
 ) -> SupertrendRule:
     """The component as build_engine wires it: the RiskEngine found in ``components()`` when it runs
     (the list is still being built when this is called), the feed manager's client registry, MarkBook
-    and current accounts."""
+    and current accounts, and the engine's shared ``calendar``."""
     return SupertrendRule(
         database,
         feeds.registry,
@@ -143,6 +144,7 @@ def supertrend_rule(
         feeds=feeds,
         bus=bus,
         clock=clock,
+        calendar=calendar,
     )
 
 
