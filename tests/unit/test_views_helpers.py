@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from algomirror.domain.calendar import default_calendar
 from algomirror.web.dashboard import age_text, market_status
 from algomirror.web.queries import Column, Subtotal, Sum, percent, roles
 from algomirror.web.viewfmt import amount, cell, row_cells, subtotal_rows, total
@@ -45,9 +46,10 @@ def test_age_text_when_various_ages_reads_naturally() -> None:
 
 
 def test_market_status_when_open_closed_or_holiday_names_next_session() -> None:
-    open_now = market_status(datetime(2026, 11, 23, 4, 0, tzinfo=UTC))  # Mon 09:30 IST
+    calendar = default_calendar()  # a page passes the database's (web_calendar); here the built-in one
+    open_now = market_status(datetime(2026, 11, 23, 4, 0, tzinfo=UTC), calendar)  # Mon 09:30 IST
     assert open_now.is_open and open_now.text == "Market open · closes 15:30 IST"
-    evening = market_status(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))  # Mon 17:30 IST; Tue is a holiday
+    evening = market_status(datetime(2026, 11, 23, 12, 0, tzinfo=UTC), calendar)  # Tue is a holiday
     assert not evening.is_open
     assert evening.text == "Market closed · next session Wed 25 Nov 09:15 IST"
 

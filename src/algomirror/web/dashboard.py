@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,11 +21,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from algomirror.db.models import EngineAlert, TradingAccount
-from algomirror.domain.calendar import TradingCalendar, default_calendar
+from algomirror.domain.calendar import TradingCalendar
 from algomirror.domain.timeutil import clock_speed, format_ist, to_ist
 from algomirror.engine import alerts as engine_alerts
 from algomirror.web import queries, viewfmt
 from algomirror.web.auth import service
+from algomirror.web.calendar_cache import web_calendar
 from algomirror.web.context import db, is_same_site_path, market_now, me, now, redirect_to, state
 from algomirror.web.forms import require_confirmation
 
@@ -34,11 +34,6 @@ bp = Blueprint("dashboard", __name__)
 
 MARKET_EXCHANGE = "NSE"
 POLL_SECONDS = 3
-
-
-@lru_cache(maxsize=1)
-def _calendar() -> TradingCalendar:
-    return default_calendar()
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,7 @@ class MarketStatus:
 
 def market_status(at: datetime, calendar: TradingCalendar | None = None) -> MarketStatus:
     """ "Market open · closes 15:30 IST" or "Market closed · next session Mon 24 Nov 09:15 IST" (NSE)."""
-    cal = calendar or _calendar()
+    cal = calendar or web_calendar()
     current = cal.current_session(MARKET_EXCHANGE, at)
     if current is not None:
         return MarketStatus(True, f"Market open · closes {to_ist(current[1]).strftime('%H:%M')} IST")

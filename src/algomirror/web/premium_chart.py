@@ -33,11 +33,11 @@ from algomirror.broker.errors import BrokerError
 from algomirror.broker.sync_facade import background
 from algomirror.db.models import Strategy, StrategyExecution, StrategyLeg, StrategyRun, TradingAccount
 from algomirror.db.models.enums import SUPERTREND_TIMEFRAMES
-from algomirror.domain.calendar import default_calendar
 from algomirror.domain.supertrend import supertrend
 from algomirror.domain.timeutil import to_ist
 from algomirror.engine.premium_series import PremiumSeries, PremiumSeriesBuilder, first_day, legs_of
 from algomirror.host_settings import load_host_policy
+from algomirror.web.calendar_cache import web_calendar
 from algomirror.web.context import db, market_now, me, release_db, state
 
 bp = Blueprint("premium_chart", __name__, url_prefix="/risk/runs")
@@ -144,6 +144,7 @@ def premium_json(run_id: int) -> ResponseReturnValue:
         answer["message"] = f"the API key of {name} cannot be read"
         return jsonify(answer)
     now = market_now()
+    calendar = web_calendar()
     release_db()  # no transaction is held across the broker calls
 
     async def build(pool: HostPool) -> PremiumSeries:
@@ -156,7 +157,9 @@ def premium_json(run_id: int) -> ResponseReturnValue:
             name=name,
             host_policy=lambda: policy,
         )
-        return await PremiumSeriesBuilder().build(legs, timeframe, now, client, period=period, days=days)
+        return await PremiumSeriesBuilder(calendar=calendar).build(
+            legs, timeframe, now, client, period=period, days=days
+        )
 
     try:
         series = background().run_with_pool(build, timeout=BUILD_TIMEOUT)
@@ -165,7 +168,7 @@ def premium_json(run_id: int) -> ResponseReturnValue:
         return jsonify(answer)
     # The sessions shown end with the newest candle's (before today's open: the last session).
     last_day = to_ist(series.candles[-1].start).date() if series.candles else to_ist(now).date()
-    shown_from = first_day(last_day, days, default_calendar())
+    shown_from = first_day(last_day, days, calendar)
     answer.update(_points(series, period, multiplier, shown_from))
     answer["state"] = series.state if strategy.supertrend_exit_enabled or series.state == "unknown" else "off"
     answer["message"] = series.message
