@@ -87,6 +87,7 @@ from algomirror.broker.wire import (
     parse_open_position,
     symbols_wire,
 )
+from algomirror.broker.wire.calendar import ExchangeHoliday, parse_holidays
 from algomirror.domain.money import format_inr
 
 if TYPE_CHECKING:
@@ -462,6 +463,10 @@ class OpenAlgoClient:
         if strike_count is not None:
             body["strike_count"] = strike_count
         return OptionChain.parse(await self._read("optionchain", body))
+
+    async def market_holidays(self, year: int) -> tuple[ExchangeHoliday, ...]:
+        """The exchanges' holidays and special sessions of ``year`` (IST dates), by date."""
+        return parse_holidays(await self._read("market/holidays", {"year": year}))
 
     async def margin(self, positions: Sequence[MarginPosition]) -> Margin:
         return Margin.parse(await self._read("margin", {"positions": [p.to_wire() for p in positions]}))
