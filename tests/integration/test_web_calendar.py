@@ -416,3 +416,72 @@ def test_dashboard_market_status_follows_a_holiday_added_today(
     today = {"day": "2026-11-23", "name": "Sudden closure", "market_NSE": "y", "market_NFO": "y"}
     assert _post(admin, "/calendar/holidays/new", today).status_code == 303
     assert "Market closed" in admin.get("/").get_data(as_text=True)
+
+
+# ------------------------------------------------------------------------------------- trading hours
+
+
+def _equity(env: WebEnv) -> tuple[int, dict[str, str]]:
+    """The equity template's id and its edit form's values as the page renders them."""
+    from algomirror.db.models.calendar import TradingHoursTemplate
+    from algomirror.web.calendar_hours import _values_of
+
+    with env.database.session_factory() as s:
+        template = s.scalar(select(TradingHoursTemplate).where(TradingHoursTemplate.name == "equity"))
+        assert template is not None
+        return template.id, _values_of(template)
+
+
+def test_hours_page_lists_templates_and_days(env: WebEnv, admin: FlaskClient) -> None:
+    html = admin.get("/calendar/hours").get_data(as_text=True)
+    assert "Equity" in html and "Commodity" in html and "Currency" in html
+    assert "09:15–15:30" in html and "09:00–09:08" in html
+    tid, _values = _equity(env)
+    form = admin.get(f"/calendar/hours/{tid}").get_data(as_text=True)
+    assert 'name="d0_market_open" value="09:15"' in form
+
+
+def test_hours_edit_reaches_the_calendar_with_revision_and_activity(env: WebEnv, admin: FlaskClient) -> None:
+    tid, values = _equity(env)
+    values["d4_market_close"] = "15:00"  # Fridays close early
+    revision = _revision(env)
+    response = _post(admin, f"/calendar/hours/{tid}", values)
+    assert response.status_code == 303, response.get_data(as_text=True)[:3000]
+    assert _revision(env) == revision + 1
+    with env.database.session_factory() as s:
+        calendar = load_calendar(s)
+    friday = datetime(2026, 11, 27, 9, 45, tzinfo=UTC)  # 15:15 IST
+    assert not calendar.is_open("NSE", friday) and calendar.is_open("NSE", friday - timedelta(hours=1))
+    assert any("Fri 09:15-15:00" in d for d in _details(env, "calendar_hours_changed"))
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"d2_market_close": "09:00"}, "d2_market_close", "The close must be after the open"),
+        ({"d1_pre_end": "09:30"}, "d1_pre_end", "must end by the open (09:15)"),
+        ({"d1_pre_end": ""}, "d1_pre_start", "both ends of the pre-open window"),
+        ({"market_open": "9.15"}, "market_open", "is not a time like 09:15"),
+        ({"market_MCX": "y"}, "markets", "MCX already follow the commodity template"),
+    ],
+)
+def test_hours_edit_refused_names_the_field_and_changes_nothing(
+    env: WebEnv, admin: FlaskClient, change: dict[str, str], field: str, message: str
+) -> None:
+    tid, values = _equity(env)
+    revision = _revision(env)
+    response = _post(admin, f"/calendar/hours/{tid}", {**values, **change})
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert message in html and f'id="{field}-error"' in html
+    assert _equity(env)[1] == values and _revision(env) == revision
+
+
+def test_hours_edit_is_for_administrators_only(env: WebEnv, admin: FlaskClient) -> None:
+    tid, values = _equity(env)
+    bob = signed_in(env, "bob")
+    assert bob.get("/calendar/hours").status_code == 200
+    assert bob.get(f"/calendar/hours/{tid}").status_code == 403
+    assert _post(bob, f"/calendar/hours/{tid}", {**values, "d4_market_close": "15:00"}).status_code == 403
+    assert _equity(env)[1] == values
+    assert admin.get("/calendar/hours/999999").status_code == 404

@@ -546,3 +546,6 @@ def special_delete(special_id: int) -> ResponseReturnValue:
 
 
 __all__ = ["MARKETS", "bp"]
+
+# The hours pages add their routes to ``bp`` (imported last: they need it defined).
+from algomirror.web import calendar_hours as _calendar_hours  # noqa: E402,F401
