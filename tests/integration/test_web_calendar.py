@@ -107,8 +107,12 @@ def test_non_admin_sees_the_calendar_but_cannot_change_it(env: WebEnv, admin: Fl
 def test_banner_when_next_year_has_no_holidays_in_december(env: WebEnv, admin: FlaskClient) -> None:
     assert "2027's holidays are not loaded" not in admin.get("/calendar/").get_data(as_text=True)
     env.clock.advance(timedelta(days=10))  # 3 Dec 2026
+    with env.database.session() as s:
+        make_account(s, env.user("alice").id, "Main", api_key_encrypted=env.state.box.encrypt("k" * 20))
     html = signed_in(env, "alice").get("/calendar/").get_data(as_text=True)
     assert "2027's holidays are not loaded" in html
+    # The OpenAlgo import offers the missing year first.
+    assert '<option value="2027" selected>' in html.split('id="import-openalgo"', 1)[1]
 
 
 # ------------------------------------------------------------------------------------------- holidays
