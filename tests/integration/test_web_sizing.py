@@ -292,3 +292,206 @@ def test_revisions_take_effect_on_their_date(env: WebEnv) -> None:
         "sizing_revision_added",
         "sizing_revision_deleted",
     ]
+
+
+# --- review regressions (issue 14): revisions in force, reset, bad digits, grades in use, freeze rules
+
+
+def _add_revision(env: WebEnv, setting_id: int, day: date, lot: int, freeze: int) -> int:
+    with env.database.session() as s:
+        row = TradingSettingRevision(
+            setting_id=setting_id,
+            effective_from=day,
+            lot_size=lot,
+            freeze_quantity=freeze,
+            max_lots_per_order=edits.slice_of(lot, freeze)[0],
+        )
+        s.add(row)
+        s.flush()
+        return row.id
+
+
+def _in_force(env: WebEnv, user: str, symbol: str) -> Any:
+    with env.database.session_factory() as s:
+        # The web clock's IST date (web_support.START: 23 Nov 2026).
+        return effective_settings(s, env.user(user).id, date(2026, 11, 23))[symbol]
+
+
+def test_a_base_row_edit_is_refused_while_a_revision_is_in_force(env: WebEnv) -> None:
+    client = signed_in(env, "alice")
+    row = _setting(env, "alice", "NIFTY")
+    _add_revision(env, row.id, date(2026, 1, 1), 75, 1800)
+    html = client.get("/sizing/").get_data(as_text=True)
+    # The table shows the figures in force today and names their revision.
+    assert "from the revision dated 2026-01-01" in html
+    assert f'id="setting-{row.id}-lot_size" form="setting-{row.id}" name="lot_size"' in html
+    assert 'name="lot_size" type="text" inputmode="numeric" size="5" value="75"' in html
+    assert "24 lots · 1,800" in html
+    data = {"lot_size": "70", "freeze_quantity": "1800", "confirm_slice": "y", "is_active": "y"}
+    refused = _post(client, f"/sizing/instruments/{row.id}", data)
+    text = refused.get_data(as_text=True)
+    assert refused.status_code == 400
+    assert "A revision dated 2026-01-01 is in force: add a revision dated today, or delete that one." in text
+    assert f'id="setting-{row.id}-in_force-error"' in text
+    after = _setting(env, "alice", "NIFTY")
+    assert (after.lot_size, after.freeze_quantity, after.is_active) == (65, 1800, True)
+    assert (_in_force(env, "alice", "NIFTY").lot_size, _actions(env, "alice")) == (75, [])
+    # The figures shown, unchanged, save the row's own active flag only.
+    off = {"lot_size": "75", "freeze_quantity": "1800", "is_active_present": "1"}
+    assert _post(client, f"/sizing/instruments/{row.id}", off).status_code == 303
+    after = _setting(env, "alice", "NIFTY")
+    assert (after.lot_size, after.is_active) == (65, False)
+    # Without a revision in force (a scheduled one does not count) the edit reaches the engine's view.
+    bank = _setting(env, "alice", "BANKNIFTY")
+    _add_revision(env, bank.id, date(2027, 1, 1), 35, 700)
+    data = {"lot_size": "30", "next_month_lot_size": "30", "freeze_quantity": "900", "is_active": "y"}
+    assert _post(client, f"/sizing/instruments/{bank.id}", data).status_code == 303
+    now = _in_force(env, "alice", "BANKNIFTY")
+    assert (now.freeze_quantity, now.max_lots_per_order, now.effective_from) == (900, 30, None)
+
+
+def test_reset_to_defaults_keeps_row_ids_and_revisions(env: WebEnv) -> None:
+    client = signed_in(env, "alice")
+    uid = env.user("alice").id
+    with env.database.session_factory() as s:
+        ids_before = {
+            r.symbol: r.id for r in s.scalars(select(TradingSetting).where(TradingSetting.user_id == uid))
+        }
+    nifty = ids_before["NIFTY"]
+    data = {"lot_size": "75", "freeze_quantity": "1800", "confirm_slice": "y", "is_active": "y"}
+    assert _post(client, f"/sizing/instruments/{nifty}", data).status_code == 303
+    revision = _add_revision(env, nifty, date(2027, 1, 1), 50, 1800)
+    assert _post(client, "/sizing/instruments/reset", {}).status_code == 303
+    with env.database.session_factory() as s:
+        rows = {r.symbol: r for r in s.scalars(select(TradingSetting).where(TradingSetting.user_id == uid))}
+        assert {k: r.id for k, r in rows.items()} == ids_before
+        assert (rows["NIFTY"].lot_size, rows["NIFTY"].max_lots_per_order) == (65, 27)
+        assert s.get(TradingSettingRevision, revision) is not None
+    assert _actions(env, "alice")[-1] == (
+        "sizing_settings_reset",
+        "Instrument settings reset to defaults: NIFTY: lot size: 75 → 65;"
+        " NIFTY: next-month lot size: None → 65; NIFTY: max lots per order: 24 → 27",
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("lot_size", "6²"),
+        ("lot_size", "٦٥"),
+        ("next_month_lot_size", "6⁵"),
+        ("freeze_quantity", "1800²"),
+    ],
+)
+@pytest.mark.parametrize("form", ["setting", "revision"])
+def test_non_ascii_digits_are_a_field_error(env: WebEnv, form: str, field: str, value: str) -> None:
+    client = signed_in(env, "alice")
+    row = _setting(env, "alice", "SENSEX")
+    data = {"effective_from": "2027-01-01", "lot_size": "20", "freeze_quantity": "1000", "is_active": "y"}
+    data[field] = value
+    path = f"/sizing/instruments/{row.id}" + ("/revisions" if form == "revision" else "")
+    response = _post(client, path, data)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "must be a whole number" in html and f'id="{form}-{row.id}-{field}-error"' in html
+    after = _setting(env, "alice", "SENSEX")
+    assert (after.lot_size, after.next_month_lot_size, after.freeze_quantity) == (20, 20, 1000)
+    with env.database.session_factory() as s:
+        assert s.scalar(select(TradingSettingRevision.id)) is None
+    assert _actions(env, "alice") == []
+
+
+def _grade(env: WebEnv, user: str, name: str) -> TradeQuality:
+    with env.database.session_factory() as s:
+        row = s.scalar(
+            select(TradeQuality).where(
+                TradeQuality.user_id == env.user(user).id, TradeQuality.quality_grade == name
+            )
+        )
+        assert row is not None
+        s.expunge(row)
+        return row
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"is_active_present": "1"}, "is_active", "to switch it off"),
+        ({"is_active": "y", "source": "cash"}, "source", "to change its source"),
+    ],
+)
+def test_a_grade_in_use_keeps_its_source_and_stays_on(
+    env: WebEnv, change: dict[str, str], field: str, words: str
+) -> None:
+    client = signed_in(env, "alice")
+    uid = env.user("alice").id
+    with env.database.session() as s:
+        s.add_all(
+            [
+                Strategy(user_id=uid, name="Straddle B", risk_profile="grade_B"),
+                Strategy(user_id=uid, name="Condor B", risk_profile="grade_B"),
+            ]
+        )
+    grade = _grade(env, "alice", "B")
+    base = {"margin_percentage": str(grade.margin_percentage), "risk_level": grade.risk_level or "moderate"}
+    data = {**base, "source": grade.source, "description": grade.description or "", **change}
+    response = _post(client, f"/sizing/grades/{grade.id}", data)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert f'id="grade-{grade.id}-{field}-error"' in html
+    assert f"Grade B is used by Condor B, Straddle B: change those strategies first {words}." in html
+    after = _grade(env, "alice", "B")
+    assert (after.is_active, after.source) == (True, grade.source)
+    assert _actions(env, "alice") == []
+    # A grade no strategy uses can be switched off and rebased.
+    c = _grade(env, "alice", "C")
+    free = {**data, "margin_percentage": str(c.margin_percentage), **change}
+    assert _post(client, f"/sizing/grades/{c.id}", free).status_code == 303
+
+
+@pytest.mark.parametrize("form", ["setting", "revision"])
+def test_freeze_below_the_next_month_lot_is_refused(env: WebEnv, form: str) -> None:
+    client = signed_in(env, "alice")
+    row = _setting(env, "alice", "BANKNIFTY")
+    data = {
+        "effective_from": "2027-01-01",
+        "lot_size": "30",
+        "next_month_lot_size": "700",
+        "freeze_quantity": "600",
+        "is_active": "y",
+    }
+    path = f"/sizing/instruments/{row.id}" + ("/revisions" if form == "revision" else "")
+    response = _post(client, path, data)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "Freeze quantity 600 is below the next-month lot size 700." in html
+    assert f'id="{form}-{row.id}-freeze_quantity-error"' in html
+    assert _setting(env, "alice", "BANKNIFTY").next_month_lot_size == 30
+    with env.database.session_factory() as s:
+        assert s.scalar(select(TradingSettingRevision.id)) is None
+
+
+def test_an_unchanged_lot_and_freeze_need_no_slice_confirmation(env: WebEnv) -> None:
+    client = signed_in(env, "alice")
+    row = _setting(env, "alice", "NIFTY")  # seeded 65 / 1,800: not a whole number of lots
+    data = {"lot_size": "65", "next_month_lot_size": "75", "freeze_quantity": "1800", "is_active": "y"}
+    assert _post(client, f"/sizing/instruments/{row.id}", data).status_code == 303
+    assert _setting(env, "alice", "NIFTY").next_month_lot_size == 75
+    # A changed freeze that is not a whole number of lots still asks.
+    asked = _post(client, f"/sizing/instruments/{row.id}", {**data, "freeze_quantity": "1700"})
+    assert asked.status_code == 400 and "not a multiple of lot 65" in asked.get_data(as_text=True)
+
+
+def test_a_form_without_the_active_box_leaves_the_flag(env: WebEnv) -> None:
+    client = signed_in(env, "alice")
+    row = _setting(env, "alice", "SENSEX")
+    html = client.get("/sizing/").get_data(as_text=True)
+    assert f'form="setting-{row.id}" name="is_active_present" value="1"' in html
+    data = {"lot_size": "20", "freeze_quantity": "1200"}
+    assert _post(client, f"/sizing/instruments/{row.id}", data).status_code == 303
+    after = _setting(env, "alice", "SENSEX")
+    assert (after.freeze_quantity, after.is_active) == (1200, True)
+    # The page's form carries the marker: an unticked box there switches the row off.
+    off = {**data, "is_active_present": "1"}
+    assert _post(client, f"/sizing/instruments/{row.id}", off).status_code == 303
+    assert _setting(env, "alice", "SENSEX").is_active is False

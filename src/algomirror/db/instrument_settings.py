@@ -4,6 +4,7 @@ sizes and freeze limits are data with an effective date)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 
@@ -26,36 +27,56 @@ class EffectiveSetting:
     effective_from: date | None
 
 
+def revisions_in_force(
+    session: Session, setting_ids: Collection[int], day: date
+) -> dict[int, TradingSettingRevision]:
+    """Setting id → its latest revision whose ``effective_from`` is on or before IST date ``day``
+    (settings with none in force are left out). One read."""
+    if not setting_ids:
+        return {}
+    found: dict[int, TradingSettingRevision] = {}
+    revisions = session.scalars(
+        select(TradingSettingRevision)
+        .where(
+            TradingSettingRevision.setting_id.in_(list(setting_ids)),
+            TradingSettingRevision.effective_from <= day,
+        )
+        .order_by(TradingSettingRevision.effective_from)
+    )
+    for r in revisions:  # ascending: the latest revision in force is written last
+        found[r.setting_id] = r
+    return found
+
+
 def effective_settings(session: Session, user_id: int, day: date) -> dict[str, EffectiveSetting]:
     """The user's active instrument settings on IST date ``day``, by upper-case symbol (two reads)."""
     bases = session.scalars(
         select(TradingSetting).where(TradingSetting.user_id == user_id, TradingSetting.is_active.is_(True))
     ).all()
-    found = {
-        s.id: EffectiveSetting(
-            s.symbol.upper(), s.lot_size, s.next_month_lot_size, s.freeze_quantity, s.max_lots_per_order, None
-        )
-        for s in bases
-    }
-    if found:
-        revisions = session.scalars(
-            select(TradingSettingRevision)
-            .where(
-                TradingSettingRevision.setting_id.in_(list(found)),
-                TradingSettingRevision.effective_from <= day,
-            )
-            .order_by(TradingSettingRevision.effective_from)
-        )
-        for r in revisions:  # ascending: the latest revision in force is written last
-            found[r.setting_id] = EffectiveSetting(
-                found[r.setting_id].symbol,
+    in_force = revisions_in_force(session, [s.id for s in bases], day)
+    found: dict[str, EffectiveSetting] = {}
+    for s in bases:
+        r = in_force.get(s.id)
+        found[s.symbol.upper()] = (
+            EffectiveSetting(
+                s.symbol.upper(),
                 r.lot_size,
                 r.next_month_lot_size,
                 r.freeze_quantity,
                 r.max_lots_per_order,
                 r.effective_from,
             )
-    return {s.symbol: s for s in found.values()}
+            if r is not None
+            else EffectiveSetting(
+                s.symbol.upper(),
+                s.lot_size,
+                s.next_month_lot_size,
+                s.freeze_quantity,
+                s.max_lots_per_order,
+                None,
+            )
+        )
+    return found
 
 
-__all__ = ["EffectiveSetting", "effective_settings"]
+__all__ = ["EffectiveSetting", "effective_settings", "revisions_in_force"]

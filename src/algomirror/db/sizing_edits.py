@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from algomirror.db.defaults import (
     DEFAULT_INSTRUMENTS,
@@ -63,7 +63,8 @@ def _int(form: Form, name: str, label: str, lo: int, hi: int, errors: dict[str, 
     if not text:
         errors[name] = f"{label} is required."
         return None
-    if not text.isdigit():
+    # ASCII digits only: str.isdigit() accepts "²" or "٣", which int() then rejects or reads differently.
+    if not (text.isascii() and text.isdigit()):
         errors[name] = f"{label} must be a whole number from {lo:,} to {hi:,}."
         return None
     value = int(text)
@@ -96,6 +97,15 @@ def _checked(form: Form, name: str) -> bool:
     return form.get(name) in {"y", "on", "1", "true"}
 
 
+def _active(form: Form, current: bool) -> bool:
+    """The submitted active flag. An unticked checkbox sends nothing, so a missing ``is_active`` means
+    "off" only when the form carried the box (its hidden ``is_active_present`` marker, rendered beside
+    every box); a form without either field leaves the flag as it was."""
+    if "is_active" in form or "is_active_present" in form:
+        return _checked(form, "is_active")
+    return current
+
+
 def slice_of(lot: int, freeze: int) -> tuple[int, int]:
     """(lots per order, units per order) for an exchange freeze limit: ⌊freeze/lot⌋ lots, at least 1."""
     lots = max(1, freeze // lot)
@@ -107,10 +117,16 @@ def _change(changes: list[str], label: str, old: object, new: object) -> None:
         changes.append(f"{label}: {old} → {new}")
 
 
-def update_trading_setting(row: TradingSetting, form: Form) -> list[str]:
-    """Lot size (1–1000), next-month lot size (1–1000 or empty = same), freeze quantity (1–50,000, ≥ lot;
-    a freeze that is not a whole number of lots needs ``confirm_slice``) and active; max lots per order
-    is derived. Raises FieldErrors."""
+def update_trading_setting(
+    row: TradingSetting, form: Form, *, in_force: TradingSettingRevision | None = None
+) -> list[str]:
+    """Lot size (1–1000), next-month lot size (1–1000 or empty = same), freeze quantity (1–50,000, ≥ lot
+    and ≥ next-month lot; a freeze that is not a whole number of lots needs ``confirm_slice`` unless lot
+    and freeze are those already saved) and active; max lots per order is derived.
+
+    ``in_force``: the revision in force today, if any. It replaces the base row's figures wherever they
+    are used, so a change of the figures is refused (error key ``in_force``, naming the revision); the
+    figures it shows submitted unchanged save only the active flag. Raises FieldErrors."""
     errors: dict[str, str] = {}
     lot = _int(form, "lot_size", "Lot size", 1, 1000, errors)
     next_text = (form.get("next_month_lot_size") or "").strip()
@@ -118,10 +134,31 @@ def update_trading_setting(row: TradingSetting, form: Form) -> list[str]:
         _int(form, "next_month_lot_size", "Next-month lot size", 1, 1000, errors) if next_text else None
     )
     freeze = _int(form, "freeze_quantity", "Freeze quantity", 1, 50000, errors)
+    if in_force is not None:
+        shown = (in_force.lot_size, in_force.next_month_lot_size, in_force.freeze_quantity)
+        if (lot, next_lot, freeze) != shown:
+            errors["in_force"] = (
+                f"A revision dated {in_force.effective_from.isoformat()} is in force: add a revision"
+                " dated today, or delete that one."
+            )
+            raise FieldErrors(errors)
+        # Only the active flag is the base row's own while a revision is in force.
+        active = _active(form, row.is_active)
+        changes: list[str] = []
+        _change(changes, "active", row.is_active, active)
+        row.is_active = active
+        return changes
+    # The saved lot and freeze were confirmed (or seeded) already: asking again on every save of an
+    # unchanged row (the seeded NIFTY 65 / 1,800) only trains people to tick the box blindly.
+    unchanged = (lot, freeze) == (row.lot_size, row.freeze_quantity)
     if lot is not None and freeze is not None:
         if freeze < lot:
             errors["freeze_quantity"] = f"Freeze quantity {freeze:,} is below the lot size {lot:,}."
-        elif freeze % lot and not _checked(form, "confirm_slice"):
+        elif next_lot is not None and freeze < next_lot:
+            errors["freeze_quantity"] = (
+                f"Freeze quantity {freeze:,} is below the next-month lot size {next_lot:,}."
+            )
+        elif freeze % lot and not unchanged and not _checked(form, "confirm_slice"):
             lots, units = slice_of(lot, freeze)
             errors["freeze_quantity"] = (
                 f"{freeze:,} is not a multiple of lot {lot:,}:"
@@ -130,9 +167,9 @@ def update_trading_setting(row: TradingSetting, form: Form) -> list[str]:
             )
     if errors or lot is None or freeze is None:
         raise FieldErrors(errors)
-    changes: list[str] = []
+    changes = []
     max_lots = slice_of(lot, freeze)[0]
-    active = _checked(form, "is_active")
+    active = _active(form, row.is_active)
     _change(changes, "lot size", row.lot_size, lot)
     _change(changes, "next-month lot size", row.next_month_lot_size, next_lot)
     _change(changes, "freeze quantity", row.freeze_quantity, freeze)
@@ -156,7 +193,7 @@ def update_margin_row(row: MarginRequirement, form: Form) -> list[str]:
         new = values[name]
         _change(changes, label.lower(), getattr(row, name), new)
         setattr(row, name, new)
-    active = _checked(form, "is_active")
+    active = _active(form, row.is_active)
     _change(changes, "active", row.is_active, active)
     row.is_active = active
     return changes
@@ -207,12 +244,31 @@ def _grade_fields(form: Form, errors: dict[str, str]) -> tuple[Decimal | None, s
 
 
 def update_grade(row: TradeQuality, form: Form) -> list[str]:
-    """Margin % in (0, 100], risk level, source, description, active. Raises FieldErrors."""
+    """Margin % in (0, 100], risk level, source, description, active. A grade strategies size by (see
+    :func:`grade_users`; looked up in ``row``'s session) keeps its source and cannot be switched off:
+    their next Execute would fail on an unknown or differently based grade. Raises FieldErrors."""
     errors: dict[str, str] = {}
     pct, risk, source, description = _grade_fields(form, errors)
+    active = _active(form, row.is_active)
+    session = object_session(row)
+    switching_off = row.is_active and not active
+    source_change = "source" not in errors and source != row.source
+    if session is not None and row.user_id is not None and (switching_off or source_change):
+        users = grade_users(session, row.user_id, row.quality_grade)
+        if users:
+            names = ", ".join(users)
+            if switching_off:
+                errors["is_active"] = (
+                    f"Grade {row.quality_grade} is used by {names}: change those strategies first"
+                    " to switch it off."
+                )
+            if source_change:
+                errors["source"] = (
+                    f"Grade {row.quality_grade} is used by {names}: change those strategies first"
+                    " to change its source."
+                )
     if errors or pct is None:
         raise FieldErrors(errors)
-    active = _checked(form, "is_active")
     changes: list[str] = []
     _change(changes, "margin %", row.margin_percentage, pct)
     _change(changes, "risk level", row.risk_level, risk)
@@ -275,16 +331,39 @@ def delete_grade(session: Session, row: TradeQuality) -> None:
     session.delete(row)
 
 
-def reset_trading_settings(session: Session, user_id: int) -> int:
-    """Put the default instruments back to their defaults (other symbols untouched); returns the count."""
-    session.execute(
-        delete(TradingSetting).where(
-            TradingSetting.user_id == user_id, TradingSetting.symbol.in_(list(DEFAULT_INSTRUMENTS))
+def reset_trading_settings(session: Session, user_id: int) -> list[str]:
+    """Put the default instruments back to their defaults (other symbols untouched), updating the rows in
+    place: a delete and insert would give them new ids and cascade-delete their exchange revisions,
+    which stay. Adds a missing default row. Returns what changed, ``"NIFTY: lot size: 75 → 65"`` lines
+    (old values for the activity log)."""
+    rows = {
+        r.symbol: r
+        for r in session.scalars(
+            select(TradingSetting).where(
+                TradingSetting.user_id == user_id, TradingSetting.symbol.in_(list(DEFAULT_INSTRUMENTS))
+            )
         )
-    )
-    session.flush()
-    session.add_all(trading_setting_row(user_id, s) for s in DEFAULT_INSTRUMENTS)
-    return len(DEFAULT_INSTRUMENTS)
+    }
+    changes: list[str] = []
+    for symbol in DEFAULT_INSTRUMENTS:
+        default = trading_setting_row(user_id, symbol)
+        row = rows.get(symbol)
+        if row is None:
+            default.is_active = True
+            session.add(default)
+            changes.append(f"{symbol}: added")
+            continue
+        mine: list[str] = []
+        _change(mine, "lot size", row.lot_size, default.lot_size)
+        _change(mine, "next-month lot size", row.next_month_lot_size, default.next_month_lot_size)
+        _change(mine, "freeze quantity", row.freeze_quantity, default.freeze_quantity)
+        _change(mine, "max lots per order", row.max_lots_per_order, default.max_lots_per_order)
+        _change(mine, "active", row.is_active, True)
+        row.lot_size, row.next_month_lot_size = default.lot_size, default.next_month_lot_size
+        row.freeze_quantity, row.max_lots_per_order = default.freeze_quantity, default.max_lots_per_order
+        row.is_active = True
+        changes.extend(f"{symbol}: {c}" for c in mine)
+    return changes
 
 
 def reset_margin_rows(session: Session, user_id: int) -> int:

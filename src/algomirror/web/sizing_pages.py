@@ -8,6 +8,7 @@ engine reads these rows at its next command, so a saved change applies without a
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, TypeVar
 
 from flask import Blueprint, abort, render_template, request
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from algomirror.db import sizing_edits as edits
 from algomirror.db.base import Base
+from algomirror.db.instrument_settings import revisions_in_force
 from algomirror.db.models.enums import GRADE_SOURCES, RISK_LEVELS
 from algomirror.db.models.sizing import (
     MarginRequirement,
@@ -26,7 +28,7 @@ from algomirror.db.models.sizing import (
     TradingSettingRevision,
 )
 from algomirror.domain.timeutil import to_ist
-from algomirror.web.context import db, log_activity, me, now, redirect_to
+from algomirror.web.context import db, log_activity, market_now, me, redirect_to
 from algomirror.web.forms import require_confirmation
 
 bp = Blueprint("sizing", __name__, url_prefix="/sizing")
@@ -44,10 +46,14 @@ def _owned(session: Session, model: type[Row], row_id: int) -> Row:
 def _page(failed: tuple[str, int | None] | None = None, errors: dict[str, str] | None = None) -> str:
     session = db()
     uid = me().id
+    today = _today()
+    settings = session.scalars(
+        select(TradingSetting).where(TradingSetting.user_id == uid).order_by(TradingSetting.symbol)
+    ).all()
     context: dict[str, Any] = {
-        "settings": session.scalars(
-            select(TradingSetting).where(TradingSetting.user_id == uid).order_by(TradingSetting.symbol)
-        ).all(),
+        "settings": settings,
+        # The revision whose figures replace each row's today: the table shows what the engine uses.
+        "in_force": revisions_in_force(session, [s.id for s in settings], today),
         "margins": session.scalars(
             select(MarginRequirement)
             .where(MarginRequirement.user_id == uid)
@@ -62,7 +68,7 @@ def _page(failed: tuple[str, int | None] | None = None, errors: dict[str, str] |
             .where(TradingSetting.user_id == uid)
             .order_by(TradingSetting.symbol, TradingSettingRevision.effective_from)
         ).all(),
-        "today": to_ist(now()).date(),
+        "today": today,
         "margin_fields": edits.MARGIN_FIELDS,
         "risk_levels": RISK_LEVELS,
         "sources": GRADE_SOURCES,
@@ -72,6 +78,11 @@ def _page(failed: tuple[str, int | None] | None = None, errors: dict[str, str] |
         "submitted": request.form if failed else {},
     }
     return render_template("sizing/index.html", **context)
+
+
+def _today() -> date:
+    """Today's IST date on the market clock: the day the engine's next preview sizes by."""
+    return to_ist(market_now()).date()
 
 
 def _refused(kind: str, row_id: int | None, exc: edits.FieldErrors) -> ResponseReturnValue:
@@ -100,9 +111,11 @@ def index() -> ResponseReturnValue:
 def save_setting(row_id: int) -> ResponseReturnValue:
     """Save one instrument's lot size, next-month lot size, freeze quantity and active flag."""
     require_confirmation()
-    row = _owned(db(), TradingSetting, row_id)
+    session = db()
+    row = _owned(session, TradingSetting, row_id)
+    in_force = revisions_in_force(session, [row.id], _today()).get(row.id)
     try:
-        changes = edits.update_trading_setting(row, request.form)
+        changes = edits.update_trading_setting(row, request.form, in_force=in_force)
     except edits.FieldErrors as exc:
         return _refused("setting", row_id, exc)
     return _saved("sizing_setting_changed", f"Instrument {row.symbol}", changes, "instruments")
@@ -113,10 +126,8 @@ def save_setting(row_id: int) -> ResponseReturnValue:
 def reset_settings() -> ResponseReturnValue:
     """Put NIFTY, BANKNIFTY and SENSEX back to the default lot sizes and freeze limits."""
     require_confirmation()
-    count = edits.reset_trading_settings(db(), me().id)
-    return _saved(
-        "sizing_settings_reset", "Instrument settings", [f"{count} reset to defaults"], "instruments"
-    )
+    changes = edits.reset_trading_settings(db(), me().id)
+    return _saved("sizing_settings_reset", "Instrument settings reset to defaults", changes, "instruments")
 
 
 @bp.route("/instruments/<id:row_id>/revisions", methods=["POST"])
