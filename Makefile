@@ -42,8 +42,17 @@ lint: install-dev
 
 # Two workers, whole files per worker (module fixtures such as the e2e demo servers stay in one process):
 # the suite mostly waits on loopback servers and polls, so this cuts it from ~18 to ~6 minutes on 2 cores.
+# Then the production pass (tests/profile.py): the suite once more as ALGOMIRROR_ENV=production, on
+# PostgreSQL only, with Redis for rate limits and the live bus, engine subprocesses in production mode.
+# It runs tests/integration only, less test_chaos.py and test_sim_*: tests/unit, the chaos harness (it
+# builds its own settings and engine environment) and the paper exchange's own tests (no settings, no
+# database) never read the profile, so there they would only repeat pass 1 (the chaos runs alone are
+# ~2.5 of its minutes); tests/e2e drive the SQLite demo, which production mode refuses (the profile
+# skips them). Measured: ~7-8.5 min on a loaded 2-core machine, under the dev pass's ~8.5.
 test: install-dev browser lint
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	ALGOMIRROR_TEST_PROFILE=production $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile \
+	  tests/integration --ignore=tests/integration/test_chaos.py --ignore-glob='tests/integration/test_sim_*'
 
 unit: install-dev
 	$(BIN)/pytest -q tests/unit

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from algomirror.db.session import Database
+from tests import profile
 from tests.schema import PG_ADMIN_URL, REFERENCE_TABLES, build_schema, private_pg_database, truncate_all
 
 
@@ -36,7 +37,16 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# The production profile (tests/profile.py) refuses SQLite as production does: its half is skipped.
+BACKENDS = [
+    pytest.param("sqlite", marks=pytest.mark.skip(reason=profile.SQLITE_REFUSED))
+    if profile.PRODUCTION
+    else "sqlite",
+    "postgresql",
+]
+
+
+@pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A clean, migrated database URL; every DB test runs once per backend."""
     if request.param == "sqlite":
@@ -50,7 +60,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A brand-new database with no tables (no migrations applied), on each backend."""
     if request.param == "sqlite":
@@ -73,6 +83,30 @@ def database(db_url: str) -> Iterator[Database]:
 def session(database: Database) -> Iterator[Session]:
     with database.session_factory() as s:
         yield s
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "development_only: tests development-mode behaviour; skipped in the production profile"
+    )
+
+
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the production profile: skip ``development_only`` tests and the browser tests (tests/e2e),
+    which drive the embedded SQLite demo, a development-mode installation by nature (production mode
+    turns the demo off and refuses SQLite), so the development pass is where they run."""
+    if not profile.PRODUCTION:
+        return
+    skip = pytest.mark.skip(reason="production profile: the test is about development mode")
+    skip_e2e = pytest.mark.skip(reason=profile.E2E_DEVELOPMENT)
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(skip_e2e)
+        elif item.get_closest_marker("development_only"):
+            item.add_marker(skip)
 
 
 __all__ = ["PG_ADMIN_URL", "REFERENCE_TABLES"]

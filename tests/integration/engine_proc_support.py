@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet
 from algomirror.db.models import TradingAccount
 from algomirror.engine.exit_planning import retry_exit
 from algomirror.security import SecretBox
+from tests import profile
 from tests.integration.execution_support import World
 from tests.integration.feed_support import until
 from tests.integration.risk_engine_proc import OFFSET_VARIABLE
@@ -55,15 +56,17 @@ class Engines:
         command: Sequence[str],
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.env = {
-            **os.environ,
-            "ALGOMIRROR_DATABASE_URL": db_url,
-            "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance"),
-            "ALGOMIRROR_FERNET_KEY": fernet.decode(),
-            "ALGOMIRROR_SYNC_INTERVAL_MARKET": "5",
-            "ALGOMIRROR_SYNC_INTERVAL_CLOSED": "5",
-            **(env or {}),
-        }
+        self.env = profile.child_env(
+            {
+                **os.environ,
+                "ALGOMIRROR_DATABASE_URL": db_url,
+                "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance"),
+                "ALGOMIRROR_FERNET_KEY": fernet.decode(),
+                "ALGOMIRROR_SYNC_INTERVAL_MARKET": "5",
+                "ALGOMIRROR_SYNC_INTERVAL_CLOSED": "5",
+                **(env or {}),
+            }
+        )
         self.command = list(command)
         self.tmp_path = tmp_path
         self.started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []

@@ -20,19 +20,23 @@ from algomirror.domain.timeutil import utcnow
 from algomirror.engine.halts import entries_halted, halt_entries
 from algomirror.engine.lock import ADVISORY_LOCK_KEY, EngineLock
 from algomirror.security import SecretBox
+from tests import profile
 from tests.helpers import eventually
 from tests.schema import truncate_all
 from tests.sim_fixtures import SimHandle
 
 
 def _env(db_url: str, tmp_path: Path, fernet: bytes) -> dict[str, str]:
-    return {
-        "ALGOMIRROR_DATABASE_URL": db_url,
-        "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance"),
-        "ALGOMIRROR_FERNET_KEY": fernet.decode(),
-        "ALGOMIRROR_SYNC_INTERVAL_MARKET": "0.2",
-        "ALGOMIRROR_SYNC_INTERVAL_CLOSED": "0.2",
-    }
+    """The engine's variables; in the production test profile also production's (tests/profile.py)."""
+    return profile.child_env(
+        {
+            "ALGOMIRROR_DATABASE_URL": db_url,
+            "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance"),
+            "ALGOMIRROR_FERNET_KEY": fernet.decode(),
+            "ALGOMIRROR_SYNC_INTERVAL_MARKET": "0.2",
+            "ALGOMIRROR_SYNC_INTERVAL_CLOSED": "0.2",
+        }
+    )
 
 
 def test_engine_when_another_engine_holds_the_lock_refuses_with_one_line(

@@ -16,6 +16,7 @@ from algomirror.db.models.engine_fence import EngineFence
 from algomirror.db.session import Database
 from algomirror.engine.lock import EngineLock
 from algomirror.runner import StartupError
+from tests import profile
 from tests.integration.web_support import WebEnv, make_env, unused_port
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -67,7 +68,8 @@ def test_readyz_when_heartbeat_fresh_answers_200_and_when_stale_503_naming_the_e
     assert body["status"] == "ready"
     assert "failed" not in body
     assert body["checks"]["database"] == {"ok": True}
-    assert body["checks"]["redis"] == {"ok": True, "configured": False}
+    # Redis is configured (and up) exactly when the test profile is production's.
+    assert body["checks"]["redis"] == {"ok": True, "configured": profile.PRODUCTION}
     engine = body["checks"]["engine"]
     assert engine["ok"] is True
     assert engine["heartbeat_age_seconds"] == 10.0

@@ -19,6 +19,7 @@ from algomirror.db.migrate import alembic_config
 from algomirror.db.models import ActivityLog, User
 from algomirror.db.session import Database
 from algomirror.security import make_password_hasher, verify_password
+from tests import profile
 from tests.helpers import eventually
 from tests.integration.web_support import unused_port
 
@@ -26,7 +27,10 @@ PASSWORD = "violet-harbour-cinnamon"
 
 
 def _env(db_url: str, tmp_path: Path) -> dict[str, str]:
-    return {"ALGOMIRROR_DATABASE_URL": db_url, "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance")}
+    """The CLI's variables; in the production test profile also production's (tests/profile.py)."""
+    return profile.child_env(
+        {"ALGOMIRROR_DATABASE_URL": db_url, "ALGOMIRROR_INSTANCE_DIR": str(tmp_path / "instance")}
+    )
 
 
 def _users(db_url: str) -> list[User]:

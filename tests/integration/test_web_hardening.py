@@ -311,6 +311,7 @@ def _limiter(app: Flask) -> Limiter:
     return limiter
 
 
+@pytest.mark.development_only
 def test_limiter_when_no_redis_url_keeps_counts_in_memory(env: WebEnv) -> None:
     assert isinstance(_limiter(env.app).storage, MemoryStorage)
 
@@ -558,7 +559,8 @@ def test_logging_when_database_password_logged_by_mistake_is_redacted(tmp_path: 
 
 def test_hsts_when_secure_cookies_on_is_sent_and_otherwise_not(db_url: str, tmp_path: Path) -> None:
     https = make_env(db_url, tmp_path / "a", secure_cookies=True)
-    plain = make_env(db_url, tmp_path / "b")
+    # Explicitly off: production mode turns secure cookies on unless told otherwise.
+    plain = make_env(db_url, tmp_path / "b", secure_cookies=False)
     try:
         assert https.client().get("/login").headers["Strict-Transport-Security"] == "max-age=31536000"
         assert "Strict-Transport-Security" not in plain.client().get("/login").headers

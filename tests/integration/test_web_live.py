@@ -21,8 +21,9 @@ import httpx
 import pytest
 
 from algomirror.db.models import Strategy, StrategyRun
-from algomirror.live import InProcessBus
+from algomirror.live import InProcessBus, RedisBus
 from algomirror.web.live import StreamSlots, stream_slots
+from tests import profile
 from tests.helpers import eventually
 from tests.integration.web_support import PASSWORD, START, TOKEN_RE, WebEnv, add_user, make_env, signed_in
 
@@ -43,8 +44,8 @@ class Served:
         return client
 
     @property
-    def bus(self) -> InProcessBus:
-        bus: InProcessBus = self.env.app.extensions["live_bus"]
+    def bus(self) -> InProcessBus | RedisBus:
+        bus: InProcessBus | RedisBus = self.env.app.extensions["live_bus"]
         return bus
 
     @property
@@ -57,9 +58,11 @@ class Served:
 def served(db_url: str, tmp_path: Path) -> Iterator[Served]:
     from waitress.server import create_server
 
-    env = make_env(db_url, tmp_path)
+    # Plain HTTP on loopback (no TLS proxy in front): a Secure cookie would never be sent back.
+    env = make_env(db_url, tmp_path, secure_cookies=False)
     env.app.config.update(LIVE_KEEPALIVE_SECONDS=0.2, LIVE_STREAMS_PER_USER=2, LIVE_MAX_STREAMS=6)
-    assert isinstance(env.app.extensions["live_bus"], InProcessBus)
+    # The production test profile streams over Redis pub/sub, the development one in process.
+    assert isinstance(env.app.extensions["live_bus"], RedisBus if profile.PRODUCTION else InProcessBus)
     # As runner.serve does: lookahead lets waitress notice a client that went away mid-stream.
     server: Any = create_server(env.app, host="127.0.0.1", port=0, threads=8, channel_request_lookahead=1)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -157,6 +160,10 @@ def test_stream_when_signed_in_frames_the_published_events_of_its_topics_only(se
         frames = Frames(response)
         assert frames.next() == ["retry: 3000"]
         eventually(lambda: served.bus.subscriber_count == 1, timeout=DEADLINE, what="subscribed")
+        bus = served.bus
+        if isinstance(bus, RedisBus):
+            # Pub/sub keeps nothing: publish only once the listener is subscribed in Redis.
+            assert bus.wait_connected(DEADLINE), "live bus listener not subscribed in Redis"
 
         served.bus.publish(f"run:{run_id + 1}:risk", "pnl", {"pnl": Decimal("1")})
         served.bus.publish(f"user:{uid + 1}:alerts", "alert", {"text": "not yours"})

@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,9 +25,11 @@ from algomirror.config import load_settings
 from algomirror.db.models import ActivityLog, TradingAccount, User
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import FakeClock
+from algomirror.live import RedisBus
 from algomirror.security import make_password_hasher
 from algomirror.web import create_app
 from algomirror.web.context import WebState
+from tests import profile
 
 START = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)  # 09:30 IST
 PASSWORD = "correct horse battery staple"
@@ -90,9 +93,29 @@ _TEMPLATE_CACHE = _MemoryBytecodeCache()
 
 
 def make_env(db_url: str, tmp_path: Path, **overrides: Any) -> WebEnv:
-    settings = load_settings(instance_dir=tmp_path / "instance", database_url=db_url, demo=False, **overrides)
+    """A web app on ``db_url``; in the production test profile (:mod:`tests.profile`) a production one:
+    Redis for rate limits and the live bus, each under this app's own prefix so tests never share
+    counters or events."""
+    settings = load_settings(
+        **profile.settings_overrides(
+            {"instance_dir": tmp_path / "instance", "database_url": db_url, "demo": False, **overrides}
+        )
+    )
     database = Database(db_url)
-    app = create_app(settings, database=database)
+    # The profile's Redis (not one a test names itself: such a test is about Redis and its sharing).
+    own_redis = profile.PRODUCTION and "redis_url" not in overrides
+    bus = None
+    if own_redis:
+        bus = RedisBus(settings.redis_url, channel_prefix=profile.unique_prefix() + "live:")
+    app = create_app(settings, database=database, bus=bus)
+    if bus is not None:
+        # Its threads and connections go with the app (or at exit), not with the whole run.
+        weakref.finalize(app, bus.close)
+    if own_redis:
+        # Rate-limit counters in Redis outlive the app: a prefix of its own keeps every test's fresh.
+        # Flask-Limiter (pinned) reads its key prefix only from config at init, which create_app runs.
+        for limiter in app.extensions.get("limiter", ()):
+            limiter._key_prefix = profile.unique_prefix()
     app.config["TESTING"] = True
     app.jinja_env.bytecode_cache = _TEMPLATE_CACHE
     clock = FakeClock(START)
