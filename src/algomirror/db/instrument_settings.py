@@ -11,7 +11,8 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from algomirror.db.models.sizing import TradingSetting, TradingSettingRevision
+from algomirror.db.models.sizing import MarginRequirement, TradingSetting, TradingSettingRevision
+from algomirror.domain.sizing import MarginRates
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,4 +80,18 @@ def effective_settings(session: Session, user_id: int, day: date) -> dict[str, E
     return found
 
 
-__all__ = ["EffectiveSetting", "effective_settings", "revisions_in_force"]
+def margin_rates(row: MarginRequirement) -> MarginRates:
+    """The sizing domain's rates (₹ per lot) of one margin_requirements row. Raises DomainError for
+    figures the domain refuses (a negative or missing margin)."""
+    return MarginRates(
+        single_sell_expiry=row.ce_pe_sell_expiry,
+        single_sell_non_expiry=row.ce_pe_sell_non_expiry,
+        pair_sell_expiry=row.ce_and_pe_sell_expiry,
+        pair_sell_non_expiry=row.ce_and_pe_sell_non_expiry,
+        futures_expiry=row.futures_expiry,
+        futures_non_expiry=row.futures_non_expiry,
+        buying_premium_per_lot=row.buying_premium_per_lot,
+    )
+
+
+__all__ = ["EffectiveSetting", "effective_settings", "margin_rates", "revisions_in_force"]

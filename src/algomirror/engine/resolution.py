@@ -60,7 +60,7 @@ from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import BrokerError
 from algomirror.broker.registry import ClientRegistry
 from algomirror.broker.wire.instruments import OptionChain
-from algomirror.db.instrument_settings import effective_settings
+from algomirror.db.instrument_settings import effective_settings, margin_rates
 from algomirror.db.models import (
     EngineCommand,
     MarginRequirement,
@@ -310,15 +310,7 @@ def load_snapshot(database: Database, user_id: int, strategy_id: int, day: date 
             )
         ):
             try:
-                snap.margins[m.instrument.upper()] = MarginRates(
-                    single_sell_expiry=m.ce_pe_sell_expiry,
-                    single_sell_non_expiry=m.ce_pe_sell_non_expiry,
-                    pair_sell_expiry=m.ce_and_pe_sell_expiry,
-                    pair_sell_non_expiry=m.ce_and_pe_sell_non_expiry,
-                    futures_expiry=m.futures_expiry,
-                    futures_non_expiry=m.futures_non_expiry,
-                    buying_premium_per_lot=m.buying_premium_per_lot,
-                )
+                snap.margins[m.instrument.upper()] = margin_rates(m)
             except DomainError as exc:
                 snap.warnings.append(f"margin row {m.instrument} is unusable: {_why(exc)}")
         for g in session.scalars(

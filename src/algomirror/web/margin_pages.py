@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from wtforms import SelectChoice
 
+from algomirror.db.instrument_settings import margin_rates
 from algomirror.db.models import AccountFunds, MarginTracker, TradingAccount
 from algomirror.db.models.sizing import MarginRequirement, TradeQuality
 from algomirror.domain.errors import DomainError
@@ -114,15 +115,7 @@ def _rates(session: Session, user_id: int) -> dict[str, MarginRates | str]:
         .order_by(MarginRequirement.instrument)
     ):
         try:
-            found[m.instrument.upper()] = MarginRates(
-                single_sell_expiry=m.ce_pe_sell_expiry,
-                single_sell_non_expiry=m.ce_pe_sell_non_expiry,
-                pair_sell_expiry=m.ce_and_pe_sell_expiry,
-                pair_sell_non_expiry=m.ce_and_pe_sell_non_expiry,
-                futures_expiry=m.futures_expiry,
-                futures_non_expiry=m.futures_non_expiry,
-                buying_premium_per_lot=m.buying_premium_per_lot,
-            )
+            found[m.instrument.upper()] = margin_rates(m)
         except DomainError as exc:
             found[m.instrument.upper()] = str(exc)
     return found
