@@ -171,3 +171,13 @@ def chromium(chromium_path: str) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def signed_in_page(demo: Demo, chromium: Any, width: int, height: int) -> Any:
+    """A new browser context of ``width`` × ``height`` px with one page signed in to ``demo`` (15 s
+    default timeout); close it with ``page.context.close()``."""
+    context = chromium.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    sign_in_demo(page, demo)
+    return page

@@ -10,25 +10,17 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Demo, sign_in_demo
+from tests.e2e.conftest import Demo, signed_in_page
 
 pytestmark = pytest.mark.e2e
 
 OVERFLOW_JS = "() => document.documentElement.scrollWidth - window.innerWidth"
 
 
-def _page(demo: Demo, chromium: Any, width: int, height: int) -> Any:
-    context = chromium.new_context(viewport={"width": width, "height": height})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    sign_in_demo(page, demo)
-    return page
-
-
 def test_calendar_reached_from_settings_and_openalgo_import_runs(
     demo_server: Demo, chromium: Any, artifacts_dir: Path
 ) -> None:
-    page = _page(demo_server, chromium, 1280, 900)
+    page = signed_in_page(demo_server, chromium, 1280, 900)
     try:
         page.goto(demo_server.url + "/settings/")
         page.get_by_role("navigation", name="Settings pages").get_by_role("link", name="Calendar").click()
@@ -55,7 +47,7 @@ def test_calendar_reached_from_settings_and_openalgo_import_runs(
 def test_hours_editor_fits_without_a_sideways_scroll(
     demo_server: Demo, chromium: Any, artifacts_dir: Path, width: int, height: int
 ) -> None:
-    page = _page(demo_server, chromium, width, height)
+    page = signed_in_page(demo_server, chromium, width, height)
     try:
         page.goto(demo_server.url + "/calendar/hours")
         page.get_by_role("link", name="Edit equity hours").click()

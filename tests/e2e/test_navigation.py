@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Demo, sign_in_demo
+from tests.e2e.conftest import Demo, signed_in_page
 
 pytestmark = pytest.mark.e2e
 
@@ -28,18 +28,10 @@ LINKS_JS = """() => {
 }"""
 
 
-def _open(demo: Demo, chromium: Any, width: int, height: int) -> Any:
-    context = chromium.new_context(viewport={"width": width, "height": height})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    sign_in_demo(page, demo)
-    return page
-
-
 def test_every_nav_item_is_on_screen_at_1280_px(
     demo_server: Demo, chromium: Any, artifacts_dir: Path
 ) -> None:
-    page = _open(demo_server, chromium, 1280, 800)
+    page = signed_in_page(demo_server, chromium, 1280, 800)
     try:
         for path in ("/", "/settings/"):
             page.goto(demo_server.url + path)
@@ -54,7 +46,7 @@ def test_every_nav_item_is_on_screen_at_1280_px(
 
 
 def test_every_nav_item_can_be_reached_and_opened_on_a_phone(demo_server: Demo, chromium: Any) -> None:
-    page = _open(demo_server, chromium, 390, 844)
+    page = signed_in_page(demo_server, chromium, 390, 844)
     try:
         page.goto(demo_server.url + "/")
         labels = [link["label"] for link in page.evaluate(LINKS_JS)["links"]]
