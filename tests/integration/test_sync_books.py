@@ -124,6 +124,24 @@ def test_store_positions_when_quantity_is_garbage_keeps_the_last_good_row(databa
     assert (row.quantity, row.pnl, row.updated_at) == (-65, Decimal("162.50"), T0)
 
 
+def test_store_positions_when_the_clock_has_not_moved_keeps_its_stamp_not_the_wall_clock(
+    database: Database,
+) -> None:
+    # Two reads within one step of a demo or test clock: the ORM leaves an equal stamp out of the UPDATE,
+    # and the column's onupdate used to put this computer's time there instead (seen in the demo).
+    acc = make_account(database)
+    row = {"symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "product": "NRML", "quantity": -65,
+           "average_price": "120.5", "ltp": "118"}  # fmt: skip
+    with database.session() as s:
+        book_mirror.store_positions(s, acc, positions(row), fetched_at=T0)
+    with database.session() as s:
+        counts = book_mirror.store_positions(s, acc, positions({**row, "ltp": "119"}), fetched_at=T0)
+    assert counts.updated == 1
+    with database.session() as s:
+        stored = s.scalars(select(Position)).one()
+    assert (stored.ltp, stored.updated_at) == (Decimal("119"), T0)
+
+
 def test_store_orders_when_working_order_disappears_marks_it_unknown_not_deleted(database: Database) -> None:
     acc = make_account(database)
     row = {"orderid": 123, "symbol": "NIFTY01DEC2626000CE", "exchange": "NFO", "action": "buy",
