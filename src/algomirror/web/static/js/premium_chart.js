@@ -70,6 +70,7 @@
     var loading = false;
     var again = false;
     var drawn = false;
+    var heard = null; // the engine's last event: {at (epoch s or null), state, message, extra}
     if (!LW || typeof LW.createChart !== "function" || !LW.CandlestickSeries || !LW.LineSeries) {
       status.textContent = "The chart library is not loaded.";
       return { refresh: function () {}, supertrend: function () {} };
@@ -131,6 +132,12 @@
         extra = (tail.direction === -1 ? "up ▲" : "down ▼") + " · ST " + grouping.format(tail.value);
       }
       var state = body.state === "ok" && tail && exitState(body.exit_type, tail.direction) ? "exit" : body.state;
+      if (heard && heard.at !== null && (last === null || heard.at >= last)) {
+        // The engine's event is about a candle the server's series does not have yet: it stays shown.
+        describe(heard.state, heard.message, heard.extra);
+        return;
+      }
+      heard = null;
       describe(state, body.message, extra);
       if (!bars.length && !body.message) {
         status.textContent = "No closed candles yet.";
@@ -173,16 +180,18 @@
         return; // the engine's timeframe is not the one shown
       }
       var at = data.candle_at ? Math.floor(Date.parse(data.candle_at) / 1000) : null;
-      if (at !== null && (last === null || at > last)) {
-        reload();
-        return;
-      }
       var extra = "";
       if (data.direction === 1 || data.direction === -1) {
         extra = (data.direction === -1 ? "up ▲" : "down ▼") + (data.line ? " · ST " + grouping.format(Number(data.line)) : "");
       }
       var state = data.state === "ok" && exitState(data.exit_type, data.direction) ? "exit" : data.state;
-      describe(state, state === "exit" && data.message === "exit state" ? null : data.message, extra);
+      var message = state === "exit" && data.message === "exit state" ? null : data.message;
+      // Shown at once, even while the chart is still loading or re-reads for the candle the event names.
+      heard = { at: at, state: state, message: message, extra: extra };
+      describe(state, message, extra);
+      if (at !== null && (last === null || at > last)) {
+        reload();
+      }
     }
 
     reload();
