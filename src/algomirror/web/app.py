@@ -33,6 +33,7 @@ from algomirror.web.context import (
 )
 from algomirror.web.context import now as state_now
 from algomirror.web.ids import IdConverter
+from algomirror.web.routing import AlgoMirrorFlask
 
 CSP = "; ".join(
     [
@@ -138,7 +139,7 @@ def create_app(
     engine's bus when it runs in this process)."""
     settings = settings or load_settings()
     database = database or Database(settings.effective_database_url, settings)
-    app = Flask(__name__)
+    app = AlgoMirrorFlask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key_value(),
         SESSION_COOKIE_HTTPONLY=True,
