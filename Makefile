@@ -40,19 +40,19 @@ lint: install-dev
 	$(BIN)/ruff format --check src tests bench migrations stubs
 	$(BIN)/mypy
 
-# Two workers, whole files per worker (module fixtures such as the e2e demo servers stay in one process):
-# the suite mostly waits on loopback servers and polls, so this cuts it from ~18 to ~6 minutes on 2 cores.
-# Then the production pass (tests/profile.py): the suite once more as ALGOMIRROR_ENV=production, on
-# PostgreSQL only, with Redis for rate limits and the live bus, engine subprocesses in production mode.
-# It runs tests/integration only, less test_chaos.py and test_sim_*: tests/unit, the chaos harness (it
-# builds its own settings and engine environment) and the paper exchange's own tests (no settings, no
-# database) never read the profile, so there they would only repeat pass 1 (the chaos runs alone are
-# ~2.5 of its minutes); tests/e2e drive the SQLite demo, which production mode refuses (the profile
-# skips them). Measured: ~7-8.5 min on a loaded 2-core machine, under the dev pass's ~8.5.
+# Two workers, whole files per worker (module fixtures such as the e2e demo servers stay in one process),
+# longest files first (tests/conftest.py orders them; xdist's own reorder by test count is turned off:
+# it left the one-test browser files for the end, one worker busy while the other idled).
+# Then the production pass (tests/profile.py): the integration tests once more as
+# ALGOMIRROR_ENV=production, on PostgreSQL only, with Redis for rate limits and the live bus, engine
+# subprocesses in production mode. Only the files that reach tests/profile.py through their imports run
+# there (the rest are deselected: they would repeat their PostgreSQL half of pass 1 unchanged);
+# tests/e2e drive the SQLite demo, which production mode refuses (the profile skips them).
+# Timings: docs/benchmarks.md "Test suite".
 test: install-dev browser lint
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 	ALGOMIRROR_TEST_PROFILE=production $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile \
-	  tests/integration --ignore=tests/integration/test_chaos.py --ignore-glob='tests/integration/test_sim_*'
+	  --no-loadscope-reorder tests/integration
 
 unit: install-dev
 	$(BIN)/pytest -q tests/unit

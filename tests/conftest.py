@@ -10,6 +10,7 @@ PostgreSQL is not optional: if it cannot be reached the PostgreSQL half fails lo
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,12 +95,34 @@ def pytest_configure(config: pytest.Config) -> None:
 E2E_DIR = Path(__file__).resolve().parent / "e2e"
 
 
+def _longest_first(items: list[pytest.Item]) -> None:
+    """Order the modules longest first, for ``--dist loadfile --no-loadscope-reorder`` (Makefile): the
+    modules with ``slow`` tests (the chaos runs), then the browser tests (each a few slow tests), then the
+    rest by test count. xdist's own order (by test count only) left the one-test browser modules of
+    30-50 s each for the end, one worker running them while the other idled."""
+    count = Counter(item.path for item in items)
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+
+    def weight(item: pytest.Item) -> tuple[int, int, str]:
+        tier = 0 if item.path in slow else 1 if item.path.is_relative_to(E2E_DIR) else 2
+        return (tier, -count[item.path], str(item.path))
+
+    items.sort(key=weight)  # stable: a module's own tests keep their order
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In the production profile: skip ``development_only`` tests and the browser tests (tests/e2e),
-    which drive the embedded SQLite demo, a development-mode installation by nature (production mode
-    turns the demo off and refuses SQLite), so the development pass is where they run."""
+    """Longest modules first (:func:`_longest_first`). In the production profile: deselect the tests
+    of modules that never reach tests/profile.py (they would only repeat the development pass), skip
+    ``development_only`` tests and the browser tests (tests/e2e), which drive the embedded SQLite demo, a
+    development-mode installation by nature (production mode turns the demo off and refuses SQLite), so
+    the development pass is where they run."""
+    _longest_first(items)
     if not profile.PRODUCTION:
         return
+    repeats = [item for item in items if not profile.reaches_profile(item.path)]
+    if repeats:
+        config.hook.pytest_deselected(items=repeats)
+        items[:] = [item for item in items if profile.reaches_profile(item.path)]
     skip = pytest.mark.skip(reason="production profile: the test is about development mode")
     skip_e2e = pytest.mark.skip(reason=profile.E2E_DEVELOPMENT)
     for item in items:

@@ -14,7 +14,10 @@
 * child processes the helpers start (engine subprocesses, the CLI commands of test_engine_cli and
   test_web_cli) get the same variables (:func:`child_env`);
 * the browser tests (tests/e2e) are skipped: they drive the embedded SQLite demo, which production
-  mode turns off and refuses, so they would only repeat the development pass.
+  mode turns off and refuses, so they would only repeat the development pass;
+* a test module that never reaches this module through its imports (:func:`reaches_profile`: the unit
+  tests, the paper exchange's own tests, tests that build their own settings) is deselected: nothing in
+  it can differ from its PostgreSQL half in the development pass, so it would only repeat it.
 
 Redis isolation: every xdist worker uses its own Redis database number (pub/sub is not per database,
 so each app's bus also gets its own channel prefix, and each app its own rate-limit key prefix). A
@@ -23,8 +26,11 @@ test that names its own Redis URL keeps the app's default prefixes: it is about 
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
@@ -90,3 +96,46 @@ def child_env(env: dict[str, str]) -> dict[str, str]:
     if env.get("ALGOMIRROR_DATABASE_URL", "").startswith("sqlite"):
         extra["ALGOMIRROR_ALLOW_SQLITE"] = "1"
     return {**extra, **env}
+
+
+TESTS_DIR = Path(__file__).resolve().parent
+_THIS = Path(__file__).resolve()
+
+
+def _local_imports(path: Path) -> set[Path]:
+    """The files of the ``tests`` package that ``path`` imports (``import tests.x``, ``from tests.x import
+    y``, ``from tests import x``)."""
+    found: set[Path] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] != "tests":
+                continue
+            base = TESTS_DIR.joinpath(*parts[1:])
+            for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                if candidate.is_file():
+                    found.add(candidate.resolve())
+    return found
+
+
+@functools.cache
+def reaches_profile(path: Path) -> bool:
+    """Whether the test file ``path`` imports this module, directly or through the test helpers it
+    imports: only such a test can behave differently in the production profile."""
+    seen: set[Path] = set()
+    todo = [path.resolve()]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        imported = _local_imports(current)
+        if _THIS in imported:
+            return True
+        todo.extend(imported - seen)
+    return False
