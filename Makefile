@@ -50,8 +50,8 @@ lint: install-dev
 # tests/e2e drive the SQLite demo, which production mode refuses (the profile skips them).
 # Timings: docs/benchmarks.md "Test suite".
 test: install-dev browser lint
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
-	ALGOMIRROR_TEST_PROFILE=production $(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile \
+	ALGOMIRROR_TEST_PASSES=2 $(BIN)/pytest -q -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder
+	ALGOMIRROR_TEST_PASSES=2 ALGOMIRROR_TEST_PROFILE=production $(BIN)/pytest -q -p no:cacheprovider -n 3 --dist loadfile \
 	  --no-loadscope-reorder tests/integration
 
 unit: install-dev

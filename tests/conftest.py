@@ -110,6 +110,16 @@ def _longest_first(items: list[pytest.Item]) -> None:
     items.sort(key=weight)  # stable: a module's own tests keep their order
 
 
+def _production_pass_runs(item: pytest.Item) -> bool:
+    """Whether the production pass runs this development-pass test as it is: a PostgreSQL case of a
+    module that reaches tests/profile.py, not about development mode (``ALGOMIRROR_TEST_PASSES=2``)."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or item.get_closest_marker("development_only"):
+        return False
+    backend = callspec.params.get("db_url", callspec.params.get("empty_db_url"))
+    return backend == "postgresql" and profile.reaches_profile(item.path)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Longest modules first (:func:`_longest_first`). In the production profile: deselect the tests
     of modules that never reach tests/profile.py (they would only repeat the development pass), skip
@@ -118,6 +128,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the development pass is where they run."""
     _longest_first(items)
     if not profile.PRODUCTION:
+        if profile.TWO_PASSES:
+            later = [item for item in items if _production_pass_runs(item)]
+            if later:
+                config.hook.pytest_deselected(items=later)
+                items[:] = [item for item in items if not _production_pass_runs(item)]
         return
     repeats = [item for item in items if not profile.reaches_profile(item.path)]
     if repeats:

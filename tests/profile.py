@@ -19,6 +19,12 @@
   tests, the paper exchange's own tests, tests that build their own settings) is deselected: nothing in
   it can differ from its PostgreSQL half in the development pass, so it would only repeat it.
 
+``make test`` sets ``ALGOMIRROR_TEST_PASSES=2`` for both passes. The development pass then leaves the
+PostgreSQL half of the tests that reach this module (except ``development_only`` ones) to the production
+pass, which runs exactly that half, in production mode: each such test still runs on both databases,
+SQLite in development mode and PostgreSQL in production mode, once each (CI's 20 minutes do not hold
+the suite three times). Without the variable (a developer's ``pytest``) every test runs on both.
+
 Redis isolation: every xdist worker uses its own Redis database number (pub/sub is not per database,
 so each app's bus also gets its own channel prefix, and each app its own rate-limit key prefix). A
 test that names its own Redis URL keeps the app's default prefixes: it is about Redis and its sharing.
@@ -39,6 +45,9 @@ PROFILE = os.environ.get("ALGOMIRROR_TEST_PROFILE", "development").strip().lower
 if PROFILE not in {"development", "production"}:
     raise RuntimeError(f"ALGOMIRROR_TEST_PROFILE must be development or production, not {PROFILE!r}")
 PRODUCTION = PROFILE == "production"
+# The two passes of `make test` (see the module docstring): the PostgreSQL half of the tests that reach
+# this module runs in the production pass only.
+TWO_PASSES = os.environ.get("ALGOMIRROR_TEST_PASSES", "1").strip() == "2"
 
 # Redis server of the production profile; tests of Redis itself use databases 13 and 15.
 REDIS_BASE = os.environ.get("ALGOMIRROR_TEST_REDIS_URL", "redis://127.0.0.1:6379")
