@@ -40,15 +40,15 @@ lint: install-dev
 	$(BIN)/ruff format --check src tests bench migrations stubs
 	$(BIN)/mypy
 
-# Two workers, whole files per worker (module fixtures such as the e2e demo servers stay in one process),
-# longest files first (tests/conftest.py orders them; xdist's own reorder by test count is turned off:
-# it left the one-test browser files for the end, one worker busy while the other idled).
-# Then the production pass (tests/profile.py): the integration tests once more as
-# ALGOMIRROR_ENV=production, on PostgreSQL only, with Redis for rate limits and the live bus, engine
-# subprocesses in production mode. Only the files that reach tests/profile.py through their imports run
-# there (the rest are deselected: they would repeat their PostgreSQL half of pass 1 unchanged);
-# tests/e2e drive the SQLite demo, which production mode refuses (the profile skips them).
-# Timings: docs/benchmarks.md "Test suite".
+# Three workers on 2 cores (the suite waits on loopback servers and polls as much as it computes), whole
+# files per worker (module fixtures such as the e2e demo servers stay in one process), longest files
+# first (tests/conftest.py orders them; xdist's own reorder by test count is off: it left the one-test
+# browser files for the end, one worker busy while the others idled).
+# Then the production pass (tests/profile.py): ALGOMIRROR_ENV=production on PostgreSQL, with Redis for
+# rate limits and the live bus, engine subprocesses and CLI commands in production mode, for the files
+# that reach tests/profile.py through their imports (the others cannot differ there). Those files'
+# PostgreSQL cases run only in this pass (ALGOMIRROR_TEST_PASSES=2), their SQLite cases only in the
+# first: each test once per database. Timings: docs/benchmarks.md "Test suite".
 test: install-dev browser lint
 	ALGOMIRROR_TEST_PASSES=2 $(BIN)/pytest -q -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder
 	ALGOMIRROR_TEST_PASSES=2 ALGOMIRROR_TEST_PROFILE=production $(BIN)/pytest -q -p no:cacheprovider -n 3 --dist loadfile \
