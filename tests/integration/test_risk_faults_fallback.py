@@ -109,7 +109,12 @@ async def test_no_price_anywhere_exits_nothing_and_alerts_then_the_breach_exits_
             return any("unknown" in a.title for a in alerts(world, "risk"))
 
         await until(unknown_alert, "the P&L-unknown alert")  # after 15 simulated seconds
-        assert f"user:{world.user_id}:alerts" in {t for t, e, _ in engine.bus.messages if e == "risk_unknown"}
+        # The alert row is committed before it is published: the push to the browser follows it.
+        pushed = f"user:{world.user_id}:alerts"
+        await until(
+            lambda: pushed in {t for t, e, _ in engine.bus.messages if e == "risk_unknown"},
+            "the P&L-unknown alert pushed to the browser",
+        )
         # Never a guess: nothing fired, nothing was sent, the legs are open and shown so.
         assert engine.risk.fired == 0 and exit_commands(world) == []
         assert {e.status for e in world.executions(run_id)} == {"active"}
