@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -120,24 +120,27 @@ def _production_pass_runs(item: pytest.Item) -> bool:
     return backend == "postgresql" and profile.reaches_profile(item.path)
 
 
+def _deselect(config: pytest.Config, items: list[pytest.Item], drop: Callable[[pytest.Item], bool]) -> None:
+    """Remove the items ``drop`` names from ``items`` in place, reported as deselected."""
+    dropped = [item for item in items if drop(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not drop(item)]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Longest modules first (:func:`_longest_first`). In the production profile: deselect the tests
-    of modules that never reach tests/profile.py (they would only repeat the development pass), skip
-    ``development_only`` tests and the browser tests (tests/e2e), which drive the embedded SQLite demo, a
-    development-mode installation by nature (production mode turns the demo off and refuses SQLite), so
-    the development pass is where they run."""
+    """Longest modules first (:func:`_longest_first`). In the development pass of ``make test``'s two
+    (``ALGOMIRROR_TEST_PASSES=2``): deselect what the production pass runs (:func:`_production_pass_runs`).
+    In the production profile: deselect the tests of modules that never reach tests/profile.py (they
+    would only repeat the development pass), skip ``development_only`` tests and the browser tests
+    (tests/e2e), which drive the embedded SQLite demo, a development-mode installation by nature
+    (production mode turns the demo off and refuses SQLite), so the development pass is where they run."""
     _longest_first(items)
     if not profile.PRODUCTION:
         if profile.TWO_PASSES:
-            later = [item for item in items if _production_pass_runs(item)]
-            if later:
-                config.hook.pytest_deselected(items=later)
-                items[:] = [item for item in items if not _production_pass_runs(item)]
+            _deselect(config, items, _production_pass_runs)
         return
-    repeats = [item for item in items if not profile.reaches_profile(item.path)]
-    if repeats:
-        config.hook.pytest_deselected(items=repeats)
-        items[:] = [item for item in items if profile.reaches_profile(item.path)]
+    _deselect(config, items, lambda item: not profile.reaches_profile(item.path))
     skip = pytest.mark.skip(reason="production profile: the test is about development mode")
     skip_e2e = pytest.mark.skip(reason=profile.E2E_DEVELOPMENT)
     for item in items:
