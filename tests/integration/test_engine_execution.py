@@ -220,7 +220,7 @@ async def test_an_entry_send_lost_in_a_crash_is_concluded_unplaced_once_the_orde
     # unknown for good, the leg pending and the run entering, with no alert once the command gave up.
     world, run_id, command_id = _killed_after_claiming_the_send(db_url, simulator_session)
 
-    async with executor_of(world, resolve_seconds=0.3, entry_unplaced_after=30.0) as restarted:
+    async with executor_of(world, resolve_seconds=0.3, unplaced_after=30.0) as restarted:
         assert restarted.recover() == 1
         assert await restarted.process_once() == 1
         # Moments after the send: it may still show up at the broker, so it stays unknown.
@@ -265,7 +265,7 @@ async def test_an_entry_send_of_unknown_outcome_stays_unknown_while_the_broker_p
         timeout=5,
     )
     assert placed.status_code == 200, placed.text
-    async with executor_of(world, resolve_seconds=0.2, entry_unplaced_after=30.0) as restarted:
+    async with executor_of(world, resolve_seconds=0.2, unplaced_after=30.0) as restarted:
         assert restarted.recover() == 1
         assert await restarted.process_once() == 1
         with world.database.session() as session:
@@ -282,7 +282,7 @@ async def test_a_command_that_gives_up_raises_a_critical_alert_naming_its_run(
 ) -> None:
     world, run_id, command_id = _killed_after_claiming_the_send(db_url, simulator_session, running=False)
 
-    async with executor_of(world, resolve_seconds=0.1, entry_unplaced_after=None) as executor:
+    async with executor_of(world, resolve_seconds=0.1, unplaced_after=None) as executor:
         for _ in range(executor.config.max_attempts):
             assert await executor.process_once() == 1
 

@@ -22,6 +22,7 @@ import json
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,7 +143,8 @@ async def test_engine_killed_mid_risk_exit_is_restarted_and_completes_it_with_on
 # verification, 5 s lookup in production).
 SCALED_EXITS = {
     "retry": {"first_wait": 0.2, "max_wait": 0.5, "verify_interval": 0.2, "verify_timeout": 2.0},
-    "driver": {"resolve_seconds": 1.0, "resolve_interval": 0.2},
+    # The lost-order rule off: this test shows the person's retry; the rule has its own test below.
+    "driver": {"resolve_seconds": 1.0, "resolve_interval": 0.2, "unplaced_after": None},
 }
 
 
@@ -211,11 +213,10 @@ async def test_engine_killed_before_its_exit_orders_reached_the_exchange_shows_e
     assert exit_commands(world)[0].token == f"risk:{run_id}:max_loss"
 
 
-async def unplaced_exit_in_error(world: World) -> tuple[int, int, ExitExecutor, ClientRegistry]:
-    """The short call's exit as a killed engine leaves it when the order never reached the broker
-    (claimed, its intent ``sent``, nothing at the exchange), resumed by the exit command until it is
-    in ``error`` (the outcome cannot be established). Returns (run id, execution id, the executor and
-    its registry, to close)."""
+async def lost_exit(world: World) -> tuple[int, int]:
+    """A straddle entered and the short call's exit as a killed engine leaves it when the order never
+    reached the broker: claimed, its intent ``sent``, nothing at the exchange, the run's risk exit
+    command pending. Returns (run id, the call's execution id)."""
     run_id = await entered(world)
     short = world.executions(run_id)[0]
     assert claim_exit(world.database, short.id, "max_loss", "exit of the run") == 1
@@ -227,7 +228,12 @@ async def unplaced_exit_in_error(world: World) -> tuple[int, int, ExitExecutor, 
         request_exit(
             session, user_id=world.user_id, scope="run", token="risk", run_id=run_id, reason="max_loss"
         )
-    entry, registry = world.executor(resolve_seconds=0.3)
+    return run_id, short.id
+
+
+def exit_executor(world: World, **driver: Any) -> tuple[ExitExecutor, ClientRegistry]:
+    """An exit executor that gives up verifying after 0.5 s (and its registry, to close)."""
+    entry, registry = world.executor(resolve_seconds=0.3, **driver)
     exits = ExitExecutor(
         world.database,
         registry,
@@ -237,12 +243,68 @@ async def unplaced_exit_in_error(world: World) -> tuple[int, int, ExitExecutor, 
         config=entry.config,
         retry=ExitRetry(attempts=5, first_wait=0.01, verify_interval=0.05, verify_timeout=0.5),
     )
+    return exits, registry
+
+
+async def unplaced_exit_in_error(world: World) -> tuple[int, int, ExitExecutor, ClientRegistry]:
+    """:func:`lost_exit`, resumed by the exit command with the lost-order rule off until it is in
+    ``error`` (the outcome cannot be established). Returns (run id, execution id, the executor and its
+    registry, to close)."""
+    run_id, short = await lost_exit(world)
+    exits, registry = exit_executor(world, unplaced_after=None)
     assert await exits.process_once() == 1
     rows = {e.id: e for e in world.executions(run_id)}
-    assert rows[short.id].status == "error"  # visibly, as the kill test above shows
-    assert "cannot be established" in (rows[short.id].error_message or "")
+    assert rows[short].status == "error"  # visibly, as the kill test above shows
+    assert "cannot be established" in (rows[short].error_message or "")
     assert [o.symbol for o in exit_orders(world)[0]] == [world.leg_symbols[1]]  # the put's, not the call's
-    return run_id, short.id, exits, registry
+    return run_id, short, exits, registry
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_an_exit_order_lost_mid_send_is_concluded_not_placed_and_the_next_attempt_exits_it_once(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = straddle_world(db_url, simulator_session, accounts=1)
+    run_id, short = await lost_exit(world)
+    # The lost-order rule (1 s here) outlasts the verification's own 0.5 s: verification waits for it.
+    exits, registry = exit_executor(world, unplaced_after=1.0)
+    try:
+        assert await exits.process_once() == 1
+    finally:
+        await registry.aclose()
+    # No person involved: the orderbook never showed the call's buy-back and the broker's net was what
+    # our fills make it, so attempt 1 was not placed and attempt 2 bought the call back, once.
+    rows = {e.id: e for e in world.executions(run_id)}
+    assert rows[short].status == "exited", rows[short].error_message
+    dead = next(i for i in world.intents() if i.key == f"exec:{short}:exit:1:1")
+    assert dead.state == order_state.CANCELLED and "not placed" in (dead.rejection_reason or "")
+    assert [o.symbol for o in exit_orders(world)[0]].count(world.leg_symbols[0]) == 1
+    assert filled_exits(world) == {0: sorted(world.leg_symbols)}
+    assert world.run(run_id).status == "closed"
+    assert alerts(world, "exit_failed") == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_an_exit_lost_mid_send_is_not_concluded_not_placed_while_the_broker_net_moved(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = straddle_world(db_url, sim, accounts=1)
+    run_id, short = await lost_exit(world)
+    # The call is bought back at the broker by an order the lookup cannot take for ours (another
+    # strategy's tag): our fills no longer explain the broker's net, so nothing may be concluded or sent.
+    other = place(sim, 0, symbol=world.leg_symbols[0], action="BUY", quantity=str(QTY), pricetype="MARKET")
+    exits, registry = exit_executor(world, unplaced_after=0.5)
+    try:
+        assert await exits.process_once() == 1
+    finally:
+        await registry.aclose()
+    rows = {e.id: e for e in world.executions(run_id)}
+    assert rows[short].status == "error", rows[short].error_message
+    dead = next(i for i in world.intents() if i.key == f"exec:{short}:exit:1:1")
+    assert dead.state == order_state.UNKNOWN
+    calls = [o.orderid for o in exit_orders(world)[0] if o.symbol == world.leg_symbols[0]]
+    assert calls == [other]
 
 
 async def persons_retry(world: World, exits: ExitExecutor, execution_id: int) -> None:

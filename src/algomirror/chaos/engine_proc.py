@@ -16,7 +16,7 @@ starts):
 ``AM_CHAOS_EXITS`` (optional)
     JSON ``{"retry": {ExitRetry fields}, "driver": {DriverConfig fields}}`` (either part optional):
     the exit executor's retry policy and order driver with those values (the same policy with its waits
-    scaled down), and the driver's ``entry_unplaced_after`` for the entry executor too; every field
+    scaled down), and the driver's ``unplaced_after`` for the entry executor too; every field
     must be one of the dataclass's, an integer field an integer, a float field a non-negative number.
 ``AM_CHAOS_CRASH`` + ``AM_CHAOS_CRASH_LOG`` (optional)
     The seeded crash points of :mod:`algomirror.chaos.crash` (see there): at each named point reached,
@@ -237,12 +237,12 @@ def prepare(chaos: ChaosSettings) -> None:
                 super().__init__(*args, **options)
 
         vars(factory)["ExitExecutor"] = ScaledExits  # build_engine reads this name when called
-        unplaced = chaos.exits.driver.get("entry_unplaced_after")
+        unplaced = chaos.exits.driver.get("unplaced_after")
         if unplaced is not None:
             # The entry executor concludes a lost entry order never placed after the same scaled wait
             # (its other waits stay the production ones): with the 60 s default a lost entry outlived
             # the driver's 75 s wait for an entry on a loaded machine, and the round's exits with it.
-            entry_config = ExecutionConfig(driver=DriverConfig(entry_unplaced_after=float(unplaced)))
+            entry_config = ExecutionConfig(driver=DriverConfig(unplaced_after=float(unplaced)))
 
             class ScaledEntries(EntryExecutor):
                 """The entry executor with the scaled unplaced wait (unless a caller passes a config)."""

@@ -64,7 +64,7 @@ SCALED_EXITS: dict[str, dict[str, float | int]] = {
         "send_retry_delay": 0.1,
         # The engine's order calls time out after 3 s here (not 30): a lost entry is concluded never
         # placed 20 s after its outcome became unknown (60 s in production).
-        "entry_unplaced_after": 20.0,
+        "unplaced_after": 20.0,
     },
 }
 

@@ -26,7 +26,10 @@ retry with backoff, recovery after a crash) with its own command kind. For each 
 5. **Retry** (PRODUCT §6.7 step 6): a rejected, unfilled or unresolved attempt stays ``exiting``
    under its owner. After a capped backoff (:class:`ExitRetry`, first wait 10 s) the owner re-follows
    its own orders, then verifies at the broker (:mod:`~algomirror.engine.exit_verify`, EXIT priority):
-   a working order of ours → wait; a failed read → wait and read again; else attempt ``n + 1``
+   a working order of ours → wait; a failed read → wait and read again; an order of ours lost
+   mid-send (``unknown``, no order id) → wait for the driver's lost-order rule (``unplaced_after``:
+   never in a clean orderbook, the broker's net what our fills make it → ``cancelled``, not placed;
+   verification waits that long even past its own timeout); else attempt ``n + 1``
    (:func:`~algomirror.engine.exit_records.next_attempt`, one winner) with new keys, for exactly what
    both our fills and the broker's net say is open. The last attempt of a round (5) failing, or an
    outcome that cannot be established in time → ``error`` + a critical ``exit_failed`` alert.
@@ -40,15 +43,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import BrokerError
 from algomirror.broker.registry import ClientRegistry, Priority
+from algomirror.db.models import StrategyExecution
 from algomirror.db.models.enums import EXIT_REASONS
 from algomirror.db.session import Database
 from algomirror.domain import order_state
@@ -191,6 +198,8 @@ class ExitExecutor(EntryExecutor):
             database, registry, decrypt, epoch=epoch, clock=clock, config=config, market_clock=market_clock
         )
         self.retry = retry or ExitRetry()
+        # One lock per (run, account): see _exit_run.
+        self._account_locks: defaultdict[tuple[int, int], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def perform(self, user_id: int, payload: dict[str, Any]) -> ExecuteOutcome:
         """Run one claimed ``exit`` command."""
@@ -225,23 +234,46 @@ class ExitExecutor(EntryExecutor):
         return ExecuteOutcome("done", result)
 
     async def _exit_run(self, user_id: int, scope: _Scope, run_id: int, work: _ExitWork) -> int | None:
-        """The scope's part in one run, under the run's lock; the run id when the run closed."""
-        async with self._run_locks[run_id]:
-            # Read again under the lock: a command that ran meanwhile has moved them on.
-            now = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
-            if not now.states:
-                # Nothing left to exit; an engine that died between the legs' exit writes and the run's
-                # close left the run open with every leg exited: closing it is this command's to finish.
-                closed = await asyncio.to_thread(
-                    close_runs, self.database, [run_id], scope.reason, scope.detail, self.market_clock.now()
-                )
-                return closed[0] if closed else None
+        """The scope's part in one run, under the locks of the run's accounts it touches; the run id
+        when the run closed. Per account, not per run: BUY-first holds within an account, so a
+        person's retries of legs on different accounts (one command each) go in parallel, while a
+        short and its account's hedges stay one owner's at a time. A task takes its locks in sorted
+        order, so two commands never wait on each other (no deadlock)."""
+        accounts = await asyncio.to_thread(self._scope_accounts, scope, run_id)
+        while True:
+            async with AsyncExitStack() as held:
+                for account_id in sorted(accounts):
+                    await held.enter_async_context(self._account_locks[(run_id, account_id)])
+                # Read again under the locks: a command that ran meanwhile has moved them on.
+                now = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
+                if not now.accounts <= accounts:
+                    accounts |= now.accounts  # an account joined the run since: lock it too
+                    continue
+                return await self._exit_locked(scope, run_id, work, now)
+
+    def _scope_accounts(self, scope: _Scope, run_id: int) -> set[int]:
+        """The accounts of ``run_id`` whose executions ``scope`` can cover (the locks to take; the
+        user's ownership is checked under them, by :meth:`_run_now`)."""
+        query = select(StrategyExecution.account_id).where(StrategyExecution.run_id == run_id)
+        if scope.execution_id is not None:
+            query = query.where(StrategyExecution.id == scope.execution_id)
+        if scope.account_id is not None:
+            query = query.where(StrategyExecution.account_id == scope.account_id)
+        with self.database.session_factory() as session:
+            return set(session.scalars(query.distinct()).all())
+
+    async def _exit_locked(self, scope: _Scope, run_id: int, work: _ExitWork, now: _RunNow) -> int | None:
+        """:meth:`_exit_run`'s work once its locks are held: exit ``now``'s executions, then close the
+        run if nothing of it is left open."""
+        if now.states:
             work.seen = True
             work.plans.update(now.plans)
             await work.run(now.states, now.stuck)
-            closed = await asyncio.to_thread(
-                close_runs, self.database, [run_id], scope.reason, scope.detail, self.market_clock.now()
-            )
+        # With nothing left to exit too: an engine that died between the legs' exit writes and the
+        # run's close left the run open with every leg exited, and closing it is this command's to finish.
+        closed = await asyncio.to_thread(
+            close_runs, self.database, [run_id], scope.reason, scope.detail, self.market_clock.now()
+        )
         return closed[0] if closed else None
 
     def claim_first_exits(
@@ -306,6 +338,14 @@ class _RunNow:
     states: list[ExitState]
     plans: dict[int, RunPlan]
     stuck: set[tuple[int, int]]
+
+    @property
+    def accounts(self) -> set[int]:
+        """The accounts of :attr:`states` (by the run's plan)."""
+        ids = {s.execution_id for s in self.states}
+        return {
+            leg.account_id for plan in self.plans.values() for leg in plan.legs if leg.execution_id in ids
+        }
 
 
 class _ExitWork:
@@ -654,6 +694,7 @@ class _ExitWork:
         x = self.x
         retry = x.retry
         deadline = time.monotonic() + retry.verify_timeout
+        extended = False
         exit_side = "BUY" if leg.side == "SELL" else "SELL"
         while True:
             rows = await asyncio.to_thread(exit_intents, x.database, leg.execution_id)
@@ -725,6 +766,16 @@ class _ExitWork:
                         f"{fresh.filled_quantity}; check the position, then retry the exit or confirm it "
                         "closed outside",
                     )
+            if time.monotonic() >= deadline and not extended:
+                extended = True
+                # An exit of ours lost mid-send (unknown, no order id) that the driver's lost-order rule
+                # will soon conclude never placed: wait for that verdict (once) rather than call the
+                # outcome unknowable.
+                lost = await asyncio.to_thread(self._unfinished, leg.execution_id)
+                due = await asyncio.to_thread(self.driver.seconds_until_unplaced, lost)
+                if due is not None:
+                    slack = self.driver.config.resolve_seconds + 2 * retry.verify_interval
+                    deadline = time.monotonic() + due + slack
             if time.monotonic() >= deadline:
                 last = f"; last: {attempt_failure(mine, attempt)}" if mine else ""
                 why = f"exit outcome cannot be established: {waiting}{last}"

@@ -69,11 +69,12 @@ class DriverConfig:
     ``status_interval``: between its ``orderstatus`` reads; ``resolve_seconds``/``resolve_interval``:
     how long and how often the orderbook is searched for an order of unknown outcome;
     ``send_retries``: sends of a call refused before it left (count), ``send_retry_delay`` between;
-    ``entry_unplaced_after``: how long (real seconds) after its outcome became unknown an ENTRY intent,
-    still without an order in a cleanly read orderbook and with the broker's position in its symbol
-    unchanged by anything we did not record, is concluded never placed (``cancelled``, so its leg fails
-    and the strategy's failure policy applies); None = never (it stays ``unknown``). Exits never conclude
-    this on their own: only a person's retry does (``exits``), after the broker's net is read."""
+    ``unplaced_after``: how long (real seconds) after its outcome became unknown an intent without an
+    order id, still without an order in a cleanly read orderbook and with the broker's position in its
+    symbol unchanged by anything we did not record, is concluded never placed (``cancelled``): an
+    entry's leg then fails and the strategy's failure policy applies, an exit goes on to its next
+    attempt, verified at the broker first. It must outlast the client's order timeout (a slow call can
+    reach the broker until then). None = never (it stays ``unknown`` until a person's retry)."""
 
     fill_timeout: float = 10.0
     status_interval: float = 0.25
@@ -81,7 +82,7 @@ class DriverConfig:
     resolve_interval: float = 0.5
     send_retries: int = 3
     send_retry_delay: float = 0.5
-    entry_unplaced_after: float | None = 60.0
+    unplaced_after: float | None = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +308,7 @@ class OrderDriver:
                 if clean and await self._unplaced(client, row):
                     reason = (
                         "not placed: no order of ours in the orderbook and the position unchanged "
-                        f"{self.config.entry_unplaced_after:g} s after its outcome became unknown"
+                        f"{self.config.unplaced_after:g} s after its outcome became unknown"
                     )
                     log.warning("intent %s: %s", row.key, reason)
                     return await self._advance(row, order_state.CANCELLED, reason=reason)
@@ -316,14 +317,14 @@ class OrderDriver:
             await asyncio.sleep(self.config.resolve_interval)
 
     async def _unplaced(self, client: OpenAlgoClient, row: IntentRow) -> bool:
-        """True for an ENTRY intent that became ``unknown`` at least ``entry_unplaced_after`` real seconds
+        """True for an intent that became ``unknown`` at least ``unplaced_after`` real seconds
         ago (the clock starts when the send attempt ended, not at its claim: a slow call may reach the
         broker until its own timeout) and whose position at the broker is still exactly what our own
         recorded fills make it — an order the orderbook shows under another symbol spelling, sliced or
         without our tag, would have moved it. A failed read is no proof (False). Reconciliation still
         flags a position that appears later."""
-        wait = self.config.entry_unplaced_after
-        if wait is None or ":entry:" not in row.key:
+        wait = self.config.unplaced_after
+        if wait is None or row.order_id is not None:
             return False
         since, ours = await asyncio.to_thread(self._unknown_since_and_net, row)
         # updated_at is the row's wall-clock stamp of its last write (the move to unknown): real seconds,
@@ -338,6 +339,25 @@ class OrderDriver:
             log.info("intent %s: position unreadable while resolving: %s", row.key, exc.message)
             return False
         return held == ours
+
+    def seconds_until_unplaced(self, rows: Sequence[IntentRow]) -> float | None:
+        """Real seconds until :meth:`_resolve` may conclude the last of ``rows``' ``unknown`` intents
+        without an order id never placed (0 when it may now); None when none of them can be (the rule is
+        off, or every one has an order id or another state). Reads the journal; runs in a worker thread."""
+        wait = self.config.unplaced_after
+        lost = [r for r in rows if r.state == order_state.UNKNOWN and r.order_id is None]
+        if wait is None or not lost:
+            return None
+        with self.database.session_factory() as session:
+            stamps = session.scalars(
+                select(OrderIntent.updated_at).where(
+                    OrderIntent.id.in_([r.id for r in lost]), OrderIntent.state == order_state.UNKNOWN
+                )
+            ).all()
+        if not stamps:
+            return None
+        now = utcnow()
+        return max(max(wait - (now - since).total_seconds(), 0.0) for since in stamps)
 
     def _unknown_since_and_net(self, row: IntentRow) -> tuple[datetime | None, int]:
         """When the intent last changed (its move to ``unknown``) and the account's net quantity in the

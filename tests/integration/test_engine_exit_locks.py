@@ -1,0 +1,85 @@
+"""Exits of one run on different accounts do not wait for each other (reliability finding 6).
+
+Each account's exit is one owner's at a time (its shorts before its hedges), but a command on one
+account — a person's retry of one leg, say — goes ahead while another account's exit of the same run
+is held up at its broker. The paper exchange holds one account's order reply; the other account's exit
+of the same run must finish meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from algomirror.domain import order_state
+from algomirror.engine.exit_planning import request_exit
+from algomirror.engine.exits import ExitExecutor, ExitRetry
+from tests.integration.execution_support import World
+from tests.integration.risk_fault_support import QTY, entered, straddle_world, until
+from tests.sim_fixtures import SimHandle
+
+HELD_SECONDS = 6.0  # the first account's exit reply is held this long (the test's window)
+
+
+def exit_of_leg(world: World, execution_id: int, token: str) -> None:
+    with world.database.session() as session:
+        request_exit(
+            session, user_id=world.user_id, scope="execution", token=token, execution_id=execution_id
+        )
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_an_exit_held_up_on_one_account_does_not_hold_up_another_accounts_exit_of_the_same_run(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = straddle_world(db_url, sim, accounts=2)
+    run_id = await entered(world)
+    calls = {
+        e.account_id: e.id for e in world.executions(run_id) if e.leg_id == world.leg_ids[0]
+    }  # the short call on each account
+    first, second = (calls[a] for a in world.account_ids)
+    entry, registry = world.executor(order_timeout=30.0)
+    exits = ExitExecutor(
+        world.database,
+        registry,
+        world.box.decrypt,
+        epoch=world.epoch,
+        clock=world.clock,
+        config=entry.config,
+        retry=ExitRetry(attempts=5, first_wait=0.05, verify_interval=0.05, verify_timeout=5.0),
+    )
+    # The first account's buy-back is placed, its reply held: that exit owns its account meanwhile.
+    sim.control.hang_next(1, seconds=HELD_SECONDS, endpoint="placeorder", apikey=sim.api_keys[0])
+    try:
+        exit_of_leg(world, first, "exit-first")
+        held = asyncio.create_task(exits.process_once())
+
+        def first_sent() -> bool:
+            return any(
+                i.key.startswith(f"exec:{first}:exit:") and i.state == order_state.SENT
+                for i in world.intents()
+            )
+
+        await until(first_sent, "the first account's exit was sent")
+        exit_of_leg(world, second, "exit-second")
+        other = asyncio.create_task(exits.process_once())
+
+        def second_done_first_held() -> bool:
+            status = {e.id: e.status for e in world.executions(run_id)}
+            assert status[first] == "exiting", "the held exit ended before the other account's"
+            return status[second] == "exited"
+
+        # Well inside the held reply: under one lock per run the second exit would wait for the first.
+        await until(second_done_first_held, "the second account's exit, while the first is held", timeout=4.0)
+        assert await other == 1
+        assert await held == 1
+    finally:
+        await registry.aclose()
+    rows = {e.id: e for e in world.executions(run_id)}
+    assert (rows[first].status, rows[first].exited_quantity) == ("exited", QTY)
+    assert (rows[second].status, rows[second].exited_quantity) == ("exited", QTY)
+    for index in (0, 1):  # one buy-back of the call on each account, never two
+        buys = [o for o in world.exchange_orders(index) if o.action == "BUY"]
+        assert [o.symbol for o in buys] == [world.leg_symbols[0]]
