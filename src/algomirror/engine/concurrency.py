@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from contextlib import asynccontextmanager
 from typing import TypeVar, cast
 
 T = TypeVar("T")
@@ -25,4 +26,47 @@ async def all_of(steps: Iterable[Awaitable[T]]) -> list[T]:
     return await settled(*steps)
 
 
-__all__ = ["all_of", "settled"]
+class SharedLock:
+    """An asyncio lock held either by any number of tasks together (:meth:`shared`) or by one task
+    alone (:meth:`exclusive`). A task waiting for it alone goes before shared holders that come after
+    it, so a stream of shared holders cannot keep it out. Not reentrant."""
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Condition()
+        self._shared = 0
+        self._alone = False
+        self._waiting_alone = 0
+
+    @asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        """Hold the lock together with other shared holders."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._alone and not self._waiting_alone)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._shared -= 1
+                self._changed.notify_all()
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the lock alone."""
+        async with self._changed:
+            self._waiting_alone += 1
+            try:
+                await self._changed.wait_for(lambda: not self._alone and not self._shared)
+            finally:
+                self._waiting_alone -= 1
+                self._changed.notify_all()  # a cancelled wait must let the shared waiters in
+            self._alone = True
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._alone = False
+                self._changed.notify_all()
+
+
+__all__ = ["SharedLock", "all_of", "settled"]

@@ -45,7 +45,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +59,7 @@ from algomirror.db.models.enums import EXIT_REASONS
 from algomirror.db.session import Database
 from algomirror.domain import order_state
 from algomirror.domain.timeutil import Clock, to_ist
+from algomirror.engine.concurrency import SharedLock
 from algomirror.engine.concurrency import all_of as _all
 from algomirror.engine.entry_records import EntryLeg, RunPlan, finish_entry, load_plan, slice_quantities
 from algomirror.engine.execution import (
@@ -198,8 +198,9 @@ class ExitExecutor(EntryExecutor):
             database, registry, decrypt, epoch=epoch, clock=clock, config=config, market_clock=market_clock
         )
         self.retry = retry or ExitRetry()
-        # One lock per (run, account): see _exit_run.
-        self._account_locks: defaultdict[tuple[int, int], asyncio.Lock] = defaultdict(asyncio.Lock)
+        # See _exit_run.
+        self._run_exit_locks: defaultdict[int, SharedLock] = defaultdict(SharedLock)
+        self._account_locks: defaultdict[tuple[int, int | None], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def perform(self, user_id: int, payload: dict[str, Any]) -> ExecuteOutcome:
         """Run one claimed ``exit`` command."""
@@ -234,37 +235,34 @@ class ExitExecutor(EntryExecutor):
         return ExecuteOutcome("done", result)
 
     async def _exit_run(self, user_id: int, scope: _Scope, run_id: int, work: _ExitWork) -> int | None:
-        """The scope's part in one run, under the locks of the run's accounts it touches; the run id
-        when the run closed. Per account, not per run: BUY-first holds within an account, so a
-        person's retries of legs on different accounts (one command each) go in parallel, while a
-        short and its account's hedges stay one owner's at a time. A task takes its locks in sorted
-        order, so two commands never wait on each other (no deadlock)."""
-        accounts = await asyncio.to_thread(self._scope_accounts, scope, run_id)
-        while True:
-            async with AsyncExitStack() as held:
-                for account_id in sorted(accounts):
-                    await held.enter_async_context(self._account_locks[(run_id, account_id)])
-                # Read again under the locks: a command that ran meanwhile has moved them on.
-                now = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
-                if not now.accounts <= accounts:
-                    accounts |= now.accounts  # an account joined the run since: lock it too
-                    continue
-                return await self._exit_locked(scope, run_id, work, now)
+        """The scope's part in one run, under the run's locks; the run id when the run closed.
 
-    def _scope_accounts(self, scope: _Scope, run_id: int) -> set[int]:
-        """The accounts of ``run_id`` whose executions ``scope`` can cover (the locks to take; the
-        user's ownership is checked under them, by :meth:`_run_now`)."""
-        query = select(StrategyExecution.account_id).where(StrategyExecution.run_id == run_id)
-        if scope.execution_id is not None:
-            query = query.where(StrategyExecution.id == scope.execution_id)
-        if scope.account_id is not None:
-            query = query.where(StrategyExecution.account_id == scope.account_id)
+        Two levels, because BUY-first holds within an account: an exit of one account's legs (an
+        account's exit, a person's retry of one leg) holds the run's lock shared and that account's lock
+        alone, so such commands on different accounts of a run go in parallel; an exit of the whole run
+        holds the run's lock alone. Always the run's lock before an account's, and never two runs' at
+        once (no deadlock); a run or account exit — every risk breach — needs no read to take them."""
+        if scope.kind in ("run", "all"):
+            async with self._run_exit_locks[run_id].exclusive():
+                return await self._exit_locked(user_id, scope, run_id, work)
+        account_id = scope.account_id
+        if account_id is None:
+            account_id = await asyncio.to_thread(self._account_of, scope)
+        async with self._run_exit_locks[run_id].shared(), self._account_locks[(run_id, account_id)]:
+            return await self._exit_locked(user_id, scope, run_id, work)
+
+    def _account_of(self, scope: _Scope) -> int | None:
+        """The account of the scope's one execution (None for none: nothing is exited then)."""
         with self.database.session_factory() as session:
-            return set(session.scalars(query.distinct()).all())
+            return session.scalar(
+                select(StrategyExecution.account_id).where(StrategyExecution.id == scope.execution_id)
+            )
 
-    async def _exit_locked(self, scope: _Scope, run_id: int, work: _ExitWork, now: _RunNow) -> int | None:
-        """:meth:`_exit_run`'s work once its locks are held: exit ``now``'s executions, then close the
-        run if nothing of it is left open."""
+    async def _exit_locked(self, user_id: int, scope: _Scope, run_id: int, work: _ExitWork) -> int | None:
+        """:meth:`_exit_run`'s work once its locks are held: exit the scope's executions of the run as
+        stored now, then close the run if nothing of it is left open."""
+        # Read again under the lock: a command that ran meanwhile has moved them on.
+        now = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
         if now.states:
             work.seen = True
             work.plans.update(now.plans)
@@ -338,14 +336,6 @@ class _RunNow:
     states: list[ExitState]
     plans: dict[int, RunPlan]
     stuck: set[tuple[int, int]]
-
-    @property
-    def accounts(self) -> set[int]:
-        """The accounts of :attr:`states` (by the run's plan)."""
-        ids = {s.execution_id for s in self.states}
-        return {
-            leg.account_id for plan in self.plans.values() for leg in plan.legs if leg.execution_id in ids
-        }
 
 
 class _ExitWork:
