@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -68,6 +69,14 @@ async def test_an_index_ramp_through_max_loss_exits_each_leg_of_each_account_onc
         await until(lambda: not engine.feeds.status(world.user_id).rest, "the REST fallback off")
         assert engine.risk.fired == 0 and exit_commands(world) == []
         since = len(engine.seen)
+        claims: list[int] = []
+        claim = engine.exits._claim
+
+        def counted(command_id: int) -> tuple[int, dict[str, Any], int] | None:
+            claims.append(command_id)
+            return claim(command_id)
+
+        engine.exits._claim = counted  # type: ignore[method-assign]
         await ramp(sim, 26400, 20)
         await settled_statuses(world, run_id, {"exited"})
         for _ in range(5):  # sweeps of the closed run add nothing
@@ -78,6 +87,8 @@ async def test_an_index_ramp_through_max_loss_exits_each_leg_of_each_account_onc
     assert fired == 1
     [command] = exit_commands(world)
     assert (command.token, command.status) == (f"risk:{run_id}:max_loss", "done")
+    # The breach's own transaction claimed its exit command: the executor ran it without a claim.
+    assert claims == [] and engine.exits.ran == 1
     # The exchange's own books: one buy-back per leg per account, all filled, nothing else.
     assert filled_exits(world) == every_leg_once(world)
     assert all(len(orders) == 2 for orders in exit_orders(world).values())

@@ -397,6 +397,8 @@ def test_exit_queues_one_command_per_token_with_scope_and_ids(env: WebEnv, alice
         "reason": "manual",
         "retry_errors": True,
         "execution_id": ex[(0, 1)],
+        "run_id": run.run_id,
+        "account_id": run.accounts[0],
     }
     page = alice.get(run.page).get_data(as_text=True)
     assert "queued (1 open execution(s))" in page or "This exit is already requested." in page
@@ -758,6 +760,8 @@ def test_retry_exit_queues_one_command_per_token_and_the_engine_takes_the_leg_to
         "reason": "manual",
         "retry_errors": True,
         "execution_id": ex[(0, 1)],
+        "run_id": run.run_id,
+        "account_id": run.accounts[0],
     }
     page = alice.get(run.page).get_data(as_text=True)
     assert "Retry of the exit of" in page or "This retry is already requested." in page

@@ -258,6 +258,19 @@ class EntryExecutor:
         if claimed is None:
             return False
         user_id, payload, attempts = claimed
+        await self.run_claimed(command_id, user_id, payload, attempts=attempts)
+        return True
+
+    def holds_epoch(self) -> bool:
+        """Whether this executor may claim and run commands now (its engine holds the fencing epoch)."""
+        return self._current_epoch() is not None
+
+    async def run_claimed(
+        self, command_id: int, user_id: int, payload: dict[str, Any], *, attempts: int
+    ) -> None:
+        """Run command ``command_id`` that its caller claimed (``running``: its own transaction, as a
+        risk breach's does) to its outcome; ``attempts``: how many attempts ended before this one.
+        Raises FencedOutError (the command is ended ``retry``) and what ending it raises."""
         self.ran += 1
         try:
             outcome = await self.perform(user_id, payload)
@@ -272,7 +285,6 @@ class EntryExecutor:
             log.exception("execute command %s crashed", command_id)
             outcome = ExecuteOutcome("failed", error=f"internal error ({type(exc).__name__}); see the log")
         await asyncio.to_thread(self._end, command_id, attempts, outcome)
-        return True
 
     async def perform(self, user_id: int, payload: dict[str, Any]) -> ExecuteOutcome:
         """Run one claimed command's payload (here ``execute_run``); raises ExecutionError for a bad one."""

@@ -81,14 +81,18 @@ def request_exit(
     if scope == "execution":
         if execution_id is None:
             raise ValueError("scope 'execution' needs an execution_id")
-        found = session.scalar(
-            select(StrategyExecution.id)
+        found = session.execute(
+            select(StrategyExecution.run_id, StrategyExecution.account_id)
             .join(Strategy, Strategy.id == StrategyExecution.strategy_id)
             .where(StrategyExecution.id == execution_id, Strategy.user_id == user_id)
-        )
+        ).first()
         if found is None:
             raise LookupError(f"execution {execution_id} not found")
         payload["execution_id"] = execution_id
+        if found.run_id is not None:
+            # The engine takes the leg's run and account locks from these without a read of its own.
+            payload["run_id"] = found.run_id
+            payload["account_id"] = found.account_id
     elif scope == "account":
         payload["run_id"] = _owned_run(session, user_id, run_id)
         owned = session.scalar(

@@ -71,7 +71,7 @@ from algomirror.engine.command_rows import pause
 from algomirror.engine.fencing import FencedOutError
 from algomirror.engine.marks import Mark, MarkBook
 from algomirror.engine.risk_loading import merge_memory, read_runs, read_signatures
-from algomirror.engine.risk_records import levels_of, write_alert, write_breach, write_state
+from algomirror.engine.risk_records import BreachCommand, levels_of, write_alert, write_breach, write_state
 from algomirror.engine.risk_snapshot import SNAPSHOT_EVENT, build_snapshot, risk_topic, run_pnl_at
 from algomirror.engine.risk_state import (
     CLAIMABLE,
@@ -520,9 +520,21 @@ class RiskEngine:
     ) -> None:
         trailing = run.trailing
         levels = levels_of(run)
+        # The breach's transaction also claims its exit command for this engine's executor (one hop
+        # fewer before the first exit order), unless that executor cannot run it now (no fencing epoch).
+        claim_at = self.exits.clock.now() if self.exits is not None and self.exits.holds_epoch() else None
         try:
             written = await asyncio.to_thread(
-                self._write_breach, run, breach, execution_ids, account_id, execution, price, trailing, levels
+                self._write_breach,
+                run,
+                breach,
+                execution_ids,
+                account_id,
+                execution,
+                price,
+                trailing,
+                levels,
+                claim_at,
             )
         except Exception as exc:
             # Nothing was committed (the transaction is undone): let a later evaluation try again. An
@@ -541,7 +553,7 @@ class RiskEngine:
         if written is None:
             log.info("risk: %s of run %s was already recorded (or nothing left to exit)", breach.code, run.id)
             return
-        command_id, payload = written
+        command, payload = written
         if trailing is not None:
             run.trailing_stored = trailing
         for e in run.executions.values():
@@ -550,18 +562,22 @@ class RiskEngine:
                 e.levels_dirty = False
         self._publish(f"run:{run.id}:risk", breach.code, payload)
         self._publish(f"user:{run.user_id}:alerts", "risk", payload)
-        if command_id is not None and self.exits is not None:
-            self._track(self._dispatch(command_id))
+        if command is not None and self.exits is not None:
+            self._track(self._dispatch(command, run.user_id))
 
-    async def _dispatch(self, command_id: int) -> None:
-        """Run the breach's exit command now; the exit executor's claim (``pending → running``, one
-        winner) makes a concurrent poll of the same command a no-op. A failure here leaves the command
-        to that poll (pending) or to its recovery at start (running)."""
+    async def _dispatch(self, command: BreachCommand, user_id: int) -> None:
+        """Run the breach's exit command now: claimed by the breach's transaction, or else through the
+        exit executor's claim (``pending → running``, one winner), which makes a concurrent poll of the
+        same command a no-op. A failure here leaves the command to that poll (pending) or to its
+        recovery at start (running)."""
         assert self.exits is not None
         try:
-            await self.exits.run_command(command_id)
+            if command.claimed:
+                await self.exits.run_claimed(command.id, user_id, command.payload, attempts=0)
+            else:
+                await self.exits.run_command(command.id)
         except (FencedOutError, SQLAlchemyError) as exc:
-            log.warning("risk: exit command %s not run here: %s", command_id, str(exc).splitlines()[0])
+            log.warning("risk: exit command %s not run here: %s", command.id, str(exc).splitlines()[0])
 
     def _write_breach(
         self,
@@ -573,11 +589,22 @@ class RiskEngine:
         price: Decimal | None,
         trailing: TrailingState | None,
         levels: dict[int, tuple[Decimal | None, Decimal | None]],
-    ) -> tuple[int | None, dict[str, Any]] | None:
+        claim_at: datetime | None = None,
+    ) -> tuple[BreachCommand | None, dict[str, Any]] | None:
         """:func:`~algomirror.engine.risk_records.write_breach` now (worker thread)."""
         now = self.clock.now()
         return write_breach(
-            self.database, now, run, breach, execution_ids, account_id, execution, price, trailing, levels
+            self.database,
+            now,
+            run,
+            breach,
+            execution_ids,
+            account_id,
+            execution,
+            price,
+            trailing,
+            levels,
+            claim_at,
         )
 
     def _publish(self, topic: str, event: str, data: dict[str, Any]) -> None:

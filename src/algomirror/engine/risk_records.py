@@ -12,6 +12,7 @@ is Decimal rupees, times aware UTC from the market clock.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -20,13 +21,30 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from algomirror.db.models import ActivityLog, RiskEvent, RunPnlSample, StrategyExecution, StrategyRun
+from algomirror.db.models import (
+    ActivityLog,
+    EngineCommand,
+    RiskEvent,
+    RunPnlSample,
+    StrategyExecution,
+    StrategyRun,
+)
 from algomirror.db.session import Database
 from algomirror.domain.risk import TrailingState
 from algomirror.engine.alerts import raise_alert
-from algomirror.engine.command_rows import rowcount
-from algomirror.engine.exit_planning import request_exit
+from algomirror.engine.command_rows import claim_command, rowcount
+from algomirror.engine.exit_planning import EXIT_COMMAND, request_exit
 from algomirror.engine.risk_state import CLAIMABLE, LATCHES, RISK_ALERT_KIND, Breach, ExecutionState, RunState
+
+
+@dataclass(frozen=True, slots=True)
+class BreachCommand:
+    """The exit command a breach wrote: its id, its payload, and whether the breach's own transaction
+    claimed it (``running``: the caller runs it at once; else the exit executor's claim decides)."""
+
+    id: int
+    payload: dict[str, Any]
+    claimed: bool
 
 
 def write_breach(
@@ -40,10 +58,13 @@ def write_breach(
     price: Decimal | None,
     trailing: TrailingState | None,
     levels: dict[int, tuple[Decimal | None, Decimal | None]],
-) -> tuple[int | None, dict[str, Any]] | None:
+    claim_at: datetime | None = None,
+) -> tuple[BreachCommand | None, dict[str, Any]] | None:
     """The breach's one transaction at ``now`` (market clock): the trailing state and leg ``levels``
-    first, the latch, the risk events, an activity entry, an alert and (auto-exit) the exit command.
-    Returns (command id or None, the live payload), or None when it was already recorded or nothing is
+    first, the latch, the risk events, an activity entry, an alert and (auto-exit) the exit command,
+    claimed ``running`` at ``claim_at`` (the command clock) when given — the caller then runs it at once,
+    without a claim of its own; a crash before it ends leaves it to the next start's recovery.
+    Returns (the command or None, the live payload), or None when it was already recorded or nothing is
     left to exit. Raises SQLAlchemyError (nothing committed)."""
     try:
         with database.session() as session:
@@ -116,11 +137,13 @@ def write_breach(
                 run_id=run.id,
                 execution_id=execution.id if execution is not None else None,
             )
-            command_id: int | None = None
+            command: BreachCommand | None = None
             if breach.auto_exit:
-                command_id = _request(session, run, breach, account_id, execution)
+                row = _request(session, run, breach, account_id, execution)
+                claimed = claim_at is not None and claim_command(session, row.id, claim_at, kind=EXIT_COMMAND)
+                command = BreachCommand(row.id, dict(row.payload or {}), claimed)
             payload = {**details, "rule": breach.code, "action": action, "message": text}
-            return command_id, payload
+            return command, payload
     except IntegrityError:
         # The command's token exists: this breach was recorded before (the whole transaction is undone).
         return None
@@ -186,7 +209,7 @@ def _request(
     breach: Breach,
     account_id: int | None,
     execution: ExecutionState | None,
-) -> int:
+) -> EngineCommand:
     if execution is not None:
         command = request_exit(
             session,
@@ -215,7 +238,7 @@ def _request(
             run_id=run.id,
             reason=breach.code,
         )
-    return command.id
+    return command
 
 
 def write_trailing(session: Session, run_id: int, state: TrailingState | None) -> None:
@@ -285,4 +308,12 @@ def write_alert(database: Database, run: RunState, title: str, text: str, now: d
         )
 
 
-__all__ = ["levels_of", "write_alert", "write_breach", "write_levels", "write_state", "write_trailing"]
+__all__ = [
+    "BreachCommand",
+    "levels_of",
+    "write_alert",
+    "write_breach",
+    "write_levels",
+    "write_state",
+    "write_trailing",
+]
