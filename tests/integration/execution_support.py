@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.fernet import Fernet
 from sqlalchemy import select
@@ -27,6 +27,7 @@ from algomirror.db.session import Database
 from algomirror.domain.timeutil import FakeClock
 from algomirror.engine.entry_records import strategy_tag
 from algomirror.engine.execution import EntryExecutor, ExecutionConfig
+from algomirror.engine.exits import ExitExecutor, ExitRetry
 from algomirror.engine.fencing import take_epoch
 from algomirror.engine.journal import IntentSpec, IntentView, Journal
 from algomirror.engine.order_driver import DriverConfig
@@ -35,6 +36,8 @@ from algomirror.security import SecretBox
 from algomirror.simulator.exchange import Order as SimOrder
 from tests.factories import make_account, make_user
 from tests.sim_fixtures import SimHandle
+
+X = TypeVar("X", bound=ExitExecutor)
 
 T0 = datetime(2026, 11, 25, 5, 0, tzinfo=UTC)  # the test exchange's start: Wed 25 Nov 2026 10:30 IST
 EXPIRY = "01DEC26"
@@ -86,6 +89,27 @@ class World:
             self.database, registry, self.box.decrypt, epoch=self.epoch, clock=self.clock, config=config
         )
         return executor, registry
+
+    def exit_executor(
+        self,
+        retry: ExitRetry | None = None,
+        *,
+        cls: type[X] = ExitExecutor,
+        **options: Any,  # type: ignore[assignment]
+    ) -> tuple[X, ClientRegistry]:
+        """An exit executor of class ``cls`` with ``retry`` on the config :meth:`executor` builds from
+        ``options``, and its registry (the caller closes it)."""
+        entry, registry = self.executor(**options)
+        exits = cls(
+            self.database,
+            registry,
+            self.box.decrypt,
+            epoch=self.epoch,
+            clock=self.clock,
+            config=entry.config,
+            retry=retry,
+        )
+        return exits, registry
 
     def plan(
         self,

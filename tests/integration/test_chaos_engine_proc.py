@@ -49,7 +49,7 @@ from algomirror.domain import order_state
 from algomirror.engine import exits as exits_module
 from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.exit_records import claim_exit
-from algomirror.engine.exits import ExitExecutor, ExitRetry
+from algomirror.engine.exits import ExitRetry
 from algomirror.engine.journal import Journal
 from algomirror.engine.order_driver import OrderDriver
 from tests.integration.engine_proc_support import DEADLINE, Engines, engines, rekey
@@ -438,15 +438,8 @@ async def test_the_wrapped_engine_reaches_each_point_on_entry_and_exit_and_behav
         # The entry's batch claim (one draw for the batch), then each accepted order.
         assert crasher.reached == [AFTER_INTENT, AFTER_SEND, AFTER_SEND]
         crasher.reached.clear()
-        entry, registry = world.executor()
-        exits = ExitExecutor(
-            world.database,
-            registry,
-            world.box.decrypt,
-            epoch=world.epoch,
-            clock=world.clock,
-            config=entry.config,
-            retry=ExitRetry(attempts=5, first_wait=0.01, verify_interval=0.05, verify_timeout=0.5),
+        exits, registry = world.exit_executor(
+            ExitRetry(attempts=5, first_wait=0.01, verify_interval=0.05, verify_timeout=0.5)
         )
         with world.database.session() as session:
             request_exit(session, user_id=world.user_id, scope="run", token="exit-1", run_id=run_id)

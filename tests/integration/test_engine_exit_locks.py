@@ -14,7 +14,7 @@ import pytest
 
 from algomirror.domain import order_state
 from algomirror.engine.exit_planning import request_exit
-from algomirror.engine.exits import ExitExecutor, ExitRetry
+from algomirror.engine.exits import ExitRetry
 from tests.integration.execution_support import World
 from tests.integration.risk_fault_support import QTY, entered, straddle_world, until
 from tests.sim_fixtures import SimHandle
@@ -40,16 +40,8 @@ async def test_an_exit_held_up_on_one_account_does_not_hold_up_another_accounts_
         e.account_id: e.id for e in world.executions(run_id) if e.leg_id == world.leg_ids[0]
     }  # the short call on each account
     first, second = (calls[a] for a in world.account_ids)
-    entry, registry = world.executor(order_timeout=30.0)
-    exits = ExitExecutor(
-        world.database,
-        registry,
-        world.box.decrypt,
-        epoch=world.epoch,
-        clock=world.clock,
-        config=entry.config,
-        retry=ExitRetry(attempts=5, first_wait=0.05, verify_interval=0.05, verify_timeout=5.0),
-    )
+    retry = ExitRetry(attempts=5, first_wait=0.05, verify_interval=0.05, verify_timeout=5.0)
+    exits, registry = world.exit_executor(retry, order_timeout=30.0)
     # The first account's buy-back is placed, its reply held: that exit owns its account meanwhile.
     sim.control.hang_next(1, seconds=HELD_SECONDS, endpoint="placeorder", apikey=sim.api_keys[0])
     try:

@@ -34,16 +34,7 @@ FAST = ExitRetry(attempts=5, first_wait=0.05, max_wait=0.2, verify_interval=0.05
 
 @asynccontextmanager
 async def exits_of(world: World, retry: ExitRetry = FAST, **options: Any) -> AsyncIterator[ExitExecutor]:
-    entry, registry = world.executor(**options)
-    executor = ExitExecutor(
-        world.database,
-        registry,
-        world.box.decrypt,
-        epoch=world.epoch,
-        clock=world.clock,
-        config=entry.config,
-        retry=retry,
-    )
+    executor, registry = world.exit_executor(retry, **options)
     try:
         yield executor
     finally:

@@ -34,16 +34,7 @@ HEDGED = (("BUY", "25500PE"), ("SELL", "25800PE"))
 async def exits_of(
     world: World, retry: ExitRetry | None = None, **options: Any
 ) -> AsyncIterator[ExitExecutor]:
-    entry, registry = world.executor(**options)
-    executor = ExitExecutor(
-        world.database,
-        registry,
-        world.box.decrypt,
-        epoch=world.epoch,
-        clock=world.clock,
-        config=entry.config,
-        retry=retry,
-    )
+    executor, registry = world.exit_executor(retry, **options)
     try:
         yield executor
     finally:

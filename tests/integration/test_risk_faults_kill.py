@@ -233,17 +233,8 @@ async def lost_exit(world: World) -> tuple[int, int]:
 
 def exit_executor(world: World, **driver: Any) -> tuple[ExitExecutor, ClientRegistry]:
     """An exit executor that gives up verifying after 0.5 s (and its registry, to close)."""
-    entry, registry = world.executor(resolve_seconds=0.3, **driver)
-    exits = ExitExecutor(
-        world.database,
-        registry,
-        world.box.decrypt,
-        epoch=world.epoch,
-        clock=world.clock,
-        config=entry.config,
-        retry=ExitRetry(attempts=5, first_wait=0.01, verify_interval=0.05, verify_timeout=0.5),
-    )
-    return exits, registry
+    retry = ExitRetry(attempts=5, first_wait=0.01, verify_interval=0.05, verify_timeout=0.5)
+    return world.exit_executor(retry, resolve_seconds=0.3, **driver)
 
 
 async def unplaced_exit_in_error(world: World) -> tuple[int, int, ExitExecutor, ClientRegistry]:

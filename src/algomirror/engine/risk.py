@@ -57,7 +57,6 @@ from algomirror.db.session import Database
 from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.errors import InvalidFill
 from algomirror.domain.pnl import RunPnl
-from algomirror.domain.risk import TrailingState
 from algomirror.domain.risk_rules import Breach as RuleBreach
 from algomirror.domain.risk_rules import (
     LegRiskSettings,
@@ -71,7 +70,14 @@ from algomirror.engine.command_rows import pause
 from algomirror.engine.fencing import FencedOutError
 from algomirror.engine.marks import Mark, MarkBook
 from algomirror.engine.risk_loading import merge_memory, read_runs, read_signatures
-from algomirror.engine.risk_records import BreachCommand, levels_of, write_alert, write_breach, write_state
+from algomirror.engine.risk_records import (
+    BreachCommand,
+    BreachWrite,
+    levels_of,
+    write_alert,
+    write_breach,
+    write_state,
+)
 from algomirror.engine.risk_snapshot import SNAPSHOT_EVENT, build_snapshot, risk_topic, run_pnl_at
 from algomirror.engine.risk_state import (
     CLAIMABLE,
@@ -518,24 +524,14 @@ class RiskEngine:
         execution: ExecutionState | None,
         price: Decimal | None,
     ) -> None:
-        trailing = run.trailing
-        levels = levels_of(run)
         # The breach's transaction also claims its exit command for this engine's executor (one hop
         # fewer before the first exit order), unless that executor cannot run it now (no fencing epoch).
         claim_at = self.exits.clock.now() if self.exits is not None and self.exits.holds_epoch() else None
+        write = BreachWrite(
+            run, breach, execution_ids, account_id, execution, price, run.trailing, levels_of(run), claim_at
+        )
         try:
-            written = await asyncio.to_thread(
-                self._write_breach,
-                run,
-                breach,
-                execution_ids,
-                account_id,
-                execution,
-                price,
-                trailing,
-                levels,
-                claim_at,
-            )
+            written = await asyncio.to_thread(self._write_breach, write)
         except Exception as exc:
             # Nothing was committed (the transaction is undone): let a later evaluation try again. An
             # error nobody expected is logged with its trace; the protection is retried, not dropped.
@@ -554,11 +550,11 @@ class RiskEngine:
             log.info("risk: %s of run %s was already recorded (or nothing left to exit)", breach.code, run.id)
             return
         command, payload = written
-        if trailing is not None:
-            run.trailing_stored = trailing
+        if write.trailing is not None:
+            run.trailing_stored = write.trailing
         for e in run.executions.values():
             # Only what was written: a stop that trailed on during the write stays to be written.
-            if e.id in levels and (e.stop_loss, e.best) == levels[e.id]:
+            if e.id in write.levels and (e.stop_loss, e.best) == write.levels[e.id]:
                 e.levels_dirty = False
         self._publish(f"run:{run.id}:risk", breach.code, payload)
         self._publish(f"user:{run.user_id}:alerts", "risk", payload)
@@ -579,33 +575,9 @@ class RiskEngine:
         except (FencedOutError, SQLAlchemyError) as exc:
             log.warning("risk: exit command %s not run here: %s", command.id, str(exc).splitlines()[0])
 
-    def _write_breach(
-        self,
-        run: RunState,
-        breach: Breach,
-        execution_ids: list[int],
-        account_id: int | None,
-        execution: ExecutionState | None,
-        price: Decimal | None,
-        trailing: TrailingState | None,
-        levels: dict[int, tuple[Decimal | None, Decimal | None]],
-        claim_at: datetime | None = None,
-    ) -> tuple[BreachCommand | None, dict[str, Any]] | None:
+    def _write_breach(self, write: BreachWrite) -> tuple[BreachCommand | None, dict[str, Any]] | None:
         """:func:`~algomirror.engine.risk_records.write_breach` now (worker thread)."""
-        now = self.clock.now()
-        return write_breach(
-            self.database,
-            now,
-            run,
-            breach,
-            execution_ids,
-            account_id,
-            execution,
-            price,
-            trailing,
-            levels,
-            claim_at,
-        )
+        return write_breach(self.database, self.clock.now(), write)
 
     def _publish(self, topic: str, event: str, data: dict[str, Any]) -> None:
         if self.bus is None:

@@ -47,29 +47,39 @@ class BreachCommand:
     claimed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class BreachWrite:
+    """One breach as the engine loop saw it, for :func:`write_breach` in a worker thread: the rule's
+    ``breach`` of ``run``, the executions it exits (or names), the account of a per-account rule, the
+    execution and ``price`` of a leg rule, the trailing state and leg ``levels`` (execution id → (stop,
+    best), ₹) to store with it, and ``claim_at`` (the command clock) to claim its exit command at."""
+
+    run: RunState
+    breach: Breach
+    execution_ids: list[int]
+    account_id: int | None
+    execution: ExecutionState | None
+    price: Decimal | None
+    trailing: TrailingState | None
+    levels: dict[int, tuple[Decimal | None, Decimal | None]]
+    claim_at: datetime | None = None
+
+
 def write_breach(
-    database: Database,
-    now: datetime,
-    run: RunState,
-    breach: Breach,
-    execution_ids: list[int],
-    account_id: int | None,
-    execution: ExecutionState | None,
-    price: Decimal | None,
-    trailing: TrailingState | None,
-    levels: dict[int, tuple[Decimal | None, Decimal | None]],
-    claim_at: datetime | None = None,
+    database: Database, now: datetime, write: BreachWrite
 ) -> tuple[BreachCommand | None, dict[str, Any]] | None:
-    """The breach's one transaction at ``now`` (market clock): the trailing state and leg ``levels``
+    """The breach's one transaction at ``now`` (market clock): the trailing state and leg levels
     first, the latch, the risk events, an activity entry, an alert and (auto-exit) the exit command,
-    claimed ``running`` at ``claim_at`` (the command clock) when given — the caller then runs it at once,
-    without a claim of its own; a crash before it ends leaves it to the next start's recovery.
+    claimed ``running`` at ``write.claim_at`` when given — the caller then runs it at once, without a
+    claim of its own; a crash before it ends leaves it to the next start's recovery.
     Returns (the command or None, the live payload), or None when it was already recorded or nothing is
     left to exit. Raises SQLAlchemyError (nothing committed)."""
+    run, breach, execution_ids, execution = write.run, write.breach, write.execution_ids, write.execution
+    account_id, price, claim_at = write.account_id, write.price, write.claim_at
     try:
         with database.session() as session:
-            write_trailing(session, run.id, trailing)
-            write_levels(session, levels)
+            write_trailing(session, run.id, write.trailing)
+            write_levels(session, write.levels)
             targets = list(
                 session.scalars(
                     select(StrategyExecution.id)
