@@ -55,15 +55,15 @@ def end_values(
     result: dict[str, Any] | None,
     error: str | None,
     attempts: int,
-    max_attempts: int,
+    max_attempts: int | None,
     now: datetime,
     retry_result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The column values for a command whose attempt number ``attempts`` ended with ``status``
-    ("retry", "done", "failed"…): a retry below ``max_attempts`` goes back to ``pending`` (its
-    ``result`` = ``retry_result`` plus the attempt count), a retry at the limit ends ``failed``
-    ("gave up after N attempts"), anything else is final."""
-    if status == "retry" and attempts < max_attempts:
+    ("retry", "done", "failed"…): a retry below ``max_attempts`` (always, for None) goes back to
+    ``pending`` (its ``result`` = ``retry_result`` plus the attempt count), a retry at the limit ends
+    ``failed`` ("gave up after N attempts"), anything else is final."""
+    if status == "retry" and (max_attempts is None or attempts < max_attempts):
         return {
             "status": "pending",
             "result": {**(retry_result or {}), "attempts": attempts},

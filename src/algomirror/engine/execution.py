@@ -115,11 +115,17 @@ class ExecutionConfig:
 
 @dataclass(frozen=True, slots=True)
 class ExecuteOutcome:
-    """``done``/``failed`` end the command; ``retry`` returns it to ``pending``."""
+    """``done``/``failed`` end the command; ``retry`` returns it to ``pending``, at most
+    ``max_attempts`` times — unless ``unresolved``: orders of ours are of unknown outcome or still
+    working (or an exit waits for its run's entry). Such a command is never given up, because giving
+    up would leave a run half entered or a position unprotected with nothing driving it; past
+    ``max_attempts`` it raises a critical alert and goes on at the capped retry delay until the
+    journal's resolution (the orderbook, the lost-order rule) settles its orders."""
 
     status: Literal["done", "failed", "retry"]
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    unresolved: bool = False
 
 
 class ExecutionError(Exception):
@@ -309,12 +315,13 @@ class EntryExecutor:
     def _end(self, command_id: int, attempts_before: int, outcome: ExecuteOutcome) -> None:
         now = self.clock.now()
         attempts = attempts_before + 1
+        unresolved = outcome.status == "retry" and outcome.unresolved
         values = end_values(
             outcome.status,
             result=outcome.result,
             error=outcome.error,
             attempts=attempts,
-            max_attempts=self.config.max_attempts,
+            max_attempts=None if unresolved else self.config.max_attempts,
             now=now,
             retry_result=outcome.result,
         )
@@ -330,11 +337,18 @@ class EntryExecutor:
             )
             if values["status"] == "failed" and rowcount(ended) == 1:
                 self._alert_failed(session, command_id, str(values.get("error") or "failed"), now)
+            elif unresolved and attempts >= self.config.max_attempts and rowcount(ended) == 1:
+                why = f"still unresolved after {attempts} attempts ({outcome.error}); retried every 30 s"
+                self._alert_failed(session, command_id, why, now, gave_up=False)
 
-    def _alert_failed(self, session: Session, command_id: int, error: str, now: datetime) -> None:
+    def _alert_failed(
+        self, session: Session, command_id: int, error: str, now: datetime, *, gave_up: bool = True
+    ) -> None:
         """A command that ended ``failed`` may leave its run part-way (an entry with orders of unknown
-        outcome, an exit not done): that is never only a status on a page, it raises a critical alert
-        naming the run (when the payload has one) until a person acknowledges it."""
+        outcome, an exit not done), and one that is still unresolved after its attempts (``gave_up``
+        False) holds a run or a position in that state for longer than it should: neither is only a
+        status on a page, each raises a critical alert naming the run (when the payload has one) until
+        a person acknowledges it (one open alert per command and cause)."""
         row = session.execute(
             select(EngineCommand.user_id, EngineCommand.kind, EngineCommand.payload).where(
                 EngineCommand.id == command_id
@@ -347,7 +361,7 @@ class EntryExecutor:
             session,
             user_id=row.user_id,
             kind=COMMAND_FAILED_ALERT,
-            title=f"{row.kind} of {what} gave up",
+            title=f"{row.kind} of {what} {'gave up' if gave_up else 'is not finished'}",
             details=f"{error}; check the account(s) at the broker before acting",
             now=now,
             severity="critical",
@@ -377,7 +391,9 @@ class EntryExecutor:
             await entry.enter()
             summary = await asyncio.to_thread(finish_run, self.database, run_id, self.market_clock.now())
             if summary.get("open"):
-                return ExecuteOutcome("retry", summary, error="orders of unknown or open outcome remain")
+                return ExecuteOutcome(
+                    "retry", summary, error="orders of unknown or open outcome remain", unresolved=True
+                )
             return ExecuteOutcome("done", summary)
 
     def _load(self, run_id: int, user_id: int) -> RunPlan:

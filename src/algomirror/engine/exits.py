@@ -230,7 +230,10 @@ class ExitExecutor(EntryExecutor):
         result = work.summary(closed)
         if result["open"] or result["entering"]:
             return ExecuteOutcome(
-                "retry", result, error="exit orders of unknown outcome, or entries still running"
+                "retry",
+                result,
+                error="exit orders of unknown outcome, or entries still running",
+                unresolved=True,
             )
         return ExecuteOutcome("done", result)
 

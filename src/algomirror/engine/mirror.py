@@ -200,7 +200,9 @@ class MirrorExecutor(EntryExecutor):
             MARKET_FINISHED_AT: self.market_clock.now().isoformat(),
         }
         if any(r["status"] == "open" for r in results):
-            return ExecuteOutcome("retry", result, error="orders of unknown or open outcome remain")
+            return ExecuteOutcome(
+                "retry", result, error="orders of unknown or open outcome remain", unresolved=True
+            )
         return ExecuteOutcome("done", result)
 
     def _accounts(self, user_id: int, request: MirrorRequest) -> dict[int, _Account]:
