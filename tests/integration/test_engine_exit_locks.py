@@ -1,4 +1,5 @@
-"""Exits of one run on different accounts do not wait for each other (reliability finding 6).
+"""Exits of one run on different accounts do not wait for each other (reliability finding 6), and
+the commands an executor runs are its own while they run.
 
 Each account's exit is one owner's at a time (its shorts before its hedges), but a command on one
 account — a person's retry of one leg, say — goes ahead while another account's exit of the same run
@@ -11,7 +12,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy import select
 
+from algomirror.db.models import EngineCommand
 from algomirror.domain import order_state
 from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.exits import ExitRetry
@@ -20,6 +23,13 @@ from tests.integration.risk_fault_support import QTY, entered, straddle_world, u
 from tests.sim_fixtures import SimHandle
 
 HELD_SECONDS = 6.0  # the first account's exit reply is held this long (the test's window)
+
+
+def token_status(world: World, token: str) -> str:
+    with world.database.session_factory() as session:
+        status = session.scalar(select(EngineCommand.status).where(EngineCommand.token == token))
+    assert status is not None
+    return status
 
 
 def exit_of_leg(world: World, execution_id: int, token: str) -> None:
@@ -75,3 +85,36 @@ async def test_an_exit_held_up_on_one_account_does_not_hold_up_another_accounts_
     for index in (0, 1):  # one buy-back of the call on each account, never two
         buys = [o for o in world.exchange_orders(index) if o.action == "BUY"]
         assert [o.symbol for o in buys] == [world.leg_symbols[0]]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_recovery_after_a_component_restart_leaves_the_commands_this_process_runs_alone(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = straddle_world(db_url, sim, accounts=1)
+    run_id = await entered(world)
+    call = next(e.id for e in world.executions(run_id) if e.leg_id == world.leg_ids[0])
+    retry = ExitRetry(attempts=5, first_wait=0.05, verify_interval=0.05, verify_timeout=5.0)
+    exits, registry = world.exit_executor(retry, order_timeout=30.0)
+    sim.control.hang_next(1, seconds=HELD_SECONDS, endpoint="placeorder", apikey=sim.api_keys[0])
+    try:
+        exit_of_leg(world, call, "exit-held")
+        held = asyncio.create_task(exits.process_once())
+
+        def sent() -> bool:
+            return any(
+                i.key.startswith(f"exec:{call}:exit:") and i.state == order_state.SENT
+                for i in world.intents()
+            )
+
+        await until(sent, "the exit was sent and its reply is held")
+        # A supervised restart of the component runs its recovery while the command is in flight
+        # here: it is not a dead engine's, so it is not returned to pending (a second copy would run).
+        assert await asyncio.to_thread(exits.recover) == 0
+        assert token_status(world, "exit-held") == "running"
+        assert await held == 1
+    finally:
+        await registry.aclose()
+    assert token_status(world, "exit-held") == "done"
+    assert [o.symbol for o in world.exchange_orders(0) if o.action == "BUY"] == [world.leg_symbols[0]]

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 
-from algomirror.db.models import EngineCommand, StrategyLeg
+from algomirror.db.models import EngineAlert, EngineCommand, StrategyLeg, TradingAccount
 from algomirror.domain import order_state
 from algomirror.engine.entry_records import strategy_tag
+from algomirror.engine.execution import COMMAND_FAILED_ALERT
 from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.exit_records import claim_exit
 from algomirror.engine.exits import ExitExecutor, ExitRetry
@@ -381,3 +383,28 @@ async def test_exit_all_cancels_a_working_entry_order_itself_and_verifies_it(
     assert world.run(run_id).status == "failed"
     assert world.command(command_id).status == "done"
     assert len(world.exchange_orders(0)) == 1
+
+
+async def test_an_exit_to_an_account_without_a_usable_key_is_given_up_after_its_attempts_with_an_alert(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=HEDGED)
+    run_id = await entered(world)
+    with world.database.session() as session:
+        session.execute(update(TradingAccount).values(api_key_encrypted=None))
+    command_id = queue_exit(world, "run", "exit-1", run_id=run_id)
+
+    async with exits_of(world) as exits:
+        for _ in range(exits.config.max_attempts):
+            assert await exits.process_once() == 1
+    # No order can reach the account: not an order of unknown outcome, so the command is not retried
+    # for ever; it gives up, the legs stay open and say why, and a critical alert names the run.
+    command = world.command(command_id)
+    assert command.status == "failed" and "cannot be reached" in (command.error or "")
+    rows = world.executions(run_id)
+    assert {e.status for e in rows} == {"active"}
+    assert all("no API key" in (e.error_message or "") for e in rows)
+    with world.database.session_factory() as session:
+        alerts = list(session.scalars(select(EngineAlert).where(EngineAlert.run_id == run_id)))
+    assert [(a.kind, a.severity) for a in alerts] == [(COMMAND_FAILED_ALERT, "critical")]
+    assert "gave up" in alerts[0].title

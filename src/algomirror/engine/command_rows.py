@@ -49,6 +49,12 @@ def claim_command(session: Session, command_id: int, now: datetime, *, kind: str
     return rowcount(won) == 1
 
 
+def retry_delay(base: float, attempts: int, cap: float = 30.0) -> float:
+    """Seconds before attempt ``attempts + 1`` of a command: ``base`` doubled per attempt, at most
+    ``cap`` (an unresolved command's attempts are unbounded, so the doubling is bounded first)."""
+    return min(base * float(2 ** min(max(attempts - 1, 0), 32)), cap)
+
+
 def end_values(
     status: str,
     *,

@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session
 
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.registry import ClientRegistry, Priority
-from algomirror.db.models import EngineCommand, OrderIntent, StrategyExecution, TradingAccount
+from algomirror.db.models import EngineAlert, EngineCommand, OrderIntent, StrategyExecution, TradingAccount
 from algomirror.db.session import Database
 from algomirror.domain.timeutil import Clock, SystemClock, to_ist
 from algomirror.engine.alerts import raise_alert
@@ -61,6 +61,7 @@ from algomirror.engine.command_rows import (
     claim_command,
     end_values,
     pause,
+    retry_delay,
     rowcount,
 )
 from algomirror.engine.concurrency import settled
@@ -174,6 +175,9 @@ class EntryExecutor:
         self._run_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._not_before: dict[int, float] = {}
         self._in_flight = InFlight()
+        # Commands this executor is running now, however they were claimed (its poll, or a risk
+        # breach's own transaction): recovery after a component restart must not return them to pending.
+        self._running_here: set[int] = set()
         self._fenced: FencedOutError | None = None
         # Decrypted API keys by their stored ciphertext: a fan-out over 100 accounts would otherwise
         # decrypt every key once per phase. The registry's clients hold the same keys in memory.
@@ -215,11 +219,13 @@ class EntryExecutor:
         counts as an attempt. Safe: the run's intents exist, so the next run resolves, never re-sends."""
         now = self.clock.now()
         with self.database.session() as session:
-            rows = session.execute(
+            found = session.execute(
                 select(EngineCommand.id, EngineCommand.result).where(
                     EngineCommand.status == "running", EngineCommand.kind == self.kind
                 )
             ).all()
+            # Not those this process runs (a restarted component's recovery).
+            rows = [(i, result) for i, result in found if i not in self._running_here]
             for command_id, result in rows:
                 attempts = attempts_of(result) + 1
                 session.execute(
@@ -278,6 +284,15 @@ class EntryExecutor:
         risk breach's does) to its outcome; ``attempts``: how many attempts ended before this one.
         Raises FencedOutError (the command is ended ``retry``) and what ending it raises."""
         self.ran += 1
+        self._running_here.add(command_id)
+        try:
+            await self._run_claimed(command_id, user_id, payload, attempts)
+        finally:
+            self._running_here.discard(command_id)
+
+    async def _run_claimed(
+        self, command_id: int, user_id: int, payload: dict[str, Any], attempts: int
+    ) -> None:
         try:
             outcome = await self.perform(user_id, payload)
         except ExecutionError as exc:
@@ -326,8 +341,7 @@ class EntryExecutor:
             retry_result=outcome.result,
         )
         if values["status"] == "pending":
-            delay = self.config.retry_delay * 2 ** (attempts - 1)
-            self._not_before[command_id] = time.monotonic() + min(delay, 30.0)
+            self._not_before[command_id] = time.monotonic() + retry_delay(self.config.retry_delay, attempts)
         with self.database.session() as session:
             ended = session.execute(
                 update(EngineCommand)
@@ -348,7 +362,7 @@ class EntryExecutor:
         outcome, an exit not done), and one that is still unresolved after its attempts (``gave_up``
         False) holds a run or a position in that state for longer than it should: neither is only a
         status on a page, each raises a critical alert naming the run (when the payload has one) until
-        a person acknowledges it (one open alert per command and cause)."""
+        a person acknowledges it (the second kind once per command)."""
         row = session.execute(
             select(EngineCommand.user_id, EngineCommand.kind, EngineCommand.payload).where(
                 EngineCommand.id == command_id
@@ -357,11 +371,24 @@ class EntryExecutor:
         payload = row.payload if isinstance(row.payload, dict) else {}
         run_id = payload.get("run_id") if isinstance(payload.get("run_id"), int) else None
         what = f"run {run_id}" if run_id is not None else f"command {command_id}"
+        title = f"{row.kind} of {what} gave up"
+        if not gave_up:
+            # Once per command, acknowledged or not: it is retried every 30 s and would raise it again.
+            title = f"{row.kind} (command {command_id}) of {what} is not finished"
+            raised = session.scalar(
+                select(EngineAlert.id).where(
+                    EngineAlert.user_id == row.user_id,
+                    EngineAlert.kind == COMMAND_FAILED_ALERT,
+                    EngineAlert.title == title,
+                )
+            )
+            if raised is not None:
+                return
         raise_alert(
             session,
             user_id=row.user_id,
             kind=COMMAND_FAILED_ALERT,
-            title=f"{row.kind} of {what} {'gave up' if gave_up else 'is not finished'}",
+            title=title,
             details=f"{error}; check the account(s) at the broker before acting",
             now=now,
             severity="critical",

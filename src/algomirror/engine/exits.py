@@ -229,12 +229,16 @@ class ExitExecutor(EntryExecutor):
         closed = [run_id for run_id in ended if run_id is not None]
         result = work.summary(closed)
         if result["open"] or result["entering"]:
+            # Orders of ours unsettled, or an entry to wait for: never given up (see ExecuteOutcome).
             return ExecuteOutcome(
                 "retry",
                 result,
                 error="exit orders of unknown outcome, or entries still running",
                 unresolved=True,
             )
+        if result["unreachable"]:
+            # No order can go to the account (no account, no usable key): retried, then given up.
+            return ExecuteOutcome("retry", result, error="an account of the exit cannot be reached")
         return ExecuteOutcome("done", result)
 
     async def _exit_run(self, user_id: int, scope: _Scope, run_id: int, work: _ExitWork) -> int | None:
@@ -371,6 +375,7 @@ class _ExitWork:
             "exited": values.count("exited"),
             "failed": values.count("error"),
             "open": values.count("open"),
+            "unreachable": values.count("unreachable"),
             "kept": values.count("kept"),
             "entering": self.entering,
             "closed_runs": closed,
@@ -427,7 +432,7 @@ class _ExitWork:
         if client is None:
             ids = [leg.execution_id for _, leg in items]
             await asyncio.to_thread(note, self.x.database, ids, f"exit not possible: {reason}")
-            self.results.update(dict.fromkeys(ids, "open"))
+            self.results.update(dict.fromkeys(ids, "unreachable"))
             return
         if plan.status == "entering" or any(s.status == "pending" for s, _ in items):
             # The entry still runs: stop its working orders, exit once it has finished (shorts first).

@@ -28,11 +28,12 @@ transaction writes: the latch (a conditional UPDATE that only succeeds while the
 execution (``exit_initiated``; a single ``alert_only`` row when auto-exit is off), an activity entry,
 an alert, and the durable ``exit`` command (:func:`~algomirror.engine.exit_planning.request_exit`,
 token ``risk:{run}:{rule}`` / ``risk:{run}:{account}:{rule}`` / ``risk:exec:{execution}:{rule}``, unique).
-After the commit the command is dispatched at once to the :class:`~algomirror.engine.exits.ExitExecutor`
-(``run_command``, which claims ``pending → running`` once, so its own poll cannot run it twice). If the
-engine dies after the commit, the command is still pending (or ``running``, which the exit executor's
-recovery returns to pending) and runs on start; the executions' ``active → exiting`` claim keeps one
-exit per leg whatever else asks for it.
+The same transaction claims the command (``running``) for this engine's
+:class:`~algomirror.engine.exits.ExitExecutor` when it holds the fencing epoch, and after the commit the
+command runs at once (``run_claimed``; else ``run_command``, which claims ``pending → running`` once,
+so the executor's own poll cannot run it twice). If the engine dies after the commit, the command is
+``running`` (or pending), which the exit executor's recovery at start returns to pending, and it runs
+then; the executions' ``active → exiting`` claim keeps one exit per leg whatever else asks for it.
 
 **Modules.** This one is the component (loop, tick path, evaluation, firing tasks, live snapshots, P&L
 samples, account P&L); :mod:`~algomirror.engine.risk_state` holds the state and configuration (all
