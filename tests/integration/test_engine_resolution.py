@@ -6,23 +6,33 @@ entered by the EntryExecutor; a double Execute gives one run and one set of orde
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 
 from algomirror.broker.registry import ClientRegistry
-from algomirror.db.models import EngineCommand, Strategy, StrategyLeg, StrategyRun, TradingAccount
+from algomirror.broker.wire import Funds
+from algomirror.db.models import (
+    EngineCommand,
+    MarginTracker,
+    Strategy,
+    StrategyLeg,
+    StrategyRun,
+    TradingAccount,
+)
 from algomirror.domain.contract_specs import freeze_qty, lot_size
 from algomirror.domain.instruments import option_symbol
 from algomirror.domain.money import format_inr
 from algomirror.domain.strikes import select_premium_near
+from algomirror.engine.book_mirror import store_funds
 from algomirror.engine.commands import CommandProcessor
 from algomirror.engine.factory import build_engine
 from algomirror.engine.resolution import EXECUTE_STRATEGY, PREVIEW_STRATEGY, StrategyResolver
 from tests.helpers import eventually_async
-from tests.integration.execution_support import executor_of
+from tests.integration.execution_support import World, executor_of
 from tests.integration.resolution_support import (
     CONDOR,
     STRADDLE,
@@ -39,6 +49,7 @@ from tests.sim_fixtures import SimHandle
 
 EXPIRY = date(2026, 12, 1)  # the nearest weekly NIFTY expiry the test exchange lists on 25 Nov 2026
 LOT = lot_size("NIFTY", EXPIRY)
+ONE_SECOND = timedelta(seconds=1)
 
 
 def _spot_and_atm(result: dict[str, object]) -> tuple[Decimal, Decimal]:
@@ -478,3 +489,49 @@ async def test_a_short_is_never_planned_without_its_hedge(db_url: str, simulator
     result = await preview(world, token="pv-unwind")
     assert result["plannable"] == 0
     assert all("unwinds an account on a failed leg" in a["reason"] for a in result["accounts"])
+
+
+def reservations_of(world: World, account_id: int) -> dict[str, Any]:
+    with world.database.session_factory() as session:
+        tracker = session.scalar(select(MarginTracker).where(MarginTracker.account_id == account_id))
+        return dict(tracker.allocated_margins or {}) if tracker is not None else {}
+
+
+async def test_a_planned_run_reserves_its_margin_until_a_funds_read_after_its_entry_holds_it(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = resolution_world(db_url, sim, STRADDLE, accounts=1)
+    [account] = world.account_ids
+    before = (await preview(world, "pv-before"))["accounts"][0]
+    command_id = queue(world, EXECUTE_STRATEGY, "page-1")
+    async with resolver_of(world) as resolver:
+        assert await resolver.run_command(command_id)
+    run_id = world.command(command_id).result["run_id"]  # type: ignore[index]
+    # The plan reserved the run's estimated margin (a NIFTY pair: ₹3,20,000) on the account.
+    [(key, held)] = reservations_of(world, account).items()
+    assert key == f"run:{run_id}" and Decimal(held["amount"]) == Decimal(320000)
+    assert held["entered_at"] is None
+
+    # While the entry has not gone in, another Execute on the account sizes against the rest.
+    during = (await preview(world, "pv-during"))["accounts"][0]
+    assert Decimal(during["available_funds"]) == Decimal(before["available_funds"]) - 320000
+    assert any("reserved by runs still entering" in w for w in during["warnings"])
+
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+    ended = reservations_of(world, account)[f"run:{run_id}"]["entered_at"]
+    assert ended is not None  # the entry is over: the next funds read holds its margin
+    ended_at = datetime.fromisoformat(ended)
+    funds = Funds(Decimal(900000), Decimal(0), Decimal(0), Decimal(0), Decimal(320000))
+    with world.database.session() as session:  # a read taken before the entry ended keeps it
+        store_funds(session, account, funds, None, collateral_included=True, fetched_at=ended_at)
+    assert list(reservations_of(world, account)) == [f"run:{run_id}"]
+    with world.database.session() as session:
+        store_funds(session, account, funds, None, collateral_included=True, fetched_at=ended_at + ONE_SECOND)
+    assert reservations_of(world, account) == {}
+    with world.database.session_factory() as session:
+        tracker = session.scalar(select(MarginTracker).where(MarginTracker.account_id == account))
+        assert tracker is not None and tracker.free_margin == tracker.total_available_margin == Decimal(
+            900000
+        )

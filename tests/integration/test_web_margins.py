@@ -157,7 +157,12 @@ def test_tracker_renders_every_state(env: WebEnv) -> None:
                 account_id=synced.id,
                 total_available_margin=Decimal("300000.00"),
                 used_margin=Decimal("12000.00"),
-                free_margin=Decimal("300000.00"),
+                free_margin=Decimal("60000.00"),
+                # Two runs' entries still going in (domain.reservations' shape).
+                allocated_margins={
+                    "run:12": {"amount": "160000.00", "reserved_at": START.isoformat(), "entered_at": None},
+                    "run:14": {"amount": "80000.00", "reserved_at": START.isoformat(), "entered_at": None},
+                },
                 last_updated=START - timedelta(seconds=42),
                 update_count=7,
             )
@@ -170,6 +175,8 @@ def test_tracker_renders_every_state(env: WebEnv) -> None:
     # Collateral left out of available cash: seller base adds it (3,00,000), buyer base is the cash.
     assert "₹3,00,000.00" in text and "₹2,50,000.00" in text and "₹12,000.00" in text
     assert "42 s ago" in text and "collateral not in available cash" in text
+    # Reserved: ₹2,40,000 by runs 12 and 14, so ₹60,000 free.
+    assert "₹2,40,000.00" in text and "run 12, run 14" in text and "₹60,000.00" in text
     one = client.get(f"/margins/tracker/{ids[1]}")
     assert one.status_code == 200 and "Fresh" not in one.get_data(as_text=True)
     with env.database.session() as s:

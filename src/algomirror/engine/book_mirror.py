@@ -53,6 +53,7 @@ from algomirror.db.models import (
     make_trade_key,
 )
 from algomirror.db.models.enums import ACTIONS, PRODUCTS
+from algomirror.domain.reservations import released, reserved
 from algomirror.domain.timeutil import ist_combine, ist_today
 
 log = logging.getLogger(__name__)
@@ -151,18 +152,6 @@ def seller_base(
     return available_cash + collateral
 
 
-def _reserved(allocated: dict[str, Any] | None) -> Decimal:
-    """Σ of the open margin reservations (``{"key": {"amount": "…"}}``) in rupees; bad entries skipped."""
-    total = Decimal(0)
-    for entry in (allocated or {}).values():
-        amount = entry.get("amount") if isinstance(entry, dict) else None
-        try:
-            total += Decimal(str(amount))
-        except (ArithmeticError, ValueError):
-            log.warning("margin reservation with an unreadable amount ignored: %r", amount)
-    return total
-
-
 def store_funds(
     session: Session,
     account_id: int,
@@ -175,8 +164,8 @@ def store_funds(
     """Replace the account's funds row and update its margin tracker (PRODUCT §9.5).
 
     Tracker: total available = seller base; used = ``utiliseddebits``; free = total available minus the
-    open reservations in ``allocated_margins`` (sizing releases them once funds reflect them);
-    ``update_count`` += 1.
+    open reservations in ``allocated_margins``, after releasing those of runs whose entry ended before
+    this read (:mod:`~algomirror.domain.reservations`); ``update_count`` += 1.
     """
     row = session.scalar(select(AccountFunds).where(AccountFunds.account_id == account_id))
     if row is None:
@@ -196,9 +185,12 @@ def store_funds(
         tracker = MarginTracker(account_id=account_id, update_count=0)
         session.add(tracker)
     base = seller_base(funds.availablecash, funds.collateral, collateral_included)
+    kept = released(tracker.allocated_margins, fetched_at)
+    if kept != (tracker.allocated_margins or {}):
+        tracker.allocated_margins = kept or None  # these funds hold the margin of runs entered since
     tracker.total_available_margin = base
     tracker.used_margin = funds.utiliseddebits
-    tracker.free_margin = None if base is None else base - _reserved(tracker.allocated_margins)
+    tracker.free_margin = None if base is None else base - reserved(kept)
     tracker.last_updated = fetched_at
     tracker.update_count = (tracker.update_count or 0) + 1
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from algomirror.db.instrument_settings import effective_settings
 from algomirror.db.models import (
+    MarginTracker,
     Strategy,
     StrategyExecution,
     StrategyLeg,
@@ -30,6 +31,7 @@ from algomirror.db.session import Database
 from algomirror.domain.contract_specs import freeze_slices, lot_size
 from algomirror.domain.errors import InvalidQuantity, NoRuleInForce
 from algomirror.domain.instruments import parse_symbol
+from algomirror.domain.reservations import entered
 from algomirror.domain.resolution import freeze_limit
 from algomirror.domain.timeutil import to_ist
 from algomirror.engine.order_driver import IntentRow
@@ -437,6 +439,15 @@ def finish_exit(
         return False
 
 
+def _entered(session: Session, run_id: int, account_ids: set[int], now: datetime) -> None:
+    """Mark run ``run_id``'s margin reservations on ``account_ids`` as entered at ``now``: the next funds
+    read of each account holds the run's margin and releases them (PRODUCT §9.5)."""
+    for tracker in session.scalars(select(MarginTracker).where(MarginTracker.account_id.in_(account_ids))):
+        marked = entered(tracker.allocated_margins, run_id, now)
+        if marked is not None:
+            tracker.allocated_margins = marked
+
+
 def finish_run(database: Database, run_id: int, now: datetime) -> dict[str, Any]:
     """The run's status and ``result`` from its executions (PRODUCT §5.1), once none is ``pending`` or
     ``exiting``; returns the summary (``open`` = executions still in either, when the run is left
@@ -503,6 +514,7 @@ def finish_run(database: Database, run_id: int, now: datetime) -> dict[str, Any]
         else:
             summary["outcome"] = "error"
         run.entry_completed_at = now
+        _entered(session, run_id, {r.account_id for r in rows}, now)
         legs = {
             leg.id: leg
             for leg in session.scalars(

@@ -64,6 +64,7 @@ from algomirror.db.instrument_settings import effective_settings, margin_rates
 from algomirror.db.models import (
     EngineCommand,
     MarginRequirement,
+    MarginTracker,
     Strategy,
     StrategyRun,
     TradeQuality,
@@ -76,6 +77,7 @@ from algomirror.domain.errors import DomainError, ExecuteRefused, FundsUnavailab
 from algomirror.domain.expiry_choice import resolve_expiry
 from algomirror.domain.instruments import exchanges_for, future_symbol, option_symbol, underlying_spec
 from algomirror.domain.money import format_inr
+from algomirror.domain.reservations import funds_left, reserve, reserved
 from algomirror.domain.resolution import (
     LegShape,
     SizedLeg,
@@ -204,6 +206,8 @@ class _Snapshot:
     grades: dict[str, Grade] = field(default_factory=dict)
     settings: dict[str, _Setting] = field(default_factory=dict)
     open_run: int | None = None
+    # Per selected account, ₹ other runs reserve on it while their entries go in (PRODUCT §9.5).
+    reserved: dict[int, Decimal] = field(default_factory=dict)
 
 
 def _multiplier(entry: Any) -> tuple[int | None, Decimal | None]:
@@ -294,6 +298,10 @@ def load_snapshot(database: Database, user_id: int, strategy_id: int, day: date 
             snap.selected.append((account_id, owned.get(account_id), multiplier))
         if not snap.selected:
             snap.errors.append("no accounts are selected for this strategy")
+        for tracker in session.scalars(select(MarginTracker).where(MarginTracker.account_id.in_(list(seen)))):
+            held = reserved(tracker.allocated_margins)
+            if held > 0:
+                snap.reserved[tracker.account_id] = held
         primaries = [a for a in owned.values() if a.is_primary]
         snap.primary = primaries[0] if primaries else None
         halted = entries_halted(session)
@@ -822,6 +830,11 @@ class Resolver:
             row.funds = AccountFunds(
                 funds.availablecash, funds.collateral, accounts[row.account_id].collateral_included
             )
+            held = snap.reserved.get(row.account_id, Decimal(0))
+            if held > 0:
+                # Another run's entry is going into this account: its margin is not in these funds yet.
+                row.funds = funds_left(row.funds, held)
+                row.warnings.append(f"{format_inr(held)} reserved by runs still entering on this account")
             try:
                 row.available = seller_base(row.funds)
             except FundsUnavailable as exc:
@@ -1107,6 +1120,7 @@ class StrategyResolver:
                 ]
                 if warnings:
                     run.result = {**(run.result or {}), "warnings": warnings}
+                reserve_margins(session, resolution, planned, run.id, now)
                 request_execute(session, user_id=user_id, run_id=run.id, token=f"run-of:{command_id}")
                 result = {"run_id": run.id, "planned": len(planned), "skipped": len(resolution.skipped())}
                 won = session.execute(
@@ -1131,6 +1145,34 @@ class StrategyResolver:
             reason = "the strategy already has an open run"
             return ExecuteOutcome("failed", {"error": reason, "reasons": [reason]}, error=reason)
         return ExecuteOutcome("done", {**result, "run_id": run_id})
+
+
+def reserve_margins(
+    session: Session, resolution: Resolution, planned: list[PlannedExecution], run_id: int, now: datetime
+) -> None:
+    """Reserve each planned account's estimated margin (₹) for run ``run_id`` on its margin tracker, in
+    the plan's transaction: an Execute of another strategy sizes against the rest until a funds read
+    after this run's entry holds it (PRODUCT §9.5; :mod:`~algomirror.domain.reservations`)."""
+    accounts = {p.account_id for p in planned}
+    amounts = {
+        a.account_id: a.margin
+        for a in resolution.accounts
+        if a.reason is None and a.account_id in accounts and a.margin is not None and a.margin > 0
+    }
+    if not amounts:
+        return
+    trackers = {
+        t.account_id: t
+        for t in session.scalars(select(MarginTracker).where(MarginTracker.account_id.in_(list(amounts))))
+    }
+    for account_id, amount in sorted(amounts.items()):
+        tracker = trackers.get(account_id)
+        if tracker is None:
+            tracker = MarginTracker(account_id=account_id, update_count=0)
+            session.add(tracker)
+        tracker.allocated_margins = reserve(tracker.allocated_margins, run_id, amount, now)
+        if tracker.total_available_margin is not None:
+            tracker.free_margin = tracker.total_available_margin - reserved(tracker.allocated_margins)
 
 
 class _Lost(Exception):

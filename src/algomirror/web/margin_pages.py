@@ -22,6 +22,7 @@ from algomirror.db.instrument_settings import margin_rates
 from algomirror.db.models import AccountFunds, MarginTracker, TradingAccount
 from algomirror.db.models.sizing import MarginRequirement, TradeQuality
 from algomirror.domain.errors import DomainError
+from algomirror.domain.reservations import reserved
 from algomirror.domain.sizing import (
     AccountFunds as FundsFigures,
 )
@@ -62,6 +63,17 @@ class TrackerRow:
     bases: AccountBases
     tracker: MarginTracker | None
     age_seconds: float | None
+
+    @property
+    def reserved(self) -> Decimal:
+        """₹ the runs still entering into this account reserve on it (PRODUCT §9.5)."""
+        return reserved(self.tracker.allocated_margins if self.tracker is not None else None)
+
+    @property
+    def reserving_runs(self) -> list[str]:
+        """The runs holding a reservation here, as their ``run:N`` keys."""
+        allocated = self.tracker.allocated_margins if self.tracker is not None else None
+        return sorted((allocated or {}).keys())
 
 
 @dataclass(frozen=True, slots=True)

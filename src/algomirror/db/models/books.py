@@ -228,8 +228,9 @@ class Holding(TimestampMixin, Base):
 class MarginTracker(Base):
     """Per-account margin picture (PRODUCT §9.5): one row per account, updated by sync and sizing.
 
-    ``allocated_margins`` holds reservations made at sizing, e.g.
-    ``{"run:12:leg:40": {"amount": "320000.00", "at": "2026-01-05T04:00:00+00:00"}}`` (amounts as strings).
+    ``allocated_margins`` holds the reservations planned runs make (:mod:`algomirror.domain.reservations`),
+    e.g. ``{"run:12": {"amount": "320000.00", "reserved_at": "2026-01-05T04:00:00+00:00", "entered_at":
+    null}}`` (amounts as strings).
     """
 
     __tablename__ = "margin_trackers"
