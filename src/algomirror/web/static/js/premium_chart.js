@@ -70,7 +70,8 @@
     var loading = false;
     var again = false;
     var drawn = false;
-    var heard = null; // the engine's last event: {at (epoch s or null), state, message, extra}
+    var heard = null; // the engine's last event: {at (epoch s or null), state, message, extra, asked}
+    var asked = 0; // reads of premium.json started so far
     if (!LW || typeof LW.createChart !== "function" || !LW.CandlestickSeries || !LW.LineSeries) {
       status.textContent = "The chart library is not loaded.";
       return { refresh: function () {}, supertrend: function () {} };
@@ -111,7 +112,7 @@
       status.dataset.state = state || "unknown";
     }
 
-    function draw(body) {
+    function draw(body, read) {
       var bars = (body.candles || []).map(function (c) {
         return { time: c.time + IST_OFFSET_S, open: c.open, high: c.high, low: c.low, close: c.close };
       });
@@ -132,8 +133,9 @@
         extra = (tail.direction === -1 ? "up ▲" : "down ▼") + " · ST " + grouping.format(tail.value);
       }
       var state = body.state === "ok" && tail && exitState(body.exit_type, tail.direction) ? "exit" : body.state;
-      if (heard && heard.at !== null && (last === null || heard.at >= last)) {
-        // The engine's event is about a candle the server's series does not have yet: it stays shown.
+      if (heard && (read <= heard.asked || (heard.at !== null && (last === null || heard.at >= last)))) {
+        // The engine's event came after this read was asked (the reply is older news), or it is about a
+        // candle the server's series does not have yet: it stays shown.
         describe(heard.state, heard.message, heard.extra);
         return;
       }
@@ -150,6 +152,8 @@
         return;
       }
       loading = true;
+      asked += 1;
+      var read = asked;
       fetch(url(el), { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (response) {
           if (!response.ok) {
@@ -157,7 +161,7 @@
           }
           return response.json();
         })
-        .then(draw)
+        .then(function (body) { draw(body, read); })
         .catch(function (err) {
           status.textContent = "The premium chart could not be loaded (" + err.message + ").";
           status.dataset.state = "error";
@@ -187,7 +191,7 @@
       var state = data.state === "ok" && exitState(data.exit_type, data.direction) ? "exit" : data.state;
       var message = state === "exit" && data.message === "exit state" ? null : data.message;
       // Shown at once, even while the chart is still loading or re-reads for the candle the event names.
-      heard = { at: at, state: state, message: message, extra: extra };
+      heard = { at: at, state: state, message: message, extra: extra, asked: asked };
       describe(state, message, extra);
       if (at !== null && (last === null || at > last)) {
         reload();
