@@ -98,17 +98,12 @@ def test_mirror_order_to_two_accounts_fills_live(
 
     # A run that intends 1 lot of the symbol on the first account: the broker now holds more.
     run_id = _open_run(demo_server, _user, first, symbol)
-    page.goto(demo_server.url + f"/mirror/check?run={run_id}")
-    assert page.locator("h1").inner_text().startswith("Mirror check")
-    row = page.locator(f"#mc-table-{run_id} tbody tr").first
-    assert row.get_attribute("data-kind") in ("different", "extra", "missing", "ok")
-    page.screenshot(path=str(artifacts_dir / "mirror-check.png"), full_page=True)
-    assert row.get_attribute("data-kind") == "different"
     # Bring in line: the confirmation names the order, the engine sends it, the next sync shows it.
-    row.get_by_role("link", name="Bring in line").click()
-    assert page.locator("#d-order").inner_text().startswith("SELL 65")
-    page.get_by_role("button", name="Yes, send SELL 65").click()
-    page.wait_for_url(lambda u: "/mirror/orders/" in u)
+    eventually(
+        lambda: _brought_in_line(page, demo_server, run_id, artifacts_dir),
+        timeout=60,
+        what="the correction sent",
+    )
     eventually(
         lambda: page.locator("#mo-status").inner_text().startswith("Finished"),
         timeout=30,
@@ -121,6 +116,34 @@ def test_mirror_order_to_two_accounts_fills_live(
         what="the account in line after the next sync (live region)",
     )
     assert problems == []
+
+
+def _brought_in_line(page: Any, demo: Demo, run_id: int, artifacts_dir: Path) -> bool:
+    """One try of the mirror check's Bring in line for the run's first row: True once the correction
+    is queued (the order's page is shown). False when the account's positions were unknown at the
+    check or at the confirmation: books older than two sync intervals are never corrected, which a
+    loaded machine's demo reaches now and then; the next sync makes them fresh again."""
+    page.goto(demo.url + f"/mirror/check?run={run_id}")
+    assert page.locator("h1").inner_text().startswith("Mirror check")
+    row = page.locator(f"#mc-table-{run_id} tbody tr").first
+    kind = row.get_attribute("data-kind")
+    if kind == "unknown":
+        return False
+    page.screenshot(path=str(artifacts_dir / "mirror-check.png"), full_page=True)
+    assert kind == "different"
+    row.get_by_role("link", name="Bring in line").click()
+    page.wait_for_url(lambda u: "/fix" in u)
+    if page.locator("#d-order").count() == 0:
+        assert "no longer an open drift (unknown)" in page.content()
+        return False
+    assert page.locator("#d-order").inner_text().startswith("SELL 65")
+    page.get_by_role("button", name="Yes, send SELL 65").click()
+    page.wait_for_load_state()
+    if "/mirror/orders/" in page.url:
+        return True
+    # Refused (409): the positions went unknown between the confirmation and the send; nothing queued.
+    assert "no longer an open drift (unknown)" in page.content(), page.url
+    return False
 
 
 def _open_run(demo: Demo, user_id: int, account_id: int, symbol: str, name: str = "Mirror check demo") -> int:
