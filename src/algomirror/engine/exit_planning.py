@@ -55,6 +55,47 @@ def _owned_run(session: Session, user_id: int, run_id: int | None) -> int:
     return run_id
 
 
+def exit_payload(
+    scope: ExitScope,
+    *,
+    reason: str = "manual",
+    retry_errors: bool | None = None,
+    run_id: int | None = None,
+    account_id: int | None = None,
+    execution_id: int | None = None,
+) -> dict[str, Any]:
+    """The payload of an ``exit`` command of ``scope`` from ids already checked against its user (the
+    engine parses it with :func:`~algomirror.engine.exits.parse_scope`). ``reason`` "manual" of scope
+    ``all`` becomes ``exit_all``; ``retry_errors`` defaults to on for a person's reason. An execution's
+    ``run_id`` and ``account_id`` (when known) let the engine take its locks without a read. Raises
+    ValueError for a scope without the ids it needs."""
+    if scope == "all" and reason == "manual":
+        reason = "exit_all"
+    if retry_errors is None:
+        retry_errors = reason in PERSON_REASONS
+    payload: dict[str, Any] = {"scope": scope, "reason": reason}
+    if retry_errors:
+        payload["retry_errors"] = True
+    if scope == "execution":
+        if execution_id is None:
+            raise ValueError("scope 'execution' needs an execution_id")
+        payload["execution_id"] = execution_id
+        if run_id is not None:
+            payload["run_id"] = run_id
+            payload["account_id"] = account_id
+    elif scope in ("account", "run"):
+        if run_id is None:
+            raise ValueError("this exit scope needs a run_id")
+        payload["run_id"] = run_id
+        if scope == "account":
+            if account_id is None:
+                raise ValueError("scope 'account' needs an account_id")
+            payload["account_id"] = account_id
+    elif scope != "all":
+        raise ValueError(f"unknown exit scope {scope!r}")
+    return payload
+
+
 def request_exit(
     session: Session,
     *,
@@ -71,13 +112,8 @@ def request_exit(
     ``all`` is recorded as ``exit_all``; ``retry_errors`` (default: for a person's reason) makes the
     command retry legs in ``error`` too. Raises ValueError for a scope without the ids it needs and
     LookupError for an id that is not the user's."""
-    if scope == "all" and reason == "manual":
-        reason = "exit_all"
-    if retry_errors is None:
-        retry_errors = reason in PERSON_REASONS
-    payload: dict[str, Any] = {"scope": scope, "reason": reason}
-    if retry_errors:
-        payload["retry_errors"] = True
+    leg_run: int | None = None
+    leg_account: int | None = None
     if scope == "execution":
         if execution_id is None:
             raise ValueError("scope 'execution' needs an execution_id")
@@ -88,25 +124,26 @@ def request_exit(
         ).first()
         if found is None:
             raise LookupError(f"execution {execution_id} not found")
-        payload["execution_id"] = execution_id
-        if found.run_id is not None:
-            # The engine takes the leg's run and account locks from these without a read of its own.
-            payload["run_id"] = found.run_id
-            payload["account_id"] = found.account_id
-    elif scope == "account":
-        payload["run_id"] = _owned_run(session, user_id, run_id)
-        owned = session.scalar(
-            select(TradingAccount.id).where(
-                TradingAccount.id == account_id, TradingAccount.user_id == user_id
+        leg_run, leg_account = found.run_id, found.account_id
+    elif scope in ("account", "run"):
+        leg_run = _owned_run(session, user_id, run_id)
+        if scope == "account":
+            owned = session.scalar(
+                select(TradingAccount.id).where(
+                    TradingAccount.id == account_id, TradingAccount.user_id == user_id
+                )
             )
-        )
-        if owned is None:
-            raise LookupError(f"account {account_id} not found")
-        payload["account_id"] = account_id
-    elif scope == "run":
-        payload["run_id"] = _owned_run(session, user_id, run_id)
-    elif scope != "all":
-        raise ValueError(f"unknown exit scope {scope!r}")
+            if owned is None:
+                raise LookupError(f"account {account_id} not found")
+            leg_account = account_id
+    payload = exit_payload(
+        scope,
+        reason=reason,
+        retry_errors=retry_errors,
+        run_id=leg_run,
+        account_id=leg_account,
+        execution_id=execution_id,
+    )
     command = EngineCommand(user_id=user_id, kind=EXIT_COMMAND, payload=payload, token=token)
     session.add(command)
     session.flush()
@@ -128,4 +165,12 @@ def retry_exit(session: Session, *, user_id: int, execution_id: int, token: str)
     )
 
 
-__all__ = ["EXIT_COMMAND", "PERSON_REASONS", "SCOPES", "ExitScope", "request_exit", "retry_exit"]
+__all__ = [
+    "EXIT_COMMAND",
+    "PERSON_REASONS",
+    "SCOPES",
+    "ExitScope",
+    "exit_payload",
+    "request_exit",
+    "retry_exit",
+]

@@ -32,8 +32,8 @@ from algomirror.db.models import (
 from algomirror.db.session import Database
 from algomirror.domain.risk import TrailingState
 from algomirror.engine.alerts import raise_alert
-from algomirror.engine.command_rows import claim_command, rowcount
-from algomirror.engine.exit_planning import EXIT_COMMAND, request_exit
+from algomirror.engine.command_rows import rowcount
+from algomirror.engine.exit_planning import EXIT_COMMAND, exit_payload
 from algomirror.engine.risk_state import CLAIMABLE, LATCHES, RISK_ALERT_KIND, Breach, ExecutionState, RunState
 
 
@@ -126,8 +126,8 @@ def write_breach(
             where = f"run {run.id} of {run.name}"
             outcome = "exit requested" if breach.auto_exit else "alert only (auto-exit off)"
             text = f"{breach.detail}; {outcome}"
-            session.add(
-                ActivityLog(
+            session.execute(
+                insert(ActivityLog).values(
                     user_id=run.user_id,
                     account_id=account,
                     action=f"risk_{breach.code}",
@@ -149,9 +149,7 @@ def write_breach(
             )
             command: BreachCommand | None = None
             if breach.auto_exit:
-                row = _request(session, run, breach, account_id, execution)
-                claimed = claim_at is not None and claim_command(session, row.id, claim_at, kind=EXIT_COMMAND)
-                command = BreachCommand(row.id, dict(row.payload or {}), claimed)
+                command = _insert_command(session, run, breach, account_id, execution, claim_at)
             payload = {**details, "rule": breach.code, "action": action, "message": text}
             return command, payload
     except IntegrityError:
@@ -213,42 +211,45 @@ def _latch(
     return rowcount(won) == 1
 
 
-def _request(
+def _insert_command(
     session: Session,
     run: RunState,
     breach: Breach,
     account_id: int | None,
     execution: ExecutionState | None,
-) -> EngineCommand:
+    claim_at: datetime | None,
+) -> BreachCommand:
+    """The breach's ``exit`` command, inserted already ``running`` (started at ``claim_at``) when the
+    caller runs it at once: a row born in this transaction has no other claimant, and its unique token
+    makes a second breach's transaction fail. The ids come from the run the engine loaded for its user,
+    so they need no ownership read (the web's :func:`request_exit` does that)."""
     if execution is not None:
-        command = request_exit(
-            session,
-            user_id=run.user_id,
-            scope="execution",
-            token=f"risk:exec:{execution.id}:{breach.code}",
-            execution_id=execution.id,
+        token = f"risk:exec:{execution.id}:{breach.code}"
+        payload = exit_payload(
+            "execution",
             reason=breach.code,
+            execution_id=execution.id,
+            run_id=execution.run_id,
+            account_id=execution.account_id,
         )
     elif account_id is not None:
-        command = request_exit(
-            session,
-            user_id=run.user_id,
-            scope="account",
-            token=f"risk:{run.id}:{account_id}:{breach.code}",
-            run_id=run.id,
-            account_id=account_id,
-            reason=breach.code,
-        )
+        token = f"risk:{run.id}:{account_id}:{breach.code}"
+        payload = exit_payload("account", reason=breach.code, run_id=run.id, account_id=account_id)
     else:
-        command = request_exit(
-            session,
-            user_id=run.user_id,
-            scope="run",
-            token=f"risk:{run.id}:{breach.code}",
-            run_id=run.id,
-            reason=breach.code,
-        )
-    return command
+        token = f"risk:{run.id}:{breach.code}"
+        payload = exit_payload("run", reason=breach.code, run_id=run.id)
+    values: dict[str, Any] = {
+        "user_id": run.user_id,
+        "kind": EXIT_COMMAND,
+        "payload": payload,
+        "token": token,
+    }
+    if claim_at is not None:
+        values.update(status="running", started_at=claim_at, updated_at=claim_at)
+    command_id = session.scalar(insert(EngineCommand).values(values).returning(EngineCommand.id))
+    if command_id is None:  # not expected: an INSERT … RETURNING returns its row or raises
+        raise RuntimeError(f"the exit command {token} was not stored")
+    return BreachCommand(command_id, payload, claim_at is not None)
 
 
 def write_trailing(session: Session, run_id: int, state: TrailingState | None) -> None:
