@@ -544,6 +544,7 @@ def main() -> int:
     print(f"tick -> last exit order:  {spread(last)} (the strategy's {args.accounts} accounts)")
     slowest = ", ".join(f"{v:.1f}" for v in sorted(first)[-5:])
     print(f"slowest tick -> first exit order: {slowest} ms")
+    print(f"in the order measured: {', '.join(f'{v:.1f}' for v in first)} ms")
     rss, peak = memory.get("VmRSS", 0) // 1024, memory.get("VmHWM", 0) // 1024
     print(f"engine rss {rss} MB (peak {peak} MB); engine cpu {cpu:.2f} s during the moves")
     if args.profile:

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from algomirror.db.models import EngineAlert, EngineCommand, RiskEvent
+from algomirror.db.models import ActivityLog, EngineAlert, EngineCommand, OrderIntent, RiskEvent
 from algomirror.engine.exits import ExitExecutor
 from algomirror.engine.marks import Mark, MarkBook
 from algomirror.engine.risk import RiskConfig, RiskEngine
@@ -423,3 +423,53 @@ def risk_alerts(world: World, run_id: int) -> int:
             select(func.count(EngineAlert.id)).where(EngineAlert.run_id == run_id, EngineAlert.kind == "risk")
         )
     return int(count or 0)
+
+
+def stored_counts(world: World, run_id: int) -> dict[str, Any]:
+    """What a rehearsal must leave as it was: the rows a breach and its exit write, the legs' states
+    and the run's latch."""
+    with world.database.session_factory() as session:
+        counted = {
+            model.__tablename__: session.scalar(select(func.count()).select_from(model))
+            for model in (RiskEvent, EngineCommand, EngineAlert, ActivityLog, OrderIntent)
+        }
+    run = world.run(run_id)
+    return {
+        **counted,
+        "legs": sorted((e.id, e.status, e.exit_retry_count) for e in world.executions(run_id)),
+        "latch": (run.max_loss_triggered_at, run.max_loss_value, run.status),
+    }
+
+
+async def test_the_start_rehearsal_of_a_breach_writes_nothing_and_sends_nothing(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=2, legs=STRANGLE)
+    run_id = await entered(world)
+    configure(world, max_loss=Decimal("1000"))
+    before = stored_counts(world, run_id)
+    ce, pe = world.leg_symbols
+
+    async with risk_of(world) as h:
+        await eventually_async(lambda: _true(h.risk.rehearsed), timeout=10, what="the rehearsal ran")
+        assert stored_counts(world, run_id) == before
+        assert exits_at_exchange(world) == {0: [], 1: []}
+        assert h.risk.fired == 0 and [e for _, e, _ in h.bus.messages if e != "snapshot"] == []
+        # The rehearsal's claim did take every short inside its rolled-back transaction.
+        assert h.risk.exits is not None
+        rehearsal = world.database.rehearsal()
+        taken = await asyncio.to_thread(h.risk.exits.rehearse, rehearsal, world.user_id, run_id, "max_loss")
+        assert taken == 4
+        assert stored_counts(world, run_id) == before
+
+        # The real breach afterwards is neither latched nor claimed by it: it exits once.
+        price = entries(world, run_id)
+        h.tick(ce, price[(0, 0)] + 20)
+        h.tick(pe, price[(1, 0)] + 20)
+        await all_exited(world, run_id)
+        await h.risk.drain()
+
+    assert h.risk.fired == 1
+    assert [c.token for c in exit_commands(world)] == [f"risk:{run_id}:max_loss"]
+    assert exits_at_exchange(world) == {i: sorted([ce, pe]) for i in range(2)}
+    assert len(events(world, run_id)) == 4

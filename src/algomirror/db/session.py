@@ -124,5 +124,28 @@ class Database:
             finally:
                 session.close()
 
+    def rehearsal(self) -> Database:
+        """This database seen through write units of work that always roll back: code that writes
+        with :meth:`session` can run against it to warm its statement caches (a risk breach's path
+        before the first one of the day), and nothing it writes is ever committed. Reads through
+        ``session_factory`` are real. Shares this database's engine and SQLite writer lock."""
+        copy = object.__new__(_Rehearsal)
+        copy.__dict__.update(self.__dict__)
+        return copy
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class _Rehearsal(Database):
+    """See :meth:`Database.rehearsal`."""
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._write_lock:
+            session = self.write_session_factory()
+            try:
+                yield session
+            finally:
+                session.rollback()
+                session.close()

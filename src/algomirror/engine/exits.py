@@ -292,6 +292,30 @@ class ExitExecutor(EntryExecutor):
         claim_first_exits`); runs in a worker thread. Raises what that raises."""
         return claim_first_exits(journal, plans, reason, detail)
 
+    def rehearse(self, rehearsal: Database, user_id: int, run_id: int, reason: str) -> int:
+        """The fast first attempt of a breach's exit of run ``run_id`` up to its send, on
+        ``rehearsal`` (:meth:`~algomirror.db.session.Database.rehearsal`: everything written is rolled
+        back) and without sending: the run's read and the claim transaction of its shorts, so that the
+        first real breach after a start does not pay for compiling their statements (about 20 ms
+        here). Worker thread. Returns the number of executions the rolled-back claim took. Raises
+        SQLAlchemyError and FencedOutError."""
+        scope = parse_scope({"scope": "run", "run_id": run_id, "reason": reason})
+        now = self._run_now(user_id, scope, run_id)
+        plan = now.plans.get(run_id)
+        if plan is None:
+            return 0
+        today = to_ist(self.market_clock.now()).date()
+        active = {s.execution_id for s in now.states if s.status == "active"}
+        legs = [leg for leg in plan.legs if leg.execution_id in active]
+        shorts = [leg for leg in legs if leg.side == "SELL"] or legs
+
+        def specs_for(leg: EntryLeg) -> Callable[[int], list[IntentSpec]]:
+            return lambda units: exit_specs(plan, leg, 1, slice_quantities(leg, today, quantity=units))
+
+        journal = Journal(rehearsal, epoch=self._journal().epoch, clock=self.market_clock)
+        claimed = claim_first_exits(journal, {leg.execution_id: specs_for(leg) for leg in shorts}, reason, "")
+        return len(claimed)
+
     def _close_settled(self, user_id: int, scope: _Scope) -> list[int]:
         """Close the scope's open runs whose legs are all exited or failed (what a crash before the
         run's close leaves); the runs closed."""

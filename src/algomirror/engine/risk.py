@@ -137,6 +137,7 @@ class RiskEngine:
         self._last_reload = 0.0
         self._last_persist = 0.0
         self.fired = 0
+        self.rehearsed = False  # see rehearse
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -154,6 +155,8 @@ class RiskEngine:
             while not stop.is_set():
                 try:
                     await self.sweep()
+                    if not self.rehearsed:
+                        await self.rehearse()
                 except SQLAlchemyError as exc:
                     log.warning("risk: database error: %s", str(exc).splitlines()[0])
                 await pause(stop, self.config.tick)
@@ -185,6 +188,30 @@ class RiskEngine:
             self._merge(fresh)
         self._last_reload = self._timer()
         self._loaded = True
+
+    async def rehearse(self) -> None:
+        """Once per start, as soon as a run is open: a breach of it written and its exit claimed up to
+        the send in transactions that are rolled back (:meth:`Database.rehearsal`), nothing sent, so
+        that the first real breach finds the statements of its path compiled (the first breach after a
+        start took about 35 ms to its first exit order against 14 ms for the next ones)."""
+        run = next((r for r in self.runs.values() if self._claimable(r, None)), None)
+        if run is None or self.exits is None or not self.exits.holds_epoch():
+            return
+        self.rehearsed = True
+        breach = Breach("max_loss", Decimal(0), Decimal(0), "rehearsal (rolled back)")
+        write = BreachWrite(
+            run, breach, self._claimable(run, None), None, None, None, None, {}, self.clock.now()
+        )
+        try:
+            await asyncio.to_thread(self._rehearse, write)
+        except (SQLAlchemyError, FencedOutError) as exc:
+            log.info("risk: the rehearsal of run %s did not complete: %s", run.id, str(exc).splitlines()[0])
+
+    def _rehearse(self, write: BreachWrite) -> None:
+        assert self.exits is not None
+        rehearsal = self.database.rehearsal()
+        write_breach(rehearsal, self.clock.now(), write)
+        self.exits.rehearse(rehearsal, write.run.user_id, write.run.id, write.breach.code)
 
     async def sweep(self) -> None:
         """One step of the loop: reload when due, evaluate the runs whose interval has passed, alert on
