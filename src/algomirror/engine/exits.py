@@ -59,7 +59,7 @@ from algomirror.db.models.enums import EXIT_REASONS
 from algomirror.db.session import Database
 from algomirror.domain import order_state
 from algomirror.domain.timeutil import Clock, to_ist
-from algomirror.engine.concurrency import SharedLock
+from algomirror.engine.concurrency import SharedLock, staggered
 from algomirror.engine.concurrency import all_of as _all
 from algomirror.engine.entry_records import EntryLeg, RunPlan, finish_entry, load_plan, slice_quantities
 from algomirror.engine.execution import (
@@ -430,7 +430,7 @@ class _ExitWork:
                 continue  # hedges only, and the account's short is stuck: they stay (see _account)
             wave.extend((plan, leg) for s, leg in (shorts or items) if s.status == "active")
         first = await self.first.claim(wave)
-        await settled(
+        await staggered(
             *(
                 self._account(run_id, items, client, reason, first, (run_id, items[0][1].account_id) in stuck)
                 for ((run_id, _), items), (client, reason) in zip(accounts, clients, strict=True)

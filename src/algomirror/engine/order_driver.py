@@ -45,7 +45,7 @@ from algomirror.db.session import Database
 from algomirror.domain import order_state
 from algomirror.domain.order_state import IllegalTransitionError
 from algomirror.domain.timeutil import utcnow
-from algomirror.engine.concurrency import all_of, settled
+from algomirror.engine.concurrency import all_of, settled, staggered
 from algomirror.engine.journal import (
     Advance,
     ConflictingFactsError,
@@ -432,7 +432,7 @@ class OrderDriver:
             return await self.drive(client, stored, allow_send=True, priority=priority)
 
         async def place_and_follow() -> list[IntentRow]:
-            sent = await settled(*(self.place(client, r, priority) for r in won))
+            sent = await staggered(*(self.place(client, r, priority) for r in won))
             placed = [(r, order_id) for r, order_id in sent if order_id is not None]
             done = [r for r, order_id in sent if order_id is None]
             followed = await self.follow_many(client, placed, write=write) if placed else []
