@@ -473,3 +473,25 @@ async def test_the_start_rehearsal_of_a_breach_writes_nothing_and_sends_nothing(
     assert [c.token for c in exit_commands(world)] == [f"risk:{run_id}:max_loss"]
     assert exits_at_exchange(world) == {i: sorted([ce, pe]) for i in range(2)}
     assert len(events(world, run_id)) == 4
+
+
+async def test_a_rehearsal_that_fails_does_not_stop_the_protection(
+    db_url: str, simulator_session: SimHandle, monkeypatch: Any
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=1, legs=STRANGLE)
+    run_id = await entered(world)
+    configure(world, max_loss=Decimal("1000"))
+    ce, pe = world.leg_symbols
+
+    def broken(*_: Any) -> int:
+        raise RuntimeError("a bug in the rehearsal")
+
+    monkeypatch.setattr(ExitExecutor, "rehearse", broken)
+    async with risk_of(world) as h:
+        await eventually_async(lambda: _true(h.risk.rehearsed), timeout=10, what="the rehearsal ran")
+        price = entries(world, run_id)
+        h.tick(ce, price[(0, 0)] + 20)
+        h.tick(pe, price[(1, 0)] + 20)
+        await all_exited(world, run_id)
+        await h.risk.drain()
+    assert [c.token for c in exit_commands(world)] == [f"risk:{run_id}:max_loss"]

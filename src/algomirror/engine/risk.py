@@ -206,6 +206,10 @@ class RiskEngine:
             await asyncio.to_thread(self._rehearse, write)
         except (SQLAlchemyError, FencedOutError) as exc:
             log.info("risk: the rehearsal of run %s did not complete: %s", run.id, str(exc).splitlines()[0])
+        except Exception:
+            # Only a warm-up: whatever it meets must not stop the protection loop (nothing was
+            # committed); logged with its trace so the cause is seen.
+            log.exception("risk: the rehearsal of run %s failed", run.id)
 
     def _rehearse(self, write: BreachWrite) -> None:
         assert self.exits is not None
