@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
 
 from algomirror.broker.registry import ClientRegistry
 from algomirror.broker.wire import Funds
@@ -535,3 +536,40 @@ async def test_a_planned_run_reserves_its_margin_until_a_funds_read_after_its_en
         assert tracker is not None and tracker.free_margin == tracker.total_available_margin == Decimal(
             900000
         )
+
+
+def second_strategy(world: World) -> int:
+    """A copy of the world's strategy and its legs under another name; its id."""
+    with world.database.session() as session:
+        source = session.get(Strategy, world.strategy_id)
+        assert source is not None
+        copied = {a.key: getattr(source, a.key) for a in sa_inspect(Strategy).column_attrs if a.key != "id"}
+        other = Strategy(**{**copied, "name": f"{source.name} (second)"})
+        session.add(other)
+        session.flush()
+        for leg in session.scalars(select(StrategyLeg).where(StrategyLeg.strategy_id == source.id)):
+            values = {
+                a.key: getattr(leg, a.key) for a in sa_inspect(StrategyLeg).column_attrs if a.key != "id"
+            }
+            session.add(StrategyLeg(**{**values, "strategy_id": other.id}))
+        return other.id
+
+
+async def test_two_executes_of_one_user_at_the_same_instant_never_size_against_the_same_cash(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    # One straddle's margin (₹3,20,000) fits the small account once, not twice.
+    small = sim.control.add_account(capital=500000)
+    world = resolution_world(db_url, sim, STRADDLE, accounts=1, extra_keys=[small])
+    big, tight = world.account_ids
+    other = second_strategy(world)
+    first = queue(world, EXECUTE_STRATEGY, "page-a")
+    second = queue(world, EXECUTE_STRATEGY, "page-b", strategy_id=other)
+    async with resolver_of(world) as resolver:
+        assert await asyncio.gather(resolver.run_command(first), resolver.run_command(second)) == [True, True]
+    runs = [world.command(c).result["run_id"] for c in (first, second)]  # type: ignore[index]
+    on_tight = [r for r in runs if any(e.account_id == tight for e in world.executions(r))]
+    assert len(on_tight) == 1  # the later Execute read the first one's reservation and skipped it
+    assert list(reservations_of(world, tight)) == [f"run:{on_tight[0]}"]
+    assert all(any(e.account_id == big for e in world.executions(r)) for r in runs)

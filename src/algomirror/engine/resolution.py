@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -1010,10 +1011,16 @@ class _KindRunner(EntryExecutor):
             raise ExecutionError(f"malformed {self.kind} payload (strategy_id)")
         self.registry.set_host_policy(await asyncio.to_thread(self._policy))
         resolver = Resolver(self.database, self.client_for, self.market_clock, self._owner.calendar)
-        resolution = await resolver.resolve(user_id, strategy_id)
         if self.kind == PREVIEW_STRATEGY:
+            resolution = await resolver.resolve(user_id, strategy_id)
             return ExecuteOutcome("done", {"preview": resolution.to_json()})
-        return await asyncio.to_thread(self._owner.plan, self._command_id(), user_id, resolution)
+        # One Execute of a user at a time from its funds read to its plan's commit: the next one reads
+        # the margin the first reserved, so two Executes at the same instant (a schedule's, a double
+        # start) never size against the same cash. One engine runs (its lock), so an in-process lock
+        # covers every writer of reservations.
+        async with self._owner.sizing_lock(user_id):
+            resolution = await resolver.resolve(user_id, strategy_id)
+            return await asyncio.to_thread(self._owner.plan, self._command_id(), user_id, resolution)
 
     def _policy(self) -> Any:
         with self.database.session_factory() as session:
@@ -1060,10 +1067,15 @@ class StrategyResolver:
             "market_clock": clock,
             "config": config or ExecutionConfig(max_attempts=3),
         }
+        self._sizing_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.preview = _KindRunner(self, PREVIEW_STRATEGY, **options)
         self.execute = _KindRunner(self, EXECUTE_STRATEGY, **options)
         self.clock = self.preview.market_clock
         self.command_clock = self.preview.clock
+
+    def sizing_lock(self, user_id: int) -> asyncio.Lock:
+        """The lock an Execute of ``user_id`` holds from its resolution to its plan's commit."""
+        return self._sizing_locks[user_id]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Both kinds' loops until ``stop`` (each recovers its ``running`` rows first)."""
