@@ -73,6 +73,23 @@ def exit_specs(plan: RunPlan, leg: EntryLeg, attempt: int, slices: list[int]) ->
     ]
 
 
+def first_specs(
+    plan: RunPlan, leg: EntryLeg, today: date, seen: dict[str, IntentSpec] | None = None
+) -> Callable[[int], list[IntentSpec]]:
+    """The specs of ``leg``'s attempt-1 slices for a given open quantity (units), freeze-sliced as on
+    ``today``, as :func:`~algomirror.engine.exit_records.claim_first_exits` asks for them; each spec
+    made is also put in ``seen`` by key. Raises ValueError (from slicing) for a leg that cannot be
+    sent."""
+
+    def specs(units: int) -> list[IntentSpec]:
+        made = exit_specs(plan, leg, 1, slice_quantities(leg, today, quantity=units))
+        if seen is not None:
+            seen.update((spec.key, spec) for spec in made)
+        return made
+
+    return specs
+
+
 class FirstWave:
     """The fast first attempts of one exit command (see the module docstring). ``claim_first`` runs
     the claim's transaction (in a worker thread); ``today`` is the trading day of the freeze limits."""
@@ -107,16 +124,7 @@ class FirstWave:
         if not legs:
             return {}
         terms: dict[str, IntentSpec] = {}
-
-        def specs_for(plan: RunPlan, leg: EntryLeg) -> Callable[[int], list[IntentSpec]]:
-            def specs(units: int) -> list[IntentSpec]:
-                made = exit_specs(plan, leg, 1, slice_quantities(leg, self.today, quantity=units))
-                terms.update((spec.key, spec) for spec in made)
-                return made
-
-            return specs
-
-        plans = {leg.execution_id: specs_for(plan, leg) for plan, leg in legs}
+        plans = {leg.execution_id: first_specs(plan, leg, self.today, terms) for plan, leg in legs}
         try:
             claimed = await asyncio.to_thread(
                 self._claim_first, self.driver.journal, plans, self.reason, self.detail
@@ -141,4 +149,4 @@ class FirstWave:
         )
 
 
-__all__ = ["ClaimFirst", "FirstWave", "exit_specs"]
+__all__ = ["ClaimFirst", "FirstWave", "exit_specs", "first_specs"]

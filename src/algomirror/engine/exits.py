@@ -70,7 +70,7 @@ from algomirror.engine.execution import (
     intents_of,
     settled,
 )
-from algomirror.engine.exit_first import FirstWave, exit_specs
+from algomirror.engine.exit_first import FirstWave, exit_specs, first_specs
 from algomirror.engine.exit_planning import EXIT_COMMAND, SCOPES
 from algomirror.engine.exit_records import (
     KEPT_HEDGE,
@@ -308,12 +308,9 @@ class ExitExecutor(EntryExecutor):
         active = {s.execution_id for s in now.states if s.status == "active"}
         legs = [leg for leg in plan.legs if leg.execution_id in active]
         shorts = [leg for leg in legs if leg.side == "SELL"] or legs
-
-        def specs_for(leg: EntryLeg) -> Callable[[int], list[IntentSpec]]:
-            return lambda units: exit_specs(plan, leg, 1, slice_quantities(leg, today, quantity=units))
-
         journal = Journal(rehearsal, epoch=self._journal().epoch, clock=self.market_clock)
-        claimed = claim_first_exits(journal, {leg.execution_id: specs_for(leg) for leg in shorts}, reason, "")
+        specs = {leg.execution_id: first_specs(plan, leg, today) for leg in shorts}
+        claimed = claim_first_exits(journal, specs, reason, "")
         return len(claimed)
 
     def _close_settled(self, user_id: int, scope: _Scope) -> list[int]:
