@@ -276,10 +276,18 @@ class ObservedPool(HostPool):
         endpoint: str,
         order: bool,
         before_send: Callable[[], None] | None = None,
+        order_lane: bool = False,
     ) -> Reply:
         self.handed.append(json.loads(body).get("symbol", endpoint))
         return await super().post(
-            url, body, connect=connect, read=read, endpoint=endpoint, order=order, before_send=before_send
+            url,
+            body,
+            connect=connect,
+            read=read,
+            endpoint=endpoint,
+            order=order,
+            before_send=before_send,
+            order_lane=order_lane,
         )
 
 

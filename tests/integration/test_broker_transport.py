@@ -173,3 +173,45 @@ async def test_post_when_before_send_refuses_on_a_new_connection_sends_nothing_a
     assert reply.status == 200
     assert raw.endpoints() == ["placeorder"]
     assert raw.accepted == 1  # the refused call's connection went back to the pool and was reused
+
+
+def keyed(url: str, pool: HostPool, n: int) -> OpenAlgoClient:
+    return OpenAlgoClient(
+        url,
+        f"{KEY}-{n}",
+        pool=pool,
+        timeouts=Timeouts(connect=1.0, read=2.0, order=2.0),
+        retry=NO_WAIT,
+        limits=RateLimits.unlimited(),
+    )
+
+
+async def test_warming_the_order_lane_of_accounts_at_once_lets_their_next_orders_connect_no_more(
+    raw: RawHttpServer, pool: HostPool
+) -> None:
+    # Four accounts on one origin, as the paper exchange serves them: the warm-up's pings go together,
+    # so the order session keeps four open connections and four orders at once need no connect.
+    clients = [keyed(raw.url, pool, n) for n in range(4)]
+    await asyncio.gather(*(c.warm_order_lane() for c in clients))
+    assert raw.count("ping") == 4
+    assert pool.connections_opened(order=True) == raw.accepted == 4
+    assert pool.connections_opened(order=False) == 0  # the pings went through the order lane
+    await asyncio.gather(*(c.place_order(buy(), strategy="S1") for c in clients))
+    assert raw.count("placeorder") == 4
+    assert pool.connections_opened(order=True) == raw.accepted == 4
+
+
+async def test_orders_of_accounts_at_once_without_a_warm_up_each_open_a_connection(
+    raw: RawHttpServer, pool: HostPool
+) -> None:
+    # The other side of the test above: the same four orders on a cold pool pay four connects.
+    clients = [keyed(raw.url, pool, n) for n in range(4)]
+    await asyncio.gather(*(c.place_order(buy(), strategy="S1") for c in clients))
+    assert pool.connections_opened(order=True) == raw.accepted == 4
+
+
+async def test_a_failed_warm_up_ping_is_not_tried_again(raw: RawHttpServer, pool: HostPool) -> None:
+    raw.then("ping", "close")
+    with pytest.raises(ConnectionFailedError):
+        await client(raw.url, pool).warm_order_lane()
+    assert raw.count("ping") == 1

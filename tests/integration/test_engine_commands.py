@@ -365,9 +365,17 @@ class SyncBetweenReplyAndWrite(HostPool):
         endpoint: str,
         order: bool,
         before_send: Callable[[], None] | None = None,
+        order_lane: bool = False,
     ) -> Reply:
         reply = await super().post(
-            url, body, connect=connect, read=read, endpoint=endpoint, order=order, before_send=before_send
+            url,
+            body,
+            connect=connect,
+            read=read,
+            endpoint=endpoint,
+            order=order,
+            before_send=before_send,
+            order_lane=order_lane,
         )
         if endpoint == "orderstatus" and not self.synced:
             seen = self.newer(BrokerOrder.parse_status(json.loads(reply.body)))

@@ -249,12 +249,14 @@ class OpenAlgoClient:
         *,
         timeout: float | None = None,
         priority: Priority | None = None,
+        order_lane: bool = False,
     ) -> dict[str, Any]:
         """POST ``body`` (plus ``apikey``) to ``endpoint`` and return the success JSON object.
 
         Order endpoints (:data:`ORDER_ENDPOINTS`) are sent once; reads are retried per ``retry``.
         ``timeout`` overrides the read timeout in seconds. ``priority`` orders this call among those
         waiting for the same rate budget (default: ENTRY for order endpoints, READ otherwise).
+        ``order_lane`` sends a read through the order connections (see :meth:`warm_order_lane`).
         Raises :class:`BrokerError` subclasses (:class:`OrdersSuspendedError` for an order call while
         the order gate is closed, :class:`~algomirror.broker.hosts.HostNotAllowedError` when the host
         policy refuses the host: nothing is sent either way), ValueError for a malformed endpoint name.
@@ -268,7 +270,7 @@ class OpenAlgoClient:
         if priority is None:
             priority = Priority.ENTRY if order else Priority.READ
         read = timeout if timeout is not None else (self.timeouts.order if order else self.timeouts.read)
-        attempts = 1 if order else max(1, self.retry.attempts)
+        attempts = 1 if order or order_lane else max(1, self.retry.attempts)
         budget = budget_for(endpoint)
         url = f"{self.host_url}/api/v1/{endpoint}"
         payload = encode_json({"apikey": self._api_key, **(body or {})})
@@ -297,6 +299,7 @@ class OpenAlgoClient:
                         order=order,
                         # Again once a connection is held: suspended while this call waited for one.
                         before_send=None if gate is None else partial(gate.check, endpoint),
+                        order_lane=order_lane,
                     )
                 result = classify_reply(
                     reply.status, reply.body, content_type=reply.content_type, endpoint=endpoint, order=order
@@ -366,6 +369,12 @@ class OpenAlgoClient:
 
     async def ping(self) -> Ping:
         return Ping.parse(await self._read("ping"))
+
+    async def warm_order_lane(self) -> None:
+        """One ``ping`` through the host's order connections, not tried again: the next order then
+        finds an open, pooled connection instead of paying a TCP (and TLS) connect first, which a
+        server's and our own keep-alive limits take away after a quiet spell. Raises BrokerError."""
+        await self.call("ping", priority=Priority.READ, order_lane=True)
 
     async def funds(self) -> Funds:
         return Funds.parse(await self._read("funds"))

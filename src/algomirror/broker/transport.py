@@ -50,6 +50,7 @@ from algomirror.broker.errors import (
 )
 
 if TYPE_CHECKING:
+    from aiohttp.client_proto import ResponseHandler
     from aiohttp.client_reqrep import ClientRequest
     from aiohttp.tracing import Trace
 
@@ -76,11 +77,15 @@ class Transport(Protocol):
         endpoint: str,
         order: bool,
         before_send: Callable[[], None] | None = None,
+        order_lane: bool = False,
     ) -> Reply:
         """POST JSON ``body`` to ``url``. ``connect`` bounds a TCP connect, ``read`` (seconds) both the
         wait for a free pooled connection and the wait for the reply. ``before_send`` is called as
         late as the transport can before the request is written; what it raises propagates and means
-        nothing was sent. Raises BrokerError only (or what ``before_send`` raises)."""
+        nothing was sent. ``order`` says how a failure is classified (an order's lost reply is an
+        unknown outcome) and which connections carry the call; ``order_lane`` sends a read through
+        the order connections too (to keep them open). Raises BrokerError only (or what
+        ``before_send`` raises)."""
         ...
 
     @property
@@ -157,6 +162,15 @@ class _GatedConnector(aiohttp.TCPConnector):
     so this is the last point at which refusing proves nothing was sent. On refusal the untouched
     connection is released back to the pool (a trace hook could not do that: it would leak it).
     """
+
+    opened = 0  # TCP connections this connector made (a pooled one reused is not counted)
+
+    async def _create_connection(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> ResponseHandler:
+        protocol = await super()._create_connection(req, traces, timeout)
+        self.opened += 1
+        return protocol
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
@@ -238,11 +252,12 @@ class HostPool:
         endpoint: str,
         order: bool,
         before_send: Callable[[], None] | None = None,
+        order_lane: bool = False,
     ) -> Reply:
         """POST ``body`` (JSON bytes) to ``url`` through the origin's order or read session; see
         :class:`Transport` and the module docstring for ``before_send``. Raises BrokerError only (or
         what ``before_send`` raises, unchanged)."""
-        session = self._session_for(url, order=order)
+        session = self._session_for(url, order=order or order_lane)
         timeout = aiohttp.ClientTimeout(
             # ``connect`` covers the wait for a free pooled connection plus the TCP connect: when it
             # fires aiohttp raises ConnectionTimeoutError, which proves nothing was written.
@@ -265,6 +280,15 @@ class HostPool:
             raise
         finally:
             _BEFORE_SEND.reset(token)
+
+    def connections_opened(self, *, order: bool) -> int:
+        """TCP connections the order (or read) sessions of every origin have opened so far: a call that
+        found a pooled connection adds nothing (what keeping connections warm is measured by)."""
+        return sum(
+            connector.opened
+            for (_, lane), session in self._sessions.items()
+            if lane == order and isinstance(connector := session.connector, _GatedConnector)
+        )
 
     @property
     def hosts(self) -> tuple[str, ...]:

@@ -96,6 +96,7 @@ class HttpxHostPool:
         endpoint: str,
         order: bool,
         before_send: Callable[[], None] | None = None,
+        order_lane: bool = False,
     ) -> Reply:
         """POST ``body`` (JSON bytes) to ``url``. Raises BrokerError only (or what ``before_send``
         raises). httpx has no hook once a connection is held, so ``before_send`` runs before the pool
