@@ -7,8 +7,9 @@ clock plus ``--offset`` seconds), until SIGTERM. The API-key Fernet key comes in
 (:data:`PROBES`, :data:`PERIODIC`, SQL statements, garbage collections) and writes what they recorded
 to FILE on exit; ``--profile FILE`` writes a cProfile of every thread; ``--threads N`` sizes the worker
 pool. Prints ``runs N known K`` whenever the risk engine's open runs or those with a known P&L change.
+``--cold`` leaves out the order warmer (every exit order may pay a connect).
 Usage: ``python bench/risk_engine_child.py URL --offset SECONDS [--full] [--stages FILE] [--profile FILE]
-[--threads N]``
+[--threads N] [--cold]``
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ def engine_main(
     profile: str | None,
     threads: int | None,
     full: bool,
+    cold: bool = False,
 ) -> int:
     """The engine process until SIGTERM: exits + risk + feeds under an EngineService, or with ``full``
     every component :func:`build_engine` builds (account sync, reconciler, kill switch, Supertrend, …).
     Both publish on an in-process live bus, as ``algomirror engine`` does without Redis. Prints
-    ``runs N known K`` whenever the risk engine's open runs (N) or those with a known P&L (K) change."""
+    ``runs N known K`` whenever the risk engine's open runs (N) or those with a known P&L (K) change.
+    Both keep the at-risk accounts' order connections open (``order_warmer``) unless ``cold``."""
     import logging
     import tempfile
 
@@ -66,6 +69,7 @@ def engine_main(
     from algomirror.engine.feeds import FeedManager
     from algomirror.engine.gc_tuning import freeze_startup_heap
     from algomirror.engine.lock import EngineLock
+    from algomirror.engine.order_warmer import OrderWarmer
     from algomirror.engine.risk import RiskEngine
     from algomirror.engine.service import EngineService
     from algomirror.live import InProcessBus
@@ -80,6 +84,8 @@ def engine_main(
     if full:
         instance = tempfile.mkdtemp(prefix="risk-latency-engine-")
         settings = load_settings(instance_dir=Path(instance), database_url=url, demo=False, fernet_key=key)
+        if cold:
+            settings = settings.model_copy(update={"order_warm_seconds": 0.0})
         service = build_engine(settings, database, market_clock=clock, bus=bus)
         exits, risk, feeds = (find_component(service, name) for name in ("exits", "risk", "feeds"))
         if not isinstance(risk, RiskEngine) or not isinstance(feeds, FeedManager):
@@ -90,8 +96,11 @@ def engine_main(
         exits = ExitExecutor(database, registry, box.decrypt, epoch=lambda: lock.epoch, market_clock=clock)
         feeds = FeedManager(database, registry, box.decrypt, market_clock=clock, bus=bus)
         risk = RiskEngine(database, feeds.marks, exits=exits, bus=bus, clock=clock)
+        components: list[Any] = [exits, risk, feeds]
+        if not cold:
+            components.append(OrderWarmer(database, exits))
         service = EngineService(
-            [exits, risk, feeds],
+            components,
             lock=lock,
             database=database,
             on_lock_lost=(registry.suspend_orders,),
@@ -174,6 +183,8 @@ PROBES = (
 PERIODIC = (
     ("risk_sweep", "risk", "sweep", "RiskEngine.sweep (every 0.5 s; reloads every 2 s)"),
     ("risk_load", "risk", "load", "RiskEngine.load"),
+    ("risk_persist", "risk", "_persist", "RiskEngine._persist (every 1 s, worker thread)"),
+    ("order_warmer", "order_warmer", "_ping", "OrderWarmer._ping (a round of pings)"),
     ("feed_refresh", "feeds", "refresh_once", "FeedManager.refresh_once (every 3 s)"),
     ("feed_row", "feeds", "_write_connection", "FeedManager._write_connection (heartbeat, 5 s)"),
     ("exit_poll", "exits", "process_once", "ExitExecutor.process_once (its command poll)"),
@@ -266,8 +277,9 @@ def main() -> int:
     parser.add_argument("--stages")
     parser.add_argument("--profile")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--cold", action="store_true")
     args = parser.parse_args()
-    return engine_main(args.url, args.offset, args.stages, args.profile, args.threads, args.full)
+    return engine_main(args.url, args.offset, args.stages, args.profile, args.threads, args.full, args.cold)
 
 
 if __name__ == "__main__":

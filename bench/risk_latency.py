@@ -34,10 +34,11 @@ the client), from wrappers installed in the engine process (the clocks agree: ``
 system-wide on Linux), counts its SQL statements by kind and lists the periodic work and garbage
 collections the slowest breaches met; the wrappers slow the path by about a fifth. ``--profile``
 writes a cProfile of all the engine's threads (event loop and worker pool) and prints its top
-entries; ``--threads N`` sizes the engine's worker pool. Never fails on timing.
+entries; ``--threads N`` sizes the engine's worker pool; ``--cold`` leaves out its order warmer
+(an exit order may then pay a TCP connect). Never fails on timing.
 The last line is ``risk p99 X.X ms, rss N MB`` (targets: p99 < 10 ms, RSS < 300 MB).
 Usage: ``python bench/risk_latency.py [--quick] [--accounts 50] [--strategies 20] [--rounds 2]
-[--database postgresql+psycopg://…] [--breakdown] [--profile FILE] [--threads N]``
+[--database postgresql+psycopg://…] [--breakdown] [--profile FILE] [--threads N] [--cold]``
 """
 
 from __future__ import annotations
@@ -478,6 +479,11 @@ def main() -> int:
         action="store_true",
         help="run every engine component build_engine builds, not only exits/risk/feeds",
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="without the order warmer: an exit order may pay a connect (the code before 4 Dec 2026)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.accounts, args.strategies, args.rounds = 10, 10, 1
@@ -505,12 +511,15 @@ def main() -> int:
                 extra += ["--threads", str(args.threads)]
             if args.full:
                 extra.append("--full")
+            if args.cold:
+                extra.append("--cold")
             executions = args.accounts * args.strategies
             print(
                 f"database: {url.split('://')[0]}; {executions} open executions ({args.strategies} strategies"
                 f" x {args.accounts} accounts x 1 leg); {args.rounds} round(s) of {args.strategies} moves; "
                 f"exchange rate limits on; engine: "
-                f"{'every build_engine component' if args.full else 'exits + risk + feeds'}",
+                f"{'every build_engine component' if args.full else 'exits + risk + feeds'}"
+                f"{' (cold: no order warmer)' if args.cold else ' + order warmer'}",
                 flush=True,
             )
             with engine_process(url, key, offset, extra) as engine:

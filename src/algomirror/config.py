@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     # restart; later it is logged as missed, never sent late (exits and square-offs always run at once).
     schedule_entry_grace_seconds: float = Field(default=120.0, ge=0, le=3600)
 
+    # Seconds between the engine's pings that keep each at-risk account's order connections open, so
+    # that an exit's first order pays no connect (engine/order_warmer.py); 0 turns them off.
+    order_warm_seconds: float = Field(default=10.0, ge=0, le=600)
+
     # Rate limits (flask-limiter syntax).
     ratelimit_global: str = "2000 per minute"
     ratelimit_auth: str = "30 per minute"

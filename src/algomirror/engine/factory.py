@@ -30,6 +30,7 @@ from algomirror.engine.lock import EngineLock
 from algomirror.engine.maintenance_job import build_maintenance_job
 from algomirror.engine.marks import DEFAULT_REST_MAX_AGE, DEFAULT_WS_MAX_AGE, MarkBook
 from algomirror.engine.mirror import MirrorExecutor
+from algomirror.engine.order_warmer import OrderWarmer
 from algomirror.engine.reconcile import Reconciler
 from algomirror.engine.resolution import StrategyResolver
 from algomirror.engine.risk import RiskEngine
@@ -213,6 +214,9 @@ def build_engine(
         # Calendar edits reach every component above through the shared instance (PRODUCT §8).
         CalendarRefresh(database, calendar, revision=revision, interval=calendar_refresh_interval),
     ]
+    if settings.order_warm_seconds > 0:
+        # Open order connections for every account at risk: an exit's first orders pay no connect.
+        components.append(OrderWarmer(database, exits, interval=settings.order_warm_seconds))
     return EngineService(
         components,
         lock=lock,
