@@ -16,7 +16,9 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from algomirror.broker.hosts import HostPolicy
 from algomirror.db.models import FailoverEvent, TradingAccount, WebSocketConnection, WebSocketSession
+from algomirror.host_settings import save_host_policy
 from algomirror.web import market_data
 from tests.factories import make_account
 from tests.integration.web_support import START, TOKEN_RE, WebEnv, add_user, make_env, signed_in, unused_port
@@ -162,6 +164,25 @@ def test_a_gateway_that_cannot_list_expiries_is_shown_on_the_page(setup: Setup) 
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     assert "could not list the NIFTY expiries" in html and "Alice primary" in html
+    assert "data-topic" not in html
+
+
+def test_an_unreadable_key_or_a_host_off_the_allowed_list_is_said_and_nothing_is_called(setup: Setup) -> None:
+    with setup.env.database.session() as s:
+        account = s.get(TradingAccount, setup.account_id)
+        assert account is not None
+        good_token = account.api_key_encrypted
+        account.api_key_encrypted = "not-a-fernet-token"
+    html = setup.alice.get("/market/chain").get_data(as_text=True)
+    assert "Alice primary" in html and "stored API key cannot be read; enter it again on Accounts" in html
+    assert "data-topic" not in html
+    with setup.env.database.session() as s:
+        account = s.get(TradingAccount, setup.account_id)
+        assert account is not None
+        account.api_key_encrypted = good_token
+        save_host_policy(s, HostPolicy.parse("openalgo.example.com", allow_loopback=False))
+    html = setup.alice.get("/market/chain").get_data(as_text=True)
+    assert "host is not on the administrator&#39;s allowed list" in html
     assert "data-topic" not in html
 
 

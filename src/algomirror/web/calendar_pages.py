@@ -43,10 +43,10 @@ from algomirror.db.models.calendar import MarketHoliday, SpecialTradingSession
 from algomirror.domain.calendar import TradingCalendar, expiry_dates
 from algomirror.domain.contract_specs import ExpiryKind
 from algomirror.domain.timeutil import to_ist
-from algomirror.host_settings import load_host_policy
+from algomirror.web.account_access import AccessRefused, broker_access
 from algomirror.web.calendar_cache import web_calendar
 from algomirror.web.calendar_forms import HolidayForm, SpecialSessionForm, parse_clock, parse_day
-from algomirror.web.context import db, log_activity, market_now, me, redirect_to, release_db, state
+from algomirror.web.context import db, log_activity, market_now, me, redirect_to, release_db
 from algomirror.web.forms import ConfirmForm
 
 bp = Blueprint("calendar", __name__, url_prefix="/calendar")
@@ -385,21 +385,16 @@ def holidays_import_openalgo() -> ResponseReturnValue:
     account = next((a for a in _import_accounts() if a.id == account_id), None)
     if account is None:
         return _index_page(openalgo_error="Choose one of your active accounts.", status=400)
-    name, host = account.account_name, account.host_url
-    if not load_host_policy(db()).allows(host):
-        return _index_page(openalgo_error=f"{name}'s host is not on the allowed list.", status=400)
     try:
-        api_key = state().box.decrypt(account.api_key_encrypted or "")
-    except ValueError:
-        return _index_page(
-            openalgo_error=f"{name}'s stored API key cannot be read; enter it again on Accounts.", status=400
-        )
+        access = broker_access(account)
+    except AccessRefused as exc:
+        return _index_page(openalgo_error=str(exc), status=400)
     release_db()  # no transaction is held across the broker call
     try:
-        rows = call_broker(host, api_key, lambda client: client.market_holidays(year))
+        rows = call_broker(access.host_url, access.api_key, lambda client: client.market_holidays(year))
     except BrokerError as exc:
         return _index_page(
-            openalgo_error=f"{name} could not list {year}'s holidays: {exc.message}", status=502
+            openalgo_error=f"{access.name} could not list {year}'s holidays: {exc.message}", status=502
         )
     plan = plan_openalgo_import(rows, year)
     session = db()
@@ -411,13 +406,13 @@ def holidays_import_openalgo() -> ResponseReturnValue:
         "calendar_holidays_imported",
         user_id=me().id,
         details=(
-            f"OpenAlgo {year} via {name}: {added} holiday row(s) added, {present} already present, "
+            f"OpenAlgo {year} via {access.name}: {added} holiday row(s) added, {present} already present, "
             f"{specials_added} special session(s) added, {len(left_out)} left out"
         ),
     )
     session.commit()
     message = (
-        f"Imported {year} from {name}: {added} holiday row(s) added, {present} already present, "
+        f"Imported {year} from {access.name}: {added} holiday row(s) added, {present} already present, "
         f"{specials_added} special session(s) added."
     )
     if left_out:

@@ -54,7 +54,7 @@ from algomirror.engine.chain import (
     SESSION_TYPE,
     chain_topic,
 )
-from algomirror.host_settings import load_host_policy
+from algomirror.web.account_access import AccessRefused, broker_access
 from algomirror.web.context import db, market_now, me, now, release_db, state
 
 bp = Blueprint("market_data", __name__, url_prefix="/market")
@@ -141,25 +141,22 @@ def listed_expiries(account: TradingAccount, instrument: str) -> tuple[date, ...
         cached = _expiry_cache.get(cache_key)
     if cached is not None and time.monotonic() - cached[0] < EXPIRY_CACHE_SECONDS:
         return cached[1]
-    if not load_host_policy(db()).allows(account.host_url):
-        raise ExpiryLookupError(
-            f"“{account.account_name}”'s host is not on the administrator's allowed list."
-        )
     try:
-        api_key = state().box.decrypt(key_token)
-    except ValueError:
-        raise ExpiryLookupError(
-            f"“{account.account_name}”'s stored API key cannot be read; enter it again on Accounts."
-        ) from None
+        access = broker_access(account)
+    except AccessRefused as exc:
+        raise ExpiryLookupError(str(exc)) from None
     from algomirror.broker.sync_facade import call_broker
 
     spec = underlying_spec(instrument)
-    name, host = account.account_name, account.host_url
     release_db()
     try:
-        days = call_broker(host, api_key, lambda c: c.expiry(spec.name, spec.fo_exchange, "options"))
+        days = call_broker(
+            access.host_url, access.api_key, lambda c: c.expiry(spec.name, spec.fo_exchange, "options")
+        )
     except BrokerError as exc:
-        raise ExpiryLookupError(f"“{name}” could not list the {spec.name} expiries: {exc.message}") from None
+        raise ExpiryLookupError(
+            f"“{access.name}” could not list the {spec.name} expiries: {exc.message}"
+        ) from None
     listed = tuple(sorted(days))
     with _expiry_lock:
         _expiry_cache[cache_key] = (time.monotonic(), listed)

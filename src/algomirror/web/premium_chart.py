@@ -37,8 +37,9 @@ from algomirror.domain.supertrend import supertrend
 from algomirror.domain.timeutil import to_ist
 from algomirror.engine.premium_series import PremiumSeries, PremiumSeriesBuilder, first_day, legs_of
 from algomirror.host_settings import load_host_policy
+from algomirror.web.account_access import AccessRefused, broker_access
 from algomirror.web.calendar_cache import web_calendar
-from algomirror.web.context import db, market_now, me, release_db, state
+from algomirror.web.context import db, market_now, me, release_db
 
 bp = Blueprint("premium_chart", __name__, url_prefix="/risk/runs")
 
@@ -137,12 +138,12 @@ def premium_json(run_id: int) -> ResponseReturnValue:
         answer["message"] = "no active account with an API key to read history from"
         return jsonify(answer)
     policy = load_host_policy(session)
-    host_url, name = account.host_url, account.account_name
     try:
-        api_key = state().box.decrypt(account.api_key_encrypted)
-    except ValueError:
-        answer["message"] = f"the API key of {name} cannot be read"
+        access = broker_access(account, policy)
+    except AccessRefused as exc:
+        answer["message"] = str(exc)
         return jsonify(answer)
+    host_url, name, api_key = access.host_url, access.name, access.api_key
     now = market_now()
     calendar = web_calendar()
     release_db()  # no transaction is held across the broker calls
