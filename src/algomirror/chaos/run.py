@@ -59,6 +59,7 @@ from algomirror.chaos.world import (
 from algomirror.config import Settings
 from algomirror.db.models import (
     EngineCommand,
+    OrderIntent,
     Strategy,
     StrategyExecution,
     StrategyRun,
@@ -484,7 +485,7 @@ class Driver:
         states = dict(Counter(executions.values()))
         self.findings["unexplained"].append(
             f"run {cycle.run_id} (strategy {cycle.plan.strategy + 1}, ending {cycle.plan.ending}): {what}; "
-            f"executions {states}"
+            f"executions {states}; {self.exit_trail(cycle.run_id, list(executions))}"
         )
         if not cycle.escalated:
             cycle.escalated = True
@@ -497,6 +498,48 @@ class Driver:
                     run_id=cycle.run_id,
                     token=f"chaos:late:{cycle.run_id}",
                 )
+
+    def exit_trail(self, run_id: int, execution_ids: list[int]) -> str:
+        """What the run's exit did so far, for a finding read from a CI log (the work directory is gone
+        by then): its exit commands (token, status, attempts, last error) and its exit intents by state,
+        with the engine's starts and kills."""
+        with self.database.session_factory() as session:
+            commands = [
+                c
+                for c in session.execute(
+                    select(
+                        EngineCommand.token,
+                        EngineCommand.status,
+                        EngineCommand.payload,
+                        EngineCommand.result,
+                        EngineCommand.error,
+                    )
+                    .where(EngineCommand.kind == "exit")
+                    .order_by(EngineCommand.id)
+                ).all()
+                if (isinstance(c.payload, dict) and c.payload.get("run_id") == run_id)
+                or f":{run_id}:" in c.token
+            ]
+            intents = Counter(
+                session.scalars(
+                    select(OrderIntent.state).where(
+                        OrderIntent.execution_id.in_(execution_ids), OrderIntent.purpose == "exit"
+                    )
+                )
+            )
+        shown = "; ".join(
+            f"{c.token} {c.status}"
+            + (f" after {c.result.get('attempts')} attempt(s)" if isinstance(c.result, dict) else "")
+            + (f" ({c.error.splitlines()[0][:160]})" if c.error else "")
+            for c in commands[-6:]
+        )
+        tail = self.engine.log_tail(self.engine.starts - 1, 20_000) if self.engine.starts else ""
+        said = [line[:200] for line in tail.splitlines() if "exit" in line or "risk:" in line][-3:]
+        return (
+            f"exit commands [{shown or 'none'}]; exit intents {dict(intents)}; "
+            f"engine starts {self.engine.starts}, kills {sum(self.kills.values())}; "
+            f"its log on exits: {' | '.join(said) or 'nothing'}"
+        )
 
     # -- rounds ----------------------------------------------------------------------------------
 
