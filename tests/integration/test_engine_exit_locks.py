@@ -4,7 +4,8 @@ the commands an executor runs are its own while they run.
 Each account's exit is one owner's at a time (its shorts before its hedges), but a command on one
 account — a person's retry of one leg, say — goes ahead while another account's exit of the same run
 is held up at its broker. The paper exchange holds one account's order reply; the other account's exit
-of the same run must finish meanwhile.
+of the same run must finish meanwhile. The same holds for an exit of the whole run (a run-wide risk
+breach): it exits the accounts nobody else is exiting at once, and a held account after its own exit.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from algomirror.db.models import EngineCommand
+from algomirror.db.models import EngineCommand, StrategyRun
 from algomirror.domain import order_state
 from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.exits import ExitRetry
@@ -85,6 +86,74 @@ async def test_an_exit_held_up_on_one_account_does_not_hold_up_another_accounts_
     for index in (0, 1):  # one buy-back of the call on each account, never two
         buys = [o for o in world.exchange_orders(index) if o.action == "BUY"]
         assert [o.symbol for o in buys] == [world.leg_symbols[0]]
+
+
+async def test_a_run_exit_does_not_wait_for_an_account_exit_held_up_at_its_broker(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    # A run-wide breach (max loss) comes while one account's own exit (its kill switch, say) is held up
+    # at its broker: the run's other account is exited meanwhile, not after the held exit; the held
+    # account is the run exit's to finish once its own exit is done, and every short is bought back once.
+    sim = simulator_session
+    world = straddle_world(db_url, sim, accounts=2)
+    run_id = await entered(world)
+    first_account, second_account = world.account_ids
+    retry = ExitRetry(attempts=5, first_wait=0.05, verify_interval=0.05, verify_timeout=5.0)
+    exits, registry = world.exit_executor(retry, order_timeout=30.0)
+    sim.control.hang_next(1, seconds=HELD_SECONDS, endpoint="placeorder", apikey=sim.api_keys[0])
+    try:
+        with world.database.session() as session:
+            request_exit(
+                session,
+                user_id=world.user_id,
+                scope="account",
+                token="exit-account",
+                run_id=run_id,
+                account_id=first_account,
+            )
+        held = asyncio.create_task(exits.process_once())
+
+        def first_sent() -> bool:
+            return any(
+                i.account_id == first_account and i.purpose == "exit" and i.state == order_state.SENT
+                for i in world.intents()
+            )
+
+        await until(first_sent, "the first account's exit was sent and one reply is held")
+        with world.database.session() as session:
+            request_exit(
+                session,
+                user_id=world.user_id,
+                scope="run",
+                token="risk:run",
+                run_id=run_id,
+                reason="max_loss",
+            )
+        run_exit = asyncio.create_task(exits.process_once())
+
+        def second_done_first_held() -> bool:
+            rows = world.executions(run_id)
+            assert "exiting" in {e.status for e in rows if e.account_id == first_account}, "held exit ended"
+            return {e.status for e in rows if e.account_id == second_account} == {"exited"}
+
+        # Well inside the held reply: with the run exit waiting for the account's, this times out.
+        await until(second_done_first_held, "the other account exited while the first is held", timeout=4.0)
+        assert await held == 1
+        assert await run_exit == 1
+    finally:
+        await registry.aclose()
+    assert token_status(world, "exit-account") == "done"
+    assert token_status(world, "risk:run") == "done"
+    rows = world.executions(run_id)
+    assert {(e.status, e.exited_quantity) for e in rows} == {("exited", QTY)}
+    with world.database.session_factory() as session:
+        run = session.get(StrategyRun, run_id)
+        assert run is not None and run.status == "closed"
+    for index in (0, 1):  # one buy-back of each short on each account, never two
+        buys = sorted(o.symbol for o in world.exchange_orders(index) if o.action == "BUY")
+        assert buys == sorted(world.leg_symbols), index
+    second_rows = [e for e in rows if e.account_id == second_account]
+    assert {e.exit_reason for e in second_rows} == {"max_loss"}
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

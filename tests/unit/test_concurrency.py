@@ -1,5 +1,5 @@
-"""engine.concurrency: SharedLock (shared holders together, an exclusive holder alone, no starvation)
-and staggered (the first steps of a fan-out leave before the rest are prepared)."""
+"""engine.concurrency: BusyLock (one holder at a time; busy while held or waited for) and staggered
+(the first steps of a fan-out leave before the rest are prepared)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from algomirror.engine.concurrency import SharedLock, settled, staggered
+from algomirror.engine.concurrency import BusyLock, settled, staggered
 
 
 async def settle() -> None:
@@ -18,95 +18,49 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_shared_holders_hold_it_together_and_an_exclusive_one_waits_for_all_of_them() -> None:
-    lock = SharedLock()
+async def test_a_busy_lock_is_busy_while_held_and_while_waited_for_and_free_after() -> None:
+    lock = BusyLock()
+    assert not lock.busy()
     release = asyncio.Event()
-    inside: list[str] = []
-
-    async def share(name: str) -> None:
-        async with lock.shared():
-            inside.append(name)
-            await release.wait()
-            inside.remove(name)
-
-    async def alone() -> None:
-        async with lock.exclusive():
-            assert inside == []
-            inside.append("alone")
-            inside.remove("alone")
-
-    sharers = [asyncio.create_task(share(n)) for n in ("a", "b")]
-    await settle()
-    assert sorted(inside) == ["a", "b"]
-    exclusive = asyncio.create_task(alone())
-    await settle()
-    assert not exclusive.done()
-    release.set()
-    await asyncio.gather(*sharers, exclusive)
-    assert inside == []
-
-
-async def test_a_waiting_exclusive_holder_goes_before_later_shared_ones() -> None:
-    lock = SharedLock()
     order: list[str] = []
-    first_out = asyncio.Event()
 
-    async def first() -> None:
-        async with lock.shared():
-            order.append("first")
-            await first_out.wait()
+    async def hold(name: str) -> None:
+        async with lock:
+            order.append(name)
+            await release.wait()
 
-    async def alone() -> None:
-        async with lock.exclusive():
-            order.append("alone")
-
-    async def later() -> None:
-        async with lock.shared():
-            order.append("later")
-
-    tasks = [asyncio.create_task(first())]
+    first = asyncio.create_task(hold("first"))
     await settle()
-    tasks.append(asyncio.create_task(alone()))
+    assert lock.busy() and order == ["first"]
+    second = asyncio.create_task(hold("second"))
     await settle()
-    tasks.append(asyncio.create_task(later()))
+    assert order == ["first"]  # one holder at a time
+    release.set()
+    await asyncio.gather(first, second)
+    assert order == ["first", "second"] and not lock.busy()
+
+
+async def test_a_cancelled_wait_for_a_busy_lock_leaves_it_as_it_was() -> None:
+    lock = BusyLock()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with lock:
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
     await settle()
-    assert order == ["first"]  # the later shared holder waits behind the exclusive one
-    first_out.set()
-    await asyncio.gather(*tasks)
-    assert order == ["first", "alone", "later"]
-
-
-async def test_a_cancelled_exclusive_wait_lets_the_shared_waiters_in() -> None:
-    lock = SharedLock()
-    first_out = asyncio.Event()
-    got: list[str] = []
-
-    async def first() -> None:
-        async with lock.shared():
-            await first_out.wait()
-
-    async def alone() -> None:
-        async with lock.exclusive():
-            got.append("alone")
-
-    async def later() -> None:
-        async with lock.shared():
-            got.append("later")
-
-    holder = asyncio.create_task(first())
+    waiting = asyncio.create_task(hold())
     await settle()
-    waiting = asyncio.create_task(alone())
-    await settle()
-    blocked = asyncio.create_task(later())
-    await settle()
-    assert got == []
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    await settle()
-    assert got == ["later"]  # in beside the first holder, which still holds it
-    first_out.set()
-    await asyncio.gather(holder, blocked)
+    assert lock.busy()  # still held by the first
+    release.set()
+    await holder
+    assert not lock.busy()
+    async with lock:  # and free to take
+        assert lock.busy()
 
 
 def fan_out(log: list[str], release: asyncio.Event) -> Callable[[int], Awaitable[int]]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Iterable
 from typing import TypeVar, cast
 
 T = TypeVar("T")
@@ -59,47 +58,31 @@ async def all_of(steps: Iterable[Awaitable[T]]) -> list[T]:
     return await settled(*steps)
 
 
-class SharedLock:
-    """An asyncio lock held either by any number of tasks together (:meth:`shared`) or by one task
-    alone (:meth:`exclusive`). A task waiting for it alone goes before shared holders that come after
-    it, so a stream of shared holders cannot keep it out. Not reentrant."""
+class BusyLock:
+    """An asyncio lock that says whether anyone holds it *or waits for it* (:meth:`busy`), so that a
+    caller can pass over it instead of queueing: an exit of a whole run takes the lock of every account
+    that is free and leaves a busy account for after its current holder. Not reentrant; use
+    ``async with``."""
 
     def __init__(self) -> None:
-        self._changed = asyncio.Condition()
-        self._shared = 0
-        self._alone = False
-        self._waiting_alone = 0
+        self._lock = asyncio.Lock()
+        self._wanted = 0  # holders and waiters
 
-    @asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
-        """Hold the lock together with other shared holders."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: not self._alone and not self._waiting_alone)
-            self._shared += 1
+    def busy(self) -> bool:
+        """Whether a task holds the lock or waits for it (``async with`` would wait)."""
+        return self._wanted > 0
+
+    async def __aenter__(self) -> None:
+        self._wanted += 1
         try:
-            yield
-        finally:
-            async with self._changed:
-                self._shared -= 1
-                self._changed.notify_all()
+            await self._lock.acquire()
+        except BaseException:
+            self._wanted -= 1
+            raise
 
-    @asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        """Hold the lock alone."""
-        async with self._changed:
-            self._waiting_alone += 1
-            try:
-                await self._changed.wait_for(lambda: not self._alone and not self._shared)
-            finally:
-                self._waiting_alone -= 1
-                self._changed.notify_all()  # a cancelled wait must let the shared waiters in
-            self._alone = True
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self._alone = False
-                self._changed.notify_all()
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._wanted -= 1
+        self._lock.release()
 
 
-__all__ = ["SharedLock", "all_of", "settled"]
+__all__ = ["BusyLock", "all_of", "settled", "staggered"]

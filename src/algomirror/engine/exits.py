@@ -45,7 +45,8 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -59,7 +60,7 @@ from algomirror.db.models.enums import EXIT_REASONS
 from algomirror.db.session import Database
 from algomirror.domain import order_state
 from algomirror.domain.timeutil import Clock, to_ist
-from algomirror.engine.concurrency import SharedLock, staggered
+from algomirror.engine.concurrency import BusyLock, staggered
 from algomirror.engine.concurrency import all_of as _all
 from algomirror.engine.entry_records import EntryLeg, RunPlan, finish_entry, load_plan, slice_quantities
 from algomirror.engine.execution import (
@@ -199,8 +200,7 @@ class ExitExecutor(EntryExecutor):
         )
         self.retry = retry or ExitRetry()
         # See _exit_run.
-        self._run_exit_locks: defaultdict[int, SharedLock] = defaultdict(SharedLock)
-        self._account_locks: defaultdict[tuple[int, int | None], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._account_locks: defaultdict[tuple[int, int | None], BusyLock] = defaultdict(BusyLock)
 
     async def perform(self, user_id: int, payload: dict[str, Any]) -> ExecuteOutcome:
         """Run one claimed ``exit`` command."""
@@ -209,8 +209,8 @@ class ExitExecutor(EntryExecutor):
     async def exit_scope(self, user_id: int, scope: _Scope) -> ExecuteOutcome:
         """Exit everything ``scope`` covers of ``user_id``; safe to call any number of times."""
         if scope.run_id is not None:
-            # One run (a run's or an account's exit: every risk breach): its lock's own read is the one
-            # that counts, so the targets are not read twice before the first order.
+            # One run (a run's or an account's exit: every risk breach): _exit_run's own read is the
+            # one that counts, so the targets are not read twice before the first order.
             run_ids = [scope.run_id]
         else:
             states = await asyncio.to_thread(self._targets, user_id, scope)
@@ -220,9 +220,9 @@ class ExitExecutor(EntryExecutor):
             run_ids = sorted({s.run_id for s in states})
         driver = OrderDriver(self.database, self._journal(), self.config.driver)
         work = _ExitWork(self, driver, scope, {})
-        # Each run under its own lock, runs in parallel: a run whose exit is waiting to retry (minutes at
-        # most) does not hold up an "exit all" of the user's other runs, and no task ever holds two
-        # locks (no deadlock).
+        # Each run under its own accounts' locks, runs in parallel: a run whose exit is waiting to retry
+        # (minutes at most) does not hold up an "exit all" of the user's other runs (see _exit_run for
+        # why no deadlock).
         ended = await settled(*(self._exit_run(user_id, scope, run_id, work) for run_id in run_ids))
         if not work.seen:
             return _nothing_open(scope)
@@ -242,21 +242,64 @@ class ExitExecutor(EntryExecutor):
         return ExecuteOutcome("done", result)
 
     async def _exit_run(self, user_id: int, scope: _Scope, run_id: int, work: _ExitWork) -> int | None:
-        """The scope's part in one run, under the run's locks; the run id when the run closed.
+        """The scope's part in one run, under its accounts' locks; the run id when the run closed.
 
-        Two levels, because BUY-first holds within an account: an exit of one account's legs (an
-        account's exit, a person's retry of one leg) holds the run's lock shared and that account's lock
-        alone, so such commands on different accounts of a run go in parallel; an exit of the whole run
-        holds the run's lock alone. Always the run's lock before an account's, and never two runs' at
-        once (no deadlock); a run or account exit — every risk breach — needs no read to take them."""
+        Each account's exit is one command's at a time (BUY-first holds within an account: its shorts
+        before its hedges), under that account's lock. An exit of one account's legs (an account's
+        exit, a person's retry of one leg) holds that lock alone, so such commands on different
+        accounts of a run go in parallel. An exit of the whole run (every run-wide risk breach, exit
+        all) takes the lock of every account of the run that is free at once and exits those together
+        (one read, their first wave in one transaction); an account whose lock another command holds
+        (an account's exit waiting between its attempts, say) is exited after that command, on its
+        own, so it never holds up the others. A task waits for one lock at a time and takes free ones
+        only without waiting, so no two tasks can wait for each other (no deadlock)."""
         if scope.kind in ("run", "all"):
-            async with self._run_exit_locks[run_id].exclusive():
-                return await self._exit_locked(user_id, scope, run_id, work)
+            return await self._exit_whole_run(user_id, scope, run_id, work)
         account_id = scope.account_id
         if account_id is None:
             account_id = await asyncio.to_thread(self._account_of, scope)
-        async with self._run_exit_locks[run_id].shared(), self._account_locks[(run_id, account_id)]:
+        async with self._account_locks[(run_id, account_id)]:
             return await self._exit_locked(user_id, scope, run_id, work)
+
+    async def _exit_whole_run(self, user_id: int, scope: _Scope, run_id: int, work: _ExitWork) -> int | None:
+        """:meth:`_exit_run` of a run or exit-all scope: the free accounts together, then each busy
+        one after its holder."""
+        now = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
+        plan = now.plans.get(run_id)
+        account_of = {} if plan is None else {leg.execution_id: leg.account_id for leg in plan.legs}
+        busy: list[int] = []
+        async with AsyncExitStack() as held:
+            accounts = {account_of[s.execution_id] for s in now.states if s.execution_id in account_of}
+            for account_id in sorted(accounts):
+                lock = self._account_locks[(run_id, account_id)]
+                if lock.busy():
+                    busy.append(account_id)
+                else:
+                    await held.enter_async_context(lock)  # free: taken without waiting
+            # Read before the locks were taken: a command that finished on a free account meanwhile
+            # has moved its legs on, and every claim below is conditional on the stored state, so such
+            # a leg is found owned or done (never exited twice).
+            states = [s for s in now.states if account_of.get(s.execution_id) not in busy]
+            if states:
+                work.seen = True
+                work.plans.update(now.plans)
+                await work.run(states, now.stuck)
+        if busy:
+            log.info("exit of run %s: accounts %s wait for the exit already running on them", run_id, busy)
+            await settled(*(self._exit_account_after(user_id, scope, run_id, a, work) for a in busy))
+        closed = await asyncio.to_thread(
+            close_runs, self.database, [run_id], scope.reason, scope.detail, self.market_clock.now()
+        )
+        return closed[0] if closed else None
+
+    async def _exit_account_after(
+        self, user_id: int, scope: _Scope, run_id: int, account_id: int, work: _ExitWork
+    ) -> None:
+        """One busy account's part of a run exit, once the command holding its lock is done: read again
+        under the lock and exited as an account's exit would be, with the run exit's reason."""
+        part = replace(scope, kind="account", run_id=run_id, account_id=account_id)
+        async with self._account_locks[(run_id, account_id)]:
+            await self._exit_locked(user_id, scope, run_id, work, targets=part)
 
     def _account_of(self, scope: _Scope) -> int | None:
         """The account of the scope's one execution (None for none: nothing is exited then)."""
@@ -265,11 +308,14 @@ class ExitExecutor(EntryExecutor):
                 select(StrategyExecution.account_id).where(StrategyExecution.id == scope.execution_id)
             )
 
-    async def _exit_locked(self, user_id: int, scope: _Scope, run_id: int, work: _ExitWork) -> int | None:
-        """:meth:`_exit_run`'s work once its locks are held: exit the scope's executions of the run as
-        stored now, then close the run if nothing of it is left open."""
+    async def _exit_locked(
+        self, user_id: int, scope: _Scope, run_id: int, work: _ExitWork, *, targets: _Scope | None = None
+    ) -> int | None:
+        """:meth:`_exit_run`'s work once its lock is held: exit the executions of the run that
+        ``targets`` (default: ``scope``) covers as stored now, then close the run if nothing of it is
+        left open (with ``scope``'s reason)."""
         # Read again under the lock: a command that ran meanwhile has moved them on.
-        now = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
+        now = await asyncio.to_thread(self._run_now, user_id, targets or scope, run_id)
         if now.states:
             work.seen = True
             work.plans.update(now.plans)
