@@ -6,11 +6,16 @@ nothing while the engine does not hold the fencing epoch."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
+
+from algomirror.db.models import TradingAccount
 from algomirror.engine.order_warmer import OrderWarmer, accounts_at_risk
 from tests.helpers import eventually_async
 from tests.integration.execution_support import make_world
 from tests.integration.test_engine_exit_batch import breach, entered
+from tests.integration.web_support import unused_port
 from tests.sim_fixtures import SimHandle
 
 SHORT = (("SELL", "25800PE"),)
@@ -94,4 +99,26 @@ async def test_a_running_warmer_pings_accounts_as_soon_as_they_come_at_risk_not_
         await task
     finally:
         stop.set()
+        await registry.aclose()
+
+
+async def test_an_unreachable_account_is_counted_and_said_once_not_every_round(
+    db_url: str, simulator_session: SimHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world(db_url, simulator_session, accounts=2, legs=SHORT)
+    await entered(world)
+    with world.database.session() as session:
+        account = session.get(TradingAccount, world.account_ids[1])
+        assert account is not None
+        account.host_url = f"http://127.0.0.1:{unused_port()}"
+    exits, registry = world.exit_executor()
+    try:
+        warmer = OrderWarmer(world.database, exits, interval=60.0)
+        with caplog.at_level(logging.INFO, logger="algomirror.engine.order_warmer"):
+            assert await warmer.warm_once() == 1
+            assert await warmer.warm_once() == 1
+        assert (warmer.pings, warmer.failed) == (2, 2)
+        said = [r for r in caplog.records if r.levelno >= logging.INFO and "ping of" in r.getMessage()]
+        assert len(said) == 1 and "failed" in said[0].getMessage()
+    finally:
         await registry.aclose()

@@ -87,6 +87,7 @@ class OrderWarmer:
         self.rounds = 0  # rounds that pinged
         self.pings = 0
         self.failed = 0
+        self._failing: set[str] = set()  # accounts whose last ping failed (by name)
 
     async def run(self, stop: asyncio.Event) -> None:
         # Looked at every second (at most the interval): a round as soon as this engine holds the epoch
@@ -135,13 +136,23 @@ class OrderWarmer:
         self.rounds += 1
         results = await asyncio.gather(*(c.warm_order_lane() for c in clients), return_exceptions=True)
         failures = [(c, r) for c, r in zip(clients, results, strict=True) if isinstance(r, BaseException)]
+        failing: set[str] = set()
         for client, exc in failures:
+            name = client.name or client.host_url
+            failing.add(name)
             if isinstance(exc, BrokerError):
-                log.info("order warmer: ping of %s failed: %s", client.name or client.host_url, exc.message)
+                # Said once when an account starts failing (the sync and the exits say the rest), not
+                # every round: an unreachable host would log every ten seconds.
+                level = logging.DEBUG if name in self._failing else logging.INFO
+                log.log(level, "order warmer: ping of %s failed: %s", name, exc.message)
             elif isinstance(exc, Exception):
-                log.error("order warmer: ping of %s failed", client.name or client.host_url, exc_info=exc)
+                log.error("order warmer: ping of %s failed", name, exc_info=exc)
             else:  # cancelled with the engine's stop, or an exit of the interpreter: not ours to keep
                 raise exc
+        for name in sorted(self._failing - failing):
+            if any((c.name or c.host_url) == name for c in clients):
+                log.info("order warmer: ping of %s answers again", name)
+        self._failing = failing
         done = len(clients) - len(failures)
         self.pings += done
         self.failed += len(failures)
