@@ -157,6 +157,59 @@ async def test_a_run_exit_does_not_wait_for_an_account_exit_held_up_at_its_broke
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_busy_account_of_a_run_exit_goes_as_soon_as_its_holder_is_done_not_after_the_others(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    # Account 1: a person's exit of its call is held 2 s at the broker when the run exit comes, so the
+    # run exit leaves account 1 for after it. Account 3's buy-backs are held 10 s. Account 1's put must
+    # go once the person's exit is done (about 2 s), not once account 3 is (10 s).
+    sim = simulator_session
+    world = straddle_world(db_url, sim, accounts=3)
+    run_id = await entered(world)
+    first, _, third = world.account_ids
+    call = next(
+        e.id for e in world.executions(run_id) if e.account_id == first and e.leg_id == world.leg_ids[0]
+    )
+    retry = ExitRetry(attempts=5, first_wait=0.05, verify_interval=0.05, verify_timeout=5.0)
+    exits, registry = world.exit_executor(retry, order_timeout=30.0)
+    sim.control.hang_next(1, seconds=2.0, endpoint="placeorder", apikey=sim.api_keys[0])
+    try:
+        exit_of_leg(world, call, "exit-call")
+        person = asyncio.create_task(exits.process_once())
+
+        def call_sent() -> bool:
+            return any(i.execution_id == call and i.state == order_state.SENT for i in world.intents())
+
+        await until(call_sent, "the person's exit of the call was sent and its reply is held")
+        sim.control.hang_next(2, seconds=10.0, endpoint="placeorder", apikey=sim.api_keys[2])
+        with world.database.session() as session:
+            request_exit(
+                session,
+                user_id=world.user_id,
+                scope="run",
+                token="risk:run",
+                run_id=run_id,
+                reason="max_loss",
+            )
+        run_exit = asyncio.create_task(exits.process_once())
+
+        def first_done_third_held() -> bool:
+            rows = world.executions(run_id)
+            assert "exiting" in {e.status for e in rows if e.account_id == third}, "account 3 was not held"
+            return {e.status for e in rows if e.account_id == first} == {"exited"}
+
+        await until(first_done_third_held, "account 1 exited while account 3 is held", timeout=7.0)
+        assert await person == 1
+        assert await run_exit == 1
+    finally:
+        await registry.aclose()
+    assert {e.status for e in world.executions(run_id)} == {"exited"}
+    for index in (0, 1, 2):  # one buy-back of each short on each account, never two
+        buys = sorted(o.symbol for o in world.exchange_orders(index) if o.action == "BUY")
+        assert buys == sorted(world.leg_symbols), index
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_recovery_after_a_component_restart_leaves_the_commands_this_process_runs_alone(
     db_url: str, simulator_session: SimHandle
 ) -> None:

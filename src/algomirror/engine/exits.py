@@ -44,8 +44,8 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -201,6 +201,7 @@ class ExitExecutor(EntryExecutor):
         self.retry = retry or ExitRetry()
         # See _exit_run.
         self._account_locks: defaultdict[tuple[int, int | None], BusyLock] = defaultdict(BusyLock)
+        self._released: defaultdict[int, int] = defaultdict(int)  # account locks of a run released
 
     async def perform(self, user_id: int, payload: dict[str, Any]) -> ExecuteOutcome:
         """Run one claimed ``exit`` command."""
@@ -258,35 +259,46 @@ class ExitExecutor(EntryExecutor):
         account_id = scope.account_id
         if account_id is None:
             account_id = await asyncio.to_thread(self._account_of, scope)
-        async with self._account_locks[(run_id, account_id)]:
+        async with self._account_lock(run_id, account_id):
             return await self._exit_locked(user_id, scope, run_id, work)
 
     async def _exit_whole_run(self, user_id: int, scope: _Scope, run_id: int, work: _ExitWork) -> int | None:
-        """:meth:`_exit_run` of a run or exit-all scope: the free accounts together, then each busy
-        one after its holder."""
+        """:meth:`_exit_run` of a run or exit-all scope: the accounts whose locks are free together,
+        and each busy one as soon as its holder is done, at the same time."""
+        released = self._released[run_id]
         now = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
-        plan = now.plans.get(run_id)
-        account_of = {} if plan is None else {leg.execution_id: leg.account_id for leg in plan.legs}
         busy: list[int] = []
+        free: set[int] = set()
         async with AsyncExitStack() as held:
-            accounts = {account_of[s.execution_id] for s in now.states if s.execution_id in account_of}
-            for account_id in sorted(accounts):
-                lock = self._account_locks[(run_id, account_id)]
-                if lock.busy():
+            for account_id in sorted(_accounts_of(now)):
+                if self._account_locks[(run_id, account_id)].busy():
                     busy.append(account_id)
-                else:
-                    await held.enter_async_context(lock)  # free: taken without waiting
-            # Read before the locks were taken: a command that finished on a free account meanwhile
-            # has moved its legs on, and every claim below is conditional on the stored state, so such
-            # a leg is found owned or done (never exited twice).
-            states = [s for s in now.states if account_of.get(s.execution_id) not in busy]
-            if states:
-                work.seen = True
-                work.plans.update(now.plans)
-                await work.run(states, now.stuck)
-        if busy:
-            log.info("exit of run %s: accounts %s wait for the exit already running on them", run_id, busy)
-            await settled(*(self._exit_account_after(user_id, scope, run_id, a, work) for a in busy))
+                else:  # free: taken without waiting (nothing else runs on the loop meanwhile)
+                    await held.enter_async_context(self._account_lock(run_id, account_id))
+                    free.add(account_id)
+            if free and self._released[run_id] != released:
+                # An exit of this run ended on one of its accounts while it was read: read again, now
+                # under the free accounts' locks, so that nothing below works from a state it changed.
+                now = await asyncio.to_thread(self._run_now, user_id, scope, run_id)
+            account_of = _account_by_execution(now)
+            states = [s for s in now.states if account_of.get(s.execution_id) in free]
+
+            async def free_part() -> None:
+                try:
+                    if states:
+                        work.seen = True
+                        work.plans.update(now.plans)
+                        await work.run(states, now.stuck)
+                finally:
+                    await held.aclose()  # the free accounts' locks back once their part is done
+
+            if busy:
+                log.info(
+                    "exit of run %s: accounts %s wait for the exit already running on them", run_id, busy
+                )
+            await settled(
+                free_part(), *(self._exit_account_after(user_id, scope, run_id, a, work) for a in busy)
+            )
         closed = await asyncio.to_thread(
             close_runs, self.database, [run_id], scope.reason, scope.detail, self.market_clock.now()
         )
@@ -298,8 +310,19 @@ class ExitExecutor(EntryExecutor):
         """One busy account's part of a run exit, once the command holding its lock is done: read again
         under the lock and exited as an account's exit would be, with the run exit's reason."""
         part = replace(scope, kind="account", run_id=run_id, account_id=account_id)
-        async with self._account_locks[(run_id, account_id)]:
+        async with self._account_lock(run_id, account_id):
             await self._exit_locked(user_id, scope, run_id, work, targets=part)
+
+    @asynccontextmanager
+    async def _account_lock(self, run_id: int, account_id: int | None) -> AsyncIterator[None]:
+        """Hold the lock of ``account_id``'s part of run ``run_id``; each release is counted per run,
+        so that an exit of the whole run knows when one ended while it read (see
+        :meth:`_exit_whole_run`)."""
+        async with self._account_locks[(run_id, account_id)]:
+            try:
+                yield
+            finally:
+                self._released[run_id] += 1
 
     def _account_of(self, scope: _Scope) -> int | None:
         """The account of the scope's one execution (None for none: nothing is exited then)."""
@@ -396,6 +419,17 @@ class ExitExecutor(EntryExecutor):
             personal = scope.kind == "execution" and scope.reason == "manual"
             stuck = set() if personal else stuck_shorts(session, [run_id], [s.execution_id for s in states])
         return _RunNow(states, {} if plan is None else {run_id: plan}, stuck)
+
+
+def _account_by_execution(now: _RunNow) -> dict[int, int]:
+    """Execution id → account id, for the run ``now`` read (empty without its plan)."""
+    return {leg.execution_id: leg.account_id for plan in now.plans.values() for leg in plan.legs}
+
+
+def _accounts_of(now: _RunNow) -> set[int]:
+    """The accounts of the executions ``now`` read to exit."""
+    account_of = _account_by_execution(now)
+    return {account_of[s.execution_id] for s in now.states if s.execution_id in account_of}
 
 
 def _nothing_open(scope: _Scope) -> ExecuteOutcome:
