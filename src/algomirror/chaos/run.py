@@ -76,6 +76,7 @@ POLL = 0.2  # wall seconds between looks at the database
 # A clean entry takes a second or two; hangs (5 s), 429 back-offs and an engine restart (~3 s) a few more;
 # an order whose send got no answer and that is not in the orderbook is given up 30 s after it was sent.
 ENTRY_BOUND = 75.0  # how long the runs of a round may take to enter (wall seconds)
+_TRAIL_WORDS = ("exit", "risk:", "scheduler", "square")  # the engine log lines a late run's finding quotes
 ENDING_BOUND = 60.0  # how long an ending may take to make its run flat before a person steps in
 FLAT_BOUND = 30.0  # and how much longer after that
 RESET_BOUND = 30.0  # a kill-switch reset to be done
@@ -486,6 +487,7 @@ class Driver:
         self.findings["unexplained"].append(
             f"run {cycle.run_id} (strategy {cycle.plan.strategy + 1}, ending {cycle.plan.ending}): {what}; "
             f"executions {states}; {self.exit_trail(cycle.run_id, list(executions))}"
+            + (f"; {self.square_off_facts(cycle)}" if cycle.plan.ending == "square_off" else "")
         )
         if not cycle.escalated:
             cycle.escalated = True
@@ -498,6 +500,33 @@ class Driver:
                     run_id=cycle.run_id,
                     token=f"chaos:late:{cycle.run_id}",
                 )
+
+    def square_off_facts(self, cycle: _Cycle) -> str:
+        """What the scheduler's square-off of the run depends on (domain.schedule.due_actions): the
+        strategy's square-off time, the run's start and end, its open MIS executions, the exchange's
+        time now (IST)."""
+        with self.database.session_factory() as session:
+            square_off = session.scalar(
+                select(Strategy.square_off_time).where(Strategy.id == cycle.strategy_id)
+            )
+            run = session.execute(
+                select(StrategyRun.started_at, StrategyRun.ended_at, StrategyRun.status).where(
+                    StrategyRun.id == cycle.run_id
+                )
+            ).first()
+            mis = session.scalar(
+                select(func.count(StrategyExecution.id)).where(
+                    StrategyExecution.run_id == cycle.run_id,
+                    StrategyExecution.product == "MIS",
+                    StrategyExecution.status.in_(("pending", "active", "exiting")),
+                )
+            )
+        started = "?" if run is None else run.started_at.astimezone(IST).strftime("%H:%M:%S")
+        return (
+            f"square-off time {square_off}, run {run.status if run else 'missing'} started {started} IST "
+            f"(ended {run.ended_at if run else None}), open MIS executions {mis}, "
+            f"exchange now {self.ex.now().astimezone(IST).strftime('%H:%M:%S')} IST"
+        )
 
     def exit_trail(self, run_id: int, execution_ids: list[int]) -> str:
         """What the run's exit did so far, for a finding read from a CI log (the work directory is gone
@@ -534,11 +563,12 @@ class Driver:
             for c in commands[-6:]
         )
         tail = self.engine.log_tail(self.engine.starts - 1, 20_000) if self.engine.starts else ""
-        said = [line[:200] for line in tail.splitlines() if "exit" in line or "risk:" in line][-3:]
+        # Exits, risk and the scheduler (an ending by square-off is the scheduler's to start).
+        said = [line[:200] for line in tail.splitlines() if any(w in line for w in _TRAIL_WORDS)][-4:]
         return (
             f"exit commands [{shown or 'none'}]; exit intents {dict(intents)}; "
             f"engine starts {self.engine.starts}, kills {sum(self.kills.values())}; "
-            f"its log on exits: {' | '.join(said) or 'nothing'}"
+            f"its log on exits and the schedule: {' | '.join(said) or 'nothing'}"
         )
 
     # -- rounds ----------------------------------------------------------------------------------
