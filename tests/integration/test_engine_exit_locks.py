@@ -33,6 +33,21 @@ def token_status(world: World, token: str) -> str:
     return status
 
 
+def breach(world: World, run_id: int) -> None:
+    """A run-wide max-loss breach's exit command (scope run, token ``risk:run``)."""
+    with world.database.session() as session:
+        request_exit(
+            session, user_id=world.user_id, scope="run", token="risk:run", run_id=run_id, reason="max_loss"
+        )
+
+
+def each_short_bought_back_once(world: World, accounts: int) -> None:
+    """One buy-back of each short on each of the first ``accounts`` accounts at the exchange, never two."""
+    for index in range(accounts):
+        buys = sorted(o.symbol for o in world.exchange_orders(index) if o.action == "BUY")
+        assert buys == sorted(world.leg_symbols), index
+
+
 def exit_of_leg(world: World, execution_id: int, token: str) -> None:
     with world.database.session() as session:
         request_exit(
@@ -120,15 +135,7 @@ async def test_a_run_exit_does_not_wait_for_an_account_exit_held_up_at_its_broke
             )
 
         await until(first_sent, "the first account's exit was sent and one reply is held")
-        with world.database.session() as session:
-            request_exit(
-                session,
-                user_id=world.user_id,
-                scope="run",
-                token="risk:run",
-                run_id=run_id,
-                reason="max_loss",
-            )
+        breach(world, run_id)
         run_exit = asyncio.create_task(exits.process_once())
 
         def second_done_first_held() -> bool:
@@ -149,9 +156,7 @@ async def test_a_run_exit_does_not_wait_for_an_account_exit_held_up_at_its_broke
     with world.database.session_factory() as session:
         run = session.get(StrategyRun, run_id)
         assert run is not None and run.status == "closed"
-    for index in (0, 1):  # one buy-back of each short on each account, never two
-        buys = sorted(o.symbol for o in world.exchange_orders(index) if o.action == "BUY")
-        assert buys == sorted(world.leg_symbols), index
+    each_short_bought_back_once(world, 2)
     second_rows = [e for e in rows if e.account_id == second_account]
     assert {e.exit_reason for e in second_rows} == {"max_loss"}
 
@@ -182,15 +187,7 @@ async def test_a_busy_account_of_a_run_exit_goes_as_soon_as_its_holder_is_done_n
 
         await until(call_sent, "the person's exit of the call was sent and its reply is held")
         sim.control.hang_next(2, seconds=10.0, endpoint="placeorder", apikey=sim.api_keys[2])
-        with world.database.session() as session:
-            request_exit(
-                session,
-                user_id=world.user_id,
-                scope="run",
-                token="risk:run",
-                run_id=run_id,
-                reason="max_loss",
-            )
+        breach(world, run_id)
         run_exit = asyncio.create_task(exits.process_once())
 
         def first_done_third_held() -> bool:
@@ -204,9 +201,7 @@ async def test_a_busy_account_of_a_run_exit_goes_as_soon_as_its_holder_is_done_n
     finally:
         await registry.aclose()
     assert {e.status for e in world.executions(run_id)} == {"exited"}
-    for index in (0, 1, 2):  # one buy-back of each short on each account, never two
-        buys = sorted(o.symbol for o in world.exchange_orders(index) if o.action == "BUY")
-        assert buys == sorted(world.leg_symbols), index
+    each_short_bought_back_once(world, 3)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
