@@ -412,8 +412,11 @@ async def test_hundred_sequential_calls_when_pooled_open_one_connection(
     proxy = CountingProxy(loops, fake.port)
     proxy.start()
     try:
-        first = make_client(proxy.url, pool, limits=RateLimits.unlimited())
-        second = make_client(proxy.url + "/", pool, limits=RateLimits.unlimited())
+        # Generous timeouts: a call timed out under a loaded machine is retried on a new connection,
+        # which is not what this test is about (a CI run saw 2 connections that way).
+        patient = Timeouts(connect=5.0, read=10.0, order=10.0)
+        first = make_client(proxy.url, pool, limits=RateLimits.unlimited(), timeouts=patient)
+        second = make_client(proxy.url + "/", pool, limits=RateLimits.unlimited(), timeouts=patient)
         for i in range(100):
             await (first if i % 2 else second).ping()
         assert fake.count("ping") == 100
