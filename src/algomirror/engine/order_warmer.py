@@ -26,6 +26,7 @@ import time
 from typing import Final
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import BrokerError
@@ -90,6 +91,7 @@ class OrderWarmer:
         self._failing: set[str] = set()  # accounts whose last ping failed (by name)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Warm the accounts at risk until ``stop`` is set (see the module docstring)."""
         # Looked at every second (at most the interval): a round as soon as this engine holds the epoch
         # or an account comes at risk (a new run), not up to an interval later; then one per interval.
         look = min(LOOK_SECONDS, self.interval)
@@ -121,7 +123,10 @@ class OrderWarmer:
     async def _accounts(self) -> list[AccountInfo] | None:
         try:
             return await asyncio.to_thread(accounts_at_risk, self.database)
-        except Exception:  # a bug or a database outage: the next look tries again
+        except SQLAlchemyError as exc:  # an outage: one line (it is looked at every second)
+            log.warning("order warmer: cannot read the accounts at risk: %s", str(exc).splitlines()[0])
+            return None
+        except Exception:  # a bug: with its trace; the next look tries again
             log.exception("order warmer: could not read the accounts at risk")
             return None
 
