@@ -234,18 +234,16 @@ async def test_the_exchange_dropping_the_feed_reconnects_it_and_a_breach_after_e
 
     async with running_engine(world) as engine:
         await until(lambda: engine.leg_marks_from("ws", primary) and engine.pnl_known(run_id), "feed up")
-        before = engine.leg_mark(0)
         assert await asyncio.to_thread(sim.control.ws_drop) == 1  # the exchange closes the feed's socket
+        # The reconnect is counted once the old socket's reader has ended, so every tick read from the
+        # old socket is in the marks by then: a newer mark can only have come through the new one.
+        await until(lambda: engine.feeds.counters.reconnects >= 1, "the drop seen")
+        before = engine.leg_mark(0)
+        assert before is not None
 
         def resumed() -> bool:
             mark = engine.leg_mark(0)
-            return (
-                engine.feeds.counters.reconnects >= 1
-                and mark is not None
-                and before is not None
-                and mark.source == "ws"
-                and mark.at > before.at
-            )
+            return mark is not None and mark.source == "ws" and mark.at > before.at
 
         await until(resumed, "ticks again after the reconnect")
         hub = sim.running.core.ws_hub
