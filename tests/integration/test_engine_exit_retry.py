@@ -16,14 +16,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from algomirror.db.models import EngineAlert
+from algomirror.db.models import EngineAlert, EngineCommand
 from algomirror.domain import order_state
+from algomirror.engine import execution
 from algomirror.engine.exit_planning import request_exit, retry_exit
 from algomirror.engine.exit_records import confirm_closed_outside
 from algomirror.engine.exits import ExitExecutor, ExitRetry
 from tests.factories import make_user
 from tests.helpers import eventually_async
-from tests.integration.execution_support import World, executor_of, make_world
+from tests.integration.execution_support import World, executor_of, make_world, nifty
 from tests.sim_fixtures import SimHandle
 
 HEDGED = (("BUY", "25500PE"), ("SELL", "25800PE"))
@@ -65,6 +66,11 @@ def exit_intents(world: World) -> list[tuple[str, str]]:
 
 def exit_orders(world: World, entries: int) -> list[tuple[str, str]]:
     return [(o.action, o.status) for o in world.exchange_orders(0)[entries:]]
+
+
+def commands(world: World) -> list[EngineCommand]:
+    with world.database.session_factory() as session:
+        return list(session.scalars(select(EngineCommand).order_by(EngineCommand.id)))
 
 
 def alerts(world: World) -> list[EngineAlert]:
@@ -382,3 +388,79 @@ async def test_a_leg_that_cannot_be_verified_in_time_is_in_error_and_nothing_is_
     [alert] = alerts(world)
     assert alert.severity == "critical" and alert.execution_id == short.id
     assert world.run(run_id).status == "error"
+
+
+async def test_an_unwind_refused_by_the_broker_is_retried_by_the_exit_function_and_closes_once(
+    db_url: str, simulator_session: SimHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=HEDGED)
+    # The short is refused (no such contract), so the filled hedge is unwound; the unwind's own sale is
+    # refused once too: the fault is armed as the unwind claims the hedge, after the entry's orders.
+    original = vars(execution)["_claim_exit"]
+
+    def claim_then_refuse(database: Any, execution_id: int) -> bool:
+        sim.control.reject_next(1, "RMS: unwind refused", apikey=sim.api_keys[0])
+        return bool(original(database, execution_id))
+
+    monkeypatch.setattr(execution, "_claim_exit", claim_then_refuse)
+    run_id, entry_command = world.plan({(1, 0): nifty("25810PE")})
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+    hedge, short = world.executions(run_id)
+    assert short.status == "failed"
+    assert hedge.status == "error" and "RMS: unwind refused" in (hedge.error_message or "")
+    assert world.run(run_id).status == "error"
+    assert world.command(entry_command).status == "done"
+    [handed] = [c for c in commands(world) if c.kind == "exit"]
+    assert handed.token == f"unwind:{run_id}:{world.account_ids[0]}"
+    assert handed.payload["reason"] == "entry_unwind" and handed.payload["retry_errors"] is True
+
+    async with exits_of(world) as exits:
+        assert await exits.process_once() == 1
+    assert world.command(handed.id).status == "done", world.command(handed.id).error
+    # The refused sale, then one sale after the broker showed the hedge still held: nothing else.
+    assert [(o.action, o.status) for o in world.exchange_orders(0)] == [
+        ("BUY", "complete"),
+        ("SELL", "rejected"),
+        ("SELL", "complete"),
+    ]
+    hedge, short = world.executions(run_id)
+    assert hedge.status == "exited" and hedge.exit_reason == "entry_unwind" and hedge.exited_quantity == 65
+    assert position(world, 0, hedge.symbol or "") == 0
+    run = world.run(run_id)
+    assert (run.status, run.exit_reason) == ("closed", "entry_unwind")
+    assert run.final_pnl == hedge.realized_pnl
+
+
+async def test_an_unwind_whose_retries_all_fail_ends_in_error_with_an_alert_and_is_handed_over_once(
+    db_url: str, simulator_session: SimHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=HEDGED)
+    original = vars(execution)["_claim_exit"]
+
+    def claim_then_refuse(database: Any, execution_id: int) -> bool:
+        sim.control.reject_next(6, "RMS: unwind refused", apikey=sim.api_keys[0])
+        return bool(original(database, execution_id))
+
+    monkeypatch.setattr(execution, "_claim_exit", claim_then_refuse)
+    run_id, _ = world.plan({(1, 0): nifty("25810PE")})
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+    async with exits_of(world) as exits:
+        assert await exits.process_once() == 1
+    # The unwind's one sale and the exit function's round of five: six refused, no seventh.
+    assert [(o.action, o.status) for o in world.exchange_orders(0)] == [("BUY", "complete")] + [
+        ("SELL", "rejected")
+    ] * 6
+    hedge, _short = world.executions(run_id)
+    assert hedge.status == "error" and position(world, 0, hedge.symbol or "") == 65
+    assert world.run(run_id).status == "error"
+    [alert] = alerts(world)
+    assert (alert.kind, alert.severity, alert.execution_id) == ("exit_failed", "critical", hedge.id)
+    # Another attempt of the entry (a retried command) hands nothing over a second time.
+    async with executor_of(world) as executor:
+        await executor.execute_run(run_id, user_id=world.user_id)
+    assert len([c for c in commands(world) if c.kind == "exit"]) == 1
+    assert len(world.exchange_orders(0)) == 7

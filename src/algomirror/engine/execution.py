@@ -24,6 +24,10 @@ enters the run:
    (the default) exits that account's filled legs — shorts bought back before hedges are sold — with
    MARKET orders through the same journal (``exec:{id}:exit:1:{slice}``, EXIT priority), exit reason
    ``entry_unwind`` and the failed leg named; ``keep`` leaves them and says so on the run's result.
+   An unwind that does not close (its sale refused or part filled: the leg is ``error``) is handed to
+   the exit function, as every exit is (:mod:`algomirror.engine.exits`): one ``exit`` command of the
+   account's part of the run, reason ``entry_unwind``, token ``unwind:{run}:{account}``, which verifies
+   at the broker, retries with capped backoff and ends in ``error`` with an alert only after that.
 5. **Outcome.** Fills go onto the executions (entry price = weighted average of the slices' fills,
    filled quantity, order ids, ``active`` / ``failed`` + error), the run becomes ``active``, ``closed``
    (everything unwound), ``failed`` (nothing filled) or ``error`` (an unwind that did not close), and
@@ -77,6 +81,7 @@ from algomirror.engine.entry_records import (
     mark_failed,
     slice_quantities,
 )
+from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.fencing import FencedOutError
 from algomirror.engine.group_commit import GroupCommit
 from algomirror.engine.halts import entries_halted
@@ -728,10 +733,53 @@ class _RunEntry:
         longs = [leg for leg in held if leg.side == "BUY"]
         closed = await settled(*(self._unwind(client, leg, why) for leg in shorts))
         if all(closed):
-            await settled(*(self._unwind(client, leg, why) for leg in longs))
+            closed += await settled(*(self._unwind(client, leg, why) for leg in longs))
         else:
             note = f"{why}; hedge kept open: a short leg of this account could not be bought back"
             await asyncio.to_thread(self._note_kept, longs, note)
+        if not all(closed):
+            await asyncio.to_thread(self._hand_over_unwind, account_id)
+
+    def _hand_over_unwind(self, account_id: int) -> None:
+        """An unwind that left a leg of ``account_id`` in ``error`` (its one attempt refused or part
+        filled) goes on through the exit function, like every other exit (PRODUCT §6.7): one ``exit``
+        command of the account's part of the run, reason ``entry_unwind``, retrying the legs in error —
+        verified at the broker before anything is re-sent, retried with capped backoff, shorts before
+        hedges — under the token ``unwind:{run}:{account}``, so once however often the entry retries.
+        An unwind whose outcome is only unknown (still ``exiting``) is left to the entry's next attempt."""
+        run_id = self.plan.run_id
+        token = f"unwind:{run_id}:{account_id}"
+        try:
+            with self.x.database.session() as session:
+                stuck = session.scalar(
+                    select(StrategyExecution.id).where(
+                        StrategyExecution.run_id == run_id,
+                        StrategyExecution.account_id == account_id,
+                        StrategyExecution.status == "error",
+                    )
+                )
+                if stuck is None:
+                    return
+                if session.scalar(select(EngineCommand.id).where(EngineCommand.token == token)) is not None:
+                    return
+                request_exit(
+                    session,
+                    user_id=self.plan.user_id,
+                    scope="account",
+                    run_id=run_id,
+                    account_id=account_id,
+                    reason="entry_unwind",
+                    retry_errors=True,
+                    token=token,
+                )
+        except IntegrityError:
+            return  # queued meanwhile by another attempt of this entry: once is all it needs
+        log.warning(
+            "run %s: the unwind of account %s did not close; handed to the exit function (%s)",
+            run_id,
+            account_id,
+            token,
+        )
 
     def _current_legs(self, account_id: int) -> list[EntryLeg]:
         with self.x.database.session_factory() as session:
