@@ -464,3 +464,38 @@ async def test_an_unwind_whose_retries_all_fail_ends_in_error_with_an_alert_and_
         await executor.execute_run(run_id, user_id=world.user_id)
     assert len([c for c in commands(world) if c.kind == "exit"]) == 1
     assert len(world.exchange_orders(0)) == 7
+
+
+async def test_the_square_off_retries_a_leg_in_error_verified_first_and_closes_the_run(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=1, legs=HEDGED)
+    run_id = await entered(world)
+    sim.control.reject_next(5, "RMS: exit refused", apikey=sim.api_keys[0])
+    rule = queue_exit(world, "run", "max-loss", run_id=run_id, reason="max_loss")
+    async with exits_of(world) as exits:
+        assert await exits.process_once() == 1
+        assert world.command(rule).status == "done"
+        hedge, short = world.executions(run_id)
+        assert (short.status, hedge.status) == ("error", "active")  # the hedge kept for its short
+        # The scheduler's square-off command (PRODUCT §6.10), as scheduler.Scheduler queues it.
+        with world.database.session() as session:
+            square = request_exit(
+                session,
+                user_id=world.user_id,
+                scope="run",
+                run_id=run_id,
+                token="sched-square-off",
+                reason="square_off",
+                retry_errors=True,
+            ).id
+        assert await exits.process_once() == 1
+    assert world.command(square).status == "done", world.command(square).error
+    assert exit_orders(world, 2) == [("BUY", "rejected")] * 5 + [("BUY", "complete"), ("SELL", "complete")]
+    hedge, short = world.executions(run_id)
+    assert short.status == hedge.status == "exited"
+    assert short.exit_reason == hedge.exit_reason == "square_off" and short.exit_retry_count == 6
+    assert position(world, 0, short.symbol or "") == 0 and position(world, 0, hedge.symbol or "") == 0
+    run = world.run(run_id)
+    assert (run.status, run.exit_reason) == ("closed", "square_off")

@@ -100,7 +100,9 @@ class Setup:
             )
             return strategy.id
 
-    def open_run(self, strategy_id: int, started: datetime, *, product: str = "MIS") -> int:
+    def open_run(
+        self, strategy_id: int, started: datetime, *, product: str = "MIS", status: str = "active"
+    ) -> int:
         with self.database.session() as session:
             leg_id = session.scalar(select(StrategyLeg.id).where(StrategyLeg.strategy_id == strategy_id))
             assert leg_id is not None
@@ -116,7 +118,7 @@ class Setup:
                     symbol="NIFTY15DEC2626000CE",
                     exchange="NFO",
                     product=product,
-                    status="active",
+                    status=status,
                     quantity=65,
                 )
             )
@@ -281,6 +283,22 @@ def test_exit_then_square_off_of_an_mis_run_at_their_times(world: Setup) -> None
     assert scheduler.tick(ist(15, 14, 59)).queued == []
     assert scheduler.tick(ist(15, 15)).queued == [f"sched:{sid}:2026-12-09:squareoff:{run_id}"]
     assert world.scheduler().tick(ist(15, 16)).queued == []
+
+
+def test_square_off_retries_legs_in_error_and_is_due_for_a_run_holding_only_such_legs(world: Setup) -> None:
+    # A run whose only MIS leg an earlier exit gave up on still holds the position: squared off, and its
+    # command retries the leg (a time exit or a rule's exit leaves a leg in error to a person).
+    stuck = world.strategy(exit_at=None)
+    stuck_run = world.open_run(stuck, ist(9, 20), status="error")
+    plain = world.strategy(exit_at=time(15, 0), square_off=None)
+    plain_run = world.open_run(plain, ist(9, 20), product="NRML")
+    queued = world.scheduler().tick(ist(15, 15)).queued
+    assert sorted(queued) == sorted(
+        [f"sched:{stuck}:2026-12-09:squareoff:{stuck_run}", f"sched:{plain}:2026-12-09:exit:{plain_run}"]
+    )
+    payloads = {c.payload["run_id"]: c.payload for c in world.commands("exit") if c.payload}
+    assert payloads[stuck_run]["reason"] == "square_off" and payloads[stuck_run]["retry_errors"] is True
+    assert payloads[plain_run]["reason"] == "time_exit" and "retry_errors" not in payloads[plain_run]
 
 
 def test_square_off_time_blocks_an_entry_due_later_that_day(world: Setup) -> None:

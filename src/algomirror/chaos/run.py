@@ -503,8 +503,8 @@ class Driver:
 
     def square_off_facts(self, cycle: _Cycle) -> str:
         """What the scheduler's square-off of the run depends on (domain.schedule.due_actions): the
-        strategy's square-off time, the run's start and end, its open MIS executions, the exchange's
-        time now (IST)."""
+        strategy's square-off time, the run's start and end, its MIS executions by status (open or
+        ``error`` ones make it due), the exchange's time now (IST)."""
         with self.database.session_factory() as session:
             square_off = session.scalar(
                 select(Strategy.square_off_time).where(Strategy.id == cycle.strategy_id)
@@ -514,17 +514,20 @@ class Driver:
                     StrategyRun.id == cycle.run_id
                 )
             ).first()
-            mis = session.scalar(
-                select(func.count(StrategyExecution.id)).where(
-                    StrategyExecution.run_id == cycle.run_id,
-                    StrategyExecution.product == "MIS",
-                    StrategyExecution.status.in_(("pending", "active", "exiting")),
+            mis: dict[str, int] = dict(
+                session.execute(
+                    select(StrategyExecution.status, func.count(StrategyExecution.id))
+                    .where(StrategyExecution.run_id == cycle.run_id, StrategyExecution.product == "MIS")
+                    .group_by(StrategyExecution.status)
                 )
+                .tuples()
+                .all()
             )
         started = "?" if run is None else run.started_at.astimezone(IST).strftime("%H:%M:%S")
         return (
             f"square-off time {square_off}, run {run.status if run else 'missing'} started {started} IST "
-            f"(ended {run.ended_at if run else None}), open MIS executions {mis}, "
+            f"(ended {run.ended_at if run else None}), MIS executions by status "
+            f"{', '.join(f'{k} {v}' for k, v in sorted(mis.items())) or 'none'}, "
             f"exchange now {self.ex.now().astimezone(IST).strftime('%H:%M:%S')} IST"
         )
 

@@ -13,7 +13,8 @@ what is due, and queues it:
   both once per strategy and day, and no entry can be queued that day afterwards;
 * an exit → ``request_exit(scope="run", reason="time_exit")`` under ``sched:{id}:{date}:exit:{run_id}``;
   a square-off → ``reason="square_off"`` under ``sched:{id}:{date}:squareoff:{run_id}`` (the exit
-  executor cancels the run's working entries first, then exits every leg);
+  executor cancels the run's working entries first, then exits every leg, legs in ``error`` included:
+  ``retry_errors``); it is due while the run holds an MIS execution that is open or in ``error``;
 * the MIS warning → one ``schedule_mis_warning`` activity row per strategy and day.
 
 Time comes from the injected ``clock`` (the demo's simulated market clock); tests call :meth:`tick`
@@ -70,6 +71,9 @@ MIS_WARNING_ACTION = "schedule_mis_warning"
 DEFAULT_GRACE = timedelta(seconds=120)
 _DEFAULT_EXCHANGE = "NFO"
 _MIN_SLEEP = 0.05  # wall seconds: the floor between ticks, however fast a simulated clock runs
+# Executions that may hold an intraday position: open ones, and those whose exit gave up (``error``: the
+# position is still there). A run of only the latter still gets its square-off and its MIS warning.
+MIS_HELD_STATUSES = (*OPEN_STATUSES, "error")
 
 
 def entry_token(strategy_id: int, day: str) -> str:
@@ -269,6 +273,10 @@ class Scheduler:
                     run_id=run_id,
                     token=token,
                     reason="square_off" if square_off else "time_exit",
+                    # The day's last word on an intraday position (PRODUCT §6.10: exit everything, confirm
+                    # flat): a leg an earlier exit gave up on (``error``) gets one more round, verified at
+                    # the broker first, rather than being left to the broker's own square-off.
+                    retry_errors=square_off,
                 )
 
             if self._insert_once(token, add_exit):
@@ -398,7 +406,7 @@ def _open_runs(session: Session, strategy_ids: Sequence[int]) -> dict[int, OpenR
                     and_(
                         StrategyExecution.run_id.in_(run_ids),
                         StrategyExecution.product == "MIS",
-                        StrategyExecution.status.in_(OPEN_STATUSES),
+                        StrategyExecution.status.in_(MIS_HELD_STATUSES),
                     )
                 )
                 .distinct()
