@@ -199,9 +199,10 @@ class ExitExecutor(EntryExecutor):
             database, registry, decrypt, epoch=epoch, clock=clock, config=config, market_clock=market_clock
         )
         self.retry = retry or ExitRetry()
-        # See _exit_run.
+        # See _exit_run; a closed run's idle locks are dropped (_forget_idle).
         self._account_locks: defaultdict[tuple[int, int | None], BusyLock] = defaultdict(BusyLock)
         self._released: defaultdict[int, int] = defaultdict(int)  # account locks of a run released
+        self._closed: set[int] = set()  # runs this executor closed (their idle locks are dropped)
 
     async def perform(self, user_id: int, payload: dict[str, Any]) -> ExecuteOutcome:
         """Run one claimed ``exit`` command."""
@@ -299,10 +300,30 @@ class ExitExecutor(EntryExecutor):
             await settled(
                 free_part(), *(self._exit_account_after(user_id, scope, run_id, a, work) for a in busy)
             )
+        closed = await self._close_run(scope, run_id)
+        self._forget_idle(run_id)
+        return closed
+
+    async def _close_run(self, scope: _Scope, run_id: int) -> int | None:
+        """:func:`close_runs` of ``run_id`` with the scope's reason; the run id when it closed now."""
         closed = await asyncio.to_thread(
             close_runs, self.database, [run_id], scope.reason, scope.detail, self.market_clock.now()
         )
+        self._closed.update(closed)
         return closed[0] if closed else None
+
+    def _forget_idle(self, run_id: int) -> None:
+        """Drop the account locks of run ``run_id``, once this executor has seen it closed, that nobody
+        holds or waits for: a long-lived engine keeps locks only for runs that can still be exited.
+        Safe on the loop: a lock that is not busy has no holder and no waiter, and a later command on
+        the run (which finds nothing open) simply makes a new one. The run's release count and closed
+        mark stay (an int each per run): a whole-run exit compares the count across its read, and a
+        dropped count could make a change look like none."""
+        if run_id not in self._closed:
+            return
+        for key in [k for k in self._account_locks if k[0] == run_id]:
+            if not self._account_locks[key].busy():
+                del self._account_locks[key]
 
     async def _exit_account_after(
         self, user_id: int, scope: _Scope, run_id: int, account_id: int, work: _ExitWork
@@ -318,11 +339,14 @@ class ExitExecutor(EntryExecutor):
         """Hold the lock of ``account_id``'s part of run ``run_id``; each release is counted per run,
         so that an exit of the whole run knows when one ended while it read (see
         :meth:`_exit_whole_run`)."""
-        async with self._account_locks[(run_id, account_id)]:
-            try:
-                yield
-            finally:
-                self._released[run_id] += 1
+        try:
+            async with self._account_locks[(run_id, account_id)]:
+                try:
+                    yield
+                finally:
+                    self._released[run_id] += 1
+        finally:
+            self._forget_idle(run_id)
 
     def _account_of(self, scope: _Scope) -> int | None:
         """The account of the scope's one execution (None for none: nothing is exited then)."""
@@ -345,10 +369,7 @@ class ExitExecutor(EntryExecutor):
             await work.run(now.states, now.stuck)
         # With nothing left to exit too: an engine that died between the legs' exit writes and the
         # run's close left the run open with every leg exited, and closing it is this command's to finish.
-        closed = await asyncio.to_thread(
-            close_runs, self.database, [run_id], scope.reason, scope.detail, self.market_clock.now()
-        )
-        return closed[0] if closed else None
+        return await self._close_run(scope, run_id)
 
     def claim_first_exits(
         self,
