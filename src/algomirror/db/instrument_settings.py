@@ -50,32 +50,51 @@ def revisions_in_force(
 
 
 def effective_settings(session: Session, user_id: int, day: date) -> dict[str, EffectiveSetting]:
-    """The user's active instrument settings on IST date ``day``, by upper-case symbol (two reads)."""
-    bases = session.scalars(
-        select(TradingSetting).where(TradingSetting.user_id == user_id, TradingSetting.is_active.is_(True))
+    """The user's active instrument settings on IST date ``day``, by upper-case symbol (two reads of
+    columns, not ORM objects: every exit's plan reads them on the way to its first order)."""
+    bases = session.execute(
+        select(
+            TradingSetting.id,
+            TradingSetting.symbol,
+            TradingSetting.lot_size,
+            TradingSetting.next_month_lot_size,
+            TradingSetting.freeze_quantity,
+            TradingSetting.max_lots_per_order,
+        ).where(TradingSetting.user_id == user_id, TradingSetting.is_active.is_(True))
     ).all()
-    in_force = revisions_in_force(session, [s.id for s in bases], day)
-    found: dict[str, EffectiveSetting] = {}
-    for s in bases:
-        r = in_force.get(s.id)
-        found[s.symbol.upper()] = (
-            EffectiveSetting(
-                s.symbol.upper(),
-                r.lot_size,
-                r.next_month_lot_size,
-                r.freeze_quantity,
-                r.max_lots_per_order,
-                r.effective_from,
-            )
-            if r is not None
-            else EffectiveSetting(
-                s.symbol.upper(),
-                s.lot_size,
-                s.next_month_lot_size,
-                s.freeze_quantity,
-                s.max_lots_per_order,
-                None,
-            )
+    found: dict[str, EffectiveSetting] = {
+        b.symbol.upper(): EffectiveSetting(
+            b.symbol.upper(), b.lot_size, b.next_month_lot_size, b.freeze_quantity, b.max_lots_per_order, None
+        )
+        for b in bases
+    }
+    if not bases:
+        return found
+    symbol_of = {b.id: b.symbol.upper() for b in bases}
+    revisions = session.execute(
+        select(
+            TradingSettingRevision.setting_id,
+            TradingSettingRevision.lot_size,
+            TradingSettingRevision.next_month_lot_size,
+            TradingSettingRevision.freeze_quantity,
+            TradingSettingRevision.max_lots_per_order,
+            TradingSettingRevision.effective_from,
+        )
+        .where(
+            TradingSettingRevision.setting_id.in_(list(symbol_of)),
+            TradingSettingRevision.effective_from <= day,
+        )
+        .order_by(TradingSettingRevision.effective_from, TradingSettingRevision.id)
+    )
+    for r in revisions:  # ascending: the latest revision in force is written last
+        symbol = symbol_of[r.setting_id]
+        found[symbol] = EffectiveSetting(
+            symbol,
+            r.lot_size,
+            r.next_month_lot_size,
+            r.freeze_quantity,
+            r.max_lots_per_order,
+            r.effective_from,
         )
     return found
 

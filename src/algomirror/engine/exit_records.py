@@ -91,8 +91,16 @@ def target_states(
     """The user's open executions the scope covers (another user's ids select nothing); with
     ``with_errors`` also those in ``error`` (a person retries their exit)."""
     statuses = (*OPEN_STATUSES, "error") if with_errors else OPEN_STATUSES
+    # Columns, not ORM objects: a run exit reads fifty executions or more before its first order.
     query = (
-        select(StrategyExecution)
+        select(
+            StrategyExecution.id,
+            StrategyExecution.run_id,
+            StrategyExecution.status,
+            StrategyExecution.filled_quantity,
+            StrategyExecution.exited_quantity,
+            StrategyExecution.exit_retry_count,
+        )
         .join(Strategy, Strategy.id == StrategyExecution.strategy_id)
         .join(StrategyRun, StrategyRun.id == StrategyExecution.run_id)
         .where(Strategy.user_id == user_id, StrategyExecution.status.in_(statuses))
@@ -108,7 +116,7 @@ def target_states(
         query = query.where(StrategyRun.ended_at.is_(None))
     return [
         ExitState(r.id, r.run_id, r.status, r.filled_quantity, r.exited_quantity, r.exit_retry_count)
-        for r in session.scalars(query)
+        for r in session.execute(query)
     ]
 
 
@@ -136,7 +144,16 @@ def stuck_shorts(session: Session, run_ids: Sequence[int], excluding: Sequence[i
 def read_state(database: Database, execution_id: int) -> ExitState | None:
     """One execution's exit facts as stored now."""
     with database.session_factory() as session:
-        r = session.get(StrategyExecution, execution_id)
+        r = session.execute(
+            select(
+                StrategyExecution.id,
+                StrategyExecution.run_id,
+                StrategyExecution.status,
+                StrategyExecution.filled_quantity,
+                StrategyExecution.exited_quantity,
+                StrategyExecution.exit_retry_count,
+            ).where(StrategyExecution.id == execution_id)
+        ).first()
         if r is None:
             return None
         return ExitState(r.id, r.run_id, r.status, r.filled_quantity, r.exited_quantity, r.exit_retry_count)
