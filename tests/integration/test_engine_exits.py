@@ -408,3 +408,36 @@ async def test_an_exit_to_an_account_without_a_usable_key_is_given_up_after_its_
         alerts = list(session.scalars(select(EngineAlert).where(EngineAlert.run_id == run_id)))
     assert [(a.kind, a.severity) for a in alerts] == [(COMMAND_FAILED_ALERT, "critical")]
     assert "gave up" in alerts[0].title
+
+
+async def test_a_run_closed_by_a_person_after_a_rule_exited_most_of_it_keeps_the_rule_as_its_reason(
+    db_url: str, simulator_session: SimHandle
+) -> None:
+    sim = simulator_session
+    world = make_world(db_url, sim, accounts=3, legs=HEDGED)
+    run_id = await entered(world)
+    first, second, third = world.account_ids
+    with world.database.session() as session:
+        for account_id in (first, second):  # a per-account max loss on two accounts
+            request_exit(
+                session,
+                user_id=world.user_id,
+                scope="account",
+                token=f"risk:{run_id}:{account_id}:max_loss",
+                run_id=run_id,
+                account_id=account_id,
+                reason="max_loss",
+            )
+    async with exits_of(world) as exits:
+        assert await exits.process_once() == 2
+        person = queue_exit(world, "account", "acct-3", run_id=run_id, account_id=third)
+        assert await exits.process_once() == 1
+    assert world.command(person).status == "done"
+    rows = world.executions(run_id)
+    assert sorted(e.exit_reason or "" for e in rows) == ["manual"] * 2 + ["max_loss"] * 4
+    run = world.run(run_id)
+    # The person's exit closed the run; the run's reason is what exited most of it.
+    assert (run.status, run.exit_reason) == ("closed", "max_loss")
+    assert run.exit_reason_detail == (
+        "4 of 6 legs exited for max_loss; the last exit: exit of an account (manual)"
+    )

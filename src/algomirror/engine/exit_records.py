@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
@@ -630,10 +630,40 @@ def _close_run(session: Session, run_id: int, reason: str, detail: str, now: dat
         return False
     run.status = "closed"
     run.ended_at = now
-    run.exit_reason = reason
-    run.exit_reason_detail = detail[:MAX_ERROR]
+    run.exit_reason, run_detail = run_exit_reason(
+        [(r.exit_reason, r.exit_time) for r in rows if r.status == "exited"], reason, detail
+    )
+    run.exit_reason_detail = run_detail[:MAX_ERROR]
     run.final_pnl = sum((r.realized_pnl or Decimal(0) for r in rows), Decimal(0))
     return True
+
+
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def run_exit_reason(
+    exited: Sequence[tuple[str | None, datetime | None]], closing: str, detail: str
+) -> tuple[str, str]:
+    """A closed run's exit reason and detail from its exited legs' (reason, exit time): the reason most
+    of them carry (a tie goes to the reason whose first leg exited first), not merely that of the exit
+    which happened to close the run — a max-loss exit of 49 accounts stays a max-loss run when a
+    person's exit of the 50th finishes last. ``closing`` and ``detail`` are the closing exit's; its
+    detail is kept when its reason is the run's, else the detail says both."""
+    counts: dict[str, int] = {}
+    first: dict[str, datetime] = {}
+    for reason, at in exited:
+        if not reason:
+            continue
+        counts[reason] = counts.get(reason, 0) + 1
+        when = ensure_aware(at) if at is not None else _LATEST
+        first[reason] = min(first.get(reason, _LATEST), when)
+    if not counts:
+        return closing, detail
+    chosen = min(counts, key=lambda r: (-counts[r], first[r], r))
+    if chosen == closing:
+        return closing, detail
+    legs = sum(counts.values())
+    return chosen, f"{counts[chosen]} of {legs} legs exited for {chosen}; the last exit: {detail} ({closing})"
 
 
 __all__ = [
@@ -659,6 +689,7 @@ __all__ = [
     "owned_order_ids",
     "read_state",
     "round_end",
+    "run_exit_reason",
     "stuck_shorts",
     "sync_run_status",
     "target_states",
