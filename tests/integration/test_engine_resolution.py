@@ -262,6 +262,12 @@ async def test_double_execute_gives_one_run_and_one_set_of_orders(
     result = await preview(world, token="pv-open")
     assert result["open_run"] is not None and any("open" in w for w in result["warnings"])
     assert PREVIEW_STRATEGY in {c.kind for c in commands_of(world, PREVIEW_STRATEGY)}
+    # So while it shows error (an exit of it gave up: its positions are still there): it is still open.
+    with world.database.session() as session:
+        run = session.scalars(select(StrategyRun)).one()
+        run.status = "error"
+    result = await preview(world, token="pv-error")
+    assert result["open_run"] == run.id and any("open" in w for w in result["warnings"])
 
 
 async def test_an_execute_queued_while_another_was_in_flight_plans_nothing_even_after_its_run_closed(

@@ -29,12 +29,12 @@ from algomirror.db.models import (
     TradingAccount,
 )
 from algomirror.db.models.books import Order, OrderArchive, Trade, TradeArchive
+from algomirror.db.models.enums import OPEN_RUN_STATUSES
 from algomirror.domain.order_state import UNRESOLVED_STATES
 from algomirror.domain.timeutil import ensure_aware
 
 # Executions whose position may be open or whose outcome is not established.
 LIVE_EXECUTION_STATUSES = ("pending", "active", "exiting", "error")
-LIVE_RUN_STATUSES = ("entering", "active", "exiting", "error")
 _SHOWN = 10
 
 
@@ -112,7 +112,7 @@ def strategy_blockers(session: Session, strategy_id: int) -> list[Blocker]:
         select(StrategyRun.id, StrategyRun.status)
         .where(
             StrategyRun.strategy_id == strategy_id,
-            (StrategyRun.ended_at.is_(None)) | StrategyRun.status.in_(LIVE_RUN_STATUSES),
+            (StrategyRun.ended_at.is_(None)) | StrategyRun.status.in_(OPEN_RUN_STATUSES),
         )
         .order_by(StrategyRun.id)
     ).all()
@@ -211,7 +211,6 @@ def leg_has_history(session: Session, leg: StrategyLeg) -> bool:
 
 __all__ = [
     "LIVE_EXECUTION_STATUSES",
-    "LIVE_RUN_STATUSES",
     "Blocker",
     "Retired",
     "StillTradingError",

@@ -20,9 +20,10 @@ from algomirror.db.models import (
     TradingAccount,
     WebSocketConnection,
 )
+from algomirror.db.models.enums import OPEN_RUN_STATUSES
 from algomirror.db.session import Database
 from algomirror.domain.instruments import UNDERLYINGS
-from algomirror.engine.feed_types import OPEN_RUN_STATUSES, WATCHED_EXECUTION_STATUSES, FeedAccount, Key
+from algomirror.engine.feed_types import WATCHED_EXECUTION_STATUSES, FeedAccount, Key
 from algomirror.host_settings import load_host_policy
 
 

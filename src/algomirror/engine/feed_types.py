@@ -20,7 +20,6 @@ MODE_DEPTH: Final = 3
 # Executions whose prices the risk engine needs (PRODUCT §7.1: pending/active/exiting, and ``error``: an
 # exit that gave up still holds open units, valued at the mark), and runs whose underlying spot it needs.
 WATCHED_EXECUTION_STATUSES: Final = ("pending", "active", "exiting", "error")
-OPEN_RUN_STATUSES: Final = ("entering", "active", "exiting")
 DOWN_STATUSES: Final = ("failed", "error", "auth_failed")
 # Market hours are those of the options segment (the product's business), as for the account sync.
 MARKET_EXCHANGES: Final = ("NFO", "NSE")
@@ -156,7 +155,6 @@ __all__ = [
     "MODE_DEPTH",
     "MODE_LTP",
     "MODE_QUOTE",
-    "OPEN_RUN_STATUSES",
     "WATCHED_EXECUTION_STATUSES",
     "Connect",
     "FeedAccount",

@@ -31,12 +31,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from algomirror.broker.client import OpenAlgoClient
 from algomirror.broker.errors import BrokerError
 from algomirror.db.models import StrategyExecution, StrategyRun, TradingAccount
+from algomirror.db.models.enums import OPEN_RUN_STATUSES
 from algomirror.db.session import Database
 from algomirror.engine.command_rows import pause
 from algomirror.engine.entry_records import AccountInfo
 from algomirror.engine.exit_records import OPEN_STATUSES
 from algomirror.engine.exits import ExitExecutor
-from algomirror.engine.feed_types import OPEN_RUN_STATUSES
 
 log = logging.getLogger(__name__)
 

@@ -71,6 +71,7 @@ from algomirror.db.models import (
     TradeQuality,
     TradingAccount,
 )
+from algomirror.db.models.enums import OPEN_RUN_STATUSES
 from algomirror.db.session import Database
 from algomirror.domain.calendar import TradingCalendar, default_calendar
 from algomirror.domain.contract_specs import freeze_slices
@@ -116,7 +117,6 @@ T = TypeVar("T")
 PREVIEW_STRATEGY = "preview_strategy"
 EXECUTE_STRATEGY = "execute_strategy"
 RESOLUTION_KINDS = (PREVIEW_STRATEGY, EXECUTE_STRATEGY)
-OPEN_RUN_STATUSES = ("entering", "active", "exiting")
 # Options are not sent before the regular open even in a session that starts earlier (PRODUCT §5.1).
 OPTIONS_OPEN = time(9, 15)
 # The id of the command a runner task is performing (the run's execute token is derived from it).

@@ -32,10 +32,10 @@ from algomirror.db.models import (
     StrategyRun,
     TradingAccount,
 )
+from algomirror.db.models.enums import OPEN_RUN_STATUSES
 from algomirror.domain.mirror import Key, MirrorRow, compare, net_of_others
 from algomirror.engine.mirror import MARKET_FINISHED_AT, MIRROR_ORDER
 
-OPEN_RUN_STATUSES = ("entering", "active", "exiting", "error")
 _INTENDS_PLANNED = ("pending",)
 _INTENDS_HELD = ("active", "exiting", "error")
 # An execution in these states has orders on their way: its row is not corrected meanwhile.
@@ -326,4 +326,4 @@ def find_row(check: RunCheck, account_id: int, symbol: str, exchange: str, produ
     return None
 
 
-__all__ = ["OPEN_RUN_STATUSES", "RunCheck", "Snapshot", "check_runs", "find_row"]
+__all__ = ["RunCheck", "Snapshot", "check_runs", "find_row"]

@@ -38,7 +38,8 @@ from algomirror.db.models import (
     StrategyRun,
     TradingAccount,
 )
-from algomirror.db.retirement import LIVE_EXECUTION_STATUSES, LIVE_RUN_STATUSES
+from algomirror.db.models.enums import OPEN_RUN_STATUSES
+from algomirror.db.retirement import LIVE_EXECUTION_STATUSES
 from algomirror.domain.money import format_inr
 from algomirror.web.queries import ZERO, Sum
 
@@ -195,7 +196,7 @@ def _live_leg_match(user_id: int) -> list[ColumnElement[bool]]:
         or_(StrategyExecution.product.is_(None), StrategyExecution.product == Position.product),
         StrategyExecution.status.in_(LIVE_EXECUTION_STATUSES),
         StrategyRun.ended_at.is_(None),
-        StrategyRun.status.in_(LIVE_RUN_STATUSES),
+        StrategyRun.status.in_(OPEN_RUN_STATUSES),
         Strategy.user_id == user_id,
     ]
 

@@ -41,6 +41,9 @@ LEG_TRAILING_TYPES = ("points", "percentage")
 # PRODUCT §5.10; the seeds' ``stopped`` is never produced.
 EXECUTION_STATUSES = ("pending", "active", "exiting", "exited", "failed", "error")
 RUN_STATUSES = ("entering", "active", "exiting", "closed", "failed", "error")
+# A run that has not ended (``ended_at IS NULL``: at most one per strategy): every status but closed and
+# failed. ``error`` is open too: an exit of it gave up and its positions are still there.
+OPEN_RUN_STATUSES = ("entering", "active", "exiting", "error")
 # The journal's state machine lives in the domain (order_state); the database enforces its vocabulary.
 INTENT_STATES = order_state.INTENT_STATES
 INTENT_PURPOSES = ("entry", "exit", "manual")

@@ -41,8 +41,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from algomirror.db.models import EngineCommand, Strategy, StrategyRun
+from algomirror.db.models.enums import OPEN_RUN_STATUSES
 from algomirror.domain.timeutil import ensure_aware, to_ist
-from algomirror.engine.resolution import EXECUTE_STRATEGY, OPEN_RUN_STATUSES, PREVIEW_STRATEGY
+from algomirror.engine.resolution import EXECUTE_STRATEGY, PREVIEW_STRATEGY
 from algomirror.web.context import db, log_activity, market_now, me, now
 from algomirror.web.dashboard import POLL_SECONDS
 from algomirror.web.forms import ConfirmForm

@@ -50,7 +50,6 @@ EXITABLE = ("pending", "active")
 # A person's exit (the page's reasons ``manual`` / ``exit_all``: ``retry_errors``) also takes a leg in
 # ``error`` with units still open back to ``exiting`` (exit_planning.request_exit, exit_records.claim_exit).
 RETRIED = "error"
-OPEN_RUN_STATUSES = ("entering", "active", "exiting")
 PAST_RUNS_SHOWN = 50
 COMMANDS_SHOWN = 50
 # The user's latest commands looked through for a run's (bounded: a page never reads the whole queue).
