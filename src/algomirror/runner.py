@@ -52,8 +52,8 @@ class JsonLogFormatter(logging.Formatter):
     ``logger``, ``message``, ``pid``, ``thread`` and, when present, ``exception`` and ``stack``.
 
     It formats what the handler's filters left: secrets already redacted, control characters already
-    escaped. Non-ASCII is written as ``\\uXXXX`` so nothing in a line can reorder or break what a viewer
-    shows; every line parses with any JSON reader (log shippers, ``jq``).
+    escaped. Non-ASCII is written as JSON ``\\u`` escapes (``\\u20b9`` for ₹), so nothing in a line can
+    reorder or break what a viewer shows; every line parses with any JSON reader (log shippers, ``jq``).
     """
 
     def format(self, record: logging.LogRecord) -> str:

@@ -390,21 +390,26 @@ async def test_a_leg_that_cannot_be_verified_in_time_is_in_error_and_nothing_is_
     assert world.run(run_id).status == "error"
 
 
+def plan_refused_unwind(world: World, monkeypatch: pytest.MonkeyPatch, *, refusals: int) -> tuple[int, int]:
+    """Plan a hedged run whose short is refused (no such contract), so the filled hedge is unwound, and
+    whose unwind's sales the exchange refuses ``refusals`` times: the fault is armed as the unwind claims
+    the hedge, after the entry's orders. Returns (run id, entry command id)."""
+    original = vars(execution)["_claim_exit"]
+
+    def claim_then_refuse(database: Any, execution_id: int) -> bool:
+        world.sim.control.reject_next(refusals, "RMS: unwind refused", apikey=world.sim.api_keys[0])
+        return bool(original(database, execution_id))
+
+    monkeypatch.setattr(execution, "_claim_exit", claim_then_refuse)
+    return world.plan({(1, 0): nifty("25810PE")})
+
+
 async def test_an_unwind_refused_by_the_broker_is_retried_by_the_exit_function_and_closes_once(
     db_url: str, simulator_session: SimHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim = simulator_session
     world = make_world(db_url, sim, accounts=1, legs=HEDGED)
-    # The short is refused (no such contract), so the filled hedge is unwound; the unwind's own sale is
-    # refused once too: the fault is armed as the unwind claims the hedge, after the entry's orders.
-    original = vars(execution)["_claim_exit"]
-
-    def claim_then_refuse(database: Any, execution_id: int) -> bool:
-        sim.control.reject_next(1, "RMS: unwind refused", apikey=sim.api_keys[0])
-        return bool(original(database, execution_id))
-
-    monkeypatch.setattr(execution, "_claim_exit", claim_then_refuse)
-    run_id, entry_command = world.plan({(1, 0): nifty("25810PE")})
+    run_id, entry_command = plan_refused_unwind(world, monkeypatch, refusals=1)
     async with executor_of(world) as executor:
         assert await executor.process_once() == 1
     hedge, short = world.executions(run_id)
@@ -438,14 +443,7 @@ async def test_an_unwind_whose_retries_all_fail_ends_in_error_with_an_alert_and_
 ) -> None:
     sim = simulator_session
     world = make_world(db_url, sim, accounts=1, legs=HEDGED)
-    original = vars(execution)["_claim_exit"]
-
-    def claim_then_refuse(database: Any, execution_id: int) -> bool:
-        sim.control.reject_next(6, "RMS: unwind refused", apikey=sim.api_keys[0])
-        return bool(original(database, execution_id))
-
-    monkeypatch.setattr(execution, "_claim_exit", claim_then_refuse)
-    run_id, _ = world.plan({(1, 0): nifty("25810PE")})
+    run_id, _ = plan_refused_unwind(world, monkeypatch, refusals=6)
     async with executor_of(world) as executor:
         assert await executor.process_once() == 1
     async with exits_of(world) as exits:

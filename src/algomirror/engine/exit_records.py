@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -78,6 +78,23 @@ class ExitState:
         return max(self.filled_quantity - self.exited_quantity, 0)
 
 
+# The columns of an ExitState, in its fields' order.
+_STATE_COLUMNS = (
+    StrategyExecution.id,
+    StrategyExecution.run_id,
+    StrategyExecution.status,
+    StrategyExecution.filled_quantity,
+    StrategyExecution.exited_quantity,
+    StrategyExecution.exit_retry_count,
+)
+
+
+def _state_of(row: Any) -> ExitState:
+    return ExitState(
+        row.id, row.run_id, row.status, row.filled_quantity, row.exited_quantity, row.exit_retry_count
+    )
+
+
 def target_states(
     session: Session,
     user_id: int,
@@ -93,14 +110,7 @@ def target_states(
     statuses = (*OPEN_STATUSES, "error") if with_errors else OPEN_STATUSES
     # Columns, not ORM objects: a run exit reads fifty executions or more before its first order.
     query = (
-        select(
-            StrategyExecution.id,
-            StrategyExecution.run_id,
-            StrategyExecution.status,
-            StrategyExecution.filled_quantity,
-            StrategyExecution.exited_quantity,
-            StrategyExecution.exit_retry_count,
-        )
+        select(*_STATE_COLUMNS)
         .join(Strategy, Strategy.id == StrategyExecution.strategy_id)
         .join(StrategyRun, StrategyRun.id == StrategyExecution.run_id)
         .where(Strategy.user_id == user_id, StrategyExecution.status.in_(statuses))
@@ -114,10 +124,7 @@ def target_states(
         query = query.where(StrategyExecution.run_id == run_id)
     else:
         query = query.where(StrategyRun.ended_at.is_(None))
-    return [
-        ExitState(r.id, r.run_id, r.status, r.filled_quantity, r.exited_quantity, r.exit_retry_count)
-        for r in session.execute(query)
-    ]
+    return [_state_of(r) for r in session.execute(query)]
 
 
 def stuck_shorts(session: Session, run_ids: Sequence[int], excluding: Sequence[int]) -> set[tuple[int, int]]:
@@ -144,19 +151,8 @@ def stuck_shorts(session: Session, run_ids: Sequence[int], excluding: Sequence[i
 def read_state(database: Database, execution_id: int) -> ExitState | None:
     """One execution's exit facts as stored now."""
     with database.session_factory() as session:
-        r = session.execute(
-            select(
-                StrategyExecution.id,
-                StrategyExecution.run_id,
-                StrategyExecution.status,
-                StrategyExecution.filled_quantity,
-                StrategyExecution.exited_quantity,
-                StrategyExecution.exit_retry_count,
-            ).where(StrategyExecution.id == execution_id)
-        ).first()
-        if r is None:
-            return None
-        return ExitState(r.id, r.run_id, r.status, r.filled_quantity, r.exited_quantity, r.exit_retry_count)
+        r = session.execute(select(*_STATE_COLUMNS).where(StrategyExecution.id == execution_id)).first()
+        return None if r is None else _state_of(r)
 
 
 def round_end(attempt: int, size: int = ROUND) -> int:
@@ -599,7 +595,7 @@ def kept_hedges(session: Session, run_id: int, account_id: int) -> list[ExitStat
     if not shorts_flat:
         return []
     return [
-        ExitState(e.id, e.run_id, e.status, e.filled_quantity, e.exited_quantity, e.exit_retry_count)
+        _state_of(e)
         for e, action in legs
         if (action or "").upper() == "BUY" and e.status == "active" and KEPT_HEDGE in (e.error_message or "")
     ]
