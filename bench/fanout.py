@@ -18,13 +18,15 @@ costing the injected latency, plus whatever waits the exchange's per-key moving-
 process's ``time.process_time`` over the run (journal writes included) divided by the orders sent; the
 event-loop thread's share and the SQL statements per order are printed beside it.
 Never fails on timing. The last line is ``fan-out ratio R.RRx floor`` (target ≤ 1.3×).
-Usage: ``python bench/fanout.py [--accounts 100] [--latency-ms 20]``
+Usage: ``python bench/fanout.py [--accounts 100] [--latency-ms 20] [--profile FILE]`` (``--profile``:
+a cProfile of the event-loop thread over the run; the figures are then slower).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import signal
 import socket
 import subprocess
@@ -202,8 +204,9 @@ class Figures:
     legs: int
 
 
-async def execute(world: World) -> Figures:
-    """Run the queued command to its end; wall and CPU seconds, orders sent, legs filled of all legs."""
+async def execute(world: World, profile: Path | None = None) -> Figures:
+    """Run the queued command to its end; wall and CPU seconds, orders sent, legs filled of all legs.
+    ``profile``: write a cProfile of the event-loop thread over the run there."""
     registry = ClientRegistry()
     executor = EntryExecutor(
         world.database, registry, world.box.decrypt, epoch=world.epoch, clock=FakeClock(T0)
@@ -217,10 +220,16 @@ async def execute(world: World) -> Figures:
     event.listen(world.database.engine, "before_cursor_execute", count)
     try:
         cpu_started, loop_started = time.process_time(), time.thread_time()
+        profiler = cProfile.Profile() if profile is not None else None
         started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
         if not await executor.run_command(world.command_id):
             raise RuntimeError("the execute_run command was not claimed")
         wall = time.perf_counter() - started
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         cpu, loop_cpu = time.process_time() - cpu_started, time.thread_time() - loop_started
     finally:
         event.remove(world.database.engine, "before_cursor_execute", count)
@@ -236,6 +245,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the event-loop thread here")
     args = parser.parse_args()
     latency = args.latency_ms / 1000
     with (
@@ -257,7 +267,7 @@ def main() -> int:
             flush=True,
         )
         try:
-            fig = asyncio.run(execute(world))
+            fig = asyncio.run(execute(world, args.profile))
         finally:
             world.database.dispose()
     floor, waits = floor_seconds(latency)
