@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from algomirror.db.models import EngineAlert, EngineCommand
 from algomirror.domain import order_state
@@ -68,9 +69,10 @@ def exit_orders(world: World, entries: int) -> list[tuple[str, str]]:
     return [(o.action, o.status) for o in world.exchange_orders(0)[entries:]]
 
 
-def commands(world: World) -> list[EngineCommand]:
+def commands(world: World, kind: str | None = None) -> list[EngineCommand]:
     with world.database.session_factory() as session:
-        return list(session.scalars(select(EngineCommand).order_by(EngineCommand.id)))
+        found = session.scalars(select(EngineCommand).order_by(EngineCommand.id))
+        return [c for c in found if kind is None or c.kind == kind]
 
 
 def alerts(world: World) -> list[EngineAlert]:
@@ -457,11 +459,63 @@ async def test_an_unwind_whose_retries_all_fail_ends_in_error_with_an_alert_and_
     assert world.run(run_id).status == "error"
     [alert] = alerts(world)
     assert (alert.kind, alert.severity, alert.execution_id) == ("exit_failed", "critical", hedge.id)
-    # Another attempt of the entry (a retried command) hands nothing over a second time.
-    async with executor_of(world) as executor:
-        await executor.execute_run(run_id, user_id=world.user_id)
     assert len([c for c in commands(world) if c.kind == "exit"]) == 1
-    assert len(world.exchange_orders(0)) == 7
+
+
+async def test_a_short_whose_unwind_was_refused_keeps_its_hedge_across_entry_attempts_until_bought_back(
+    db_url: str, simulator_session: SimHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The account's third leg is refused (no such contract): its filled short is bought back first, and
+    # that buy-back is refused, so the short is in error and the hedge must stay. The engine stops (a
+    # database error here) after that, before the unwind is handed over: the entry's next attempt must
+    # neither sell the hedge (all its held shorts look closed) nor leave the short with nothing driving it.
+    sim = simulator_session
+    world = make_world(
+        db_url, sim, accounts=1, legs=(("BUY", "25500PE"), ("SELL", "25800PE"), ("SELL", "26200CE"))
+    )
+    original = vars(execution)["_claim_exit"]
+
+    def claim_then_refuse(database: Any, execution_id: int) -> bool:
+        sim.control.reject_next(1, "RMS: unwind refused", apikey=sim.api_keys[0])
+        return bool(original(database, execution_id))
+
+    monkeypatch.setattr(execution, "_claim_exit", claim_then_refuse)
+    hand_over = execution._RunEntry._hand_over_unwind
+
+    def stopped(self: Any, account_id: int) -> None:
+        raise OperationalError("INSERT INTO engine_commands", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(execution._RunEntry, "_hand_over_unwind", stopped)
+    run_id, _ = world.plan({(2, 0): nifty("26210CE")})
+    async with executor_of(world) as executor:
+        assert await executor.process_once() == 1
+        hedge, short, refused = world.executions(run_id)
+        assert (hedge.status, short.status, refused.status) == ("active", "error", "failed")
+        assert world.run(run_id).status == "entering" and commands(world, "exit") == []
+
+        monkeypatch.setattr(execution._RunEntry, "_hand_over_unwind", hand_over)
+        await executor.execute_run(run_id, user_id=world.user_id)  # the next attempt
+    entry_orders = [("BUY", "complete"), ("SELL", "complete")]
+    assert [(o.action, o.status) for o in world.exchange_orders(0)] == [*entry_orders, ("BUY", "rejected")]
+    hedge, short, _ = world.executions(run_id)
+    assert hedge.status == "active" and "hedge kept open" in (hedge.error_message or "")
+    assert short.status == "error" and world.run(run_id).status == "error"
+    [handed] = commands(world, "exit")
+    assert handed.token == f"unwind:{run_id}:{world.account_ids[0]}"
+
+    async with exits_of(world) as exits:
+        assert await exits.process_once() == 1
+    assert world.command(handed.id).status == "done", world.command(handed.id).error
+    # The short bought back (verified first), and only then its hedge sold.
+    assert [(o.symbol, o.action, o.status) for o in world.exchange_orders(0)[2:]] == [
+        (short.symbol, "BUY", "rejected"),
+        (short.symbol, "BUY", "complete"),
+        (hedge.symbol, "SELL", "complete"),
+    ]
+    hedge, short, _ = world.executions(run_id)
+    assert hedge.status == short.status == "exited"
+    assert position(world, 0, short.symbol or "") == 0 and position(world, 0, hedge.symbol or "") == 0
+    assert world.run(run_id).status == "closed"
 
 
 async def test_the_square_off_retries_a_leg_in_error_verified_first_and_closes_the_run(

@@ -716,6 +716,10 @@ class _RunEntry:
         ]
         held = [leg for leg in legs if leg.status in ("active", "exiting")]
         if not failed or not held:
+            # Nothing left to unwind here; a leg an earlier attempt's unwind left in error (the engine
+            # stopped before handing it over) is still handed over.
+            if failed and self.plan.policy == "unwind":
+                await asyncio.to_thread(self._hand_over_unwind, account_id)
             return
         why = "; ".join(
             f"leg {leg.leg_number} ({leg.symbol}) failed: {leg.error or 'not filled'}" for leg in failed
@@ -728,17 +732,20 @@ class _RunEntry:
         if client is None:
             await asyncio.to_thread(self._note_kept, held, f"{why}; unwind not possible: {reason}")
             return
-        # Shorts are bought back before their hedges are sold: a short is never left uncovered.
+        # Shorts are bought back before their hedges are sold: a short is never left uncovered. That
+        # includes a short of this account that is not in hand: one whose entry's outcome is not known
+        # yet (``pending``: it may have filled) and one whose buy-back gave up (``error``, an earlier
+        # attempt's): the hedges wait for both.
         shorts = [leg for leg in held if leg.side == "SELL"]
         longs = [leg for leg in held if leg.side == "BUY"]
+        unsettled = [leg for leg in legs if leg.side == "SELL" and leg.status in ("pending", "error")]
         closed = await settled(*(self._unwind(client, leg, why) for leg in shorts))
-        if all(closed):
-            closed += await settled(*(self._unwind(client, leg, why) for leg in longs))
-        else:
-            note = f"{why}; hedge kept open: a short leg of this account could not be bought back"
-            await asyncio.to_thread(self._note_kept, longs, note)
-        if not all(closed):
-            await asyncio.to_thread(self._hand_over_unwind, account_id)
+        if all(closed) and not unsettled:
+            await settled(*(self._unwind(client, leg, why) for leg in longs))
+        elif kept := [leg for leg in longs if leg.status == "active"]:
+            note = f"{why}; hedge kept open: a short leg of this account is not bought back"
+            await asyncio.to_thread(self._note_kept, kept, note)
+        await asyncio.to_thread(self._hand_over_unwind, account_id)
 
     def _hand_over_unwind(self, account_id: int) -> None:
         """An unwind that left a leg of ``account_id`` in ``error`` (its one attempt refused or part

@@ -13,8 +13,10 @@ retry with backoff, recovery after a crash) with its own command kind. For each 
    ``n`` (:func:`~algomirror.engine.exit_records.claim_exit`); an execution another caller claimed is
    left to it. An ``exiting`` execution found by a retry of the command (the engine died after the
    claim) is continued with its stored ``n``: its intents' keys are the same, so nothing is sent twice.
-   A person's exit (``retry_errors`` in the payload) also claims an ``error`` execution: "retry exit",
-   attempt ``n`` = the first of the next round.
+   An exit with ``retry_errors`` in the payload (a person's, the scheduled square-off, an entry
+   unwind's hand-over) also claims an ``error`` execution: "retry exit", attempt ``n`` = the first of
+   the next round. Only a person's may close a lost-mid-send intent as not placed on a clean broker
+   view (:meth:`_ExitWork._verify`).
    The first attempt of the legs a command can send at once is claimed, recorded and sent for all of
    them together (:mod:`~algomirror.engine.exit_first`); the legs it leaves out go one by one.
 3. **Orders**: the opposite side for the open quantity (filled − exited), MARKET, the execution's
@@ -72,7 +74,7 @@ from algomirror.engine.execution import (
     settled,
 )
 from algomirror.engine.exit_first import FirstWave, exit_specs, first_specs
-from algomirror.engine.exit_planning import EXIT_COMMAND, SCOPES
+from algomirror.engine.exit_planning import EXIT_COMMAND, PERSON_REASONS, SCOPES
 from algomirror.engine.exit_records import (
     KEPT_HEDGE,
     ExitResult,
@@ -138,6 +140,12 @@ class _Scope:
     @property
     def detail(self) -> str:
         return _DETAIL.get(self.kind, "exit all")
+
+    @property
+    def by_person(self) -> bool:
+        """A person's retry (the page's exit buttons), not an automatic one that also retries legs in
+        ``error`` (the square-off, an entry unwind's hand-over)."""
+        return self.retry_errors and self.reason in PERSON_REASONS
 
 
 def _optional_id(payload: dict[str, Any], name: str) -> int | None:
@@ -658,7 +666,9 @@ class _ExitWork:
         verify_first = False
         if state.status in ("active", "error"):
             if state.status == "error" and not self.scope.retry_errors:
-                return "other"  # only a person's retry takes a leg out of error
+                # Only a retry takes a leg out of error: a person's, the square-off's, an unwind's
+                # hand-over; a rule's or a time exit leaves it to them.
+                return "other"
             attempt = await asyncio.to_thread(
                 claim_exit,
                 x.database,
@@ -860,7 +870,7 @@ class _ExitWork:
                 clean = not view.working and not view.untracked_fills
                 if (
                     ours_unsettled
-                    and self.scope.retry_errors
+                    and self.scope.by_person
                     and clean
                     and await asyncio.to_thread(self._close_unplaced, leg.execution_id, view.describe()) > 0
                 ):
