@@ -29,6 +29,7 @@ from tests.integration.execution_support import World, executor_of, make_world, 
 from tests.sim_fixtures import SimHandle
 
 HEDGED = (("BUY", "25500PE"), ("SELL", "25800PE"))
+LOT = 65
 SHORT = (("SELL", "25800PE"),)
 # No real 10 s waits in tests: the same backoff, scaled down.
 FAST = ExitRetry(attempts=5, first_wait=0.05, max_wait=0.2, verify_interval=0.05, verify_timeout=10.0)
@@ -474,9 +475,12 @@ async def test_a_short_whose_unwind_was_refused_keeps_its_hedge_across_entry_att
         db_url, sim, accounts=1, legs=(("BUY", "25500PE"), ("SELL", "25800PE"), ("SELL", "26200CE"))
     )
     original = vars(execution)["_claim_exit"]
+    armed = [1]  # the first buy-back only: a wrong later sale of the hedge would go through
 
     def claim_then_refuse(database: Any, execution_id: int) -> bool:
-        sim.control.reject_next(1, "RMS: unwind refused", apikey=sim.api_keys[0])
+        if armed:
+            armed.pop()
+            sim.control.reject_next(1, "RMS: unwind refused", apikey=sim.api_keys[0])
         return bool(original(database, execution_id))
 
     monkeypatch.setattr(execution, "_claim_exit", claim_then_refuse)
@@ -499,6 +503,7 @@ async def test_a_short_whose_unwind_was_refused_keeps_its_hedge_across_entry_att
     assert [(o.action, o.status) for o in world.exchange_orders(0)] == [*entry_orders, ("BUY", "rejected")]
     hedge, short, _ = world.executions(run_id)
     assert hedge.status == "active" and "hedge kept open" in (hedge.error_message or "")
+    assert position(world, 0, hedge.symbol or "") == LOT and position(world, 0, short.symbol or "") == -LOT
     assert short.status == "error" and world.run(run_id).status == "error"
     [handed] = commands(world, "exit")
     assert handed.token == f"unwind:{run_id}:{world.account_ids[0]}"

@@ -714,15 +714,24 @@ class _RunEntry:
         failed = [
             leg for leg in legs if leg.status == "failed" or (leg.status == "active" and not leg.filled_all)
         ]
+        # While the run enters, a leg can only be exiting, in error or exited through this policy (an
+        # exit command waits for the entry): an unwind an earlier attempt began goes on even when the
+        # leg that failed was the part-filled one, now being unwound itself.
+        unwinding = [leg for leg in legs if leg.status in ("exiting", "error", "exited")]
         held = [leg for leg in legs if leg.status in ("active", "exiting")]
-        if not failed or not held:
-            # Nothing left to unwind here; a leg an earlier attempt's unwind left in error (the engine
-            # stopped before handing it over) is still handed over.
-            if failed and self.plan.policy == "unwind":
+        if not failed and not unwinding:
+            return
+        if not held:
+            if self.plan.policy == "unwind":
+                # Nothing left to send here; a leg an earlier attempt's unwind left in error (the engine
+                # stopped before handing it over) is still handed over.
                 await asyncio.to_thread(self._hand_over_unwind, account_id)
             return
-        why = "; ".join(
-            f"leg {leg.leg_number} ({leg.symbol}) failed: {leg.error or 'not filled'}" for leg in failed
+        why = (
+            "; ".join(
+                f"leg {leg.leg_number} ({leg.symbol}) failed: {leg.error or 'not filled'}" for leg in failed
+            )
+            or "the unwind of this account, begun by an earlier attempt of the entry"
         )
         if self.plan.policy != "unwind":
             await asyncio.to_thread(self._note_kept, held, why)
@@ -731,6 +740,7 @@ class _RunEntry:
         client, reason = (None, "account not found") if account is None else self.x.client_for(account)
         if client is None:
             await asyncio.to_thread(self._note_kept, held, f"{why}; unwind not possible: {reason}")
+            await asyncio.to_thread(self._hand_over_unwind, account_id)
             return
         # Shorts are bought back before their hedges are sold: a short is never left uncovered. That
         # includes a short of this account that is not in hand: one whose entry's outcome is not known
