@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 
-from algomirror.db.models import EngineCommand, StrategyExecution, StrategyRun
+from algomirror.db.models import EngineCommand, Strategy, StrategyExecution, StrategyRun
 from tests.integration.execution_support import World, executor_of, make_world
 from tests.sim_fixtures import SimHandle
 
@@ -99,9 +100,12 @@ async def test_a_short_left_in_error_by_a_stopped_attempt_is_handed_over_and_kee
     assert rows[hedge_id].status == "active" and "hedge kept open" in (rows[hedge_id].error_message or "")
 
 
+@pytest.mark.parametrize("policy_now", ["unwind", "keep"])
 async def test_a_hedge_whose_short_was_bought_back_before_a_stop_is_sold_by_the_next_attempt(
-    db_url: str, simulator_session: SimHandle
+    db_url: str, simulator_session: SimHandle, policy_now: str
 ) -> None:
+    """Also when a person switched the strategy to ``keep`` after the unwind began: a begun unwind is
+    finished (the next attempt reads the policy afresh), else the run would stay entering for ever."""
     world = make_world(db_url, simulator_session, accounts=1, legs=HEDGED)
     run_id, hedge_id, short_id = await part_filled_short(world)
     # The stopped attempt bought the short back (in full, at the exchange too), not yet the hedge.
@@ -123,6 +127,10 @@ async def test_a_hedge_whose_short_was_bought_back_before_a_stop_is_sold_by_the_
     assert bought.status_code == 200, bought.text
     assert position(world, short.symbol or "") == 0
     set_execution(world, short_id, status="exited", exited_quantity=LOT, exit_reason="entry_unwind")
+    with world.database.session() as session:
+        session.execute(
+            update(Strategy).where(Strategy.id == world.strategy_id).values(on_leg_failure=policy_now)
+        )
     async with executor_of(world) as executor:
         await executor.execute_run(run_id, user_id=world.user_id)
     rows = {e.id: e for e in world.executions(run_id)}

@@ -721,8 +721,12 @@ class _RunEntry:
         held = [leg for leg in legs if leg.status in ("active", "exiting")]
         if not failed and not unwinding:
             return
+        # A begun unwind is finished whatever the policy reads now: a person switching the strategy to
+        # ``keep`` while it entered would otherwise stop it half-way (a buy-back no longer followed, the
+        # run entering for ever).
+        unwind = self.plan.policy == "unwind" or bool(unwinding)
         if not held:
-            if self.plan.policy == "unwind":
+            if unwind:
                 # Nothing left to send here; a leg an earlier attempt's unwind left in error (the engine
                 # stopped before handing it over) is still handed over.
                 await asyncio.to_thread(self._hand_over_unwind, account_id)
@@ -733,7 +737,7 @@ class _RunEntry:
             )
             or "the unwind of this account, begun by an earlier attempt of the entry"
         )
-        if self.plan.policy != "unwind":
+        if not unwind:
             await asyncio.to_thread(self._note_kept, held, why)
             return
         account = self.plan.accounts.get(account_id)
