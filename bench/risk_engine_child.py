@@ -172,10 +172,10 @@ PROBES = (
     ("targets", "exits", "_targets", "target_states (read; only for a scope without a run: exit all, a leg)"),
     ("run_now", "exits", "_run_now", "targets, plan and stuck shorts (one read, under the run's lock)"),
     ("claim_first", "exits", "claim_first_exits", "claim_first_exits (the fast first attempt's write)"),
-    ("claim_exit", "exits_module", "claim_exit", "claim_exit, per leg (write)"),
-    ("read_state", "exits_module", "read_state", "read_state, per leg (read)"),
-    ("exit_intents", "exits_module", "exit_intents", "exit_intents, 3 per leg (read)"),
-    ("record", "work", "_record", "_ExitWork._record, per leg (write + read)"),
+    ("claim_exit", "exit_work", "claim_exit", "claim_exit, per leg (write)"),
+    ("read_state", "exit_work", "read_state", "read_state, per leg (read)"),
+    ("exit_intents", "exit_work", "exit_intents", "exit_intents, 3 per leg (read)"),
+    ("record", "work", "_record", "ExitWork._record, per leg (write + read)"),
     ("claim_send", "journal", "claim_send", "Journal.claim_send, per order (write)"),
     ("send", "client", "place_order", "order handed to the client (OpenAlgoClient.place_order)"),
 )
@@ -203,12 +203,12 @@ def install_stage_probes(stages: list[tuple[int, int, str]], components: dict[st
     the ``components`` by name that exist) to record ``(start ns, end ns, stage)`` (``--breakdown``);
     the feed's ticks only for the options (the index ticks every second)."""
     from algomirror.broker.client import OpenAlgoClient
-    from algomirror.engine import exits as exits_module
-    from algomirror.engine.exits import _ExitWork
+    from algomirror.engine import exit_work
+    from algomirror.engine.exit_work import ExitWork
     from algomirror.engine.journal import Journal
     from algomirror.engine.lock import EngineLock
 
-    owners = {**components, "exits_module": exits_module, "work": _ExitWork, "journal": Journal,
+    owners = {**components, "exit_work": exit_work, "work": ExitWork, "journal": Journal,
               "lock": EngineLock, "client": OpenAlgoClient}  # fmt: skip
 
     def probe(owner: Any, name: str, stage: str) -> None:
