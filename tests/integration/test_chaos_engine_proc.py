@@ -46,7 +46,7 @@ from algomirror.chaos.engine_proc import (
 )
 from algomirror.db.models import TradingAccount
 from algomirror.domain import order_state
-from algomirror.engine import exits as exits_module
+from algomirror.engine import exit_work
 from algomirror.engine.exit_planning import request_exit
 from algomirror.engine.exit_records import claim_exit
 from algomirror.engine.exits import ExitRetry
@@ -458,4 +458,4 @@ async def test_the_wrapped_engine_reaches_each_point_on_entry_and_exit_and_behav
     assert one_order_per_leg(world, "BUY") == dict.fromkeys(world.leg_symbols, 1)
     # The originals are back.
     assert Journal.claim_send.__name__ == "claim_send" and OrderDriver.place.__name__ == "place"
-    assert vars(exits_module)["claim_exit"] is claim_exit
+    assert vars(exit_work)["claim_exit"] is claim_exit

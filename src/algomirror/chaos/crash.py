@@ -13,7 +13,7 @@ the order path, the windows in which an engine that dies must neither lose nor r
   (every order of entries, exits and unwinds is placed there);
 * ``after_exit_claim`` — an execution's exit was claimed (committed ``exiting``) and its exit order has
   not left: the fast first attempt's claim (``ExitExecutor.claim_first_exits``), the one-by-one claim
-  (``exit_records.claim_exit`` as :mod:`algomirror.engine.exits` calls it) and an entry unwind's claim
+  (``exit_records.claim_exit`` as :mod:`algomirror.engine.exit_work` calls it) and an entry unwind's claim
   (``execution._claim_exit``).
 
 The exit's fast first attempt commits the executions' claim and their intents ``sent`` in one
@@ -183,7 +183,7 @@ def install(crasher: Crasher) -> Callable[[], None]:
     when it calls them; nothing else changes. Returns the function that puts the originals back (for
     a test running the engine in its own process)."""
     # Imported here: the plain engine process (no AM_CHAOS_CRASH) never loads this wiring.
-    from algomirror.engine import execution, exits
+    from algomirror.engine import execution, exit_work, exits
     from algomirror.engine.journal import ClaimedIntent, IntentSpec, Journal
     from algomirror.engine.order_driver import IntentRow, OrderDriver
 
@@ -191,7 +191,7 @@ def install(crasher: Crasher) -> Callable[[], None]:
     claim_send = Journal.claim_send
     place = OrderDriver.place
     claim_first_exits = exits.ExitExecutor.claim_first_exits
-    claim_exit: Callable[..., int | None] = vars(exits)["claim_exit"]
+    claim_exit: Callable[..., int | None] = vars(exit_work)["claim_exit"]
     unwind_claim: Callable[[Any, int], bool] = vars(execution)["_claim_exit"]
 
     def record_and_claim_then_reach(self: Journal, specs: Sequence[IntentSpec]) -> list[ClaimedIntent]:
@@ -245,7 +245,7 @@ def install(crasher: Crasher) -> Callable[[], None]:
     OrderDriver.place = place_then_reach  # type: ignore[method-assign]
     exits.ExitExecutor.claim_first_exits = claim_first_exits_then_reach  # type: ignore[method-assign]
     # The callers look these names up in their own modules' globals when they call them.
-    vars(exits)["claim_exit"] = claim_exit_then_reach
+    vars(exit_work)["claim_exit"] = claim_exit_then_reach
     vars(execution)["_claim_exit"] = unwind_claim_then_reach
 
     def restore() -> None:
@@ -253,7 +253,7 @@ def install(crasher: Crasher) -> Callable[[], None]:
         Journal.claim_send = claim_send  # type: ignore[method-assign]
         OrderDriver.place = place  # type: ignore[method-assign]
         exits.ExitExecutor.claim_first_exits = claim_first_exits  # type: ignore[method-assign]
-        vars(exits)["claim_exit"] = claim_exit
+        vars(exit_work)["claim_exit"] = claim_exit
         vars(execution)["_claim_exit"] = unwind_claim
 
     return restore
