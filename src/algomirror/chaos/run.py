@@ -388,6 +388,35 @@ class Driver:
             run_id = row.id
         return _Cycle(run, run_id, strategy_id, product)
 
+    def breach_of(self, cycle: _Cycle) -> tuple[str, Decimal] | None:
+        """The short leg a risk ending moves and by how much (₹ per unit), or None when the run holds no
+        short leg. The plan's breach leg when some account holds it open, else the short leg held on
+        the most accounts; the move is :data:`BREACH` scaled up by how many of the accounts the max loss
+        was sized for (all of them) do not hold it: when an entry failed on most accounts, moving
+        one leg by ``BREACH`` cannot reach a max loss sized for every account, and the engine is right
+        not to fire."""
+        legs = self.seeded.legs[cycle.plan.strategy]
+        with self.database.session_factory() as session:
+            held = Counter(
+                session.scalars(
+                    select(StrategyExecution.leg_id).where(
+                        StrategyExecution.run_id == cycle.run_id,
+                        StrategyExecution.status == "active",
+                        StrategyExecution.filled_quantity > StrategyExecution.exited_quantity,
+                    )
+                )
+            )
+        shorts = [(leg_id, symbol) for leg_id, action, symbol in legs if action == "SELL" and held[leg_id]]
+        planned = legs[cycle.plan.breach_leg]
+        if held[planned[0]]:
+            leg_id, symbol = planned[0], planned[2]
+        elif shorts:
+            leg_id, symbol = max(shorts, key=lambda pair: held[pair[0]])
+        else:
+            return None
+        accounts = len(self.seeded.account_ids)
+        return symbol, BREACH * math.ceil(accounts / held[leg_id])
+
     def apply_ending(self, cycle: _Cycle) -> None:
         """Start the run's ending (only for a run that entered: status ``active``)."""
         status, _ = self.run_state(cycle.run_id)
@@ -396,13 +425,22 @@ class Driver:
             self.endings["not_entered"] += 1
             return
         ending = cycle.plan.ending
-        self.endings[ending] += 1
+        breach = self.breach_of(cycle) if ending == "risk" else None
+        self.endings["risk_unheld" if ending == "risk" and breach is None else ending] += 1
         user_id = self.seeded.user_id
         if ending == "risk":
-            _leg_id, _action, symbol = self.seeded.legs[cycle.plan.strategy][cycle.plan.breach_leg]
-            price = self.ex.ltp(symbol) + BREACH
-            self.ex.control.post("price", symbol=symbol, exchange="NFO", price=price)
-            cycle.breached = (symbol, BREACH)
+            if breach is None:
+                # No short leg of the run is held anywhere (its entry failed on every account but
+                # hedges the unwind is selling): no loss can reach the max loss, so a person exits.
+                with self.database.session() as session:
+                    request_exit(
+                        session, user_id=user_id, scope="run", run_id=cycle.run_id,
+                        token=f"chaos:unheld:{cycle.run_id}",
+                    )  # fmt: skip
+                return
+            symbol, move = breach
+            self.ex.control.post("price", symbol=symbol, exchange="NFO", price=self.ex.ltp(symbol) + move)
+            cycle.breached = breach
         elif ending == "manual":
             with self.database.session() as session:
                 request_exit(
@@ -482,11 +520,12 @@ class Driver:
 
     def escalate(self, cycle: _Cycle, what: str) -> None:
         """The run did not get flat in time: a finding, then a person's exit of the run."""
-        _, executions = self.run_state(cycle.run_id)
+        status, executions = self.run_state(cycle.run_id)
         states = dict(Counter(executions.values()))
         self.findings["unexplained"].append(
             f"run {cycle.run_id} (strategy {cycle.plan.strategy + 1}, ending {cycle.plan.ending}): {what}; "
-            f"executions {states}; {self.exit_trail(cycle.run_id, list(executions))}"
+            f"run {status}, executions {states}{self.execution_errors(cycle.run_id)}; "
+            f"{self.exit_trail(cycle.run_id, list(executions))}"
             + (f"; {self.square_off_facts(cycle)}" if cycle.plan.ending == "square_off" else "")
         )
         if not cycle.escalated:
@@ -500,6 +539,21 @@ class Driver:
                     run_id=cycle.run_id,
                     token=f"chaos:late:{cycle.run_id}",
                 )
+
+    def execution_errors(self, run_id: int) -> str:
+        """The run's execution errors by text and count (``""`` when none), for a finding read from a CI
+        log: why legs failed or were kept says whether an ending could apply to the run at all."""
+        with self.database.session_factory() as session:
+            texts = Counter(
+                (status, (error or "").splitlines()[0][:120])
+                for status, error in session.execute(
+                    select(StrategyExecution.status, StrategyExecution.error_message).where(
+                        StrategyExecution.run_id == run_id, StrategyExecution.error_message.is_not(None)
+                    )
+                ).tuples()
+            )
+        shown = "; ".join(f"{n}x {status} '{text}'" for (status, text), n in texts.most_common(4))
+        return f" (errors: {shown})" if shown else ""
 
     def square_off_facts(self, cycle: _Cycle) -> str:
         """What the scheduler's square-off of the run depends on (domain.schedule.due_actions): the
