@@ -61,7 +61,7 @@ def test_a_risk_ending_is_sized_to_the_accounts_that_hold_the_moved_leg(
     # The max loss is sized for every account (₹40 per unit each); an entry that failed on all but one
     # account (here: one SELL refused on each of the others, the other SELL unwound) leaves one
     # account whose ₹150 move is under it, so the move is scaled to what is held and the risk engine,
-    # not a person, exits the run (seen in CI: seed 6 under load, a lost-mid-send entry on 7 of 8).
+    # not a person, exits the run (seen in CI: seed 6 under load, an entry that failed on 7 of 8).
     accounts = 4
     refused = tuple(Fault("reject", i, (("count", 1), ("mode", "sync"))) for i in range(1, accounts))
     plan = Plan(
