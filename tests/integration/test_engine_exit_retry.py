@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from algomirror.db.models import EngineAlert, EngineCommand
 from algomirror.domain import order_state
-from algomirror.engine import execution
+from algomirror.engine import entry_run
 from algomirror.engine.exit_planning import request_exit, retry_exit
 from algomirror.engine.exit_records import confirm_closed_outside
 from algomirror.engine.exits import ExitExecutor, ExitRetry
@@ -397,13 +397,13 @@ def plan_refused_unwind(world: World, monkeypatch: pytest.MonkeyPatch, *, refusa
     """Plan a hedged run whose short is refused (no such contract), so the filled hedge is unwound, and
     whose unwind's sales the exchange refuses ``refusals`` times: the fault is armed as the unwind claims
     the hedge, after the entry's orders. Returns (run id, entry command id)."""
-    original = vars(execution)["_claim_exit"]
+    original = vars(entry_run)["claim_unwind"]
 
     def claim_then_refuse(database: Any, execution_id: int) -> bool:
         world.sim.control.reject_next(refusals, "RMS: unwind refused", apikey=world.sim.api_keys[0])
         return bool(original(database, execution_id))
 
-    monkeypatch.setattr(execution, "_claim_exit", claim_then_refuse)
+    monkeypatch.setattr(entry_run, "claim_unwind", claim_then_refuse)
     return world.plan({(1, 0): nifty("25810PE")})
 
 
@@ -474,7 +474,7 @@ async def test_a_short_whose_unwind_was_refused_keeps_its_hedge_across_entry_att
     world = make_world(
         db_url, sim, accounts=1, legs=(("BUY", "25500PE"), ("SELL", "25800PE"), ("SELL", "26200CE"))
     )
-    original = vars(execution)["_claim_exit"]
+    original = vars(entry_run)["claim_unwind"]
     armed = [1]  # the first buy-back only: a wrong later sale of the hedge would go through
 
     def claim_then_refuse(database: Any, execution_id: int) -> bool:
@@ -483,13 +483,13 @@ async def test_a_short_whose_unwind_was_refused_keeps_its_hedge_across_entry_att
             sim.control.reject_next(1, "RMS: unwind refused", apikey=sim.api_keys[0])
         return bool(original(database, execution_id))
 
-    monkeypatch.setattr(execution, "_claim_exit", claim_then_refuse)
-    hand_over = execution._RunEntry._hand_over_unwind
+    monkeypatch.setattr(entry_run, "claim_unwind", claim_then_refuse)
+    hand_over = entry_run.RunEntry._hand_over_unwind
 
     def stopped(self: Any, account_id: int) -> None:
         raise OperationalError("INSERT INTO engine_commands", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(execution._RunEntry, "_hand_over_unwind", stopped)
+    monkeypatch.setattr(entry_run.RunEntry, "_hand_over_unwind", stopped)
     run_id, _ = world.plan({(2, 0): nifty("26210CE")})
     async with executor_of(world) as executor:
         assert await executor.process_once() == 1
@@ -497,7 +497,7 @@ async def test_a_short_whose_unwind_was_refused_keeps_its_hedge_across_entry_att
         assert (hedge.status, short.status, refused.status) == ("active", "error", "failed")
         assert world.run(run_id).status == "entering" and commands(world, "exit") == []
 
-        monkeypatch.setattr(execution._RunEntry, "_hand_over_unwind", hand_over)
+        monkeypatch.setattr(entry_run.RunEntry, "_hand_over_unwind", hand_over)
         await executor.execute_run(run_id, user_id=world.user_id)  # the next attempt
     entry_orders = [("BUY", "complete"), ("SELL", "complete")]
     assert [(o.action, o.status) for o in world.exchange_orders(0)] == [*entry_orders, ("BUY", "rejected")]

@@ -14,7 +14,7 @@ the order path, the windows in which an engine that dies must neither lose nor r
 * ``after_exit_claim`` — an execution's exit was claimed (committed ``exiting``) and its exit order has
   not left: the fast first attempt's claim (``ExitExecutor.claim_first_exits``), the one-by-one claim
   (``exit_records.claim_exit`` as :mod:`algomirror.engine.exit_work` calls it) and an entry unwind's claim
-  (``execution._claim_exit``).
+  (``entry_run.claim_unwind``).
 
 The exit's fast first attempt commits the executions' claim and their intents ``sent`` in one
 transaction, so its return reaches ``after_exit_claim`` and then ``after_intent`` (two draws when both
@@ -183,7 +183,7 @@ def install(crasher: Crasher) -> Callable[[], None]:
     when it calls them; nothing else changes. Returns the function that puts the originals back (for
     a test running the engine in its own process)."""
     # Imported here: the plain engine process (no AM_CHAOS_CRASH) never loads this wiring.
-    from algomirror.engine import execution, exit_work, exits
+    from algomirror.engine import entry_run, exit_work, exits
     from algomirror.engine.journal import ClaimedIntent, IntentSpec, Journal
     from algomirror.engine.order_driver import IntentRow, OrderDriver
 
@@ -192,7 +192,7 @@ def install(crasher: Crasher) -> Callable[[], None]:
     place = OrderDriver.place
     claim_first_exits = exits.ExitExecutor.claim_first_exits
     claim_exit: Callable[..., int | None] = vars(exit_work)["claim_exit"]
-    unwind_claim: Callable[[Any, int], bool] = vars(execution)["_claim_exit"]
+    unwind_claim: Callable[[Any, int], bool] = vars(entry_run)["claim_unwind"]
 
     def record_and_claim_then_reach(self: Journal, specs: Sequence[IntentSpec]) -> list[ClaimedIntent]:
         claimed = record_and_claim(self, specs)  # committed when it returns
@@ -246,7 +246,7 @@ def install(crasher: Crasher) -> Callable[[], None]:
     exits.ExitExecutor.claim_first_exits = claim_first_exits_then_reach  # type: ignore[method-assign]
     # The callers look these names up in their own modules' globals when they call them.
     vars(exit_work)["claim_exit"] = claim_exit_then_reach
-    vars(execution)["_claim_exit"] = unwind_claim_then_reach
+    vars(entry_run)["claim_unwind"] = unwind_claim_then_reach
 
     def restore() -> None:
         Journal.record_and_claim = record_and_claim  # type: ignore[method-assign]
@@ -254,7 +254,7 @@ def install(crasher: Crasher) -> Callable[[], None]:
         OrderDriver.place = place  # type: ignore[method-assign]
         exits.ExitExecutor.claim_first_exits = claim_first_exits  # type: ignore[method-assign]
         vars(exit_work)["claim_exit"] = claim_exit
-        vars(execution)["_claim_exit"] = unwind_claim
+        vars(entry_run)["claim_unwind"] = unwind_claim
 
     return restore
 

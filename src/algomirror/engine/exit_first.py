@@ -33,7 +33,7 @@ from algomirror.broker.registry import Priority
 from algomirror.db.session import Database
 from algomirror.domain import order_state
 from algomirror.engine.entry_records import EntryLeg, RunPlan, slice_quantities
-from algomirror.engine.execution import _row_of, _split
+from algomirror.engine.entry_run import row_of, split_groups
 from algomirror.engine.exit_records import attempt_prefix
 from algomirror.engine.group_commit import GroupCommit
 from algomirror.engine.journal import Advance, ClaimedIntent, IntentSpec, IntentView, Journal
@@ -114,7 +114,7 @@ class FirstWave:
 
     def _advance_groups(self, groups: Sequence[list[Advance]]) -> list[list[IntentView]]:
         views = self.driver.journal.advance_many([change for group in groups for change in group])
-        return _split(views, groups)
+        return split_groups(views, groups)
 
     async def claim(self, legs: Sequence[tuple[RunPlan, EntryLeg]]) -> dict[int, list[IntentRow]]:
         """Claim the first exit attempt of every leg of ``legs`` that can take the fast path, with its
@@ -133,7 +133,7 @@ class FirstWave:
             log.info("exit: the batched first attempt was refused (%s); legs go one by one", exc.orig)
             return {}
         return {
-            execution_id: [_row_of(terms[c.view.key], c) for c in intents]
+            execution_id: [row_of(terms[c.view.key], c) for c in intents]
             for execution_id, intents in claimed.items()
         }
 
