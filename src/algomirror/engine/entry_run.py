@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence, Sized
-from typing import TYPE_CHECKING, Literal, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -33,8 +33,9 @@ from algomirror.engine.entry_records import (
     mark_failed,
     slice_quantities,
 )
+from algomirror.engine.exit_first import exit_specs
 from algomirror.engine.exit_planning import request_exit
-from algomirror.engine.group_commit import GroupCommit
+from algomirror.engine.group_commit import GroupCommit, split_groups
 from algomirror.engine.journal import Advance, ClaimedIntent, IntentExistsError, IntentSpec, IntentView
 from algomirror.engine.order_driver import IntentRow, OrderDriver
 
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from algomirror.engine.execution import EntryExecutor
-
-T = TypeVar("T")
 
 LegState = Literal["filled", "failed", "open"]
 
@@ -124,7 +123,7 @@ class RunEntry:
                     slices = slice_quantities(leg, self.today)
                 except ValueError:
                     continue  # _enter_leg says why (or drives what an earlier attempt recorded)
-                fast[account_id].append((leg, self._specs(leg, slices, "entry", leg.side)))
+                fast[account_id].append((leg, self._specs(leg, slices)))
         specs = [spec for items in fast.values() for _, leg_specs in items for spec in leg_specs]
         claimed: dict[str, ClaimedIntent] = {}
         if specs:
@@ -178,7 +177,7 @@ class RunEntry:
         for _, specs in items:
             for spec in specs:
                 c = claimed[spec.key]
-                row = row_of(spec, c)
+                row = IntentRow.of_claimed(spec, c)
                 rows[spec.key] = row
                 (won if c.won else others).append(row)
 
@@ -227,7 +226,7 @@ class RunEntry:
                     await asyncio.to_thread(mark_failed, self.x.database, leg.execution_id, str(exc))
                     return "failed"
             else:
-                intents = await asyncio.to_thread(self._record, leg, slices, "entry", leg.side)
+                intents = await asyncio.to_thread(self._record, leg, self._specs(leg, slices), "entry")
         elif not intents:
             note = f"not placed: {block}"
             await asyncio.to_thread(mark_failed, self.x.database, leg.execution_id, note)
@@ -242,34 +241,32 @@ class RunEntry:
         state = await asyncio.to_thread(finish_entry, self.x.database, leg, rows, self.x.market_clock.now())
         return state
 
-    def _specs(self, leg: EntryLeg, slices: list[int], purpose: str, side: str) -> list[IntentSpec]:
-        """The intents of every slice of ``leg`` (``exec:{id}:entry:{n}``, or ``exec:{id}:exit:1:{n}``
-        MARKET for an unwind)."""
-        prefix = "entry" if purpose == "entry" else "exit:1"
-        market = purpose != "entry"
+    def _specs(self, leg: EntryLeg, slices: list[int]) -> list[IntentSpec]:
+        """The entry intents of every slice of ``leg`` (``exec:{id}:entry:{n}``, the leg's order terms)."""
         return [
             IntentSpec(
-                key=f"exec:{leg.execution_id}:{prefix}:{n}",
+                key=f"exec:{leg.execution_id}:entry:{n}",
                 account_id=leg.account_id,
                 symbol=leg.symbol,
                 exchange=leg.exchange,
                 product=leg.product,
-                side=side,
+                side=leg.side,
                 quantity=quantity,
-                order_type="MARKET" if market else leg.order_type,
-                price=None if market else leg.price,
-                trigger_price=None if market else leg.trigger_price,
+                order_type=leg.order_type,
+                price=leg.price,
+                trigger_price=leg.trigger_price,
                 strategy_tag=self.plan.tag,
                 execution_id=leg.execution_id,
-                purpose=purpose,
+                purpose="entry",
             )
             for n, quantity in enumerate(slices, start=1)
         ]
 
-    def _record(self, leg: EntryLeg, slices: list[int], purpose: str, side: str) -> list[IntentRow]:
-        """Write the intents of every slice (an existing key is kept as it is), return them as stored."""
+    def _record(self, leg: EntryLeg, specs: list[IntentSpec], purpose: str) -> list[IntentRow]:
+        """Write ``specs`` (an existing key is kept as it is); return ``leg``'s ``purpose`` intents as
+        stored."""
         journal = self.driver.journal
-        for spec in self._specs(leg, slices, purpose, side):
+        for spec in specs:
             try:
                 journal.record(spec)
             except IntentExistsError:
@@ -394,8 +391,9 @@ class RunEntry:
         intents = await asyncio.to_thread(intents_of, self.x.database, leg.execution_id, "exit")
         if not intents:
             slices = slice_quantities(leg, self.today, quantity=leg.filled_quantity)
-            opposite = "BUY" if leg.side == "SELL" else "SELL"
-            intents = await asyncio.to_thread(self._record, leg, slices, "exit", opposite)
+            # Attempt 1 of the exit function's keys and terms: a hand-over continues these intents.
+            specs = exit_specs(self.plan, leg, 1, slices)
+            intents = await asyncio.to_thread(self._record, leg, specs, "exit")
         rows = await settled(
             *(self.driver.drive(client, i, allow_send=True, priority=Priority.EXIT) for i in intents)
         )
@@ -404,43 +402,8 @@ class RunEntry:
         )
 
 
-def split_groups(flat: Sequence[T], groups: Sequence[Sized]) -> list[list[T]]:
-    """``flat`` cut back into the groups whose items it holds, in order."""
-    out: list[list[T]] = []
-    at = 0
-    for group in groups:
-        out.append(list(flat[at : at + len(group)]))
-        at += len(group)
-    return out
-
-
 async def _none() -> list[LegState]:
     return []
-
-
-def row_of(spec: IntentSpec, claimed: ClaimedIntent) -> IntentRow:
-    """The driver's row of an intent :meth:`Journal.record_and_claim` returned (its terms are the
-    spec's: the key names the execution and slice, so an earlier attempt wrote the same terms)."""
-    view = claimed.view
-    return IntentRow(
-        id=view.id,
-        key=view.key,
-        account_id=spec.account_id,
-        symbol=spec.symbol,
-        exchange=spec.exchange,
-        product=spec.product,
-        side=spec.side,
-        quantity=spec.quantity,
-        order_type=spec.order_type,
-        price=spec.price,
-        trigger_price=spec.trigger_price,
-        strategy_tag=spec.strategy_tag or "",
-        state=view.state,
-        order_id=view.order_id,
-        filled_quantity=view.filled_quantity,
-        average_price=view.average_price,
-        rejection_reason=claimed.rejection_reason,
-    )
 
 
 def intents_of(database: Database, execution_id: int, purpose: str) -> list[IntentRow]:
@@ -467,4 +430,4 @@ def claim_unwind(database: Database, execution_id: int) -> bool:
         return getattr(won, "rowcount", 0) == 1
 
 
-__all__ = ["LegState", "RunEntry", "claim_unwind", "intents_of", "row_of", "split_groups"]
+__all__ = ["LegState", "RunEntry", "claim_unwind", "intents_of"]

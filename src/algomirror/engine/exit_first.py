@@ -33,9 +33,8 @@ from algomirror.broker.registry import Priority
 from algomirror.db.session import Database
 from algomirror.domain import order_state
 from algomirror.engine.entry_records import EntryLeg, RunPlan, slice_quantities
-from algomirror.engine.entry_run import row_of, split_groups
 from algomirror.engine.exit_records import attempt_prefix
-from algomirror.engine.group_commit import GroupCommit
+from algomirror.engine.group_commit import GroupCommit, split_groups
 from algomirror.engine.journal import Advance, ClaimedIntent, IntentSpec, IntentView, Journal
 from algomirror.engine.order_driver import IntentRow, OrderDriver
 
@@ -133,7 +132,7 @@ class FirstWave:
             log.info("exit: the batched first attempt was refused (%s); legs go one by one", exc.orig)
             return {}
         return {
-            execution_id: [row_of(terms[c.view.key], c) for c in intents]
+            execution_id: [IntentRow.of_claimed(terms[c.view.key], c) for c in intents]
             for execution_id, intents in claimed.items()
         }
 

@@ -12,11 +12,12 @@ a time, so one account's conflict is that account's error only.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from typing import Generic, TypeVar
 
 I = TypeVar("I")  # noqa: E741  (one submission)
 O = TypeVar("O")  # noqa: E741  (its result)
+T = TypeVar("T")
 
 
 class GroupCommit(Generic[I, O]):
@@ -85,4 +86,15 @@ def _fail(future: asyncio.Future[O], exc: Exception) -> None:
         future.set_exception(exc)
 
 
-__all__ = ["GroupCommit"]
+def split_groups(flat: Sequence[T], groups: Sequence[Sized]) -> list[list[T]]:
+    """``flat`` (one result per item of the groups, in order: a group commit's write) cut back into
+    the groups whose items it holds."""
+    out: list[list[T]] = []
+    at = 0
+    for group in groups:
+        out.append(list(flat[at : at + len(group)]))
+        at += len(group)
+    return out
+
+
+__all__ = ["GroupCommit", "split_groups"]

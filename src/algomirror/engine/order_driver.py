@@ -48,7 +48,9 @@ from algomirror.domain.timeutil import utcnow
 from algomirror.engine.concurrency import all_of, settled, staggered
 from algomirror.engine.journal import (
     Advance,
+    ClaimedIntent,
     ConflictingFactsError,
+    IntentSpec,
     IntentView,
     Journal,
     OrderAlreadyAdoptedError,
@@ -127,6 +129,31 @@ class IntentRow:
             filled_quantity=row.filled_quantity,
             average_price=row.average_price,
             rejection_reason=row.rejection_reason,
+        )
+
+    @classmethod
+    def of_claimed(cls, spec: IntentSpec, claimed: ClaimedIntent) -> IntentRow:
+        """The row of an intent :meth:`Journal.record_and_claim` returned (its terms are the spec's: the
+        key names the execution and slice, so an earlier attempt wrote the same terms)."""
+        view = claimed.view
+        return cls(
+            id=view.id,
+            key=view.key,
+            account_id=spec.account_id,
+            symbol=spec.symbol,
+            exchange=spec.exchange,
+            product=spec.product,
+            side=spec.side,
+            quantity=spec.quantity,
+            order_type=spec.order_type,
+            price=spec.price,
+            trigger_price=spec.trigger_price,
+            strategy_tag=spec.strategy_tag or "",
+            state=view.state,
+            order_id=view.order_id,
+            filled_quantity=view.filled_quantity,
+            average_price=view.average_price,
+            rejection_reason=claimed.rejection_reason,
         )
 
     def with_view(self, view: IntentView, reason: str | None = None) -> IntentRow:
