@@ -426,22 +426,17 @@ class Driver:
             return
         ending = cycle.plan.ending
         breach = self.breach_of(cycle) if ending == "risk" else None
-        self.endings["risk_unheld" if ending == "risk" and breach is None else ending] += 1
+        if ending == "risk" and breach is None:
+            # No short leg of the run is held anywhere (its entry failed on every account but hedges
+            # the unwind is selling): no loss can reach the max loss, so a person exits it.
+            ending = "risk_unheld"
+        self.endings[ending] += 1
         user_id = self.seeded.user_id
-        if ending == "risk":
-            if breach is None:
-                # No short leg of the run is held anywhere (its entry failed on every account but
-                # hedges the unwind is selling): no loss can reach the max loss, so a person exits.
-                with self.database.session() as session:
-                    request_exit(
-                        session, user_id=user_id, scope="run", run_id=cycle.run_id,
-                        token=f"chaos:unheld:{cycle.run_id}",
-                    )  # fmt: skip
-                return
+        if breach is not None:
             symbol, move = breach
             self.ex.control.post("price", symbol=symbol, exchange="NFO", price=self.ex.ltp(symbol) + move)
             cycle.breached = breach
-        elif ending == "manual":
+        elif ending in ("manual", "risk_unheld"):
             with self.database.session() as session:
                 request_exit(
                     session,
@@ -545,7 +540,7 @@ class Driver:
         log: why legs failed or were kept says whether an ending could apply to the run at all."""
         with self.database.session_factory() as session:
             texts = Counter(
-                (status, (error or "").splitlines()[0][:120])
+                (status, ((error or "").splitlines() or [""])[0][:120])
                 for status, error in session.execute(
                     select(StrategyExecution.status, StrategyExecution.error_message).where(
                         StrategyExecution.run_id == run_id, StrategyExecution.error_message.is_not(None)
